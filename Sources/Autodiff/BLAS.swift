@@ -1,0 +1,33 @@
+import CBLAS
+
+/// The only door to the C BLAS library (OpenBLAS).
+///
+/// OpenBLAS's level-3 threads split the output matrix, never the inner dimension, so a GEMM gives
+/// the same bits on every run with the same thread count.
+public enum BLAS {
+    /// Row-major `C = alpha * op(A) * op(B) + beta * C` with `op(A)` [m, k], `op(B)` [k, n].
+    @inline(__always)
+    public static func gemm(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        guard m > 0, n > 0 else { return }
+        if k == 0 {
+            // BLAS leaves C scaled by beta only; do the same explicitly.
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] *= beta } }
+            return
+        }
+        cblas_sgemm(CblasRowMajor,
+                    transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb),
+                    beta, c, Int32(ldc))
+    }
+
+    /// The number of threads OpenBLAS uses for level-3 calls.
+    public static var threads: Int {
+        get { Int(openblas_get_num_threads()) }
+        set { openblas_set_num_threads(Int32(newValue)) }
+    }
+}

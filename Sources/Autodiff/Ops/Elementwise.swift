@@ -1,0 +1,202 @@
+/// Elementwise ops: add and mul (same shape, or per-channel broadcast), the channel gate,
+/// ReLU and ReLU6, and reshape.
+
+/// How the second operand of a binary op lines up with the first.
+public enum Broadcast: Equatable {
+    /// Same shape.
+    case none
+    /// `b` has shape [C] and `a` is [N, C, ...]: `b[c]` applies to every element of channel c.
+    case perChannel(batch: Int, channels: Int, inner: Int)
+
+    /// Validates `a op b` for `op`, returning how `b` broadcasts.
+    public static func resolve(_ op: String, _ a: [Int], _ b: [Int]) throws -> Broadcast {
+        if a == b { return .none }
+        try require(b.count == 1 && a.count >= 2 && a[1] == b[0], op,
+                    "shapes \(a) and \(b) differ, and \(b) is not a per-channel [C] vector for \(a) (channel dim 1)")
+        return .perChannel(batch: a[0], channels: a[1], inner: a.dropFirst(2).reduce(1, *))
+    }
+}
+
+/// Elements per thread below which elementwise work stays on one core.
+let elementwiseGrain = 1 << 15
+
+/// `dst[i] += src[i]` over `count` elements, in parallel.
+@inline(__always)
+func accumulate(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ count: Int) {
+    Parallel.forRange(count, grain: elementwiseGrain) { r in
+        for i in r { dst[i] += src[i] }
+    }
+}
+
+/// `a + b`, with `b` either the same shape or a per-channel [C] vector.
+public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
+    let bc = validated { try Broadcast.resolve("add", a.shape, b.shape) }
+    let out = Tensor(uninitialized: a.shape)
+    let pa = a.data, pb = b.data, po = out.data
+    switch bc {
+    case .none:
+        Parallel.forRange(a.count, grain: elementwiseGrain) { r in for i in r { po[i] = pa[i] + pb[i] } }
+    case let .perChannel(n, c, inner):
+        Parallel.forEach(n * c, grain: max(1, elementwiseGrain / max(inner, 1))) { plane in
+            let v = pb[plane % c], base = plane * inner
+            for i in base..<(base + inner) { po[i] = pa[i] + v }
+        }
+    }
+    if Tape.needsRecord(a, b) {
+        Tape.record("add", out) { d in
+            if a.requiresGrad { accumulate(a.gradBuffer().data, d.data, d.count) }
+            guard b.requiresGrad else { return }
+            let db = b.gradBuffer().data, pd = d.data
+            switch bc {
+            case .none: accumulate(db, pd, d.count)
+            case let .perChannel(n, c, inner):
+                Parallel.forEach(c) { ch in
+                    var s: Float = 0
+                    for img in 0..<n { s += sum(pd + (img * c + ch) * inner, inner) }
+                    db[ch] += s
+                }
+            }
+        }
+    }
+    return out
+}
+
+/// `a * b`, with `b` either the same shape or a per-channel [C] vector.
+public func mul(_ a: Tensor, _ b: Tensor) -> Tensor {
+    let bc = validated { try Broadcast.resolve("mul", a.shape, b.shape) }
+    return multiply("mul", a, b, bc)
+}
+
+/// The pruning gate `y[n, c, ...] = x[n, c, ...] * g[c]`.
+///
+/// `g.grad[c]` after backward is `dL/dg_c`, the quantity Taylor-FO importance squares
+/// (spec: "Taylor-FO importance with gates"). Gates take no optimizer step; the pruner sets them.
+/// - Parameters:
+///   - x: [N, C, ...]
+///   - g: [C]
+public func gate(_ x: Tensor, _ g: Tensor) -> Tensor {
+    let bc = validated { () throws -> Broadcast in
+        try require(g.shape.count == 1 && x.shape.count >= 2 && x.shape[1] == g.shape[0], "gate",
+                    "gate \(g.shape) must be a [C] vector matching channel dim 1 of input \(x.shape)")
+        return try Broadcast.resolve("gate", x.shape, g.shape)
+    }
+    return multiply("gate", x, g, bc)
+}
+
+private func multiply(_ op: StaticString, _ a: Tensor, _ b: Tensor, _ bc: Broadcast) -> Tensor {
+    let out = Tensor(uninitialized: a.shape)
+    let pa = a.data, pb = b.data, po = out.data
+    switch bc {
+    case .none:
+        Parallel.forRange(a.count, grain: elementwiseGrain) { r in for i in r { po[i] = pa[i] * pb[i] } }
+    case let .perChannel(n, c, inner):
+        Parallel.forEach(n * c, grain: max(1, elementwiseGrain / max(inner, 1))) { plane in
+            let v = pb[plane % c], base = plane * inner
+            for i in base..<(base + inner) { po[i] = pa[i] * v }
+        }
+    }
+    if Tape.needsRecord(a, b) {
+        Tape.record(op, out) { d in
+            let pd = d.data
+            switch bc {
+            case .none:
+                if a.requiresGrad {
+                    let da = a.gradBuffer().data
+                    Parallel.forRange(d.count, grain: elementwiseGrain) { r in for i in r { da[i] += pd[i] * pb[i] } }
+                }
+                if b.requiresGrad {
+                    let db = b.gradBuffer().data
+                    Parallel.forRange(d.count, grain: elementwiseGrain) { r in for i in r { db[i] += pd[i] * pa[i] } }
+                }
+            case let .perChannel(n, c, inner):
+                if a.requiresGrad {
+                    let da = a.gradBuffer().data
+                    Parallel.forEach(n * c, grain: max(1, elementwiseGrain / max(inner, 1))) { plane in
+                        let v = pb[plane % c], base = plane * inner
+                        for i in base..<(base + inner) { da[i] += pd[i] * v }
+                    }
+                }
+                if b.requiresGrad {
+                    let db = b.gradBuffer().data
+                    Parallel.forEach(c) { ch in
+                        var s: Float = 0
+                        for img in 0..<n {
+                            let base = (img * c + ch) * inner
+                            s += dot(pd + base, pa + base, inner)
+                        }
+                        db[ch] += s
+                    }
+                }
+            }
+        }
+    }
+    return out
+}
+
+/// The clamping activations.
+public enum Activation: String, Sendable, CaseIterable {
+    case identity, relu, relu6
+
+    /// Applies the activation to one value.
+    @inline(__always) func apply(_ v: Float) -> Float {
+        switch self {
+        case .identity: return v
+        case .relu: return max(v, 0)
+        case .relu6: return min(max(v, 0), 6)
+        }
+    }
+
+    /// The derivative, read off the activation's output `y`: 1 where the input was inside the
+    /// linear range, else 0 (PyTorch's convention at the kinks: 0).
+    @inline(__always) func passes(_ y: Float) -> Bool {
+        switch self {
+        case .identity: return true
+        case .relu: return y > 0
+        case .relu6: return y > 0 && y < 6
+        }
+    }
+}
+
+/// `max(x, 0)`.
+public func relu(_ x: Tensor) -> Tensor { activate(x, .relu, op: "relu") }
+
+/// `min(max(x, 0), 6)`, MobileNetV2's activation.
+public func relu6(_ x: Tensor) -> Tensor { activate(x, .relu6, op: "relu6") }
+
+private func activate(_ x: Tensor, _ act: Activation, op: StaticString) -> Tensor {
+    let out = Tensor(uninitialized: x.shape)
+    let px = x.data, po = out.data
+    switch act {
+    case .identity: out.copy(from: x)
+    case .relu: Parallel.forRange(x.count, grain: elementwiseGrain) { r in for i in r { po[i] = max(px[i], 0) } }
+    case .relu6: Parallel.forRange(x.count, grain: elementwiseGrain) { r in for i in r { po[i] = min(max(px[i], 0), 6) } }
+    }
+    if Tape.needsRecord(x) {
+        Tape.record(op, out) { d in
+            let dx = x.gradBuffer().data, pd = d.data
+            Parallel.forRange(d.count, grain: elementwiseGrain) { r in
+                for i in r where act.passes(po[i]) { dx[i] += pd[i] }
+            }
+        }
+    }
+    return out
+}
+
+/// The same elements under a new shape with as many elements. Shares storage with `x`.
+public func reshape(_ x: Tensor, _ shape: [Int]) -> Tensor {
+    validated {
+        try require(shape.reduce(1, *) == x.count, "reshape",
+                    "cannot view input \(x.shape) (\(x.count) elements) as \(shape)")
+    }
+    let out = Tensor(shape: shape, storage: x.storage, requiresGrad: false)
+    if Tape.needsRecord(x) {
+        Tape.record("reshape", out) { d in accumulate(x.gradBuffer().data, d.data, d.count) }
+    }
+    return out
+}
+
+/// [N, d1, d2, ...] -> [N, d1*d2*...].
+public func flatten(_ x: Tensor) -> Tensor {
+    validated { try require(x.shape.count >= 1, "flatten", "input \(x.shape) has no batch dimension") }
+    return reshape(x, [x.shape[0], x.count / max(x.shape[0], 1)])
+}

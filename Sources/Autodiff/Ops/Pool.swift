@@ -1,0 +1,149 @@
+/// Pooling: max pool, average pool and global average pool over NCHW planes.
+
+/// The sizes of one 2-D pooling, validated.
+public struct Pool2DGeometry: Equatable, Sendable {
+    public let planes: Int, height: Int, width: Int
+    public let kernelH: Int, kernelW: Int, strideH: Int, strideW: Int, padH: Int, padW: Int
+    public let outH: Int, outW: Int
+
+    /// Checks a pooling's shapes (PyTorch's rules, `ceil_mode=False`).
+    /// - Parameter input: [N, C, H, W]
+    public static func validate(_ op: String, input: [Int], kernel: (Int, Int), stride: (Int, Int),
+                                padding: (Int, Int)) throws -> Pool2DGeometry {
+        try require(input.count == 4, op, "input \(input) must be [N, C, H, W]")
+        try require(kernel.0 >= 1 && kernel.1 >= 1 && stride.0 >= 1 && stride.1 >= 1, op,
+                    "kernel \(kernel) and stride \(stride) must be >= 1")
+        try require(padding.0 >= 0 && padding.1 >= 0 && 2 * padding.0 <= kernel.0 && 2 * padding.1 <= kernel.1, op,
+                    "padding \(padding) must be between 0 and half the kernel \(kernel)")
+        try require(input[2] + 2 * padding.0 >= kernel.0 && input[3] + 2 * padding.1 >= kernel.1, op,
+                    "input \(input) with padding \(padding) is smaller than the kernel \(kernel)")
+        return Pool2DGeometry(planes: input[0] * input[1], height: input[2], width: input[3],
+                              kernelH: kernel.0, kernelW: kernel.1, strideH: stride.0, strideW: stride.1,
+                              padH: padding.0, padW: padding.1,
+                              outH: (input[2] + 2 * padding.0 - kernel.0) / stride.0 + 1,
+                              outW: (input[3] + 2 * padding.1 - kernel.1) / stride.1 + 1)
+    }
+
+    var inPlane: Int { height * width }
+    var outPlane: Int { outH * outW }
+    /// Input rows of window row `oh`, clipped to the image.
+    @inline(__always) func rows(_ oh: Int) -> Range<Int> {
+        max(0, oh * strideH - padH)..<min(height, oh * strideH - padH + kernelH)
+    }
+    /// Input columns of window column `ow`, clipped to the image.
+    @inline(__always) func columns(_ ow: Int) -> Range<Int> {
+        max(0, ow * strideW - padW)..<min(width, ow * strideW - padW + kernelW)
+    }
+}
+
+/// Max pooling; padding counts as minus infinity, as in PyTorch.
+/// - Parameter x: [N, C, H, W]
+/// - Returns: [N, C, outH, outW]
+public func maxPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil,
+                      padding: (Int, Int) = (0, 0)) -> Tensor {
+    let g = validated {
+        try Pool2DGeometry.validate("maxpool2d", input: x.shape, kernel: kernel, stride: stride ?? kernel, padding: padding)
+    }
+    let out = Tensor(uninitialized: [x.shape[0], x.shape[1], g.outH, g.outW])
+    // Index within its input plane of each output's maximum, for backward.
+    let argmax = UnsafeMutablePointer<Int32>.allocate(capacity: max(out.count, 1))
+    let px = x.data, po = out.data
+    Parallel.forEach(g.planes, grain: max(1, 4096 / max(g.outPlane, 1))) { p in
+        let src = px + p * g.inPlane
+        for oh in 0..<g.outH {
+            let rows = g.rows(oh)
+            for ow in 0..<g.outW {
+                var best = -Float.infinity, at = -1
+                for ih in rows {
+                    for iw in g.columns(ow) where src[ih * g.width + iw] > best || at < 0 {
+                        best = src[ih * g.width + iw]
+                        at = ih * g.width + iw
+                    }
+                }
+                let o = p * g.outPlane + oh * g.outW + ow
+                po[o] = best
+                argmax[o] = Int32(at)
+            }
+        }
+    }
+    if Tape.needsRecord(x) {
+        let indices = IndexBuffer(argmax)
+        Tape.record("maxpool2d", out) { d in
+            let dx = x.gradBuffer().data, pd = d.data, idx = indices.pointer
+            Parallel.forEach(g.planes, grain: max(1, 4096 / max(g.outPlane, 1))) { p in
+                let dst = dx + p * g.inPlane
+                for o in (p * g.outPlane)..<((p + 1) * g.outPlane) { dst[Int(idx[o])] += pd[o] }
+            }
+        }
+    } else {
+        argmax.deallocate()
+    }
+    return out
+}
+
+/// Owns the argmax indices a max pool saves for its backward rule.
+private final class IndexBuffer {
+    let pointer: UnsafeMutablePointer<Int32>
+    init(_ pointer: UnsafeMutablePointer<Int32>) { self.pointer = pointer }
+    deinit { pointer.deallocate() }
+}
+
+/// Average pooling. Padded positions count as zeros in the divisor (`count_include_pad=True`,
+/// PyTorch's default).
+/// - Parameter x: [N, C, H, W]
+/// - Returns: [N, C, outH, outW]
+public func avgPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil,
+                      padding: (Int, Int) = (0, 0)) -> Tensor {
+    let g = validated {
+        try Pool2DGeometry.validate("avgpool2d", input: x.shape, kernel: kernel, stride: stride ?? kernel, padding: padding)
+    }
+    let out = Tensor(uninitialized: [x.shape[0], x.shape[1], g.outH, g.outW])
+    let px = x.data, po = out.data
+    let scale = 1 / Float(g.kernelH * g.kernelW)
+    Parallel.forEach(g.planes, grain: max(1, 4096 / max(g.outPlane, 1))) { p in
+        let src = px + p * g.inPlane
+        for oh in 0..<g.outH {
+            for ow in 0..<g.outW {
+                var s: Float = 0
+                for ih in g.rows(oh) { for iw in g.columns(ow) { s += src[ih * g.width + iw] } }
+                po[p * g.outPlane + oh * g.outW + ow] = s * scale
+            }
+        }
+    }
+    if Tape.needsRecord(x) {
+        Tape.record("avgpool2d", out) { d in
+            let dx = x.gradBuffer().data, pd = d.data
+            Parallel.forEach(g.planes, grain: max(1, 4096 / max(g.outPlane, 1))) { p in
+                let dst = dx + p * g.inPlane
+                for oh in 0..<g.outH {
+                    for ow in 0..<g.outW {
+                        let v = pd[p * g.outPlane + oh * g.outW + ow] * scale
+                        for ih in g.rows(oh) { for iw in g.columns(ow) { dst[ih * g.width + iw] += v } }
+                    }
+                }
+            }
+        }
+    }
+    return out
+}
+
+/// Global average pooling, ONNX's `GlobalAveragePool`.
+/// - Parameter x: [N, C, H, W]
+/// - Returns: [N, C, 1, 1]
+public func globalAvgPool(_ x: Tensor) -> Tensor {
+    validated { try require(x.shape.count == 4, "global_avgpool", "input \(x.shape) must be [N, C, H, W]") }
+    let planes = x.shape[0] * x.shape[1], plane = x.shape[2] * x.shape[3]
+    let out = Tensor(uninitialized: [x.shape[0], x.shape[1], 1, 1])
+    let px = x.data, po = out.data, scale = 1 / Float(plane)
+    Parallel.forEach(planes, grain: max(1, 4096 / max(plane, 1))) { p in po[p] = sum(px + p * plane, plane) * scale }
+    if Tape.needsRecord(x) {
+        Tape.record("global_avgpool", out) { d in
+            let dx = x.gradBuffer().data, pd = d.data
+            Parallel.forEach(planes, grain: max(1, 4096 / max(plane, 1))) { p in
+                let v = pd[p] * scale, dst = dx + p * plane
+                for i in 0..<plane { dst[i] += v }
+            }
+        }
+    }
+    return out
+}

@@ -1,0 +1,30 @@
+import Dispatch
+import Foundation
+
+/// Splits work across the machine's cores.
+///
+/// Every kernel that uses it computes each output element (or each per-channel reduction) with
+/// the same code path whatever the split, so results are bit-identical for any thread count.
+public enum Parallel {
+    /// Worker count: the active cores.
+    nonisolated(unsafe) public static var workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    /// Calls `body` on disjoint sub-ranges covering `0..<count`, concurrently.
+    /// `grain` is the smallest range worth a thread of its own.
+    @inline(__always)
+    public static func forRange(_ count: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
+        guard count > 0 else { return }
+        let chunks = min(workers, max(1, count / max(grain, 1)))
+        if chunks <= 1 { body(0..<count); return }
+        DispatchQueue.concurrentPerform(iterations: chunks) { k in
+            let lo = count * k / chunks, hi = count * (k + 1) / chunks
+            if lo < hi { body(lo..<hi) }
+        }
+    }
+
+    /// Calls `body(i)` for every `i` in `0..<count`, concurrently.
+    @inline(__always)
+    public static func forEach(_ count: Int, grain: Int = 1, _ body: (Int) -> Void) {
+        forRange(count, grain: grain) { r in for i in r { body(i) } }
+    }
+}

@@ -1,0 +1,157 @@
+import Foundation
+
+/// A contiguous, row-major Float32 tensor.
+///
+/// Activations are NCHW and convolution filters OIHW, the ONNX layout. A tensor owns (or shares,
+/// after `reshaped`) a `Storage` taken from the `BufferPool`, so the buffers of one training step
+/// are reused by the next instead of being returned to the system allocator.
+public final class Tensor {
+    /// The dimensions, outermost first. A scalar has shape `[]` and one element.
+    public let shape: [Int]
+    /// The number of elements, the product of `shape`.
+    public let count: Int
+    let storage: Storage
+
+    /// Whether gradients flow into this tensor. Parameters set it; op outputs inherit it from
+    /// their inputs while the tape is recording.
+    public var requiresGrad: Bool
+    /// The accumulated gradient, same shape as the tensor. `nil` until backward reaches it.
+    public var grad: Tensor?
+
+    /// Raw element pointer, for kernels. Valid while the tensor is alive.
+    @inline(__always) public var data: UnsafeMutablePointer<Float> { storage.pointer }
+
+    /// A tensor with undefined contents, for op outputs that are fully overwritten.
+    public init(uninitialized shape: [Int], requiresGrad: Bool = false) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "Tensor: negative dimension in shape \(shape)")
+        self.shape = shape
+        self.count = shape.reduce(1, *)
+        self.storage = Storage(count: count)
+        self.requiresGrad = requiresGrad
+    }
+
+    init(shape: [Int], storage: Storage, requiresGrad: Bool) {
+        self.shape = shape
+        self.count = shape.reduce(1, *)
+        self.storage = storage
+        self.requiresGrad = requiresGrad
+    }
+
+    /// A tensor filled with zeros.
+    public static func zeros(_ shape: [Int], requiresGrad: Bool = false) -> Tensor {
+        let t = Tensor(uninitialized: shape, requiresGrad: requiresGrad)
+        t.data.initialize(repeating: 0, count: t.count)
+        return t
+    }
+
+    /// A tensor filled with `value`.
+    public static func filled(_ shape: [Int], with value: Float, requiresGrad: Bool = false) -> Tensor {
+        let t = Tensor(uninitialized: shape, requiresGrad: requiresGrad)
+        t.data.initialize(repeating: value, count: t.count)
+        return t
+    }
+
+    /// A tensor holding a copy of `values` (row-major).
+    public convenience init(shape: [Int], values: [Float], requiresGrad: Bool = false) {
+        self.init(uninitialized: shape, requiresGrad: requiresGrad)
+        precondition(values.count == count,
+                     "Tensor: \(values.count) values do not fill shape \(shape) (\(count) elements)")
+        values.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: count) }
+    }
+
+    /// A copy of the elements as an array.
+    public var values: [Float] { Array(UnsafeBufferPointer(start: data, count: count)) }
+
+    /// The single value of a one-element tensor (a loss, say).
+    public var scalar: Float {
+        precondition(count == 1, "Tensor.scalar: shape \(shape) has \(count) elements, expected 1")
+        return data[0]
+    }
+
+    /// Typed view of the elements, for kernels.
+    @inline(__always) public var buffer: UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(start: data, count: count)
+    }
+
+    /// Copies `other`'s values into this tensor. Shapes must hold the same number of elements.
+    public func copy(from other: Tensor) {
+        precondition(other.count == count, "Tensor.copy: shapes \(other.shape) and \(shape) differ in size")
+        data.update(from: other.data, count: count)
+    }
+
+    /// Sets every element to zero.
+    public func zero() { data.update(repeating: 0, count: count) }
+
+    /// The gradient buffer, created (zero-filled) on first use. Backward rules add into it.
+    public func gradBuffer() -> Tensor {
+        if let g = grad { return g }
+        let g = Tensor.zeros(shape)
+        grad = g
+        return g
+    }
+}
+
+extension Tensor: CustomStringConvertible {
+    public var description: String {
+        let shown = values.prefix(8).map { String(format: "%.4g", $0) }.joined(separator: ", ")
+        return "Tensor(\(shape): [\(shown)\(count > 8 ? ", ..." : "")])"
+    }
+}
+
+/// A 64-byte aligned Float buffer that returns itself to the `BufferPool` when released.
+final class Storage {
+    let pointer: UnsafeMutablePointer<Float>
+    let count: Int
+
+    init(count: Int) {
+        self.count = count
+        self.pointer = BufferPool.shared.acquire(count)
+    }
+
+    deinit { BufferPool.shared.release(pointer, count: count) }
+}
+
+/// Free lists of Float buffers keyed by element count.
+///
+/// Training repeats the same shapes every step, so after the first step every activation and
+/// gradient buffer comes from here: no page faults from fresh `mmap`s, no allocator traffic.
+public final class BufferPool: @unchecked Sendable {
+    public static let shared = BufferPool()
+
+    private var freeLists: [Int: [UnsafeMutablePointer<Float>]] = [:]
+    private var lock = pthread_mutex_t()
+    /// Bytes currently held in free lists.
+    public private(set) var pooledBytes = 0
+
+    init() { pthread_mutex_init(&lock, nil) }
+
+    func acquire(_ count: Int) -> UnsafeMutablePointer<Float> {
+        pthread_mutex_lock(&lock)
+        if let p = freeLists[count]?.popLast() {
+            pooledBytes -= count * 4
+            pthread_mutex_unlock(&lock)
+            return p
+        }
+        pthread_mutex_unlock(&lock)
+        var raw: UnsafeMutableRawPointer?
+        let rc = posix_memalign(&raw, 64, max(count, 1) * MemoryLayout<Float>.stride)
+        precondition(rc == 0 && raw != nil, "BufferPool: cannot allocate \(count) floats")
+        return raw!.bindMemory(to: Float.self, capacity: max(count, 1))
+    }
+
+    func release(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
+        pthread_mutex_lock(&lock)
+        freeLists[count, default: []].append(pointer)
+        pooledBytes += count * 4
+        pthread_mutex_unlock(&lock)
+    }
+
+    /// Returns every pooled buffer to the system, e.g. between models of different shapes.
+    public func drain() {
+        pthread_mutex_lock(&lock)
+        for (_, list) in freeLists { for p in list { free(p) } }
+        freeLists.removeAll()
+        pooledBytes = 0
+        pthread_mutex_unlock(&lock)
+    }
+}

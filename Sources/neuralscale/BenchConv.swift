@@ -1,0 +1,130 @@
+import ArgumentParser
+import Autodiff
+import Foundation
+
+/// `neuralscale bench conv`: forward plus both backward passes of VGG-11's eight convolutions at
+/// their CIFAR shapes, against a plain sgemm timed in the same run.
+struct BenchConv: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "conv",
+        abstract: "Time VGG-11's eight 3x3 convolutions (CIFAR shapes, 3x32x32 input): forward, weight and input gradients.",
+        discussion: """
+        Prints GFLOP/s per layer and the FLOP-weighted total, and in the same run the GFLOP/s of a \
+        plain cblas_sgemm (M=N=K=--gemm-size) as the yardstick. FLOPs count a multiply-add as 2; \
+        the backward pass counts twice the forward (weight and input gradients). Each figure is \
+        the best of --iterations timed runs after one warm-up run. Build with -c release.
+        """
+    )
+
+    @Option(name: .long, help: "Images per batch.")
+    var batchSize = 128
+
+    @Option(name: .long, help: "Timed runs per layer; the fastest counts (the machine is shared and noisy).")
+    var iterations = 3
+
+    @Option(name: .long, help: "Size of the square sgemm yardstick.")
+    var gemmSize = 2048
+
+    @Flag(name: .long, help: "Print one JSON object instead of the table.")
+    var json = false
+
+    func validate() throws {
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be >= 1, got \(batchSize)") }
+        guard iterations >= 1 else { throw ValidationError("--iterations must be >= 1, got \(iterations)") }
+        guard gemmSize >= 64 else { throw ValidationError("--gemm-size must be >= 64, got \(gemmSize)") }
+    }
+
+    /// VGG-11's convolutions on 32x32 input: (in, out, spatial size).
+    static let layers: [(cin: Int, cout: Int, size: Int)] = [
+        (3, 64, 32), (64, 128, 16), (128, 256, 8), (256, 256, 8),
+        (256, 512, 4), (512, 512, 4), (512, 512, 2), (512, 512, 2),
+    ]
+
+    struct LayerResult: Encodable {
+        let layer: String
+        let forwardMs: Double
+        let backwardMs: Double
+        let gflop: Double
+        let gflops: Double
+    }
+
+    struct Report: Encodable {
+        let batchSize: Int
+        let threads: Int
+        let layers: [LayerResult]
+        let totalGFLOPs: Double
+        let sgemmGFLOPs: Double
+        let ratio: Double
+    }
+
+    func run() throws {
+        var rng = RandomGenerator(seed: 0)
+        var results: [LayerResult] = []
+        var totalFlop = 0.0, totalSeconds = 0.0
+        for (i, l) in Self.layers.enumerated() {
+            let x = Tensor.randn([batchSize, l.cin, l.size, l.size], using: &rng, requiresGrad: true)
+            let w = Tensor.randn([l.cout, l.cin, 3, 3], std: 0.05, using: &rng, requiresGrad: true)
+            let b = Tensor.zeros([l.cout], requiresGrad: true)
+            let seed = Tensor.randn([batchSize, l.cout, l.size, l.size], using: &rng)
+            var bestF = Double.infinity, bestB = Double.infinity
+            for it in 0...iterations {
+                x.grad = nil; w.grad = nil; b.grad = nil
+                let t0 = monotonicSeconds()
+                let y = conv2d(x, weight: w, bias: b, stride: (1, 1), padding: (1, 1))
+                let t1 = monotonicSeconds()
+                y.backward(seed: seed)
+                let t2 = monotonicSeconds()
+                if it > 0 { bestF = min(bestF, t1 - t0); bestB = min(bestB, t2 - t1) }
+            }
+            let flop = 3 * 2 * Double(batchSize * l.cout * l.cin * 9 * l.size * l.size)
+            totalFlop += flop
+            totalSeconds += bestF + bestB
+            results.append(LayerResult(layer: "conv\(i + 1) \(l.cin)->\(l.cout) @\(l.size)x\(l.size)",
+                                       forwardMs: bestF * 1e3, backwardMs: bestB * 1e3,
+                                       gflop: flop / 1e9, gflops: flop / (bestF + bestB) / 1e9))
+        }
+        let sgemm = sgemmGFLOPs(size: gemmSize, iterations: iterations)
+        let total = totalFlop / totalSeconds / 1e9
+        let report = Report(batchSize: batchSize, threads: BLAS.threads, layers: results,
+                            totalGFLOPs: total, sgemmGFLOPs: sgemm, ratio: total / sgemm)
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            print(String(decoding: try enc.encode(report), as: UTF8.self))
+            return
+        }
+        print("VGG-11 convolutions, batch \(batchSize), \(BLAS.threads) BLAS threads, best of \(iterations)")
+        print(pad("layer", 26) + pad("fwd ms", 10) + pad("bwd ms", 10) + pad("GFLOP", 9) + "GFLOP/s")
+        for r in results {
+            print(pad(r.layer, 26) + pad(fmt(r.forwardMs), 10) + pad(fmt(r.backwardMs), 10)
+                  + pad(fmt(r.gflop), 9) + fmt(r.gflops))
+        }
+        print("total (FLOP-weighted): \(fmt(total)) GFLOP/s")
+        print("plain sgemm \(gemmSize)^3: \(fmt(sgemm)) GFLOP/s")
+        print("ratio: \(fmt(100 * total / sgemm))% of plain sgemm")
+    }
+
+    private func pad(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count + 1), withPad: " ", startingAt: 0) }
+    private func fmt(_ v: Double) -> String { String(format: "%.1f", v) }
+}
+
+/// GFLOP/s of a square row-major sgemm, best of `iterations` after one warm-up.
+func sgemmGFLOPs(size n: Int, iterations: Int) -> Double {
+    var rng = RandomGenerator(seed: 1)
+    let a = Tensor.randn([n, n], using: &rng), b = Tensor.randn([n, n], using: &rng)
+    let c = Tensor.zeros([n, n])
+    var best = Double.infinity
+    for it in 0...iterations {
+        let t0 = monotonicSeconds()
+        BLAS.gemm(transA: false, transB: false, m: n, n: n, k: n, a: a.data, lda: n, b: b.data, ldb: n,
+                  beta: 0, c: c.data, ldc: n)
+        if it > 0 { best = min(best, monotonicSeconds() - t0) }
+    }
+    return 2 * Double(n) * Double(n) * Double(n) / best / 1e9
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
