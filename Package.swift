@@ -39,7 +39,7 @@ let package = Package(
         .testTarget(
             name: "AutodiffTests",
             dependencies: ["Autodiff"],
-            exclude: ["Reference/make_reference.py"]
+            exclude: ["Reference"]
         ),
     ],
     swiftLanguageModes: [.v5]

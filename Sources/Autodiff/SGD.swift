@@ -117,6 +117,13 @@ public struct SGDState: Codable, Equatable, Sendable {
     public var learningRate: Float
     /// Per parameter, in the optimizer's order: the momentum buffer, or nil before its first step.
     public var momentumBuffers: [[Float]?]
+
+    public init(epoch: Int, stepCount: Int, learningRate: Float, momentumBuffers: [[Float]?]) {
+        self.epoch = epoch
+        self.stepCount = stepCount
+        self.learningRate = learningRate
+        self.momentumBuffers = momentumBuffers
+    }
 }
 
 /// Learning rate as a function of the (0-based) epoch.

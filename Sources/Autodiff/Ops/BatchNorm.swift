@@ -77,7 +77,7 @@ public func batchNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor,
 
     if Tape.needsRecord(x, weight, bias) {
         Tape.record("batchnorm2d", out) { d in
-            let pd = d.data
+            let pd = d.data, mean = stats.data, invStd = stats.data + c  // `stats` lives as long as this rule
             let dx = x.requiresGrad ? x.gradBuffer().data : nil
             let dGamma = weight.requiresGrad ? weight.gradBuffer().data : nil
             let dBeta = bias.requiresGrad ? bias.gradBuffer().data : nil

@@ -37,7 +37,7 @@ public func crossEntropy(_ logits: Tensor, labels: [Int32]) -> Tensor {
     let out = Tensor(shape: [], values: [Float(total / Double(n))])
     if Tape.needsRecord(logits) {
         Tape.record("cross_entropy", out) { d in
-            let dl = logits.gradBuffer().data, scale = d.data[0] / Float(n)
+            let dl = logits.gradBuffer().data, scale = d.data[0] / Float(n), pp = probs.data
             for i in 0..<n {
                 for j in 0..<k {
                     let onehot: Float = j == Int(labels[i]) ? 1 : 0

@@ -1,0 +1,151 @@
+import Autodiff
+import XCTest
+
+/// Every op's gradient against central finite differences, on small odd shapes.
+final class GradientTests: XCTestCase {
+    var rng = RandomGenerator(seed: 7)
+
+    func testAddSameShapeAndPerChannel() {
+        let a = Tensor.randn([2, 3, 4, 5], using: &rng), b = Tensor.randn([2, 3, 4, 5], using: &rng)
+        checkGradients("add", inputs: [a, b]) { add(a, b) }
+        let c = Tensor.randn([3], using: &rng)
+        checkGradients("add per-channel", inputs: [a, c]) { add(a, c) }
+        let flat = Tensor.randn([4, 3], using: &rng)
+        checkGradients("add per-channel on [N, C]", inputs: [flat, c]) { add(flat, c) }
+    }
+
+    func testMulSameShapeAndPerChannel() {
+        let a = Tensor.randn([3, 2, 3, 5], using: &rng), b = Tensor.randn([3, 2, 3, 5], using: &rng)
+        checkGradients("mul", inputs: [a, b]) { mul(a, b) }
+        let c = Tensor.randn([2], using: &rng)
+        checkGradients("mul per-channel", inputs: [a, c]) { mul(a, c) }
+    }
+
+    func testGateGivesDLossDGate() {
+        let x = Tensor.randn([2, 4, 3, 3], using: &rng)
+        let g = Tensor(shape: [4], values: [1, 0, 1, 0.5])
+        checkGradients("gate", inputs: [x, g]) { gate(x, g) }
+    }
+
+    func testMatmulAndLinear() {
+        let a = Tensor.randn([3, 4], using: &rng), b = Tensor.randn([4, 5], using: &rng)
+        checkGradients("matmul", inputs: [a, b]) { matmul(a, b) }
+        let x = Tensor.randn([3, 7], using: &rng), w = Tensor.randn([5, 7], using: &rng)
+        let bias = Tensor.randn([5], using: &rng)
+        checkGradients("linear", inputs: [x, w, bias]) { linear(x, weight: w, bias: bias) }
+        checkGradients("linear without bias", inputs: [x, w]) { linear(x, weight: w, bias: nil) }
+    }
+
+    func testConv2dDense() {
+        let x = Tensor.randn([2, 3, 7, 5], using: &rng), w = Tensor.randn([4, 3, 3, 3], using: &rng)
+        let b = Tensor.randn([4], using: &rng)
+        checkGradients("conv 3x3 s1 p1", inputs: [x, w, b]) { conv2d(x, weight: w, bias: b, padding: (1, 1)) }
+        checkGradients("conv 3x3 s2 p1", inputs: [x, w]) { conv2d(x, weight: w, stride: (2, 2), padding: (1, 1)) }
+        let w2 = Tensor.randn([3, 3, 2, 3], using: &rng)
+        checkGradients("conv 2x3 s(2,1) p(0,2) no pad rows", inputs: [x, w2]) {
+            conv2d(x, weight: w2, stride: (2, 1), padding: (0, 2))
+        }
+        let w1 = Tensor.randn([5, 3, 1, 1], using: &rng)
+        checkGradients("conv 1x1 s2", inputs: [x, w1]) { conv2d(x, weight: w1, stride: (2, 2)) }
+    }
+
+    func testConv2dChunkedOverImages() {
+        // A tiny column budget forces one image per GEMM chunk: dW accumulates across chunks.
+        let saved = Conv2DTuning.columnBudget
+        Conv2DTuning.columnBudget = 1
+        defer { Conv2DTuning.columnBudget = saved }
+        let x = Tensor.randn([3, 2, 5, 6], using: &rng), w = Tensor.randn([3, 2, 3, 3], using: &rng)
+        let b = Tensor.randn([3], using: &rng)
+        checkGradients("conv chunked", inputs: [x, w, b]) { conv2d(x, weight: w, bias: b, stride: (2, 2), padding: (1, 1)) }
+    }
+
+    func testConv2dGrouped() {
+        let x = Tensor.randn([2, 4, 6, 5], using: &rng), w = Tensor.randn([6, 2, 3, 2], using: &rng)
+        let b = Tensor.randn([6], using: &rng)
+        checkGradients("conv groups 2", inputs: [x, w, b]) {
+            conv2d(x, weight: w, bias: b, stride: (2, 1), padding: (1, 0), groups: 2)
+        }
+    }
+
+    func testConv2dDepthwise() {
+        let x = Tensor.randn([2, 3, 7, 6], using: &rng), w = Tensor.randn([3, 1, 3, 3], using: &rng)
+        let b = Tensor.randn([3], using: &rng)
+        checkGradients("depthwise s1 p1", inputs: [x, w, b]) { conv2d(x, weight: w, bias: b, padding: (1, 1), groups: 3) }
+        checkGradients("depthwise s2 p1", inputs: [x, w]) { conv2d(x, weight: w, stride: (2, 2), padding: (1, 1), groups: 3) }
+        let w2 = Tensor.randn([6, 1, 3, 3], using: &rng)
+        checkGradients("depthwise multiplier 2", inputs: [x, w2]) {
+            conv2d(x, weight: w2, stride: (2, 2), padding: (1, 1), groups: 3)
+        }
+    }
+
+    func testBatchNormTrainAndEval() {
+        let x = Tensor.randn([3, 2, 4, 5], using: &rng)
+        let gamma = Tensor.randn([2], using: &rng), beta = Tensor.randn([2], using: &rng)
+        let rm = Tensor.randn([2], using: &rng), rv = Tensor.uniform([2], low: 0.5, high: 1.5, using: &rng)
+        for act in Activation.allCases {
+            checkGradients("batchnorm train \(act)", inputs: [x, gamma, beta]) {
+                batchNorm2d(x, weight: gamma, bias: beta, runningMean: rm, runningVar: rv, training: true, activation: act)
+            }
+            checkGradients("batchnorm eval \(act)", inputs: [x, gamma, beta]) {
+                batchNorm2d(x, weight: gamma, bias: beta, runningMean: rm, runningVar: rv, training: false, activation: act)
+            }
+        }
+    }
+
+    func testReluAndRelu6() {
+        let x = randnAwayFromZero([2, 3, 4, 5], using: &rng)
+        for i in 0..<x.count { x.data[i] *= 4 }
+        for i in 0..<x.count where abs(x.data[i] - 6) < 0.1 { x.data[i] += 0.2 }
+        checkGradients("relu", inputs: [x]) { relu(x) }
+        checkGradients("relu6", inputs: [x]) { relu6(x) }
+    }
+
+    func testPooling() {
+        // Distinct values 0.1 apart, so no perturbation changes which element is the max.
+        var order = Array(0..<(2 * 3 * 7 * 9))
+        order.shuffle(using: &rng)
+        let x = Tensor(shape: [2, 3, 7, 9], values: order.map { Float($0) * 0.1 })
+        checkGradients("maxpool k3 s2 p1", inputs: [x]) { maxPool2d(x, kernel: (3, 3), stride: (2, 2), padding: (1, 1)) }
+        checkGradients("maxpool k2", inputs: [x]) { maxPool2d(x, kernel: (2, 2)) }
+        checkGradients("maxpool k(3,2) s(1,2)", inputs: [x]) { maxPool2d(x, kernel: (3, 2), stride: (1, 2)) }
+        let y = Tensor.randn([2, 3, 7, 9], using: &rng)
+        checkGradients("avgpool k3 s2 p1", inputs: [y]) { avgPool2d(y, kernel: (3, 3), stride: (2, 2), padding: (1, 1)) }
+        checkGradients("avgpool k2", inputs: [y]) { avgPool2d(y, kernel: (2, 2)) }
+        checkGradients("global avgpool", inputs: [y]) { globalAvgPool(y) }
+    }
+
+    func testReshapeAndFlatten() {
+        let x = Tensor.randn([2, 3, 2, 2], using: &rng), w = Tensor.randn([4, 12], using: &rng)
+        checkGradients("flatten", inputs: [x, w]) { linear(flatten(x), weight: w, bias: nil) }
+        checkGradients("reshape", inputs: [x]) { mul(reshape(x, [4, 6]), reshape(x, [4, 6])) }
+    }
+
+    func testCrossEntropy() {
+        let logits = Tensor.randn([5, 7], using: &rng)
+        let labels: [Int32] = [0, 6, 3, 3, 1]
+        checkGradients("cross entropy", inputs: [logits]) { crossEntropy(logits, labels: labels) }
+        for i in 0..<logits.count { logits.data[i] *= 30 }
+        checkGradients("cross entropy, large logits", inputs: [logits]) { crossEntropy(logits, labels: labels) }
+    }
+
+    /// A small net with every kind of op, a residual add and a tensor used twice: the tape must
+    /// sum both paths' gradients.
+    func testComposedNet() {
+        let x = Tensor.randn([2, 2, 6, 6], using: &rng)
+        let w1 = Tensor.randn([4, 2, 3, 3], std: 0.5, using: &rng), b1 = Tensor.randn([4], using: &rng)
+        let g1 = Tensor.randn([4], using: &rng), be1 = Tensor.randn([4], using: &rng)
+        let rm = Tensor.zeros([4]), rv = Tensor.filled([4], with: 1)
+        let dw = Tensor.randn([4, 1, 3, 3], std: 0.5, using: &rng)
+        let gateValues = Tensor(shape: [4], values: [1, 1, 0, 1])
+        let fc = Tensor.randn([3, 4], using: &rng), fcb = Tensor.randn([3], using: &rng)
+        let labels: [Int32] = [2, 0]
+        checkGradients("composed net", inputs: [x, w1, b1, g1, be1, dw, fc, fcb]) {
+            let h = conv2d(x, weight: w1, bias: b1, padding: (1, 1))
+            let n = gate(batchNorm2d(h, weight: g1, bias: be1, runningMean: rm, runningVar: rv, training: true), gateValues)
+            let p = avgPool2d(n, kernel: (2, 2))
+            let r = add(p, conv2d(p, weight: dw, stride: (1, 1), padding: (1, 1), groups: 4))
+            let logits = linear(flatten(globalAvgPool(r)), weight: fc, bias: fcb)
+            return crossEntropy(logits, labels: labels)
+        }
+    }
+}
