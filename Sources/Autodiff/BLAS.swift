@@ -25,9 +25,23 @@ public enum BLAS {
                     beta, c, Int32(ldc))
     }
 
+    /// Makes OpenBLAS compute on the calling thread only. The kernels parallelize GEMMs
+    /// themselves (see `GEMMConv`); OpenBLAS's idle threads would otherwise spin in
+    /// `sched_yield` between GEMMs and take the cores from the other phases.
+    public static func useCallerThreadsOnly() {
+        if !callerThreadsOnly {
+            openblas_set_num_threads(1)
+            callerThreadsOnly = true
+        }
+    }
+    nonisolated(unsafe) private static var callerThreadsOnly = false
+
     /// The number of threads OpenBLAS uses for level-3 calls.
     public static var threads: Int {
         get { Int(openblas_get_num_threads()) }
-        set { openblas_set_num_threads(Int32(newValue)) }
+        set {
+            openblas_set_num_threads(Int32(newValue))
+            callerThreadsOnly = newValue == 1
+        }
     }
 }

@@ -22,6 +22,30 @@ public enum Parallel {
         }
     }
 
+    /// The number of pieces GEMM work is cut into: fixed by the machine, not by `workers`.
+    ///
+    /// OpenBLAS's result for an element depends (in the last bits) on where the GEMM's column
+    /// blocks end, so kernels that split a GEMM cut it into this many pieces whatever the worker
+    /// count, and the same inputs give the same bits with one worker or all of them.
+    public static let gemmPieces = max(2, ProcessInfo.processInfo.activeProcessorCount)
+
+    /// Calls `body` on the `pieces` sub-ranges `count*k/pieces ..< count*(k+1)/pieces` of
+    /// `0..<count` (empty ones skipped), spread over the workers. The boundaries depend only on
+    /// `count` and `pieces`.
+    @inline(__always)
+    public static func forPieces(_ count: Int, pieces: Int = gemmPieces, _ body: (Range<Int>) -> Void) {
+        guard count > 0 else { return }
+        let piece = { (k: Int) -> Range<Int> in (count * k / pieces)..<(count * (k + 1) / pieces) }
+        if workers <= 1 {
+            for k in 0..<pieces where !piece(k).isEmpty { body(piece(k)) }
+            return
+        }
+        forEach(pieces) { k in
+            let r = piece(k)
+            if !r.isEmpty { body(r) }
+        }
+    }
+
     /// Calls `body(i)` for every `i` in `0..<count`, concurrently.
     @inline(__always)
     public static func forEach(_ count: Int, grain: Int = 1, _ body: (Int) -> Void) {

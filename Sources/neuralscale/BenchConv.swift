@@ -85,7 +85,7 @@ struct BenchConv: ParsableCommand {
         }
         let sgemm = sgemmGFLOPs(size: gemmSize, iterations: iterations)
         let total = totalFlop / totalSeconds / 1e9
-        let report = Report(batchSize: batchSize, threads: BLAS.threads, layers: results,
+        let report = Report(batchSize: batchSize, threads: Parallel.workers, layers: results,
                             totalGFLOPs: total, sgemmGFLOPs: sgemm, ratio: total / sgemm)
         if json {
             let enc = JSONEncoder()
@@ -93,7 +93,7 @@ struct BenchConv: ParsableCommand {
             print(String(decoding: try enc.encode(report), as: UTF8.self))
             return
         }
-        print("VGG-11 convolutions, batch \(batchSize), \(BLAS.threads) BLAS threads, best of \(iterations)")
+        print("VGG-11 convolutions, batch \(batchSize), \(Parallel.workers) threads, best of \(iterations)")
         print(pad("layer", 26) + pad("fwd ms", 10) + pad("bwd ms", 10) + pad("GFLOP", 9) + "GFLOP/s")
         for r in results {
             print(pad(r.layer, 26) + pad(fmt(r.forwardMs), 10) + pad(fmt(r.backwardMs), 10)
@@ -108,8 +108,12 @@ struct BenchConv: ParsableCommand {
     private func fmt(_ v: Double) -> String { String(format: "%.1f", v) }
 }
 
-/// GFLOP/s of a square row-major sgemm, best of `iterations` after one warm-up.
+/// GFLOP/s of a square row-major sgemm on all cores (OpenBLAS's own threads), best of
+/// `iterations` after one warm-up.
 func sgemmGFLOPs(size n: Int, iterations: Int) -> Double {
+    let saved = BLAS.threads
+    BLAS.threads = Parallel.workers
+    defer { BLAS.threads = saved }
     var rng = RandomGenerator(seed: 1)
     let a = Tensor.randn([n, n], using: &rng), b = Tensor.randn([n, n], using: &rng)
     let c = Tensor.zeros([n, n])

@@ -124,7 +124,16 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
 
 // MARK: - im2col + GEMM
 
-/// The im2col/GEMM convolution of one geometry, processing the batch in chunks of images.
+/// The im2col/GEMM convolution of one geometry.
+///
+/// The batch is processed in chunks of whole images whose patch matrix fits
+/// `Conv2DTuning.columnBudget`. Inside a chunk every worker takes a contiguous range of images and
+/// runs im2col, a single-threaded GEMM and the NCHW scatter on its own columns, so the patch
+/// matrix is consumed by the core that wrote it and no thread idles between phases. (OpenBLAS's
+/// own threads would spin in `sched_yield` during the non-GEMM phases, stealing the cores.)
+/// The weight gradient, whose inner dimension spans every image, is split over weight columns
+/// instead. The splits are `Parallel.gemmPieces`, fixed per machine, so each output element is
+/// computed by the same GEMM call for any number of workers.
 struct GEMMConv {
     let g: Conv2DGeometry
     /// Images per chunk.
@@ -132,72 +141,99 @@ struct GEMMConv {
 
     init(_ g: Conv2DGeometry) {
         self.g = g
-        let perImage = max(1, g.colRows * g.outPlane)
-        chunk = max(1, min(g.batch, Conv2DTuning.columnBudget / perImage))
+        BLAS.useCallerThreadsOnly()
+        let perImage = max(1, g.groups * g.colRows * g.outPlane)
+        // At least two images per piece, so every piece has whole images to own.
+        chunk = max(1, min(g.batch, max(2 * Parallel.gemmPieces, Conv2DTuning.columnBudget / perImage)))
     }
 
-    /// Forward: per chunk, im2col and one GEMM per group into [O, chunk*outPlane], then a scatter
+    /// Floats of the patch matrix of one chunk, all groups.
+    private var colCount: Int { g.groups * g.colRows * chunk * g.outPlane }
+
+    /// Forward: per chunk and worker, im2col and one GEMM per group into [O, cols], then a scatter
     /// to NCHW that adds the bias in the same pass.
     func forward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                  _ out: UnsafeMutablePointer<Float>) {
-        let col = Tensor(uninitialized: [g.colRows * chunk * g.outPlane])
+        let col = Tensor(uninitialized: [colCount])
         let tmp = Tensor(uninitialized: [g.outChannels * chunk * g.outPlane])
-        let og = g.outPerGroup, rows = g.colRows
+        let og = g.outPerGroup, rows = g.colRows, plane = g.outPlane
+        let pcol = col.data, ptmp = tmp.data
         var start = 0
         while start < g.batch {
-            let nb = min(chunk, g.batch - start), cols = nb * g.outPlane
-            for grp in 0..<g.groups {
-                im2col(x, group: grp, start: start, count: nb, into: col.data)
-                BLAS.gemm(transA: false, transB: false, m: og, n: cols, k: rows,
-                          a: w + grp * og * rows, lda: rows, b: col.data, ldb: cols,
-                          beta: 0, c: tmp.data + grp * og * cols, ldc: cols)
+            let nb = min(chunk, g.batch - start), cols = nb * plane
+            Parallel.forPieces(nb) { imgs in
+                let c0 = imgs.lowerBound * plane, width = imgs.count * plane
+                for grp in 0..<g.groups {
+                    let gcol = pcol + grp * rows * cols
+                    im2col(x, group: grp, start: start, images: imgs, cols: cols, into: gcol)
+                    BLAS.gemm(transA: false, transB: false, m: og, n: width, k: rows,
+                              a: w + grp * og * rows, lda: rows, b: gcol + c0, ldb: cols,
+                              beta: 0, c: ptmp + grp * og * cols + c0, ldc: cols)
+                }
+                scatter(ptmp, start: start, images: imgs, cols: cols, bias: bias, into: out)
             }
-            scatter(tmp.data, start: start, count: nb, bias: bias, into: out)
             start += nb
         }
     }
 
-    /// Backward: `dW += dOut . col^T` and `dCol = W^T . dOut`, folded back with col2im.
+    /// Backward: `dW += dOut . col^T` (split over weight columns) and `dCol = W^T . dOut`, folded
+    /// back with col2im (split over images).
     func backward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ dOut: UnsafePointer<Float>,
                   _ dx: UnsafeMutablePointer<Float>?, _ dw: UnsafeMutablePointer<Float>?) {
         guard dx != nil || dw != nil else { return }
-        let col = Tensor(uninitialized: [g.colRows * chunk * g.outPlane])
+        let col = Tensor(uninitialized: [dw != nil ? colCount : 0])
+        let dcol = Tensor(uninitialized: [dx != nil ? colCount : 0])
         let dtmp = Tensor(uninitialized: [g.outChannels * chunk * g.outPlane])
-        let og = g.outPerGroup, rows = g.colRows
+        let og = g.outPerGroup, rows = g.colRows, plane = g.outPlane
+        let pcol = col.data, pdcol = dcol.data, pdtmp = dtmp.data
         var start = 0
         while start < g.batch {
-            let nb = min(chunk, g.batch - start), cols = nb * g.outPlane
-            gather(dOut, start: start, count: nb, into: dtmp.data)
-            for grp in 0..<g.groups {
-                let dtg = dtmp.data + grp * og * cols
-                if let dw {
-                    im2col(x, group: grp, start: start, count: nb, into: col.data)
-                    BLAS.gemm(transA: false, transB: true, m: og, n: rows, k: cols,
-                              a: dtg, lda: cols, b: col.data, ldb: cols,
-                              beta: 1, c: dw + grp * og * rows, ldc: rows)
+            let nb = min(chunk, g.batch - start), cols = nb * plane
+            // Phase 1, by images: dOut to [O, cols]; the patch matrix if dW needs it.
+            Parallel.forPieces(nb) { imgs in
+                gather(dOut, start: start, images: imgs, cols: cols, into: pdtmp)
+                if dw != nil {
+                    for grp in 0..<g.groups {
+                        im2col(x, group: grp, start: start, images: imgs, cols: cols, into: pcol + grp * rows * cols)
+                    }
                 }
-                if let dx {
-                    BLAS.gemm(transA: true, transB: false, m: rows, n: cols, k: og,
-                              a: w + grp * og * rows, lda: rows, b: dtg, ldb: cols,
-                              beta: 0, c: col.data, ldc: cols)
-                    col2im(col.data, group: grp, start: start, count: nb, into: dx)
+            }
+            // Phase 2: piece k owns weight columns k and images k.
+            let pieces = Parallel.gemmPieces
+            Parallel.forEach(pieces) { k in
+                for grp in 0..<g.groups {
+                    let dtg = pdtmp + grp * og * cols
+                    if let dw {
+                        let r0 = rows * k / pieces, r1 = rows * (k + 1) / pieces
+                        if r0 < r1 { BLAS.gemm(transA: false, transB: true, m: og, n: r1 - r0, k: cols,
+                                  a: dtg, lda: cols, b: pcol + grp * rows * cols + r0 * cols, ldb: cols,
+                                  beta: 1, c: dw + grp * og * rows + r0, ldc: rows) }
+                    }
+                    if let dx {
+                        let i0 = nb * k / pieces, i1 = nb * (k + 1) / pieces
+                        guard i0 < i1 else { continue }
+                        let gdcol = pdcol + grp * rows * cols
+                        BLAS.gemm(transA: true, transB: false, m: rows, n: (i1 - i0) * plane, k: og,
+                                  a: w + grp * og * rows, lda: rows, b: dtg + i0 * plane, ldb: cols,
+                                  beta: 0, c: gdcol + i0 * plane, ldc: cols)
+                        col2im(gdcol, group: grp, start: start, images: i0..<i1, cols: cols, into: dx)
+                    }
                 }
             }
             start += nb
         }
     }
 
-    /// Writes the [colRows, count*outPlane] patch matrix of images `start..<start+count`,
-    /// channels of group `group`: row `(c*kH + i)*kW + j`, column `n*outPlane + oh*outW + ow`.
-    func im2col(_ x: UnsafePointer<Float>, group: Int, start: Int, count: Int,
+    /// Writes columns of images `images` (relative to `start`) of one group's [colRows, cols]
+    /// patch matrix: row `(c*kH + i)*kW + j`, column `n*outPlane + oh*outW + ow`.
+    func im2col(_ x: UnsafePointer<Float>, group: Int, start: Int, images: Range<Int>, cols: Int,
                 into col: UnsafeMutablePointer<Float>) {
-        let g = self.g
-        let cols = count * g.outPlane, taps = g.kernelH * g.kernelW
-        Parallel.forEach(g.colRows, grain: max(1, 4096 / max(cols, 1))) { r in
+        let g = self.g, taps = g.kernelH * g.kernelW
+        for r in 0..<g.colRows {
             let cl = r / taps, i = (r % taps) / g.kernelW, j = r % g.kernelW
             let rowsOK = g.validRows(i), colsOK = g.validColumns(j)
             let dst = col + r * cols
-            for b in 0..<count {
+            for b in images {
                 let plane = x + ((start + b) * g.inChannels + group * g.inPerGroup + cl) * g.inPlane
                 let dImg = dst + b * g.outPlane
                 for oh in 0..<g.outH {
@@ -216,27 +252,27 @@ struct GEMMConv {
         }
     }
 
-    /// Adds the patch-matrix gradient back onto the input gradient: the adjoint of `im2col`.
-    /// Each worker owns whole (image, channel) planes and sums taps in a fixed order.
-    func col2im(_ col: UnsafePointer<Float>, group: Int, start: Int, count: Int,
+    /// Adds the patch-matrix gradient of images `images` back onto the input gradient: the
+    /// adjoint of `im2col`. Taps are summed in a fixed order.
+    func col2im(_ col: UnsafePointer<Float>, group: Int, start: Int, images: Range<Int>, cols: Int,
                 into dx: UnsafeMutablePointer<Float>) {
-        let g = self.g
-        let cols = count * g.outPlane, cpg = g.inPerGroup
-        Parallel.forEach(count * cpg) { p in
-            let b = p / cpg, cl = p % cpg
-            let plane = dx + ((start + b) * g.inChannels + group * cpg + cl) * g.inPlane
-            for i in 0..<g.kernelH {
-                let rowsOK = g.validRows(i)
-                for j in 0..<g.kernelW {
-                    let colsOK = g.validColumns(j)
-                    let src = col + ((cl * g.kernelH + i) * g.kernelW + j) * cols + b * g.outPlane
-                    for oh in rowsOK {
-                        let dRow = plane + (oh * g.strideH - g.padH + i) * g.width - g.padW + j
-                        let sRow = src + oh * g.outW
-                        if g.strideW == 1 {
-                            for ow in colsOK { dRow[ow] += sRow[ow] }
-                        } else {
-                            for ow in colsOK { dRow[ow * g.strideW] += sRow[ow] }
+        let g = self.g, cpg = g.inPerGroup
+        for b in images {
+            for cl in 0..<cpg {
+                let plane = dx + ((start + b) * g.inChannels + group * cpg + cl) * g.inPlane
+                for i in 0..<g.kernelH {
+                    let rowsOK = g.validRows(i)
+                    for j in 0..<g.kernelW {
+                        let colsOK = g.validColumns(j)
+                        let src = col + ((cl * g.kernelH + i) * g.kernelW + j) * cols + b * g.outPlane
+                        for oh in rowsOK {
+                            let dRow = plane + (oh * g.strideH - g.padH + i) * g.width - g.padW + j
+                            let sRow = src + oh * g.outW
+                            if g.strideW == 1 {
+                                for ow in colsOK { dRow[ow] += sRow[ow] }
+                            } else {
+                                for ow in colsOK { dRow[ow * g.strideW] += sRow[ow] }
+                            }
                         }
                     }
                 }
@@ -244,28 +280,31 @@ struct GEMMConv {
         }
     }
 
-    /// [O, count*outPlane] -> NCHW images `start..<start+count`, adding the bias.
-    func scatter(_ tmp: UnsafePointer<Float>, start: Int, count: Int, bias: UnsafePointer<Float>?,
-                 into out: UnsafeMutablePointer<Float>) {
-        let g = self.g, o = g.outChannels, plane = g.outPlane, cols = count * plane
-        Parallel.forEach(count * o, grain: max(1, 4096 / plane)) { p in
-            let b = p / o, ch = p % o
-            let src = tmp + ch * cols + b * plane, dst = out + ((start + b) * o + ch) * plane
-            if let bias {
-                let v = bias[ch]
-                for k in 0..<plane { dst[k] = src[k] + v }
-            } else {
-                dst.update(from: src, count: plane)
+    /// [O, cols] -> NCHW for images `images` (relative to `start`), adding the bias.
+    func scatter(_ tmp: UnsafePointer<Float>, start: Int, images: Range<Int>, cols: Int,
+                 bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>) {
+        let o = g.outChannels, plane = g.outPlane
+        for b in images {
+            for ch in 0..<o {
+                let src = tmp + ch * cols + b * plane, dst = out + ((start + b) * o + ch) * plane
+                if let bias {
+                    let v = bias[ch]
+                    for k in 0..<plane { dst[k] = src[k] + v }
+                } else {
+                    dst.update(from: src, count: plane)
+                }
             }
         }
     }
 
-    /// NCHW images `start..<start+count` -> [O, count*outPlane]: the adjoint of `scatter`.
-    func gather(_ dOut: UnsafePointer<Float>, start: Int, count: Int, into tmp: UnsafeMutablePointer<Float>) {
-        let g = self.g, o = g.outChannels, plane = g.outPlane, cols = count * plane
-        Parallel.forEach(count * o, grain: max(1, 4096 / plane)) { p in
-            let b = p / o, ch = p % o
-            (tmp + ch * cols + b * plane).update(from: dOut + ((start + b) * o + ch) * plane, count: plane)
+    /// NCHW -> [O, cols] for images `images`: the adjoint of `scatter`.
+    func gather(_ dOut: UnsafePointer<Float>, start: Int, images: Range<Int>, cols: Int,
+                into tmp: UnsafeMutablePointer<Float>) {
+        let o = g.outChannels, plane = g.outPlane
+        for b in images {
+            for ch in 0..<o {
+                (tmp + ch * cols + b * plane).update(from: dOut + ((start + b) * o + ch) * plane, count: plane)
+            }
         }
     }
 }
