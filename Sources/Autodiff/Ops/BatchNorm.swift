@@ -38,83 +38,120 @@ public func batchNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor,
         }
     }
     let n = x.shape[0], c = x.shape[1], inner = x.count / max(n * c, 1)
-    let m = n * inner  // values per channel
     let out = Tensor(uninitialized: x.shape)
     // Per channel: the mean used and 1/sqrt(var + eps), saved for backward.
     let stats = Tensor(uninitialized: [2, c])
-    let px = x.data, po = out.data, mean = stats.data, invStd = stats.data + c
-    let gamma = weight.data, beta = bias.data, rm = runningMean.data, rv = runningVar.data
-
+    let kernel = BatchNormKernel(n: n, c: c, inner: inner, training: training, x: x.data, y: out.data,
+                                 gamma: weight.data, mean: stats.data, invStd: stats.data + c)
     Parallel.forEach(c) { ch in
-        var mu: Float, istd: Float
         if training {
-            var s: Double = 0
-            for img in 0..<n { s += Double(sum(px + (img * c + ch) * inner, inner)) }
-            mu = Float(s / Double(m))
-            var q: Double = 0
-            for img in 0..<n { q += Double(sumSquaredDeviations(px + (img * c + ch) * inner, inner, from: mu)) }
-            let variance = q / Double(m)
-            istd = Float(1 / (variance + Double(eps)).squareRoot())
-            rm[ch] = (1 - momentum) * rm[ch] + momentum * mu
-            rv[ch] = (1 - momentum) * rv[ch] + momentum * Float(variance * Double(m) / Double(m - 1))
+            let variance = kernel.batchStatistics(ch, eps: eps)
+            let m = Double(n * inner)
+            runningMean.data[ch] = (1 - momentum) * runningMean.data[ch] + momentum * kernel.mean[ch]
+            runningVar.data[ch] = (1 - momentum) * runningVar.data[ch] + momentum * Float(variance * m / (m - 1))
         } else {
-            mu = rm[ch]
-            istd = 1 / (rv[ch] + eps).squareRoot()
+            kernel.mean[ch] = runningMean.data[ch]
+            kernel.invStd[ch] = 1 / (runningVar.data[ch] + eps).squareRoot()
         }
-        mean[ch] = mu
-        invStd[ch] = istd
-        let scale = gamma[ch] * istd, shift = beta[ch] - mu * scale
-        for img in 0..<n {
-            let base = (img * c + ch) * inner
-            let src = px + base, dst = po + base
-            switch activation {
-            case .identity: for i in 0..<inner { dst[i] = src[i] * scale + shift }
-            case .relu: for i in 0..<inner { dst[i] = max(src[i] * scale + shift, 0) }
-            case .relu6: for i in 0..<inner { dst[i] = min(max(src[i] * scale + shift, 0), 6) }
-            }
-        }
+        activation.dispatch(BatchNormKernel.Forward(k: kernel, channel: ch, beta: bias.data))
     }
 
     if Tape.needsRecord(x, weight, bias) {
         Tape.record("batchnorm2d", out) { d in
-            let pd = d.data, mean = stats.data, invStd = stats.data + c  // `stats` lives as long as this rule
-            let dx = x.requiresGrad ? x.gradBuffer().data : nil
-            let dGamma = weight.requiresGrad ? weight.gradBuffer().data : nil
-            let dBeta = bias.requiresGrad ? bias.gradBuffer().data : nil
-            Parallel.forEach(c) { ch in
-                let mu = mean[ch], istd = invStd[ch]
-                // Sums of the pre-activation gradient g and of g * xhat over the channel.
-                var sg: Float = 0, sgx: Float = 0
-                for img in 0..<n {
-                    let base = (img * c + ch) * inner
-                    let src = px + base, dy = pd + base, y = po + base
-                    var a: Float = 0, b: Float = 0
-                    if activation == .identity {
-                        a = sum(dy, inner)
-                        b = dot(dy, src, inner, center: mu)
-                    } else {
-                        for i in 0..<inner where activation.passes(y[i]) { a += dy[i]; b += dy[i] * (src[i] - mu) }
-                    }
-                    sg += a
-                    sgx += b
-                }
-                sgx *= istd  // sum(g * xhat)
-                dGamma?[ch] += sgx
-                dBeta?[ch] += sg
-                guard let dx else { return }
-                let k = gamma[ch] * istd
-                let meanG = training ? sg / Float(m) : 0, meanGX = training ? sgx / Float(m) : 0
-                for img in 0..<n {
-                    let base = (img * c + ch) * inner
-                    let src = px + base, dy = pd + base, y = po + base, dst = dx + base
-                    for i in 0..<inner {
-                        let g = activation.passes(y[i]) ? dy[i] : 0
-                        let xhat = (src[i] - mu) * istd
-                        dst[i] += k * (g - meanG - xhat * meanGX)
-                    }
+            withExtendedLifetime(stats) {
+                let dx = x.requiresGrad ? x.gradBuffer().data : nil
+                let dGamma = weight.requiresGrad ? weight.gradBuffer().data : nil
+                let dBeta = bias.requiresGrad ? bias.gradBuffer().data : nil
+                Parallel.forEach(c) { ch in
+                    activation.dispatch(BatchNormKernel.Backward(k: kernel, channel: ch, dy: d.data, dx: dx,
+                                                                 dGamma: dGamma, dBeta: dBeta))
                 }
             }
         }
     }
     return out
+}
+
+/// The per-channel loops of batch norm. Channel `ch` of image `img` is the contiguous run
+/// `(img * c + ch) * inner ..< +inner`; each channel is owned by one worker.
+struct BatchNormKernel {
+    let n: Int, c: Int, inner: Int
+    let training: Bool
+    let x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>, gamma: UnsafeMutablePointer<Float>
+    let mean: UnsafeMutablePointer<Float>, invStd: UnsafeMutablePointer<Float>
+
+    @inline(__always) func offset(_ img: Int, _ ch: Int) -> Int { (img * c + ch) * inner }
+
+    /// Two-pass mean and variance, partial sums in Double. Sets `mean` and `invStd` (from the
+    /// biased variance, as normalization uses) and returns the biased variance.
+    func batchStatistics(_ ch: Int, eps: Float) -> Double {
+        let m = Double(n * inner)
+        var s: Double = 0
+        for img in 0..<n { s += Double(sum(x + offset(img, ch), inner)) }
+        let mu = Float(s / m)
+        var q: Double = 0
+        for img in 0..<n { q += Double(sumSquaredDeviations(x + offset(img, ch), inner, from: mu)) }
+        mean[ch] = mu
+        invStd[ch] = Float(1 / (q / m + Double(eps)).squareRoot())
+        return q / m
+    }
+
+    /// `y = act(x * scale + shift)`, `scale = gamma / std`, `shift = beta - mean * scale`.
+    struct Forward: ActivationKernel {
+        let k: BatchNormKernel, channel: Int, beta: UnsafeMutablePointer<Float>
+
+        func run<A: ActivationRule>(_ rule: A.Type) {
+            let ch = channel, scale = k.gamma[ch] * k.invStd[ch], shift = beta[ch] - k.mean[ch] * scale
+            for img in 0..<k.n {
+                let src = k.x + k.offset(img, ch), dst = k.y + k.offset(img, ch)
+                for i in 0..<k.inner { dst[i] = A.apply(src[i] * scale + shift) }
+            }
+        }
+    }
+
+    /// With `g = act'(y) * dy` and `xhat = (x - mean) / std`, over the channel's m values:
+    /// `dBeta += sum(g)`, `dGamma += sum(g * xhat)`,
+    /// `dx += gamma / std * (g - sum(g)/m - xhat * sum(g * xhat)/m)` in training
+    /// (the batch statistics depend on x), `dx += gamma / std * g` in eval.
+    struct Backward: ActivationKernel {
+        let k: BatchNormKernel, channel: Int
+        let dy: UnsafeMutablePointer<Float>
+        let dx: UnsafeMutablePointer<Float>?, dGamma: UnsafeMutablePointer<Float>?, dBeta: UnsafeMutablePointer<Float>?
+
+        func run<A: ActivationRule>(_ rule: A.Type) {
+            let ch = channel, mu = k.mean[ch], istd = k.invStd[ch]
+            var sg: Float = 0, sgx: Float = 0
+            for img in 0..<k.n {
+                let o = k.offset(img, ch)
+                if A.self == IdentityRule.self {
+                    sg += sum(dy + o, k.inner)
+                    sgx += dot(dy + o, k.x + o, k.inner, center: mu)
+                } else {
+                    let src = k.x + o, d = dy + o, y = k.y + o
+                    var a: Float = 0, b: Float = 0
+                    for i in 0..<k.inner {
+                        let g = A.gradient(y[i], d[i])
+                        a += g
+                        b += g * (src[i] - mu)
+                    }
+                    sg += a
+                    sgx += b
+                }
+            }
+            sgx *= istd  // sum(g * xhat)
+            dGamma?[ch] += sgx
+            dBeta?[ch] += sg
+            guard let dx else { return }
+            let scale = k.gamma[ch] * istd, m = Float(k.n * k.inner)
+            let meanG = k.training ? sg / m : 0, meanGX = k.training ? sgx / m : 0
+            for img in 0..<k.n {
+                let o = k.offset(img, ch)
+                let src = k.x + o, d = dy + o, y = k.y + o, dst = dx + o
+                for i in 0..<k.inner {
+                    let xhat = (src[i] - mu) * istd
+                    dst[i] += scale * (A.gradient(y[i], d[i]) - meanG - xhat * meanGX)
+                }
+            }
+        }
+    }
 }

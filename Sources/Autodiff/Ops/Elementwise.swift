@@ -137,24 +137,44 @@ private func multiply(_ op: StaticString, _ a: Tensor, _ b: Tensor, _ bc: Broadc
 public enum Activation: String, Sendable, CaseIterable {
     case identity, relu, relu6
 
-    /// Applies the activation to one value.
-    @inline(__always) func apply(_ v: Float) -> Float {
+    /// Runs `kernel` specialized for this activation, so its inner loops are branch-free.
+    @inline(__always) func dispatch<Result>(_ kernel: some ActivationKernel<Result>) -> Result {
         switch self {
-        case .identity: return v
-        case .relu: return max(v, 0)
-        case .relu6: return min(max(v, 0), 6)
+        case .identity: return kernel.run(IdentityRule.self)
+        case .relu: return kernel.run(ReLURule.self)
+        case .relu6: return kernel.run(ReLU6Rule.self)
         }
     }
+}
 
-    /// The derivative, read off the activation's output `y`: 1 where the input was inside the
-    /// linear range, else 0 (PyTorch's convention at the kinks: 0).
-    @inline(__always) func passes(_ y: Float) -> Bool {
-        switch self {
-        case .identity: return true
-        case .relu: return y > 0
-        case .relu6: return y > 0 && y < 6
-        }
-    }
+/// An activation's forward value and its derivative, as static functions so kernels generic over
+/// the rule are specialized with straight-line inner loops.
+protocol ActivationRule {
+    static func apply(_ v: Float) -> Float
+    /// The upstream gradient `d` where the activation's output `y` lies in its linear range, else
+    /// 0 (PyTorch's convention at the kinks).
+    static func gradient(_ y: Float, _ d: Float) -> Float
+}
+
+enum IdentityRule: ActivationRule {
+    @inline(__always) static func apply(_ v: Float) -> Float { v }
+    @inline(__always) static func gradient(_ y: Float, _ d: Float) -> Float { d }
+}
+
+enum ReLURule: ActivationRule {
+    @inline(__always) static func apply(_ v: Float) -> Float { max(v, 0) }
+    @inline(__always) static func gradient(_ y: Float, _ d: Float) -> Float { y > 0 ? d : 0 }
+}
+
+enum ReLU6Rule: ActivationRule {
+    @inline(__always) static func apply(_ v: Float) -> Float { min(max(v, 0), 6) }
+    @inline(__always) static func gradient(_ y: Float, _ d: Float) -> Float { y > 0 && y < 6 ? d : 0 }
+}
+
+/// A kernel with a body generic over the activation rule; see `Activation.dispatch`.
+protocol ActivationKernel<Result> {
+    associatedtype Result
+    func run<A: ActivationRule>(_ rule: A.Type) -> Result
 }
 
 /// `max(x, 0)`.
@@ -163,20 +183,33 @@ public func relu(_ x: Tensor) -> Tensor { activate(x, .relu, op: "relu") }
 /// `min(max(x, 0), 6)`, MobileNetV2's activation.
 public func relu6(_ x: Tensor) -> Tensor { activate(x, .relu6, op: "relu6") }
 
+/// Elementwise activation forward (`dst = act(src)`) or backward (`dx += act'(y) * d`).
+private struct ActivationPass: ActivationKernel {
+    let count: Int
+    let src: UnsafePointer<Float>, dst: UnsafeMutablePointer<Float>
+    /// For backward: the upstream gradient; `src` is then the activation's output.
+    let upstream: UnsafePointer<Float>?
+
+    func run<A: ActivationRule>(_ rule: A.Type) {
+        let src = self.src, dst = self.dst
+        if let d = upstream {
+            Parallel.forRange(count, grain: elementwiseGrain) { r in
+                for i in r { dst[i] += A.gradient(src[i], d[i]) }
+            }
+        } else {
+            Parallel.forRange(count, grain: elementwiseGrain) { r in
+                for i in r { dst[i] = A.apply(src[i]) }
+            }
+        }
+    }
+}
+
 private func activate(_ x: Tensor, _ act: Activation, op: StaticString) -> Tensor {
     let out = Tensor(uninitialized: x.shape)
-    let px = x.data, po = out.data
-    switch act {
-    case .identity: out.copy(from: x)
-    case .relu: Parallel.forRange(x.count, grain: elementwiseGrain) { r in for i in r { po[i] = max(px[i], 0) } }
-    case .relu6: Parallel.forRange(x.count, grain: elementwiseGrain) { r in for i in r { po[i] = min(max(px[i], 0), 6) } }
-    }
+    act.dispatch(ActivationPass(count: x.count, src: x.data, dst: out.data, upstream: nil))
     if Tape.needsRecord(x) {
         Tape.record(op, out) { d in
-            let dx = x.gradBuffer().data, pd = d.data
-            Parallel.forRange(d.count, grain: elementwiseGrain) { r in
-                for i in r where act.passes(po[i]) { dx[i] += pd[i] }
-            }
+            act.dispatch(ActivationPass(count: d.count, src: out.data, dst: x.gradBuffer().data, upstream: d.data))
         }
     }
     return out

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Pooling: max pool, average pool and global average pool over NCHW planes.
 
 /// The sizes of one 2-D pooling, validated.
@@ -45,47 +47,66 @@ public func maxPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil
         try Pool2DGeometry.validate("maxpool2d", input: x.shape, kernel: kernel, stride: stride ?? kernel, padding: padding)
     }
     let out = Tensor(uninitialized: [x.shape[0], x.shape[1], g.outH, g.outW])
-    // Index within its input plane of each output's maximum, for backward.
-    let argmax = UnsafeMutablePointer<Int32>.allocate(capacity: max(out.count, 1))
     let px = x.data, po = out.data
+    let pairs = g.kernelH == 2 && g.kernelW == 2 && g.strideH == 2 && g.strideW == 2 && g.padH == 0 && g.padW == 0
     Parallel.forEach(g.planes, grain: max(1, 4096 / max(g.outPlane, 1))) { p in
-        let src = px + p * g.inPlane
-        for oh in 0..<g.outH {
-            let rows = g.rows(oh)
-            for ow in 0..<g.outW {
-                var best = -Float.infinity, at = -1
-                for ih in rows {
-                    for iw in g.columns(ow) where src[ih * g.width + iw] > best || at < 0 {
-                        best = src[ih * g.width + iw]
-                        at = ih * g.width + iw
-                    }
+        let src = px + p * g.inPlane, dst = po + p * g.outPlane
+        if pairs {  // VGG's and most nets' 2x2/2 pooling: straight-line code
+            for oh in 0..<g.outH {
+                let a = src + 2 * oh * g.width, b = a + g.width, o = dst + oh * g.outW
+                for ow in 0..<g.outW {
+                    o[ow] = fmaxf(fmaxf(a[2 * ow], a[2 * ow + 1]), fmaxf(b[2 * ow], b[2 * ow + 1]))
                 }
-                let o = p * g.outPlane + oh * g.outW + ow
-                po[o] = best
-                argmax[o] = Int32(at)
+            }
+            return
+        }
+        for oh in 0..<g.outH {
+            let r0 = max(0, oh * g.strideH - g.padH), r1 = min(g.height, oh * g.strideH - g.padH + g.kernelH)
+            for ow in 0..<g.outW {
+                let c0 = max(0, ow * g.strideW - g.padW), c1 = min(g.width, ow * g.strideW - g.padW + g.kernelW)
+                // The clipped window is never empty (padding <= kernel / 2).
+                var best = -Float.infinity
+                for ih in r0..<r1 {
+                    let row = src + ih * g.width
+                    for iw in c0..<c1 { best = fmaxf(best, row[iw]) }  // branch-free max
+                }
+                dst[oh * g.outW + ow] = best
             }
         }
     }
     if Tape.needsRecord(x) {
-        let indices = IndexBuffer(argmax)
         Tape.record("maxpool2d", out) { d in
-            let dx = x.gradBuffer().data, pd = d.data, idx = indices.pointer
+            // The gradient goes to the first element of the window (in row-major order) equal
+            // to the maximum, the one PyTorch's kernel picks. Found again here rather than saved,
+            // so the forward pass has no data-dependent branch.
+            let dx = x.gradBuffer().data, pd = d.data
             Parallel.forEach(g.planes, grain: max(1, 4096 / max(g.outPlane, 1))) { p in
-                let dst = dx + p * g.inPlane
-                for o in (p * g.outPlane)..<((p + 1) * g.outPlane) { dst[Int(idx[o])] += pd[o] }
+                let src = px + p * g.inPlane, dst = dx + p * g.inPlane
+                let outp = po + p * g.outPlane, dOut = pd + p * g.outPlane
+                for oh in 0..<g.outH {
+                    let r0 = max(0, oh * g.strideH - g.padH), r1 = min(g.height, oh * g.strideH - g.padH + g.kernelH)
+                    for ow in 0..<g.outW {
+                        let c0 = max(0, ow * g.strideW - g.padW), c1 = min(g.width, ow * g.strideW - g.padW + g.kernelW)
+                        let m = outp[oh * g.outW + ow]
+                        var at = r0 * g.width + c0
+                        // Scan backwards so the last match seen is the first in order.
+                        var ih = r1 - 1
+                        while ih >= r0 {
+                            var iw = c1 - 1
+                            while iw >= c0 {
+                                let idx = ih &* g.width &+ iw
+                                at = src[idx] == m ? idx : at
+                                iw &-= 1
+                            }
+                            ih &-= 1
+                        }
+                        dst[at] += dOut[oh * g.outW + ow]
+                    }
+                }
             }
         }
-    } else {
-        argmax.deallocate()
     }
     return out
-}
-
-/// Owns the argmax indices a max pool saves for its backward rule.
-private final class IndexBuffer {
-    let pointer: UnsafeMutablePointer<Int32>
-    init(_ pointer: UnsafeMutablePointer<Int32>) { self.pointer = pointer }
-    deinit { pointer.deallocate() }
 }
 
 /// Average pooling. Padded positions count as zeros in the divisor (`count_include_pad=True`,
