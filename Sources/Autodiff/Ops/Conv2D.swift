@@ -70,6 +70,43 @@ public struct Conv2DGeometry: Equatable, Sendable {
         let hi = min(outH, floorDiv(height - 1 + padH - i, strideH) + 1)
         return lo < hi ? lo..<hi : 0..<0
     }
+
+    /// Visits, for every kernel tap `(i, j)` (index `tap = i*kW + j`) and every output row `oh`
+    /// it touches inside the image, the offset in the input plane of the element that output
+    /// column 0 would read (`(oh*sH - pH + i)*W - pW + j`) and the output columns whose reads
+    /// are inside the image. Taps and rows come in a fixed order.
+    @inline(__always)
+    func forEachTapRow(_ body: (_ tap: Int, _ oh: Int, _ inOffset: Int, _ columns: Range<Int>) -> Void) {
+        for i in 0..<kernelH {
+            let rows = validRows(i)
+            for j in 0..<kernelW {
+                let columns = validColumns(j)
+                for oh in rows { body(i * kernelW + j, oh, (oh * strideH - padH + i) * width - padW + j, columns) }
+            }
+        }
+    }
+}
+
+/// `dst[k] += a * src[k * stride]` for `k` in `columns`: one tap row of a forward convolution.
+@inline(__always)
+func addStridedRow(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, stride: Int,
+                   scale a: Float, _ columns: Range<Int>) {
+    if stride == 1 {
+        for k in columns { dst[k] += a * src[k] }
+    } else {
+        for k in columns { dst[k] += a * src[k * stride] }
+    }
+}
+
+/// `dst[k * stride] += a * src[k]` for `k` in `columns`: the adjoint of `addStridedRow`.
+@inline(__always)
+func addRowStrided(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, stride: Int,
+                   scale a: Float, _ columns: Range<Int>) {
+    if stride == 1 {
+        for k in columns { dst[k] += a * src[k] }
+    } else {
+        for k in columns { dst[k * stride] += a * src[k] }
+    }
 }
 
 @inline(__always) func floorDiv(_ a: Int, _ b: Int) -> Int { a >= 0 ? a / b : -((-a + b - 1) / b) }
@@ -260,21 +297,9 @@ struct GEMMConv {
         for b in images {
             for cl in 0..<cpg {
                 let plane = dx + ((start + b) * g.inChannels + group * cpg + cl) * g.inPlane
-                for i in 0..<g.kernelH {
-                    let rowsOK = g.validRows(i)
-                    for j in 0..<g.kernelW {
-                        let colsOK = g.validColumns(j)
-                        let src = col + ((cl * g.kernelH + i) * g.kernelW + j) * cols + b * g.outPlane
-                        for oh in rowsOK {
-                            let dRow = plane + (oh * g.strideH - g.padH + i) * g.width - g.padW + j
-                            let sRow = src + oh * g.outW
-                            if g.strideW == 1 {
-                                for ow in colsOK { dRow[ow] += sRow[ow] }
-                            } else {
-                                for ow in colsOK { dRow[ow * g.strideW] += sRow[ow] }
-                            }
-                        }
-                    }
+                let src = col + cl * g.kernelH * g.kernelW * cols + b * g.outPlane
+                g.forEachTapRow { tap, oh, inOffset, columns in
+                    addRowStrided(plane + inOffset, src + tap * cols + oh * g.outW, stride: g.strideW, scale: 1, columns)
                 }
             }
         }
@@ -321,21 +346,8 @@ func depthwiseForward(_ g: Conv2DGeometry, _ x: UnsafePointer<Float>, _ w: Unsaf
         let src = x + (n * g.inChannels + o / mult) * g.inPlane
         let dst = out + p * g.outPlane
         dst.update(repeating: bias?[o] ?? 0, count: g.outPlane)
-        for i in 0..<g.kernelH {
-            let rowsOK = g.validRows(i)
-            for j in 0..<g.kernelW {
-                let wv = w[o * taps + i * g.kernelW + j]
-                let colsOK = g.validColumns(j)
-                for oh in rowsOK {
-                    let sRow = src + (oh * g.strideH - g.padH + i) * g.width - g.padW + j
-                    let dRow = dst + oh * g.outW
-                    if g.strideW == 1 {
-                        for ow in colsOK { dRow[ow] += wv * sRow[ow] }
-                    } else {
-                        for ow in colsOK { dRow[ow] += wv * sRow[ow * g.strideW] }
-                    }
-                }
-            }
+        g.forEachTapRow { tap, oh, inOffset, columns in
+            addStridedRow(dst + oh * g.outW, src + inOffset, stride: g.strideW, scale: w[o * taps + tap], columns)
         }
     }
 }
@@ -351,21 +363,8 @@ func depthwiseBackward(_ g: Conv2DGeometry, _ x: UnsafePointer<Float>, _ w: Unsa
             let dPlane = dx + p * g.inPlane
             for o in (c * mult)..<((c + 1) * mult) {
                 let src = dOut + (n * g.outChannels + o) * g.outPlane
-                for i in 0..<g.kernelH {
-                    let rowsOK = g.validRows(i)
-                    for j in 0..<g.kernelW {
-                        let wv = w[o * taps + i * g.kernelW + j]
-                        let colsOK = g.validColumns(j)
-                        for oh in rowsOK {
-                            let dRow = dPlane + (oh * g.strideH - g.padH + i) * g.width - g.padW + j
-                            let sRow = src + oh * g.outW
-                            if g.strideW == 1 {
-                                for ow in colsOK { dRow[ow] += wv * sRow[ow] }
-                            } else {
-                                for ow in colsOK { dRow[ow * g.strideW] += wv * sRow[ow] }
-                            }
-                        }
-                    }
+                g.forEachTapRow { tap, oh, inOffset, columns in
+                    addRowStrided(dPlane + inOffset, src + oh * g.outW, stride: g.strideW, scale: w[o * taps + tap], columns)
                 }
             }
         }
@@ -373,26 +372,24 @@ func depthwiseBackward(_ g: Conv2DGeometry, _ x: UnsafePointer<Float>, _ w: Unsa
     if let dw {
         // Per output channel: each tap's correlation of dOut with the input, summed over the batch.
         Parallel.forEach(g.outChannels) { o in
-            for i in 0..<g.kernelH {
-                let rowsOK = g.validRows(i)
-                for j in 0..<g.kernelW {
-                    let colsOK = g.validColumns(j)
-                    var s: Float = 0
-                    for n in 0..<g.batch {
-                        let src = x + (n * g.inChannels + o / mult) * g.inPlane
-                        let d = dOut + (n * g.outChannels + o) * g.outPlane
-                        for oh in rowsOK {
-                            let sRow = src + (oh * g.strideH - g.padH + i) * g.width - g.padW + j
-                            let dRow = d + oh * g.outW
-                            if g.strideW == 1 {
-                                for ow in colsOK { s += dRow[ow] * sRow[ow] }
-                            } else {
-                                for ow in colsOK { s += dRow[ow] * sRow[ow * g.strideW] }
-                            }
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: taps) { acc in
+                acc.initialize(repeating: 0)
+                for n in 0..<g.batch {
+                    let src = x + (n * g.inChannels + o / mult) * g.inPlane
+                    let d = dOut + (n * g.outChannels + o) * g.outPlane
+                    g.forEachTapRow { tap, oh, inOffset, columns in
+                        guard let first = columns.first else { return }
+                        let dRow = d + oh * g.outW, sRow = src + inOffset
+                        if g.strideW == 1 {
+                            acc[tap] += dot(dRow + first, sRow + first, columns.count)
+                        } else {
+                            var s: Float = 0
+                            for ow in columns { s += dRow[ow] * sRow[ow * g.strideW] }
+                            acc[tap] += s
                         }
                     }
-                    dw[o * taps + i * g.kernelW + j] += s
                 }
+                for tap in 0..<taps { dw[o * taps + tap] += acc[tap] }
             }
         }
     }

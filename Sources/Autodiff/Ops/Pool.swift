@@ -61,14 +61,12 @@ public func maxPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil
             return
         }
         for oh in 0..<g.outH {
-            let r0 = max(0, oh * g.strideH - g.padH), r1 = min(g.height, oh * g.strideH - g.padH + g.kernelH)
             for ow in 0..<g.outW {
-                let c0 = max(0, ow * g.strideW - g.padW), c1 = min(g.width, ow * g.strideW - g.padW + g.kernelW)
                 // The clipped window is never empty (padding <= kernel / 2).
                 var best = -Float.infinity
-                for ih in r0..<r1 {
+                for ih in g.rows(oh) {
                     let row = src + ih * g.width
-                    for iw in c0..<c1 { best = fmaxf(best, row[iw]) }  // branch-free max
+                    for iw in g.columns(ow) { best = fmaxf(best, row[iw]) }  // branch-free max
                 }
                 dst[oh * g.outW + ow] = best
             }
@@ -84,16 +82,16 @@ public func maxPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil
                 let src = px + p * g.inPlane, dst = dx + p * g.inPlane
                 let outp = po + p * g.outPlane, dOut = pd + p * g.outPlane
                 for oh in 0..<g.outH {
-                    let r0 = max(0, oh * g.strideH - g.padH), r1 = min(g.height, oh * g.strideH - g.padH + g.kernelH)
+                    let rows = g.rows(oh)
                     for ow in 0..<g.outW {
-                        let c0 = max(0, ow * g.strideW - g.padW), c1 = min(g.width, ow * g.strideW - g.padW + g.kernelW)
+                        let columns = g.columns(ow)
                         let m = outp[oh * g.outW + ow]
-                        var at = r0 * g.width + c0
+                        var at = rows.lowerBound * g.width + columns.lowerBound
                         // Scan backwards so the last match seen is the first in order.
-                        var ih = r1 - 1
-                        while ih >= r0 {
-                            var iw = c1 - 1
-                            while iw >= c0 {
+                        var ih = rows.upperBound - 1
+                        while ih >= rows.lowerBound {
+                            var iw = columns.upperBound - 1
+                            while iw >= columns.lowerBound {
                                 let idx = ih &* g.width &+ iw
                                 at = src[idx] == m ? idx : at
                                 iw &-= 1
