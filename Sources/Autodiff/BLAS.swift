@@ -15,8 +15,9 @@ public enum BLAS {
     ) {
         guard m > 0, n > 0 else { return }
         if k == 0 {
-            // BLAS leaves C scaled by beta only; do the same explicitly.
-            for i in 0..<m { for j in 0..<n { c[i * ldc + j] *= beta } }
+            // An empty product: C = beta * C, and with beta 0, C is set without being read
+            // (it may be uninitialized).
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
             return
         }
         cblas_sgemm(CblasRowMajor,

@@ -106,6 +106,11 @@ final class Storage {
     init(count: Int) {
         self.count = count
         self.pointer = BufferPool.shared.acquire(count)
+        #if DEBUG
+        // Debug builds (the tests) poison fresh buffers, so a kernel that leaves part of its
+        // output unwritten shows NaNs instead of whatever the pool's last user left.
+        pointer.initialize(repeating: .nan, count: count)
+        #endif
     }
 
     deinit { BufferPool.shared.release(pointer, count: count) }

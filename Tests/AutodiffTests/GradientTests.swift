@@ -50,11 +50,13 @@ final class GradientTests: XCTestCase {
     }
 
     func testConv2dChunkedOverImages() {
-        // A tiny column budget forces one image per GEMM chunk: dW accumulates across chunks.
+        // A tiny column budget makes chunks of `gemmPieces` images (one per piece); the odd batch
+        // leaves a short last chunk. dW accumulates across chunks, col2im writes each chunk's images.
         let saved = Conv2DTuning.columnBudget
         Conv2DTuning.columnBudget = 1
         defer { Conv2DTuning.columnBudget = saved }
-        let x = Tensor.randn([3, 2, 5, 6], using: &rng), w = Tensor.randn([3, 2, 3, 3], using: &rng)
+        let batch = 2 * Parallel.gemmPieces + 1
+        let x = Tensor.randn([batch, 2, 5, 6], using: &rng), w = Tensor.randn([3, 2, 3, 3], using: &rng)
         let b = Tensor.randn([3], using: &rng)
         checkGradients("conv chunked", inputs: [x, w, b]) { conv2d(x, weight: w, bias: b, stride: (2, 2), padding: (1, 1)) }
     }
@@ -88,6 +90,66 @@ final class GradientTests: XCTestCase {
             }
             checkGradients("batchnorm eval \(act)", inputs: [x, gamma, beta]) {
                 batchNorm2d(x, weight: gamma, bias: beta, runningMean: rm, runningVar: rv, training: false, activation: act)
+            }
+        }
+    }
+
+    func testMaxPoolPaddingIsMinusInfinity() {
+        // All inputs negative: a padded border read as 0 would win every edge window.
+        let x = Tensor(shape: [1, 1, 4, 4], values: (1...16).map { -Float($0) })
+        let y = maxPool2d(x, kernel: (3, 3), stride: (2, 2), padding: (1, 1))
+        XCTAssertEqual(y.shape, [1, 1, 2, 2])
+        XCTAssertEqual(y.values, [-1, -2, -5, -6])
+        checkGradients("maxpool negative padded", inputs: [x]) { maxPool2d(x, kernel: (3, 3), stride: (2, 2), padding: (1, 1)) }
+    }
+
+    func testMaxPoolPropagatesNaN() {
+        let x = Tensor(shape: [1, 1, 4, 4], values: (1...16).map { Float($0) })
+        x.data[5] = .nan
+        XCTAssertTrue(maxPool2d(x, kernel: (2, 2)).data[0].isNaN, "2x2 fast path")
+        XCTAssertTrue(maxPool2d(x, kernel: (3, 3), stride: (2, 2), padding: (1, 1)).data[0].isNaN, "general path")
+        XCTAssertFalse(maxPool2d(x, kernel: (2, 2)).data[3].isNaN)
+    }
+
+    /// Backward rules add into existing gradients: two backward passes without zeroing give
+    /// twice one pass. (Every other check starts from empty gradients, where `=` and `+=` agree.)
+    func testBackwardAccumulatesIntoExistingGradients() {
+        let x = Tensor.randn([5, 4, 6, 5], using: &rng)
+        let w = Tensor.randn([6, 4, 3, 3], using: &rng), b = Tensor.randn([6], using: &rng)
+        let dw = Tensor.randn([4, 1, 3, 3], using: &rng), c = Tensor.randn([4], using: &rng)
+        let gamma = Tensor.randn([4], using: &rng), beta = Tensor.randn([4], using: &rng)
+        let rm = Tensor.zeros([4]), rv = Tensor.filled([4], with: 1)
+        let m2 = Tensor.randn([20, 7], using: &rng), lw = Tensor.randn([3, 7], using: &rng), lb = Tensor.randn([3], using: &rng)
+        let cases: [(String, [Tensor], () -> Tensor)] = [
+            ("conv", [x, w, b], { conv2d(x, weight: w, bias: b, stride: (2, 1), padding: (1, 1)) }),
+            ("depthwise", [x, dw, c], { conv2d(x, weight: dw, bias: c, padding: (1, 1), groups: 4) }),
+            ("add per-channel", [x, c], { add(x, c) }),
+            ("mul per-channel", [x, c], { mul(x, c) }),
+            ("gate", [x, c], { gate(x, c) }),
+            ("batchnorm", [x, gamma, beta], {
+                batchNorm2d(x, weight: gamma, bias: beta, runningMean: rm, runningVar: rv, training: true, activation: .relu)
+            }),
+            ("maxpool", [x], { maxPool2d(x, kernel: (2, 2)) }),
+            ("avgpool", [x], { avgPool2d(x, kernel: (3, 3), stride: (2, 2), padding: (1, 1)) }),
+            ("global avgpool", [x], { globalAvgPool(x) }),
+            ("matmul", [m2, lw], { matmul(m2, reshape(lw, [7, 3])) }),
+            ("linear", [m2, lw, lb], { linear(m2, weight: lw, bias: lb) }),
+            ("cross entropy", [m2], { crossEntropy(m2, labels: (0..<20).map { Int32($0 % 7) }) }),
+        ]
+        let saved = Conv2DTuning.columnBudget
+        Conv2DTuning.columnBudget = 1  // conv: several chunks, so dW also accumulates across them
+        defer { Conv2DTuning.columnBudget = saved }
+        for (name, inputs, f) in cases {
+            for t in inputs { t.requiresGrad = true; t.grad = nil }
+            var seedRNG = RandomGenerator(seed: 11)
+            let y1 = f()
+            let seed = Tensor.randn(y1.shape, using: &seedRNG)
+            y1.backward(seed: seed)
+            let once = inputs.map { $0.grad!.values }
+            f().backward(seed: seed)
+            for (k, t) in inputs.enumerated() {
+                assertClose(t.grad!.values, once[k].map { 2 * $0 }, rtol: 1e-5, atol: 1e-6, "\(name): input \(k) after two passes")
+                t.grad = nil
             }
         }
     }

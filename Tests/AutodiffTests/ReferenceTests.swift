@@ -16,7 +16,8 @@ final class ReferenceTests: XCTestCase {
     }
 
     func testConv2d() throws {
-        for budget in [Conv2DTuning.columnBudget, 1] {  // whole batch per GEMM, and one image per GEMM
+        // Whole batch per GEMM, and chunks of `gemmPieces` images (batches of 3 give a short last chunk).
+        for budget in [Conv2DTuning.columnBudget, 1] {
             let saved = Conv2DTuning.columnBudget
             Conv2DTuning.columnBudget = budget
             defer { Conv2DTuning.columnBudget = saved }

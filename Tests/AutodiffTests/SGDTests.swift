@@ -39,6 +39,16 @@ final class SGDTests: XCTestCase {
         XCTAssertEqual(opt.stepCount, 2)
     }
 
+    func testWeightDecayWithoutMomentum() {
+        let w = Tensor(shape: [2], values: [1, -2], requiresGrad: true)
+        let opt = SGD(parameters: [w], schedule: .constant(0.5), weightDecay: 0.1)
+        w.grad = Tensor(shape: [2], values: [2, 0])
+        opt.step()  // w -= 0.5 * (g + 0.1 w): 1 - 0.5 * 2.1 = -0.05; -2 - 0.5 * (-0.2) = -1.9
+        XCTAssertEqual(w.data[0], -0.05, accuracy: 1e-6)
+        XCTAssertEqual(w.data[1], -1.9, accuracy: 1e-6)
+        XCTAssertNil(opt.momentumBuffer(0), "no momentum, no buffer")
+    }
+
     func testExcludedParametersAndMissingGradientsStayPut() {
         let w = Tensor(shape: [2], values: [1, 2], requiresGrad: true)
         let gateValues = Tensor(shape: [2], values: [1, 0], requiresGrad: true)

@@ -36,6 +36,7 @@ public struct Conv2DGeometry: Equatable, Sendable {
         try require(input.count == 4, op, "input \(input) must be [N, C, H, W]")
         try require(weight.count == 4, op, "weight \(weight) must be [O, C/groups, kH, kW]")
         try require(groups >= 1, op, "groups \(groups) must be >= 1")
+        try require(weight[2] >= 1 && weight[3] >= 1 && weight[0] >= 1, op, "weight \(weight) has an empty kernel or no filters")
         try require(stride.0 >= 1 && stride.1 >= 1, op, "stride \(stride) must be >= 1")
         try require(padding.0 >= 0 && padding.1 >= 0, op, "padding \(padding) must be >= 0")
         try require(input[1] % groups == 0 && weight[0] % groups == 0, op,
@@ -180,8 +181,8 @@ struct GEMMConv {
         self.g = g
         BLAS.useCallerThreadsOnly()
         let perImage = max(1, g.groups * g.colRows * g.outPlane)
-        // At least two images per piece, so every piece has whole images to own.
-        chunk = max(1, min(g.batch, max(2 * Parallel.gemmPieces, Conv2DTuning.columnBudget / perImage)))
+        // At least one image per piece, so every piece has whole images to own.
+        chunk = max(1, min(g.batch, max(Parallel.gemmPieces, Conv2DTuning.columnBudget / perImage)))
     }
 
     /// Floats of the patch matrix of one chunk, all groups.
@@ -195,6 +196,7 @@ struct GEMMConv {
         let tmp = Tensor(uninitialized: [g.outChannels * chunk * g.outPlane])
         let og = g.outPerGroup, rows = g.colRows, plane = g.outPlane
         let pcol = col.data, ptmp = tmp.data
+        defer { withExtendedLifetime((col, tmp)) {} }  // the loop below uses them only by pointer
         var start = 0
         while start < g.batch {
             let nb = min(chunk, g.batch - start), cols = nb * plane
@@ -223,6 +225,7 @@ struct GEMMConv {
         let dtmp = Tensor(uninitialized: [g.outChannels * chunk * g.outPlane])
         let og = g.outPerGroup, rows = g.colRows, plane = g.outPlane
         let pcol = col.data, pdcol = dcol.data, pdtmp = dtmp.data
+        defer { withExtendedLifetime((col, dcol, dtmp)) {} }  // the loop below uses them only by pointer
         var start = 0
         while start < g.batch {
             let nb = min(chunk, g.batch - start), cols = nb * plane

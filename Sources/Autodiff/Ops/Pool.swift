@@ -38,7 +38,12 @@ public struct Pool2DGeometry: Equatable, Sendable {
     }
 }
 
-/// Max pooling; padding counts as minus infinity, as in PyTorch.
+/// 0 for a finite `sum`, NaN otherwise. `fmaxf` ignores NaN; adding this keeps a NaN input (or an
+/// infinite one, already a divergence) visible in the output without a data-dependent branch.
+@inline(__always) private func nanProbe(_ sum: Float) -> Float { 0 * sum }
+
+/// Max pooling; padding counts as minus infinity, as in PyTorch. A NaN in a window makes its
+/// output NaN, so a diverging run surfaces.
 /// - Parameter x: [N, C, H, W]
 /// - Returns: [N, C, outH, outW]
 public func maxPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil,
@@ -55,7 +60,8 @@ public func maxPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil
             for oh in 0..<g.outH {
                 let a = src + 2 * oh * g.width, b = a + g.width, o = dst + oh * g.outW
                 for ow in 0..<g.outW {
-                    o[ow] = fmaxf(fmaxf(a[2 * ow], a[2 * ow + 1]), fmaxf(b[2 * ow], b[2 * ow + 1]))
+                    let v0 = a[2 * ow], v1 = a[2 * ow + 1], v2 = b[2 * ow], v3 = b[2 * ow + 1]
+                    o[ow] = fmaxf(fmaxf(v0, v1), fmaxf(v2, v3)) + nanProbe(v0 + v1 + v2 + v3)
                 }
             }
             return
@@ -63,12 +69,12 @@ public func maxPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil
         for oh in 0..<g.outH {
             for ow in 0..<g.outW {
                 // The clipped window is never empty (padding <= kernel / 2).
-                var best = -Float.infinity
+                var best = -Float.infinity, total: Float = 0
                 for ih in g.rows(oh) {
                     let row = src + ih * g.width
-                    for iw in g.columns(ow) { best = fmaxf(best, row[iw]) }  // branch-free max
+                    for iw in g.columns(ow) { best = fmaxf(best, row[iw]); total += row[iw] }  // branch-free
                 }
-                dst[oh * g.outW + ow] = best
+                dst[oh * g.outW + ow] = best + nanProbe(total)
             }
         }
     }
