@@ -41,6 +41,11 @@ let package = Package(
             dependencies: ["Autodiff"],
             exclude: ["Reference"]
         ),
+        .testTarget(
+            name: "NetsTests",
+            dependencies: ["Nets"],
+            exclude: ["Reference"]
+        ),
     ],
     swiftLanguageModes: [.v5]
 )

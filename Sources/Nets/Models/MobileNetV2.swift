@@ -1,0 +1,97 @@
+/// MobileNetV2, the CIFAR variant of the NeuralScale reference (spec: "Nets"): a 3x3 stem
+/// (stride 1) + BN + ReLU6, 17 linear bottlenecks, a 1x1 conv to 1280 + BN + ReLU6, global
+/// average pooling and a 1x1 conv classifier. Every conv has a bias.
+///
+/// A bottleneck with input width `c`, output width `w`, expansion `t` and stride `s`:
+/// expand 1x1 (`t*c`) + BN + ReLU6, depthwise 3x3 stride `s` + BN + ReLU6, project 1x1 (`w`) + BN;
+/// plus the shortcut: identity when `s == 1` and `c == w`, else 1x1 conv stride `s` + BN.
+///
+/// Width groups (19), in order: the stem, the output of each bottleneck
+/// (`16 | 24 24 | 32 32 32 | 64 64 64 64 | 96 96 96 | 160 160 160 | 320`), the 1280 conv.
+/// Expansion widths follow from the input widths.
+///
+/// Names: `pre.0` / `pre.1` (stem conv / BN), `blocks.<b>.residual.{0,1,3,4,6,7}`,
+/// `blocks.<b>.shortcut.{0,1}`, `conv1.0` / `conv1.1`, `conv2`.
+public final class MobileNetV2: Network {
+    public static let originalWidths = [32, 16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320, 1280]
+
+    /// (expansion, stride) of each of the 17 bottlenecks; `largeStride` for 64x64 inputs.
+    static func bottleneckPlan(largeInput: Bool) -> [(t: Int, stride: Int)] {
+        // Stages as (expansion, blocks, first stride).
+        let stages = [(1, 1, 1), (6, 2, 2), (6, 3, 2), (6, 4, 2), (6, 3, largeInput ? 2 : 1), (6, 3, 2), (6, 1, 1)]
+        return stages.flatMap { t, n, s in (0..<n).map { (t: t, stride: $0 == 0 ? s : 1) } }
+    }
+
+    final class Bottleneck: Module {
+        let expand: Conv2d, bn1: BatchNorm2d
+        let depthwise: Conv2d, bn2: BatchNorm2d
+        let project: Conv2d, bn3: BatchNorm2d
+        let shortcut: (Conv2d, BatchNorm2d)?
+
+        init(_ cin: Int, _ cout: Int, t: Int, stride: Int, _ i: Initializer) {
+            let m = cin * t
+            expand = Conv2d(cin, m, kernel: 1, bias: true, i); bn1 = BatchNorm2d(m, i)
+            depthwise = Conv2d(m, m, kernel: 3, stride: stride, padding: 1, groups: m, bias: true, i); bn2 = BatchNorm2d(m, i)
+            project = Conv2d(m, cout, kernel: 1, bias: true, i); bn3 = BatchNorm2d(cout, i)
+            shortcut = stride != 1 || cin != cout
+                ? (Conv2d(cin, cout, kernel: 1, stride: stride, bias: true, i), BatchNorm2d(cout, i)) : nil
+        }
+
+        func callAsFunction(_ x: Tensor, training: Bool) -> Tensor {
+            var r = bn1(expand(x), training: training, activation: .relu6)
+            r = bn2(depthwise(r), training: training, activation: .relu6)
+            r = bn3(project(r), training: training)
+            let s = shortcut.map { conv, bn in bn(conv(x), training: training) } ?? x
+            return add(r, s)
+        }
+
+        func collectState(prefix: String, into state: inout [NamedTensor]) {
+            for (k, m) in [(0, expand), (3, depthwise), (6, project)] as [(Int, Module)] {
+                m.collectState(prefix: join(prefix, "residual.\(k)"), into: &state)
+                [bn1, bn2, bn3][k / 3].collectState(prefix: join(prefix, "residual.\(k + 1)"), into: &state)
+            }
+            if let (conv, bn) = shortcut {
+                conv.collectState(prefix: join(prefix, "shortcut.0"), into: &state)
+                bn.collectState(prefix: join(prefix, "shortcut.1"), into: &state)
+            }
+        }
+    }
+
+    public let netDescription: NetDescription
+    let stem: Conv2d, stemBN: BatchNorm2d
+    let blocks: [Bottleneck]
+    let head: Conv2d, headBN: BatchNorm2d
+    let classifier: Conv2d
+
+    init(_ d: NetDescription, _ i: Initializer) {
+        netDescription = d
+        let w = d.widths
+        stem = Conv2d(d.inChannels, w[0], kernel: 3, padding: 1, bias: true, i)
+        stemBN = BatchNorm2d(w[0], i)
+        var c = w[0], blocks: [Bottleneck] = []
+        for (b, plan) in Self.bottleneckPlan(largeInput: d.largeInput).enumerated() {
+            blocks.append(Bottleneck(c, w[b + 1], t: plan.t, stride: plan.stride, i))
+            c = w[b + 1]
+        }
+        self.blocks = blocks
+        head = Conv2d(c, w[18], kernel: 1, bias: true, i)
+        headBN = BatchNorm2d(w[18], i)
+        classifier = Conv2d(w[18], d.classes, kernel: 1, bias: true, i)
+    }
+
+    public func logits(_ x: Tensor, training: Bool) -> Tensor {
+        var h = stemBN(stem(x), training: training, activation: .relu6)
+        for b in blocks { h = b(h, training: training) }
+        h = headBN(head(h), training: training, activation: .relu6)
+        return flatten(classifier(globalAvgPool(h)))
+    }
+
+    public func collectState(prefix: String, into state: inout [NamedTensor]) {
+        stem.collectState(prefix: join(prefix, "pre.0"), into: &state)
+        stemBN.collectState(prefix: join(prefix, "pre.1"), into: &state)
+        for (k, b) in blocks.enumerated() { b.collectState(prefix: join(prefix, "blocks.\(k)"), into: &state) }
+        head.collectState(prefix: join(prefix, "conv1.0"), into: &state)
+        headBN.collectState(prefix: join(prefix, "conv1.1"), into: &state)
+        classifier.collectState(prefix: join(prefix, "conv2"), into: &state)
+    }
+}

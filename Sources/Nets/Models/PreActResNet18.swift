@@ -1,0 +1,80 @@
+/// PreAct ResNet-18 (spec: "Nets"): a 3x3 stem conv (no bias), 4 stages of 2 pre-activation
+/// basic blocks, a final BN + ReLU, global average pooling and a linear classifier.
+///
+/// A block with input width `c`, inner width `m`, output width `w` and stride `s`:
+/// `a = relu(bn1(x))`, `out = conv2(relu(bn2(conv1(a)))) + shortcut`, with conv1 3x3 stride `s`
+/// (`c -> m`), conv2 3x3 (`m -> w`), and the shortcut `x` itself, or a 1x1 conv of `a` (no BN,
+/// no bias) when `s != 1` or `c != w`. The first block of stages 2-4 has stride 2 (of stage 1
+/// too for 64x64 inputs).
+///
+/// Width groups (17), in order: the stem, then per block its inner and output widths:
+/// `64 | 64 64, 64 64 | 128 128, 128 128 | 256 256, 256 256 | 512 512, 512 512`.
+///
+/// Names: `conv1`, `layers.<b>.{bn1,conv1,bn2,conv2,shortcut}`, `bn`, `linear`.
+public final class PreActResNet18: Network {
+    public static let originalWidths = [64] + [64, 128, 256, 512].flatMap { [$0, $0, $0, $0] }
+
+    final class Block: Module {
+        let bn1: BatchNorm2d, conv1: Conv2d, bn2: BatchNorm2d, conv2: Conv2d
+        let shortcut: Conv2d?
+
+        init(_ cin: Int, inner: Int, out: Int, stride: Int, _ i: Initializer) {
+            bn1 = BatchNorm2d(cin, i)
+            conv1 = Conv2d(cin, inner, kernel: 3, stride: stride, padding: 1, bias: false, i)
+            bn2 = BatchNorm2d(inner, i)
+            conv2 = Conv2d(inner, out, kernel: 3, padding: 1, bias: false, i)
+            shortcut = stride != 1 || cin != out ? Conv2d(cin, out, kernel: 1, stride: stride, bias: false, i) : nil
+        }
+
+        func callAsFunction(_ x: Tensor, training: Bool) -> Tensor {
+            let a = bn1(x, training: training, activation: .relu)
+            let s = shortcut.map { $0(a) } ?? x
+            let h = conv2(bn2(conv1(a), training: training, activation: .relu))
+            return add(h, s)
+        }
+
+        func collectState(prefix: String, into state: inout [NamedTensor]) {
+            bn1.collectState(prefix: join(prefix, "bn1"), into: &state)
+            conv1.collectState(prefix: join(prefix, "conv1"), into: &state)
+            bn2.collectState(prefix: join(prefix, "bn2"), into: &state)
+            conv2.collectState(prefix: join(prefix, "conv2"), into: &state)
+            shortcut?.collectState(prefix: join(prefix, "shortcut"), into: &state)
+        }
+    }
+
+    public let netDescription: NetDescription
+    let stem: Conv2d
+    let blocks: [Block]
+    let finalBN: BatchNorm2d
+    let classifier: Linear
+
+    init(_ d: NetDescription, _ i: Initializer) {
+        netDescription = d
+        let w = d.widths
+        stem = Conv2d(d.inChannels, w[0], kernel: 3, padding: 1, bias: false, i)
+        var c = w[0], blocks: [Block] = []
+        for b in 0..<8 {
+            let stage = b / 2, first = b % 2 == 0
+            let stride = first && (stage > 0 || d.largeInput) ? 2 : 1
+            blocks.append(Block(c, inner: w[1 + 2 * b], out: w[2 + 2 * b], stride: stride, i))
+            c = w[2 + 2 * b]
+        }
+        self.blocks = blocks
+        finalBN = BatchNorm2d(c, i)
+        classifier = Linear(c, d.classes, i)
+    }
+
+    public func logits(_ x: Tensor, training: Bool) -> Tensor {
+        var h = stem(x)
+        for b in blocks { h = b(h, training: training) }
+        h = finalBN(h, training: training, activation: .relu)
+        return classifier(flatten(globalAvgPool(h)))
+    }
+
+    public func collectState(prefix: String, into state: inout [NamedTensor]) {
+        stem.collectState(prefix: join(prefix, "conv1"), into: &state)
+        for (k, b) in blocks.enumerated() { b.collectState(prefix: join(prefix, "layers.\(k)"), into: &state) }
+        finalBN.collectState(prefix: join(prefix, "bn"), into: &state)
+        classifier.collectState(prefix: join(prefix, "linear"), into: &state)
+    }
+}

@@ -1,0 +1,89 @@
+/// ResNet-50 as torchvision builds it (spec: "Nets"): a 7x7 stride-2 stem conv (no bias) + BN +
+/// ReLU + 3x3 stride-2 max pool, bottleneck stages of 3, 4, 6, 3 blocks, global average pooling
+/// and a linear classifier, on the dataset's image size.
+///
+/// A bottleneck with input width `c`, inner widths `m1`, `m2`, output width `w` and stride `s`:
+/// 1x1 (`c -> m1`) + BN + ReLU, 3x3 stride `s` (`m1 -> m2`) + BN + ReLU, 1x1 (`m2 -> w`) + BN,
+/// added to the shortcut, then ReLU. The shortcut is `x`, or a 1x1 conv stride `s` + BN when
+/// `s != 1` or `c != w`. The first block of stages 2-4 has stride 2.
+///
+/// Width groups (49), in order: the stem, then per block `m1, m2, w`; originally
+/// `64 | (64 64 256) x3 | (128 128 512) x4 | (256 256 1024) x6 | (512 512 2048) x3`.
+///
+/// Names: `stem.0` / `stem.1`, `blocks.<b>.{conv1,bn1,conv2,bn2,conv3,bn3}`,
+/// `blocks.<b>.down.{0,1}`, `fc`.
+public final class ResNet50: Network {
+    static let stageBlocks = [3, 4, 6, 3]
+    public static let originalWidths = [64] + zip(stageBlocks, [64, 128, 256, 512]).flatMap { n, p in
+        (0..<n).flatMap { _ in [p, p, 4 * p] }
+    }
+
+    final class Bottleneck: Module {
+        let conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d, conv3: Conv2d, bn3: BatchNorm2d
+        let down: (Conv2d, BatchNorm2d)?
+
+        init(_ cin: Int, _ m1: Int, _ m2: Int, _ out: Int, stride: Int, _ i: Initializer) {
+            conv1 = Conv2d(cin, m1, kernel: 1, bias: false, i); bn1 = BatchNorm2d(m1, i)
+            conv2 = Conv2d(m1, m2, kernel: 3, stride: stride, padding: 1, bias: false, i); bn2 = BatchNorm2d(m2, i)
+            conv3 = Conv2d(m2, out, kernel: 1, bias: false, i); bn3 = BatchNorm2d(out, i)
+            down = stride != 1 || cin != out
+                ? (Conv2d(cin, out, kernel: 1, stride: stride, bias: false, i), BatchNorm2d(out, i)) : nil
+        }
+
+        func callAsFunction(_ x: Tensor, training: Bool) -> Tensor {
+            var o = bn1(conv1(x), training: training, activation: .relu)
+            o = bn2(conv2(o), training: training, activation: .relu)
+            o = bn3(conv3(o), training: training)
+            let s = down.map { conv, bn in bn(conv(x), training: training) } ?? x
+            return relu(add(o, s))
+        }
+
+        func collectState(prefix: String, into state: inout [NamedTensor]) {
+            for (name, m) in [("conv1", conv1), ("bn1", bn1), ("conv2", conv2), ("bn2", bn2),
+                              ("conv3", conv3), ("bn3", bn3)] as [(String, Module)] {
+                m.collectState(prefix: join(prefix, name), into: &state)
+            }
+            if let (conv, bn) = down {
+                conv.collectState(prefix: join(prefix, "down.0"), into: &state)
+                bn.collectState(prefix: join(prefix, "down.1"), into: &state)
+            }
+        }
+    }
+
+    public let netDescription: NetDescription
+    let stem: Conv2d, stemBN: BatchNorm2d
+    let blocks: [Bottleneck]
+    let classifier: Linear
+
+    init(_ d: NetDescription, _ i: Initializer) {
+        netDescription = d
+        let w = d.widths
+        stem = Conv2d(d.inChannels, w[0], kernel: 7, stride: 2, padding: 3, bias: false, i)
+        stemBN = BatchNorm2d(w[0], i)
+        var c = w[0], blocks: [Bottleneck] = [], b = 0
+        for (stage, n) in Self.stageBlocks.enumerated() {
+            for j in 0..<n {
+                let g = 1 + 3 * b
+                blocks.append(Bottleneck(c, w[g], w[g + 1], w[g + 2], stride: j == 0 && stage > 0 ? 2 : 1, i))
+                c = w[g + 2]
+                b += 1
+            }
+        }
+        self.blocks = blocks
+        classifier = Linear(c, d.classes, i)
+    }
+
+    public func logits(_ x: Tensor, training: Bool) -> Tensor {
+        var h = stemBN(stem(x), training: training, activation: .relu)
+        h = maxPool2d(h, kernel: (3, 3), stride: (2, 2), padding: (1, 1))
+        for b in blocks { h = b(h, training: training) }
+        return classifier(flatten(globalAvgPool(h)))
+    }
+
+    public func collectState(prefix: String, into state: inout [NamedTensor]) {
+        stem.collectState(prefix: join(prefix, "stem.0"), into: &state)
+        stemBN.collectState(prefix: join(prefix, "stem.1"), into: &state)
+        for (k, b) in blocks.enumerated() { b.collectState(prefix: join(prefix, "blocks.\(k)"), into: &state) }
+        classifier.collectState(prefix: join(prefix, "fc"), into: &state)
+    }
+}

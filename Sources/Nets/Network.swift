@@ -1,0 +1,96 @@
+/// The four nets of the spec ("Nets").
+public enum Architecture: String, CaseIterable, Codable, Sendable {
+    case vgg11
+    case mobilenetv2
+    case preactResNet18 = "preact_resnet18"
+    case resnet50
+
+    /// The original width of every group, in the order the net's file documents.
+    public var originalWidths: [Int] {
+        switch self {
+        case .vgg11: return VGG11.originalWidths
+        case .mobilenetv2: return MobileNetV2.originalWidths
+        case .preactResNet18: return PreActResNet18.originalWidths
+        case .resnet50: return ResNet50.originalWidths
+        }
+    }
+
+    /// Uniform scaling: `Int(width * ratio)` for every group (spec: "Uniform scaling").
+    public func uniformWidths(ratio: Double) -> [Int] {
+        originalWidths.map { Int(Double($0) * ratio) }
+    }
+}
+
+/// Everything that fixes a net's shape: (architecture, input channels, image size, classes,
+/// width config). A checkpoint stores it so the net can be rebuilt with no other file.
+public struct NetDescription: Codable, Equatable, Sendable {
+    public var architecture: Architecture
+    public var inChannels: Int
+    /// Height and width of the (square) input images.
+    public var imageSize: Int
+    public var classes: Int
+    /// One width per group.
+    public var widths: [Int]
+
+    public init(architecture: Architecture, inChannels: Int, imageSize: Int, classes: Int, widths: [Int]) {
+        self.architecture = architecture
+        self.inChannels = inChannels
+        self.imageSize = imageSize
+        self.classes = classes
+        self.widths = widths
+    }
+
+    /// The net scaled uniformly by `ratio`.
+    public static func uniform(_ architecture: Architecture, ratio: Double, inChannels: Int, imageSize: Int,
+                               classes: Int) -> NetDescription {
+        NetDescription(architecture: architecture, inChannels: inChannels, imageSize: imageSize, classes: classes,
+                       widths: architecture.uniformWidths(ratio: ratio))
+    }
+
+    /// Checks the description, naming the first problem.
+    public func validate() throws {
+        let groups = architecture.originalWidths.count
+        guard widths.count == groups else {
+            throw NetError.invalid("\(architecture.rawValue) has \(groups) width groups, got \(widths.count) widths")
+        }
+        if let i = widths.firstIndex(where: { $0 < 1 }) {
+            throw NetError.invalid("width \(i) of \(architecture.rawValue) is \(widths[i]); every width must be >= 1")
+        }
+        guard inChannels >= 1, classes >= 2 else {
+            throw NetError.invalid("need >= 1 input channel and >= 2 classes, got \(inChannels) and \(classes)")
+        }
+        guard imageSize >= 32, imageSize % 32 == 0 else {
+            throw NetError.invalid("image size \(imageSize) is not a multiple of 32 (32 for CIFAR, 64 for tinyImageNet)")
+        }
+    }
+
+    /// True for 64x64 and larger inputs, which take the extra strides of the spec.
+    var largeInput: Bool { imageSize >= 64 }
+}
+
+public enum NetError: Error, CustomStringConvertible, Equatable {
+    case invalid(String)
+    public var description: String {
+        switch self { case let .invalid(m): return "invalid net: \(m)" }
+    }
+}
+
+/// A net of the spec: a module that maps images to class logits.
+public protocol Network: Module {
+    var netDescription: NetDescription { get }
+    /// - Parameter x: [N, inChannels, imageSize, imageSize]
+    /// - Returns: [N, classes]
+    func logits(_ x: Tensor, training: Bool) -> Tensor
+}
+
+/// Builds the net a description names.
+public func makeNetwork(_ d: NetDescription, initialization: Initialization) throws -> Network {
+    try d.validate()
+    let initializer = Initializer(initialization)
+    switch d.architecture {
+    case .vgg11: return VGG11(d, initializer)
+    case .mobilenetv2: return MobileNetV2(d, initializer)
+    case .preactResNet18: return PreActResNet18(d, initializer)
+    case .resnet50: return ResNet50(d, initializer)
+    }
+}
