@@ -16,6 +16,6 @@ struct NeuralScale: ParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure the speed of the CPU kernels in a release build.",
-        subcommands: [BenchConv.self, BenchOps.self]
+        subcommands: [BenchConv.self, BenchOps.self, BenchTrain.self]
     )
 }

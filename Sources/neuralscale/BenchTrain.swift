@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import Nets
+
+/// `neuralscale bench train`: images/s of full SGD training steps on random CIFAR-shaped data,
+/// the counterpart of `shared/reference/torch_train_bench.py`.
+struct BenchTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Time full training steps (forward, backward, SGD update) of a net on random CIFAR-shaped data.",
+        discussion: """
+        Matches shared/reference/torch_train_bench.py: 3x32x32 inputs, 10 classes, SGD with \
+        momentum 0.9, weight decay 5e-4, lr 0.05; two warm-up steps, then --steps timed steps. \
+        Run both one right after the other on the same machine and compare the images/s.
+        """
+    )
+
+    @Option(name: .long, help: "The net: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var model: String
+
+    @Option(name: .long, help: "Uniform width ratio.")
+    var ratio = 1.0
+
+    @Option(name: .long, help: "Images per step.")
+    var batchSize = 128
+
+    @Option(name: .long, help: "Timed steps (after two warm-up steps).")
+    var steps = 5
+
+    @Flag(name: .long, help: "Also print the time of each op family (forward) and of backward.")
+    var profile = false
+
+    func validate() throws {
+        guard Architecture(rawValue: model) != nil else {
+            throw ValidationError("--model \(model) is not one of \(Architecture.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard ratio > 0, ratio <= 4 else { throw ValidationError("--ratio must be in (0, 4], got \(ratio)") }
+        guard batchSize >= 2, steps >= 1 else { throw ValidationError("--batch-size must be >= 2 and --steps >= 1") }
+    }
+
+    func run() throws {
+        let arch = Architecture(rawValue: model)!
+        let d = NetDescription.uniform(arch, ratio: ratio, inChannels: 3, imageSize: 32, classes: 10)
+        let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 0)))
+        let opt = SGD(parameters: net.parameters, schedule: .constant(0.05), momentum: 0.9, weightDecay: 5e-4)
+        var rng = RandomGenerator(seed: 1)
+        let x = Tensor.randn([batchSize, 3, 32, 32], using: &rng)
+        let labels = (0..<batchSize).map { _ in Int32(rng.next() % 10) }
+        var forward = 0.0, backward = 0.0, update = 0.0
+        func step(timed: Bool) {
+            let t0 = monotonicSeconds()
+            opt.zeroGrad()
+            let loss = crossEntropy(net.logits(x, training: true), labels: labels)
+            let t1 = monotonicSeconds()
+            loss.backward()
+            let t2 = monotonicSeconds()
+            opt.step()
+            let t3 = monotonicSeconds()
+            if timed { forward += t1 - t0; backward += t2 - t1; update += t3 - t2 }
+        }
+        step(timed: false)
+        step(timed: false)
+        let start = monotonicSeconds()
+        for _ in 0..<steps { step(timed: true) }
+        let perStep = (monotonicSeconds() - start) / Double(steps)
+        print(String(format: "%@ ratio=%g batch=%d threads=%d params=%d step=%.1fms images/s=%.1f",
+                     model, ratio, batchSize, Parallel.workers, net.parameterCount, perStep * 1e3,
+                     Double(batchSize) / perStep))
+        if profile {
+            let n = Double(steps)
+            print(String(format: "  forward %.1f ms, backward %.1f ms, SGD update %.1f ms per step",
+                         forward / n * 1e3, backward / n * 1e3, update / n * 1e3))
+        }
+    }
+}
