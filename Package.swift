@@ -11,13 +11,22 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        // OpenBLAS's CBLAS interface, found with pkg-config (Debian: libopenblas-dev).
-        .systemLibrary(
-            name: "CBLAS",
-            path: "Sources/CBLAS",
-            pkgConfig: "openblas",
-            providers: [.apt(["libopenblas-dev"])]
-        ),
+        // C libraries, found with pkg-config (Debian packages in `providers`).
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
+                       providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg",
+                       providers: [.apt(["libjpeg62-turbo-dev"])]),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
+        // HDF5's macros (H5T_NATIVE_FLOAT, H5F_ACC_TRUNC, ...) as functions Swift can call.
+        .target(name: "CHDF5Macros", dependencies: ["CHDF5"]),
+        // JPEG and PNG decoding with libjpeg-turbo and libpng, whose error handling needs setjmp.
+        .target(name: "CImageCodecs", dependencies: ["CJPEG", "CPNG"]),
+
         // Tensors, the tape, kernels and SGD. Knows nothing about layers.
         .target(name: "Autodiff", dependencies: ["CBLAS"]),
         // Layers and the four nets, built from explicit width arrays.
@@ -27,25 +36,21 @@ let package = Package(
         // Power-law fit, target solver, the descent loop.
         .target(name: "ArchDescent", dependencies: ["Pruning"]),
         // CIFAR, tinyImageNet, Fashion-MNIST and augmentation.
-        .target(name: "Datasets", dependencies: ["Autodiff"]),
+        .target(name: "Datasets", dependencies: ["Autodiff", "CZlib", "CImageCodecs"]),
+        // Self-describing HDF5 checkpoints, written atomically.
+        .target(name: "Checkpoint", dependencies: ["Nets", "CHDF5", "CHDF5Macros"]),
         // The command-line tool: only wires the modules together.
         .executableTarget(
             name: "neuralscale",
             dependencies: [
-                "Autodiff", "Nets", "Pruning", "ArchDescent", "Datasets",
+                "Autodiff", "Nets", "Pruning", "ArchDescent", "Datasets", "Checkpoint",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(
-            name: "AutodiffTests",
-            dependencies: ["Autodiff"],
-            exclude: ["Reference"]
-        ),
-        .testTarget(
-            name: "NetsTests",
-            dependencies: ["Nets"],
-            exclude: ["Reference"]
-        ),
+        .testTarget(name: "AutodiffTests", dependencies: ["Autodiff"], exclude: ["Reference"]),
+        .testTarget(name: "NetsTests", dependencies: ["Nets"], exclude: ["Reference"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs what building neuralscale needs on Debian: OpenBLAS (cblas.h) and pkg-config.
+# Installs what building neuralscale needs on Debian: OpenBLAS (cblas.h), HDF5, zlib,
+# libjpeg-turbo, libpng and pkg-config.
 # Swift 6 must already be on PATH (swift.org toolchain). Safe to run repeatedly.
 set -euo pipefail
 
-packages=(libopenblas-dev pkg-config)
+packages=(libopenblas-dev libhdf5-dev zlib1g-dev libjpeg62-turbo-dev libpng-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,0 +1,18 @@
+#ifndef NS_HDF5_MACROS_H
+#define NS_HDF5_MACROS_H
+/* HDF5's constants are macros (some expand to function calls that open the library), which Swift
+   cannot import. These return them. */
+#include <hdf5.h>
+
+hid_t ns_h5_native_float(void);
+hid_t ns_h5_native_int64(void);
+hid_t ns_h5_native_uint64(void);
+hid_t ns_h5_c_s1(void);
+hid_t ns_h5p_default(void);
+hid_t ns_h5s_all(void);
+hid_t ns_h5p_file_access(void);
+unsigned ns_h5f_acc_trunc(void);
+unsigned ns_h5f_acc_rdonly(void);
+/* Silences HDF5's own error printing; callers turn failures into Swift errors. */
+void ns_h5_silence_errors(void);
+#endif

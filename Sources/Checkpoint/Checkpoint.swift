@@ -1,0 +1,2 @@
+/// Self-describing HDF5 checkpoints, written atomically. (In progress.)
+@_exported import Nets
