@@ -39,11 +39,13 @@ let package = Package(
         .target(name: "Datasets", dependencies: ["Autodiff", "CZlib", "CImageCodecs"]),
         // Self-describing HDF5 checkpoints, written atomically.
         .target(name: "Checkpoint", dependencies: ["Nets", "CHDF5", "CHDF5Macros"]),
+        // The training loop: epochs, evaluation, metrics, checkpoints, exact resumption.
+        .target(name: "Training", dependencies: ["Checkpoint", "Datasets"]),
         // The command-line tool: only wires the modules together.
         .executableTarget(
             name: "neuralscale",
             dependencies: [
-                "Autodiff", "Nets", "Pruning", "ArchDescent", "Datasets", "Checkpoint",
+                "Autodiff", "Nets", "Pruning", "ArchDescent", "Datasets", "Checkpoint", "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -51,6 +53,7 @@ let package = Package(
         .testTarget(name: "NetsTests", dependencies: ["Nets"], exclude: ["Reference"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -27,11 +27,7 @@ public enum Checkpoint {
 
     /// Writes `net` (and `optimizer`'s state, and the opaque `training` JSON) to `path` atomically.
     public static func save(_ net: Network, optimizer: SGD? = nil, training: String? = nil, to path: String) throws {
-        let url = URL(fileURLWithPath: path)
-        let folder = url.deletingLastPathComponent().path
-        let temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())").path
-        do {
+        try AtomicFile.replace(path) { temporary in
             let file = try HDF5File.create(temporary)
             try file.writeString(attribute: "format", format)
             try file.writeString(attribute: "version", String(version))
@@ -59,14 +55,6 @@ public enum Checkpoint {
             if let training { try file.writeString(attribute: "training", training) }
             try file.flush()
             try file.close()
-            try fsync(path: temporary, directory: false)
-            guard rename(temporary, path) == 0 else {
-                throw CheckpointError(path: path, message: "cannot rename \(temporary) over it: \(String(cString: strerror(errno)))")
-            }
-            try fsync(path: folder.isEmpty ? "." : folder, directory: true)
-        } catch {
-            unlink(temporary)
-            throw error
         }
     }
 
@@ -119,16 +107,6 @@ public enum Checkpoint {
             return try JSONDecoder().decode(T.self, from: Data(text.utf8))
         } catch {
             throw CheckpointError(path: path, message: "attribute \(what) is not valid: \(error)")
-        }
-    }
-
-    /// fsync(2) on a file or folder, so a rename never publishes unwritten data.
-    private static func fsync(path: String, directory: Bool) throws {
-        let fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY)
-        guard fd >= 0 else { throw CheckpointError(path: path, message: "cannot open for fsync: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        guard Foundation.fsync(fd) == 0 else {
-            throw CheckpointError(path: path, message: "fsync failed: \(String(cString: strerror(errno)))")
         }
     }
 }

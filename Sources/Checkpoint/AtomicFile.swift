@@ -1,0 +1,44 @@
+import Foundation
+
+/// Replaces files atomically: write a temporary file in the same folder, fsync it, rename it over
+/// the target, fsync the folder. A crash at any moment leaves either the old or the new file.
+public enum AtomicFile {
+    /// Calls `write` with a temporary path beside `path`, then publishes it as `path`.
+    /// On any failure the temporary file is removed and `path` is untouched.
+    public static func replace(_ path: String, _ write: (_ temporary: String) throws -> Void) throws {
+        let url = URL(fileURLWithPath: path)
+        let folder = url.deletingLastPathComponent().path
+        let temporary = url.deletingLastPathComponent()
+            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())").path
+        do {
+            try write(temporary)
+            try fsync(path: temporary, directory: false)
+            guard rename(temporary, path) == 0 else {
+                throw CheckpointError(path: path, message: "cannot rename \(temporary) over it: \(String(cString: strerror(errno)))")
+            }
+            try fsync(path: folder.isEmpty ? "." : folder, directory: true)
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+    }
+
+    /// Writes `data` to `path` atomically.
+    public static func write(_ data: Data, to path: String) throws {
+        try replace(path) { temporary in
+            guard FileManager.default.createFile(atPath: temporary, contents: data) else {
+                throw CheckpointError(path: path, message: "cannot write \(temporary)")
+            }
+        }
+    }
+
+    /// fsync(2) on a file or folder, so a rename never publishes unwritten data.
+    static func fsync(path: String, directory: Bool) throws {
+        let fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY)
+        guard fd >= 0 else { throw CheckpointError(path: path, message: "cannot open for fsync: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        guard Foundation.fsync(fd) == 0 else {
+            throw CheckpointError(path: path, message: "fsync failed: \(String(cString: strerror(errno)))")
+        }
+    }
+}

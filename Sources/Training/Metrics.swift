@@ -1,0 +1,103 @@
+import Foundation
+
+/// One epoch's figures, as written to `metrics.jsonl` (one JSON object per line).
+public struct EpochMetrics: Codable, Equatable, Sendable {
+    /// 1-based.
+    public var epoch: Int
+    public var trainLoss: Double
+    public var trainAccuracy: Double
+    public var validationLoss: Double?
+    public var validationAccuracy: Double?
+    public var learningRate: Float
+    public var imagesPerSecond: Double
+    public var seconds: Double
+}
+
+/// The trainer's state stored in every checkpoint (the `training` attribute).
+public struct TrainingState: Codable, Equatable, Sendable {
+    public var config: TrainConfig
+    public var widths: [Int]
+    public var completedEpochs: Int
+    public var history: [EpochMetrics]
+    public var bestValidationAccuracy: Double?
+    public var bestEpoch: Int?
+    /// Wall time of the finished epochs, across resumptions.
+    public var elapsedSeconds: Double
+}
+
+/// What a finished run reports (`result.json`).
+public struct TrainResult: Codable, Equatable, Sendable {
+    public var model: Architecture
+    public var dataset: String
+    public var scaling: Scaling
+    public var ratio: Double
+    public var widths: [Int]
+    public var params: Int
+    public var testAccuracy: Double?
+    public var testLoss: Double?
+    public var validationAccuracy: Double?
+    /// 1-based epoch of the weights evaluated (the best on validation).
+    public var bestEpoch: Int?
+    public var epochs: Int
+    public var seed: UInt64
+    public var wallSeconds: Double
+}
+
+/// Receives progress; the console implementation draws a bar with an ETA on a terminal and
+/// plain lines otherwise.
+public protocol TrainingReporter: AnyObject {
+    func runStarted(config: TrainConfig, params: Int, resumedAt epoch: Int)
+    func stepFinished(epoch: Int, step: Int, steps: Int, loss: Double, accuracy: Double, etaSeconds: Double)
+    func epochFinished(_ metrics: EpochMetrics, of epochs: Int, etaSeconds: Double, isBest: Bool)
+    func message(_ text: String)
+}
+
+/// Prints progress to standard error: a redrawn bar with an ETA when it is a terminal, one line
+/// per epoch otherwise.
+public final class ConsoleReporter: TrainingReporter {
+    private let isTerminal = isatty(STDERR_FILENO) != 0
+    private var lastDraw = 0.0
+
+    public init() {}
+
+    private func write(_ s: String) { FileHandle.standardError.write(Data(s.utf8)) }
+
+    public func runStarted(config: TrainConfig, params: Int, resumedAt epoch: Int) {
+        write("\(config.model.rawValue) on \(config.dataset), \(config.scaling.rawValue) ratio \(config.ratio): "
+              + "\(params) parameters, \(config.epochs) epochs"
+              + (epoch > 0 ? ", resuming after epoch \(epoch)" : "") + "\n")
+    }
+
+    public func stepFinished(epoch: Int, step: Int, steps: Int, loss: Double, accuracy: Double, etaSeconds: Double) {
+        guard isTerminal else { return }
+        let now = Date().timeIntervalSince1970
+        guard now - lastDraw > 0.2 || step == steps else { return }
+        lastDraw = now
+        let width = 24, filled = width * step / max(steps, 1)
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        write(String(format: "\r\u{1B}[Kepoch %d [%@] %d/%d loss %.4f acc %.2f%% ETA %@",
+                     epoch, bar, step, steps, loss, 100 * accuracy, formatDuration(etaSeconds)))
+    }
+
+    public func epochFinished(_ m: EpochMetrics, of epochs: Int, etaSeconds: Double, isBest: Bool) {
+        var line = String(format: "epoch %d/%d  train loss %.4f acc %.2f%%", m.epoch, epochs, m.trainLoss, 100 * m.trainAccuracy)
+        if let vl = m.validationLoss, let va = m.validationAccuracy {
+            line += String(format: "  val loss %.4f acc %.2f%%", vl, 100 * va)
+        }
+        line += String(format: "  lr %g  %.0f img/s  %.1fs", m.learningRate, m.imagesPerSecond, m.seconds)
+        if isBest { line += "  *best" }
+        if m.epoch < epochs { line += "  ETA \(formatDuration(etaSeconds))" }
+        write((isTerminal ? "\r\u{1B}[K" : "") + line + "\n")
+    }
+
+    public func message(_ text: String) { write((isTerminal ? "\r\u{1B}[K" : "") + text + "\n") }
+}
+
+/// `1h02m`, `3m05s`, `12s`.
+public func formatDuration(_ seconds: Double) -> String {
+    guard seconds.isFinite, seconds >= 0 else { return "?" }
+    let s = Int(seconds.rounded())
+    if s >= 3600 { return String(format: "%dh%02dm", s / 3600, s % 3600 / 60) }
+    if s >= 60 { return String(format: "%dm%02ds", s / 60, s % 60) }
+    return "\(s)s"
+}

@@ -1,0 +1,97 @@
+import Foundation
+
+/// How the widths of a trained net were chosen.
+public enum Scaling: String, Codable, Sendable, CaseIterable {
+    /// Every original width times the ratio (spec: "Uniform scaling").
+    case uniform
+}
+
+/// Everything that defines a training run. A resumed run must match the stored one.
+public struct TrainConfig: Codable, Equatable, Sendable {
+    public var model: Architecture
+    public var dataset: String
+    public var scaling: Scaling
+    public var ratio: Double
+    public var epochs: Int
+    public var batchSize: Int
+    public var learningRate: Float
+    public var momentum: Float
+    public var weightDecay: Float
+    /// Epochs (0-based) at whose start the learning rate is divided by 10.
+    public var milestones: [Int]
+    public var validationSplit: Double
+    public var seed: UInt64
+    /// Train on only the first N images of the training split.
+    public var subset: Int?
+
+    public init(model: Architecture, dataset: String, scaling: Scaling = .uniform, ratio: Double, epochs: Int = 150,
+                batchSize: Int = 128, learningRate: Float = 0.1, momentum: Float = 0.9, weightDecay: Float = 5e-4,
+                milestones: [Int]? = nil, validationSplit: Double = 0.2, seed: UInt64 = 0, subset: Int? = nil) {
+        self.model = model
+        self.dataset = dataset
+        self.scaling = scaling
+        self.ratio = ratio
+        self.epochs = epochs
+        self.batchSize = batchSize
+        self.learningRate = learningRate
+        self.momentum = momentum
+        self.weightDecay = weightDecay
+        self.milestones = milestones ?? TrainConfig.defaultMilestones(epochs: epochs)
+        self.validationSplit = validationSplit
+        self.seed = seed
+        self.subset = subset
+    }
+
+    /// 1/3, 2/3 and 5/6 of the epochs (50, 100, 125 for 150: the papers' recipe), without repeats.
+    public static func defaultMilestones(epochs: Int) -> [Int] {
+        var seen = Set<Int>()
+        return [epochs / 3, 2 * epochs / 3, 5 * epochs / 6].filter { $0 > 0 && seen.insert($0).inserted }
+    }
+
+    public var schedule: LearningRateSchedule { .multiStep(base: learningRate, milestones: milestones, gamma: 0.1) }
+
+    /// Checks every field, naming the flag at fault.
+    public func validate() throws {
+        func fail(_ m: String) -> TrainingError { .invalidConfig(m) }
+        guard ratio > 0 && ratio <= 4 else { throw fail("--ratio must be in (0, 4], got \(ratio)") }
+        guard epochs >= 1 else { throw fail("--epochs must be >= 1, got \(epochs)") }
+        guard batchSize >= 2 else { throw fail("--batch-size must be >= 2 (batch norm needs two images), got \(batchSize)") }
+        guard learningRate > 0, learningRate.isFinite else { throw fail("--lr must be > 0, got \(learningRate)") }
+        guard momentum >= 0, momentum < 1 else { throw fail("--momentum must be in [0, 1), got \(momentum)") }
+        guard weightDecay >= 0 else { throw fail("--weight-decay must be >= 0, got \(weightDecay)") }
+        guard validationSplit >= 0, validationSplit < 1 else { throw fail("--val-split must be in [0, 1), got \(validationSplit)") }
+        guard milestones.allSatisfy({ $0 >= 1 }), milestones == milestones.sorted() else {
+            throw fail("--milestones must be increasing epochs >= 1, got \(milestones)")
+        }
+        if let subset, subset < 2 { throw fail("--subset must be >= 2, got \(subset)") }
+    }
+
+    /// The fields where `other` differs, for resume errors.
+    func differences(from other: TrainConfig) -> [String] {
+        let a = Mirror(reflecting: self).children, b = Mirror(reflecting: other).children
+        return zip(a, b).compactMap { x, y in
+            "\(x.value)" == "\(y.value)" ? nil : "\(x.label ?? "?"): stored \(y.value), given \(x.value)"
+        }
+    }
+}
+
+public enum TrainingError: Error, CustomStringConvertible {
+    case invalidConfig(String)
+    case nonFiniteLoss(epoch: Int, step: Int, lastGood: String?)
+    case interrupted(epoch: Int, step: Int)
+    case resume(String)
+    case output(String)
+
+    public var description: String {
+        switch self {
+        case let .invalidConfig(m): return m
+        case let .nonFiniteLoss(epoch, step, lastGood):
+            return "the loss became NaN or infinite at epoch \(epoch), step \(step); training stopped. "
+                + (lastGood.map { "The last good checkpoint is \($0)." } ?? "No epoch had finished, so there is no checkpoint.")
+                + " Try a lower --lr."
+        case let .interrupted(epoch, step): return "interrupted at epoch \(epoch), step \(step); continue with --resume"
+        case let .resume(m): return "cannot resume: \(m)"
+        case let .output(m): return m
+        }
+    }
+}

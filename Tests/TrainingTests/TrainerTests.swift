@@ -1,0 +1,165 @@
+import Foundation
+import Training
+import XCTest
+
+/// Learnable in-memory data: class c has a bright square at a class-specific place plus noise.
+/// Batches are shuffled with a generator seeded by the epoch, like the real loaders.
+final class SyntheticSource: BatchSource {
+    let images: [[Float]], labels: [Int32], batchSize: Int, shuffle: Bool
+    /// Epochs whose first batch is poisoned with a NaN (to test the NaN stop).
+    var poisonEpochs: Set<Int> = []
+
+    init(count: Int, classes: Int, batchSize: Int, shuffle: Bool, seed: UInt64) {
+        var rng = RandomGenerator(seed: seed)
+        var images: [[Float]] = [], labels: [Int32] = []
+        for i in 0..<count {
+            let c = i % classes
+            var img = (0..<(3 * 32 * 32)).map { _ in rng.normal() * 0.3 }
+            for ch in 0..<3 { for y in 0..<8 { for x in 0..<8 { img[ch * 1024 + (8 * c + y) * 32 + 4 + x] += 2 } } }
+            images.append(img)
+            labels.append(Int32(c))
+        }
+        self.images = images
+        self.labels = labels
+        self.batchSize = batchSize
+        self.shuffle = shuffle
+    }
+
+    var sampleCount: Int { images.count }
+    var batchCount: Int { (images.count + batchSize - 1) / batchSize }
+
+    func batches(epoch: Int) -> AnyIterator<Batch> {
+        var order = Array(images.indices)
+        if shuffle {
+            var rng = RandomGenerator(seed: 1000 + UInt64(epoch))
+            order.shuffle(using: &rng)
+        }
+        var start = 0
+        let poison = poisonEpochs.contains(epoch)
+        return AnyIterator {
+            guard start < order.count else { return nil }
+            let idx = order[start..<min(start + self.batchSize, order.count)]
+            let t = Tensor(uninitialized: [idx.count, 3, 32, 32])
+            for (k, i) in idx.enumerated() { for j in 0..<3072 { t.data[k * 3072 + j] = self.images[i][j] } }
+            if poison && start == 0 { t.data[0] = .nan }
+            start += self.batchSize
+            return Batch(images: t, labels: idx.map { self.labels[$0] })
+        }
+    }
+}
+
+final class TrainerTests: XCTestCase {
+    var folder: URL!
+
+    override func setUpWithError() throws {
+        folder = FileManager.default.temporaryDirectory.appendingPathComponent("ns-train-\(UUID().uuidString)")
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: folder) }
+
+    private let config = TrainConfig(model: .vgg11, dataset: "synthetic", ratio: 0.0625, epochs: 2, batchSize: 8,
+                                     learningRate: 0.05, milestones: [1], validationSplit: 0.25, seed: 3)
+    private var description: NetDescription {
+        .uniform(.vgg11, ratio: 0.0625, inChannels: 3, imageSize: 32, classes: 4)
+    }
+
+    private func trainer(_ out: String, train: SyntheticSource? = nil) -> Trainer {
+        Trainer(config: config, netDescription: description,
+                train: train ?? SyntheticSource(count: 24, classes: 4, batchSize: 8, shuffle: true, seed: 1),
+                validation: SyntheticSource(count: 8, classes: 4, batchSize: 8, shuffle: false, seed: 2),
+                test: SyntheticSource(count: 8, classes: 4, batchSize: 8, shuffle: false, seed: 3),
+                outputDirectory: out, reporter: nil)
+    }
+
+    private func weights(_ path: String) throws -> [[UInt32]] {
+        try Checkpoint.load(path).network.state.map { $0.tensor.values.map(\.bitPattern) }
+    }
+
+    /// Two epochs straight, and one epoch, a kill in the middle of the second, then --resume,
+    /// give bit-identical weights, momentum and BN statistics.
+    func testResumeAfterAKillEqualsAStraightRun() throws {
+        let straight = folder.appendingPathComponent("straight").path
+        let straightResult = try trainer(straight).run(resume: false)
+
+        let killed = folder.appendingPathComponent("killed").path
+        let first = trainer(killed)
+        first.shouldStop = { epoch, step in epoch == 2 && step == 2 }
+        XCTAssertThrowsError(try first.run(resume: false)) { error in
+            guard case TrainingError.interrupted(2, 2) = error else { return XCTFail("\(error)") }
+        }
+        XCTAssertEqual(try Checkpoint.load(first.lastPath).optimizer?.epoch, 0, "last.h5 is the end of epoch 1")
+        let resumedResult = try trainer(killed).run(resume: true)
+
+        XCTAssertEqual(try weights(first.lastPath), try weights(trainer(straight).lastPath))
+        XCTAssertEqual(try Checkpoint.load(first.lastPath).optimizer, try Checkpoint.load(trainer(straight).lastPath).optimizer)
+        XCTAssertEqual(resumedResult.testAccuracy, straightResult.testAccuracy)
+        let lines = try String(contentsOfFile: first.metricsPath, encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.count, 2, "one metrics line per finished epoch")
+        let m = try JSONDecoder().decode(EpochMetrics.self, from: Data(lines[1].utf8))
+        XCTAssertEqual(m.epoch, 2)
+        XCTAssertEqual(m.learningRate, 0.005, accuracy: 1e-9, "milestone at epoch 1 divides the lr by 10")
+        let result = try JSONDecoder().decode(TrainResult.self, from: Data(contentsOf: URL(fileURLWithPath: first.resultPath)))
+        XCTAssertEqual(result, resumedResult)
+        XCTAssertEqual(result.widths, description.widths)
+        XCTAssertNotNil(result.testAccuracy)
+    }
+
+    func testLearnsTheSyntheticTask() throws {
+        var c = config
+        c.epochs = 4
+        c.milestones = [3]
+        let t = Trainer(config: c, netDescription: description,
+                        train: SyntheticSource(count: 48, classes: 4, batchSize: 8, shuffle: true, seed: 1),
+                        validation: SyntheticSource(count: 16, classes: 4, batchSize: 8, shuffle: false, seed: 2),
+                        test: SyntheticSource(count: 16, classes: 4, batchSize: 8, shuffle: false, seed: 3),
+                        outputDirectory: folder.path, reporter: nil)
+        let result = try t.run(resume: false)
+        XCTAssertGreaterThan(result.testAccuracy ?? 0, 0.9, "four well-separated classes")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: t.bestPath))
+    }
+
+    /// A NaN loss stops the run with a message naming the last good checkpoint, which stays intact.
+    func testNaNLossStopsAndKeepsTheLastGoodCheckpoint() throws {
+        let source = SyntheticSource(count: 24, classes: 4, batchSize: 8, shuffle: true, seed: 1)
+        source.poisonEpochs = [1]
+        let t = trainer(folder.path, train: source)
+        XCTAssertThrowsError(try t.run(resume: false)) { error in
+            guard case TrainingError.nonFiniteLoss(2, 1, let lastGood) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(lastGood, t.lastPath)
+            XCTAssertTrue("\(error)".contains("NaN"), "\(error)")
+        }
+        let state = try XCTUnwrap(try Checkpoint.load(t.lastPath).training)
+        XCTAssertTrue(state.contains("\"completedEpochs\":1"), state)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: t.resultPath))
+    }
+
+    func testRefusesToOverwriteOrToResumeSomethingElse() throws {
+        let t = trainer(folder.path)
+        _ = try t.run(resume: false)
+        XCTAssertThrowsError(try trainer(folder.path).run(resume: false)) { error in
+            XCTAssertTrue("\(error)".contains("already exists") && "\(error)".contains("--resume"), "\(error)")
+        }
+        var other = config
+        other.learningRate = 0.2
+        let changed = Trainer(config: other, netDescription: description, train: SyntheticSource(count: 8, classes: 4, batchSize: 8, shuffle: true, seed: 1),
+                              validation: nil, test: nil, outputDirectory: folder.path, reporter: nil)
+        XCTAssertThrowsError(try changed.run(resume: true)) { error in
+            XCTAssertTrue("\(error)".contains("learningRate"), "\(error)")
+        }
+        let empty = folder.appendingPathComponent("empty").path
+        XCTAssertThrowsError(try trainer(empty).run(resume: true)) { error in
+            XCTAssertTrue("\(error)".contains("does not exist"), "\(error)")
+        }
+    }
+
+    func testDefaultMilestonesAndConfigErrors() {
+        XCTAssertEqual(TrainConfig.defaultMilestones(epochs: 150), [50, 100, 125])
+        XCTAssertEqual(TrainConfig.defaultMilestones(epochs: 3), [1, 2])
+        var c = config
+        c.batchSize = 1
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("--batch-size"), "\($0)") }
+        c = config
+        c.validationSplit = 1
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("--val-split"), "\($0)") }
+    }
+}
