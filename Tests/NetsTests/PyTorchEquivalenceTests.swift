@@ -1,0 +1,74 @@
+import Foundation
+import Nets
+import XCTest
+
+/// The nets compute what the PyTorch reference nets compute, given the same weights
+/// (Reference/make_net_reference.py wrote the weights, inputs and outputs).
+final class PyTorchEquivalenceTests: XCTestCase {
+    struct Entry: Decodable { let shape: [Int]; let offset: Int; let count: Int }
+    struct Case: Decodable {
+        let model: String, ratio: Double, size: Int
+        let state: [String: Entry]
+        let x: Entry, labels: [Int32]
+        let eval_logits: Entry, train_logits: Entry
+        let loss: Double
+        let grads: [String: Entry]
+    }
+    struct Manifest: Decodable { let cases: [Case] }
+
+    /// The reference VGG is one Sequential (`0.weight` ... `30.weight`); ours names the same
+    /// positions `features.<i>` and the final linear `classifier`.
+    private func ourName(_ reference: String, _ model: String) -> String {
+        guard model == "vgg11" else { return reference }
+        return reference.hasPrefix("30.") ? "classifier." + reference.dropFirst(3) : "features." + reference
+    }
+
+    func testForwardAndGradientsMatchPyTorch() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Reference")
+        let manifest = try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: folder.appendingPathComponent("nets.json")))
+        let blob = try Data(contentsOf: folder.appendingPathComponent("nets.bin"))
+        let floats: [Float] = blob.withUnsafeBytes { raw in
+            (0..<(blob.count / 4)).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+        }
+        func tensor(_ e: Entry) -> Tensor { Tensor(shape: e.shape, values: Array(floats[e.offset..<(e.offset + e.count)])) }
+
+        XCTAssertEqual(manifest.cases.count, 4)
+        for c in manifest.cases {
+            let arch = try XCTUnwrap(Architecture(rawValue: c.model))
+            let net = try makeNetwork(.uniform(arch, ratio: c.ratio, inChannels: 3, imageSize: c.size, classes: 10),
+                                      initialization: .none)
+            let ours = Dictionary(uniqueKeysWithValues: net.state.map { ($0.name, $0.tensor) })
+            XCTAssertEqual(Set(c.state.keys.map { ourName($0, c.model) }), Set(ours.keys), "\(c.model): state names")
+            for (name, entry) in c.state {
+                let t = try XCTUnwrap(ours[ourName(name, c.model)], name)
+                XCTAssertEqual(t.shape, entry.shape, "\(c.model) \(name)")
+                t.copy(from: tensor(entry))
+            }
+            let x = tensor(c.x)
+            let eval = Tape.withoutGradients { net.logits(x, training: false) }
+            assertClose(eval, tensor(c.eval_logits), "\(c.model) eval logits")
+            let train = net.logits(x, training: true)
+            assertClose(train, tensor(c.train_logits), "\(c.model) train logits")
+            let loss = crossEntropy(train, labels: c.labels)
+            XCTAssertEqual(Double(loss.scalar), c.loss, accuracy: 1e-4 * max(1, abs(c.loss)), "\(c.model) loss")
+            loss.backward()
+            for (name, entry) in c.grads {
+                assertClose(ours[ourName(name, c.model)]?.grad, tensor(entry), "\(c.model) d\(name)")
+            }
+        }
+    }
+
+    private func assertClose(_ actual: Tensor?, _ expected: Tensor, _ what: String, line: UInt = #line) {
+        guard let actual else { return XCTFail("\(what): missing", line: line) }
+        XCTAssertEqual(actual.shape, expected.shape, what, line: line)
+        let scale = expected.values.map(abs).max() ?? 1
+        var worst: Float = 0, at = 0
+        for i in 0..<min(actual.count, expected.count) {
+            let d = abs(actual.data[i] - expected.data[i])
+            if d > worst { worst = d; at = i }
+        }
+        // Float32 sums in a different order: relative error ~1e-5 of the largest value.
+        XCTAssertLessThanOrEqual(worst, 1e-4 * max(scale, 1e-3), "\(what): element \(at) is \(actual.data[at]), "
+                                 + "expected \(expected.data[at]) (max abs diff \(worst), scale \(scale))", line: line)
+    }
+}
