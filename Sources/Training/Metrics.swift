@@ -23,6 +23,20 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var bestEpoch: Int?
     /// Wall time of the finished epochs, across resumptions.
     public var elapsedSeconds: Double
+    /// Per-channel mean and std the inputs were normalized with (fitted on the training split),
+    /// needed to evaluate or export the net later.
+    public var inputNormalization: InputNormalization?
+}
+
+/// Per-channel input normalization, `(x / 255 - mean[c]) / std[c]`.
+public struct InputNormalization: Codable, Equatable, Sendable {
+    public var mean: [Float]
+    public var std: [Float]
+
+    public init(mean: [Float], std: [Float]) {
+        self.mean = mean
+        self.std = std
+    }
 }
 
 /// What a finished run reports (`result.json`).
@@ -75,8 +89,8 @@ public final class ConsoleReporter: TrainingReporter {
         lastDraw = now
         let width = 24, filled = width * step / max(steps, 1)
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        write(String(format: "\r\u{1B}[Kepoch %d [%@] %d/%d loss %.4f acc %.2f%% ETA %@",
-                     epoch, bar, step, steps, loss, 100 * accuracy, formatDuration(etaSeconds)))
+        write("\r\u{1B}[Kepoch \(epoch) [\(bar)] \(step)/\(steps) "
+              + String(format: "loss %.4f acc %.2f%%", loss, 100 * accuracy) + " ETA \(formatDuration(etaSeconds))")
     }
 
     public func epochFinished(_ m: EpochMetrics, of epochs: Int, etaSeconds: Double, isBest: Bool) {

@@ -14,6 +14,7 @@ public final class Trainer {
     public let outputDirectory: String
     let train: BatchSource, validation: BatchSource?, test: BatchSource?
     let reporter: TrainingReporter?
+    let inputNormalization: InputNormalization?
     /// Checked before every step; returning true stops the run with `TrainingError.interrupted`
     /// (the CLI sets it from SIGINT, tests use it to simulate a kill).
     public var shouldStop: (_ epoch: Int, _ step: Int) -> Bool = { _, _ in false }
@@ -24,7 +25,9 @@ public final class Trainer {
     public var resultPath: String { path("result.json") }
 
     public init(config: TrainConfig, netDescription: NetDescription, train: BatchSource, validation: BatchSource?,
-                test: BatchSource?, outputDirectory: String, reporter: TrainingReporter? = ConsoleReporter()) {
+                test: BatchSource?, outputDirectory: String, inputNormalization: InputNormalization? = nil,
+                reporter: TrainingReporter? = ConsoleReporter()) {
+        self.inputNormalization = inputNormalization
         self.config = config
         self.netDescription = netDescription
         self.train = train
@@ -76,7 +79,8 @@ public final class Trainer {
             let opt = SGD(parameters: net.parameters, schedule: config.schedule, momentum: config.momentum,
                           weightDecay: config.weightDecay)
             let state = TrainingState(config: config, widths: netDescription.widths, completedEpochs: 0, history: [],
-                                      bestValidationAccuracy: nil, bestEpoch: nil, elapsedSeconds: 0)
+                                      bestValidationAccuracy: nil, bestEpoch: nil, elapsedSeconds: 0,
+                                      inputNormalization: inputNormalization)
             return (net, opt, state)
         }
         guard exists else { throw TrainingError.resume("\(lastPath) does not exist (nothing to resume in \(outputDirectory))") }
@@ -127,7 +131,7 @@ public final class Trainer {
                                    accuracy: Double(correct) / Double(seen), etaSeconds: eta)
         }
         let trainSeconds = Date().timeIntervalSince(started)
-        let val = try validation.map { try evaluate(net, $0) }
+        let val = try validation.map { try evaluate(net, on: $0) }
         return EpochMetrics(epoch: epoch + 1, trainLoss: lossSum / Double(max(seen, 1)),
                             trainAccuracy: Double(correct) / Double(max(seen, 1)),
                             validationLoss: val?.loss, validationAccuracy: val?.accuracy,
@@ -135,26 +139,10 @@ public final class Trainer {
                             seconds: Date().timeIntervalSince(started))
     }
 
-    /// Mean loss and accuracy of `net` (eval mode) over every sample of `source`.
-    public func evaluate(_ net: Network, _ source: BatchSource) throws -> (loss: Double, accuracy: Double) {
-        try Tape.withoutGradients {
-            var lossSum = 0.0, correct = 0, seen = 0
-            for batch in source.batches(epoch: 0) {
-                let logits = net.logits(batch.images, training: false)
-                let loss = crossEntropy(logits, labels: batch.labels).scalar
-                lossSum += Double(loss) * Double(batch.labels.count)
-                correct += correctPredictions(logits, labels: batch.labels)
-                seen += batch.labels.count
-            }
-            guard seen > 0 else { throw TrainingError.invalidConfig("the evaluation set is empty") }
-            return (lossSum / Double(seen), Double(correct) / Double(seen))
-        }
-    }
-
     /// Evaluates `best.h5` on the test set and writes `result.json`.
     private func finish(state s: TrainingState) throws -> TrainResult {
         let best = try Checkpoint.load(FileManager.default.fileExists(atPath: bestPath) ? bestPath : lastPath)
-        let testFigures = try test.map { try evaluate(best.network, $0) }
+        let testFigures = try test.map { try evaluate(best.network, on: $0) }
         let result = TrainResult(model: config.model, dataset: config.dataset, scaling: config.scaling, ratio: config.ratio,
                                  widths: netDescription.widths, params: best.network.parameterCount,
                                  testAccuracy: testFigures?.accuracy, testLoss: testFigures?.loss,
@@ -164,8 +152,8 @@ public final class Trainer {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(try encoder.encode(result), to: resultPath)
         if let t = testFigures {
-            reporter?.message(String(format: "test accuracy %.2f%% (best epoch %d), written to %@",
-                                     100 * t.accuracy, s.bestEpoch ?? s.completedEpochs, resultPath))
+            reporter?.message(String(format: "test accuracy %.2f%%", 100 * t.accuracy)
+                              + " (weights of epoch \(s.bestEpoch ?? s.completedEpochs)), written to \(resultPath)")
         }
         return result
     }
@@ -187,5 +175,21 @@ public final class Trainer {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return String(decoding: try encoder.encode(s), as: UTF8.self)
+    }
+}
+
+/// Mean loss and accuracy of `net` in eval mode over every sample of `source` (epoch 0's order).
+public func evaluate(_ net: Network, on source: BatchSource) throws -> (loss: Double, accuracy: Double) {
+    try Tape.withoutGradients {
+        var lossSum = 0.0, correct = 0, seen = 0
+        for batch in source.batches(epoch: 0) {
+            let logits = net.logits(batch.images, training: false)
+            let loss = crossEntropy(logits, labels: batch.labels).scalar
+            lossSum += Double(loss) * Double(batch.labels.count)
+            correct += correctPredictions(logits, labels: batch.labels)
+            seen += batch.labels.count
+        }
+        guard seen > 0 else { throw TrainingError.invalidConfig("the evaluation set is empty") }
+        return (lossSum / Double(seen), Double(correct) / Double(seen))
     }
 }

@@ -63,9 +63,9 @@ struct BenchTrain: ParsableCommand {
         let start = monotonicSeconds()
         for _ in 0..<steps { step(timed: true) }
         let perStep = (monotonicSeconds() - start) / Double(steps)
-        print(String(format: "%@ ratio=%g batch=%d threads=%d params=%d step=%.1fms images/s=%.1f",
-                     model, ratio, batchSize, Parallel.workers, net.parameterCount, perStep * 1e3,
-                     Double(batchSize) / perStep))
+        print("\(model) " + String(format: "ratio=%g batch=%d threads=%d params=%d step=%.1fms images/s=%.1f",
+                                   ratio, batchSize, Parallel.workers, net.parameterCount, perStep * 1e3,
+                                   Double(batchSize) / perStep))
         if profile {
             let n = Double(steps)
             print(String(format: "  forward %.1f ms, backward %.1f ms, SGD update %.1f ms per step",
