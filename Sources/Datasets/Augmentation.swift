@@ -46,17 +46,12 @@ public struct Augmentation: Equatable, Sendable {
 }
 
 /// The random choices for one image, drawn before its pixels are touched.
-struct AugmentationDraws: Equatable {
+struct AugmentationDraws {
     /// Top-left corner of the crop window in the padded image, each in `0...2 * padding`.
     var cropTop = 0, cropLeft = 0
     var flipped = false
     /// The erased rectangle, if any.
     var erased: (top: Int, left: Int, height: Int, width: Int)?
-
-    static func == (a: AugmentationDraws, b: AugmentationDraws) -> Bool {
-        a.cropTop == b.cropTop && a.cropLeft == b.cropLeft && a.flipped == b.flipped
-            && a.erased.map { [$0.top, $0.left, $0.height, $0.width] } == b.erased.map { [$0.top, $0.left, $0.height, $0.width] }
-    }
 }
 
 extension Augmentation {

@@ -107,13 +107,34 @@ func requireFiles(_ names: [String], in directory: String, kind: DatasetKind) th
     throw DatasetError.missingFiles(kind: kind, directory: directory, missing: missing, nested: nested)
 }
 
-/// The whole file as bytes.
+/// The whole file as bytes. Errors carry the system's reason ("No such file or directory",
+/// "Is a directory", "Permission denied").
 func readFile(_ path: String) throws -> [UInt8] {
-    do {
-        return [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-    } catch {
-        throw DatasetError.unreadableFile(path: path, reason: error.localizedDescription)
+    func failure(_ code: Int32) -> DatasetError {
+        DatasetError.unreadableFile(path: path, reason: String(cString: strerror(code)))
     }
+    let descriptor = open(path, O_RDONLY)
+    guard descriptor >= 0 else { throw failure(errno) }
+    defer { close(descriptor) }
+    var info = stat()
+    guard fstat(descriptor, &info) == 0 else { throw failure(errno) }
+    guard info.st_mode & S_IFMT != S_IFDIR else { throw failure(EISDIR) }
+    var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
+    var filled = 0
+    try bytes.withUnsafeMutableBytes { buffer in
+        guard let base = buffer.baseAddress else { return }  // an empty file
+        while filled < buffer.count {
+            let got = read(descriptor, base + filled, buffer.count - filled)
+            if got < 0 {
+                if errno == EINTR { continue }
+                throw failure(errno)
+            }
+            if got == 0 { break }  // the file shrank while we read it
+            filled += got
+        }
+    }
+    bytes.removeLast(bytes.count - filled)
+    return bytes
 }
 
 /// Serializes progress reports from concurrent workers and keeps `done` increasing.

@@ -49,6 +49,21 @@ final class BatchLoaderTests: XCTestCase {
         XCTAssertEqual(seen, loader.order)
     }
 
+    func testShuffleIsFisherYatesSeededWithTheMixedEpochSeed() {
+        // The documented order: indices permuted with RandomGenerator(seed: mixSeed(seed, epoch)),
+        // swapping position i with a uniform j in 0...i, from the last position down to 1.
+        let indices = Array(10..<40)
+        for epoch in 0..<8 {
+            var rng = RandomGenerator(seed: mixSeed(123, UInt64(epoch)))
+            var expected = indices
+            for i in stride(from: indices.count - 1, to: 0, by: -1) { expected.swapAt(i, rng.uniformInt(below: i + 1)) }
+            let loader = BatchLoader(set: indexedSet(count: 40), indices: indices, batchSize: 7,
+                                     normalization: .identity(channels: 1), shuffle: true, seed: 123, epoch: epoch)
+            XCTAssertEqual(loader.order, expected, "epoch \(epoch)")
+            XCTAssertEqual(indicesSeen(loader), expected, "epoch \(epoch)")
+        }
+    }
+
     func testSameSeedAndEpochGiveBitIdenticalBatches() {
         let set = indexedSet(count: 64)
         let make = { (epoch: Int) in

@@ -196,6 +196,16 @@ final class CorruptInputTests: XCTestCase {
                            contains: [path, "has no line in", "val_annotations.txt"])
     }
 
+    func testUnreadableEntryIsNamed() throws {
+        let directory = try tinyDirectory()
+        let path = joinPath(directory, "val/images/val_3")
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try write("val_0.JPEG\tn02000002\nval_1.JPEG\tn03000003\nval_2.JPEG\tn01000001\nval_3\tn01000001\n",
+                  to: joinPath(directory, "val/val_annotations.txt"))
+        assertDatasetError(try loadDataset(.tinyimagenet, directory: directory),
+                           contains: [path, "cannot read: Is a directory"])
+    }
+
     func testMissingClassFolder() throws {
         let directory = try tinyDirectory()
         try FileManager.default.removeItem(atPath: joinPath(directory, "train/n02000002"))

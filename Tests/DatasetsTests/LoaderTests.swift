@@ -93,6 +93,17 @@ final class LoaderTests: XCTestCase {
         XCTAssertEqual(first.test.pixels, second.test.pixels)
     }
 
+    func testProgressIsThinnedButReachesTheTotal() {
+        // 1001 items report every 5th (1001 / 200) and always the last one.
+        var reports: [Int] = []
+        let counter = ProgressCounter(total: 1001) { done, total in
+            XCTAssertEqual(total, 1001)
+            reports.append(done)
+        }
+        for _ in 0..<1001 { counter.advance() }
+        XCTAssertEqual(reports, Array(stride(from: 5, through: 1000, by: 5)) + [1001])
+    }
+
     func testDatasetFacts() {
         XCTAssertEqual(DatasetKind.allCases.map(\.classes), [10, 100, 200, 10])
         XCTAssertEqual(DatasetKind.allCases.map(\.imageSize), [32, 32, 64, 32])
