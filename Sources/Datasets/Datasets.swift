@@ -1,3 +1,4 @@
-/// CIFAR-10/100, tinyImageNet and Fashion-MNIST loaders and augmentation. Arrives with the
-/// datasets issue; today the module only re-exports the engine so dependents build.
+/// CIFAR-10/100, tinyImageNet and Fashion-MNIST loaders, the train/validation split,
+/// normalization, augmentation and the batch loader. Re-exports the engine, whose `Tensor` and
+/// `RandomGenerator` appear in this module's API.
 @_exported import Autodiff
