@@ -1,4 +1,5 @@
 @_exported import Checkpoint
+@_exported import Datasets
 
 /// A labelled batch: images [B, C, H, W] and B class indices.
 public struct Batch {

@@ -1,0 +1,169 @@
+import ArgumentParser
+import Foundation
+import Training
+
+/// Set by SIGINT; the trainer stops at the next step and the last checkpoint stays valid.
+nonisolated(unsafe) var interruptRequested = false
+
+func installInterruptHandler() {
+    signal(SIGINT) { _ in interruptRequested = true }
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a scaled net from scratch with SGD, keeping resumable checkpoints.",
+        discussion: """
+        Writes to --out (default checkpoints/<model>-<dataset>-uniform-r<R>-s<seed>/): last.h5 and \
+        best.h5 (best validation accuracy) after every epoch, metrics.jsonl (one JSON line per \
+        epoch), and result.json with the test accuracy of best.h5 at the end. Checkpoints are \
+        written atomically; Ctrl-C stops after the current step and --resume continues exactly \
+        (bit-identical to an uninterrupted run). A NaN or infinite loss stops the run and keeps \
+        the last good checkpoint.
+        """
+    )
+
+    @Option(name: .long, help: "The net: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var model: String
+
+    @Option(name: .long, help: "The dataset: \(DatasetKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var dataset: String
+
+    @Option(name: .long, help: "Uniform width ratio: every width becomes Int(width * R).")
+    var ratio: Double
+
+    @Option(name: .long, help: "How widths are scaled. Only 'uniform' for now; NeuralScale scaling arrives with the search.")
+    var scaling = "uniform"
+
+    @Option(name: .long, help: "Dataset root folder (default: the dataset's usual place; see the README).")
+    var dataDir: String?
+
+    @Option(name: .long, help: "Epochs to train.")
+    var epochs = 150
+
+    @Option(name: .long, help: "Images per SGD step.")
+    var batchSize = 128
+
+    @Option(name: .long, help: "Initial learning rate.")
+    var lr: Float = 0.1
+
+    @Option(name: .long, help: "SGD momentum.")
+    var momentum: Float = 0.9
+
+    @Option(name: .long, help: "Weight decay (L2), applied to every parameter.")
+    var weightDecay: Float = 5e-4
+
+    @Option(name: .long, help: "Comma-separated epochs where the learning rate is divided by 10 (default: 1/3, 2/3 and 5/6 of --epochs).")
+    var milestones: String?
+
+    @Option(name: .long, help: "Fraction of the training set held out for validation (selects best.h5).")
+    var valSplit = 0.2
+
+    @Option(name: .long, help: "Seed of initialization, split, shuffling and augmentation.")
+    var seed: UInt64 = 0
+
+    @Option(name: .long, help: "Train on only the first N images of the training split (quick runs).")
+    var subset: Int?
+
+    @Option(name: .long, help: "Output folder.")
+    var out: String?
+
+    @Flag(name: .long, help: "Continue the run in --out from its last.h5.")
+    var resume = false
+
+    func validate() throws {
+        guard Architecture(rawValue: model) != nil else {
+            throw ValidationError("--model \(model) is not one of \(Architecture.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard DatasetKind(rawValue: dataset) != nil else {
+            throw ValidationError("--dataset \(dataset) is not one of \(DatasetKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard Scaling(rawValue: scaling) != nil else {
+            throw ValidationError("--scaling \(scaling) is not supported yet (only: uniform)")
+        }
+        _ = try parsedMilestones()
+    }
+
+    func parsedMilestones() throws -> [Int]? {
+        guard let milestones else { return nil }
+        let parts = milestones.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, parts.allSatisfy({ $0 != nil }) else {
+            throw ValidationError("--milestones must be comma-separated epochs like 50,100,125, got '\(milestones)'")
+        }
+        return parts.map { $0! }
+    }
+
+    func run() throws {
+        let arch = Architecture(rawValue: model)!, kind = DatasetKind(rawValue: dataset)!
+        let config = TrainConfig(model: arch, dataset: kind.rawValue, scaling: Scaling(rawValue: scaling)!, ratio: ratio,
+                                 epochs: epochs, batchSize: batchSize, learningRate: lr, momentum: momentum,
+                                 weightDecay: weightDecay, milestones: try parsedMilestones(), validationSplit: valSplit,
+                                 seed: seed, subset: subset)
+        do {
+            try config.validate()
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        let output = out ?? "checkpoints/\(model)-\(dataset)-\(scaling)-r\(ratio)-s\(seed)"
+        let reporter = ConsoleReporter()
+        let data = try DatasetSources.load(kind, directory: dataDir, validationSplit: valSplit, seed: seed,
+                                           subset: subset, batchSize: batchSize, reporter: reporter)
+        let description = NetDescription.uniform(arch, ratio: ratio, inChannels: kind.channels, imageSize: kind.imageSize,
+                                                 classes: kind.classes)
+        let trainer = Trainer(config: config, netDescription: description, train: data.train,
+                              validation: data.validation, test: data.test, outputDirectory: output,
+                              inputNormalization: data.normalization, reporter: reporter)
+        installInterruptHandler()
+        trainer.shouldStop = { _, _ in interruptRequested }
+        _ = try trainer.run(resume: resume)
+    }
+}
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the test accuracy of a checkpoint.",
+        discussion: "The net, its input normalization and (unless --dataset is given) its dataset come from the checkpoint itself."
+    )
+
+    @Option(name: .long, help: "A checkpoint written by `neuralscale train` (last.h5 or best.h5).")
+    var checkpoint: String
+
+    @Option(name: .long, help: "Evaluate on this dataset's test set instead of the one the net was trained on.")
+    var dataset: String?
+
+    @Option(name: .long, help: "Dataset root folder (default: the dataset's usual place).")
+    var dataDir: String?
+
+    @Option(name: .long, help: "Images per evaluation batch.")
+    var batchSize = 256
+
+    @Flag(name: .long, help: "Print one JSON object.")
+    var json = false
+
+    func run() throws {
+        let loaded = try Checkpoint.load(checkpoint)
+        let state = try loaded.training.map { try JSONDecoder().decode(TrainingState.self, from: Data($0.utf8)) }
+        guard let name = dataset ?? state?.config.dataset, let kind = DatasetKind(rawValue: name) else {
+            throw ValidationError("\(checkpoint) does not say which dataset it was trained on; pass --dataset")
+        }
+        let d = loaded.network.netDescription
+        guard kind.channels == d.inChannels, kind.imageSize == d.imageSize, kind.classes == d.classes else {
+            throw ValidationError("\(checkpoint) takes \(d.inChannels)x\(d.imageSize)x\(d.imageSize) images and \(d.classes) classes; \(kind.rawValue) does not fit")
+        }
+        guard let normalization = state?.inputNormalization else {
+            throw ValidationError("\(checkpoint) holds no input normalization (not written by `neuralscale train`?)")
+        }
+        let test = try DatasetSources.testSource(kind, directory: dataDir, normalization: normalization, batchSize: batchSize)
+        let (loss, accuracy) = try evaluate(loaded.network, on: test)
+        if json {
+            struct Report: Encodable { let checkpoint, dataset: String; let testAccuracy, testLoss: Double; let images: Int }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            print(String(decoding: try encoder.encode(Report(checkpoint: checkpoint, dataset: kind.rawValue, testAccuracy: accuracy,
+                                                             testLoss: loss, images: test.sampleCount)), as: UTF8.self))
+        } else {
+            print("\(checkpoint) on \(kind.rawValue) test (\(test.sampleCount) images): "
+                  + String(format: "accuracy %.2f%%, loss %.4f", 100 * accuracy, loss))
+        }
+    }
+}
