@@ -4,7 +4,8 @@
 # Swift 6 must already be on PATH (swift.org toolchain). Safe to run repeatedly.
 set -euo pipefail
 
-packages=(libopenblas-dev libhdf5-dev zlib1g-dev libjpeg62-turbo-dev libpng-dev pkg-config)
+# Extra Debian packages may be named as arguments (the main job adds dataset-fashion-mnist).
+packages=(libopenblas-dev libhdf5-dev zlib1g-dev libjpeg62-turbo-dev libpng-dev pkg-config "$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -163,3 +163,40 @@ final class TrainerTests: XCTestCase {
         XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("--val-split"), "\($0)") }
     }
 }
+
+/// The same exact-resume guarantee through the real data path: `LoaderSource` over an in-memory
+/// `ImageSet`, with shuffling, crop, flip and random erasing.
+final class LoaderResumeTests: XCTestCase {
+    func testResumeIsExactWithAugmentedLoaderBatches() throws {
+        var rng = RandomGenerator(seed: 9)
+        let count = 40
+        let pixels = (0..<(count * 3 * 32 * 32)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let set = ImageSet(pixels: pixels, labels: (0..<count).map { Int32($0 % 4) }, channels: 3, height: 32, width: 32, classes: 4)
+        let (trainIdx, valIdx) = trainValidationSplit(count: count, validationFraction: 0.2, seed: 5)
+        let norm = Normalization.fit(set, indices: trainIdx)
+        func sources() -> (LoaderSource, LoaderSource) {
+            (LoaderSource(set: set, indices: trainIdx, batchSize: 8, augmentation: .standard(imageSize: 32),
+                          normalization: norm, shuffle: true, seed: 5),
+             LoaderSource(set: set, indices: valIdx, batchSize: 8, augmentation: nil, normalization: norm, shuffle: false, seed: 5))
+        }
+        let config = TrainConfig(model: .preactResNet18, dataset: "memory", ratio: 0.0625, epochs: 2, batchSize: 8,
+                                 learningRate: 0.05, milestones: [1], seed: 5)
+        let d = NetDescription.uniform(.preactResNet18, ratio: 0.0625, inChannels: 3, imageSize: 32, classes: 4)
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("ns-loader-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        func trainer(_ name: String) -> Trainer {
+            let (train, val) = sources()
+            return Trainer(config: config, netDescription: d, train: train, validation: val, test: val,
+                           outputDirectory: root.appendingPathComponent(name).path, reporter: nil)
+        }
+        _ = try trainer("straight").run(resume: false)
+        let killed = trainer("killed")
+        killed.shouldStop = { epoch, step in epoch == 2 && step == 3 }
+        XCTAssertThrowsError(try killed.run(resume: false))
+        _ = try trainer("killed").run(resume: true)
+        let a = try Checkpoint.load(trainer("straight").lastPath), b = try Checkpoint.load(killed.lastPath)
+        XCTAssertEqual(a.network.state.map { $0.tensor.values.map(\.bitPattern) },
+                       b.network.state.map { $0.tensor.values.map(\.bitPattern) })
+        XCTAssertEqual(a.optimizer, b.optimizer)
+    }
+}
