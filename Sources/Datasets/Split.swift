@@ -19,7 +19,7 @@ public func trainValidationSplit(count: Int, validationFraction: Double, seed: U
 /// Fisher-Yates: for i from the last position down to 1, swap element i with a uniform one in
 /// `0...i`. Uses `uniformInt(below:)`, not the standard library's shuffle, whose algorithm is
 /// not promised to stay the same across Swift versions.
-func fisherYatesShuffled(_ values: [Int], using rng: inout RandomGenerator) -> [Int] {
+public func fisherYatesShuffled(_ values: [Int], using rng: inout RandomGenerator) -> [Int] {
     var values = values
     var i = values.count - 1
     while i > 0 {

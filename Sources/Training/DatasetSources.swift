@@ -41,9 +41,13 @@ public struct DatasetSources {
     public static func load(_ kind: DatasetKind, directory: String?, validationSplit: Double, seed: UInt64,
                             subset: Int?, batchSize: Int, reporter: TrainingReporter?) throws -> DatasetSources {
         let started = Date()
-        let data = try loadDataset(kind, directory: directory)
+        let data = try loadDataset(kind, directory: directory, progress: reporter.map { r in { r.loading(done: $0, of: $1) } })
         var (trainIdx, valIdx) = trainValidationSplit(count: data.train.count, validationFraction: validationSplit, seed: seed)
-        if let subset { trainIdx = Array(trainIdx.prefix(subset)) }
+        if let subset {
+            // A seeded random subset: files may be ordered by class (tinyImageNet is).
+            var rng = RandomGenerator(seed: mixSeed(seed, 0x5355_4253))  // "SUBS"
+            trainIdx = Array(fisherYatesShuffled(trainIdx, using: &rng).prefix(subset)).sorted()
+        }
         let norm = Normalization.fit(data.train, indices: trainIdx)
         reporter?.message("\(kind.rawValue): \(trainIdx.count) training, \(valIdx.count) validation, "
                           + "\(data.test.count) test images, loaded in " + String(format: "%.1fs", Date().timeIntervalSince(started)))
@@ -60,8 +64,8 @@ public struct DatasetSources {
 
     /// The test set of `kind` with a stored normalization, for `neuralscale eval`.
     public static func testSource(_ kind: DatasetKind, directory: String?, normalization: InputNormalization,
-                                  batchSize: Int) throws -> LoaderSource {
-        let data = try loadDataset(kind, directory: directory)
+                                  batchSize: Int, reporter: TrainingReporter?) throws -> LoaderSource {
+        let data = try loadDataset(kind, directory: directory, progress: reporter.map { r in { r.loading(done: $0, of: $1) } })
         return LoaderSource(set: data.test, indices: Array(0..<data.test.count), batchSize: batchSize, augmentation: nil,
                             normalization: Normalization(mean: normalization.mean, std: normalization.std),
                             shuffle: false, seed: 0)

@@ -64,6 +64,8 @@ public protocol TrainingReporter: AnyObject {
     func stepFinished(epoch: Int, step: Int, steps: Int, loss: Double, accuracy: Double, etaSeconds: Double)
     func epochFinished(_ metrics: EpochMetrics, of epochs: Int, etaSeconds: Double, isBest: Bool)
     func message(_ text: String)
+    /// Dataset loading progress (files, or images for tinyImageNet).
+    func loading(done: Int, of total: Int)
 }
 
 /// Prints progress to standard error: a redrawn bar with an ETA when it is a terminal, one line
@@ -105,6 +107,12 @@ public final class ConsoleReporter: TrainingReporter {
     }
 
     public func message(_ text: String) { write((isTerminal ? "\r\u{1B}[K" : "") + text + "\n") }
+
+    public func loading(done: Int, of total: Int) {
+        guard isTerminal, total > 0 else { return }
+        write("\r\u{1B}[Kloading data: \(done)/\(total) (\(100 * done / total)%)")
+        if done == total { write("\r\u{1B}[K") }
+    }
 }
 
 /// `1h02m`, `3m05s`, `12s`.

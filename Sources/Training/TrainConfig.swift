@@ -54,14 +54,17 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public func validate() throws {
         func fail(_ m: String) -> TrainingError { .invalidConfig(m) }
         guard ratio > 0 && ratio <= 4 else { throw fail("--ratio must be in (0, 4], got \(ratio)") }
-        guard epochs >= 1 else { throw fail("--epochs must be >= 1, got \(epochs)") }
-        guard batchSize >= 2 else { throw fail("--batch-size must be >= 2 (batch norm needs two images), got \(batchSize)") }
+        guard epochs >= 1, epochs <= 100_000 else { throw fail("--epochs must be in 1...100000, got \(epochs)") }
+        guard batchSize >= 2, batchSize <= 65_536 else {
+            throw fail("--batch-size must be in 2...65536 (batch norm needs two images), got \(batchSize)")
+        }
         guard learningRate > 0, learningRate.isFinite else { throw fail("--lr must be > 0, got \(learningRate)") }
         guard momentum >= 0, momentum < 1 else { throw fail("--momentum must be in [0, 1), got \(momentum)") }
         guard weightDecay >= 0 else { throw fail("--weight-decay must be >= 0, got \(weightDecay)") }
         guard validationSplit >= 0, validationSplit < 1 else { throw fail("--val-split must be in [0, 1), got \(validationSplit)") }
-        guard milestones.allSatisfy({ $0 >= 1 }), milestones == milestones.sorted() else {
-            throw fail("--milestones must be increasing epochs >= 1, got \(milestones)")
+        guard milestones.allSatisfy({ $0 >= 1 && $0 < epochs }), milestones == milestones.sorted(),
+              Set(milestones).count == milestones.count else {
+            throw fail("--milestones must be increasing epochs in 1..<\(epochs) (--epochs), got \(milestones)")
         }
         if let subset, subset < 2 { throw fail("--subset must be >= 2, got \(subset)") }
     }

@@ -42,11 +42,19 @@ public final class Trainer {
     /// Trains to `config.epochs`, then evaluates the best weights on the test source.
     public func run(resume: Bool) throws -> TrainResult {
         try config.validate()
+        try Trainer.preflight(config: config, netDescription: netDescription, outputDirectory: outputDirectory, resume: resume)
+        removeStaleTemporaries()
         let (net, opt, state) = try start(resume: resume)
         var s = state
         reporter?.runStarted(config: config, params: net.parameterCount, resumedAt: s.completedEpochs)
         while s.completedEpochs < config.epochs {
+            if shouldStop(s.completedEpochs + 1, 0) { throw TrainingError.interrupted(epoch: s.completedEpochs + 1, step: 0) }
             let metrics = try trainEpoch(net, opt, epoch: s.completedEpochs, state: s)
+            // A finite loss before the last update does not make the updated weights finite.
+            guard net.parameters.allSatisfy({ allFinite($0) }), metrics.validationLoss?.isFinite ?? true else {
+                throw TrainingError.nonFiniteLoss(epoch: metrics.epoch, step: train.batchCount,
+                                                  lastGood: s.completedEpochs > 0 ? lastPath : nil)
+            }
             s.completedEpochs += 1
             s.history.append(metrics)
             s.elapsedSeconds += metrics.seconds
@@ -57,24 +65,70 @@ public final class Trainer {
                 s.bestEpoch = metrics.epoch
             }
             let json = try encode(s)
-            try Checkpoint.save(net, optimizer: opt, training: json, to: lastPath)
+            // best.h5 before last.h5: a kill between the two leaves last.h5 at the previous epoch,
+            // and the resumed run, which repeats this epoch exactly, writes the same best.h5 again.
             if isBest { try Checkpoint.save(net, optimizer: opt, training: json, to: bestPath) }
+            try Checkpoint.save(net, optimizer: opt, training: json, to: lastPath)
             try writeMetrics(s.history)
             let perEpoch = s.elapsedSeconds / Double(s.history.count)
             reporter?.epochFinished(metrics, of: config.epochs,
                                     etaSeconds: perEpoch * Double(config.epochs - s.completedEpochs), isBest: isBest)
         }
+        if shouldStop(config.epochs, train.batchCount) { throw TrainingError.interrupted(epoch: config.epochs, step: train.batchCount) }
+        try writeMetrics(s.history)  // a run killed right after its final checkpoint lacks the last line
         return try finish(state: s)
     }
 
-    /// A fresh net, or the one in `last.h5` with its optimizer and trainer state.
-    private func start(resume: Bool) throws -> (Network, SGD, TrainingState) {
-        try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
-        let exists = FileManager.default.fileExists(atPath: lastPath)
+    /// The checks that need no data: settings, the net description, and the output folder
+    /// against `resume` (and a resumed run's stored settings). Call it before loading a dataset.
+    public static func preflight(config: TrainConfig, netDescription: NetDescription, outputDirectory: String,
+                                 resume: Bool) throws {
+        try config.validate()
+        do {
+            try netDescription.validate()
+        } catch {
+            throw TrainingError.invalidConfig("\(error) (is --ratio too small?)")
+        }
+        let last = URL(fileURLWithPath: outputDirectory).appendingPathComponent("last.h5").path
+        let exists = FileManager.default.fileExists(atPath: last)
         if !resume {
             guard !exists else {
-                throw TrainingError.output("\(lastPath) already exists: pass --resume to continue that run, or choose another --out")
+                throw TrainingError.output("\(last) already exists: pass --resume to continue that run, or choose another --out")
             }
+            return
+        }
+        guard exists else { throw TrainingError.resume("\(last) does not exist (nothing to resume in \(outputDirectory))") }
+        let state = try storedState(Checkpoint.load(last), path: last)
+        let diff = config.differences(from: state.config)
+        guard diff.isEmpty else { throw TrainingError.resume("\(last) was made with other settings: \(diff.joined(separator: "; "))") }
+        guard state.widths == netDescription.widths else {
+            throw TrainingError.resume("\(last) holds widths \(state.widths), this run \(netDescription.widths)")
+        }
+    }
+
+    static func storedState(_ loaded: LoadedCheckpoint, path: String) throws -> TrainingState {
+        guard let json = loaded.training else { throw TrainingError.resume("\(path) holds no training state") }
+        do {
+            return try JSONDecoder().decode(TrainingState.self, from: Data(json.utf8))
+        } catch {
+            throw TrainingError.resume("\(path) has an unreadable training state: \(error)")
+        }
+    }
+
+    /// Removes temporary files that killed runs left in the output folder.
+    private func removeStaleTemporaries() {
+        let fm = FileManager.default
+        for name in (try? fm.contentsOfDirectory(atPath: outputDirectory)) ?? []
+        where name.hasPrefix(".") && name.contains(".tmp-") {
+            try? fm.removeItem(atPath: path(name))
+        }
+    }
+
+    /// A fresh net, or the one in `last.h5` with its optimizer and trainer state
+    /// (`preflight` has checked that it belongs to this run).
+    private func start(resume: Bool) throws -> (Network, SGD, TrainingState) {
+        try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
+        if !resume {
             let net = try makeNetwork(netDescription, initialization: .random(RandomGenerator(seed: config.seed)))
             let opt = SGD(parameters: net.parameters, schedule: config.schedule, momentum: config.momentum,
                           weightDecay: config.weightDecay)
@@ -83,17 +137,9 @@ public final class Trainer {
                                       inputNormalization: inputNormalization)
             return (net, opt, state)
         }
-        guard exists else { throw TrainingError.resume("\(lastPath) does not exist (nothing to resume in \(outputDirectory))") }
         let loaded = try Checkpoint.load(lastPath)
-        guard let json = loaded.training, let saved = loaded.optimizer else {
-            throw TrainingError.resume("\(lastPath) holds no training state")
-        }
-        let state = try JSONDecoder().decode(TrainingState.self, from: Data(json.utf8))
-        let diff = config.differences(from: state.config)
-        guard diff.isEmpty else { throw TrainingError.resume("\(lastPath) was made with other settings: \(diff.joined(separator: "; "))") }
-        guard loaded.network.netDescription == netDescription else {
-            throw TrainingError.resume("\(lastPath) holds a different net (\(loaded.network.netDescription.widths))")
-        }
+        let state = try Trainer.storedState(loaded, path: lastPath)
+        guard let saved = loaded.optimizer else { throw TrainingError.resume("\(lastPath) holds no optimizer state") }
         let opt = SGD(parameters: loaded.network.parameters, schedule: config.schedule, momentum: config.momentum,
                       weightDecay: config.weightDecay)
         try opt.load(saved)
@@ -108,6 +154,9 @@ public final class Trainer {
         let previousPerEpoch = state.history.isEmpty ? nil : state.elapsedSeconds / Double(state.history.count)
         for batch in train.batches(epoch: epoch) {
             if shouldStop(epoch + 1, step) { throw TrainingError.interrupted(epoch: epoch + 1, step: step) }
+            // Batch norm needs two images per channel; a final batch of one (e.g. 33 images in
+            // batches of 32) is skipped, the same way in every epoch and every run.
+            guard batch.labels.count >= 2 else { continue }
             opt.zeroGrad()
             let logits = net.logits(batch.images, training: true)
             let loss = crossEntropy(logits, labels: batch.labels)
@@ -139,21 +188,23 @@ public final class Trainer {
                             seconds: Date().timeIntervalSince(started))
     }
 
-    /// Evaluates `best.h5` on the test set and writes `result.json`.
+    /// Evaluates `best.h5` on the test set and writes `result.json`, with the best epoch and
+    /// validation accuracy read from `best.h5` itself.
     private func finish(state s: TrainingState) throws -> TrainResult {
-        let best = try Checkpoint.load(FileManager.default.fileExists(atPath: bestPath) ? bestPath : lastPath)
+        let best = try Checkpoint.load(bestPath)
+        let bestState = try Trainer.storedState(best, path: bestPath)
         let testFigures = try test.map { try evaluate(best.network, on: $0) }
         let result = TrainResult(model: config.model, dataset: config.dataset, scaling: config.scaling, ratio: config.ratio,
                                  widths: netDescription.widths, params: best.network.parameterCount,
                                  testAccuracy: testFigures?.accuracy, testLoss: testFigures?.loss,
-                                 validationAccuracy: s.bestValidationAccuracy, bestEpoch: s.bestEpoch,
+                                 validationAccuracy: bestState.bestValidationAccuracy, bestEpoch: bestState.bestEpoch,
                                  epochs: config.epochs, seed: config.seed, wallSeconds: s.elapsedSeconds)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(try encoder.encode(result), to: resultPath)
         if let t = testFigures {
             reporter?.message(String(format: "test accuracy %.2f%%", 100 * t.accuracy)
-                              + " (weights of epoch \(s.bestEpoch ?? s.completedEpochs)), written to \(resultPath)")
+                              + " (weights of epoch \(bestState.bestEpoch ?? s.completedEpochs)), written to \(resultPath)")
         }
         return result
     }
@@ -192,4 +243,11 @@ public func evaluate(_ net: Network, on source: BatchSource) throws -> (loss: Do
         guard seen > 0 else { throw TrainingError.invalidConfig("the evaluation set is empty") }
         return (lossSum / Double(seen), Double(correct) / Double(seen))
     }
+}
+
+/// Whether every element of `t` is finite.
+func allFinite(_ t: Tensor) -> Bool {
+    var bad = false
+    for i in 0..<t.count where !t.data[i].isFinite { bad = true; break }
+    return !bad
 }

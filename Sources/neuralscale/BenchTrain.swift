@@ -27,7 +27,7 @@ struct BenchTrain: ParsableCommand {
     @Option(name: .long, help: "Timed steps (after two warm-up steps).")
     var steps = 5
 
-    @Flag(name: .long, help: "Also print the time of each op family (forward) and of backward.")
+    @Flag(name: .long, help: "Also print the time of the forward pass, the backward pass and the SGD update per step.")
     var profile = false
 
     func validate() throws {

@@ -2,11 +2,17 @@ import ArgumentParser
 import Foundation
 import Training
 
-/// Set by SIGINT; the trainer stops at the next step and the last checkpoint stays valid.
-nonisolated(unsafe) var interruptRequested = false
+/// Set by the first SIGINT; the trainer stops at its next check and the last checkpoint stays
+/// valid. `sig_atomic_t` is the type a signal handler may write.
+nonisolated(unsafe) var interruptRequested: sig_atomic_t = 0
 
+/// The first Ctrl-C asks the run to stop cleanly; the handler then restores the default, so a
+/// second Ctrl-C ends the process at once.
 func installInterruptHandler() {
-    signal(SIGINT) { _ in interruptRequested = true }
+    signal(SIGINT) { _ in
+        interruptRequested = 1
+        signal(SIGINT, SIG_DFL)
+    }
 }
 
 struct Train: ParsableCommand {
@@ -80,12 +86,18 @@ struct Train: ParsableCommand {
         guard Scaling(rawValue: scaling) != nil else {
             throw ValidationError("--scaling \(scaling) is not supported yet (only: uniform)")
         }
+        // Bounds first: the default milestones are computed from --epochs.
+        guard epochs >= 1, epochs <= 100_000 else { throw ValidationError("--epochs must be in 1...100000, got \(epochs)") }
+        guard batchSize >= 2, batchSize <= 65_536 else {
+            throw ValidationError("--batch-size must be in 2...65536 (batch norm needs two images), got \(batchSize)")
+        }
         _ = try parsedMilestones()
     }
 
     func parsedMilestones() throws -> [Int]? {
         guard let milestones else { return nil }
-        let parts = milestones.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        let parts = milestones.split(separator: ",", omittingEmptySubsequences: false)
+            .map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !parts.isEmpty, parts.allSatisfy({ $0 != nil }) else {
             throw ValidationError("--milestones must be comma-separated epochs like 50,100,125, got '\(milestones)'")
         }
@@ -98,22 +110,24 @@ struct Train: ParsableCommand {
                                  epochs: epochs, batchSize: batchSize, learningRate: lr, momentum: momentum,
                                  weightDecay: weightDecay, milestones: try parsedMilestones(), validationSplit: valSplit,
                                  seed: seed, subset: subset)
-        do {
-            try config.validate()
-        } catch {
-            throw ValidationError("\(error)")
-        }
         let output = out ?? "checkpoints/\(model)-\(dataset)-\(scaling)-r\(ratio)-s\(seed)"
-        let reporter = ConsoleReporter()
-        let data = try DatasetSources.load(kind, directory: dataDir, validationSplit: valSplit, seed: seed,
-                                           subset: subset, batchSize: batchSize, reporter: reporter)
         let description = NetDescription.uniform(arch, ratio: ratio, inChannels: kind.channels, imageSize: kind.imageSize,
                                                  classes: kind.classes)
+        // Settings, net and output folder are checked before the (possibly long) data loading.
+        do {
+            try Trainer.preflight(config: config, netDescription: description, outputDirectory: output, resume: resume)
+        } catch let error as TrainingError {
+            if case .invalidConfig = error { throw ValidationError("\(error)") }
+            throw error
+        }
+        let reporter = ConsoleReporter()
+        installInterruptHandler()
+        let data = try DatasetSources.load(kind, directory: dataDir, validationSplit: valSplit, seed: seed,
+                                           subset: subset, batchSize: batchSize, reporter: reporter)
         let trainer = Trainer(config: config, netDescription: description, train: data.train,
                               validation: data.validation, test: data.test, outputDirectory: output,
                               inputNormalization: data.normalization, reporter: reporter)
-        installInterruptHandler()
-        trainer.shouldStop = { _, _ in interruptRequested }
+        trainer.shouldStop = { _, _ in interruptRequested != 0 }
         _ = try trainer.run(resume: resume)
     }
 }
@@ -139,6 +153,10 @@ struct Eval: ParsableCommand {
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
 
+    func validate() throws {
+        guard batchSize >= 1, batchSize <= 65_536 else { throw ValidationError("--batch-size must be in 1...65536, got \(batchSize)") }
+    }
+
     func run() throws {
         let loaded = try Checkpoint.load(checkpoint)
         let state = try loaded.training.map { try JSONDecoder().decode(TrainingState.self, from: Data($0.utf8)) }
@@ -152,7 +170,8 @@ struct Eval: ParsableCommand {
         guard let normalization = state?.inputNormalization else {
             throw ValidationError("\(checkpoint) holds no input normalization (not written by `neuralscale train`?)")
         }
-        let test = try DatasetSources.testSource(kind, directory: dataDir, normalization: normalization, batchSize: batchSize)
+        let test = try DatasetSources.testSource(kind, directory: dataDir, normalization: normalization, batchSize: batchSize,
+                                                reporter: ConsoleReporter())
         let (loss, accuracy) = try evaluate(loaded.network, on: test)
         if json {
             struct Report: Encodable { let checkpoint, dataset: String; let testAccuracy, testLoss: Double; let images: Int }

@@ -52,6 +52,10 @@ final class NetTests: XCTestCase {
             XCTAssertTrue(preact.contains(n), n)
         }
         XCTAssertFalse(preact.contains("layers.1.shortcut.weight"))
+        XCTAssertFalse(preact.contains("layers.0.shortcut.weight"), "32x32: stage 1 keeps stride 1, identity shortcut")
+        let preact64 = try makeNetwork(.uniform(.preactResNet18, ratio: 0.25, inChannels: 3, imageSize: 64, classes: 10),
+                                       initialization: .none).state.map(\.name)
+        XCTAssertTrue(preact64.contains("layers.0.shortcut.weight"), "64x64: stage 1 strides 2, so its first block projects")
         let resnet = try names(.resnet50)
         for n in ["stem.0.weight", "stem.1.running_var", "blocks.0.down.0.weight", "blocks.15.conv3.weight", "fc.weight"] {
             XCTAssertTrue(resnet.contains(n), n)

@@ -13,6 +13,8 @@ final class PyTorchEquivalenceTests: XCTestCase {
         let eval_logits: Entry, train_logits: Entry
         let loss: Double
         let grads: [String: Entry]
+        /// PyTorch's own float32 error on each output (against the float64 expected values).
+        let noise: [String: Double]
     }
     struct Manifest: Decodable { let cases: [Case] }
 
@@ -32,7 +34,7 @@ final class PyTorchEquivalenceTests: XCTestCase {
         }
         func tensor(_ e: Entry) -> Tensor { Tensor(shape: e.shape, values: Array(floats[e.offset..<(e.offset + e.count)])) }
 
-        XCTAssertEqual(manifest.cases.count, 4)
+        XCTAssertEqual(manifest.cases.count, 5)
         for c in manifest.cases {
             let arch = try XCTUnwrap(Architecture(rawValue: c.model))
             let net = try makeNetwork(.uniform(arch, ratio: c.ratio, inChannels: 3, imageSize: c.size, classes: 10),
@@ -46,20 +48,23 @@ final class PyTorchEquivalenceTests: XCTestCase {
             }
             let x = tensor(c.x)
             let eval = Tape.withoutGradients { net.logits(x, training: false) }
-            assertClose(eval, tensor(c.eval_logits), "\(c.model) eval logits")
+            assertClose(eval, tensor(c.eval_logits), noise: c.noise["eval_logits"], "\(c.model) \(c.size) eval logits")
             let train = net.logits(x, training: true)
-            assertClose(train, tensor(c.train_logits), "\(c.model) train logits")
+            assertClose(train, tensor(c.train_logits), noise: c.noise["train_logits"], "\(c.model) \(c.size) train logits")
             let loss = crossEntropy(train, labels: c.labels)
             XCTAssertEqual(Double(loss.scalar), c.loss, accuracy: 1e-4 * max(1, abs(c.loss)), "\(c.model) loss")
             loss.backward()
             for (name, entry) in c.grads {
-                assertClose(ours[ourName(name, c.model)]?.grad, tensor(entry), "\(c.model) d\(name)")
+                assertClose(ours[ourName(name, c.model)]?.grad, tensor(entry), noise: c.noise[name], "\(c.model) \(c.size) d\(name)")
             }
         }
     }
 
-    private func assertClose(_ actual: Tensor?, _ expected: Tensor, _ what: String, line: UInt = #line) {
+    /// Within 1e-4 of the largest expected value, plus four times PyTorch's own float32 error on
+    /// the same output (large only where train-mode batch norm over a tiny map amplifies rounding).
+    private func assertClose(_ actual: Tensor?, _ expected: Tensor, noise: Double?, _ what: String, line: UInt = #line) {
         guard let actual else { return XCTFail("\(what): missing", line: line) }
+        guard let noise else { return XCTFail("\(what): no noise figure in nets.json", line: line) }
         XCTAssertEqual(actual.shape, expected.shape, what, line: line)
         let scale = expected.values.map(abs).max() ?? 1
         var worst: Float = 0, at = 0
@@ -67,8 +72,9 @@ final class PyTorchEquivalenceTests: XCTestCase {
             let d = abs(actual.data[i] - expected.data[i])
             if d > worst { worst = d; at = i }
         }
-        // Float32 sums in a different order: relative error ~1e-5 of the largest value.
-        XCTAssertLessThanOrEqual(worst, 1e-4 * max(scale, 1e-3), "\(what): element \(at) is \(actual.data[at]), "
-                                 + "expected \(expected.data[at]) (max abs diff \(worst), scale \(scale))", line: line)
+        let tolerance = 1e-4 * max(scale, 1e-3) + 4 * Float(noise)
+        XCTAssertLessThanOrEqual(worst, tolerance, "\(what): element \(at) is \(actual.data[at]), "
+                                 + "expected \(expected.data[at]) (max abs diff \(worst), scale \(scale), PyTorch float32 error \(noise))",
+                                 line: line)
     }
 }

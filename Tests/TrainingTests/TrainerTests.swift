@@ -152,6 +152,33 @@ final class TrainerTests: XCTestCase {
         }
     }
 
+    /// 9 images in batches of 8 leave a final batch of one, which batch norm cannot train on:
+    /// it is skipped instead of stopping the run.
+    func testFinalBatchOfOneImageIsSkipped() throws {
+        let t = Trainer(config: config, netDescription: description,
+                        train: SyntheticSource(count: 9, classes: 4, batchSize: 8, shuffle: true, seed: 1),
+                        validation: SyntheticSource(count: 5, classes: 4, batchSize: 4, shuffle: false, seed: 2),
+                        test: nil, outputDirectory: folder.path, reporter: nil)
+        let result = try t.run(resume: false)
+        XCTAssertEqual(result.epochs, 2)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: t.lastPath))
+    }
+
+    /// Problems that need no data are found before any is loaded.
+    func testPreflightRejectsBadNetsAndFoldersEarly() throws {
+        let tiny = NetDescription.uniform(.vgg11, ratio: 0.01, inChannels: 3, imageSize: 32, classes: 4)
+        XCTAssertThrowsError(try Trainer.preflight(config: config, netDescription: tiny, outputDirectory: folder.path, resume: false)) {
+            XCTAssertTrue("\($0)".contains("width 0") && "\($0)".contains("--ratio"), "\($0)")
+        }
+        XCTAssertThrowsError(try Trainer.preflight(config: config, netDescription: description, outputDirectory: folder.path, resume: true)) {
+            XCTAssertTrue("\($0)".contains("does not exist"), "\($0)")
+        }
+        XCTAssertNoThrow(try Trainer.preflight(config: config, netDescription: description, outputDirectory: folder.path, resume: false))
+        var c = config
+        c.milestones = [1, 5]
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("--milestones"), "\($0)") }
+    }
+
     func testDefaultMilestonesAndConfigErrors() {
         XCTAssertEqual(TrainConfig.defaultMilestones(epochs: 150), [50, 100, 125])
         XCTAssertEqual(TrainConfig.defaultMilestones(epochs: 3), [1, 2])
