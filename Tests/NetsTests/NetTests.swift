@@ -17,6 +17,25 @@ final class NetTests: XCTestCase {
                                            imageSize: 32, classes: Int(parts[2])!)
             let net = try makeNetwork(d, initialization: .none)
             XCTAssertEqual(net.parameterCount, expected, key)
+            XCTAssertEqual(d.parameterCount, expected, "\(key) (analytic)")
+        }
+    }
+
+    /// The analytic P(config) equals the built net's count for random width configs, both
+    /// image sizes (64x64 changes PreAct's and MobileNetV2's shortcuts).
+    func testAnalyticCountsMatchBuiltNets() throws {
+        var rng = RandomGenerator(seed: 21)
+        for arch in Architecture.allCases {
+            for size in [32, 64] {
+                for _ in 0..<6 {
+                    let widths = arch.originalWidths.map { 1 + Int(rng.next() % UInt64(max(1, $0 / 8))) }
+                    let d = NetDescription(architecture: arch, inChannels: 1 + Int(rng.next() % 3), imageSize: size,
+                                           classes: 2 + Int(rng.next() % 20), widths: widths)
+                    XCTAssertEqual(d.parameterCount, try makeNetwork(d, initialization: .none).parameterCount, "\(arch) \(size) \(widths)")
+                }
+                let uniform = NetDescription.uniform(arch, ratio: 0.25, inChannels: 3, imageSize: size, classes: 10)
+                XCTAssertEqual(uniform.parameterCount, try makeNetwork(uniform, initialization: .none).parameterCount)
+            }
         }
     }
 

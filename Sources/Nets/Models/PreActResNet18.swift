@@ -42,6 +42,12 @@ public final class PreActResNet18: Network {
         }
     }
 
+    /// Stride of block `b` (0-based, two per stage): 2 for the first block of stages 2-4, and of
+    /// stage 1 too for 64x64 inputs.
+    static func stride(block b: Int, largeInput: Bool) -> Int {
+        b % 2 == 0 && (b / 2 > 0 || largeInput) ? 2 : 1
+    }
+
     public let netDescription: NetDescription
     let stem: Conv2d
     let blocks: [Block]
@@ -54,8 +60,7 @@ public final class PreActResNet18: Network {
         stem = Conv2d(d.inChannels, w[0], kernel: 3, padding: 1, bias: false, i)
         var c = w[0], blocks: [Block] = []
         for b in 0..<8 {
-            let stage = b / 2, first = b % 2 == 0
-            let stride = first && (stage > 0 || d.largeInput) ? 2 : 1
+            let stride = Self.stride(block: b, largeInput: d.largeInput)
             blocks.append(Block(c, inner: w[1 + 2 * b], out: w[2 + 2 * b], stride: stride, i))
             c = w[2 + 2 * b]
         }

@@ -14,6 +14,10 @@
 /// `blocks.<b>.down.{0,1}`, `fc`.
 public final class ResNet50: Network {
     static let stageBlocks = [3, 4, 6, 3]
+    /// Stride of each of the 16 bottlenecks: 2 for the first block of stages 2-4.
+    static let blockStrides = stageBlocks.enumerated().flatMap { stage, n in
+        (0..<n).map { j in j == 0 && stage > 0 ? 2 : 1 }
+    }
     public static let originalWidths = [64] + zip(stageBlocks, [64, 128, 256, 512]).flatMap { n, p in
         (0..<n).flatMap { _ in [p, p, 4 * p] }
     }
@@ -60,14 +64,11 @@ public final class ResNet50: Network {
         let w = d.widths
         stem = Conv2d(d.inChannels, w[0], kernel: 7, stride: 2, padding: 3, bias: false, i)
         stemBN = BatchNorm2d(w[0], i)
-        var c = w[0], blocks: [Bottleneck] = [], b = 0
-        for (stage, n) in Self.stageBlocks.enumerated() {
-            for j in 0..<n {
-                let g = 1 + 3 * b
-                blocks.append(Bottleneck(c, w[g], w[g + 1], w[g + 2], stride: j == 0 && stage > 0 ? 2 : 1, i))
-                c = w[g + 2]
-                b += 1
-            }
+        var c = w[0], blocks: [Bottleneck] = []
+        for (b, stride) in Self.blockStrides.enumerated() {
+            let g = 1 + 3 * b
+            blocks.append(Bottleneck(c, w[g], w[g + 1], w[g + 2], stride: stride, i))
+            c = w[g + 2]
         }
         self.blocks = blocks
         classifier = Linear(c, d.classes, i)
