@@ -54,6 +54,7 @@ let package = Package(
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training"]),
+        .testTarget(name: "ArchDescentTests", dependencies: ["ArchDescent"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,103 @@
+@_exported import Pruning
+import Foundation
+
+/// One row of a filter-count trajectory: the widths of every group and the net's P.
+public struct TrajectoryRow: Codable, Equatable, Sendable {
+    public var widths: [Int]
+    public var params: Int
+
+    public init(widths: [Int], params: Int) {
+        self.widths = widths
+        self.params = params
+    }
+}
+
+/// `w = alpha * P^beta` for one group, and how well it fits (R^2 on the log-log data).
+public struct GroupFit: Codable, Equatable, Sendable {
+    public var alpha: Double
+    public var beta: Double
+    /// 1 - SS_res / SS_tot of `ln w` against `ln P`; nil for the fallback. A group whose width
+    /// never changed fits exactly: 1.
+    public var rSquared: Double?
+
+    public init(alpha: Double, beta: Double, rSquared: Double?) {
+        self.alpha = alpha
+        self.beta = beta
+        self.rSquared = rSquared
+    }
+}
+
+/// The per-group power laws of one pruning run (spec: "Power-law fit").
+public struct PowerLawFit: Codable, Equatable, Sendable {
+    /// Fewer rows than this cannot be fitted; the fit falls back to uniform scaling.
+    public static let minimumRows = 6
+
+    public var groups: [GroupFit]
+    /// How many trajectory rows the fit used.
+    public var rows: Int
+    /// Why the fit fell back to uniform scaling, or nil when it is a real fit.
+    public var fallbackReason: String?
+
+    public var isFallback: Bool { fallbackReason != nil }
+
+    public init(groups: [GroupFit], rows: Int, fallbackReason: String?) {
+        self.groups = groups
+        self.rows = rows
+        self.fallbackReason = fallbackReason
+    }
+
+    /// Least squares of `ln w_l = beta_l * ln P + ln alpha_l` for every group.
+    ///
+    /// With fewer than `minimumRows` rows, or rows that all have the same P, it falls back as the
+    /// reference does: alpha = the first row's widths, beta = 0; `widths(scale:)` then scales
+    /// those widths uniformly.
+    public static func fit(_ trajectory: [TrajectoryRow]) throws -> PowerLawFit {
+        guard let first = trajectory.first else { throw FitError("the trajectory is empty: nothing to fit") }
+        guard trajectory.allSatisfy({ $0.widths.count == first.widths.count }) else {
+            throw FitError("trajectory rows have different numbers of groups")
+        }
+        guard trajectory.allSatisfy({ $0.params > 0 && $0.widths.allSatisfy { $0 >= 1 } }) else {
+            throw FitError("trajectory rows need P > 0 and widths >= 1")
+        }
+        func fallback(_ reason: String) -> PowerLawFit {
+            PowerLawFit(groups: first.widths.map { GroupFit(alpha: Double($0), beta: 0, rSquared: nil) },
+                        rows: trajectory.count, fallbackReason: reason)
+        }
+        guard trajectory.count >= minimumRows else {
+            return fallback("only \(trajectory.count) trajectory rows (\(minimumRows) needed): uniform scaling of the first row's widths")
+        }
+        let x = trajectory.map { log(Double($0.params)) }
+        let n = Double(x.count), meanX = x.reduce(0, +) / n
+        let sxx = x.reduce(0) { $0 + ($1 - meanX) * ($1 - meanX) }
+        guard sxx > 1e-12 else { return fallback("every trajectory row has the same P: uniform scaling of the first row's widths") }
+        var groups: [GroupFit] = []
+        for g in first.widths.indices {
+            let y = trajectory.map { log(Double($0.widths[g])) }
+            let meanY = y.reduce(0, +) / n
+            var sxy = 0.0, syy = 0.0
+            for k in x.indices {
+                sxy += (x[k] - meanX) * (y[k] - meanY)
+                syy += (y[k] - meanY) * (y[k] - meanY)
+            }
+            let beta = sxy / sxx, lnAlpha = meanY - beta * meanX
+            var ssRes = 0.0
+            for k in x.indices { let r = y[k] - (beta * x[k] + lnAlpha); ssRes += r * r }
+            groups.append(GroupFit(alpha: exp(lnAlpha), beta: beta, rSquared: syy > 1e-12 ? 1 - ssRes / syy : 1))
+        }
+        return PowerLawFit(groups: groups, rows: trajectory.count, fallbackReason: nil)
+    }
+
+    /// The widths at scale `tau`: `max(1, round(alpha * tau^beta))` per group; for a fallback,
+    /// `max(1, round(alpha * tau))`, uniform scaling with `tau` as the ratio.
+    public func widths(scale tau: Double) -> [Int] {
+        groups.map { g in
+            let w = isFallback ? g.alpha * tau : g.alpha * pow(tau, g.beta)
+            return max(1, Int(w.rounded()))
+        }
+    }
+}
+
+public struct FitError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ message: String) { description = message }
+}

@@ -1,0 +1,87 @@
+import Foundation
+
+/// Widths found for a parameter budget, and how close they came.
+public struct SolvedWidths: Codable, Equatable, Sendable {
+    public var widths: [Int]
+    /// P of the net with these widths.
+    public var params: Int
+    public var target: Int
+    /// `(params - target) / target`.
+    public var relativeError: Double
+    /// The fit's scale that gave the widths before any per-group adjustment.
+    public var scale: Double
+}
+
+/// Finds the widths a fit gives for a target parameter count (spec: "From a fit to a config at a
+/// target size").
+public enum WidthSolver {
+    /// Within this relative error the solver stops refining.
+    public static let tolerance = 0.005
+
+    /// The target for `ratio`: P of the uniformly scaled net, so a NeuralScale net and a uniform
+    /// net at the same ratio have (almost) the same size.
+    public static func target(ratio: Double, for template: NetDescription) -> Int {
+        NetDescription.uniform(template.architecture, ratio: ratio, inChannels: template.inChannels,
+                               imageSize: template.imageSize, classes: template.classes).parameterCount
+    }
+
+    /// Widths of `fit` whose P is as close to `target` as the integers allow.
+    ///
+    /// P(widths(tau)) grows with tau when the betas are positive, so a bisection on ln tau between
+    /// a bracket that straddles the target finds the crossing; rounding makes P a step function,
+    /// so the closest step on either side is kept. If that is still off by more than
+    /// `tolerance` (tiny nets, where one channel is a large step), single groups are nudged by one
+    /// channel while that brings P closer.
+    /// - Parameter template: architecture, input channels, image size and classes; its widths are
+    ///   ignored.
+    public static func solve(_ fit: PowerLawFit, target: Int, template: NetDescription) throws -> SolvedWidths {
+        guard fit.groups.count == template.architecture.originalWidths.count else {
+            throw FitError("the fit has \(fit.groups.count) groups, \(template.architecture.rawValue) has \(template.architecture.originalWidths.count)")
+        }
+        guard target > 0 else { throw FitError("the target parameter count must be > 0, got \(target)") }
+        var d = template
+        func params(_ w: [Int]) -> Int { d.widths = w; return d.parameterCount }
+        func p(_ lnTau: Double) -> Int { params(fit.widths(scale: exp(lnTau))) }
+
+        // Bracket: start where a fallback's ratio is 1 or a fit reproduces widths at P = target.
+        var lo = fit.isFallback ? 0.0 : log(Double(target)), hi = lo
+        var steps = 0
+        while p(lo) > target && steps < 200 { lo -= 1; steps += 1 }
+        steps = 0
+        while p(hi) < target && steps < 200 { hi += 1; steps += 1 }
+        var best = lo
+        func consider(_ t: Double) { if abs(p(t) - target) < abs(p(best) - target) { best = t } }
+        consider(hi)
+        for _ in 0..<100 {
+            let mid = (lo + hi) / 2
+            consider(mid)
+            if p(mid) < target { lo = mid } else { hi = mid }
+            if hi - lo < 1e-12 { break }
+        }
+        var widths = fit.widths(scale: exp(best))
+        var achieved = params(widths)
+        // Nudge single groups by one channel while that brings P closer (small nets).
+        var improved = Double(abs(achieved - target)) > tolerance * Double(target)
+        var passes = 0
+        while improved && passes < 1000 {
+            improved = false
+            passes += 1
+            var bestMove: (Int, Int, Int)?
+            for g in widths.indices {
+                for delta in [-1, 1] where widths[g] + delta >= 1 {
+                    var w = widths
+                    w[g] += delta
+                    let q = params(w)
+                    if abs(q - target) < abs((bestMove?.2 ?? achieved) - target) { bestMove = (g, delta, q) }
+                }
+            }
+            if let (g, delta, q) = bestMove {
+                widths[g] += delta
+                achieved = q
+                improved = Double(abs(achieved - target)) > tolerance * Double(target)
+            }
+        }
+        return SolvedWidths(widths: widths, params: achieved, target: target,
+                            relativeError: Double(achieved - target) / Double(target), scale: exp(best))
+    }
+}

@@ -1,0 +1,104 @@
+import ArchDescent
+import Foundation
+import XCTest
+
+final class FitAndSolverTests: XCTestCase {
+    /// Rows from exact power laws with large widths (so rounding is negligible) give back alpha
+    /// and beta, with R^2 near 1.
+    func testFitRecoversExactPowerLaws() throws {
+        let alphas = [3.0, 0.5, 40.0], betas = [0.4, 0.6, 0.25]
+        let rows = stride(from: 5.0, through: 8.0, by: 0.25).map { e -> TrajectoryRow in
+            let p = pow(10, e)
+            return TrajectoryRow(widths: zip(alphas, betas).map { Int(($0 * pow(p, $1)).rounded()) }, params: Int(p))
+        }
+        let fit = try PowerLawFit.fit(rows)
+        XCTAssertFalse(fit.isFallback)
+        XCTAssertEqual(fit.rows, 13)
+        for (g, f) in fit.groups.enumerated() {
+            XCTAssertEqual(f.beta, betas[g], accuracy: 2e-3, "group \(g) beta")
+            XCTAssertEqual(f.alpha, alphas[g], accuracy: alphas[g] * 3e-2, "group \(g) alpha")
+            XCTAssertGreaterThan(f.rSquared ?? 0, 0.9999, "group \(g) R^2")
+        }
+        // w = sqrt(P) exactly (P = 4^k, w = 2^k): alpha 1, beta 0.5, so P = 10^6 gives w = 1000.
+        let exact = try PowerLawFit.fit((1...6).map { TrajectoryRow(widths: [1 << $0], params: 1 << (2 * $0)) })
+        XCTAssertEqual(exact.groups[0].beta, 0.5, accuracy: 1e-12)
+        XCTAssertEqual(exact.groups[0].alpha, 1, accuracy: 1e-12)
+        XCTAssertEqual(exact.widths(scale: 1e6), [1000])
+    }
+
+    func testRSquaredDropsForNoisyData() throws {
+        var rng = RandomGenerator(seed: 1)
+        let rows = (0..<12).map { k -> TrajectoryRow in
+            let p = 1000.0 * pow(1.5, Double(k))
+            return TrajectoryRow(widths: [Int(p.squareRoot()), 1 + Int(rng.next() % 50)], params: Int(p))
+        }
+        let fit = try PowerLawFit.fit(rows)
+        XCTAssertGreaterThan(fit.groups[0].rSquared ?? 0, 0.999)
+        XCTAssertLessThan(fit.groups[1].rSquared ?? 1, 0.5, "random widths do not follow a power law")
+    }
+
+    func testFallbackWithFewRowsOrConstantP() throws {
+        let rows = (0..<5).map { TrajectoryRow(widths: [64 - $0, 128 - 2 * $0], params: 10_000 - 100 * $0) }
+        let fit = try PowerLawFit.fit(rows)
+        XCTAssertTrue(fit.isFallback)
+        XCTAssertTrue(fit.fallbackReason?.contains("only 5 trajectory rows") ?? false, fit.fallbackReason ?? "")
+        XCTAssertEqual(fit.groups.map(\.alpha), [64, 128], "alpha = the first row's widths")
+        XCTAssertEqual(fit.groups.map(\.beta), [0, 0])
+        XCTAssertEqual(fit.widths(scale: 0.5), [32, 64], "uniform scaling of the first row")
+        let six = (0..<6).map { _ in TrajectoryRow(widths: [8, 9], params: 500) }
+        XCTAssertTrue(try PowerLawFit.fit(six).fallbackReason?.contains("same P") ?? false)
+        XCTAssertFalse(try PowerLawFit.fit((0..<6).map { TrajectoryRow(widths: [8 + $0, 9], params: 500 + 50 * $0) }).isFallback)
+        XCTAssertThrowsError(try PowerLawFit.fit([]))
+    }
+
+    /// For every net and ratios 0.1 ... 2.0, the solver's widths have P within 0.5% of the uniform
+    /// net's, with fits whose exponents differ per group (so the widths are not uniform).
+    func testSolverHitsUniformTargetsForAllNets() throws {
+        var rng = RandomGenerator(seed: 7)
+        for arch in Architecture.allCases {
+            let template = NetDescription.uniform(arch, ratio: 1, inChannels: 3, imageSize: 32, classes: 10)
+            let p0 = Double(template.parameterCount)
+            // A fit that gives the original widths at P0, with exponents between 0.2 and 0.8.
+            let groups = arch.originalWidths.map { w -> GroupFit in
+                let beta = 0.2 + 0.6 * Double(rng.uniform())
+                return GroupFit(alpha: Double(w) / pow(p0, beta), beta: beta, rSquared: 1)
+            }
+            let fit = PowerLawFit(groups: groups, rows: 10, fallbackReason: nil)
+            for ratio in [0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0] {
+                let target = WidthSolver.target(ratio: ratio, for: template)
+                let solved = try WidthSolver.solve(fit, target: target, template: template)
+                XCTAssertLessThanOrEqual(abs(solved.relativeError), WidthSolver.tolerance, "\(arch) ratio \(ratio): P \(solved.params) vs \(target)")
+                var d = template
+                d.widths = solved.widths
+                XCTAssertEqual(d.parameterCount, solved.params)
+                XCTAssertTrue(solved.widths.allSatisfy { $0 >= 1 })
+                if ratio == 0.5 {
+                    XCTAssertNotEqual(solved.widths, arch.uniformWidths(ratio: ratio), "\(arch): per-group exponents must change the shape")
+                }
+            }
+        }
+    }
+
+    /// A fallback fit solves to (nearly) the uniform widths.
+    func testSolverWithFallbackScalesUniformly() throws {
+        let template = NetDescription.uniform(.vgg11, ratio: 1, inChannels: 3, imageSize: 32, classes: 10)
+        let fit = try PowerLawFit.fit([TrajectoryRow(widths: Architecture.vgg11.originalWidths, params: template.parameterCount)])
+        let target = WidthSolver.target(ratio: 0.5, for: template)
+        let solved = try WidthSolver.solve(fit, target: target, template: template)
+        XCTAssertLessThanOrEqual(abs(solved.relativeError), WidthSolver.tolerance)
+        for (a, b) in zip(solved.widths, Architecture.vgg11.uniformWidths(ratio: 0.5)) { XCTAssertEqual(Double(a), Double(b), accuracy: 2) }
+    }
+
+    func testTinyTargetsGetTheClosestAchievable() throws {
+        let template = NetDescription.uniform(.vgg11, ratio: 1, inChannels: 1, imageSize: 32, classes: 10)
+        let fit = PowerLawFit(groups: Architecture.vgg11.originalWidths.map { GroupFit(alpha: Double($0) / 3000, beta: 0.5, rSquared: 1) },
+                              rows: 8, fallbackReason: nil)
+        // Every width 1: 8 convs of 1 channel + BN, classifier 1 -> 10.
+        var ones = template
+        ones.widths = Array(repeating: 1, count: 8)
+        let solved = try WidthSolver.solve(fit, target: 10, template: template)
+        XCTAssertEqual(solved.widths, ones.widths)
+        XCTAssertEqual(solved.params, ones.parameterCount)
+        XCTAssertThrowsError(try WidthSolver.solve(fit, target: 1000, template: NetDescription.uniform(.resnet50, ratio: 1, inChannels: 3, imageSize: 32, classes: 10)))
+    }
+}
