@@ -7,6 +7,8 @@ public enum StateKind: String, Codable, Sendable {
     case parameter
     /// Saved and restored but not trained: BN running statistics.
     case buffer
+    /// A pruning gate (spec: "Taylor-FO importance with gates"): saved, never trained, not in P.
+    case gate
 }
 
 /// A tensor of a net under its PyTorch-style dotted name (`layer1.0.conv1.weight`), the name
@@ -54,9 +56,18 @@ public enum Initialization {
 /// on the seed and the order its layers are built in.
 public final class Initializer {
     private var rng: RandomGenerator?
+    /// Whether the net gets a pruning gate on every width group.
+    public let gated: Bool
 
-    public init(_ initialization: Initialization) {
+    public init(_ initialization: Initialization, gated: Bool = false) {
         if case let .random(g) = initialization { rng = g }
+        self.gated = gated
+    }
+
+    /// A gate of ones for a group of `width` channels, or nil for an ungated net. Gates take
+    /// gradients (for Taylor-FO) but no optimizer step.
+    func gate(_ width: Int) -> Tensor? {
+        gated ? Tensor.filled([width], with: 1, requiresGrad: true) : nil
     }
 
     /// A tensor of normal draws with standard deviation `std` (uninitialized for `.none`).
@@ -68,4 +79,57 @@ public final class Initializer {
     func constant(_ shape: [Int], _ value: Float, requiresGrad: Bool = true) -> Tensor {
         Tensor.filled(shape, with: value, requiresGrad: requiresGrad)
     }
+}
+
+/// Where a group's gate sits and what dies with a pruned channel.
+public struct GateSite {
+    /// [C], 1 for alive channels, 0 for pruned ones.
+    public let gate: Tensor
+    /// Tensors whose slice `c` along the first axis produces channel `c` of the gated output
+    /// (conv filters, conv bias, BN weight and bias). Pruning zeroes these slices and their
+    /// momentum, so the channel stays dead.
+    public let dead: [Tensor]
+}
+
+/// `act(gate * x)` when the gate exists, else `act(x)`; the gated path keeps the gate separate so
+/// `dL/dg` is available.
+@inline(__always) func gated(_ x: Tensor, _ g: Tensor?, _ act: Activation) -> Tensor {
+    guard let g else {
+        switch act {
+        case .identity: return x
+        case .relu: return relu(x)
+        case .relu6: return relu6(x)
+        }
+    }
+    let y = gate(x, g)
+    switch act {
+    case .identity: return y
+    case .relu: return relu(y)
+    case .relu6: return relu6(y)
+    }
+}
+
+extension Module {
+    /// Appends gate tensors under `gates.<i>`.
+    func collectGates(_ gates: [Tensor?], prefix: String, into state: inout [NamedTensor]) {
+        for (i, g) in gates.enumerated() {
+            if let g { state.append(NamedTensor(name: join(prefix, "gates.\(i)"), kind: .gate, tensor: g)) }
+        }
+    }
+}
+
+extension BatchNorm2d {
+    /// `act(gate * bn(x))`: fused into one pass when there is no gate.
+    func callAsFunction(_ x: Tensor, training: Bool, gate g: Tensor?, activation: Activation) -> Tensor {
+        guard let g else { return self(x, training: training, activation: activation) }
+        return gated(self(x, training: training), g, activation)
+    }
+
+    /// The per-channel tensors of this BN (weight and bias).
+    var channelTensors: [Tensor] { [weight, bias] }
+}
+
+extension Conv2d {
+    /// The per-output-channel tensors of this conv (filters and bias).
+    var channelTensors: [Tensor] { [weight] + (bias.map { [$0] } ?? []) }
 }

@@ -78,15 +78,18 @@ public enum NetError: Error, CustomStringConvertible, Equatable {
 /// A net of the spec: a module that maps images to class logits.
 public protocol Network: Module {
     var netDescription: NetDescription { get }
+    /// One site per width group, in group order, when built with `gated: true`; else empty.
+    var gateSites: [GateSite] { get }
     /// - Parameter x: [N, inChannels, imageSize, imageSize]
     /// - Returns: [N, classes]
     func logits(_ x: Tensor, training: Bool) -> Tensor
 }
 
 /// Builds the net a description names.
-public func makeNetwork(_ d: NetDescription, initialization: Initialization) throws -> Network {
+/// - Parameter gated: put a pruning gate on every width group (for the search).
+public func makeNetwork(_ d: NetDescription, initialization: Initialization, gated: Bool = false) throws -> Network {
     try d.validate()
-    let initializer = Initializer(initialization)
+    let initializer = Initializer(initialization, gated: gated)
     switch d.architecture {
     case .vgg11: return VGG11(d, initializer)
     case .mobilenetv2: return MobileNetV2(d, initializer)

@@ -27,8 +27,11 @@ public final class MobileNetV2: Network {
         let depthwise: Conv2d, bn2: BatchNorm2d
         let project: Conv2d, bn3: BatchNorm2d
         let shortcut: (Conv2d, BatchNorm2d)?
+        /// Gate on the block's output (after the residual sum), as in the reference search.
+        let outputGate: Tensor?
 
         init(_ cin: Int, _ cout: Int, t: Int, stride: Int, _ i: Initializer) {
+            outputGate = i.gate(cout)
             let m = cin * t
             expand = Conv2d(cin, m, kernel: 1, bias: true, i); bn1 = BatchNorm2d(m, i)
             depthwise = Conv2d(m, m, kernel: 3, stride: stride, padding: 1, groups: m, bias: true, i); bn2 = BatchNorm2d(m, i)
@@ -42,7 +45,14 @@ public final class MobileNetV2: Network {
             r = bn2(depthwise(r), training: training, activation: .relu6)
             r = bn3(project(r), training: training)
             let s = shortcut.map { conv, bn in bn(conv(x), training: training) } ?? x
-            return add(r, s)
+            return gated(add(r, s), outputGate, .identity)
+        }
+
+        var site: GateSite? {
+            outputGate.map { g in
+                GateSite(gate: g, dead: project.channelTensors + bn3.channelTensors
+                         + (shortcut.map { $0.0.channelTensors + $0.1.channelTensors } ?? []))
+            }
         }
 
         func collectState(prefix: String, into state: inout [NamedTensor]) {
@@ -62,12 +72,14 @@ public final class MobileNetV2: Network {
     let blocks: [Bottleneck]
     let head: Conv2d, headBN: BatchNorm2d
     let classifier: Conv2d
+    let stemGate: Tensor?, headGate: Tensor?
 
     init(_ d: NetDescription, _ i: Initializer) {
         netDescription = d
         let w = d.widths
         stem = Conv2d(d.inChannels, w[0], kernel: 3, padding: 1, bias: true, i)
         stemBN = BatchNorm2d(w[0], i)
+        stemGate = i.gate(w[0])
         var c = w[0], blocks: [Bottleneck] = []
         for (b, plan) in Self.bottleneckPlan(largeInput: d.largeInput).enumerated() {
             blocks.append(Bottleneck(c, w[b + 1], t: plan.t, stride: plan.stride, i))
@@ -76,13 +88,14 @@ public final class MobileNetV2: Network {
         self.blocks = blocks
         head = Conv2d(c, w[18], kernel: 1, bias: true, i)
         headBN = BatchNorm2d(w[18], i)
+        headGate = i.gate(w[18])
         classifier = Conv2d(w[18], d.classes, kernel: 1, bias: true, i)
     }
 
     public func logits(_ x: Tensor, training: Bool) -> Tensor {
-        var h = stemBN(stem(x), training: training, activation: .relu6)
+        var h = stemBN(stem(x), training: training, gate: stemGate, activation: .relu6)
         for b in blocks { h = b(h, training: training) }
-        h = headBN(head(h), training: training, activation: .relu6)
+        h = headBN(head(h), training: training, gate: headGate, activation: .relu6)
         return flatten(classifier(globalAvgPool(h)))
     }
 
@@ -93,5 +106,13 @@ public final class MobileNetV2: Network {
         head.collectState(prefix: join(prefix, "conv1.0"), into: &state)
         headBN.collectState(prefix: join(prefix, "conv1.1"), into: &state)
         classifier.collectState(prefix: join(prefix, "conv2"), into: &state)
+        collectGates([stemGate] + blocks.map(\.outputGate) + [headGate], prefix: prefix, into: &state)
+    }
+
+    public var gateSites: [GateSite] {
+        guard let stemGate, let headGate else { return [] }
+        return [GateSite(gate: stemGate, dead: stem.channelTensors + stemBN.channelTensors)]
+            + blocks.compactMap(\.site)
+            + [GateSite(gate: headGate, dead: head.channelTensors + headBN.channelTensors)]
     }
 }

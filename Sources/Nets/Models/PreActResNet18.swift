@@ -17,8 +17,13 @@ public final class PreActResNet18: Network {
     final class Block: Module {
         let bn1: BatchNorm2d, conv1: Conv2d, bn2: BatchNorm2d, conv2: Conv2d
         let shortcut: Conv2d?
+        /// Search gates, as in the reference: on bn1 (the block's input group, i.e. the stem's
+        /// or the previous block's output) and on bn2 (the inner group).
+        let inputGate: Tensor?, innerGate: Tensor?
 
-        init(_ cin: Int, inner: Int, out: Int, stride: Int, _ i: Initializer) {
+        init(_ cin: Int, inner: Int, out: Int, stride: Int, inputGate: Tensor?, _ i: Initializer) {
+            self.inputGate = inputGate
+            innerGate = i.gate(inner)
             bn1 = BatchNorm2d(cin, i)
             conv1 = Conv2d(cin, inner, kernel: 3, stride: stride, padding: 1, bias: false, i)
             bn2 = BatchNorm2d(inner, i)
@@ -27,10 +32,18 @@ public final class PreActResNet18: Network {
         }
 
         func callAsFunction(_ x: Tensor, training: Bool) -> Tensor {
-            let a = bn1(x, training: training, activation: .relu)
+            let a = bn1(x, training: training, gate: inputGate, activation: .relu)
             let s = shortcut.map { $0(a) } ?? x
-            let h = conv2(bn2(conv1(a), training: training, activation: .relu))
+            let h = conv2(bn2(conv1(a), training: training, gate: innerGate, activation: .relu))
             return add(h, s)
+        }
+
+        /// The gate and BN that consume this block's output: the next block's bn1, or the final BN.
+        func next(_ net: PreActResNet18) -> (gate: Tensor?, bn: BatchNorm2d) {
+            guard let k = net.blocks.firstIndex(where: { $0 === self }), k + 1 < net.blocks.count else {
+                return (net.finalGate, net.finalBN)
+            }
+            return (net.blocks[k + 1].inputGate, net.blocks[k + 1].bn1)
         }
 
         func collectState(prefix: String, into state: inout [NamedTensor]) {
@@ -53,26 +66,31 @@ public final class PreActResNet18: Network {
     let blocks: [Block]
     let finalBN: BatchNorm2d
     let classifier: Linear
+    /// Search gate of the last block's output group, on the final BN.
+    let finalGate: Tensor?
 
     init(_ d: NetDescription, _ i: Initializer) {
         netDescription = d
         let w = d.widths
         stem = Conv2d(d.inChannels, w[0], kernel: 3, padding: 1, bias: false, i)
         var c = w[0], blocks: [Block] = []
+        var inputGate = i.gate(w[0])
         for b in 0..<8 {
             let stride = Self.stride(block: b, largeInput: d.largeInput)
-            blocks.append(Block(c, inner: w[1 + 2 * b], out: w[2 + 2 * b], stride: stride, i))
+            blocks.append(Block(c, inner: w[1 + 2 * b], out: w[2 + 2 * b], stride: stride, inputGate: inputGate, i))
             c = w[2 + 2 * b]
+            inputGate = i.gate(c)
         }
         self.blocks = blocks
         finalBN = BatchNorm2d(c, i)
+        finalGate = inputGate
         classifier = Linear(c, d.classes, i)
     }
 
     public func logits(_ x: Tensor, training: Bool) -> Tensor {
         var h = stem(x)
         for b in blocks { h = b(h, training: training) }
-        h = finalBN(h, training: training, activation: .relu)
+        h = finalBN(h, training: training, gate: finalGate, activation: .relu)
         return classifier(flatten(globalAvgPool(h)))
     }
 
@@ -81,5 +99,22 @@ public final class PreActResNet18: Network {
         for (k, b) in blocks.enumerated() { b.collectState(prefix: join(prefix, "layers.\(k)"), into: &state) }
         finalBN.collectState(prefix: join(prefix, "bn"), into: &state)
         classifier.collectState(prefix: join(prefix, "linear"), into: &state)
+        collectGates([blocks[0].inputGate] + blocks.flatMap { [$0.innerGate, $0.next(self).gate] }, prefix: prefix, into: &state)
+    }
+
+    /// Group order: stem, then per block its inner and output groups. An output group is gated
+    /// where it is consumed (the next block's bn1, or the final BN) and produced by the block's
+    /// conv2 and projection shortcut.
+    public var gateSites: [GateSite] {
+        guard let stemGate = blocks[0].inputGate else { return [] }
+        var sites = [GateSite(gate: stemGate, dead: stem.channelTensors + blocks[0].bn1.channelTensors)]
+        for b in blocks {
+            if let g = b.innerGate { sites.append(GateSite(gate: g, dead: b.conv1.channelTensors + b.bn2.channelTensors)) }
+            let (g, bn) = b.next(self)
+            if let g {
+                sites.append(GateSite(gate: g, dead: b.conv2.channelTensors + (b.shortcut?.channelTensors ?? []) + bn.channelTensors))
+            }
+        }
+        return sites
     }
 }

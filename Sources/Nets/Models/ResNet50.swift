@@ -25,8 +25,13 @@ public final class ResNet50: Network {
     final class Bottleneck: Module {
         let conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d, conv3: Conv2d, bn3: BatchNorm2d
         let down: (Conv2d, BatchNorm2d)?
+        /// Search gates: after bn1, after bn2, and on the block output (after the final ReLU).
+        let gate1: Tensor?, gate2: Tensor?, outputGate: Tensor?
 
         init(_ cin: Int, _ m1: Int, _ m2: Int, _ out: Int, stride: Int, _ i: Initializer) {
+            gate1 = i.gate(m1)
+            gate2 = i.gate(m2)
+            outputGate = i.gate(out)
             conv1 = Conv2d(cin, m1, kernel: 1, bias: false, i); bn1 = BatchNorm2d(m1, i)
             conv2 = Conv2d(m1, m2, kernel: 3, stride: stride, padding: 1, bias: false, i); bn2 = BatchNorm2d(m2, i)
             conv3 = Conv2d(m2, out, kernel: 1, bias: false, i); bn3 = BatchNorm2d(out, i)
@@ -35,11 +40,19 @@ public final class ResNet50: Network {
         }
 
         func callAsFunction(_ x: Tensor, training: Bool) -> Tensor {
-            var o = bn1(conv1(x), training: training, activation: .relu)
-            o = bn2(conv2(o), training: training, activation: .relu)
+            var o = bn1(conv1(x), training: training, gate: gate1, activation: .relu)
+            o = bn2(conv2(o), training: training, gate: gate2, activation: .relu)
             o = bn3(conv3(o), training: training)
             let s = down.map { conv, bn in bn(conv(x), training: training) } ?? x
-            return relu(add(o, s))
+            return gated(relu(add(o, s)), outputGate, .identity)
+        }
+
+        var sites: [GateSite] {
+            guard let gate1, let gate2, let outputGate else { return [] }
+            return [GateSite(gate: gate1, dead: conv1.channelTensors + bn1.channelTensors),
+                    GateSite(gate: gate2, dead: conv2.channelTensors + bn2.channelTensors),
+                    GateSite(gate: outputGate, dead: conv3.channelTensors + bn3.channelTensors
+                             + (down.map { $0.0.channelTensors + $0.1.channelTensors } ?? []))]
         }
 
         func collectState(prefix: String, into state: inout [NamedTensor]) {
@@ -58,12 +71,14 @@ public final class ResNet50: Network {
     let stem: Conv2d, stemBN: BatchNorm2d
     let blocks: [Bottleneck]
     let classifier: Linear
+    let stemGate: Tensor?
 
     init(_ d: NetDescription, _ i: Initializer) {
         netDescription = d
         let w = d.widths
         stem = Conv2d(d.inChannels, w[0], kernel: 7, stride: 2, padding: 3, bias: false, i)
         stemBN = BatchNorm2d(w[0], i)
+        stemGate = i.gate(w[0])
         var c = w[0], blocks: [Bottleneck] = []
         for (b, stride) in Self.blockStrides.enumerated() {
             let g = 1 + 3 * b
@@ -75,7 +90,7 @@ public final class ResNet50: Network {
     }
 
     public func logits(_ x: Tensor, training: Bool) -> Tensor {
-        var h = stemBN(stem(x), training: training, activation: .relu)
+        var h = stemBN(stem(x), training: training, gate: stemGate, activation: .relu)
         h = maxPool2d(h, kernel: (3, 3), stride: (2, 2), padding: (1, 1))
         for b in blocks { h = b(h, training: training) }
         return classifier(flatten(globalAvgPool(h)))
@@ -86,5 +101,11 @@ public final class ResNet50: Network {
         stemBN.collectState(prefix: join(prefix, "stem.1"), into: &state)
         for (k, b) in blocks.enumerated() { b.collectState(prefix: join(prefix, "blocks.\(k)"), into: &state) }
         classifier.collectState(prefix: join(prefix, "fc"), into: &state)
+        collectGates([stemGate] + blocks.flatMap { [$0.gate1, $0.gate2, $0.outputGate] }, prefix: prefix, into: &state)
+    }
+
+    public var gateSites: [GateSite] {
+        guard let stemGate else { return [] }
+        return [GateSite(gate: stemGate, dead: stem.channelTensors + stemBN.channelTensors)] + blocks.flatMap(\.sites)
     }
 }

@@ -17,6 +17,8 @@ public final class VGG11: Network {
     public let netDescription: NetDescription
     let convs: [Conv2d], norms: [BatchNorm2d]
     let classifier: Linear
+    /// Gates after each conv's BN (before its ReLU), when built for the search.
+    let gates: [Tensor?]
     /// Position of each conv in the reference layer list.
     let featureIndex: [Int]
 
@@ -33,6 +35,7 @@ public final class VGG11: Network {
         }
         self.convs = convs
         self.norms = norms
+        gates = d.widths.map { initializer.gate($0) }
         featureIndex = index
         let side = d.imageSize / 32
         classifier = Linear(c * side * side, d.classes, initializer)
@@ -41,7 +44,7 @@ public final class VGG11: Network {
     public func logits(_ x: Tensor, training: Bool) -> Tensor {
         var h = x
         for i in convs.indices {
-            h = norms[i](convs[i](h), training: training, activation: .relu)
+            h = norms[i](convs[i](h), training: training, gate: gates[i], activation: .relu)
             if Self.poolAfter.contains(i) { h = maxPool2d(h, kernel: (2, 2)) }
         }
         return classifier(flatten(h))
@@ -53,5 +56,12 @@ public final class VGG11: Network {
             norms[i].collectState(prefix: join(prefix, "features.\(featureIndex[i] + 1)"), into: &state)
         }
         classifier.collectState(prefix: join(prefix, "classifier"), into: &state)
+        collectGates(gates, prefix: prefix, into: &state)
+    }
+
+    public var gateSites: [GateSite] {
+        convs.indices.compactMap { i in
+            gates[i].map { GateSite(gate: $0, dead: convs[i].channelTensors + norms[i].channelTensors) }
+        }
     }
 }
