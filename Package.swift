@@ -55,6 +55,7 @@ let package = Package(
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training"]),
         .testTarget(name: "ArchDescentTests", dependencies: ["ArchDescent"]),
+        .testTarget(name: "PruningTests", dependencies: ["Pruning"]),
     ],
     swiftLanguageModes: [.v5]
 )

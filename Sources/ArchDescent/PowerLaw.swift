@@ -1,17 +1,6 @@
 @_exported import Pruning
 import Foundation
 
-/// One row of a filter-count trajectory: the widths of every group and the net's P.
-public struct TrajectoryRow: Codable, Equatable, Sendable {
-    public var widths: [Int]
-    public var params: Int
-
-    public init(widths: [Int], params: Int) {
-        self.widths = widths
-        self.params = params
-    }
-}
-
 /// `w = alpha * P^beta` for one group, and how well it fits (R^2 on the log-log data).
 public struct GroupFit: Codable, Equatable, Sendable {
     public var alpha: Double

@@ -89,6 +89,11 @@ public struct GateSite {
     /// (conv filters, conv bias, BN weight and bias). Pruning zeroes these slices and their
     /// momentum, so the channel stays dead.
     public let dead: [Tensor]
+
+    public init(gate: Tensor, dead: [Tensor]) {
+        self.gate = gate
+        self.dead = dead
+    }
 }
 
 /// `act(gate * x)` when the gate exists, else `act(x)`; the gated path keeps the gate separate so

@@ -102,18 +102,17 @@ public final class PreActResNet18: Network {
         collectGates([blocks[0].inputGate] + blocks.flatMap { [$0.innerGate, $0.next(self).gate] }, prefix: prefix, into: &state)
     }
 
-    /// Group order: stem, then per block its inner and output groups. An output group is gated
-    /// where it is consumed (the next block's bn1, or the final BN) and produced by the block's
-    /// conv2 and projection shortcut.
+    /// Group order: stem, then per block its inner and output groups. The stem and output groups
+    /// are gated where they are consumed (the next block's bn1, or the final BN). Only that BN's
+    /// channel dies with them: the convs that produce them also feed identity shortcuts, which
+    /// the gate does not cut (the reference's search has the same property).
     public var gateSites: [GateSite] {
         guard let stemGate = blocks[0].inputGate else { return [] }
-        var sites = [GateSite(gate: stemGate, dead: stem.channelTensors + blocks[0].bn1.channelTensors)]
+        var sites = [GateSite(gate: stemGate, dead: blocks[0].bn1.channelTensors)]
         for b in blocks {
             if let g = b.innerGate { sites.append(GateSite(gate: g, dead: b.conv1.channelTensors + b.bn2.channelTensors)) }
             let (g, bn) = b.next(self)
-            if let g {
-                sites.append(GateSite(gate: g, dead: b.conv2.channelTensors + (b.shortcut?.channelTensors ?? []) + bn.channelTensors))
-            }
+            if let g { sites.append(GateSite(gate: g, dead: bn.channelTensors)) }
         }
         return sites
     }

@@ -1,0 +1,167 @@
+/// When and how much to prune (spec: "Taylor-FO importance with gates").
+public struct PruningSettings: Codable, Equatable, Sendable {
+    /// Minibatches between pruning steps (50; 100 for tinyImageNet).
+    public var frequency: Int
+    /// Channels removed per pruning step.
+    public var count: Int
+    /// Stop once this fraction of all channels is pruned.
+    public var maxFraction: Double
+
+    public init(frequency: Int = 50, count: Int = 10, maxFraction: Double = 0.95) {
+        self.frequency = frequency
+        self.count = count
+        self.maxFraction = maxFraction
+    }
+}
+
+/// Why a pruning run ended.
+public enum PruningStop: String, Codable, Equatable, Sendable {
+    /// `maxFraction` of all channels are pruned.
+    case reachedMaxFraction
+    /// The next step would have removed the last channel of a group.
+    case wouldEmptyGroup
+}
+
+/// Taylor-FO gate pruning over a gated net (Molchanov et al. 2019, as NeuralScale uses it).
+///
+/// After every backward pass `accumulate()` adds `(g_c * dL/dg_c)^2` to each channel's score.
+/// Every `frequency` minibatches `step` averages the scores over those minibatches, ranks the
+/// alive channels of all groups together, and prunes the `count` lowest: their gates, the slices
+/// that produce them and those slices' momentum are set to zero, so they stay dead. Once every
+/// group has lost a channel, each step appends (widths, P) to the trajectory.
+public final class Pruner {
+    public let settings: PruningSettings
+    let sites: [GateSite]
+    /// P of a net with the given alive widths.
+    let parameterCount: ([Int]) -> Int
+    /// Per group, per channel: the summed squared Taylor terms since the last pruning step.
+    public private(set) var scores: [[Double]]
+    public private(set) var batchesSinceStep = 0
+    public private(set) var trajectory: [TrajectoryRow] = []
+    public private(set) var stop: PruningStop?
+    /// Pruning steps taken.
+    public private(set) var steps = 0
+
+    /// Prunes the gates of `net`, which must be built with `gated: true`.
+    public convenience init(_ net: Network, settings: PruningSettings) {
+        precondition(!net.gateSites.isEmpty, "Pruner: the net has no gates; build it with makeNetwork(..., gated: true)")
+        let template = net.netDescription
+        self.init(sites: net.gateSites, settings: settings) { widths in
+            var d = template
+            d.widths = widths
+            return d.parameterCount
+        }
+    }
+
+    /// Prunes arbitrary gate sites; `parameterCount` gives P for alive widths.
+    public init(sites: [GateSite], settings: PruningSettings, parameterCount: @escaping ([Int]) -> Int) {
+        self.settings = settings
+        self.sites = sites
+        self.parameterCount = parameterCount
+        self.scores = sites.map { [Double](repeating: 0, count: $0.gate.count) }
+    }
+
+    /// Alive channels per group.
+    public var widths: [Int] { sites.map { site in (0..<site.gate.count).filter { site.gate.data[$0] != 0 }.count } }
+    public var totalChannels: Int { sites.reduce(0) { $0 + $1.gate.count } }
+    public var prunedChannels: Int { totalChannels - widths.reduce(0, +) }
+    /// P of the net with only the alive channels.
+    public var params: Int { parameterCount(widths) }
+
+    /// Adds this minibatch's `(g * dL/dg)^2` to the scores and clears the gate gradients.
+    /// Call after `backward()`.
+    public func accumulate() {
+        for (k, site) in sites.enumerated() {
+            guard let grad = site.gate.grad else { continue }
+            let g = site.gate.data, d = grad.data
+            for c in 0..<site.gate.count {
+                let t = Double(g[c]) * Double(d[c])
+                scores[k][c] += t * t
+            }
+            site.gate.grad = nil
+        }
+        batchesSinceStep += 1
+    }
+
+    /// Prunes when `frequency` minibatches have been accumulated. Returns the pruned
+    /// (group, channel) pairs, empty when it did not prune; sets `stop` when the run is over.
+    @discardableResult
+    public func step(optimizer: SGD?) -> [(group: Int, channel: Int)] {
+        guard stop == nil, batchesSinceStep >= settings.frequency else { return [] }
+        if Double(prunedChannels) >= settings.maxFraction * Double(totalChannels) {
+            stop = .reachedMaxFraction
+            return []
+        }
+        // Rank every alive channel by its mean score; ties break by (group, channel) so the
+        // order is the same on every run.
+        var ranked: [(score: Double, group: Int, channel: Int)] = []
+        for (k, site) in sites.enumerated() {
+            for c in 0..<site.gate.count where site.gate.data[c] != 0 {
+                ranked.append((scores[k][c] / Double(batchesSinceStep), k, c))
+            }
+        }
+        ranked.sort { ($0.score, $0.group, $0.channel) < ($1.score, $1.group, $1.channel) }
+        let chosen = Array(ranked.prefix(settings.count))
+        var alive = widths
+        for victim in chosen { alive[victim.group] -= 1 }
+        if alive.contains(where: { $0 < 1 }) {
+            stop = .wouldEmptyGroup
+            return []
+        }
+        for victim in chosen { prune(group: victim.group, channel: victim.channel, optimizer: optimizer) }
+        steps += 1
+        scores = sites.map { [Double](repeating: 0, count: $0.gate.count) }
+        batchesSinceStep = 0
+        let w = widths
+        if zip(w, sites).allSatisfy({ $0 < $1.gate.count }) {
+            trajectory.append(TrajectoryRow(widths: w, params: params))
+        }
+        if Double(prunedChannels) >= settings.maxFraction * Double(totalChannels) { stop = .reachedMaxFraction }
+        return chosen.map { ($0.group, $0.channel) }
+    }
+
+    /// Zeroes channel `c` of group `k`: its gate, the slices producing it, and their momentum.
+    public func prune(group k: Int, channel c: Int, optimizer: SGD?) {
+        let site = sites[k]
+        site.gate.data[c] = 0
+        for t in site.dead {
+            zeroSlice(t, c)
+            if let optimizer, let i = optimizer.parameters.firstIndex(where: { $0 === t }),
+               let buffer = optimizer.momentumBuffer(i) {
+                zeroSlice(buffer, c)
+            }
+        }
+    }
+
+    /// Restores the state of a saved run (see `state`).
+    public func restore(_ s: PrunerState) throws {
+        guard s.scores.count == scores.count, zip(s.scores, scores).allSatisfy({ $0.count == $1.count }) else {
+            throw NetError.invalid("pruner state does not match the net's groups")
+        }
+        scores = s.scores
+        batchesSinceStep = s.batchesSinceStep
+        trajectory = s.trajectory
+        stop = s.stop
+        steps = s.steps
+    }
+
+    /// Everything but the gates (which live in the net) needed to continue exactly.
+    public var state: PrunerState {
+        PrunerState(scores: scores, batchesSinceStep: batchesSinceStep, trajectory: trajectory, stop: stop, steps: steps)
+    }
+}
+
+/// A pruner's saved state.
+public struct PrunerState: Codable, Equatable, Sendable {
+    public var scores: [[Double]]
+    public var batchesSinceStep: Int
+    public var trajectory: [TrajectoryRow]
+    public var stop: PruningStop?
+    public var steps: Int
+}
+
+/// Zeroes slice `c` along the first axis of `t`.
+private func zeroSlice(_ t: Tensor, _ c: Int) {
+    let row = t.count / t.shape[0]
+    (t.data + c * row).update(repeating: 0, count: row)
+}
