@@ -34,7 +34,8 @@ let package = Package(
         // Gates, Taylor-FO importance, the pruner, trajectories, surgery.
         .target(name: "Pruning", dependencies: ["Nets"]),
         // Power-law fit, target solver, the descent loop.
-        .target(name: "ArchDescent", dependencies: ["Pruning"]),
+        // (It drives pruning runs through the training module's data sources and checkpoints.)
+        .target(name: "ArchDescent", dependencies: ["Pruning", "Training"]),
         // CIFAR, tinyImageNet, Fashion-MNIST and augmentation.
         .target(name: "Datasets", dependencies: ["Autodiff", "CZlib", "CImageCodecs"]),
         // Self-describing HDF5 checkpoints, written atomically.

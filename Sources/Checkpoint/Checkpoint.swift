@@ -68,7 +68,8 @@ public enum Checkpoint {
         let description: NetDescription = try decode(try file.readString(attribute: "net"), "net", path)
         let net: Network
         do {
-            net = try makeNetwork(description, initialization: .none)
+            // A search checkpoint holds gates (`gates.<i>`) and rebuilds a gated net.
+            net = try makeNetwork(description, initialization: .none, gated: file.exists("gates.0"))
         } catch {
             throw CheckpointError(path: path, message: "its net description is invalid: \(error)")
         }

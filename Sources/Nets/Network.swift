@@ -15,6 +15,25 @@ public enum Architecture: String, CaseIterable, Codable, Sendable {
         }
     }
 
+    /// A dotted name per width group, in group order: the layer whose output channels the group
+    /// counts (for residual block outputs, the block).
+    public var groupNames: [String] {
+        switch self {
+        case .vgg11:
+            var position = 0
+            return (0..<8).map { i in
+                defer { position += VGG11.poolAfter.contains(i) ? 4 : 3 }
+                return "features.\(position)"
+            }
+        case .mobilenetv2:
+            return ["pre.0"] + (0..<17).map { "blocks.\($0)" } + ["conv1.0"]
+        case .preactResNet18:
+            return ["conv1"] + (0..<8).flatMap { ["layers.\($0).conv1", "layers.\($0)"] }
+        case .resnet50:
+            return ["stem.0"] + (0..<16).flatMap { ["blocks.\($0).conv1", "blocks.\($0).conv2", "blocks.\($0)"] }
+        }
+    }
+
     /// Uniform scaling: `Int(width * ratio)` for every group (spec: "Uniform scaling").
     public func uniformWidths(ratio: Double) -> [Int] {
         originalWidths.map { Int(Double($0) * ratio) }

@@ -1,0 +1,364 @@
+import Foundation
+@_exported import Training
+
+/// Settings of an architecture descent (spec: "Architecture descent").
+public struct DescentConfig: Codable, Equatable, Sendable {
+    public var model: Architecture
+    public var dataset: String
+    public var iterations: Int
+    /// Epochs of training before pruning starts, at `learningRate`.
+    public var warmupEpochs: Int
+    /// The warm-up learning rate; after warm-up 0.01, divided by 1.5 every 10 epochs.
+    public var learningRate: Float
+    public var batchSize: Int
+    public var pruning: PruningSettings
+    /// Iteration 0 starts from the uniform net at this ratio, and every iteration's config has
+    /// that net's P (1.0: the original net, as in the papers).
+    public var baseRatio: Double
+    public var seed: UInt64
+    public var subset: Int?
+    public var momentum: Float = 0.9
+    public var weightDecay: Float = 5e-4
+
+    public init(model: Architecture, dataset: String, iterations: Int = 15, warmupEpochs: Int = 10,
+                learningRate: Float = 0.1, batchSize: Int = 128, pruning: PruningSettings = PruningSettings(),
+                baseRatio: Double = 1.0, seed: UInt64 = 0, subset: Int? = nil) {
+        self.model = model
+        self.dataset = dataset
+        self.iterations = iterations
+        self.warmupEpochs = warmupEpochs
+        self.learningRate = learningRate
+        self.batchSize = batchSize
+        self.pruning = pruning
+        self.baseRatio = baseRatio
+        self.seed = seed
+        self.subset = subset
+    }
+
+    public func validate() throws {
+        func fail(_ m: String) -> TrainingError { .invalidConfig(m) }
+        guard iterations >= 1, iterations <= 100 else { throw fail("--iterations must be in 1...100, got \(iterations)") }
+        guard warmupEpochs >= 0, warmupEpochs <= 1000 else { throw fail("--warmup must be in 0...1000, got \(warmupEpochs)") }
+        guard learningRate > 0, learningRate.isFinite else { throw fail("--lr must be > 0, got \(learningRate)") }
+        guard batchSize >= 2, batchSize <= 65_536 else { throw fail("--batch-size must be in 2...65536, got \(batchSize)") }
+        guard pruning.frequency >= 1 else { throw fail("--prune-every must be >= 1, got \(pruning.frequency)") }
+        guard pruning.count >= 1 else { throw fail("--prune-count must be >= 1, got \(pruning.count)") }
+        guard pruning.maxFraction > 0, pruning.maxFraction < 1 else { throw fail("--prune-max must be in (0, 1), got \(pruning.maxFraction)") }
+        guard baseRatio > 0, baseRatio <= 4 else { throw fail("--base-ratio must be in (0, 4], got \(baseRatio)") }
+        if let subset, subset < 2 { throw fail("--subset must be >= 2, got \(subset)") }
+    }
+}
+
+/// One finished pruning run of the descent.
+public struct DescentIteration: Codable, Equatable, Sendable {
+    public var index: Int
+    /// The widths the iteration's fresh net started from, and their P.
+    public var startWidths: [Int]
+    public var startParams: Int
+    public var trajectory: [TrajectoryRow]
+    public var fit: PowerLawFit
+    public var stop: PruningStop?
+    public var epochs: Int
+}
+
+/// The position inside an unfinished iteration, saved after every pruning step.
+public struct DescentProgress: Codable, Equatable, Sendable {
+    public var iteration: Int
+    public var startWidths: [Int]
+    public var epoch: Int
+    /// Minibatches of `epoch` already trained.
+    public var batch: Int
+    public var pruner: PrunerState
+    public var seconds: Double
+}
+
+/// Everything a killed descent needs to continue (the `training` attribute of `state.h5`).
+public struct DescentState: Codable, Equatable, Sendable {
+    public var config: DescentConfig
+    public var template: NetDescription
+    public var completed: [DescentIteration]
+    /// Wall time of each completed iteration (kept out of `descent.json`, which must not depend
+    /// on timing so that a resumed search reproduces it exactly).
+    public var seconds: [Double]
+    public var current: DescentProgress?
+}
+
+/// Widths and P at one ratio, NeuralScale against uniform.
+public struct ScaledConfig: Codable, Equatable, Sendable {
+    public var ratio: Double
+    public var uniformWidths: [Int]
+    public var uniformParams: Int
+    public var neuralscaleWidths: [Int]
+    public var neuralscaleParams: Int
+}
+
+/// The search's result file, `descent.json`: what `train --scaling neuralscale` reads.
+public struct DescentResult: Codable, Equatable, Sendable {
+    public var config: DescentConfig
+    public var template: NetDescription
+    public var groupNames: [String]
+    public var iterations: [DescentIteration]
+    /// From the last iteration's fit, at ratios 0.25, 0.5, 0.75 and 1.0.
+    public var ratios: [ScaledConfig]
+
+    /// The fit of iteration `index` (default: the last).
+    public func fit(iteration index: Int? = nil) throws -> PowerLawFit {
+        guard let last = iterations.last else { throw FitError("the descent has no finished iteration") }
+        guard let index else { return last.fit }
+        guard let it = iterations.first(where: { $0.index == index }) else {
+            throw FitError("iteration \(index) is not in the descent (it has 0...\(last.index))")
+        }
+        return it.fit
+    }
+
+    /// NeuralScale and uniform widths at `ratio`.
+    public func scaled(ratio: Double, iteration: Int? = nil) throws -> ScaledConfig {
+        let target = WidthSolver.target(ratio: ratio, for: template)
+        let solved = try WidthSolver.solve(try fit(iteration: iteration), target: target, template: template)
+        return ScaledConfig(ratio: ratio, uniformWidths: template.architecture.uniformWidths(ratio: ratio), uniformParams: target,
+                            neuralscaleWidths: solved.widths, neuralscaleParams: solved.params)
+    }
+
+    public static func load(_ path: String) throws -> DescentResult {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw FitError("cannot read \(path) (run `neuralscale descend` first; it writes descent.json)")
+        }
+        do {
+            return try JSONDecoder().decode(DescentResult.self, from: data)
+        } catch {
+            throw FitError("\(path) is not a descent.json: \(error)")
+        }
+    }
+}
+
+/// Receives descent progress.
+public protocol DescentReporter: AnyObject {
+    func iterationStarted(_ index: Int, of total: Int, widths: [Int], params: Int)
+    func pruned(iteration: Int, epoch: Int, channels: Int, of total: Int, params: Int, etaSeconds: Double?)
+    func iterationFinished(_ it: DescentIteration, of total: Int)
+    func message(_ text: String)
+}
+
+/// Runs the architecture descent: `iterations` pruning runs, each from a fresh net whose widths
+/// the previous run's fit gives for the target P, keeping `state.h5` after every pruning step
+/// so `--resume` continues from there.
+public final class Descent {
+    public let config: DescentConfig
+    public let template: NetDescription
+    public let outputDirectory: String
+    let train: BatchSource
+    let reporter: DescentReporter?
+    /// Checked before every minibatch; true stops the run (the CLI's Ctrl-C, tests' kills).
+    public var shouldStop: (_ iteration: Int, _ epoch: Int, _ batch: Int) -> Bool = { _, _, _ in false }
+
+    public var statePath: String { path("state.h5") }
+    public var resultPath: String { path("descent.json") }
+
+    /// - Parameter template: architecture, input channels, image size, classes (widths ignored).
+    public init(config: DescentConfig, template: NetDescription, train: BatchSource, outputDirectory: String,
+                reporter: DescentReporter?) {
+        self.config = config
+        var t = template
+        t.widths = template.architecture.uniformWidths(ratio: config.baseRatio)
+        self.template = t
+        self.train = train
+        self.outputDirectory = outputDirectory
+        self.reporter = reporter
+    }
+
+    /// A file in the output folder.
+    public func path(_ name: String) -> String { URL(fileURLWithPath: outputDirectory).appendingPathComponent(name).path }
+
+    /// P every iteration's config is solved for.
+    public var targetParams: Int { template.parameterCount }
+
+    /// Checks settings, net and output folder before any data is loaded.
+    public static func preflight(config: DescentConfig, template: NetDescription, outputDirectory: String, resume: Bool) throws {
+        try config.validate()
+        var t = template
+        t.widths = template.architecture.uniformWidths(ratio: config.baseRatio)
+        do { try t.validate() } catch { throw TrainingError.invalidConfig("\(error) (is --base-ratio too small?)") }
+        let state = URL(fileURLWithPath: outputDirectory).appendingPathComponent("state.h5").path
+        let exists = FileManager.default.fileExists(atPath: state)
+        if resume {
+            guard exists else { throw TrainingError.resume("\(state) does not exist (nothing to resume in \(outputDirectory))") }
+            let saved = try storedState(state)
+            guard saved.config == config else {
+                throw TrainingError.resume("\(state) was made with other settings: \(saved.config), given \(config)")
+            }
+        } else if exists {
+            throw TrainingError.output("\(state) already exists: pass --resume to continue that search, or choose another --out")
+        }
+    }
+
+    static func storedState(_ path: String) throws -> DescentState {
+        let loaded = try Checkpoint.load(path)
+        guard let json = loaded.training else { throw TrainingError.resume("\(path) holds no descent state") }
+        do {
+            return try JSONDecoder().decode(DescentState.self, from: Data(json.utf8))
+        } catch {
+            throw TrainingError.resume("\(path) has an unreadable descent state: \(error)")
+        }
+    }
+
+    /// Runs (or, with `resume`, continues) the descent and writes `descent.json`.
+    public func run(resume: Bool) throws -> DescentResult {
+        try Descent.preflight(config: config, template: template, outputDirectory: outputDirectory, resume: resume)
+        try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
+        var state = DescentState(config: config, template: template, completed: [], seconds: [], current: nil)
+        var resumed: LoadedCheckpoint?
+        if resume {
+            let loaded = try Checkpoint.load(statePath)
+            state = try Descent.storedState(statePath)
+            if state.current != nil { resumed = loaded }
+        }
+        while state.completed.count < config.iterations {
+            let (it, seconds) = try runIteration(&state, resuming: resumed)
+            resumed = nil
+            state.completed.append(it)
+            state.seconds.append(seconds)
+            state.current = nil
+            try writeIterationFiles(it)
+            try saveState(state, net: nil, optimizer: nil)
+            reporter?.iterationFinished(it, of: config.iterations)
+        }
+        let result = try makeResult(state)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(try encoder.encode(result), to: resultPath)
+        reporter?.message("search done in \(formatDuration(state.seconds.reduce(0, +))); results in \(resultPath)")
+        return result
+    }
+
+    /// The widths iteration `index` starts from: the base net, then the previous fit's solution.
+    func startWidths(_ state: DescentState, index: Int) throws -> [Int] {
+        guard index > 0, let previous = state.completed.last else { return template.widths }
+        return try WidthSolver.solve(previous.fit, target: targetParams, template: template).widths
+    }
+
+    private func runIteration(_ state: inout DescentState, resuming: LoadedCheckpoint?) throws -> (DescentIteration, Double) {
+        let index = state.completed.count
+        let net: Network, opt: SGD, pruner: Pruner
+        var progress: DescentProgress
+        let schedule = LearningRateSchedule.searchDefault(warmupLR: config.learningRate, warmupEpochs: config.warmupEpochs)
+        if let resuming, let saved = state.current, let optState = resuming.optimizer {
+            net = resuming.network
+            opt = SGD(parameters: net.parameters, schedule: schedule, momentum: config.momentum, weightDecay: config.weightDecay)
+            try opt.load(optState)
+            pruner = Pruner(net, settings: config.pruning)
+            try pruner.restore(saved.pruner)
+            progress = saved
+        } else {
+            var d = template
+            d.widths = try startWidths(state, index: index)
+            net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: mixSeed(config.seed, UInt64(index)))), gated: true)
+            opt = SGD(parameters: net.parameters, schedule: schedule, momentum: config.momentum, weightDecay: config.weightDecay)
+            pruner = Pruner(net, settings: config.pruning)
+            progress = DescentProgress(iteration: index, startWidths: d.widths, epoch: 0, batch: 0, pruner: pruner.state, seconds: 0)
+            state.current = progress
+            try saveState(state, net: net, optimizer: opt)  // a kill during warm-up resumes here
+        }
+        var d = template
+        d.widths = progress.startWidths
+        reporter?.iterationStarted(index, of: config.iterations, widths: d.widths, params: d.parameterCount)
+        let started = Date().timeIntervalSince1970 - progress.seconds
+        while pruner.stop == nil {
+            let epoch = progress.epoch
+            opt.beginEpoch(epoch)
+            let pruning = epoch >= config.warmupEpochs
+            var b = 0
+            for batch in train.batches(epoch: epoch) {
+                defer { b += 1 }
+                if b < progress.batch { continue }  // trained before the resume point
+                if shouldStop(index, epoch, b) { throw TrainingError.interrupted(epoch: epoch + 1, step: b) }
+                guard batch.labels.count >= 2 else { continue }
+                opt.zeroGrad()
+                let loss = crossEntropy(net.logits(batch.images, training: true), labels: batch.labels)
+                guard loss.scalar.isFinite else {
+                    Tape.current.clear()
+                    throw TrainingError.nonFiniteLoss(epoch: epoch + 1, step: b + 1, lastGood: FileManager.default.fileExists(atPath: statePath) ? statePath : nil)
+                }
+                loss.backward()
+                if pruning {
+                    pruner.accumulate()
+                } else {
+                    for site in net.gateSites { site.gate.grad = nil }
+                }
+                opt.step()
+                guard pruning else { continue }
+                let killed = pruner.step(optimizer: opt)
+                if !killed.isEmpty || pruner.stop != nil {
+                    progress.batch = b + 1
+                    progress.epoch = epoch
+                    progress.pruner = pruner.state
+                    progress.seconds = Date().timeIntervalSince1970 - started
+                    state.current = progress
+                    try saveState(state, net: net, optimizer: opt)
+                    reporter?.pruned(iteration: index, epoch: epoch + 1, channels: pruner.totalChannels - pruner.prunedChannels,
+                                     of: pruner.totalChannels, params: pruner.params, etaSeconds: eta(state, pruner: pruner, elapsed: progress.seconds))
+                }
+                if pruner.stop != nil { break }
+            }
+            if pruner.stop != nil { break }
+            progress.epoch = epoch + 1
+            progress.batch = 0
+            progress.pruner = pruner.state
+            progress.seconds = Date().timeIntervalSince1970 - started
+            state.current = progress
+            try saveState(state, net: net, optimizer: opt)
+        }
+        let fit = try PowerLawFit.fit(pruner.trajectory.isEmpty ? [TrajectoryRow(widths: progress.startWidths, params: d.parameterCount)] : pruner.trajectory)
+        if let reason = fit.fallbackReason { reporter?.message("iteration \(index): \(reason)") }
+        return (DescentIteration(index: index, startWidths: progress.startWidths, startParams: d.parameterCount,
+                                 trajectory: pruner.trajectory, fit: fit, stop: pruner.stop, epochs: progress.epoch + 1),
+                Date().timeIntervalSince1970 - started)
+    }
+
+    /// Remaining time: this iteration from the fraction of channels pruned, later ones from the
+    /// finished iterations (or this one) at the same pace.
+    func eta(_ state: DescentState, pruner: Pruner, elapsed: Double) -> Double? {
+        let goal = config.pruning.maxFraction * Double(pruner.totalChannels)
+        let done = Double(pruner.prunedChannels)
+        guard done > 0 else { return nil }
+        let warm = Double(config.warmupEpochs * train.batchCount)
+        let pruneBatches = goal / Double(config.pruning.count) * Double(config.pruning.frequency)
+        let fraction = (warm + done / Double(config.pruning.count) * Double(config.pruning.frequency)) / (warm + pruneBatches)
+        let thisTotal = elapsed / max(min(fraction, 1), 1e-6)
+        let perIteration = state.seconds.isEmpty ? thisTotal : state.seconds.reduce(0, +) / Double(state.seconds.count)
+        return max(0, thisTotal - elapsed) + perIteration * Double(config.iterations - state.completed.count - 1)
+    }
+
+    private func saveState(_ state: DescentState, net: Network?, optimizer: SGD?) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = String(decoding: try encoder.encode(state), as: UTF8.self)
+        // Between iterations there is no live net: store the base net's shape with no weights of
+        // interest, so the file still loads.
+        let holder = try net ?? makeNetwork(template, initialization: .none)
+        if net == nil { for t in holder.state { t.tensor.zero() } }
+        try Checkpoint.save(holder, optimizer: optimizer, training: json, to: statePath)
+    }
+
+    /// `iteration-<i>-trajectory.csv` (one column per group, named by its layer, then P) and
+    /// `iteration-<i>-fit.json`.
+    private func writeIterationFiles(_ it: DescentIteration) throws {
+        let names = template.architecture.groupNames
+        var csv = names.joined(separator: ",") + ",params\n"
+        for row in it.trajectory { csv += row.widths.map(String.init).joined(separator: ",") + ",\(row.params)\n" }
+        try AtomicFile.write(Data(csv.utf8), to: path("iteration-\(it.index)-trajectory.csv"))
+        struct GroupReport: Encodable { let group: String; let alpha, beta: Double; let rSquared: Double? }
+        struct FitReport: Encodable { let iteration, rows: Int; let fallbackReason: String?; let groups: [GroupReport] }
+        let report = FitReport(iteration: it.index, rows: it.fit.rows, fallbackReason: it.fit.fallbackReason,
+                               groups: zip(names, it.fit.groups).map { GroupReport(group: $0, alpha: $1.alpha, beta: $1.beta, rSquared: $1.rSquared) })
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(try encoder.encode(report), to: path("iteration-\(it.index)-fit.json"))
+    }
+
+    private func makeResult(_ state: DescentState) throws -> DescentResult {
+        var result = DescentResult(config: config, template: template, groupNames: template.architecture.groupNames,
+                                   iterations: state.completed, ratios: [])
+        result.ratios = try [0.25, 0.5, 0.75, 1.0].map { try result.scaled(ratio: $0) }
+        return result
+    }
+}

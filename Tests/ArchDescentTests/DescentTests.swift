@@ -1,0 +1,94 @@
+import ArchDescent
+import Foundation
+import XCTest
+
+final class DescentTests: XCTestCase {
+    var folder: URL!
+
+    override func setUpWithError() throws {
+        folder = FileManager.default.temporaryDirectory.appendingPathComponent("ns-descent-\(UUID().uuidString)")
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: folder) }
+
+    /// 48 learnable 1x32x32 images of 4 classes, served with shuffling and augmentation.
+    private func source() -> LoaderSource {
+        var rng = RandomGenerator(seed: 3)
+        var pixels: [UInt8] = []
+        for i in 0..<48 {
+            for y in 0..<32 { for x in 0..<32 {
+                let inSquare = (y / 8 == i % 4) && x < 16
+                pixels.append(UInt8(truncatingIfNeeded: (inSquare ? 200 : 30) + Int(rng.next() % 40)))
+            } }
+        }
+        let set = ImageSet(pixels: pixels, labels: (0..<48).map { Int32($0 % 4) }, channels: 1, height: 32, width: 32, classes: 4)
+        let all = Array(0..<48)
+        return LoaderSource(set: set, indices: all, batchSize: 8, augmentation: .standard(imageSize: 32),
+                            normalization: Normalization.fit(set, indices: all), shuffle: true, seed: 5)
+    }
+
+    private let config = DescentConfig(model: .vgg11, dataset: "memory", iterations: 2, warmupEpochs: 1, learningRate: 0.05,
+                                       batchSize: 8, pruning: PruningSettings(frequency: 2, count: 4, maxFraction: 0.6),
+                                       baseRatio: 0.125, seed: 7)
+    private let template = NetDescription.uniform(.vgg11, ratio: 1, inChannels: 1, imageSize: 32, classes: 4)
+
+    private func descent(_ name: String) -> Descent {
+        Descent(config: config, template: template, train: source(), outputDirectory: folder.appendingPathComponent(name).path,
+                reporter: nil)
+    }
+
+    /// A search killed in the middle of its second iteration and resumed writes the same
+    /// descent.json, byte for byte, as an uninterrupted one; the outputs are all there.
+    func testResumedSearchEqualsStraightSearch() throws {
+        let straight = descent("straight")
+        let result = try straight.run(resume: false)
+        XCTAssertEqual(result.iterations.count, 2)
+        for it in result.iterations {
+            XCTAssertGreaterThanOrEqual(it.trajectory.count, PowerLawFit.minimumRows, "enough rows to fit")
+            XCTAssertFalse(it.fit.isFallback)
+            XCTAssertNotNil(it.stop)
+        }
+        XCTAssertEqual(result.iterations[0].startWidths, Architecture.vgg11.uniformWidths(ratio: 0.125))
+        XCTAssertNotEqual(result.iterations[1].startWidths, result.iterations[0].startWidths, "iteration 1 starts from the fit")
+        let target = template.architecture.uniformWidths(ratio: 0.125)
+        var base = template
+        base.widths = target
+        XCTAssertLessThanOrEqual(abs(Double(result.iterations[1].startParams - base.parameterCount)) / Double(base.parameterCount), 0.005)
+        XCTAssertEqual(result.ratios.map(\.ratio), [0.25, 0.5, 0.75, 1.0])
+        for r in result.ratios {
+            XCTAssertLessThanOrEqual(abs(Double(r.neuralscaleParams - r.uniformParams)) / Double(r.uniformParams), 0.005, "ratio \(r.ratio)")
+        }
+        for i in 0..<2 {
+            let csv = try String(contentsOfFile: straight.path("iteration-\(i)-trajectory.csv"), encoding: .utf8)
+            let lines = csv.split(separator: "\n")
+            XCTAssertEqual(lines.first, "features.0,features.4,features.8,features.11,features.15,features.18,features.22,features.25,params")
+            XCTAssertEqual(lines.count, result.iterations[i].trajectory.count + 1)
+            XCTAssertTrue(FileManager.default.fileExists(atPath: straight.path("iteration-\(i)-fit.json")))
+        }
+
+        let killed = descent("killed")
+        var calls = 0
+        killed.shouldStop = { iteration, epoch, batch in
+            if iteration == 1 && epoch == 3 && batch == 3 { calls += 1; return true }
+            return false
+        }
+        XCTAssertThrowsError(try killed.run(resume: false)) { error in
+            guard case TrainingError.interrupted = error else { return XCTFail("\(error)") }
+        }
+        XCTAssertEqual(calls, 1)
+        killed.shouldStop = { _, _, _ in false }
+        _ = try killed.run(resume: true)
+        let a = try Data(contentsOf: URL(fileURLWithPath: straight.resultPath))
+        let b = try Data(contentsOf: URL(fileURLWithPath: killed.resultPath))
+        XCTAssertEqual(a, b, "descent.json after a kill and --resume differs from the uninterrupted run")
+    }
+
+    func testPreflightAndWrongResume() throws {
+        XCTAssertThrowsError(try Descent.preflight(config: config, template: template, outputDirectory: folder.path, resume: true)) {
+            XCTAssertTrue("\($0)".contains("does not exist"), "\($0)")
+        }
+        var bad = config
+        bad.pruning.maxFraction = 1
+        XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("--prune-max"), "\($0)") }
+    }
+}
