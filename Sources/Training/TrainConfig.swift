@@ -4,6 +4,8 @@ import Foundation
 public enum Scaling: String, Codable, Sendable, CaseIterable {
     /// Every original width times the ratio (spec: "Uniform scaling").
     case uniform
+    /// The widths a NeuralScale fit gives for the uniform net's P at the ratio.
+    case neuralscale
 }
 
 /// Everything that defines a training run. A resumed run must match the stored one.
@@ -23,6 +25,9 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var seed: UInt64
     /// Train on only the first N images of the training split.
     public var subset: Int?
+    /// For NeuralScale scaling: the descent.json used and its iteration (nil: the last).
+    public var descent: String?
+    public var descentIteration: Int?
 
     public init(model: Architecture, dataset: String, scaling: Scaling = .uniform, ratio: Double, epochs: Int = 150,
                 batchSize: Int = 128, learningRate: Float = 0.1, momentum: Float = 0.9, weightDecay: Float = 5e-4,

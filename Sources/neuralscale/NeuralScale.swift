@@ -9,7 +9,7 @@ struct NeuralScale: ParsableCommand {
         Subcommands arrive with the project's issues; today: the kernel benchmark.
         Run `neuralscale help <subcommand>` for its flags.
         """,
-        subcommands: [Train.self, Eval.self, Bench.self]
+        subcommands: [Train.self, Eval.self, Descend.self, Widths.self, Bench.self]
     )
 }
 

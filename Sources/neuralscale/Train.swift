@@ -1,6 +1,6 @@
+import ArchDescent
 import ArgumentParser
 import Foundation
-import Training
 
 /// Set by the first SIGINT; the trainer stops at its next check and the last checkpoint stays
 /// valid. `sig_atomic_t` is the type a signal handler may write.
@@ -37,8 +37,14 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Uniform width ratio: every width becomes Int(width * R).")
     var ratio: Double
 
-    @Option(name: .long, help: "How widths are scaled. Only 'uniform' for now; NeuralScale scaling arrives with the search.")
+    @Option(name: .long, help: "How widths are scaled: 'uniform' (every width times R) or 'neuralscale' (the widths of a search's fit with the uniform net's P at R; needs --descent).")
     var scaling = "uniform"
+
+    @Option(name: .long, help: "With --scaling neuralscale: the descent.json written by `neuralscale descend`.")
+    var descent: String?
+
+    @Option(name: .long, help: "With --scaling neuralscale: use this iteration's fit (default: the last).")
+    var iteration: Int?
 
     @Option(name: .long, help: "Dataset root folder (default: the dataset's usual place; see the README).")
     var dataDir: String?
@@ -83,8 +89,14 @@ struct Train: ParsableCommand {
         guard DatasetKind(rawValue: dataset) != nil else {
             throw ValidationError("--dataset \(dataset) is not one of \(DatasetKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard Scaling(rawValue: scaling) != nil else {
-            throw ValidationError("--scaling \(scaling) is not supported yet (only: uniform)")
+        guard let scale = Scaling(rawValue: scaling) else {
+            throw ValidationError("--scaling \(scaling) is not one of \(Scaling.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if scale == .neuralscale, descent == nil {
+            throw ValidationError("--scaling neuralscale needs --descent FILE (the descent.json of `neuralscale descend`)")
+        }
+        if scale == .uniform, descent != nil || iteration != nil {
+            throw ValidationError("--descent and --iteration only apply to --scaling neuralscale")
         }
         // Bounds first: the default milestones are computed from --epochs.
         guard epochs >= 1, epochs <= 100_000 else { throw ValidationError("--epochs must be in 1...100000, got \(epochs)") }
@@ -106,13 +118,26 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let arch = Architecture(rawValue: model)!, kind = DatasetKind(rawValue: dataset)!
-        let config = TrainConfig(model: arch, dataset: kind.rawValue, scaling: Scaling(rawValue: scaling)!, ratio: ratio,
+        var config = TrainConfig(model: arch, dataset: kind.rawValue, scaling: Scaling(rawValue: scaling)!, ratio: ratio,
                                  epochs: epochs, batchSize: batchSize, learningRate: lr, momentum: momentum,
                                  weightDecay: weightDecay, milestones: try parsedMilestones(), validationSplit: valSplit,
                                  seed: seed, subset: subset)
         let output = out ?? "checkpoints/\(model)-\(dataset)-\(scaling)-r\(ratio)-s\(seed)"
-        let description = NetDescription.uniform(arch, ratio: ratio, inChannels: kind.channels, imageSize: kind.imageSize,
+        var description = NetDescription.uniform(arch, ratio: ratio, inChannels: kind.channels, imageSize: kind.imageSize,
                                                  classes: kind.classes)
+        if let descent {
+            let result = try DescentResult.load(descent)
+            guard result.template.architecture == arch, result.template.inChannels == kind.channels,
+                  result.template.imageSize == kind.imageSize, result.template.classes == kind.classes else {
+                throw ValidationError("\(descent) was searched for \(result.template.architecture.rawValue) on \(result.config.dataset), not \(model) on \(dataset)")
+            }
+            let scaled = try result.scaled(ratio: ratio, iteration: iteration)
+            description.widths = scaled.neuralscaleWidths
+            FileHandle.standardError.write(Data(("NeuralScale widths at ratio \(ratio): \(scaled.neuralscaleWidths), P \(scaled.neuralscaleParams) "
+                + "(uniform: \(scaled.uniformParams))\n").utf8))
+        }
+        config.descent = descent
+        config.descentIteration = iteration
         // Settings, net and output folder are checked before the (possibly long) data loading.
         do {
             try Trainer.preflight(config: config, netDescription: description, outputDirectory: output, resume: resume)

@@ -1,0 +1,120 @@
+import Foundation
+
+/// Small SVG charts (any browser opens them): no plotting dependency needed for two line charts.
+public enum SVGChart {
+    public struct Series {
+        public var name: String
+        public var points: [(x: Double, y: Double)]
+        public var color: String
+        public var dashed = false
+        public var markers = true
+
+        public init(name: String, points: [(x: Double, y: Double)], color: String, dashed: Bool = false, markers: Bool = true) {
+            self.name = name
+            self.points = points
+            self.color = color
+            self.dashed = dashed
+            self.markers = markers
+        }
+    }
+
+    /// A line chart with axes, ticks, labels and a legend; `logX`/`logY` use log10 axes.
+    public static func lines(title: String, xLabel: String, yLabel: String, series: [Series],
+                             logX: Bool = false, logY: Bool = false, xTickLabels: [String]? = nil) -> String {
+        let width = 900.0, height = 520.0, left = 80.0, right = 190.0, top = 50.0, bottom = 110.0
+        let fx = { (v: Double) in logX ? log10(max(v, 1e-12)) : v }, fy = { (v: Double) in logY ? log10(max(v, 1e-12)) : v }
+        let all = series.flatMap(\.points)
+        var x0 = all.map { fx($0.x) }.min() ?? 0, x1 = all.map { fx($0.x) }.max() ?? 1
+        var y0 = all.map { fy($0.y) }.min() ?? 0, y1 = all.map { fy($0.y) }.max() ?? 1
+        if x1 - x0 < 1e-9 { x0 -= 0.5; x1 += 0.5 }
+        if y1 - y0 < 1e-9 { y0 -= 0.5; y1 += 0.5 }
+        if !logY { y0 = min(y0, 0) }
+        let pad = (y1 - y0) * 0.05
+        y1 += pad
+        if logY { y0 -= pad }
+        let px = { (v: Double) in left + (fx(v) - x0) / (x1 - x0) * (width - left - right) }
+        let py = { (v: Double) in height - bottom - (fy(v) - y0) / (y1 - y0) * (height - top - bottom) }
+        var svg = """
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" font-family="sans-serif" font-size="12">
+        <rect width="100%" height="100%" fill="white"/>
+        <text x="\(width / 2)" y="28" text-anchor="middle" font-size="16">\(escape(title))</text>
+        <line x1="\(left)" y1="\(height - bottom)" x2="\(width - right)" y2="\(height - bottom)" stroke="black"/>
+        <line x1="\(left)" y1="\(top)" x2="\(left)" y2="\(height - bottom)" stroke="black"/>
+        <text x="\((left + width - right) / 2)" y="\(height - 20)" text-anchor="middle">\(escape(xLabel))</text>
+        <text x="20" y="\((top + height - bottom) / 2)" text-anchor="middle" transform="rotate(-90 20 \((top + height - bottom) / 2))">\(escape(yLabel))</text>
+
+        """
+        for k in 0...5 {  // y ticks
+            let v = y0 + (y1 - y0) * Double(k) / 5, yy = height - bottom - (v - y0) / (y1 - y0) * (height - top - bottom)
+            let label = logY ? format(pow(10, v)) : format(v)
+            svg += "<line x1=\"\(left - 4)\" y1=\"\(yy)\" x2=\"\(width - right)\" y2=\"\(yy)\" stroke=\"#ddd\"/>"
+            svg += "<text x=\"\(left - 8)\" y=\"\(yy + 4)\" text-anchor=\"end\">\(label)</text>\n"
+        }
+        if let names = xTickLabels {
+            for (i, name) in names.enumerated() {
+                let xx = px(Double(i))
+                svg += "<text x=\"\(xx)\" y=\"\(height - bottom + 12)\" text-anchor=\"end\" font-size=\"9\" transform=\"rotate(-60 \(xx) \(height - bottom + 12))\">\(escape(name))</text>\n"
+            }
+        } else {
+            for k in 0...5 {
+                let v = x0 + (x1 - x0) * Double(k) / 5, xx = left + (v - x0) / (x1 - x0) * (width - left - right)
+                svg += "<text x=\"\(xx)\" y=\"\(height - bottom + 18)\" text-anchor=\"middle\">\(logX ? format(pow(10, v)) : format(v))</text>\n"
+            }
+        }
+        for (i, s) in series.enumerated() {
+            let path = s.points.map { "\(px($0.x)),\(py($0.y))" }.joined(separator: " ")
+            svg += "<polyline fill=\"none\" stroke=\"\(s.color)\" stroke-width=\"2\"\(s.dashed ? " stroke-dasharray=\"6 4\"" : "") points=\"\(path)\"/>\n"
+            if s.markers { for p in s.points { svg += "<circle cx=\"\(px(p.x))\" cy=\"\(py(p.y))\" r=\"2.5\" fill=\"\(s.color)\"/>" } }
+            let ly = top + 18 * Double(i)
+            svg += "\n<line x1=\"\(width - right + 15)\" y1=\"\(ly)\" x2=\"\(width - right + 40)\" y2=\"\(ly)\" stroke=\"\(s.color)\" stroke-width=\"2\"\(s.dashed ? " stroke-dasharray=\"6 4\"" : "")/>"
+            svg += "<text x=\"\(width - right + 45)\" y=\"\(ly + 4)\">\(escape(s.name))</text>\n"
+        }
+        return svg + "</svg>\n"
+    }
+
+    static func format(_ v: Double) -> String {
+        let a = abs(v)
+        if a >= 1e6 { return String(format: "%.2gM", v / 1e6) }
+        if a >= 1e3 { return String(format: "%.3gk", v / 1e3) }
+        return String(format: "%.3g", v)
+    }
+
+    static func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+    }
+}
+
+extension DescentResult {
+    /// The papers' "layer widths" figure: NeuralScale against uniform widths at `ratio`, across
+    /// the depth of the net.
+    public func widthsChart(ratio: Double = 1.0) throws -> String {
+        let s = try scaled(ratio: ratio)
+        return SVGChart.lines(
+            title: "\(template.architecture.rawValue) on \(config.dataset): layer widths at ratio \(ratio) (P uniform \(s.uniformParams), NeuralScale \(s.neuralscaleParams))",
+            xLabel: "width group (input to output)", yLabel: "filters",
+            series: [SVGChart.Series(name: "uniform", points: s.uniformWidths.enumerated().map { (Double($0), Double($1)) }, color: "#888", dashed: true),
+                     SVGChart.Series(name: "NeuralScale", points: s.neuralscaleWidths.enumerated().map { (Double($0), Double($1)) }, color: "#c0392b")],
+            xTickLabels: groupNames)
+    }
+
+    /// One iteration's trajectory: widths against P on log-log axes, with the fitted lines.
+    public func trajectoryChart(iteration index: Int) throws -> String {
+        guard let it = iterations.first(where: { $0.index == index }) else { throw FitError("no iteration \(index)") }
+        let palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+        let ps = it.trajectory.map { Double($0.params) }
+        let lo = ps.min() ?? 1, hi = ps.max() ?? 2
+        var series: [SVGChart.Series] = []
+        for (g, name) in groupNames.enumerated() {
+            let color = palette[g % palette.count]
+            series.append(SVGChart.Series(name: name, points: it.trajectory.map { (Double($0.params), Double($0.widths[g])) },
+                                          color: color, markers: true))
+            let f = it.fit.groups[g]
+            if !it.fit.isFallback {
+                series.append(SVGChart.Series(name: String(format: "fit b=%.2f R2=%.2f", f.beta, f.rSquared ?? .nan),
+                                              points: [lo, hi].map { ($0, f.alpha * pow($0, f.beta)) }, color: color, dashed: true, markers: false))
+            }
+        }
+        return SVGChart.lines(title: "iteration \(index): filters per group against parameters (log-log), with fits",
+                              xLabel: "parameters P", yLabel: "filters", series: series, logX: true, logY: true)
+    }
+}

@@ -1,0 +1,176 @@
+import ArchDescent
+import ArgumentParser
+import Foundation
+
+/// Prints descent progress: one line per pruning step on a terminal (redrawn), per iteration otherwise.
+final class ConsoleDescentReporter: DescentReporter {
+    private let isTerminal = isatty(STDERR_FILENO) != 0
+    private func write(_ s: String) { FileHandle.standardError.write(Data(s.utf8)) }
+
+    func iterationStarted(_ index: Int, of total: Int, widths: [Int], params: Int) {
+        write((isTerminal ? "\r\u{1B}[K" : "") + "iteration \(index + 1)/\(total): fresh net, \(params) parameters, widths \(widths)\n")
+    }
+
+    func pruned(iteration: Int, epoch: Int, channels: Int, of total: Int, params: Int, etaSeconds: Double?) {
+        let line = "iteration \(iteration + 1) epoch \(epoch): \(channels)/\(total) channels left, P \(params)"
+            + (etaSeconds.map { ", ETA \(formatDuration($0))" } ?? "")
+        if isTerminal { write("\r\u{1B}[K" + line) }
+    }
+
+    func iterationFinished(_ it: DescentIteration, of total: Int) {
+        let r2 = it.fit.groups.compactMap(\.rSquared)
+        let good = r2.filter { $0 >= 0.9 }.count
+        write((isTerminal ? "\r\u{1B}[K" : "") + "iteration \(it.index + 1)/\(total) done after \(it.epochs) epochs "
+              + "(\(it.stop.map(\.rawValue) ?? "?")): \(it.trajectory.count) trajectory rows, "
+              + (it.fit.isFallback ? "fit fell back to uniform scaling" : "R^2 >= 0.9 in \(good)/\(r2.count) groups") + "\n")
+    }
+
+    func message(_ text: String) { write((isTerminal ? "\r\u{1B}[K" : "") + text + "\n") }
+}
+
+struct Descend: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the NeuralScale search: Taylor-FO pruning runs, power-law fits and architecture descent.",
+        discussion: """
+        Writes under --out (default checkpoints/<model>-<dataset>/descent/): per iteration \
+        iteration-<i>-trajectory.csv (filters per group and P after every pruning step) and \
+        iteration-<i>-fit.json (alpha, beta, R^2 per group); descent.json (all fits, and the \
+        NeuralScale and uniform widths and P at ratios 0.25-1.0); widths-r1.0.svg and \
+        iteration-<i>-trajectory.svg. state.h5 is saved atomically after every pruning step: \
+        Ctrl-C, then --resume, continues from there. Use the result with \
+        `neuralscale train --scaling neuralscale --descent <out>/descent.json --ratio R`.
+        """
+    )
+
+    enum Preset: String, ExpressibleByArgument, CaseIterable {
+        case quick
+    }
+
+    @Option(name: .long, help: "The net: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var model: String
+    @Option(name: .long, help: "The dataset: \(DatasetKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var dataset: String
+    @Option(name: .long, help: "'quick': a demonstration in minutes (base ratio 0.25, 1 warm-up epoch, pruning every 10 minibatches, 3 iterations, 5000 images). Explicit flags override it.")
+    var preset: Preset?
+    @Option(name: .long, help: "Architecture-descent iterations (pruning runs). (default: 15)")
+    var iterations: Int?
+    @Option(name: .long, help: "Epochs of training before pruning starts. (default: 10)")
+    var warmup: Int?
+    @Option(name: .long, help: "Warm-up learning rate; afterwards 0.01, divided by 1.5 every 10 epochs. (default: 0.1)")
+    var lr: Float?
+    @Option(name: .long, help: "Images per minibatch. (default: 128)")
+    var batchSize: Int?
+    @Option(name: .long, help: "Minibatches between pruning steps. (default: 50; 100 for tinyimagenet)")
+    var pruneEvery: Int?
+    @Option(name: .long, help: "Channels pruned per step. (default: 10)")
+    var pruneCount: Int?
+    @Option(name: .long, help: "Stop a pruning run once this fraction of all channels is pruned. (default: 0.95)")
+    var pruneMax: Double?
+    @Option(name: .long, help: "Iteration 0 starts from the uniform net at this ratio, and every config keeps its P. (default: 1.0)")
+    var baseRatio: Double?
+    @Option(name: .long, help: "Seed of initialization, split, shuffling and augmentation.")
+    var seed: UInt64 = 0
+    @Option(name: .long, help: "Search on a seeded random subset of N training images.")
+    var subset: Int?
+    @Option(name: .long, help: "Dataset root folder (default: the dataset's usual place).")
+    var dataDir: String?
+    @Option(name: .long, help: "Output folder.")
+    var out: String?
+    @Flag(name: .long, help: "Continue the search in --out from its state.h5.")
+    var resume = false
+
+    func validate() throws {
+        guard Architecture(rawValue: model) != nil else {
+            throw ValidationError("--model \(model) is not one of \(Architecture.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard DatasetKind(rawValue: dataset) != nil else {
+            throw ValidationError("--dataset \(dataset) is not one of \(DatasetKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        do { try makeConfig().validate() } catch { throw ValidationError("\(error)") }
+    }
+
+    func makeConfig() -> DescentConfig {
+        let kind = DatasetKind(rawValue: dataset)!
+        let quick = preset == .quick
+        return DescentConfig(
+            model: Architecture(rawValue: model)!, dataset: dataset,
+            iterations: iterations ?? (quick ? 3 : 15), warmupEpochs: warmup ?? (quick ? 1 : 10),
+            learningRate: lr ?? 0.1, batchSize: batchSize ?? 128,
+            pruning: PruningSettings(frequency: pruneEvery ?? (quick ? 10 : (kind == .tinyimagenet ? 100 : 50)),
+                                     count: pruneCount ?? 10, maxFraction: pruneMax ?? 0.95),
+            baseRatio: baseRatio ?? (quick ? 0.25 : 1.0), seed: seed, subset: subset ?? (quick ? 5000 : nil))
+    }
+
+    func run() throws {
+        let kind = DatasetKind(rawValue: dataset)!
+        let config = makeConfig()
+        let output = out ?? "checkpoints/\(model)-\(dataset)/descent"
+        let template = NetDescription.uniform(config.model, ratio: 1, inChannels: kind.channels, imageSize: kind.imageSize,
+                                              classes: kind.classes)
+        try Descent.preflight(config: config, template: template, outputDirectory: output, resume: resume)
+        installInterruptHandler()
+        let reporter = ConsoleDescentReporter()
+        let data = try DatasetSources.load(kind, directory: dataDir, validationSplit: 0, seed: seed, subset: config.subset,
+                                           batchSize: config.batchSize, reporter: ConsoleReporter())
+        let descent = Descent(config: config, template: template, train: data.train, outputDirectory: output, reporter: reporter)
+        descent.shouldStop = { _, _, _ in interruptRequested != 0 }
+        let result = try descent.run(resume: resume)
+        try AtomicFile.write(Data(try result.widthsChart(ratio: 1.0).utf8), to: descent.path("widths-r1.0.svg"))
+        for it in result.iterations {
+            try AtomicFile.write(Data(try result.trajectoryChart(iteration: it.index).utf8), to: descent.path("iteration-\(it.index)-trajectory.svg"))
+        }
+        print(WidthsTable.render(result, ratio: 1.0))
+        print("\nwritten: \(descent.resultPath), widths-r1.0.svg, iteration-<i>-trajectory.csv/.svg, iteration-<i>-fit.json in \(output)")
+    }
+}
+
+/// Per-group uniform and NeuralScale widths, as a text table.
+enum WidthsTable {
+    static func render(_ result: DescentResult, ratio: Double, iteration: Int? = nil) -> String {
+        guard let s = try? result.scaled(ratio: ratio, iteration: iteration) else { return "no fit" }
+        let fit = try? result.fit(iteration: iteration)
+        var lines = ["ratio \(ratio): uniform P \(s.uniformParams), NeuralScale P \(s.neuralscaleParams) "
+                     + String(format: "(%+.2f%%)", 100 * Double(s.neuralscaleParams - s.uniformParams) / Double(s.uniformParams))]
+        lines.append("group".padding(toLength: 22, withPad: " ", startingAt: 0) + "uniform  neuralscale  beta    R^2")
+        for (g, name) in result.groupNames.enumerated() {
+            let f = fit?.groups[g]
+            lines.append(name.padding(toLength: 22, withPad: " ", startingAt: 0)
+                         + String(format: "%-9d%-13d%-8.3f", s.uniformWidths[g], s.neuralscaleWidths[g], f?.beta ?? 0)
+                         + (f?.rSquared.map { String(format: "%.3f", $0) } ?? "-"))
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+struct Widths: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the uniform and NeuralScale widths of every group side by side.")
+
+    @Option(name: .long, help: "A descent.json written by `neuralscale descend`.")
+    var descent: String
+    @Option(name: .long, help: "Width ratio (the NeuralScale net gets the uniform net's P at this ratio).")
+    var ratio = 1.0
+    @Option(name: .long, help: "Use this iteration's fit (default: the last).")
+    var iteration: Int?
+    @Flag(name: .long, help: "Print one JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard ratio > 0, ratio <= 4 else { throw ValidationError("--ratio must be in (0, 4], got \(ratio)") }
+    }
+
+    func run() throws {
+        let result = try DescentResult.load(descent)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            struct Report: Encodable { let groups: [String]; let scaled: ScaledConfig; let iteration: Int }
+            let report = Report(groups: result.groupNames, scaled: try result.scaled(ratio: ratio, iteration: iteration),
+                                iteration: iteration ?? result.iterations.last?.index ?? 0)
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            _ = try result.scaled(ratio: ratio, iteration: iteration)  // surfaces a bad --iteration
+            print(WidthsTable.render(result, ratio: ratio, iteration: iteration))
+        }
+    }
+}
