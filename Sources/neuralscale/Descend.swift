@@ -2,9 +2,11 @@ import ArchDescent
 import ArgumentParser
 import Foundation
 
-/// Prints descent progress: one line per pruning step on a terminal (redrawn), per iteration otherwise.
+/// Prints descent progress: a line redrawn after every pruning step on a terminal; otherwise a
+/// plain line at most every 30 seconds, and one per iteration.
 final class ConsoleDescentReporter: DescentReporter {
     private let isTerminal = isatty(STDERR_FILENO) != 0
+    private var lastLine = Date.distantPast
     private func write(_ s: String) { FileHandle.standardError.write(Data(s.utf8)) }
 
     func iterationStarted(_ index: Int, of total: Int, widths: [Int], params: Int) {
@@ -14,7 +16,12 @@ final class ConsoleDescentReporter: DescentReporter {
     func pruned(iteration: Int, epoch: Int, channels: Int, of total: Int, params: Int, etaSeconds: Double?) {
         let line = "iteration \(iteration + 1) epoch \(epoch): \(channels)/\(total) channels left, P \(params)"
             + (etaSeconds.map { ", ETA \(formatDuration($0))" } ?? "")
-        if isTerminal { write("\r\u{1B}[K" + line) }
+        if isTerminal {
+            write("\r\u{1B}[K" + line)
+        } else if Date().timeIntervalSince(lastLine) >= 30 {  // plain lines for logs, not too many
+            lastLine = Date()
+            write(line + "\n")
+        }
     }
 
     func iterationFinished(_ it: DescentIteration, of total: Int) {
