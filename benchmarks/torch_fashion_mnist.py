@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, "/work/shared/reference")
+# shared/reference sits beside the project folder.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../shared/reference"))
 from models import vgg11  # noqa: E402
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
