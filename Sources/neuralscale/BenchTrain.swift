@@ -15,8 +15,8 @@ struct BenchTrain: ParsableCommand {
         """
     )
 
-    @Option(name: .long, help: "The net: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var model: String
+    @Option(name: .long, help: "The net.")
+    var model: Architecture
 
     @Option(name: .long, help: "Uniform width ratio.")
     var ratio = 1.0
@@ -31,15 +31,12 @@ struct BenchTrain: ParsableCommand {
     var profile = false
 
     func validate() throws {
-        guard Architecture(rawValue: model) != nil else {
-            throw ValidationError("--model \(model) is not one of \(Architecture.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
         guard ratio > 0, ratio <= 4 else { throw ValidationError("--ratio must be in (0, 4], got \(ratio)") }
         guard batchSize >= 2, steps >= 1 else { throw ValidationError("--batch-size must be >= 2 and --steps >= 1") }
     }
 
     func run() throws {
-        let arch = Architecture(rawValue: model)!
+        let arch = model
         let d = NetDescription.uniform(arch, ratio: ratio, inChannels: 3, imageSize: 32, classes: 10)
         let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 0)))
         let opt = SGD(parameters: net.parameters, schedule: .constant(0.05), momentum: 0.9, weightDecay: 5e-4)
@@ -63,7 +60,7 @@ struct BenchTrain: ParsableCommand {
         let start = monotonicSeconds()
         for _ in 0..<steps { step(timed: true) }
         let perStep = (monotonicSeconds() - start) / Double(steps)
-        print("\(model) " + String(format: "ratio=%g batch=%d threads=%d params=%d step=%.1fms images/s=%.1f",
+        print("\(model.rawValue) " + String(format: "ratio=%g batch=%d threads=%d params=%d step=%.1fms images/s=%.1f",
                                    ratio, batchSize, Parallel.workers, net.parameterCount, perStep * 1e3,
                                    Double(batchSize) / perStep))
         if profile {

@@ -53,10 +53,10 @@ struct Descend: ParsableCommand {
         case quick
     }
 
-    @Option(name: .long, help: "The net: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var model: String
-    @Option(name: .long, help: "The dataset: \(DatasetKind.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var dataset: String
+    @Option(name: .long, help: "The net.")
+    var model: Architecture
+    @Option(name: .long, help: "The dataset.")
+    var dataset: DatasetKind
     @Option(name: .long, help: "'quick': a demonstration in minutes (base ratio 0.25, 1 warm-up epoch, pruning every 10 minibatches, 3 iterations, 5000 images). Explicit flags override it.")
     var preset: Preset?
     @Option(name: .long, help: "Architecture-descent iterations (pruning runs). (default: 15)")
@@ -87,20 +87,14 @@ struct Descend: ParsableCommand {
     var resume = false
 
     func validate() throws {
-        guard Architecture(rawValue: model) != nil else {
-            throw ValidationError("--model \(model) is not one of \(Architecture.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        guard DatasetKind(rawValue: dataset) != nil else {
-            throw ValidationError("--dataset \(dataset) is not one of \(DatasetKind.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
         do { try makeConfig().validate() } catch { throw ValidationError("\(error)") }
     }
 
     func makeConfig() -> DescentConfig {
-        let kind = DatasetKind(rawValue: dataset)!
+        let kind = dataset
         let quick = preset == .quick
         return DescentConfig(
-            model: Architecture(rawValue: model)!, dataset: dataset,
+            model: model, dataset: dataset.rawValue,
             iterations: iterations ?? (quick ? 3 : 15), warmupEpochs: warmup ?? (quick ? 1 : 10),
             learningRate: lr ?? 0.1, batchSize: batchSize ?? 128,
             pruning: PruningSettings(frequency: pruneEvery ?? (quick ? 10 : (kind == .tinyimagenet ? 100 : 50)),
@@ -109,9 +103,9 @@ struct Descend: ParsableCommand {
     }
 
     func run() throws {
-        let kind = DatasetKind(rawValue: dataset)!
+        let kind = dataset
         let config = makeConfig()
-        let output = out ?? "checkpoints/\(model)-\(dataset)/descent"
+        let output = out ?? "checkpoints/\(model.rawValue)-\(dataset.rawValue)/descent"
         let template = NetDescription.uniform(config.model, ratio: 1, inChannels: kind.channels, imageSize: kind.imageSize,
                                               classes: kind.classes)
         try Descent.preflight(config: config, template: template, outputDirectory: output, resume: resume)

@@ -1,4 +1,10 @@
+import ArchDescent
 import ArgumentParser
+
+// The nets and datasets are flag values as they are: ArgumentParser then checks them and lists
+// the choices in --help and in its error messages.
+extension Architecture: ExpressibleByArgument {}
+extension DatasetKind: ExpressibleByArgument {}
 
 @main
 struct NeuralScale: ParsableCommand {
@@ -6,7 +12,6 @@ struct NeuralScale: ParsableCommand {
         commandName: "neuralscale",
         abstract: "Train, prune and rescale convolutional nets on the CPU (NeuralScale, CVPR 2020).",
         discussion: """
-        Subcommands arrive with the project's issues; today: the kernel benchmark.
         Run `neuralscale help <subcommand>` for its flags.
         """,
         subcommands: [Train.self, Eval.self, Descend.self, Widths.self, Bench.self]

@@ -28,11 +28,11 @@ struct Train: ParsableCommand {
         """
     )
 
-    @Option(name: .long, help: "The net: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var model: String
+    @Option(name: .long, help: "The net.")
+    var model: Architecture
 
-    @Option(name: .long, help: "The dataset: \(DatasetKind.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var dataset: String
+    @Option(name: .long, help: "The dataset.")
+    var dataset: DatasetKind
 
     @Option(name: .long, help: "Uniform width ratio: every width becomes Int(width * R).")
     var ratio: Double
@@ -73,7 +73,7 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Seed of initialization, split, shuffling and augmentation.")
     var seed: UInt64 = 0
 
-    @Option(name: .long, help: "Train on only the first N images of the training split (quick runs).")
+    @Option(name: .long, help: "Train on a seeded random subset of N images of the training split (quick runs).")
     var subset: Int?
 
     @Option(name: .long, help: "Output folder.")
@@ -83,12 +83,6 @@ struct Train: ParsableCommand {
     var resume = false
 
     func validate() throws {
-        guard Architecture(rawValue: model) != nil else {
-            throw ValidationError("--model \(model) is not one of \(Architecture.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        guard DatasetKind(rawValue: dataset) != nil else {
-            throw ValidationError("--dataset \(dataset) is not one of \(DatasetKind.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
         guard let scale = Scaling(rawValue: scaling) else {
             throw ValidationError("--scaling \(scaling) is not one of \(Scaling.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -117,19 +111,19 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        let arch = Architecture(rawValue: model)!, kind = DatasetKind(rawValue: dataset)!
+        let arch = model, kind = dataset
         var config = TrainConfig(model: arch, dataset: kind.rawValue, scaling: Scaling(rawValue: scaling)!, ratio: ratio,
                                  epochs: epochs, batchSize: batchSize, learningRate: lr, momentum: momentum,
                                  weightDecay: weightDecay, milestones: try parsedMilestones(), validationSplit: valSplit,
                                  seed: seed, subset: subset)
-        let output = out ?? "checkpoints/\(model)-\(dataset)-\(scaling)-r\(ratio)-s\(seed)"
+        let output = out ?? "checkpoints/\(model.rawValue)-\(dataset.rawValue)-\(scaling)-r\(ratio)-s\(seed)"
         var description = NetDescription.uniform(arch, ratio: ratio, inChannels: kind.channels, imageSize: kind.imageSize,
                                                  classes: kind.classes)
         if let descent {
             let result = try DescentResult.load(descent)
             guard result.template.architecture == arch, result.template.inChannels == kind.channels,
                   result.template.imageSize == kind.imageSize, result.template.classes == kind.classes else {
-                throw ValidationError("\(descent) was searched for \(result.template.architecture.rawValue) on \(result.config.dataset), not \(model) on \(dataset)")
+                throw ValidationError("\(descent) was searched for \(result.template.architecture.rawValue) on \(result.config.dataset), not \(model.rawValue) on \(dataset.rawValue)")
             }
             let scaled = try result.scaled(ratio: ratio, iteration: iteration)
             description.widths = scaled.neuralscaleWidths
