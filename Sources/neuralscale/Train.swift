@@ -34,7 +34,7 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "The dataset.")
     var dataset: DatasetKind
 
-    @Option(name: .long, help: "Uniform width ratio: every width becomes Int(width * R).")
+    @Option(name: .long, help: "Width ratio R: uniform scaling makes every width Int(width * R); NeuralScale scaling matches that net's P.")
     var ratio: Double
 
     @Option(name: .long, help: "How widths are scaled: 'uniform' (every width times R) or 'neuralscale' (the widths of a search's fit with the uniform net's P at R; needs --descent).")
