@@ -135,6 +135,8 @@ public struct DescentResult: Codable, Equatable, Sendable {
 public protocol DescentReporter: AnyObject {
     func iterationStarted(_ index: Int, of total: Int, widths: [Int], params: Int)
     func pruned(iteration: Int, epoch: Int, channels: Int, of total: Int, params: Int, etaSeconds: Double?)
+    /// After every epoch (warm-up epochs included): the epoch (1-based) and the alive channels.
+    func epochFinished(iteration: Int, epoch: Int, warmup: Bool, channels: Int, of total: Int, params: Int, seconds: Double)
     func iterationFinished(_ it: DescentIteration, of total: Int)
     func message(_ text: String)
 }
@@ -306,6 +308,9 @@ public final class Descent {
             progress.seconds = Date().timeIntervalSince1970 - started
             state.current = progress
             try saveState(state, net: net, optimizer: opt)
+            reporter?.epochFinished(iteration: index, epoch: epoch + 1, warmup: !pruning,
+                                    channels: pruner.totalChannels - pruner.prunedChannels, of: pruner.totalChannels,
+                                    params: pruner.params, seconds: progress.seconds)
         }
         let fit = try PowerLawFit.fit(pruner.trajectory.isEmpty ? [TrajectoryRow(widths: progress.startWidths, params: d.parameterCount)] : pruner.trajectory)
         if let reason = fit.fallbackReason { reporter?.message("iteration \(index): \(reason)") }

@@ -24,6 +24,11 @@ final class ConsoleDescentReporter: DescentReporter {
         }
     }
 
+    func epochFinished(iteration: Int, epoch: Int, warmup: Bool, channels: Int, of total: Int, params: Int, seconds: Double) {
+        write((isTerminal ? "\r\u{1B}[K" : "") + "iteration \(iteration + 1) epoch \(epoch)\(warmup ? " (warm-up)" : ""): "
+              + "\(channels)/\(total) channels left, P \(params), \(formatDuration(seconds)) into the iteration\n")
+    }
+
     func iterationFinished(_ it: DescentIteration, of total: Int) {
         let r2 = it.fit.groups.compactMap(\.rSquared)
         let good = r2.filter { $0 >= 0.9 }.count
