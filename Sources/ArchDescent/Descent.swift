@@ -133,7 +133,8 @@ public struct DescentResult: Codable, Equatable, Sendable {
 
 /// Receives descent progress.
 public protocol DescentReporter: AnyObject {
-    func iterationStarted(_ index: Int, of total: Int, widths: [Int], params: Int)
+    /// `resumedAt`: the 1-based epoch a resumed iteration continues in, nil for a fresh net.
+    func iterationStarted(_ index: Int, of total: Int, widths: [Int], params: Int, resumedAt epoch: Int?)
     func pruned(iteration: Int, epoch: Int, channels: Int, of total: Int, params: Int, etaSeconds: Double?)
     /// After every epoch (warm-up epochs included): the epoch (1-based) and the alive channels.
     func epochFinished(iteration: Int, epoch: Int, warmup: Bool, channels: Int, of total: Int, params: Int, seconds: Double)
@@ -262,7 +263,8 @@ public final class Descent {
         }
         var d = template
         d.widths = progress.startWidths
-        reporter?.iterationStarted(index, of: config.iterations, widths: d.widths, params: d.parameterCount)
+        reporter?.iterationStarted(index, of: config.iterations, widths: d.widths, params: d.parameterCount,
+                                   resumedAt: resuming == nil ? nil : progress.epoch + 1)
         let started = Date().timeIntervalSince1970 - progress.seconds
         while pruner.stop == nil {
             let epoch = progress.epoch

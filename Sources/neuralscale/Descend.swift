@@ -9,8 +9,9 @@ final class ConsoleDescentReporter: DescentReporter {
     private var lastLine = Date.distantPast
     private func write(_ s: String) { FileHandle.standardError.write(Data(s.utf8)) }
 
-    func iterationStarted(_ index: Int, of total: Int, widths: [Int], params: Int) {
-        write((isTerminal ? "\r\u{1B}[K" : "") + "iteration \(index + 1)/\(total): fresh net, \(params) parameters, widths \(widths)\n")
+    func iterationStarted(_ index: Int, of total: Int, widths: [Int], params: Int, resumedAt epoch: Int?) {
+        let how = epoch.map { "resumed in epoch \($0) from state.h5" } ?? "fresh net"
+        write((isTerminal ? "\r\u{1B}[K" : "") + "iteration \(index + 1)/\(total): \(how), \(params) parameters, widths \(widths)\n")
     }
 
     func pruned(iteration: Int, epoch: Int, channels: Int, of total: Int, params: Int, etaSeconds: Double?) {
