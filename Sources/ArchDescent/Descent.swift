@@ -195,13 +195,10 @@ public final class Descent {
     }
 
     static func storedState(_ path: String) throws -> DescentState {
-        let loaded = try Checkpoint.load(path)
-        guard let json = loaded.training else { throw TrainingError.resume("\(path) holds no descent state") }
-        do {
-            return try JSONDecoder().decode(DescentState.self, from: Data(json.utf8))
-        } catch {
-            throw TrainingError.resume("\(path) has an unreadable descent state: \(error)")
+        guard let state = try Checkpoint.load(path).training(as: DescentState.self) else {
+            throw TrainingError.resume("\(path) holds no descent state")
         }
+        return state
     }
 
     /// Runs (or, with `resume`, continues) the descent and writes `descent.json`.
@@ -252,6 +249,9 @@ public final class Descent {
             try pruner.restore(saved.pruner)
             progress = saved
         } else {
+            // Every iteration has new widths, so the previous net's activation sizes never recur:
+            // hand their pooled buffers back instead of keeping them for the whole search.
+            BufferPool.shared.drain()
             var d = template
             d.widths = try startWidths(state, index: index)
             net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: mixSeed(config.seed, UInt64(index)))), gated: true)

@@ -68,11 +68,6 @@ public final class Tensor {
         return data[0]
     }
 
-    /// Typed view of the elements, for kernels.
-    @inline(__always) public var buffer: UnsafeMutableBufferPointer<Float> {
-        UnsafeMutableBufferPointer(start: data, count: count)
-    }
-
     /// Copies `other`'s values into this tensor. Shapes must hold the same number of elements.
     public func copy(from other: Tensor) {
         precondition(other.count == count, "Tensor.copy: shapes \(other.shape) and \(shape) differ in size")
@@ -125,15 +120,12 @@ public final class BufferPool: @unchecked Sendable {
 
     private var freeLists: [Int: [UnsafeMutablePointer<Float>]] = [:]
     private var lock = pthread_mutex_t()
-    /// Bytes currently held in free lists.
-    public private(set) var pooledBytes = 0
 
     init() { pthread_mutex_init(&lock, nil) }
 
     func acquire(_ count: Int) -> UnsafeMutablePointer<Float> {
         pthread_mutex_lock(&lock)
         if let p = freeLists[count]?.popLast() {
-            pooledBytes -= count * 4
             pthread_mutex_unlock(&lock)
             return p
         }
@@ -147,7 +139,6 @@ public final class BufferPool: @unchecked Sendable {
     func release(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
         pthread_mutex_lock(&lock)
         freeLists[count, default: []].append(pointer)
-        pooledBytes += count * 4
         pthread_mutex_unlock(&lock)
     }
 
@@ -156,7 +147,6 @@ public final class BufferPool: @unchecked Sendable {
         pthread_mutex_lock(&lock)
         for (_, list) in freeLists { for p in list { free(p) } }
         freeLists.removeAll()
-        pooledBytes = 0
         pthread_mutex_unlock(&lock)
     }
 }

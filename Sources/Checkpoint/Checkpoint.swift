@@ -122,3 +122,16 @@ public struct LoadedCheckpoint {
     /// The trainer's opaque JSON state, when the checkpoint has one.
     public let training: String?
 }
+
+extension LoadedCheckpoint {
+    /// The trainer's JSON state decoded as `T`, or nil when the checkpoint has none.
+    /// - Throws: `CheckpointError` naming the file when the state does not decode as `T`.
+    public func training<T: Decodable>(as type: T.Type) throws -> T? {
+        guard let training else { return nil }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(training.utf8))
+        } catch {
+            throw CheckpointError(path: path, message: "its training state is unreadable: \(error)")
+        }
+    }
+}

@@ -107,12 +107,10 @@ public final class Trainer {
     }
 
     static func storedState(_ loaded: LoadedCheckpoint, path: String) throws -> TrainingState {
-        guard let json = loaded.training else { throw TrainingError.resume("\(path) holds no training state") }
-        do {
-            return try JSONDecoder().decode(TrainingState.self, from: Data(json.utf8))
-        } catch {
-            throw TrainingError.resume("\(path) has an unreadable training state: \(error)")
+        guard let state = try loaded.training(as: TrainingState.self) else {
+            throw TrainingError.resume("\(path) holds no training state")
         }
+        return state
     }
 
     /// Removes temporary files that killed runs left in the output folder.

@@ -76,7 +76,10 @@ struct BenchConv: ParsableCommand {
                 let t2 = monotonicSeconds()
                 if it > 0 { bestF = min(bestF, t1 - t0); bestB = min(bestB, t2 - t1) }
             }
-            let flop = 3 * 2 * Double(batchSize * l.cout * l.cin * 9 * l.size * l.size)
+            // Forward, plus the weight and input gradients at the forward's cost each.
+            let geometry = try Conv2DGeometry.validate(input: x.shape, weight: w.shape, bias: b.shape,
+                                                       stride: (1, 1), padding: (1, 1), groups: 1)
+            let flop = 3 * geometry.forwardFLOPs
             totalFlop += flop
             totalSeconds += bestF + bestB
             results.append(LayerResult(layer: "conv\(i + 1) \(l.cin)->\(l.cout) @\(l.size)x\(l.size)",

@@ -178,7 +178,7 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         let loaded = try Checkpoint.load(checkpoint)
-        let state = try loaded.training.map { try JSONDecoder().decode(TrainingState.self, from: Data($0.utf8)) }
+        let state = try loaded.training(as: TrainingState.self)
         guard let name = dataset ?? state?.config.dataset, let kind = DatasetKind(rawValue: name) else {
             throw ValidationError("\(checkpoint) does not say which dataset it was trained on; pass --dataset")
         }
