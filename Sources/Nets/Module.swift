@@ -85,9 +85,10 @@ public final class Initializer {
 public struct GateSite {
     /// [C], 1 for alive channels, 0 for pruned ones.
     public let gate: Tensor
-    /// Tensors whose slice `c` along the first axis produces channel `c` of the gated output
-    /// (conv filters, conv bias, BN weight and bias). Pruning zeroes these slices and their
-    /// momentum, so the channel stays dead.
+    /// Tensors whose slice `c` along the first axis belongs to channel `c` alone: the conv
+    /// filters, conv bias and BN weight and bias that produce it, and the weight and bias of a
+    /// BN that consumes it where that BN would turn its zero into a constant. Pruning zeroes
+    /// these slices and their momentum, so the channel stays dead.
     public let dead: [Tensor]
 
     public init(gate: Tensor, dead: [Tensor]) {
@@ -137,4 +138,24 @@ extension BatchNorm2d {
 extension Conv2d {
     /// The per-output-channel tensors of this conv (filters and bias).
     var channelTensors: [Tensor] { [weight] + (bias.map { [$0] } ?? []) }
+}
+
+/// Which width groups a tensor's first two axes run over: what pruning surgery needs to cut a
+/// gated net's tensors down to its alive channels. `nil` keeps the axis whole.
+public struct ChannelAxes: Equatable, Sendable {
+    /// The group of axis 0 (a conv's or linear's output channels; a BN's or bias's channels).
+    public let rows: Int?
+    /// The group of axis 1 (a conv's or linear's input channels). A linear layer on flattened
+    /// `C x H x W` features has `H * W` columns per channel.
+    public let columns: Int?
+}
+
+extension Module {
+    /// Records the axes of every tensor of this module under `prefix`: weights run over `out` x
+    /// `in`, vectors over `out`.
+    func wire(_ prefix: String, out: Int?, in: Int?, into axes: inout [String: ChannelAxes]) {
+        var s: [NamedTensor] = []
+        collectState(prefix: prefix, into: &s)
+        for t in s { axes[t.name] = ChannelAxes(rows: out, columns: t.tensor.shape.count >= 2 ? `in` : nil) }
+    }
 }

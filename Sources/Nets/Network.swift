@@ -50,13 +50,22 @@ public struct NetDescription: Codable, Equatable, Sendable {
     public var classes: Int
     /// One width per group.
     public var widths: [Int]
+    /// Shortcut of each residual block, for nets made by pruning surgery; nil for the spec's
+    /// rule (see `resolvedShortcuts`).
+    public var shortcuts: [Shortcut]?
+    /// MobileNetV2's expansion widths, for nets made by pruning surgery; nil when they follow
+    /// from the input widths (see `resolvedExpansions`).
+    public var expansions: [Int]?
 
-    public init(architecture: Architecture, inChannels: Int, imageSize: Int, classes: Int, widths: [Int]) {
+    public init(architecture: Architecture, inChannels: Int, imageSize: Int, classes: Int, widths: [Int],
+                shortcuts: [Shortcut]? = nil, expansions: [Int]? = nil) {
         self.architecture = architecture
         self.inChannels = inChannels
         self.imageSize = imageSize
         self.classes = classes
         self.widths = widths
+        self.shortcuts = shortcuts
+        self.expansions = expansions
     }
 
     /// The net scaled uniformly by `ratio`.
@@ -81,6 +90,7 @@ public struct NetDescription: Codable, Equatable, Sendable {
         guard imageSize >= 32, imageSize % 32 == 0 else {
             throw NetError.invalid("image size \(imageSize) is not a multiple of 32 (32 for CIFAR, 64 for tinyImageNet)")
         }
+        try validateSurgeryFields()
     }
 
     /// True for 64x64 and larger inputs, which take the extra strides of the spec.
@@ -99,6 +109,8 @@ public protocol Network: Module {
     var netDescription: NetDescription { get }
     /// One site per width group, in group order, when built with `gated: true`; else empty.
     var gateSites: [GateSite] { get }
+    /// The width groups each tensor (by dotted name, gates aside) runs over.
+    var channelAxes: [String: ChannelAxes] { get }
     /// - Parameter x: [N, inChannels, imageSize, imageSize]
     /// - Returns: [N, classes]
     func logits(_ x: Tensor, training: Bool) -> Tensor

@@ -16,32 +16,31 @@ extension NetDescription {
             return p + c * side * side * classes + classes
         case .mobilenetv2:
             var p = conv(inChannels, w[0], k: 3, bias: true) + bn(w[0]), c = w[0]
-            for (b, plan) in MobileNetV2.bottleneckPlan(largeInput: largeInput).enumerated() {
-                let m = c * plan.t, out = w[b + 1]
+            for (b, (m, shortcut)) in zip(resolvedExpansions, resolvedShortcuts).enumerated() {
+                let out = w[b + 1]
                 p += conv(c, m, k: 1, bias: true) + bn(m)
                 p += m * 9 + m + bn(m)  // depthwise 3x3 with bias
                 p += conv(m, out, k: 1, bias: true) + bn(out)
-                if plan.stride != 1 || c != out { p += conv(c, out, k: 1, bias: true) + bn(out) }
+                if shortcut == .projection { p += conv(c, out, k: 1, bias: true) + bn(out) }
                 c = out
             }
             return p + conv(c, w[18], k: 1, bias: true) + bn(w[18]) + conv(w[18], classes, k: 1, bias: true)
         case .preactResNet18:
             var p = conv(inChannels, w[0], k: 3, bias: false), c = w[0]
-            for b in 0..<8 {
+            for (b, shortcut) in resolvedShortcuts.enumerated() {
                 let inner = w[1 + 2 * b], out = w[2 + 2 * b]
-                let stride = PreActResNet18.stride(block: b, largeInput: largeInput)
                 p += bn(c) + conv(c, inner, k: 3, bias: false) + bn(inner) + conv(inner, out, k: 3, bias: false)
-                if stride != 1 || c != out { p += conv(c, out, k: 1, bias: false) }
+                if shortcut == .projection { p += conv(c, out, k: 1, bias: false) }
                 c = out
             }
             return p + bn(c) + c * classes + classes
         case .resnet50:
             var p = conv(inChannels, w[0], k: 7, bias: false) + bn(w[0]), c = w[0]
-            for (b, stride) in ResNet50.blockStrides.enumerated() {
+            for (b, shortcut) in resolvedShortcuts.enumerated() {
                 let m1 = w[1 + 3 * b], m2 = w[2 + 3 * b], out = w[3 + 3 * b]
                 p += conv(c, m1, k: 1, bias: false) + bn(m1) + conv(m1, m2, k: 3, bias: false) + bn(m2)
                 p += conv(m2, out, k: 1, bias: false) + bn(out)
-                if stride != 1 || c != out { p += conv(c, out, k: 1, bias: false) + bn(out) }
+                if shortcut == .projection { p += conv(c, out, k: 1, bias: false) + bn(out) }
                 c = out
             }
             return p + c * classes + classes

@@ -27,6 +27,13 @@ final class GradientTests: XCTestCase {
         checkGradients("gate", inputs: [x, g]) { gate(x, g) }
     }
 
+    func testSelectChannels() {
+        let x = Tensor.randn([2, 5, 3, 4], using: &rng)
+        checkGradients("select channels", inputs: [x]) { selectChannels(x, [4, -1, 0, 0, 2, -1]) }
+        let flat = Tensor.randn([3, 4], using: &rng)
+        checkGradients("select channels on [N, C]", inputs: [flat]) { selectChannels(flat, [3, 1]) }
+    }
+
     func testMatmulAndLinear() {
         let a = Tensor.randn([3, 4], using: &rng), b = Tensor.randn([4, 5], using: &rng)
         checkGradients("matmul", inputs: [a, b]) { matmul(a, b) }

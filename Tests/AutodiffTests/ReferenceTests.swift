@@ -91,6 +91,14 @@ final class ReferenceTests: XCTestCase {
         }
     }
 
+    func testSelectChannels() throws {
+        for c in try ReferenceFile.load("channels.json").cases {
+            guard case let .list(channels)? = c.attrs["channels"] else { return XCTFail("\(c.name): no channel list") }
+            let x = try c.tensor("x", requiresGrad: true)
+            try check(c, inputs: ["x": x]) { selectChannels(x, channels.map { Int($0) }) }
+        }
+    }
+
     func testActivations() throws {
         for c in try ReferenceFile.load("activation.json").cases {
             let x = try c.tensor("x", requiresGrad: true)

@@ -4,7 +4,9 @@
 ///
 /// A bottleneck with input width `c`, output width `w`, expansion `t` and stride `s`:
 /// expand 1x1 (`t*c`) + BN + ReLU6, depthwise 3x3 stride `s` + BN + ReLU6, project 1x1 (`w`) + BN;
-/// plus the shortcut: identity when `s == 1` and `c == w`, else 1x1 conv stride `s` + BN.
+/// plus the shortcut: identity when `s == 1` and `c == w`, else 1x1 conv stride `s` + BN. A net
+/// made by pruning surgery may give other expansion widths and shortcuts (a channel selection),
+/// listed in its description.
 ///
 /// Width groups (19), in order: the stem, the output of each bottleneck
 /// (`16 | 24 24 | 32 32 32 | 64 64 64 64 | 96 96 96 | 160 160 160 | 320`), the 1280 conv.
@@ -27,24 +29,26 @@ public final class MobileNetV2: Network {
         let depthwise: Conv2d, bn2: BatchNorm2d
         let project: Conv2d, bn3: BatchNorm2d
         let shortcut: (Conv2d, BatchNorm2d)?
+        /// The channels a selection shortcut takes from the input (see `Shortcut.select`).
+        let selection: [Int]?
         /// Gate on the block's output (after the residual sum), as in the reference search.
         let outputGate: Tensor?
 
-        init(_ cin: Int, _ cout: Int, t: Int, stride: Int, _ i: Initializer) {
+        init(_ cin: Int, _ cout: Int, expansion m: Int, stride: Int, shortcut: Shortcut, _ i: Initializer) {
             outputGate = i.gate(cout)
-            let m = cin * t
             expand = Conv2d(cin, m, kernel: 1, bias: true, i); bn1 = BatchNorm2d(m, i)
             depthwise = Conv2d(m, m, kernel: 3, stride: stride, padding: 1, groups: m, bias: true, i); bn2 = BatchNorm2d(m, i)
             project = Conv2d(m, cout, kernel: 1, bias: true, i); bn3 = BatchNorm2d(cout, i)
-            shortcut = stride != 1 || cin != cout
+            self.shortcut = shortcut == .projection
                 ? (Conv2d(cin, cout, kernel: 1, stride: stride, bias: true, i), BatchNorm2d(cout, i)) : nil
+            if case let .select(channels) = shortcut { selection = channels } else { selection = nil }
         }
 
         func callAsFunction(_ x: Tensor, training: Bool) -> Tensor {
             var r = bn1(expand(x), training: training, activation: .relu6)
             r = bn2(depthwise(r), training: training, activation: .relu6)
             r = bn3(project(r), training: training)
-            let s = shortcut.map { conv, bn in bn(conv(x), training: training) } ?? x
+            let s = shortcut.map { conv, bn in bn(conv(x), training: training) } ?? selection.map { selectChannels(x, $0) } ?? x
             return gated(add(r, s), outputGate, .identity)
         }
 
@@ -52,6 +56,21 @@ public final class MobileNetV2: Network {
             outputGate.map { g in
                 GateSite(gate: g, dead: project.channelTensors + bn3.channelTensors
                          + (shortcut.map { $0.0.channelTensors + $0.1.channelTensors } ?? []))
+            }
+        }
+
+        /// Expansion channels are never pruned: only the block's input (`gi`) and output (`go`)
+        /// groups cut its tensors.
+        func wire(_ prefix: String, input gi: Int, output go: Int, into axes: inout [String: ChannelAxes]) {
+            expand.wire(join(prefix, "residual.0"), out: nil, in: gi, into: &axes)
+            bn1.wire(join(prefix, "residual.1"), out: nil, in: nil, into: &axes)
+            depthwise.wire(join(prefix, "residual.3"), out: nil, in: nil, into: &axes)
+            bn2.wire(join(prefix, "residual.4"), out: nil, in: nil, into: &axes)
+            project.wire(join(prefix, "residual.6"), out: go, in: nil, into: &axes)
+            bn3.wire(join(prefix, "residual.7"), out: go, in: nil, into: &axes)
+            if let (conv, bn) = shortcut {
+                conv.wire(join(prefix, "shortcut.0"), out: go, in: gi, into: &axes)
+                bn.wire(join(prefix, "shortcut.1"), out: go, in: nil, into: &axes)
             }
         }
 
@@ -81,8 +100,8 @@ public final class MobileNetV2: Network {
         stemBN = BatchNorm2d(w[0], i)
         stemGate = i.gate(w[0])
         var c = w[0], blocks: [Bottleneck] = []
-        for (b, plan) in Self.bottleneckPlan(largeInput: d.largeInput).enumerated() {
-            blocks.append(Bottleneck(c, w[b + 1], t: plan.t, stride: plan.stride, i))
+        for (b, (block, (m, shortcut))) in zip(d.residualBlocks, zip(d.resolvedExpansions, d.resolvedShortcuts)).enumerated() {
+            blocks.append(Bottleneck(c, w[b + 1], expansion: m, stride: block.stride, shortcut: shortcut, i))
             c = w[b + 1]
         }
         self.blocks = blocks
@@ -107,6 +126,19 @@ public final class MobileNetV2: Network {
         headBN.collectState(prefix: join(prefix, "conv1.1"), into: &state)
         classifier.collectState(prefix: join(prefix, "conv2"), into: &state)
         collectGates([stemGate] + blocks.map(\.outputGate) + [headGate], prefix: prefix, into: &state)
+    }
+
+    public var channelAxes: [String: ChannelAxes] {
+        var axes: [String: ChannelAxes] = [:]
+        stem.wire("pre.0", out: 0, in: nil, into: &axes)
+        stemBN.wire("pre.1", out: 0, in: nil, into: &axes)
+        for (k, (b, r)) in zip(blocks, netDescription.residualBlocks).enumerated() {
+            b.wire("blocks.\(k)", input: r.input, output: r.output, into: &axes)
+        }
+        head.wire("conv1.0", out: 18, in: 17, into: &axes)
+        headBN.wire("conv1.1", out: 18, in: nil, into: &axes)
+        classifier.wire("conv2", out: nil, in: 18, into: &axes)
+        return axes
     }
 
     public var gateSites: [GateSite] {

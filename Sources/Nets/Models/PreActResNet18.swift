@@ -4,7 +4,8 @@
 /// A block with input width `c`, inner width `m`, output width `w` and stride `s`:
 /// `a = relu(bn1(x))`, `out = conv2(relu(bn2(conv1(a)))) + shortcut`, with conv1 3x3 stride `s`
 /// (`c -> m`), conv2 3x3 (`m -> w`), and the shortcut `x` itself, or a 1x1 conv of `a` (no BN,
-/// no bias) when `s != 1` or `c != w`. The first block of stages 2-4 has stride 2 (of stage 1
+/// no bias) when `s != 1` or `c != w` (a net made by pruning surgery may list a channel
+/// selection of `x` instead, in its description). The first block of stages 2-4 has stride 2 (of stage 1
 /// too for 64x64 inputs).
 ///
 /// Width groups (17), in order: the stem, then per block its inner and output widths:
@@ -16,34 +17,30 @@ public final class PreActResNet18: Network {
 
     final class Block: Module {
         let bn1: BatchNorm2d, conv1: Conv2d, bn2: BatchNorm2d, conv2: Conv2d
+        /// The 1x1 projection of the pre-activation `a`, for a projection shortcut.
         let shortcut: Conv2d?
-        /// Search gates, as in the reference: on bn1 (the block's input group, i.e. the stem's
-        /// or the previous block's output) and on bn2 (the inner group).
-        let inputGate: Tensor?, innerGate: Tensor?
+        /// The channels a selection shortcut takes from `x` (see `Shortcut.select`).
+        let selection: [Int]?
+        /// Search gates: on the inner group (after bn2) and on the block's output, after the
+        /// residual sum, so a pruned output channel is zero in the residual stream itself.
+        let innerGate: Tensor?, outputGate: Tensor?
 
-        init(_ cin: Int, inner: Int, out: Int, stride: Int, inputGate: Tensor?, _ i: Initializer) {
-            self.inputGate = inputGate
+        init(_ cin: Int, inner: Int, out: Int, stride: Int, shortcut: Shortcut, _ i: Initializer) {
             innerGate = i.gate(inner)
+            outputGate = i.gate(out)
             bn1 = BatchNorm2d(cin, i)
             conv1 = Conv2d(cin, inner, kernel: 3, stride: stride, padding: 1, bias: false, i)
             bn2 = BatchNorm2d(inner, i)
             conv2 = Conv2d(inner, out, kernel: 3, padding: 1, bias: false, i)
-            shortcut = stride != 1 || cin != out ? Conv2d(cin, out, kernel: 1, stride: stride, bias: false, i) : nil
+            self.shortcut = shortcut == .projection ? Conv2d(cin, out, kernel: 1, stride: stride, bias: false, i) : nil
+            if case let .select(channels) = shortcut { selection = channels } else { selection = nil }
         }
 
         func callAsFunction(_ x: Tensor, training: Bool) -> Tensor {
-            let a = bn1(x, training: training, gate: inputGate, activation: .relu)
-            let s = shortcut.map { $0(a) } ?? x
+            let a = bn1(x, training: training, activation: .relu)
+            let s = shortcut.map { $0(a) } ?? selection.map { selectChannels(x, $0) } ?? x
             let h = conv2(bn2(conv1(a), training: training, gate: innerGate, activation: .relu))
-            return add(h, s)
-        }
-
-        /// The gate and BN that consume this block's output: the next block's bn1, or the final BN.
-        func next(_ net: PreActResNet18) -> (gate: Tensor?, bn: BatchNorm2d) {
-            guard let k = net.blocks.firstIndex(where: { $0 === self }), k + 1 < net.blocks.count else {
-                return (net.finalGate, net.finalBN)
-            }
-            return (net.blocks[k + 1].inputGate, net.blocks[k + 1].bn1)
+            return gated(add(h, s), outputGate, .identity)
         }
 
         func collectState(prefix: String, into state: inout [NamedTensor]) {
@@ -66,31 +63,28 @@ public final class PreActResNet18: Network {
     let blocks: [Block]
     let finalBN: BatchNorm2d
     let classifier: Linear
-    /// Search gate of the last block's output group, on the final BN.
-    let finalGate: Tensor?
+    /// Search gate on the stem's output.
+    let stemGate: Tensor?
 
     init(_ d: NetDescription, _ i: Initializer) {
         netDescription = d
         let w = d.widths
         stem = Conv2d(d.inChannels, w[0], kernel: 3, padding: 1, bias: false, i)
+        stemGate = i.gate(w[0])
         var c = w[0], blocks: [Block] = []
-        var inputGate = i.gate(w[0])
-        for b in 0..<8 {
-            let stride = Self.stride(block: b, largeInput: d.largeInput)
-            blocks.append(Block(c, inner: w[1 + 2 * b], out: w[2 + 2 * b], stride: stride, inputGate: inputGate, i))
+        for (b, (block, shortcut)) in zip(d.residualBlocks, d.resolvedShortcuts).enumerated() {
+            blocks.append(Block(c, inner: w[1 + 2 * b], out: w[2 + 2 * b], stride: block.stride, shortcut: shortcut, i))
             c = w[2 + 2 * b]
-            inputGate = i.gate(c)
         }
         self.blocks = blocks
         finalBN = BatchNorm2d(c, i)
-        finalGate = inputGate
         classifier = Linear(c, d.classes, i)
     }
 
     public func logits(_ x: Tensor, training: Bool) -> Tensor {
-        var h = stem(x)
+        var h = gated(stem(x), stemGate, .identity)
         for b in blocks { h = b(h, training: training) }
-        h = finalBN(h, training: training, gate: finalGate, activation: .relu)
+        h = finalBN(h, training: training, activation: .relu)
         return classifier(flatten(globalAvgPool(h)))
     }
 
@@ -99,20 +93,42 @@ public final class PreActResNet18: Network {
         for (k, b) in blocks.enumerated() { b.collectState(prefix: join(prefix, "layers.\(k)"), into: &state) }
         finalBN.collectState(prefix: join(prefix, "bn"), into: &state)
         classifier.collectState(prefix: join(prefix, "linear"), into: &state)
-        collectGates([blocks[0].inputGate] + blocks.flatMap { [$0.innerGate, $0.next(self).gate] }, prefix: prefix, into: &state)
+        collectGates([stemGate] + blocks.flatMap { [$0.innerGate, $0.outputGate] }, prefix: prefix, into: &state)
     }
 
-    /// Group order: stem, then per block its inner and output groups. The stem and output groups
-    /// are gated where they are consumed (the next block's bn1, or the final BN). Only that BN's
-    /// channel dies with them: the convs that produce them also feed identity shortcuts, which
-    /// the gate does not cut (the reference's search has the same property).
+    public var channelAxes: [String: ChannelAxes] {
+        var axes: [String: ChannelAxes] = [:]
+        stem.wire("conv1", out: 0, in: nil, into: &axes)
+        for (k, (b, r)) in zip(blocks, netDescription.residualBlocks).enumerated() {
+            let p = "layers.\(k)", inner = r.output - 1
+            b.bn1.wire(join(p, "bn1"), out: r.input, in: nil, into: &axes)
+            b.conv1.wire(join(p, "conv1"), out: inner, in: r.input, into: &axes)
+            b.bn2.wire(join(p, "bn2"), out: inner, in: nil, into: &axes)
+            b.conv2.wire(join(p, "conv2"), out: r.output, in: inner, into: &axes)
+            b.shortcut?.wire(join(p, "shortcut"), out: r.output, in: r.input, into: &axes)
+        }
+        finalBN.wire("bn", out: 16, in: nil, into: &axes)
+        classifier.wire("linear", out: nil, in: 16, into: &axes)
+        return axes
+    }
+
+    /// Group order: stem, then per block its inner and output groups.
+    ///
+    /// The stem and output groups are residual streams, gated where they are made: a pruned
+    /// channel is zero in the stream, also where an identity shortcut carries it on, so the net
+    /// without it computes the same (see Pruning's surgery). Its BN-ReLU consumer (the next
+    /// block's bn1, or the final BN) dies with it, or it would turn the zero into `relu(beta)`.
+    /// The reference gates these groups only at that consumer, which leaves the channel alive
+    /// in the identity shortcuts; no smaller net computes what such a gated net computes.
     public var gateSites: [GateSite] {
-        guard let stemGate = blocks[0].inputGate else { return [] }
-        var sites = [GateSite(gate: stemGate, dead: blocks[0].bn1.channelTensors)]
-        for b in blocks {
-            if let g = b.innerGate { sites.append(GateSite(gate: g, dead: b.conv1.channelTensors + b.bn2.channelTensors)) }
-            let (g, bn) = b.next(self)
-            if let g { sites.append(GateSite(gate: g, dead: bn.channelTensors)) }
+        guard let stemGate else { return [] }
+        var sites = [GateSite(gate: stemGate, dead: stem.channelTensors + blocks[0].bn1.channelTensors)]
+        for (k, b) in blocks.enumerated() {
+            guard let inner = b.innerGate, let output = b.outputGate else { continue }
+            sites.append(GateSite(gate: inner, dead: b.conv1.channelTensors + b.bn2.channelTensors))
+            let consumer = k + 1 < blocks.count ? blocks[k + 1].bn1 : finalBN
+            sites.append(GateSite(gate: output, dead: b.conv2.channelTensors + (b.shortcut?.channelTensors ?? [])
+                                  + consumer.channelTensors))
         }
         return sites
     }

@@ -5,7 +5,8 @@
 /// A bottleneck with input width `c`, inner widths `m1`, `m2`, output width `w` and stride `s`:
 /// 1x1 (`c -> m1`) + BN + ReLU, 3x3 stride `s` (`m1 -> m2`) + BN + ReLU, 1x1 (`m2 -> w`) + BN,
 /// added to the shortcut, then ReLU. The shortcut is `x`, or a 1x1 conv stride `s` + BN when
-/// `s != 1` or `c != w`. The first block of stages 2-4 has stride 2.
+/// `s != 1` or `c != w`. The first block of stages 2-4 has stride 2. A net made by pruning
+/// surgery may list other shortcuts (a channel selection) in its description.
 ///
 /// Width groups (49), in order: the stem, then per block `m1, m2, w`; originally
 /// `64 | (64 64 256) x3 | (128 128 512) x4 | (256 256 1024) x6 | (512 512 2048) x3`.
@@ -25,25 +26,28 @@ public final class ResNet50: Network {
     final class Bottleneck: Module {
         let conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d, conv3: Conv2d, bn3: BatchNorm2d
         let down: (Conv2d, BatchNorm2d)?
+        /// The channels a selection shortcut takes from the input (see `Shortcut.select`).
+        let selection: [Int]?
         /// Search gates: after bn1, after bn2, and on the block output (after the final ReLU).
         let gate1: Tensor?, gate2: Tensor?, outputGate: Tensor?
 
-        init(_ cin: Int, _ m1: Int, _ m2: Int, _ out: Int, stride: Int, _ i: Initializer) {
+        init(_ cin: Int, _ m1: Int, _ m2: Int, _ out: Int, stride: Int, shortcut: Shortcut, _ i: Initializer) {
             gate1 = i.gate(m1)
             gate2 = i.gate(m2)
             outputGate = i.gate(out)
             conv1 = Conv2d(cin, m1, kernel: 1, bias: false, i); bn1 = BatchNorm2d(m1, i)
             conv2 = Conv2d(m1, m2, kernel: 3, stride: stride, padding: 1, bias: false, i); bn2 = BatchNorm2d(m2, i)
             conv3 = Conv2d(m2, out, kernel: 1, bias: false, i); bn3 = BatchNorm2d(out, i)
-            down = stride != 1 || cin != out
+            down = shortcut == .projection
                 ? (Conv2d(cin, out, kernel: 1, stride: stride, bias: false, i), BatchNorm2d(out, i)) : nil
+            if case let .select(channels) = shortcut { selection = channels } else { selection = nil }
         }
 
         func callAsFunction(_ x: Tensor, training: Bool) -> Tensor {
             var o = bn1(conv1(x), training: training, gate: gate1, activation: .relu)
             o = bn2(conv2(o), training: training, gate: gate2, activation: .relu)
             o = bn3(conv3(o), training: training)
-            let s = down.map { conv, bn in bn(conv(x), training: training) } ?? x
+            let s = down.map { conv, bn in bn(conv(x), training: training) } ?? selection.map { selectChannels(x, $0) } ?? x
             return gated(relu(add(o, s)), outputGate, .identity)
         }
 
@@ -53,6 +57,21 @@ public final class ResNet50: Network {
                     GateSite(gate: gate2, dead: conv2.channelTensors + bn2.channelTensors),
                     GateSite(gate: outputGate, dead: conv3.channelTensors + bn3.channelTensors
                              + (down.map { $0.0.channelTensors + $0.1.channelTensors } ?? []))]
+        }
+
+        /// Tensors by group: input `r.input`, inner `r.output - 2` and `r.output - 1`, output `r.output`.
+        func wire(_ prefix: String, _ r: ResidualBlock, into axes: inout [String: ChannelAxes]) {
+            let g1 = r.output - 2, g2 = r.output - 1
+            conv1.wire(join(prefix, "conv1"), out: g1, in: r.input, into: &axes)
+            bn1.wire(join(prefix, "bn1"), out: g1, in: nil, into: &axes)
+            conv2.wire(join(prefix, "conv2"), out: g2, in: g1, into: &axes)
+            bn2.wire(join(prefix, "bn2"), out: g2, in: nil, into: &axes)
+            conv3.wire(join(prefix, "conv3"), out: r.output, in: g2, into: &axes)
+            bn3.wire(join(prefix, "bn3"), out: r.output, in: nil, into: &axes)
+            if let (conv, bn) = down {
+                conv.wire(join(prefix, "down.0"), out: r.output, in: r.input, into: &axes)
+                bn.wire(join(prefix, "down.1"), out: r.output, in: nil, into: &axes)
+            }
         }
 
         func collectState(prefix: String, into state: inout [NamedTensor]) {
@@ -80,9 +99,9 @@ public final class ResNet50: Network {
         stemBN = BatchNorm2d(w[0], i)
         stemGate = i.gate(w[0])
         var c = w[0], blocks: [Bottleneck] = []
-        for (b, stride) in Self.blockStrides.enumerated() {
+        for (b, (block, shortcut)) in zip(d.residualBlocks, d.resolvedShortcuts).enumerated() {
             let g = 1 + 3 * b
-            blocks.append(Bottleneck(c, w[g], w[g + 1], w[g + 2], stride: stride, i))
+            blocks.append(Bottleneck(c, w[g], w[g + 1], w[g + 2], stride: block.stride, shortcut: shortcut, i))
             c = w[g + 2]
         }
         self.blocks = blocks
@@ -102,6 +121,15 @@ public final class ResNet50: Network {
         for (k, b) in blocks.enumerated() { b.collectState(prefix: join(prefix, "blocks.\(k)"), into: &state) }
         classifier.collectState(prefix: join(prefix, "fc"), into: &state)
         collectGates([stemGate] + blocks.flatMap { [$0.gate1, $0.gate2, $0.outputGate] }, prefix: prefix, into: &state)
+    }
+
+    public var channelAxes: [String: ChannelAxes] {
+        var axes: [String: ChannelAxes] = [:]
+        stem.wire("stem.0", out: 0, in: nil, into: &axes)
+        stemBN.wire("stem.1", out: 0, in: nil, into: &axes)
+        for (k, (b, r)) in zip(blocks, netDescription.residualBlocks).enumerated() { b.wire("blocks.\(k)", r, into: &axes) }
+        classifier.wire("fc", out: nil, in: netDescription.widths.count - 1, into: &axes)
+        return axes
     }
 
     public var gateSites: [GateSite] {

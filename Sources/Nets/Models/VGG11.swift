@@ -59,6 +59,16 @@ public final class VGG11: Network {
         collectGates(gates, prefix: prefix, into: &state)
     }
 
+    public var channelAxes: [String: ChannelAxes] {
+        var axes: [String: ChannelAxes] = [:]
+        for i in convs.indices {
+            convs[i].wire("features.\(featureIndex[i])", out: i, in: i == 0 ? nil : i - 1, into: &axes)
+            norms[i].wire("features.\(featureIndex[i] + 1)", out: i, in: nil, into: &axes)
+        }
+        classifier.wire("classifier", out: nil, in: convs.count - 1, into: &axes)
+        return axes
+    }
+
     public var gateSites: [GateSite] {
         convs.indices.compactMap { i in
             gates[i].map { GateSite(gate: $0, dead: convs[i].channelTensors + norms[i].channelTensors) }

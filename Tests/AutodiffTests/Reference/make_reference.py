@@ -2,7 +2,7 @@
 
 Writes these JSON files next to this script:
     conv2d.json, batchnorm.json, pool.json, loss.json, linear.json,
-    activation.json, sgd.json
+    activation.json, sgd.json, channels.json
 
 Each file has the form
     {"generator": "make_reference.py", "torch_version": "...", "cases": [...]}
@@ -222,6 +222,18 @@ def sgd_cases():
     return cases
 
 
+# 8. channel selection (the shortcut of pruned residual blocks) -------------------
+def channel_cases():
+    # Output channel j is input channel channels[j], or zeros for -1; channel 1 is read twice,
+    # so its gradient sums two outputs, and channel 3 is read by none.
+    channels = [2, -1, 0, 1, 1]
+    x = leaf(torch.randn(2, 4, 3, 5))
+    zero = torch.zeros(2, 3, 5)
+    y = torch.stack([x[:, c] if c >= 0 else zero for c in channels], dim=1)
+    dy = backward(y)
+    return [case("select_channels", "select_channels", {"channels": channels}, x=x, y=y, dy=dy, dx=x.grad)]
+
+
 if __name__ == "__main__":
     write("conv2d.json", conv_cases())
     write("batchnorm.json", bn_cases())
@@ -230,3 +242,4 @@ if __name__ == "__main__":
     write("linear.json", linear_cases())
     write("activation.json", activation_cases())
     write("sgd.json", sgd_cases())
+    write("channels.json", channel_cases())
