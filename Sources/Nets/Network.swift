@@ -111,6 +111,9 @@ public protocol Network: Module {
     var gateSites: [GateSite] { get }
     /// The width groups each tensor (by dotted name, gates aside) runs over.
     var channelAxes: [String: ChannelAxes] { get }
+    /// The eval-mode computation as a graph of layer-level ops, gates left out (a gated net with
+    /// pruned channels goes through surgery first).
+    var inferenceGraph: InferenceGraph { get }
     /// - Parameter x: [N, inChannels, imageSize, imageSize]
     /// - Returns: [N, classes]
     func logits(_ x: Tensor, training: Bool) -> Tensor

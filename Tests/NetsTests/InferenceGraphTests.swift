@@ -1,0 +1,46 @@
+import Foundation
+import Nets
+import XCTest
+
+/// The inference graphs compute what the nets compute, before and after BN folding.
+final class InferenceGraphTests: XCTestCase {
+    func testGraphsAndFoldedGraphsMatchTheNets() throws {
+        for arch in Architecture.allCases {
+            for size in [32, 64] {
+                let d = NetDescription.uniform(arch, ratio: 0.125, inChannels: 3, imageSize: size, classes: 5)
+                let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 3)))
+                var rng = RandomGenerator(seed: 4)
+                randomizeNormalization(net, using: &rng)
+                let x = Tensor.randn([2, 3, size, size], using: &rng)
+                let expected = Tape.withoutGradients { net.logits(x, training: false) }.values
+                let graph = net.inferenceGraph
+                let folded = graph.foldingBatchNorms()
+                let scale = expected.map(abs).max()!
+                for (what, g) in [("graph", graph), ("folded", folded)] {
+                    XCTAssertEqual(g.shape(of: g.output), [5], "\(arch) \(size) \(what)")
+                    let got = g.run(x).values
+                    let diff = zip(expected, got).map { abs($0 - $1) }.max()!
+                    XCTAssertLessThanOrEqual(diff, 1e-5 * scale, "\(arch) \(size) \(what): max |diff| \(diff), scale \(scale)")
+                }
+                let bns = { (g: InferenceGraph) in g.nodes.filter { if case .batchNorm = $0.op { return true } else { return false } }.count }
+                // PreAct: every bn2 folds into its conv1; bn1s follow additions, except block 0's,
+                // which follows the stem conv and folds when the stem feeds nothing else (64x64:
+                // block 0 has a projection shortcut); the final BN stays.
+                let kept = arch == .preactResNet18 ? (size == 64 ? 8 : 9) : 0
+                XCTAssertEqual(bns(folded), kept, "\(arch) \(size): BNs directly after convs fold")
+                XCTAssertLessThan(folded.criticalPathLength, graph.criticalPathLength + (arch == .preactResNet18 ? 1 : 0))
+            }
+        }
+    }
+
+    /// Random BN weights, biases and running statistics, so folding has something to fold.
+    private func randomizeNormalization(_ net: Network, using rng: inout RandomGenerator) {
+        for t in net.state where t.tensor.shape.count == 1 && (t.kind == .buffer || t.name.contains("bn") || t.kind == .parameter) {
+            guard !t.name.hasSuffix("bias") || t.kind == .parameter else { continue }
+            for i in 0..<t.tensor.count {
+                let u = rng.uniform()
+                t.tensor.data[i] = t.name.hasSuffix("running_var") ? 0.5 + u : 0.4 * (u - 0.5) + (t.name.hasSuffix(".weight") ? 1 : 0)
+            }
+        }
+    }
+}
