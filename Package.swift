@@ -9,6 +9,9 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // The runtime of the generated ONNX code; scripts/generate-onnx-proto.sh builds
+        // protoc-gen-swift from this same version.
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // C libraries, found with pkg-config (Debian packages in `providers`).
@@ -42,6 +45,10 @@ let package = Package(
         .target(name: "Checkpoint", dependencies: ["Nets", "CHDF5", "CHDF5Macros"]),
         // The training loop: epochs, evaluation, metrics, checkpoints, exact resumption.
         .target(name: "Training", dependencies: ["Checkpoint", "Datasets"]),
+        // ONNX's protobuf messages (onnx.proto from the onnx wheel), generated once by
+        // scripts/generate-onnx-proto.sh and committed: no build plugin.
+        .target(name: "ONNX", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                exclude: ["proto"]),
         // The command-line tool: only wires the modules together.
         .executableTarget(
             name: "neuralscale",
@@ -57,6 +64,7 @@ let package = Package(
         .testTarget(name: "TrainingTests", dependencies: ["Training"]),
         .testTarget(name: "ArchDescentTests", dependencies: ["ArchDescent"]),
         .testTarget(name: "PruningTests", dependencies: ["Pruning"]),
+        .testTarget(name: "ONNXTests", dependencies: ["ONNX"]),
     ],
     swiftLanguageModes: [.v5]
 )
