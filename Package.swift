@@ -49,11 +49,13 @@ let package = Package(
         // scripts/generate-onnx-proto.sh and committed: no build plugin.
         .target(name: "ONNX", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 exclude: ["proto"]),
+        // ONNX export of a net's inference graph, and its verification with onnx and ONNX Runtime.
+        .target(name: "Export", dependencies: ["Nets", "Pruning", "Checkpoint", "ONNX"]),
         // The command-line tool: only wires the modules together.
         .executableTarget(
             name: "neuralscale",
             dependencies: [
-                "Autodiff", "Nets", "Pruning", "ArchDescent", "Datasets", "Checkpoint", "Training",
+                "Autodiff", "Nets", "Pruning", "ArchDescent", "Datasets", "Checkpoint", "Training", "Export",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -65,6 +67,7 @@ let package = Package(
         .testTarget(name: "ArchDescentTests", dependencies: ["ArchDescent"]),
         .testTarget(name: "PruningTests", dependencies: ["Pruning"]),
         .testTarget(name: "ONNXTests", dependencies: ["ONNX"]),
+        .testTarget(name: "ExportTests", dependencies: ["Export"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -119,6 +119,16 @@ final class GraphBuilder {
         add(.linear(weight: name(l.weight), bias: name(l.bias)), [x], name: module(l.weight), shape: [l.weight.shape[0]])
     }
 
+    /// A 1x1 conv with bias on flattened [C] features, as a linear layer; its weight is
+    /// registered under its own name with shape [out, in].
+    func linear(_ x: Int, pointwise c: Conv2d) -> Int {
+        precondition(c.weight.shape[2] == 1 && c.weight.shape[3] == 1 && c.groups == 1 && c.bias != nil,
+                     "GraphBuilder: only a 1x1 conv with bias is a linear layer")
+        let w = name(c.weight)
+        graph.tensors[w] = Tensor(shape: [c.weight.shape[0], c.weight.shape[1]], values: c.weight.values)
+        return add(.linear(weight: w, bias: name(c.bias!)), [x], name: module(c.weight), shape: [c.outChannels])
+    }
+
     func select(_ x: Int, _ channels: [Int], name: String) -> Int {
         let s = graph.shape(of: x)
         return add(.select(channels), [x], name: name, shape: [channels.count] + s.dropFirst())

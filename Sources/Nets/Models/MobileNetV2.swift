@@ -140,7 +140,8 @@ public final class MobileNetV2: Network {
             h = g.add(r, s, name: "blocks.\(k)")
         }
         h = g.batchNorm(g.conv(h, head), headBN, activation: .relu6)
-        _ = g.flatten(g.conv(g.globalAvgPool(h, name: "pool"), classifier), name: "flatten")
+        // The 1x1 conv classifier on the pooled 1x1 map is a linear layer on the flattened map.
+        _ = g.linear(g.flatten(g.globalAvgPool(h, name: "pool"), name: "flatten"), pointwise: classifier)
         return g.graph
     }
 

@@ -1,0 +1,192 @@
+import Checkpoint
+import Foundation
+import Nets
+import ONNX
+import Pruning
+
+/// ONNX export of a net's inference graph (issue "Export and measure").
+///
+/// - Every BN that directly follows a conv is folded into it, as PyTorch's exporter does in eval
+///   mode; a BN with no conv before it (PreAct ResNet-18's) is a `BatchNormalization` node.
+/// - ReLU6 is `Clip(0, 6)`, the classifier is `Flatten` + `Gemm`, a selection shortcut of a
+///   pruned net is a 1x1 `Conv` with a 0/1 weight.
+/// - The input `input` is `[batch, C, H, W]` and the output `logits` is `[batch, classes]`, with
+///   a symbolic batch dimension.
+/// - Weights are initializers under their dotted names (folded values for folded convs).
+/// - A gated net goes through surgery first, so pruned channels are gone, not zero.
+public enum ONNXExport {
+    /// Opsets the exporter writes (Clip takes its bounds as inputs from opset 11 on).
+    public static let opsets = 11...21
+
+    /// The ONNX model of `net`.
+    public static func model(_ net: Network, opset: Int = 13) throws -> Onnx_ModelProto {
+        guard opsets.contains(opset) else {
+            throw ExportError("--opset \(opset) is not supported; choose \(opsets.lowerBound)...\(opsets.upperBound)")
+        }
+        let plain = net.gateSites.isEmpty ? net : try Surgery.prune(net)
+        let graph = plain.inferenceGraph.foldingBatchNorms()
+        let d = plain.netDescription
+
+        var g = Onnx_GraphProto()
+        g.name = d.architecture.rawValue
+        g.input = [valueInfo("input", ["batch", d.inChannels, d.imageSize, d.imageSize])]
+        g.output = [valueInfo("logits", ["batch", d.classes])]
+        var initializers: [String: Tensor] = graph.tensors
+        var nodeNames: [String: Int] = [:]
+        func uniqueName(_ base: String) -> String {
+            let k = nodeNames[base, default: 0]
+            nodeNames[base] = k + 1
+            return k == 0 ? base : "\(base)_\(k)"
+        }
+        var valueNames = ["input"]
+        for (i, node) in graph.nodes.enumerated() {
+            var n = Onnx_NodeProto()
+            let inputs = node.inputs.map { valueNames[$0] }
+            switch node.op {
+            case let .conv(w, b, stride, padding, groups):
+                let k = Int64(graph.tensors[w]!.shape[2])
+                n.opType = "Conv"
+                n.input = inputs + [w] + (b.map { [$0] } ?? [])
+                n.attribute = [ints("kernel_shape", [k, k]), ints("strides", [Int64(stride), Int64(stride)]),
+                               ints("pads", Array(repeating: Int64(padding), count: 4)), int("group", Int64(groups))]
+            case let .batchNorm(p, eps):
+                n.opType = "BatchNormalization"
+                n.input = inputs + ["weight", "bias", "running_mean", "running_var"].map { p + "." + $0 }
+                n.attribute = [float("epsilon", eps)]
+            case .relu:
+                n.opType = "Relu"
+                n.input = inputs
+            case .relu6:
+                n.opType = "Clip"
+                n.input = inputs + ["relu6.min", "relu6.max"]
+                initializers["relu6.min"] = Tensor(shape: [], values: [0])
+                initializers["relu6.max"] = Tensor(shape: [], values: [6])
+            case .add:
+                n.opType = "Add"
+                n.input = inputs
+            case let .maxPool(k, s, p):
+                n.opType = "MaxPool"
+                n.input = inputs
+                n.attribute = [ints("kernel_shape", [Int64(k), Int64(k)]), ints("strides", [Int64(s), Int64(s)]),
+                               ints("pads", Array(repeating: Int64(p), count: 4))]
+            case .globalAvgPool:
+                n.opType = "GlobalAveragePool"
+                n.input = inputs
+            case .flatten:
+                n.opType = "Flatten"
+                n.input = inputs
+                n.attribute = [int("axis", 1)]
+            case let .linear(w, b):
+                n.opType = "Gemm"
+                n.input = inputs + [w, b]
+                n.attribute = [int("transB", 1)]
+            case let .select(channels):
+                let cin = graph.shape(of: node.inputs[0])[0]
+                let weight = Tensor(shape: [channels.count, cin, 1, 1], values: [Float](repeating: 0, count: channels.count * cin))
+                for (j, c) in channels.enumerated() where c >= 0 { weight.data[j * cin + c] = 1 }
+                let w = node.name + ".weight"
+                initializers[w] = weight
+                n.opType = "Conv"
+                n.input = inputs + [w]
+                n.attribute = [ints("kernel_shape", [1, 1])]
+            }
+            n.name = uniqueName(node.name + "/" + n.opType)
+            let out = i == graph.nodes.count - 1 ? "logits" : n.name
+            n.output = [out]
+            valueNames.append(out)
+            g.node.append(n)
+        }
+        g.initializer = initializers.keys.sorted().map { tensorProto($0, initializers[$0]!) }
+
+        var m = Onnx_ModelProto()
+        m.irVersion = irVersion(opset: opset)
+        var op = Onnx_OperatorSetIdProto()
+        op.domain = ""
+        op.version = Int64(opset)
+        m.opsetImport = [op]
+        m.producerName = "neuralscale"
+        m.graph = g
+        var meta = Onnx_StringStringEntryProto()
+        meta.key = "neuralscale.net"
+        meta.value = String(decoding: try JSONEncoder().encode(d), as: UTF8.self)
+        m.metadataProps = [meta]
+        return m
+    }
+
+    /// Writes the model of `net` to `path` atomically.
+    public static func write(_ net: Network, to path: String, opset: Int = 13) throws {
+        let bytes = try model(net, opset: opset).serializedData()
+        try AtomicFile.write(bytes, to: path)
+    }
+
+    /// The IR version that goes with an opset (ONNX's versioning table).
+    static func irVersion(opset: Int) -> Int64 {
+        switch opset {
+        case ...11: return 6
+        case 12...14: return 7
+        case 15...18: return 8
+        case 19...20: return 9
+        default: return 10
+        }
+    }
+}
+
+public struct ExportError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ message: String) { description = message }
+}
+
+/// A float tensor's value info; string dimensions are symbolic.
+private func valueInfo(_ name: String, _ dims: [Any]) -> Onnx_ValueInfoProto {
+    var shape = Onnx_TensorShapeProto()
+    shape.dim = dims.map { d in
+        var dim = Onnx_TensorShapeProto.Dimension()
+        if let s = d as? String { dim.dimParam = s } else { dim.dimValue = Int64(d as! Int) }
+        return dim
+    }
+    var tensor = Onnx_TypeProto.Tensor()
+    tensor.elemType = Int32(Onnx_TensorProto.DataType.float.rawValue)
+    tensor.shape = shape
+    var type = Onnx_TypeProto()
+    type.tensorType = tensor
+    var v = Onnx_ValueInfoProto()
+    v.name = name
+    v.type = type
+    return v
+}
+
+/// A float32 initializer, little-endian raw data.
+private func tensorProto(_ name: String, _ t: Tensor) -> Onnx_TensorProto {
+    var p = Onnx_TensorProto()
+    p.name = name
+    p.dims = t.shape.map(Int64.init)
+    p.dataType = Int32(Onnx_TensorProto.DataType.float.rawValue)
+    var data = Data(capacity: 4 * t.count)
+    for i in 0..<t.count { withUnsafeBytes(of: t.data[i].bitPattern.littleEndian) { data.append(contentsOf: $0) } }
+    p.rawData = data
+    return p
+}
+
+private func ints(_ name: String, _ values: [Int64]) -> Onnx_AttributeProto {
+    var a = Onnx_AttributeProto()
+    a.name = name
+    a.type = .ints
+    a.ints = values
+    return a
+}
+
+private func int(_ name: String, _ value: Int64) -> Onnx_AttributeProto {
+    var a = Onnx_AttributeProto()
+    a.name = name
+    a.type = .int
+    a.i = value
+    return a
+}
+
+private func float(_ name: String, _ value: Float) -> Onnx_AttributeProto {
+    var a = Onnx_AttributeProto()
+    a.name = name
+    a.type = .float
+    a.f = value
+    return a
+}

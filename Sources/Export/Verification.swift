@@ -1,0 +1,117 @@
+import Foundation
+import Nets
+
+/// Checks an exported model with its real consumers: `scripts/verify_onnx.py` runs onnx's
+/// checker and ONNX Runtime on the inputs and compares with the Swift net's eval outputs.
+public struct ONNXVerification: Codable, Sendable {
+    public let passed: Bool
+    public let checkerOK: Bool
+    public let dynamicBatch: Bool
+    public let maxCosineDistance: Double?
+    public let top1Agreement: Double?
+    public let maxAbsDiff: Double?
+    public let n: Int?
+    public let onnxruntimeVersion: String?
+    public let onnxVersion: String?
+    public let errors: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case passed, n, errors
+        case checkerOK = "checker_ok", dynamicBatch = "dynamic_batch", maxCosineDistance = "max_cosine_distance"
+        case top1Agreement = "top1_agreement", maxAbsDiff = "max_abs_diff"
+        case onnxruntimeVersion = "onnxruntime_version", onnxVersion = "onnx_version"
+    }
+
+    /// One line with the measured figures.
+    public var summary: String {
+        func f(_ v: Double?, _ format: String) -> String { v.map { String(format: format, $0) } ?? "n/a" }
+        let verdict = passed ? "passed" : "FAILED"
+        var s = "verification \(verdict): onnx checker \(checkerOK ? "ok" : "failed"), dynamic batch \(dynamicBatch ? "yes" : "no"), "
+        s += "max cosine distance \(f(maxCosineDistance, "%.2e")) (< 1e-4), top-1 agreement \(f(top1Agreement.map { $0 * 100 }, "%.1f"))% "
+        s += "on \(n.map(String.init) ?? "?") images, max |diff| \(f(maxAbsDiff, "%.2e")) (onnxruntime \(onnxruntimeVersion ?? "?"))"
+        if !errors.isEmpty { s += "; " + errors.joined(separator: "; ") }
+        return s
+    }
+
+    /// Runs the verifier on `model` with `inputs` [N, C, H, W] and the net's own eval `logits`.
+    public static func run(model: String, inputs: Tensor, logits: Tensor) throws -> ONNXVerification {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("neuralscale-verify-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let inputPath = dir.appendingPathComponent("inputs.npy").path
+        let logitsPath = dir.appendingPathComponent("logits.npy").path
+        try NPY.write(inputs, to: inputPath)
+        try NPY.write(logits, to: logitsPath)
+
+        let script = try Python.script("verify_onnx.py")
+        let (status, out, err) = try Python.run([script, model, inputPath, logitsPath, "--json"])
+        guard status == 0 || status == 1, let data = out.data(using: .utf8),
+              let report = try? JSONDecoder().decode(ONNXVerification.self, from: data) else {
+            throw ExportError("the ONNX verifier (\(script)) exited with status \(status): \(err.isEmpty ? out : err)")
+        }
+        return report
+    }
+}
+
+/// The Python side of the project (onnx, onnxruntime, numpy), as `scripts/install-deps.sh`
+/// installs it.
+enum Python {
+    /// The repository's `scripts/` folder: `NEURALSCALE_SCRIPTS`, else the one this source file
+    /// was built from.
+    static func script(_ name: String) throws -> String {
+        let env = ProcessInfo.processInfo.environment
+        let folder = env["NEURALSCALE_SCRIPTS"] ?? URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("scripts").path
+        let path = URL(fileURLWithPath: folder).appendingPathComponent(name).path
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw ExportError("cannot find \(path); set NEURALSCALE_SCRIPTS to the repository's scripts/ folder, or pass --no-verify")
+        }
+        return path
+    }
+
+    /// `NEURALSCALE_PYTHON`, else the repository's `.venv/bin/python3` when it exists, else
+    /// `python3` on the PATH.
+    static var interpreter: String {
+        let env = ProcessInfo.processInfo.environment
+        if let p = env["NEURALSCALE_PYTHON"] { return p }
+        let venv = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent(".venv/bin/python3").path
+        return FileManager.default.isExecutableFile(atPath: venv) ? venv : "/usr/bin/env"
+    }
+
+    /// Runs the interpreter with `arguments`; returns (status, stdout, stderr).
+    static func run(_ arguments: [String]) throws -> (Int32, String, String) {
+        let p = Process()
+        let exe = interpreter
+        p.executableURL = URL(fileURLWithPath: exe)
+        p.arguments = (exe == "/usr/bin/env" ? ["python3"] : []) + arguments
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        // Read before waiting, so a full pipe cannot block the child.
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+}
+
+/// NumPy `.npy` version 1.0, float32 little-endian, C order (what `numpy.save` writes).
+enum NPY {
+    static func write(_ t: Tensor, to path: String) throws {
+        let shape = t.shape.count == 1 ? "(\(t.shape[0]),)" : "(" + t.shape.map(String.init).joined(separator: ", ") + ")"
+        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }"
+        // Pad with spaces and end with a newline so the data starts at a multiple of 64.
+        let total = 10 + header.utf8.count + 1
+        header += String(repeating: " ", count: (64 - total % 64) % 64) + "\n"
+        var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0])
+        let length = UInt16(header.utf8.count)
+        data.append(contentsOf: [UInt8(length & 0xff), UInt8(length >> 8)])
+        data.append(contentsOf: Array(header.utf8))
+        data.reserveCapacity(data.count + 4 * t.count)
+        for i in 0..<t.count { withUnsafeBytes(of: t.data[i].bitPattern.littleEndian) { data.append(contentsOf: $0) } }
+        try data.write(to: URL(fileURLWithPath: path))
+    }
+}

@@ -1,0 +1,99 @@
+import Export
+import Foundation
+import Nets
+import ONNX
+import Pruning
+import XCTest
+
+/// ONNX export, verified by its real consumers: onnx's checker and ONNX Runtime must agree with
+/// the Swift nets (max cosine distance < 1e-4, 100% top-1), for every net at small widths:
+/// uniform, non-uniform (as NeuralScale gives) and a pruned net after surgery.
+final class ExportTests: XCTestCase {
+    override func setUpWithError() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "-c", "import onnx, onnxruntime, numpy"]
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        try XCTSkipIf(p.terminationStatus != 0, "python3 cannot import onnx/onnxruntime/numpy; scripts/install-deps.sh installs them")
+    }
+
+    func testExportsOfEveryNetPassVerification() throws {
+        for arch in Architecture.allCases {
+            let uniform = NetDescription.uniform(arch, ratio: 0.125, inChannels: 3, imageSize: 32, classes: 10)
+            var skewed = uniform
+            // Widths as a NeuralScale config has them: not a multiple of the original ones.
+            skewed.widths = uniform.widths.enumerated().map { k, w in max(1, w + (k % 3 == 0 ? 3 : -1)) }
+            var large = NetDescription.uniform(arch, ratio: 0.0625, inChannels: 1, imageSize: 64, classes: 7)
+            large.widths = large.widths.map { max($0, 2) }
+            for (what, d, gated) in [("uniform", uniform, false), ("skewed", skewed, false), ("64x64 pruned", large, true)] {
+                var rng = RandomGenerator(seed: 21)
+                let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 20)), gated: gated)
+                randomizeNormalization(net, using: &rng)
+                if gated {
+                    let pruner = Pruner(net, settings: PruningSettings())
+                    for (k, w) in d.widths.enumerated() where w > 1 && k % 2 == 0 { pruner.prune(group: k, channel: k % w, optimizer: nil) }
+                }
+                let model = try ONNXExport.model(net, opset: 13)
+                try checkStructure(model, net: net, arch: arch, what)
+
+                let path = FileManager.default.temporaryDirectory.appendingPathComponent("export-\(arch.rawValue)-\(UUID().uuidString).onnx").path
+                defer { try? FileManager.default.removeItem(atPath: path) }
+                try ONNXExport.write(net, to: path, opset: 13)
+                let x = Tensor.randn([6, d.inChannels, d.imageSize, d.imageSize], using: &rng)
+                let logits = Tape.withoutGradients { net.logits(x, training: false) }
+                let report = try ONNXVerification.run(model: path, inputs: x, logits: logits)
+                XCTAssertTrue(report.passed, "\(arch) \(what): \(report.summary)")
+                XCTAssertTrue(report.dynamicBatch, "\(arch) \(what)")
+                XCTAssertLessThan(report.maxCosineDistance ?? 1, 1e-4, "\(arch) \(what)")
+                XCTAssertEqual(report.top1Agreement, 1, "\(arch) \(what)")
+            }
+        }
+    }
+
+    /// A broken export fails verification with the figures: the verifier is not a rubber stamp.
+    func testAWrongModelFailsVerification() throws {
+        let d = NetDescription.uniform(.vgg11, ratio: 0.125, inChannels: 3, imageSize: 32, classes: 10)
+        let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 1)))
+        var rng = RandomGenerator(seed: 2)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("export-wrong-\(UUID().uuidString).onnx").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try ONNXExport.write(net, to: path)
+        let x = Tensor.randn([5, 3, 32, 32], using: &rng)
+        let other = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 9)))
+        let wrong = Tape.withoutGradients { other.logits(x, training: false) }
+        let report = try ONNXVerification.run(model: path, inputs: x, logits: wrong)
+        XCTAssertFalse(report.passed)
+        XCTAssertGreaterThan(report.maxCosineDistance ?? 0, 1e-4)
+        XCTAssertThrowsError(try ONNXExport.model(net, opset: 9), "opsets before 11 are refused")
+    }
+
+    /// Nodes and initializers: BNs after convs folded, Flatten + Gemm at the end, initializers
+    /// under dotted names, ReLU6 as Clip.
+    private func checkStructure(_ m: Onnx_ModelProto, net: Network, arch: Architecture, _ what: String) throws {
+        let ops = m.graph.node.map(\.opType)
+        XCTAssertEqual(Array(ops.suffix(2)), ["Flatten", "Gemm"], "\(arch) \(what): classifier")
+        XCTAssertEqual(ops.filter { $0 == "BatchNormalization" }.isEmpty, arch != .preactResNet18, "\(arch) \(what): BN folding")
+        XCTAssertEqual(ops.contains("Clip"), arch == .mobilenetv2, "\(arch) \(what): ReLU6 is Clip")
+        let names = Set(m.graph.initializer.map(\.name))
+        let stateNames = Set(net.state.filter { $0.kind != .gate }.map(\.name))
+        for name in names where !name.hasPrefix("relu6.") && !name.hasSuffix("shortcut.weight") {
+            // A conv without bias gains one when a BN folds into it.
+            let folded = name.hasSuffix(".bias") && stateNames.contains(String(name.dropLast(5)) + ".weight")
+            XCTAssertTrue(stateNames.contains(name) || folded, "\(arch) \(what): initializer \(name) is a dotted name of the net")
+        }
+        XCTAssertEqual(m.graph.output.map(\.name), ["logits"])
+        XCTAssertEqual(m.graph.input.first?.type.tensorType.shape.dim.first?.dimParam, "batch")
+    }
+
+    private func randomizeNormalization(_ net: Network, using rng: inout RandomGenerator) {
+        for t in net.state where t.name.hasSuffix("running_mean") || t.name.hasSuffix("running_var")
+            || (t.tensor.shape.count == 1 && t.kind == .parameter) {
+            for i in 0..<t.tensor.count {
+                let u = rng.uniform()
+                t.tensor.data[i] = t.name.hasSuffix("running_var") ? 0.5 + u : 0.4 * (u - 0.5) + (t.name.hasSuffix(".weight") ? 1 : 0)
+            }
+        }
+    }
+}
