@@ -21,13 +21,15 @@ public final class PreActResNet18: Network {
         let shortcut: Conv2d?
         /// The channels a selection shortcut takes from `x` (see `Shortcut.select`).
         let selection: [Int]?
-        /// Search gates: on the inner group (after bn2) and on the block's output, after the
-        /// residual sum, so a pruned output channel is zero in the residual stream itself.
-        let innerGate: Tensor?, outputGate: Tensor?
+        /// Search gates. `inputGate` is the gate of the block's input group (the stem's or the
+        /// previous block's output): it sits after bn1, as in the reference, and also on the
+        /// identity shortcut that carries the group on, so a pruned channel is used nowhere.
+        /// `innerGate` sits after bn2.
+        let inputGate: Tensor?, innerGate: Tensor?
 
-        init(_ cin: Int, inner: Int, out: Int, stride: Int, shortcut: Shortcut, _ i: Initializer) {
+        init(_ cin: Int, inner: Int, out: Int, stride: Int, shortcut: Shortcut, inputGate: Tensor?, _ i: Initializer) {
+            self.inputGate = inputGate
             innerGate = i.gate(inner)
-            outputGate = i.gate(out)
             bn1 = BatchNorm2d(cin, i)
             conv1 = Conv2d(cin, inner, kernel: 3, stride: stride, padding: 1, bias: false, i)
             bn2 = BatchNorm2d(inner, i)
@@ -37,10 +39,24 @@ public final class PreActResNet18: Network {
         }
 
         func callAsFunction(_ x: Tensor, training: Bool) -> Tensor {
-            let a = bn1(x, training: training, activation: .relu)
-            let s = shortcut.map { $0(a) } ?? selection.map { selectChannels(x, $0) } ?? x
+            let a = bn1(x, training: training, gate: inputGate, activation: .relu)
+            let s: Tensor
+            if let shortcut {
+                s = shortcut(a)
+            } else {
+                let carried = gated(x, inputGate, .identity)
+                s = selection.map { selectChannels(carried, $0) } ?? carried
+            }
             let h = conv2(bn2(conv1(a), training: training, gate: innerGate, activation: .relu))
-            return gated(add(h, s), outputGate, .identity)
+            return add(h, s)
+        }
+
+        /// The gate and BN that consume this block's output: the next block's bn1, or the final BN.
+        func next(_ net: PreActResNet18) -> (gate: Tensor?, bn: BatchNorm2d) {
+            guard let k = net.blocks.firstIndex(where: { $0 === self }), k + 1 < net.blocks.count else {
+                return (net.finalGate, net.finalBN)
+            }
+            return (net.blocks[k + 1].inputGate, net.blocks[k + 1].bn1)
         }
 
         func collectState(prefix: String, into state: inout [NamedTensor]) {
@@ -63,28 +79,31 @@ public final class PreActResNet18: Network {
     let blocks: [Block]
     let finalBN: BatchNorm2d
     let classifier: Linear
-    /// Search gate on the stem's output.
-    let stemGate: Tensor?
+    /// Search gate of the last block's output group, after the final BN.
+    let finalGate: Tensor?
 
     init(_ d: NetDescription, _ i: Initializer) {
         netDescription = d
         let w = d.widths
         stem = Conv2d(d.inChannels, w[0], kernel: 3, padding: 1, bias: false, i)
-        stemGate = i.gate(w[0])
         var c = w[0], blocks: [Block] = []
+        var inputGate = i.gate(w[0])
         for (b, (block, shortcut)) in zip(d.residualBlocks, d.resolvedShortcuts).enumerated() {
-            blocks.append(Block(c, inner: w[1 + 2 * b], out: w[2 + 2 * b], stride: block.stride, shortcut: shortcut, i))
+            blocks.append(Block(c, inner: w[1 + 2 * b], out: w[2 + 2 * b], stride: block.stride, shortcut: shortcut,
+                                inputGate: inputGate, i))
             c = w[2 + 2 * b]
+            inputGate = i.gate(c)
         }
         self.blocks = blocks
         finalBN = BatchNorm2d(c, i)
+        finalGate = inputGate
         classifier = Linear(c, d.classes, i)
     }
 
     public func logits(_ x: Tensor, training: Bool) -> Tensor {
-        var h = gated(stem(x), stemGate, .identity)
+        var h = stem(x)
         for b in blocks { h = b(h, training: training) }
-        h = finalBN(h, training: training, activation: .relu)
+        h = finalBN(h, training: training, gate: finalGate, activation: .relu)
         return classifier(flatten(globalAvgPool(h)))
     }
 
@@ -93,7 +112,7 @@ public final class PreActResNet18: Network {
         for (k, b) in blocks.enumerated() { b.collectState(prefix: join(prefix, "layers.\(k)"), into: &state) }
         finalBN.collectState(prefix: join(prefix, "bn"), into: &state)
         classifier.collectState(prefix: join(prefix, "linear"), into: &state)
-        collectGates([stemGate] + blocks.flatMap { [$0.innerGate, $0.outputGate] }, prefix: prefix, into: &state)
+        collectGates([blocks[0].inputGate] + blocks.flatMap { [$0.innerGate, $0.next(self).gate] }, prefix: prefix, into: &state)
     }
 
     public var inferenceGraph: InferenceGraph {
@@ -128,21 +147,22 @@ public final class PreActResNet18: Network {
 
     /// Group order: stem, then per block its inner and output groups.
     ///
-    /// The stem and output groups are residual streams, gated where they are made: a pruned
-    /// channel is zero in the stream, also where an identity shortcut carries it on, so the net
-    /// without it computes the same (see Pruning's surgery). Its BN-ReLU consumer (the next
-    /// block's bn1, or the final BN) dies with it, or it would turn the zero into `relu(beta)`.
-    /// The reference gates these groups only at that consumer, which leaves the channel alive
-    /// in the identity shortcuts; no smaller net computes what such a gated net computes.
+    /// The stem and output groups are gated where they are consumed: after the next block's bn1
+    /// (or the final BN), as in the reference, and on the identity shortcut that carries them
+    /// into the next block's output. The reference gates only the BN, which leaves a pruned
+    /// channel alive in the identity shortcuts, so no smaller net computes what its gated net
+    /// computes; gating the stream itself instead would put the gate in front of a BN, whose
+    /// batch statistics cancel any scaling, and Taylor-FO would see no importance there. A
+    /// pruned channel kills the consuming BN's channel and the conv rows that produce it.
     public var gateSites: [GateSite] {
-        guard let stemGate else { return [] }
+        guard let stemGate = blocks[0].inputGate else { return [] }
         var sites = [GateSite(gate: stemGate, dead: stem.channelTensors + blocks[0].bn1.channelTensors)]
-        for (k, b) in blocks.enumerated() {
-            guard let inner = b.innerGate, let output = b.outputGate else { continue }
-            sites.append(GateSite(gate: inner, dead: b.conv1.channelTensors + b.bn2.channelTensors))
-            let consumer = k + 1 < blocks.count ? blocks[k + 1].bn1 : finalBN
-            sites.append(GateSite(gate: output, dead: b.conv2.channelTensors + (b.shortcut?.channelTensors ?? [])
-                                  + consumer.channelTensors))
+        for b in blocks {
+            if let g = b.innerGate { sites.append(GateSite(gate: g, dead: b.conv1.channelTensors + b.bn2.channelTensors)) }
+            let (g, bn) = b.next(self)
+            if let g {
+                sites.append(GateSite(gate: g, dead: b.conv2.channelTensors + (b.shortcut?.channelTensors ?? []) + bn.channelTensors))
+            }
         }
         return sites
     }
