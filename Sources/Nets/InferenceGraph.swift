@@ -221,3 +221,26 @@ private func foldedParameters(conv w: Tensor, bias b: Tensor?, gamma: Tensor, be
     }
     return (weight, shift)
 }
+
+extension InferenceGraph {
+    /// Multiply-accumulates for one image, counted as PyTorch-OpCounter (thop 0.1.1) counts the
+    /// reference nets' layers: a conv `C_out * H_out * W_out * (C_in / groups) * k * k` (bias
+    /// free), a linear layer `in * out` (bias free), an affine BN 4 per element; activations,
+    /// pools, additions, flattening and channel selection nothing (the reference nets pool with
+    /// `F.adaptive_avg_pool2d`, which thop does not see). MFLOPs are `2 * macs / 1e6`.
+    public var macs: Int {
+        nodes.reduce(0) { total, node in
+            switch node.op {
+            case let .conv(w, _, _, _, _):
+                let k = tensors[w]!.shape  // [C_out, C_in / groups, kh, kw]
+                return total + node.shape.reduce(1, *) * k[1] * k[2] * k[3]
+            case .batchNorm:
+                return total + 4 * node.shape.reduce(1, *)
+            case let .linear(w, _):
+                return total + tensors[w]!.count
+            case .relu, .relu6, .add, .maxPool, .globalAvgPool, .flatten, .select:
+                return total
+            }
+        }
+    }
+}

@@ -71,3 +71,22 @@ public struct DatasetSources {
                             shuffle: false, seed: 0)
     }
 }
+
+extension DatasetSources {
+    /// The first `count` test images of `kind`, normalized with `normalization` (or with the
+    /// statistics of the training set when nil), as one [count, C, H, W] tensor: real inputs
+    /// for checking an exported model.
+    public static func testImages(_ kind: DatasetKind, directory: String?, normalization: InputNormalization?,
+                                  count: Int) throws -> Tensor {
+        let data = try loadDataset(kind, directory: directory)
+        let n = min(count, data.test.count)
+        let norm = normalization.map { Normalization(mean: $0.mean, std: $0.std) }
+            ?? Normalization.fit(data.train, indices: Array(0..<data.train.count))
+        let source = LoaderSource(set: data.test, indices: Array(0..<n), batchSize: n, augmentation: nil,
+                                  normalization: norm, shuffle: false, seed: 0)
+        guard n > 0, let batch = source.batches(epoch: 0).next() else {
+            throw TrainingError.invalidConfig("the \(kind.rawValue) test set has no images")
+        }
+        return batch.images
+    }
+}

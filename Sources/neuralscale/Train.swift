@@ -86,12 +86,7 @@ struct Train: ParsableCommand {
         guard let scale = Scaling(rawValue: scaling) else {
             throw ValidationError("--scaling \(scaling) is not one of \(Scaling.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        if scale == .neuralscale, descent == nil {
-            throw ValidationError("--scaling neuralscale needs --descent FILE (the descent.json of `neuralscale descend`)")
-        }
-        if scale == .uniform, descent != nil || iteration != nil {
-            throw ValidationError("--descent and --iteration only apply to --scaling neuralscale")
-        }
+        try validateScaling(scale, descent: descent, iteration: iteration)
         // Bounds first: the default milestones are computed from --epochs.
         guard epochs >= 1, epochs <= 100_000 else { throw ValidationError("--epochs must be in 1...100000, got \(epochs)") }
         guard batchSize >= 2, batchSize <= 65_536 else {
@@ -117,19 +112,7 @@ struct Train: ParsableCommand {
                                  weightDecay: weightDecay, milestones: try parsedMilestones(), validationSplit: valSplit,
                                  seed: seed, subset: subset)
         let output = out ?? "checkpoints/\(model.rawValue)-\(dataset.rawValue)-\(scaling)-r\(ratio)-s\(seed)"
-        var description = NetDescription.uniform(arch, ratio: ratio, inChannels: kind.channels, imageSize: kind.imageSize,
-                                                 classes: kind.classes)
-        if let descent {
-            let result = try DescentResult.load(descent)
-            guard result.template.architecture == arch, result.template.inChannels == kind.channels,
-                  result.template.imageSize == kind.imageSize, result.template.classes == kind.classes else {
-                throw ValidationError("\(descent) was searched for \(result.template.architecture.rawValue) on \(result.config.dataset), not \(model.rawValue) on \(dataset.rawValue)")
-            }
-            let scaled = try result.scaled(ratio: ratio, iteration: iteration)
-            description.widths = scaled.neuralscaleWidths
-            FileHandle.standardError.write(Data(("NeuralScale widths at ratio \(ratio): \(scaled.neuralscaleWidths), P \(scaled.neuralscaleParams) "
-                + "(uniform: \(scaled.uniformParams))\n").utf8))
-        }
+        let description = try scaledDescription(arch, kind, ratio: ratio, descent: descent, iteration: iteration, log: true)
         config.descent = descent
         config.descentIteration = iteration
         // Settings, net and output folder are checked before the (possibly long) data loading.

@@ -1,0 +1,129 @@
+import ArgumentParser
+import Export
+import Foundation
+import Training
+
+struct ExportONNX: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Write a checkpoint's net as an ONNX model, verified with onnx and ONNX Runtime.",
+        discussion: """
+        The model is the eval-mode inference graph: every BatchNorm that follows a conv is folded \
+        into it (a BatchNorm with no conv before it stays a BatchNormalization node), ReLU6 is \
+        Clip(0, 6) and the classifier is Flatten + Gemm. Input `input` is [batch, C, H, W] with a \
+        symbolic batch dimension, normalized as in training; output `logits` is [batch, classes]. \
+        Weights are initializers under the checkpoint's dotted names. A gated net (a search \
+        state) is exported without its pruned channels (surgery).
+
+        Verification (unless --no-verify) runs scripts/verify_onnx.py: onnx.checker.check_model, \
+        then ONNX Runtime (CPU) on the first --images test images of the checkpoint's dataset \
+        against this tool's own eval outputs: the maximum cosine distance must stay below 1e-4 \
+        and top-1 must agree on every image. When that dataset is not on this machine, \
+        Fashion-MNIST test images are used, repeated across channels and scaled up to the net's \
+        input. A failed verification exits with status 1 and prints the figures.
+        """
+    )
+
+    @Option(name: .long, help: "A checkpoint written by `neuralscale train` (or a search's state.h5).")
+    var checkpoint: String
+
+    @Option(name: .customLong("onnx"), help: "Where to write the ONNX model (written atomically).")
+    var output: String
+
+    @Option(name: .long, help: "ONNX opset version, 11...21.")
+    var opset = 13
+
+    @Flag(name: .long, help: "Skip the verification with onnx and ONNX Runtime.")
+    var noVerify = false
+
+    @Option(name: .long, help: "Verify on this dataset's test images instead of the checkpoint's dataset.")
+    var dataset: DatasetKind?
+
+    @Option(name: .long, help: "Dataset root folder (default: the dataset's usual place).")
+    var dataDir: String?
+
+    @Option(name: .long, help: "Test images to verify on.")
+    var images = 100
+
+    @Flag(name: .long, help: "Print one JSON object (the model path, its size and the verification figures).")
+    var json = false
+
+    func validate() throws {
+        guard ONNXExport.opsets.contains(opset) else {
+            throw ValidationError("--opset must be in \(ONNXExport.opsets.lowerBound)...\(ONNXExport.opsets.upperBound), got \(opset)")
+        }
+        guard (1...10_000).contains(images) else { throw ValidationError("--images must be in 1...10000, got \(images)") }
+    }
+
+    func run() throws {
+        let loaded = try Checkpoint.load(checkpoint)
+        let net = loaded.network
+        try ONNXExport.write(net, to: output, opset: opset)
+        let bytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
+        var verification: ONNXVerification?
+        var source = ""
+        if !noVerify {
+            let (x, from) = try verificationImages(loaded)
+            source = from
+            let logits = Tape.withoutGradients { net.logits(x, training: false) }
+            verification = try ONNXVerification.run(model: output, inputs: x, logits: logits)
+        }
+        if json {
+            struct Report: Encodable {
+                let onnx: String, bytes: Int, opset: Int, images: String?, verification: ONNXVerification?
+            }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(Report(onnx: output, bytes: bytes, opset: opset,
+                                                             images: verification == nil ? nil : source,
+                                                             verification: verification)), as: UTF8.self))
+        } else {
+            print("wrote \(output) (\(String(format: "%.1f", Double(bytes) / 1e6)) MB, opset \(opset))")
+            if let verification { print("\(verification.summary) [\(source)]") }
+        }
+        if let verification, !verification.passed { throw ExitCode(1) }
+    }
+
+    /// Real test images for the net: its dataset's, else Fashion-MNIST's adapted to its input.
+    private func verificationImages(_ loaded: LoadedCheckpoint) throws -> (Tensor, String) {
+        let d = loaded.network.netDescription
+        let state = try? loaded.training(as: TrainingState.self)
+        let kind = dataset ?? state.flatMap { DatasetKind(rawValue: $0.config.dataset) }
+        var problem = "the checkpoint does not say which dataset it was trained on"
+        if let kind {
+            guard kind.channels == d.inChannels, kind.imageSize == d.imageSize else {
+                throw ValidationError("\(checkpoint) takes \(d.inChannels)x\(d.imageSize)x\(d.imageSize) images; \(kind.rawValue) has \(kind.channels)x\(kind.imageSize)x\(kind.imageSize)")
+            }
+            do {
+                let x = try DatasetSources.testImages(kind, directory: dataDir, normalization: state?.inputNormalization, count: images)
+                return (x, "\(x.shape[0]) \(kind.rawValue) test images")
+            } catch {
+                problem = "\(error)"
+            }
+        }
+        do {
+            let gray = try DatasetSources.testImages(.fashionMNIST, directory: kind == .fashionMNIST ? dataDir : nil,
+                                                     normalization: nil, count: images)
+            let x = adapt(gray, channels: d.inChannels, size: d.imageSize)
+            return (x, "\(x.shape[0]) Fashion-MNIST test images adapted to \(d.inChannels)x\(d.imageSize)x\(d.imageSize), since \(problem)")
+        } catch {
+            throw ValidationError("no test images to verify with: \(problem); and Fashion-MNIST: \(error). Install Debian's dataset-fashion-mnist, pass --data-dir, or --no-verify")
+        }
+    }
+}
+
+/// [N, 1, s, s] images repeated over `channels` and scaled up by an integer factor to `size`.
+private func adapt(_ x: Tensor, channels: Int, size: Int) -> Tensor {
+    let n = x.shape[0], side = x.shape[2], factor = max(1, size / side)
+    let y = Tensor(uninitialized: [n, channels, size, size])
+    for i in 0..<n {
+        for c in 0..<channels {
+            for r in 0..<size {
+                for col in 0..<size {
+                    y.data[((i * channels + c) * size + r) * size + col] = x.data[(i * side + min(r / factor, side - 1)) * side + min(col / factor, side - 1)]
+                }
+            }
+        }
+    }
+    return y
+}

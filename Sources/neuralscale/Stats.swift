@@ -1,0 +1,126 @@
+import ArchDescent
+import ArgumentParser
+import Export
+import Foundation
+
+struct Stats: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a net's parameters, MFLOPs, critical datapath length and widths.",
+        discussion: """
+        No data files are needed: the dataset only fixes the input channels, the image size and \
+        the class count. MFLOPs are 2 x the multiply-accumulates of one image, counted the way \
+        PyTorch-OpCounter (thop) counts these layers: convs and linear layers without their \
+        bias, an affine BatchNorm 4 per element, activations, pools and additions 0. The \
+        critical datapath length (CDL) is the number of nodes on the longest path from input to \
+        output of the exported ONNX graph (BatchNorms after convs folded, as `export` writes it).
+
+        The net is the uniform one at --ratio, the NeuralScale one of a search (--scaling \
+        neuralscale --descent FILE), or the one in --checkpoint.
+        """
+    )
+
+    @Option(name: .long, help: "The net (not with --checkpoint).")
+    var model: Architecture?
+
+    @Option(name: .long, help: "The dataset, for input channels, image size and classes (not with --checkpoint).")
+    var dataset: DatasetKind?
+
+    @Option(name: .long, help: "Width ratio R.")
+    var ratio = 1.0
+
+    @Option(name: .long, help: "'uniform' (every width times R) or 'neuralscale' (the search's widths with the uniform net's P at R; needs --descent).")
+    var scaling: Scaling = .uniform
+
+    @Option(name: .long, help: "With --scaling neuralscale: the descent.json written by `neuralscale descend`.")
+    var descent: String?
+
+    @Option(name: .long, help: "With --scaling neuralscale: use this iteration's fit (default: the last).")
+    var iteration: Int?
+
+    @Option(name: .long, help: "Measure the net of this checkpoint instead (a gated search state is measured after surgery).")
+    var checkpoint: String?
+
+    @Flag(name: .long, help: "Print one JSON object with the keys params, mflops, cdl and widths.")
+    var json = false
+
+    func validate() throws {
+        if checkpoint != nil {
+            guard model == nil, dataset == nil, descent == nil, scaling == .uniform else {
+                throw ValidationError("--checkpoint fixes the net; leave out --model, --dataset, --scaling and --descent")
+            }
+        } else {
+            guard model != nil, dataset != nil else { throw ValidationError("give --model and --dataset, or --checkpoint") }
+            guard ratio > 0, ratio <= 4 else { throw ValidationError("--ratio must be in (0, 4], got \(ratio)") }
+            try validateScaling(scaling, descent: descent, iteration: iteration)
+        }
+    }
+
+    func run() throws {
+        let net: Network
+        if let checkpoint {
+            let loaded = try Checkpoint.load(checkpoint).network
+            net = loaded.gateSites.isEmpty ? loaded : try Surgery.prune(loaded)
+        } else {
+            let d = try scaledDescription(model!, dataset!, ratio: ratio, descent: scaling == .neuralscale ? descent : nil,
+                                          iteration: iteration)
+            net = try makeNetwork(d, initialization: .none)
+        }
+        let d = net.netDescription
+        let macs = net.inferenceGraph.macs
+        let cdl = ONNXExport.criticalPathLength(try ONNXExport.model(net))
+        let names = d.architecture.groupNames
+        if json {
+            struct Report: Encodable {
+                let model: String, params: Int, macs: Int, mflops: Double, cdl: Int, widths: [Int]
+                let groups: [String], inChannels: Int, imageSize: Int, classes: Int
+            }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            print(String(decoding: try encoder.encode(Report(
+                model: d.architecture.rawValue, params: net.parameterCount, macs: macs, mflops: 2 * Double(macs) / 1e6, cdl: cdl,
+                widths: d.widths, groups: names, inChannels: d.inChannels, imageSize: d.imageSize, classes: d.classes)), as: UTF8.self))
+            return
+        }
+        print("\(d.architecture.rawValue), \(d.inChannels)x\(d.imageSize)x\(d.imageSize) input, \(d.classes) classes")
+        print("params  \(net.parameterCount)")
+        print(String(format: "MFLOPs  %.3f", 2 * Double(macs) / 1e6))
+        print("CDL     \(cdl)")
+        print("widths:")
+        let width = names.map(\.count).max() ?? 0
+        for (name, w) in zip(names, d.widths) { print("  " + name.padding(toLength: width + 2, withPad: " ", startingAt: 0) + "\(w)") }
+    }
+}
+
+extension Scaling: ExpressibleByArgument {}
+
+/// The scaling flags shared by `train` and `stats`.
+func validateScaling(_ scaling: Scaling, descent: String?, iteration: Int?) throws {
+    if scaling == .neuralscale, descent == nil {
+        throw ValidationError("--scaling neuralscale needs --descent FILE (the descent.json of `neuralscale descend`)")
+    }
+    if scaling == .uniform, descent != nil || iteration != nil {
+        throw ValidationError("--descent and --iteration only apply to --scaling neuralscale")
+    }
+}
+
+/// The net of `arch` on `kind` at `ratio`: uniform, or with a search's NeuralScale widths when
+/// `descent` is given (checked to be a search of the same net and input).
+func scaledDescription(_ arch: Architecture, _ kind: DatasetKind, ratio: Double, descent: String?,
+                       iteration: Int?, log: Bool = false) throws -> NetDescription {
+    var description = NetDescription.uniform(arch, ratio: ratio, inChannels: kind.channels, imageSize: kind.imageSize,
+                                             classes: kind.classes)
+    guard let descent else { return description }
+    let result = try DescentResult.load(descent)
+    guard result.template.architecture == arch, result.template.inChannels == kind.channels,
+          result.template.imageSize == kind.imageSize, result.template.classes == kind.classes else {
+        throw ValidationError("\(descent) was searched for \(result.template.architecture.rawValue) on \(result.config.dataset), not \(arch.rawValue) on \(kind.rawValue)")
+    }
+    let scaled = try result.scaled(ratio: ratio, iteration: iteration)
+    description.widths = scaled.neuralscaleWidths
+    if log {
+        FileHandle.standardError.write(Data(("NeuralScale widths at ratio \(ratio): \(scaled.neuralscaleWidths), P \(scaled.neuralscaleParams) "
+            + "(uniform: \(scaled.uniformParams))\n").utf8))
+    }
+    return description
+}
