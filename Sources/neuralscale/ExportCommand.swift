@@ -105,7 +105,8 @@ struct ExportONNX: ParsableCommand {
             let gray = try DatasetSources.testImages(.fashionMNIST, directory: kind == .fashionMNIST ? dataDir : nil,
                                                      normalization: nil, count: images)
             let x = adapt(gray, channels: d.inChannels, size: d.imageSize)
-            return (x, "\(x.shape[0]) Fashion-MNIST test images adapted to \(d.inChannels)x\(d.imageSize)x\(d.imageSize), since \(problem)")
+            let adapted = d.inChannels == 1 && d.imageSize == gray.shape[2] ? "" : " adapted to \(d.inChannels)x\(d.imageSize)x\(d.imageSize)"
+            return (x, "\(x.shape[0]) Fashion-MNIST test images\(adapted) (\(problem))")
         } catch {
             throw ValidationError("no test images to verify with: \(problem); and Fashion-MNIST: \(error). Install Debian's dataset-fashion-mnist, pass --data-dir, or --no-verify")
         }
