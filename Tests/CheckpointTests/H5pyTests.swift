@@ -28,7 +28,7 @@ final class H5pyTests: XCTestCase {
             p.arguments = ["python3"] + arguments
         }
         let errFile = folder.appendingPathComponent("stderr-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: errFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errFile.path, contents: nil)
         let out = Pipe()
         p.standardOutput = out
         p.standardError = try FileHandle(forWritingTo: errFile)
