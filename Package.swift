@@ -67,7 +67,7 @@ let package = Package(
         .testTarget(name: "ArchDescentTests", dependencies: ["ArchDescent"]),
         .testTarget(name: "PruningTests", dependencies: ["Pruning"]),
         .testTarget(name: "ONNXTests", dependencies: ["ONNX"]),
-        .testTarget(name: "ExportTests", dependencies: ["Export"]),
+        .testTarget(name: "ExportTests", dependencies: ["Export"], exclude: ["Reference"]),
     ],
     swiftLanguageModes: [.v5]
 )

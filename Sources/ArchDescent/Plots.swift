@@ -8,30 +8,53 @@ public enum SVGChart {
         public var color: String
         public var dashed = false
         public var markers = true
+        /// Per point, half the length of a vertical error bar (e.g. a standard deviation), or
+        /// nil for none; nil for a series without error bars.
+        public var yErrors: [Double?]?
+        /// Per point, a short label drawn beside it (e.g. the ratio), or nil.
+        public var pointLabels: [String]?
 
-        public init(name: String, points: [(x: Double, y: Double)], color: String, dashed: Bool = false, markers: Bool = true) {
+        public init(name: String, points: [(x: Double, y: Double)], color: String, dashed: Bool = false, markers: Bool = true,
+                    yErrors: [Double?]? = nil, pointLabels: [String]? = nil) {
+            precondition(yErrors == nil || yErrors!.count == points.count, "SVGChart.Series: \(yErrors!.count) errors for \(points.count) points")
+            precondition(pointLabels == nil || pointLabels!.count == points.count,
+                         "SVGChart.Series: \(pointLabels!.count) labels for \(points.count) points")
             self.name = name
             self.points = points
             self.color = color
             self.dashed = dashed
             self.markers = markers
+            self.yErrors = yErrors
+            self.pointLabels = pointLabels
         }
+
+        /// The error of point `i`, 0 when it has none.
+        func error(_ i: Int) -> Double { yErrors?[i].map(abs) ?? 0 }
     }
 
     /// A line chart with axes, ticks, labels and a legend; `logX`/`logY` use log10 axes.
+    /// A linear y axis starts at 0 unless `yFromZero` is false; `xMargin` widens the x range by
+    /// that fraction on both sides, so points do not sit on the axes.
     public static func lines(title: String, xLabel: String, yLabel: String, series: [Series],
-                             logX: Bool = false, logY: Bool = false, xTickLabels: [String]? = nil) -> String {
+                             logX: Bool = false, logY: Bool = false, xTickLabels: [String]? = nil,
+                             yFromZero: Bool = true, xMargin: Double = 0) -> String {
         let width = 900.0, height = 520.0, left = 80.0, right = 190.0, top = 50.0, bottom = 110.0
         let fx = { (v: Double) in logX ? log10(max(v, 1e-12)) : v }, fy = { (v: Double) in logY ? log10(max(v, 1e-12)) : v }
         let all = series.flatMap(\.points)
+        // The y range covers the error bars too.
+        let low = series.flatMap { s in s.points.indices.map { fy(s.points[$0].y - s.error($0)) } }
+        let high = series.flatMap { s in s.points.indices.map { fy(s.points[$0].y + s.error($0)) } }
         var x0 = all.map { fx($0.x) }.min() ?? 0, x1 = all.map { fx($0.x) }.max() ?? 1
-        var y0 = all.map { fy($0.y) }.min() ?? 0, y1 = all.map { fy($0.y) }.max() ?? 1
+        var y0 = low.min() ?? 0, y1 = high.max() ?? 1
         if x1 - x0 < 1e-9 { x0 -= 0.5; x1 += 0.5 }
         if y1 - y0 < 1e-9 { y0 -= 0.5; y1 += 0.5 }
-        if !logY { y0 = min(y0, 0) }
+        let margin = (x1 - x0) * xMargin
+        x0 -= margin
+        x1 += margin
+        if !logY, yFromZero { y0 = min(y0, 0) }
         let pad = (y1 - y0) * 0.05
         y1 += pad
-        if logY { y0 -= pad }
+        if logY || !yFromZero { y0 -= pad }
         let px = { (v: Double) in left + (fx(v) - x0) / (x1 - x0) * (width - left - right) }
         let py = { (v: Double) in height - bottom - (fy(v) - y0) / (y1 - y0) * (height - top - bottom) }
         var svg = """
@@ -65,6 +88,14 @@ public enum SVGChart {
             let path = s.points.map { "\(px($0.x)),\(py($0.y))" }.joined(separator: " ")
             svg += "<polyline fill=\"none\" stroke=\"\(s.color)\" stroke-width=\"2\"\(s.dashed ? " stroke-dasharray=\"6 4\"" : "") points=\"\(path)\"/>\n"
             if s.markers { for p in s.points { svg += "<circle cx=\"\(px(p.x))\" cy=\"\(py(p.y))\" r=\"2.5\" fill=\"\(s.color)\"/>" } }
+            for (k, p) in s.points.enumerated() where s.error(k) > 0 {  // error bar with caps
+                let xx = px(p.x), ya = py(p.y - s.error(k)), yb = py(p.y + s.error(k))
+                svg += "<path d=\"M\(xx),\(ya) V\(yb) M\(xx - 4),\(ya) h8 M\(xx - 4),\(yb) h8\" stroke=\"\(s.color)\" stroke-width=\"1.5\" fill=\"none\"/>"
+            }
+            for (k, label) in (s.pointLabels ?? []).enumerated() {
+                let p = s.points[k]
+                svg += "<text x=\"\(px(p.x) + 7)\" y=\"\(py(p.y) - 6)\" font-size=\"10\" fill=\"\(s.color)\">\(escape(label))</text>"
+            }
             let ly = top + 18 * Double(i)
             svg += "\n<line x1=\"\(width - right + 15)\" y1=\"\(ly)\" x2=\"\(width - right + 40)\" y2=\"\(ly)\" stroke=\"\(s.color)\" stroke-width=\"2\"\(s.dashed ? " stroke-dasharray=\"6 4\"" : "")/>"
             svg += "<text x=\"\(width - right + 45)\" y=\"\(ly + 4)\">\(escape(s.name))</text>\n"

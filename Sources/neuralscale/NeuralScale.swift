@@ -14,7 +14,7 @@ struct NeuralScale: ParsableCommand {
         discussion: """
         Run `neuralscale help <subcommand>` for its flags.
         """,
-        subcommands: [Train.self, Eval.self, Descend.self, Widths.self, ExportONNX.self, Stats.self, Bench.self]
+        subcommands: [Train.self, Eval.self, Descend.self, Widths.self, ExportONNX.self, Stats.self, Report.self, Bench.self]
     )
 }
 

@@ -1,0 +1,200 @@
+import ArchDescent
+import Foundation
+import XCTest
+
+final class ReportTests: XCTestCase {
+    var folder: URL!
+
+    override func setUpWithError() throws {
+        folder = FileManager.default.temporaryDirectory.appendingPathComponent("ns-report-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: folder) }
+
+    /// VGG-11's widths at `ratio`, as `neuralscale train --scaling uniform` uses them.
+    private func uniform(_ ratio: Double) -> [Int] { Architecture.vgg11.uniformWidths(ratio: ratio) }
+
+    /// A `result.json` as `neuralscale train` writes it (TrainResult has no public initializer).
+    private func resultJSON(_ scaling: String = "uniform", ratio: Double = 0.25, seed: Int = 0, accuracy: Double? = 0.86,
+                            widths: [Int]? = nil, model: String = "vgg11", dataset: String = "fashion-mnist",
+                            params: Int? = nil) throws -> Data {
+        let w = widths ?? uniform(ratio)
+        let p = try params ?? ResultsReport.measure(Architecture(rawValue: model)!, DatasetKind(rawValue: dataset)!, widths: w).params
+        var object: [String: Any] = ["model": model, "dataset": dataset, "scaling": scaling, "ratio": ratio, "widths": w,
+                                     "params": p, "epochs": 3, "seed": seed, "wallSeconds": 1.5]
+        if let accuracy { object["testAccuracy"] = accuracy }
+        return try JSONSerialization.data(withJSONObject: object)
+    }
+
+    private func result(_ scaling: String = "uniform", ratio: Double = 0.25, seed: Int = 0, accuracy: Double? = 0.86,
+                        widths: [Int]? = nil, model: String = "vgg11", dataset: String = "fashion-mnist") throws -> TrainResult {
+        try JSONDecoder().decode(TrainResult.self, from: resultJSON(scaling, ratio: ratio, seed: seed, accuracy: accuracy,
+                                                                    widths: widths, model: model, dataset: dataset))
+    }
+
+    /// Writes a result file into the test folder; returns its path.
+    private func file(_ name: String, _ data: Data) throws -> String {
+        let path = folder.appendingPathComponent(name).path
+        try data.write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    func testMeanAndSampleStd() throws {
+        // 0.86, 0.87, 0.88: mean 0.87, squared deviations 1e-4 + 0 + 1e-4 over n - 1 = 2 -> std 0.01.
+        let three = try XCTUnwrap(ResultsReport.meanAndStd([0.86, 0.87, 0.88]))
+        XCTAssertEqual(three.mean, 0.87, accuracy: 1e-12)
+        XCTAssertEqual(try XCTUnwrap(three.std), 0.01, accuracy: 1e-12)
+        // 2 and 4: sample std sqrt(((-1)^2 + 1^2) / 1) = sqrt(2) (the population std would be 1).
+        XCTAssertEqual(try XCTUnwrap(ResultsReport.meanAndStd([2, 4])?.std), 2.0.squareRoot(), accuracy: 1e-12)
+        let one = try XCTUnwrap(ResultsReport.meanAndStd([0.9]))
+        XCTAssertEqual(one.mean, 0.9)
+        XCTAssertNil(one.std, "one run has no spread")
+        XCTAssertEqual(ResultsReport.meanAndStd([171.671, 171.671, 171.671])?.std, 0, "equal values: exactly 0")
+        XCTAssertNil(ResultsReport.meanAndStd([]))
+    }
+
+    /// MFLOPs as thop counts them: VGG-11 at ratio 0.25 on 3x32x32 inputs is 20.064768 MFLOPs
+    /// (thop on the reference net). Fashion-MNIST only changes the first conv's input channels
+    /// from 3 to 1: 16 x 32 x 32 outputs x 2 channels x 9 = 294912 MACs fewer, 0.589824 MFLOPs,
+    /// so 19.474944; and 16 x 2 x 9 = 288 parameters fewer than CIFAR-10's 579786.
+    func testMFLOPsOfKnownNets() throws {
+        let cifar = try ResultsReport.measure(.vgg11, .cifar10, widths: uniform(0.25))
+        XCTAssertEqual(cifar.mflops, 20.064768, accuracy: 1e-9)
+        XCTAssertEqual(cifar.params, 579_786)
+        let fashion = try ResultsReport.measure(.vgg11, .fashionMNIST, widths: uniform(0.25))
+        XCTAssertEqual(fashion.mflops, 20.064768 - 0.589824, accuracy: 1e-9)
+        XCTAssertEqual(fashion.params, 579_498, "the params of checkpoints/vgg11-fashion-mnist-uniform-r0.25-s0/result.json")
+
+        let report = try ResultsReport.make([("a.json", try result(seed: 0)), ("b.json", try result(seed: 1))])
+        XCTAssertEqual(report.rows[0].mflopsMean, 19.474944, accuracy: 1e-9)
+        XCTAssertEqual(report.rows[0].mflopsStd, 0)
+        XCTAssertEqual(report.rows[0].paramsMean, 579_498)
+    }
+
+    /// Runs group by (scaling, ratio), rows sort uniform first then by ratio, seeds within a row
+    /// sort, and each row's figures come from its own runs only.
+    func testGroupsBySchemeAndRatio() throws {
+        let ns = [20, 40, 60, 70, 100, 90, 80, 120]
+        let runs: [(path: String, result: TrainResult)] = [
+            ("ns-s1", try result("neuralscale", seed: 1, accuracy: 0.90, widths: ns)),
+            ("u50-s0", try result(ratio: 0.5, seed: 0, accuracy: 0.95)),
+            ("u25-s2", try result(seed: 2, accuracy: 0.88)),
+            ("ns-s0", try result("neuralscale", seed: 0, accuracy: 0.80, widths: ns)),
+            ("u25-s0", try result(seed: 0, accuracy: 0.86)),
+            ("u25-s1", try result(seed: 1, accuracy: 0.87)),
+        ]
+        let report = try ResultsReport.make(runs)
+        XCTAssertEqual(report.model, .vgg11)
+        XCTAssertEqual(report.dataset, "fashion-mnist")
+        XCTAssertEqual(report.rows.map { "\($0.scaling.rawValue) \($0.ratio)" }, ["uniform 0.25", "uniform 0.5", "neuralscale 0.25"])
+        XCTAssertEqual(report.rows.map(\.runs), [3, 1, 2])
+        XCTAssertEqual(report.rows.map(\.seeds), [[0, 1, 2], [0], [0, 1]])
+        XCTAssertEqual(report.rows.map(\.files), [["u25-s0", "u25-s1", "u25-s2"], ["u50-s0"], ["ns-s0", "ns-s1"]])
+        XCTAssertEqual(report.files, runs.map(\.path), "input files in the order given")
+
+        XCTAssertEqual(try XCTUnwrap(report.rows[0].testAccuracyMean), 0.87, accuracy: 1e-12)
+        XCTAssertEqual(try XCTUnwrap(report.rows[0].testAccuracyStd), 0.01, accuracy: 1e-12)
+        XCTAssertEqual(try XCTUnwrap(report.rows[1].testAccuracyMean), 0.95, accuracy: 1e-12)
+        XCTAssertNil(report.rows[1].testAccuracyStd)
+        // 0.80 and 0.90: mean 0.85, sample std sqrt(2 x 0.05^2 / 1) = 0.0707...
+        XCTAssertEqual(try XCTUnwrap(report.rows[2].testAccuracyMean), 0.85, accuracy: 1e-12)
+        XCTAssertEqual(try XCTUnwrap(report.rows[2].testAccuracyStd), 0.05 * 2.0.squareRoot(), accuracy: 1e-12)
+        XCTAssertEqual(report.rows[2].widths, ns)
+        XCTAssertEqual(report.rows[1].paramsMean, Double(try ResultsReport.measure(.vgg11, .fashionMNIST, widths: uniform(0.5)).params))
+        XCTAssertTrue(report.notes.isEmpty, "\(report.notes)")
+
+        let md = report.markdown()
+        XCTAssertTrue(md.contains("| uniform | 0.25 | 3 (0, 1, 2) | 87.00 | 1.00 | 579498 | 19.475 |"), md)
+        XCTAssertTrue(md.contains("| uniform | 0.5 | 1 (0) | 95.00 | - |"), md)
+        XCTAssertTrue(md.contains("| NeuralScale | 0.25 | 2 (0, 1) | 85.00 | 7.07 |"), md)
+        XCTAssertTrue(md.contains("- `u25-s2`"), md)
+        let decoded = try JSONDecoder().decode(ResultsReport.self, from: report.json())
+        XCTAssertEqual(decoded, report, "report.json round-trips")
+    }
+
+    /// Different widths within a row, or a missing test accuracy, are reported as notes.
+    func testNotesOnInconsistentRuns() throws {
+        let report = try ResultsReport.make([
+            ("a", try result("neuralscale", seed: 0, widths: uniform(0.25))),
+            ("b", try result("neuralscale", seed: 1, widths: uniform(0.5))),
+            ("c", try result(seed: 0, accuracy: nil)),
+        ])
+        XCTAssertEqual(report.notes.count, 2, "\(report.notes)")
+        XCTAssertTrue(report.notes.contains { $0.contains("different widths") })
+        XCTAssertTrue(report.notes.contains { $0.contains("no test accuracy in c") })
+        let u = try XCTUnwrap(report.rows.first { $0.scaling == .uniform })
+        XCTAssertNil(u.testAccuracyMean)
+        XCTAssertTrue(report.markdown().contains("| uniform | 0.25 | 1 (0) | - | - |"))
+        let ns = try XCTUnwrap(report.rows.first { $0.scaling == .neuralscale })
+        XCTAssertGreaterThan(try XCTUnwrap(ns.mflopsStd), 0)
+    }
+
+    func testMixedModelsDatasetsAndBadFilesAreRejectedByName() throws {
+        let a = try file("a.json", try resultJSON())
+        let b = try file("b.json", try resultJSON(seed: 1))
+        let other = try file("mobilenet.json", try resultJSON(widths: Architecture.mobilenetv2.uniformWidths(ratio: 0.25), model: "mobilenetv2"))
+        let cifar = try file("cifar.json", try resultJSON(seed: 2, dataset: "cifar10"))
+        let corrupt = try file("corrupt.json", Data(#"{"model": "vgg11", "#.utf8))
+        let noWidths = try file("no-widths.json", Data(#"{"model": "vgg11", "dataset": "fashion-mnist"}"#.utf8))
+        let missing = folder.appendingPathComponent("missing.json").path
+
+        XCTAssertEqual(try ResultsReport.load([a, b]).rows.first?.runs, 2)
+        for (paths, culprit, words) in [([a, b, other], other, "mobilenetv2 on fashion-mnist"), ([a, cifar], cifar, "vgg11 on cifar10"),
+                                        ([a, corrupt], corrupt, "not valid JSON"), ([a, noWidths], noWidths, "missing"),
+                                        ([a, missing], missing, "no such file"), ([a, a], a, "twice")] {
+            XCTAssertThrowsError(try ResultsReport.load(paths), "\(culprit)") { error in
+                XCTAssertEqual((error as? ReportError)?.path, culprit, "\(error)")
+                XCTAssertTrue("\(error)".contains(culprit) && "\(error)".contains(words), "\(error)")
+            }
+        }
+        // Two files of the same (scaling, ratio, seed).
+        let twin = try file("twin.json", try resultJSON())
+        XCTAssertThrowsError(try ResultsReport.load([a, twin])) { XCTAssertTrue("\($0)".contains("seed 0, as \(a)"), "\($0)") }
+        XCTAssertThrowsError(try ResultsReport.make([]))
+    }
+
+    /// The five files are written, the charts have a series per scaling (and per scaling and
+    /// ratio for the widths), error bars where there are several seeds, and the group names.
+    func testWritesTableJSONAndCharts() throws {
+        let ns = [20, 40, 60, 70, 100, 90, 80, 120]
+        let report = try ResultsReport.make([
+            ("u25-s0", try result(seed: 0, accuracy: 0.86)), ("u25-s1", try result(seed: 1, accuracy: 0.88)),
+            ("u50-s0", try result(ratio: 0.5, accuracy: 0.9)),
+            ("ns25-s0", try result("neuralscale", accuracy: 0.89, widths: ns)),
+        ])
+        let out = folder.appendingPathComponent("out/nested").path
+        let written = try report.write(to: out)
+        XCTAssertEqual(written.map { URL(fileURLWithPath: $0).lastPathComponent }, ResultsReport.outputFiles)
+        func read(_ name: String) throws -> String {
+            try String(contentsOfFile: URL(fileURLWithPath: out).appendingPathComponent(name).path, encoding: .utf8)
+        }
+        XCTAssertEqual(try read("report.md"), report.markdown())
+        XCTAssertEqual(try JSONDecoder().decode(ResultsReport.self, from: Data(try read("report.json").utf8)), report)
+        for name in ["accuracy-vs-params.svg", "accuracy-vs-mflops.svg"] {
+            let svg = try read(name)
+            XCTAssertTrue(svg.hasPrefix("<svg") && svg.hasSuffix("</svg>\n"), name)
+            XCTAssertTrue(svg.contains(">uniform</text>") && svg.contains(">NeuralScale</text>"), name)
+            XCTAssertTrue(svg.contains(">r0.5</text>"), "\(name): points labelled with their ratio")
+            // Exactly one error bar: only uniform at 0.25 has two seeds.
+            XCTAssertEqual(svg.components(separatedBy: "<path d=").count - 1, 1, name)
+        }
+        let widths = try read("widths.svg")
+        for name in ["uniform r0.25", "uniform r0.5", "NeuralScale r0.25"] + Architecture.vgg11.groupNames {
+            XCTAssertTrue(widths.contains(">\(name)</text>"), "widths.svg lacks \(name)")
+        }
+        XCTAssertFalse(widths.contains("<path d="), "no error bars on widths")
+    }
+
+    /// Error bars widen the y range; a chart without them is drawn as before (no error paths).
+    func testChartErrorBarsFitTheAxes() {
+        let plain = SVGChart.Series(name: "a", points: [(1, 10), (2, 20)], color: "#000")
+        XCTAssertFalse(SVGChart.lines(title: "t", xLabel: "x", yLabel: "y", series: [plain]).contains("<path"))
+        let bars = SVGChart.Series(name: "a", points: [(1, 10), (2, 20)], color: "#000", yErrors: [nil, 15])
+        let svg = SVGChart.lines(title: "t", xLabel: "x", yLabel: "y", series: [bars], yFromZero: false)
+        XCTAssertEqual(svg.components(separatedBy: "<path d=").count - 1, 1)
+        // The bar spans 5...35, so the axis runs over 5...35 plus 5% of the span (1.5) each way:
+        // ticks from 3.5 to 36.5 (without the bar it would end at 20.5).
+        XCTAssertTrue(svg.contains(">36.5</text>") && svg.contains(">3.5</text>"), svg)
+    }
+}
