@@ -52,6 +52,25 @@ final class ExportTests: XCTestCase {
         }
     }
 
+    /// The critical datapath length of our exported graphs equals that of PyTorch's own eval-mode
+    /// ONNX export of the reference nets (`Reference/cdl.json`, made by
+    /// `Reference/make_cdl_reference.py`). CDL does not depend on the ratio; the ratio-1.0
+    /// entries are left out to keep the debug build's export fast.
+    func testCriticalPathLengthMatchesPyTorchExport() throws {
+        struct Entry: Decodable { let model: String, ratio: Double, in_ch: Int, image_size: Int, classes: Int, cdl: Int }
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Reference/cdl.json")
+        let entries = try JSONDecoder().decode([Entry].self, from: Data(contentsOf: url))
+        XCTAssertEqual(entries.count, 16)
+        for e in entries where e.ratio == 0.25 {
+            let arch = try XCTUnwrap(Architecture(rawValue: e.model))
+            let d = NetDescription.uniform(arch, ratio: e.ratio, inChannels: e.in_ch, imageSize: e.image_size, classes: e.classes)
+            let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 1)))
+            let what = "\(e.model) \(e.image_size)x\(e.image_size)"
+            XCTAssertEqual(ONNXExport.criticalPathLength(try ONNXExport.model(net)), e.cdl, what)
+            XCTAssertEqual(net.inferenceGraph.foldingBatchNorms().criticalPathLength, e.cdl, "\(what): the graph's own count")
+        }
+    }
+
     /// A broken export fails verification with the figures: the verifier is not a rubber stamp.
     func testAWrongModelFailsVerification() throws {
         let d = NetDescription.uniform(.vgg11, ratio: 0.125, inChannels: 3, imageSize: 32, classes: 10)
