@@ -2,7 +2,9 @@
 # The main job, on Debian's Fashion-MNIST (installed here with the other dependencies):
 #  1. the NeuralScale search on VGG-11 with --preset quick (3 iterations on 5000 images, ~8 min);
 #  2. a 3-epoch training of the uniform and of the NeuralScale net at ratio 0.25 (~2.5 min each);
-#  3. where the results and plots are.
+#  3. the size of both nets (`stats`), the NeuralScale net exported to ONNX and verified with
+#     ONNX Runtime (`export`), and a comparison of the two runs (`report`);
+#  4. where the results and plots are.
 # Extra arguments go to both `neuralscale train` runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,12 @@ for scaling in uniform neuralscale; do
     $bin train --model vgg11 --dataset fashion-mnist --ratio 0.25 --epochs 3 --lr 0.05 \
         --scaling "$scaling" "${extra[@]}" --out "$out/$scaling" "$@"
 done
+$bin stats --model vgg11 --dataset fashion-mnist --ratio 0.25
+$bin stats --model vgg11 --dataset fashion-mnist --ratio 0.25 --scaling neuralscale --descent "$out/descent/descent.json"
+$bin export --checkpoint "$out/neuralscale/best.h5" --onnx "$out/neuralscale/vgg11.onnx"
+$bin report "$out/uniform/result.json" "$out/neuralscale/result.json" --out "$out/report"
 echo
 echo "search:  $out/descent/descent.json, widths-r1.0.svg (layer widths), iteration-<i>-trajectory.svg/.csv, iteration-<i>-fit.json"
 echo "uniform:     $out/uniform/result.json"
-echo "neuralscale: $out/neuralscale/result.json"
+echo "neuralscale: $out/neuralscale/result.json, vgg11.onnx (verified ONNX model)"
+echo "comparison:  $out/report/report.md, accuracy-vs-params.svg, accuracy-vs-mflops.svg, widths.svg"
