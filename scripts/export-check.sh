@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Exports and verifies (onnx checker + ONNX Runtime on 100 real test images) every net at ratios
 # 0.25 and 1.0, uniform and NeuralScale, on Fashion-MNIST. The nets are briefly trained (one epoch
-# on a few hundred images: real BN statistics, not a good model) and the NeuralScale widths come
+# on a few hundred images at a low learning rate: real BN statistics, not a good model) and the NeuralScale widths come
 # from a fast one-iteration search per net; what is checked is the export, not the accuracy.
 # Prints one line per net, then a table. Takes about 15 minutes on 2 cores.
 #
@@ -27,7 +27,7 @@ for model in vgg11 mobilenetv2 preact_resnet18 resnet50; do
             [ "$scaling" = neuralscale ] && extra=(--descent "$descent/descent.json")
             if [ ! -f "$run/best.h5" ]; then
                 "$ns" train --model "$model" --dataset fashion-mnist --ratio "$ratio" --scaling "$scaling" "${extra[@]}" \
-                    --epochs 1 --subset 512 --out "$run" >"$run.log" 2>&1
+                    --epochs 1 --subset 512 --lr 0.02 --val-split 0.05 --out "$run" >"$run.log" 2>&1
             fi
             report=$("$ns" export --checkpoint "$run/best.h5" --onnx "$run.onnx" --json) || true
             echo "$model $scaling r$ratio: $report"
