@@ -6,10 +6,11 @@ import Pruning
 
 /// ONNX export of a net's inference graph (issue "Export and measure").
 ///
-/// - Every BN that directly follows a conv is folded into it, as PyTorch's exporter does in eval
-///   mode; a BN with no conv before it (PreAct ResNet-18's) is a `BatchNormalization` node.
+/// - Every BN that directly follows a conv whose only consumer it is gets folded into the conv,
+///   as PyTorch's exporter does in eval mode; other BNs (PreAct ResNet-18's) are
+///   `BatchNormalization` nodes.
 /// - ReLU6 is `Clip(0, 6)`, the classifier is `Flatten` + `Gemm`, a selection shortcut of a
-///   pruned net is a 1x1 `Conv` with a 0/1 weight.
+///   pruned net is a 1x1 `Conv` with a 0/1 weight named `<block>.shortcut.select`.
 /// - The input `input` is `[batch, C, H, W]` and the output `logits` is `[batch, classes]`, with
 ///   a symbolic batch dimension.
 /// - Weights are initializers under their dotted names (folded values for folded convs).
@@ -84,7 +85,9 @@ public enum ONNXExport {
                 let cin = graph.shape(of: node.inputs[0])[0]
                 let weight = Tensor(shape: [channels.count, cin, 1, 1], values: [Float](repeating: 0, count: channels.count * cin))
                 for (j, c) in channels.enumerated() where c >= 0 { weight.data[j * cin + c] = 1 }
-                let w = node.name + ".weight"
+                // Not `.weight`: in PreAct ResNet-18 `layers.<k>.shortcut.weight` is the reference's
+                // learned projection of the pre-activation, which this is not.
+                let w = node.name + ".select"
                 initializers[w] = weight
                 n.opType = "Conv"
                 n.input = inputs + [w]

@@ -86,14 +86,21 @@ enum Python {
         let exe = interpreter
         p.executableURL = URL(fileURLWithPath: exe)
         p.arguments = (exe == "/usr/bin/env" ? ["python3"] : []) + arguments
-        let out = Pipe(), err = Pipe()
+        // stdout through a pipe, read to the end while the child runs; stderr into a file, so
+        // neither can fill up and block the child.
+        let out = Pipe()
+        let errPath = FileManager.default.temporaryDirectory.appendingPathComponent("neuralscale-python-\(UUID().uuidString).err").path
+        defer { try? FileManager.default.removeItem(atPath: errPath) }
+        guard FileManager.default.createFile(atPath: errPath, contents: nil), let errFile = FileHandle(forWritingAtPath: errPath) else {
+            throw ExportError("cannot create \(errPath)")
+        }
         p.standardOutput = out
-        p.standardError = err
+        p.standardError = errFile
         try p.run()
-        // Read before waiting, so a full pipe cannot block the child.
         let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
+        try? errFile.close()
+        let e = FileManager.default.contents(atPath: errPath) ?? Data()
         return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
     }
 }

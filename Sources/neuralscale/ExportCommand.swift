@@ -1,4 +1,5 @@
 import ArgumentParser
+import ArchDescent
 import Export
 import Foundation
 import Training
@@ -8,8 +9,8 @@ struct ExportONNX: ParsableCommand {
         commandName: "export",
         abstract: "Write a checkpoint's net as an ONNX model, verified with onnx and ONNX Runtime.",
         discussion: """
-        The model is the eval-mode inference graph: every BatchNorm that follows a conv is folded \
-        into it (a BatchNorm with no conv before it stays a BatchNormalization node), ReLU6 is \
+        The model is the eval-mode inference graph: a BatchNorm that is the only consumer of a conv \
+        is folded into it (other BatchNorms stay BatchNormalization nodes), ReLU6 is \
         Clip(0, 6) and the classifier is Flatten + Gemm. Input `input` is [batch, C, H, W] with a \
         symbolic batch dimension, normalized as in training; output `logits` is [batch, classes]. \
         Weights are initializers under the checkpoint's dotted names. A gated net (a search \
@@ -20,7 +21,8 @@ struct ExportONNX: ParsableCommand {
         against this tool's own eval outputs: the maximum cosine distance must stay below 1e-4 \
         and top-1 must agree on every image. When that dataset is not on this machine, \
         Fashion-MNIST test images are used, repeated across channels and scaled up to the net's \
-        input. A failed verification exits with status 1 and prints the figures.
+        input. A failed verification exits with status 1, prints the figures and leaves --onnx \
+        untouched (the model is verified before it is renamed into place).
         """
     )
 
@@ -56,49 +58,72 @@ struct ExportONNX: ParsableCommand {
     }
 
     func run() throws {
-        let loaded = try Checkpoint.load(checkpoint)
+        let (loaded, state) = try loadNetCheckpoint(checkpoint)
         let net = loaded.network
-        try ONNXExport.write(net, to: output, opset: opset)
-        let bytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
+        let model = try withCheckpointPath(checkpoint) { try ONNXExport.model(net, opset: opset) }
+        let data = try model.serializedData()
         var verification: ONNXVerification?
         var source = ""
+        var inputs: (x: Tensor, logits: Tensor)?
         if !noVerify {
-            let (x, from) = try verificationImages(loaded)
+            let (x, from) = try verificationImages(loaded, state)
             source = from
-            let logits = Tape.withoutGradients { net.logits(x, training: false) }
-            verification = try ONNXVerification.run(model: output, inputs: x, logits: logits)
+            inputs = (x, Tape.withoutGradients { net.logits(x, training: false) })
+        }
+        // The model is verified under its temporary name and only then renamed into place: a
+        // model that fails verification never replaces anything.
+        struct Failed: Error {}
+        do {
+            try AtomicFile.replace(output) { temporary in
+                guard FileManager.default.createFile(atPath: temporary, contents: data) else {
+                    throw ValidationError("cannot write \(temporary) (next to --onnx \(output))")
+                }
+                if let inputs {
+                    let report = try ONNXVerification.run(model: temporary, inputs: inputs.x, logits: inputs.logits)
+                    verification = report
+                    if !report.passed { throw Failed() }
+                }
+            }
+        } catch is Failed {
+            if json { try printJSON(bytes: data.count, verification: verification, source: source) }
+            else { print("\(verification!.summary) [\(source)]\n\(output) was not written") }
+            throw ExitCode(1)
         }
         if json {
-            struct Report: Encodable {
-                let onnx: String, bytes: Int, opset: Int, images: String?, verification: ONNXVerification?
-            }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(Report(onnx: output, bytes: bytes, opset: opset,
-                                                             images: verification == nil ? nil : source,
-                                                             verification: verification)), as: UTF8.self))
+            try printJSON(bytes: data.count, verification: verification, source: source)
         } else {
-            print("wrote \(output) (\(String(format: "%.1f", Double(bytes) / 1e6)) MB, opset \(opset))")
+            print("wrote \(output) (\(String(format: "%.1f", Double(data.count) / 1e6)) MB, opset \(opset))")
             if let verification { print("\(verification.summary) [\(source)]") }
         }
-        if let verification, !verification.passed { throw ExitCode(1) }
+    }
+
+    private func printJSON(bytes: Int, verification: ONNXVerification?, source: String) throws {
+        struct Report: Encodable {
+            let onnx: String, written: Bool, bytes: Int, opset: Int, images: String?, verification: ONNXVerification?
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        print(String(decoding: try encoder.encode(Report(onnx: output, written: verification?.passed ?? true, bytes: bytes,
+                                                         opset: opset, images: verification == nil ? nil : source,
+                                                         verification: verification)), as: UTF8.self))
     }
 
     /// Real test images for the net: its dataset's, else Fashion-MNIST's adapted to its input.
-    private func verificationImages(_ loaded: LoadedCheckpoint) throws -> (Tensor, String) {
+    /// An explicit --dataset must load.
+    private func verificationImages(_ loaded: LoadedCheckpoint, _ state: CheckpointState) throws -> (Tensor, String) {
         let d = loaded.network.netDescription
-        let state = try? loaded.training(as: TrainingState.self)
-        let kind = dataset ?? state.flatMap { DatasetKind(rawValue: $0.config.dataset) }
+        let kind = dataset ?? state.dataset
         var problem = "the checkpoint does not say which dataset it was trained on"
         if let kind {
             guard kind.channels == d.inChannels, kind.imageSize == d.imageSize else {
                 throw ValidationError("\(checkpoint) takes \(d.inChannels)x\(d.imageSize)x\(d.imageSize) images; \(kind.rawValue) has \(kind.channels)x\(kind.imageSize)x\(kind.imageSize)")
             }
             do {
-                let x = try DatasetSources.testImages(kind, directory: dataDir, normalization: state?.inputNormalization, count: images)
+                let x = try DatasetSources.testImages(kind, directory: dataDir, normalization: state.normalization, count: images)
                 return (x, "\(x.shape[0]) \(kind.rawValue) test images")
             } catch {
-                problem = "\(error)"
+                if dataset != nil { throw ValidationError("--dataset \(kind.rawValue): \(error)") }
+                problem = "\(kind.rawValue) is not here: \(error)"
             }
         }
         do {
@@ -111,6 +136,34 @@ struct ExportONNX: ParsableCommand {
             throw ValidationError("no test images to verify with: \(problem); and Fashion-MNIST: \(error). Install Debian's dataset-fashion-mnist, pass --data-dir, or --no-verify")
         }
     }
+}
+
+/// What a checkpoint says about how its net was trained.
+struct CheckpointState {
+    var dataset: DatasetKind?
+    var normalization: InputNormalization?
+}
+
+/// Loads a checkpoint of `train` or a search's `state.h5`, refusing a search state between
+/// iterations (it holds no trained net, only zeros of the base net's shape).
+func loadNetCheckpoint(_ path: String) throws -> (LoadedCheckpoint, CheckpointState) {
+    let loaded = try Checkpoint.load(path)
+    if let training = try? loaded.training(as: TrainingState.self) {
+        return (loaded, CheckpointState(dataset: DatasetKind(rawValue: training.config.dataset),
+                                        normalization: training.inputNormalization))
+    }
+    if let search = try? loaded.training(as: DescentState.self) {
+        guard search.current != nil else {
+            throw ExportError("\(path) is a search's state between iterations (or after the last): it holds no trained net. Use a checkpoint of `neuralscale train`, or a state.h5 saved during an iteration")
+        }
+        return (loaded, CheckpointState(dataset: DatasetKind(rawValue: search.config.dataset), normalization: nil))
+    }
+    return (loaded, CheckpointState())
+}
+
+/// Runs `body`, naming the checkpoint in a surgery error.
+func withCheckpointPath<T>(_ path: String, _ body: () throws -> T) throws -> T {
+    do { return try body() } catch let error as SurgeryError { throw ExportError("\(path): \(error)") }
 }
 
 /// [N, 1, s, s] images repeated over `channels` and scaled up by an integer factor to `size`.

@@ -25,8 +25,8 @@ struct Stats: ParsableCommand {
     @Option(name: .long, help: "The dataset, for input channels, image size and classes (not with --checkpoint).")
     var dataset: DatasetKind?
 
-    @Option(name: .long, help: "Width ratio R.")
-    var ratio = 1.0
+    @Option(name: .long, help: "Width ratio R (default 1.0).")
+    var ratio: Double?
 
     @Option(name: .long, help: "'uniform' (every width times R) or 'neuralscale' (the search's widths with the uniform net's P at R; needs --descent).")
     var scaling: Scaling = .uniform
@@ -45,12 +45,12 @@ struct Stats: ParsableCommand {
 
     func validate() throws {
         if checkpoint != nil {
-            guard model == nil, dataset == nil, descent == nil, scaling == .uniform else {
-                throw ValidationError("--checkpoint fixes the net; leave out --model, --dataset, --scaling and --descent")
+            guard model == nil, dataset == nil, descent == nil, iteration == nil, scaling == .uniform, ratio == nil else {
+                throw ValidationError("--checkpoint fixes the net; leave out --model, --dataset, --ratio, --scaling, --descent and --iteration")
             }
         } else {
             guard model != nil, dataset != nil else { throw ValidationError("give --model and --dataset, or --checkpoint") }
-            guard ratio > 0, ratio <= 4 else { throw ValidationError("--ratio must be in (0, 4], got \(ratio)") }
+            if let ratio, !(ratio > 0 && ratio <= 4) { throw ValidationError("--ratio must be in (0, 4], got \(ratio)") }
             try validateScaling(scaling, descent: descent, iteration: iteration)
         }
     }
@@ -58,10 +58,10 @@ struct Stats: ParsableCommand {
     func run() throws {
         let net: Network
         if let checkpoint {
-            let loaded = try Checkpoint.load(checkpoint).network
-            net = loaded.gateSites.isEmpty ? loaded : try Surgery.prune(loaded)
+            let loaded = try loadNetCheckpoint(checkpoint).0.network
+            net = try withCheckpointPath(checkpoint) { loaded.gateSites.isEmpty ? loaded : try Surgery.prune(loaded) }
         } else {
-            let d = try scaledDescription(model!, dataset!, ratio: ratio, descent: scaling == .neuralscale ? descent : nil,
+            let d = try scaledDescription(model!, dataset!, ratio: ratio ?? 1, descent: scaling == .neuralscale ? descent : nil,
                                           iteration: iteration)
             net = try makeNetwork(d, initialization: .none)
         }

@@ -67,6 +67,35 @@ final class SurgeryTests: XCTestCase {
         }
     }
 
+    /// A pruned net can be gated and pruned again: its selection shortcuts compose and
+    /// projections stay, and the second surgery still computes what its gated net computes.
+    func testSurgeryOfAPrunedNetPrunedAgain() throws {
+        for arch in [Architecture.mobilenetv2, .preactResNet18, .resnet50] {
+            let d = NetDescription.uniform(arch, ratio: 0.125, inChannels: 3, imageSize: 32, classes: 5)
+            let first = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 31)), gated: true)
+            var rng = RandomGenerator(seed: 32)
+            let pruner = Pruner(first, settings: PruningSettings())
+            for (k, keep) in randomAlive(d, using: &rng).enumerated() {
+                for c in 0..<d.widths[k] where !keep.contains(c) { pruner.prune(group: k, channel: c, optimizer: nil) }
+            }
+            let e = try Surgery.prune(first).netDescription
+            XCTAssertTrue(e.resolvedShortcuts.contains { if case .select = $0 { return true } else { return false } }, "\(arch)")
+            let second = try makeNetwork(e, initialization: .random(RandomGenerator(seed: 33)), gated: true)
+            randomizeNormalization(second, using: &rng)
+            let again = Pruner(second, settings: PruningSettings())
+            for (k, w) in e.widths.enumerated() where w > 1 {
+                for c in 0..<w where rng.uniform() < 0.3 && c != w - 1 { again.prune(group: k, channel: c, optimizer: nil) }
+            }
+            let small = try Surgery.prune(second)
+            XCTAssertNoThrow(try small.netDescription.validate())
+            let x = Tensor.randn([4, 3, 32, 32], using: &rng)
+            let a = Tape.withoutGradients { second.logits(x, training: false) }.values
+            let b = Tape.withoutGradients { small.logits(x, training: false) }.values
+            let scale = a.map(abs).max()!, diff = zip(a, b).map { abs($0 - $1) }.max()!
+            XCTAssertLessThanOrEqual(diff, 1e-4 * scale, "\(arch): max |diff| \(diff), scale \(scale)")
+        }
+    }
+
     /// Only the alive channels' values survive: a pruned net rebuilt from the gated one twice
     /// is identical, and pruning no channel at all gives back the plain net of the same widths.
     func testSurgeryWithoutPruningIsThePlainNet() throws {

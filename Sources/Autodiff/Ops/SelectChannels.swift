@@ -30,14 +30,15 @@ public func selectChannels(_ x: Tensor, _ channels: [Int]) -> Tensor {
         }
     }
     if Tape.needsRecord(x) {
+        // `readers[start[c]..<start[c + 1]]` are the outputs that read channel c, built here once
+        // so the backward pass allocates nothing. One backward task per input plane sums a
+        // channel read twice on one thread, in a fixed order.
+        var start = [Int](repeating: 0, count: c + 1)
+        for from in channels where from >= 0 { start[from + 1] += 1 }
+        for i in 0..<c { start[i + 1] += start[i] }
+        let readers = (0..<k).filter { channels[$0] >= 0 }.sorted { (channels[$0], $0) < (channels[$1], $1) }
         Tape.record("selectChannels", out) { d in
             let dx = x.gradBuffer().data, pd = d.data
-            // One task per input plane, so a channel read twice is summed by one thread in a
-            // fixed order: `readers[start[c]..<start[c + 1]]` are the outputs that read channel c.
-            var start = [Int](repeating: 0, count: c + 1)
-            for from in channels where from >= 0 { start[from + 1] += 1 }
-            for i in 0..<c { start[i + 1] += start[i] }
-            let readers = (0..<k).filter { channels[$0] >= 0 }.sorted { (channels[$0], $0) < (channels[$1], $1) }
             start.withUnsafeBufferPointer { start in
                 readers.withUnsafeBufferPointer { readers in
                     Parallel.forEach(n * c, grain: max(1, elementwiseGrain / max(inner, 1))) { plane in
