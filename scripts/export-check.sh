@@ -6,11 +6,11 @@
 # Prints one line per net, then a table. Takes about 15 minutes on 2 cores.
 #
 #   scripts/export-check.sh [OUT_DIR]     (default /tmp/neuralscale-export-check)
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp/neuralscale-export-check}
 mkdir -p "$out"
-swift build -c release >/dev/null
+swift build -c release >/dev/null || exit 1
 ns=.build/release/neuralscale
 
 rows=()
@@ -25,19 +25,28 @@ for model in vgg11 mobilenetv2 preact_resnet18 resnet50; do
             run="$out/$model-$scaling-r$ratio"
             extra=()
             [ "$scaling" = neuralscale ] && extra=(--descent "$descent/descent.json")
-            if [ ! -f "$run/best.h5" ]; then
-                "$ns" train --model "$model" --dataset fashion-mnist --ratio "$ratio" --scaling "$scaling" "${extra[@]}" \
-                    --epochs 1 --subset 512 --lr 0.02 --val-split 0.05 --out "$run" >"$run.log" 2>&1
+            if [ ! -f "$run/best.h5" ] && ! "$ns" train --model "$model" --dataset fashion-mnist --ratio "$ratio" \
+                    --scaling "$scaling" "${extra[@]}" --epochs 1 --subset 512 --lr 0.02 --val-split 0.05 --out "$run" \
+                    >"$run.log" 2>&1; then
+                echo "$model $scaling r$ratio: training failed, see $run.log"
+                rows+=("| $model | $scaling | $ratio | training failed ($run.log) | | | | |")
+                continue
             fi
-            report=$("$ns" export --checkpoint "$run/best.h5" --onnx "$run.onnx" --json) || true
+            report=$("$ns" export --checkpoint "$run/best.h5" --onnx "$run.onnx" --json 2>&1) || true
             echo "$model $scaling r$ratio: $report"
             rows+=("$(python3 - "$model" "$scaling" "$ratio" "$report" <<'EOF'
 import json, sys
 model, scaling, ratio, report = sys.argv[1:]
-r = json.loads(report)
+try:
+    r = json.loads(report.splitlines()[-1])
+except (ValueError, IndexError):
+    print(f"| {model} | {scaling} | {ratio} | export failed: {report.strip()[:120]} | | | | |")
+    sys.exit(0)
 v = r["verification"]
-print(f"| {model} | {scaling} | {ratio} | {'pass' if v['passed'] else 'FAIL'} | {v['max_cosine_distance']:.2e} | "
-      f"{100 * v['top1_agreement']:.0f}% | {v['max_abs_diff']:.2e} | {r['bytes'] / 1e6:.1f} MB |")
+f = lambda x, spec: "n/a" if x is None else format(x, spec)
+print(f"| {model} | {scaling} | {ratio} | {'pass' if v['passed'] else 'FAIL: ' + '; '.join(v['errors'])} | "
+      f"{f(v['max_cosine_distance'], '.2e')} | {f(v['top1_agreement'] and 100 * v['top1_agreement'], '.0f')}% | "
+      f"{f(v['max_abs_diff'], '.2e')} | {r['bytes'] / 1e6:.1f} MB |")
 EOF
 )")
         done
