@@ -72,10 +72,6 @@ if "--neuralscale" in args:
     i = args.index("--neuralscale")
     neuralscale = args[i + 1]
     del args[i:i + 2]
-models_path = args[0] if args else os.path.join(here, "../../../../shared/reference/models.py")
-spec = importlib.util.spec_from_file_location("models", models_path)
-models = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(models)
 
 MODEL_NAMES = ["vgg11", "mobilenetv2", "preact_resnet18", "resnet50"]
 RATIOS = [0.25, 1.0]
@@ -83,24 +79,18 @@ SHAPES = [(3, 32, 10), (3, 64, 200)]  # (in_ch, image_size, classes)
 DATASETS = {(3, 32, 10): "cifar10", (3, 64, 200): "tinyimagenet"}
 
 
+# The nets exactly as make_stats_reference.py builds them.
+_spec = importlib.util.spec_from_file_location(
+    "make_stats_reference", os.path.join(here, "../../NetsTests/Reference/make_stats_reference.py"))
+stats_reference = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(stats_reference)
+
+
+models = stats_reference.load_models(args[0] if args else None)
+
+
 def build(name, ratio, in_ch, size, classes):
-    """The reference net, as Tests/NetsTests/Reference/make_stats_reference.py builds it."""
-    if size == 32 or name == "resnet50":
-        return models.MODELS[name](num_classes=classes, in_ch=in_ch, ratio=ratio), "models.py"
-    if name == "mobilenetv2":
-        return models.MobileNetV2(num_classes=classes, in_ch=in_ch, ratio=ratio, tiny=True), "models.py (tiny=True)"
-    side = size // 32
-    if name == "vgg11":
-        net = models.vgg11(num_classes=classes, in_ch=in_ch, ratio=ratio)
-        last = len(net) - 1
-        net[last] = nn.Linear(net[last].in_features * side * side, classes)
-        return net, f"models.py, classifier on the flattened {side}x{side} map (design/neuralscale.md)"
-    if name == "preact_resnet18":
-        net = models.PreActResNet18(num_classes=classes, in_ch=in_ch, ratio=ratio)
-        w0 = net.conv1.out_channels
-        net.layers[0] = models.PreActBlock(w0, w0, 2)
-        return net, "models.py, first block stride 2 for 64x64 (design/neuralscale.md)"
-    raise ValueError(name)
+    return stats_reference.build(models, name, ratio, in_ch, size, classes)
 
 
 def export(net, x, dynamo):

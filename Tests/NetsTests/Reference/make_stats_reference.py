@@ -59,13 +59,16 @@ import sys
 
 import torch
 import torch.nn as nn
-import thop
 
 here = os.path.dirname(os.path.abspath(__file__))
-models_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "../../../../shared/reference/models.py")
-spec = importlib.util.spec_from_file_location("models", models_path)
-models = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(models)
+
+
+def load_models(path=None):
+    """The reference nets' module (default: ../shared/reference/models.py from the repo root)."""
+    spec = importlib.util.spec_from_file_location("models", path or os.path.join(here, "../../../../shared/reference/models.py"))
+    models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(models)
+    return models
 
 # Original width of every group, in the order of Sources/Nets/Models/*.swift (`originalWidths`).
 ORIGINAL_WIDTHS = {
@@ -79,8 +82,8 @@ RATIOS = [0.25, 1.0]
 SHAPES = [(3, 32, 10), (1, 32, 10), (3, 64, 200)]  # (in_ch, image_size, classes)
 
 
-def build(name, ratio, in_ch, size, classes):
-    """The reference net, and where it comes from."""
+def build(models, name, ratio, in_ch, size, classes):
+    """The reference net, and where it comes from (also used by make_cdl_reference.py)."""
     if size == 32 or name == "resnet50":
         return models.MODELS[name](num_classes=classes, in_ch=in_ch, ratio=ratio), "models.py"
     if name == "mobilenetv2":
@@ -127,40 +130,48 @@ def rule_macs(net, x):
     return total
 
 
-entries = []
-for in_ch, size, classes in SHAPES:
-    for name in MODEL_NAMES:
-        for ratio in RATIOS:
-            net, source = build(name, ratio, in_ch, size, classes)
-            net.eval()
-            params = sum(p.numel() for p in net.parameters())
-            x = torch.randn(1, in_ch, size, size)
-            expected = rule_macs(net, x)
-            macs, thop_params = thop.profile(net, inputs=(x,), verbose=False)
-            assert macs == int(macs) and int(macs) == expected, (name, ratio, size, macs, expected)
-            assert int(thop_params) == params, (name, ratio, size, thop_params, params)
-            entries.append({
-                "model": name, "ratio": ratio, "in_ch": in_ch, "image_size": size, "classes": classes,
-                "params": params, "macs": int(macs), "mflops": 2 * int(macs) / 1e6,
-                "widths": [int(w * ratio) for w in ORIGINAL_WIDTHS[name]], "source": source,
-            })
-            print(f"{name:16s} r={ratio:<5} {in_ch}x{size}x{size} c={classes:<3} params={params:>9} "
-                  f"MFLOPs={2 * macs / 1e6:10.3f}  {source}")
+def main():
+    import thop
 
-with open(os.path.join(here, "stats.json"), "w") as f:
-    f.write("[\n" + ",\n".join(" " + json.dumps(e) for e in entries) + "\n]\n")  # one entry a line
+    models = load_models(sys.argv[1] if len(sys.argv) > 1 else None)
+    entries = []
+    for in_ch, size, classes in SHAPES:
+        for name in MODEL_NAMES:
+            for ratio in RATIOS:
+                net, source = build(models, name, ratio, in_ch, size, classes)
+                net.eval()
+                params = sum(p.numel() for p in net.parameters())
+                x = torch.randn(1, in_ch, size, size)
+                expected = rule_macs(net, x)
+                macs, thop_params = thop.profile(net, inputs=(x,), verbose=False)
+                assert macs == int(macs) and int(macs) == expected, (name, ratio, size, macs, expected)
+                assert int(thop_params) == params, (name, ratio, size, thop_params, params)
+                entries.append({
+                    "model": name, "ratio": ratio, "in_ch": in_ch, "image_size": size, "classes": classes,
+                    "params": params, "macs": int(macs), "mflops": 2 * int(macs) / 1e6,
+                    "widths": [int(w * ratio) for w in ORIGINAL_WIDTHS[name]], "source": source,
+                })
+                print(f"{name:16s} r={ratio:<5} {in_ch}x{size}x{size} c={classes:<3} params={params:>9} "
+                      f"MFLOPs={2 * macs / 1e6:10.3f}  {source}")
 
-# Params against the reference counts (keyed model/in_channels/classes/ratio, for 32x32 inputs).
-with open(os.path.join(os.path.dirname(os.path.abspath(models_path)), "param_counts.json")) as f:
-    counts = json.load(f)["counts"]
-mismatches = []
-for e in entries:
-    key = f"{e['model']}/{e['in_ch']}/{e['classes']}/{e['ratio']}"
-    if key in counts:
-        same = counts[key] == e["params"]
-        print(f"param_counts.json {key} ({e['image_size']}x{e['image_size']}): {counts[key]} "
-              f"{'==' if same else '!='} {e['params']}")
-        if not same and e["image_size"] == 32:
-            mismatches.append(key)
-if mismatches:
-    sys.exit(f"params differ from param_counts.json at 32x32 for {mismatches}")
+    with open(os.path.join(here, "stats.json"), "w") as f:
+        f.write("[\n" + ",\n".join(" " + json.dumps(e) for e in entries) + "\n]\n")  # one entry a line
+
+    # Params against the reference counts (keyed model/in_channels/classes/ratio, for 32x32 inputs).
+    with open(os.path.join(os.path.dirname(os.path.abspath(models.__file__)), "param_counts.json")) as f:
+        counts = json.load(f)["counts"]
+    mismatches = []
+    for e in entries:
+        key = f"{e['model']}/{e['in_ch']}/{e['classes']}/{e['ratio']}"
+        if key in counts:
+            same = counts[key] == e["params"]
+            print(f"param_counts.json {key} ({e['image_size']}x{e['image_size']}): {counts[key]} "
+                  f"{'==' if same else '!='} {e['params']}")
+            if not same and e["image_size"] == 32:
+                mismatches.append(key)
+    if mismatches:
+        sys.exit(f"params differ from param_counts.json at 32x32 for {mismatches}")
+
+
+if __name__ == "__main__":
+    main()
