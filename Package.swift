@@ -62,11 +62,11 @@ let package = Package(
         .testTarget(name: "AutodiffTests", dependencies: ["Autodiff"], exclude: ["Reference"]),
         .testTarget(name: "NetsTests", dependencies: ["Nets"], exclude: ["Reference"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets"]),
-        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Export"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training"]),
         .testTarget(name: "ArchDescentTests", dependencies: ["ArchDescent"]),
         .testTarget(name: "PruningTests", dependencies: ["Pruning"]),
-        .testTarget(name: "ONNXTests", dependencies: ["ONNX"]),
+        .testTarget(name: "ONNXTests", dependencies: ["ONNX", "Export"]),
         .testTarget(name: "ExportTests", dependencies: ["Export"], exclude: ["Reference"]),
     ],
     swiftLanguageModes: [.v5]

@@ -53,12 +53,12 @@ public struct ONNXVerification: Codable, Sendable {
     }
 }
 
-/// The Python side of the project (onnx, onnxruntime, numpy), as `scripts/install-deps.sh`
-/// installs it.
-enum Python {
+/// The Python side of the project (onnx, onnxruntime, numpy, h5py), as `scripts/install-deps.sh`
+/// installs it; also what the tests run the repository's Python scripts with.
+public enum Python {
     /// The repository's `scripts/` folder: `NEURALSCALE_SCRIPTS`, else the one this source file
     /// was built from.
-    static func script(_ name: String) throws -> String {
+    public static func script(_ name: String) throws -> String {
         let env = ProcessInfo.processInfo.environment
         let folder = env["NEURALSCALE_SCRIPTS"] ?? URL(fileURLWithPath: #filePath)
             .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -72,7 +72,7 @@ enum Python {
 
     /// `NEURALSCALE_PYTHON`, else the repository's `.venv/bin/python3` when it exists, else
     /// `python3` on the PATH.
-    static var interpreter: String {
+    public static var interpreter: String {
         let env = ProcessInfo.processInfo.environment
         if let p = env["NEURALSCALE_PYTHON"] { return p }
         let venv = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -80,8 +80,8 @@ enum Python {
         return FileManager.default.isExecutableFile(atPath: venv) ? venv : "/usr/bin/env"
     }
 
-    /// Runs the interpreter with `arguments`; returns (status, stdout, stderr).
-    static func run(_ arguments: [String]) throws -> (Int32, String, String) {
+    /// Runs the interpreter with `arguments`; returns its exit status, stdout and stderr.
+    public static func run(_ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
         let p = Process()
         let exe = interpreter
         p.executableURL = URL(fileURLWithPath: exe)
@@ -106,8 +106,8 @@ enum Python {
 }
 
 /// NumPy `.npy` version 1.0, float32 little-endian, C order (what `numpy.save` writes).
-enum NPY {
-    static func write(_ t: Tensor, to path: String) throws {
+public enum NPY {
+    public static func write(_ t: Tensor, to path: String) throws {
         let shape = t.shape.count == 1 ? "(\(t.shape[0]),)" : "(" + t.shape.map(String.init).joined(separator: ", ") + ")"
         var header = "{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }"
         // Pad with spaces and end with a newline so the data starts at a multiple of 64.

@@ -1,4 +1,5 @@
 import Checkpoint
+import Export
 import Foundation
 import XCTest
 
@@ -16,27 +17,6 @@ final class H5pyTests: XCTestCase {
     /// The repository's `scripts/` folder, found from this file.
     private let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("scripts")
-
-    /// Runs `NEURALSCALE_PYTHON`, else `python3` on the PATH; returns (status, stdout, stderr).
-    private func python(_ arguments: [String]) throws -> (Int32, Data, String) {
-        let p = Process()
-        if let exe = ProcessInfo.processInfo.environment["NEURALSCALE_PYTHON"] {
-            p.executableURL = URL(fileURLWithPath: exe)
-            p.arguments = arguments
-        } else {
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = ["python3"] + arguments
-        }
-        let errFile = folder.appendingPathComponent("stderr-\(UUID().uuidString)")
-        _ = FileManager.default.createFile(atPath: errFile.path, contents: nil)
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = try FileHandle(forWritingTo: errFile)
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()  // before waiting: a full pipe would block the child
-        p.waitUntilExit()
-        return (p.terminationStatus, o, (try? String(contentsOf: errFile, encoding: .utf8)) ?? "")
-    }
 
     /// A small net of `arch` with random weights after one SGD step (momentum buffers and BN
     /// running statistics set).
@@ -82,16 +62,16 @@ final class H5pyTests: XCTestCase {
     /// else is in the file, and the attributes `format`, `version`, `net` (and `optimizer`) are
     /// there and say what `Checkpoint` wrote.
     func testH5pyReadsEveryTensorOfAllFourNets() throws {
-        let probe = try python(["-c", "import h5py, numpy"])
-        guard probe.0 == 0 else { throw XCTSkip("python3 cannot import h5py and numpy (scripts/install-deps.sh installs them): \(probe.2)") }
+        let probe = try Python.run(["-c", "import h5py, numpy"])
+        guard probe.status == 0 else { throw XCTSkip("python3 cannot import h5py and numpy (scripts/install-deps.sh installs them): \(probe.errors)") }
         let script = scripts.appendingPathComponent("inspect_checkpoint.py").path
         for arch in Architecture.allCases {
             let (net, opt) = try trainedNet(arch)
             let path = folder.appendingPathComponent("\(arch.rawValue).h5").path
             try Checkpoint.save(net, optimizer: opt, to: path)
-            let (status, out, err) = try python([script, path, "--json"])
+            let (status, out, err) = try Python.run([script, path, "--json"])
             XCTAssertEqual(status, 0, "\(arch): \(err)")
-            let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: out) as? [String: Any], "\(arch): \(err)")
+            let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], "\(arch): \(err)")
             let attributes = try XCTUnwrap(report["attributes"] as? [String: Any])
             let datasets = try XCTUnwrap(report["datasets"] as? [String: [String: Any]])
 

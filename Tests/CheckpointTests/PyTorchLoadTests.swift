@@ -1,4 +1,5 @@
 import Checkpoint
+import Export
 import Foundation
 import XCTest
 
@@ -17,44 +18,14 @@ final class PyTorchLoadTests: XCTestCase {
     private let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
 
-    /// Runs `NEURALSCALE_PYTHON`, else `python3` on the PATH; returns (status, stdout + stderr).
-    private func python(_ arguments: [String]) throws -> (Int32, String) {
-        let p = Process()
-        if let exe = ProcessInfo.processInfo.environment["NEURALSCALE_PYTHON"] {
-            p.executableURL = URL(fileURLWithPath: exe)
-            p.arguments = arguments
-        } else {
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = ["python3"] + arguments
-        }
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self))
-    }
-
-    /// NumPy `.npy` 1.0, float32 little-endian, C order.
-    private func writeNPY(_ t: Tensor, _ path: String) throws {
-        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + t.shape.map(String.init).joined(separator: ", ") + "), }"
-        header += String(repeating: " ", count: (64 - (10 + header.utf8.count + 1) % 64) % 64) + "\n"
-        var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0])
-        withUnsafeBytes(of: UInt16(header.utf8.count).littleEndian) { data.append(contentsOf: $0) }
-        data.append(contentsOf: Array(header.utf8))
-        for v in t.values { withUnsafeBytes(of: v.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
-        try data.write(to: URL(fileURLWithPath: path))
-    }
-
     /// All four nets, uniform and with skewed (NeuralScale-like) widths that turn identity
     /// shortcuts into projections, at 32x32 and 64x64 (the extra strides), after one SGD step so
     /// the BN running statistics are not the identity.
     func testReferenceNetsGiveOurLogits() throws {
         let models = root.deletingLastPathComponent().appendingPathComponent("shared/reference/models.py").path
         guard FileManager.default.fileExists(atPath: models) else { throw XCTSkip("no reference nets at \(models)") }
-        let probe = try python(["-c", "import torch, h5py, numpy"])
-        guard probe.0 == 0 else { throw XCTSkip("python3 cannot import torch, h5py and numpy: \(probe.1)") }
+        let probe = try Python.run(["-c", "import torch, h5py, numpy"])
+        guard probe.status == 0 else { throw XCTSkip("python3 cannot import torch, h5py and numpy: \(probe.errors)") }
 
         let cases: [(Architecture, skewed: Bool, size: Int, channels: Int)] = [
             (.vgg11, false, 32, 1), (.vgg11, true, 32, 3), (.mobilenetv2, true, 64, 3), (.mobilenetv2, false, 32, 3),
@@ -73,12 +44,12 @@ final class PyTorchLoadTests: XCTestCase {
             let logits = Tape.withoutGradients { net.logits(x, training: false) }
             let base = folder.appendingPathComponent("\(k)-\(c.0.rawValue)").path
             try Checkpoint.save(net, optimizer: opt, to: base + ".h5")
-            try writeNPY(x, base + "-x.npy")
-            try writeNPY(logits, base + "-logits.npy")
+            try NPY.write(x, to: base + "-x.npy")
+            try NPY.write(logits, to: base + "-logits.npy")
             arguments += ["--compare", base + ".h5", base + "-x.npy", base + "-logits.npy"]
         }
-        let (status, output) = try python(arguments + ["--tolerance", "1e-5"])
-        XCTAssertEqual(status, 0, output)
-        XCTAssertEqual(output.split(separator: "\n").filter { $0.hasPrefix("ok ") }.count, cases.count, output)
+        let (status, output, errors) = try Python.run(arguments + ["--tolerance", "1e-5"])
+        XCTAssertEqual(status, 0, output + errors)
+        XCTAssertEqual(output.split(separator: "\n").filter { $0.hasPrefix("ok ") }.count, cases.count, output + errors)
     }
 }

@@ -10,13 +10,8 @@ import XCTest
 /// uniform, non-uniform (as NeuralScale gives) and a pruned net after surgery.
 final class ExportTests: XCTestCase {
     override func setUpWithError() throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", "import onnx, onnxruntime, numpy"]
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        try XCTSkipIf(p.terminationStatus != 0, "python3 cannot import onnx/onnxruntime/numpy; scripts/install-deps.sh installs them")
+        let probe = try Python.run(["-c", "import onnx, onnxruntime, numpy"])
+        try XCTSkipIf(probe.status != 0, "python3 cannot import onnx/onnxruntime/numpy; scripts/install-deps.sh installs them")
     }
 
     func testExportsOfEveryNetPassVerification() throws {

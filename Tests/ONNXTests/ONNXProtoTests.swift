@@ -1,3 +1,4 @@
+import Export
 import Foundation
 import ONNX
 import XCTest
@@ -94,27 +95,18 @@ final class ONNXProtoTests: XCTestCase {
     func testVerifyScriptSelfTest() throws {
         try Self.skipUnlessImportable("onnx")
         try Self.skipUnlessImportable("onnxruntime")
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../../scripts/verify_onnx.py").standardized
-        let run = try Self.python([script.path, "--self-test"])
+        let run = try Self.python([try Python.script("verify_onnx.py"), "--self-test"])
         XCTAssertEqual(run.status, 0, run.output)
         XCTAssertTrue(run.output.contains("self-test: passed"), run.output)
     }
 
     // MARK: Python
 
-    /// Runs `python3 ARGS` (from PATH); returns the exit status and stdout+stderr.
+    /// Runs the project's Python (`Python.run`) with `arguments`; returns the exit status and
+    /// stdout followed by stderr.
     static func python(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3"] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+        let r = try Python.run(arguments)
+        return (r.status, r.output + r.errors)
     }
 
     static func skipUnlessImportable(_ module: String) throws {
