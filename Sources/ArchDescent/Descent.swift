@@ -90,6 +90,8 @@ public struct ScaledConfig: Codable, Equatable, Sendable {
     public var uniformParams: Int
     public var neuralscaleWidths: [Int]
     public var neuralscaleParams: Int
+    /// Groups the fit gives less than half a channel at this P, raised to width 1 (nil: none).
+    public var clampedGroups: [String]?
 }
 
 /// The search's result file, `descent.json`: what `train --scaling neuralscale` reads.
@@ -112,22 +114,53 @@ public struct DescentResult: Codable, Equatable, Sendable {
     }
 
     /// NeuralScale and uniform widths at `ratio`.
+    /// - Throws: `FitError` when the uniform net at `ratio` is not a valid net, or the fit's
+    ///   widths at that P are not (a group wider than `NetDescription.maxWidth`).
     public func scaled(ratio: Double, iteration: Int? = nil) throws -> ScaledConfig {
+        var uniform = template
+        uniform.widths = template.architecture.uniformWidths(ratio: ratio)
+        do { try uniform.validate() } catch { throw FitError("ratio \(ratio): \(error)") }
         let target = WidthSolver.target(ratio: ratio, for: template)
-        let solved = try WidthSolver.solve(try fit(iteration: iteration), target: target, template: template)
-        return ScaledConfig(ratio: ratio, uniformWidths: template.architecture.uniformWidths(ratio: ratio), uniformParams: target,
-                            neuralscaleWidths: solved.widths, neuralscaleParams: solved.params)
+        let fit = try fit(iteration: iteration)
+        let solved = try WidthSolver.solve(fit, target: target, template: template)
+        var scaled = template
+        scaled.widths = solved.widths
+        do { try scaled.validate() } catch { throw FitError("the fit's widths at ratio \(ratio): \(error)") }
+        let raw = fit.rawWidths(scale: solved.scale)
+        let clamped = zip(groupNames, zip(raw, solved.widths)).filter { $1.0 < 0.5 && $1.1 == 1 }.map(\.0)
+        return ScaledConfig(ratio: ratio, uniformWidths: uniform.widths, uniformParams: target,
+                            neuralscaleWidths: solved.widths, neuralscaleParams: solved.params,
+                            clampedGroups: clamped.isEmpty ? nil : clamped)
     }
 
+    /// Reads and checks a `descent.json`: its net, its group names and every fit's numbers.
+    /// - Throws: `FitError` naming the file and what is wrong.
     public static func load(_ path: String) throws -> DescentResult {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw FitError("cannot read \(path) (run `neuralscale descend` first; it writes descent.json)")
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            let reason = FileManager.default.fileExists(atPath: path) ? "cannot read it (\(describeFileError(error)))" : "no such file"
+            throw FitError("\(path): \(reason) (run `neuralscale descend` first; it writes descent.json)")
+        }
+        let result: DescentResult
+        do {
+            result = try JSONDecoder().decode(DescentResult.self, from: data)
+        } catch {
+            throw FitError("\(path) is not a descent.json: \(describeDecodingError(error))")
         }
         do {
-            return try JSONDecoder().decode(DescentResult.self, from: data)
+            try result.template.validate()
+            guard result.groupNames == result.template.architecture.groupNames else {
+                throw FitError("its group names \(result.groupNames) are not \(result.template.architecture.rawValue)'s")
+            }
+            for it in result.iterations {
+                do { try it.fit.validate(groupNames: result.groupNames) } catch { throw FitError("iteration \(it.index): \(error)") }
+            }
         } catch {
-            throw FitError("\(path) is not a descent.json: \(error)")
+            throw FitError("\(path): \(error)")
         }
+        return result
     }
 }
 
@@ -203,8 +236,12 @@ public final class Descent {
 
     /// Runs (or, with `resume`, continues) the descent and writes `descent.json`.
     public func run(resume: Bool) throws -> DescentResult {
+        try config.validate()
+        // The lock first: a second search into this folder stops here, before it reads or writes.
+        let folder = try RunFolder.acquire(outputDirectory)
+        defer { folder.release() }
         try Descent.preflight(config: config, template: template, outputDirectory: outputDirectory, resume: resume)
-        try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
+        RunFolder.removeStaleTemporaries(in: outputDirectory, exclusive: true)
         var state = DescentState(config: config, template: template, completed: [], seconds: [], current: nil)
         var resumed: LoadedCheckpoint?
         if resume {
@@ -335,7 +372,14 @@ public final class Descent {
         return max(0, thisTotal - elapsed) + perIteration * Double(config.iterations - state.completed.count - 1)
     }
 
+    /// Saves `state.h5`; a net with a NaN or infinite tensor is never saved (the state saved
+    /// before it is named as the one to go back to).
     private func saveState(_ state: DescentState, net: Network?, optimizer: SGD?) throws {
+        if let net, let bad = nonFiniteTensor(net) {
+            let epoch = state.current.map { $0.epoch + 1 } ?? 0, step = state.current?.batch ?? 0
+            throw TrainingError.nonFiniteLoss(epoch: epoch, step: step,
+                                              lastGood: FileManager.default.fileExists(atPath: statePath) ? statePath : nil, tensor: bad)
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = String(decoding: try encoder.encode(state), as: UTF8.self)

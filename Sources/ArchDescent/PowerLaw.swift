@@ -77,11 +77,35 @@ public struct PowerLawFit: Codable, Equatable, Sendable {
     }
 
     /// The widths at scale `tau`: `max(1, round(alpha * tau^beta))` per group; for a fallback,
-    /// `max(1, round(alpha * tau))`, uniform scaling with `tau` as the ratio.
+    /// `max(1, round(alpha * tau))`, uniform scaling with `tau` as the ratio. A width beyond
+    /// `NetDescription.maxWidth` comes out as `maxWidth + 1`, which a net refuses.
     public func widths(scale tau: Double) -> [Int] {
-        groups.map { g in
-            let w = isFallback ? g.alpha * tau : g.alpha * pow(tau, g.beta)
-            return max(1, Int(w.rounded()))
+        rawWidths(scale: tau).map { max(1, NetDescription.width($0, rounded: true)) }
+    }
+
+    /// `alpha * tau^beta` per group before rounding (`alpha * tau` for a fallback).
+    public func rawWidths(scale tau: Double) -> [Double] {
+        groups.map { isFallback ? $0.alpha * tau : $0.alpha * pow(tau, $0.beta) }
+    }
+
+    /// The largest exponent a fit may have. A real fit's beta is >= 0 (a group's width never grows
+    /// while P falls) and near 0.5 (P falls about as the square of the widths); 20 leaves room for
+    /// a group pruned away early and still refuses a corrupt file's 1e6.
+    public static let maxBeta = 20.0
+
+    /// Checks the fit's numbers (a `descent.json` may have been edited or damaged), naming the
+    /// group at fault: every alpha finite and > 0, every beta in 0...`maxBeta`, R^2 finite.
+    public func validate(groupNames: [String]) throws {
+        guard groups.count == groupNames.count else {
+            throw FitError("the fit has \(groups.count) groups, the net \(groupNames.count)")
+        }
+        guard rows >= 0 else { throw FitError("the fit's row count is \(rows)") }
+        for (g, name) in zip(groups, groupNames) {
+            guard g.alpha.isFinite, g.alpha > 0 else { throw FitError("group \(name): alpha is \(g.alpha); it must be finite and > 0") }
+            guard g.beta.isFinite, g.beta >= 0, g.beta <= PowerLawFit.maxBeta else {
+                throw FitError("group \(name): beta is \(g.beta); it must be in 0...\(PowerLawFit.maxBeta)")
+            }
+            if let r = g.rSquared, !r.isFinite { throw FitError("group \(name): R^2 is \(r)") }
         }
     }
 }

@@ -55,13 +55,16 @@ public struct ResultsReport: Codable, Equatable, Sendable {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw ReportError(path: path, message: FileManager.default.fileExists(atPath: path) ? "cannot read it: \(error.localizedDescription)" : "no such file")
+            throw ReportError(path: path, message: FileManager.default.fileExists(atPath: path) ? "cannot read it: \(describeFileError(error))" : "no such file")
         }
+        let result: TrainResult
         do {
-            return try JSONDecoder().decode(TrainResult.self, from: data)
+            result = try JSONDecoder().decode(TrainResult.self, from: data)
         } catch {
-            throw ReportError(path: path, message: "not a result.json of `neuralscale train`: \(describe(error))")
+            throw ReportError(path: path, message: "not a result.json of `neuralscale train`: \(describeDecodingError(error))")
         }
+        do { try result.validate() } catch { throw ReportError(path: path, message: "\(error)") }
+        return result
     }
 
     /// Params and MFLOPs of `model` with `widths` on `dataset`'s inputs.
@@ -158,7 +161,7 @@ public struct ResultsReport: Codable, Equatable, Sendable {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
-            throw ReportError(path: directory, message: "cannot create the folder: \(error.localizedDescription)")
+            throw ReportError(path: directory, message: "cannot create the folder: \(describeFileError(error))")
         }
         let contents = [markdown(), String(decoding: try json(), as: UTF8.self) + "\n",
                         accuracyChart(against: .params), accuracyChart(against: .mflops), widthsChart()]
@@ -261,17 +264,6 @@ public struct ResultsReport: Codable, Equatable, Sendable {
         switch scaling {
         case .uniform: return (n > 1 ? mix([0x44, 0x44, 0x44], [0xb0, 0xb0, 0xb0]) : "#888888", true)
         case .neuralscale: return (n > 1 ? mix([0x7b, 0x1a, 0x12], [0xf0, 0x80, 0x70]) : "#c0392b", false)
-        }
-    }
-
-    private static func describe(_ error: Error) -> String {
-        switch error {
-        case let DecodingError.keyNotFound(key, _): return "field '\(key.stringValue)' is missing"
-        case let DecodingError.typeMismatch(_, c), let DecodingError.valueNotFound(_, c):
-            return "field '\(c.codingPath.map(\.stringValue).joined(separator: "."))' has the wrong type"
-        case let DecodingError.dataCorrupted(c):
-            return c.codingPath.isEmpty ? "not valid JSON" : "field '\(c.codingPath.map(\.stringValue).joined(separator: "."))' is invalid: \(c.debugDescription)"
-        default: return "\(error)"
         }
     }
 }

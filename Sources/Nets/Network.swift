@@ -35,8 +35,10 @@ public enum Architecture: String, CaseIterable, Codable, Sendable {
     }
 
     /// Uniform scaling: `Int(width * ratio)` for every group (spec: "Uniform scaling").
+    /// A ratio that is not finite or not positive gives widths of 0, and a huge one
+    /// `NetDescription.maxWidth + 1`, which `NetDescription.validate` refuses: never a trap.
     public func uniformWidths(ratio: Double) -> [Int] {
-        originalWidths.map { Int(Double($0) * ratio) }
+        originalWidths.map { NetDescription.width(Double($0) * ratio, rounded: false) }
     }
 }
 
@@ -75,22 +77,45 @@ public struct NetDescription: Codable, Equatable, Sendable {
                        widths: architecture.uniformWidths(ratio: ratio))
     }
 
-    /// Checks the description, naming the first problem.
+    /// The widest group a net may have: 8x the widest original group (ResNet-50's 2048 at
+    /// ratio 4 is 8192), so a corrupt file's width of 1e9 is refused before memory is sized.
+    public static let maxWidth = 16_384
+    /// Input channels, classes and image side a net may have (the datasets have 1-3 channels,
+    /// 10-200 classes and 32-64 pixels).
+    public static let maxInChannels = 64, maxClasses = 100_000, maxImageSize = 1024
+    /// The most parameters a net may have: 2^31 floats are 8 GiB, a third of this machine class.
+    public static let maxParameters = 1 << 31
+
+    /// A width computed in floating point as an `Int` without trapping: truncated (uniform
+    /// scaling) or rounded (fits), 0 for NaN and negatives, at most `maxWidth + 1` (out of range
+    /// for `validate`).
+    public static func width(_ w: Double, rounded: Bool) -> Int {
+        let v = rounded ? w.rounded() : w.rounded(.towardZero)
+        guard v >= 0 else { return 0 }  // also NaN
+        return v >= Double(maxWidth + 1) ? maxWidth + 1 : Int(v)
+    }
+
+    /// Checks the description, naming the first problem. Every bound is checked before anything
+    /// is sized from it, so a description read from a file can never trap or exhaust memory.
     public func validate() throws {
         let groups = architecture.originalWidths.count
         guard widths.count == groups else {
             throw NetError.invalid("\(architecture.rawValue) has \(groups) width groups, got \(widths.count) widths")
         }
-        if let i = widths.firstIndex(where: { $0 < 1 }) {
-            throw NetError.invalid("width \(i) of \(architecture.rawValue) is \(widths[i]); every width must be >= 1")
+        if let i = widths.firstIndex(where: { $0 < 1 || $0 > NetDescription.maxWidth }) {
+            throw NetError.invalid("width \(i) of \(architecture.rawValue) is \(widths[i]); every width must be in 1...\(NetDescription.maxWidth)")
         }
-        guard inChannels >= 1, classes >= 2 else {
-            throw NetError.invalid("need >= 1 input channel and >= 2 classes, got \(inChannels) and \(classes)")
+        guard (1...NetDescription.maxInChannels).contains(inChannels), (2...NetDescription.maxClasses).contains(classes) else {
+            throw NetError.invalid("need 1...\(NetDescription.maxInChannels) input channels and 2...\(NetDescription.maxClasses) classes, got \(inChannels) and \(classes)")
         }
-        guard imageSize >= 32, imageSize % 32 == 0 else {
-            throw NetError.invalid("image size \(imageSize) is not a multiple of 32 (32 for CIFAR, 64 for tinyImageNet)")
+        guard imageSize >= 32, imageSize <= NetDescription.maxImageSize, imageSize % 32 == 0 else {
+            throw NetError.invalid("image size \(imageSize) is not a multiple of 32 in 32...\(NetDescription.maxImageSize) (32 for CIFAR, 64 for tinyImageNet)")
         }
         try validateSurgeryFields()
+        // Widths and expansions are bounded above, so this count cannot overflow.
+        guard parameterCount <= NetDescription.maxParameters else {
+            throw NetError.invalid("\(architecture.rawValue) with widths \(widths) has \(parameterCount) parameters; at most \(NetDescription.maxParameters) are supported")
+        }
     }
 
     /// True for 64x64 and larger inputs, which take the extra strides of the spec.

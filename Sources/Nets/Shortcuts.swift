@@ -94,8 +94,8 @@ extension NetDescription {
             guard architecture == .mobilenetv2 else {
                 throw NetError.invalid("only mobilenetv2 has expansion widths; \(architecture.rawValue) got \(expansions.count)")
             }
-            guard expansions.count == blocks.count, expansions.allSatisfy({ $0 >= 1 }) else {
-                throw NetError.invalid("mobilenetv2 needs \(blocks.count) expansion widths >= 1, got \(expansions)")
+            guard expansions.count == blocks.count, expansions.allSatisfy({ (1...NetDescription.maxWidth).contains($0) }) else {
+                throw NetError.invalid("mobilenetv2 needs \(blocks.count) expansion widths in 1...\(NetDescription.maxWidth), got \(expansions)")
             }
         }
         guard let shortcuts else { return }

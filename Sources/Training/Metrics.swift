@@ -37,6 +37,21 @@ public struct InputNormalization: Codable, Equatable, Sendable {
         self.mean = mean
         self.std = std
     }
+
+    /// Checks the values read from a checkpoint against the net they feed: one finite mean and
+    /// one finite std > 0 per input channel.
+    /// - Throws: `TrainingError.invalidConfig` saying which value is wrong.
+    public func validate(channels: Int) throws {
+        guard mean.count == channels, std.count == channels else {
+            throw TrainingError.invalidConfig("its input normalization has \(mean.count) means and \(std.count) stds; the net takes \(channels) channels")
+        }
+        if let c = mean.indices.first(where: { !mean[$0].isFinite }) {
+            throw TrainingError.invalidConfig("its input normalization's mean of channel \(c) is \(mean[c])")
+        }
+        if let c = std.indices.first(where: { !(std[$0].isFinite && std[$0] > 0) }) {
+            throw TrainingError.invalidConfig("its input normalization's std of channel \(c) is \(std[c]); it must be finite and > 0")
+        }
+    }
 }
 
 /// What a finished run reports (`result.json`).
@@ -55,6 +70,28 @@ public struct TrainResult: Codable, Equatable, Sendable {
     public var epochs: Int
     public var seed: UInt64
     public var wallSeconds: Double
+    /// The training images used, when `--subset` chose fewer than the training split (nil: all).
+    public var subset: Int?
+
+    /// Checks the figures of a `result.json` read back (it may have been edited or damaged):
+    /// accuracies in 0...1, a ratio in (0, 4], a valid net, positive counts.
+    public func validate() throws {
+        func fail(_ m: String) -> TrainingError { .invalidConfig(m) }
+        for (name, value) in [("testAccuracy", testAccuracy), ("validationAccuracy", validationAccuracy)] {
+            if let value, !(0...1).contains(value) { throw fail("\(name) is \(value); accuracies are fractions in 0...1") }
+        }
+        if let testLoss, !(testLoss.isFinite && testLoss >= 0) { throw fail("testLoss is \(testLoss); it must be finite and >= 0") }
+        guard ratio > 0, ratio <= 4 else { throw fail("ratio is \(ratio); it must be in (0, 4]") }
+        guard params > 0, params <= NetDescription.maxParameters else { throw fail("params is \(params)") }
+        guard epochs >= 1, epochs <= 100_000 else { throw fail("epochs is \(epochs); it must be in 1...100000") }
+        if let bestEpoch, !(1...epochs).contains(bestEpoch) { throw fail("bestEpoch is \(bestEpoch); it must be in 1...\(epochs)") }
+        guard wallSeconds.isFinite, wallSeconds >= 0 else { throw fail("wallSeconds is \(wallSeconds)") }
+        if let subset, subset < 2 { throw fail("subset is \(subset); it must be >= 2") }
+        guard widths.count == model.originalWidths.count,
+              widths.allSatisfy({ (1...NetDescription.maxWidth).contains($0) }) else {
+            throw fail("widths \(widths) are not \(model.originalWidths.count) widths in 1...\(NetDescription.maxWidth) of \(model.rawValue)")
+        }
+    }
 }
 
 /// Receives progress; the console implementation draws a bar with an ETA on a terminal and

@@ -85,7 +85,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
 
 public enum TrainingError: Error, CustomStringConvertible {
     case invalidConfig(String)
-    case nonFiniteLoss(epoch: Int, step: Int, lastGood: String?)
+    /// `tensor`: the parameter or buffer that became non-finite although the loss stayed finite.
+    case nonFiniteLoss(epoch: Int, step: Int, lastGood: String?, tensor: String? = nil)
     case interrupted(epoch: Int, step: Int)
     case resume(String)
     case output(String)
@@ -93,9 +94,10 @@ public enum TrainingError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .invalidConfig(m): return m
-        case let .nonFiniteLoss(epoch, step, lastGood):
-            return "the loss became NaN or infinite at epoch \(epoch), step \(step); training stopped. "
-                + (lastGood.map { "The last good checkpoint is \($0)." } ?? "No epoch had finished, so there is no checkpoint.")
+        case let .nonFiniteLoss(epoch, step, lastGood, tensor):
+            return (tensor.map { "\($0) became NaN or infinite in epoch \(epoch); training stopped. " }
+                    ?? "the loss became NaN or infinite at epoch \(epoch), step \(step); training stopped. ")
+                + (lastGood.map { "The last good checkpoint is \($0)." } ?? "There is no good checkpoint to go back to (no epoch had finished with finite weights).")
                 + " Try a lower --lr."
         case let .interrupted(epoch, step): return "interrupted at epoch \(epoch), step \(step); continue with --resume"
         case let .resume(m): return "cannot resume: \(m)"

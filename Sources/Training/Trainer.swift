@@ -42,18 +42,25 @@ public final class Trainer {
     /// Trains to `config.epochs`, then evaluates the best weights on the test source.
     public func run(resume: Bool) throws -> TrainResult {
         try config.validate()
+        // The lock first: a second run into this folder stops here, before it reads or writes.
+        let folder = try RunFolder.acquire(outputDirectory)
+        defer { folder.release() }
         try Trainer.preflight(config: config, netDescription: netDescription, outputDirectory: outputDirectory, resume: resume)
-        removeStaleTemporaries()
+        RunFolder.removeStaleTemporaries(in: outputDirectory, exclusive: true)
         let (net, opt, state) = try start(resume: resume)
         var s = state
         reporter?.runStarted(config: config, params: net.parameterCount, resumedAt: s.completedEpochs)
         while s.completedEpochs < config.epochs {
             if shouldStop(s.completedEpochs + 1, 0) { throw TrainingError.interrupted(epoch: s.completedEpochs + 1, step: 0) }
             let metrics = try trainEpoch(net, opt, epoch: s.completedEpochs, state: s)
-            // A finite loss before the last update does not make the updated weights finite.
-            guard net.parameters.allSatisfy({ allFinite($0) }), metrics.validationLoss?.isFinite ?? true else {
-                throw TrainingError.nonFiniteLoss(epoch: metrics.epoch, step: train.batchCount,
-                                                  lastGood: s.completedEpochs > 0 ? lastPath : nil)
+            // A finite loss before the last update does not make the updated weights (or the BN
+            // running statistics) finite: a checkpoint is only written when every tensor is.
+            if let bad = nonFiniteTensor(net) {
+                throw TrainingError.nonFiniteLoss(epoch: metrics.epoch, step: train.batchCount, lastGood: lastGoodCheckpoint(s),
+                                                  tensor: bad)
+            }
+            guard metrics.validationLoss?.isFinite ?? true else {
+                throw TrainingError.nonFiniteLoss(epoch: metrics.epoch, step: train.batchCount, lastGood: lastGoodCheckpoint(s))
             }
             s.completedEpochs += 1
             s.history.append(metrics)
@@ -113,13 +120,13 @@ public final class Trainer {
         return state
     }
 
-    /// Removes temporary files that killed runs left in the output folder.
-    private func removeStaleTemporaries() {
-        let fm = FileManager.default
-        for name in (try? fm.contentsOfDirectory(atPath: outputDirectory)) ?? []
-        where name.hasPrefix(".") && name.contains(".tmp-") {
-            try? fm.removeItem(atPath: path(name))
+    /// `last.h5` when an epoch has finished and the file loads with every tensor finite (it is
+    /// named to the user as the checkpoint to go back to), else nil.
+    private func lastGoodCheckpoint(_ state: TrainingState) -> String? {
+        guard state.completedEpochs > 0, let loaded = try? Checkpoint.load(lastPath), nonFiniteTensor(loaded.network) == nil else {
+            return nil
         }
+        return lastPath
     }
 
     /// A fresh net, or the one in `last.h5` with its optimizer and trainer state
@@ -137,6 +144,11 @@ public final class Trainer {
         }
         let loaded = try Checkpoint.load(lastPath)
         let state = try Trainer.storedState(loaded, path: lastPath)
+        if let normalization = state.inputNormalization {
+            do { try normalization.validate(channels: netDescription.inChannels) } catch {
+                throw TrainingError.resume("\(lastPath): \(error)")
+            }
+        }
         guard let saved = loaded.optimizer else { throw TrainingError.resume("\(lastPath) holds no optimizer state") }
         let opt = SGD(parameters: loaded.network.parameters, schedule: config.schedule, momentum: config.momentum,
                       weightDecay: config.weightDecay)
@@ -160,8 +172,7 @@ public final class Trainer {
             let loss = crossEntropy(logits, labels: batch.labels)
             guard loss.scalar.isFinite else {
                 Tape.current.clear()
-                throw TrainingError.nonFiniteLoss(epoch: epoch + 1, step: step + 1,
-                                                  lastGood: state.completedEpochs > 0 ? lastPath : nil)
+                throw TrainingError.nonFiniteLoss(epoch: epoch + 1, step: step + 1, lastGood: lastGoodCheckpoint(state))
             }
             loss.backward()
             opt.step()
@@ -196,7 +207,7 @@ public final class Trainer {
                                  widths: netDescription.widths, params: best.network.parameterCount,
                                  testAccuracy: testFigures?.accuracy, testLoss: testFigures?.loss,
                                  validationAccuracy: bestState.bestValidationAccuracy, bestEpoch: bestState.bestEpoch,
-                                 epochs: config.epochs, seed: config.seed, wallSeconds: s.elapsedSeconds)
+                                 epochs: config.epochs, seed: config.seed, wallSeconds: s.elapsedSeconds, subset: config.subset)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(try encoder.encode(result), to: resultPath)
@@ -241,6 +252,12 @@ public func evaluate(_ net: Network, on source: BatchSource) throws -> (loss: Do
         guard seen > 0 else { throw TrainingError.invalidConfig("the evaluation set is empty") }
         return (lossSum / Double(seen), Double(correct) / Double(seen))
     }
+}
+
+/// The dotted name of the first parameter or buffer of `net` that holds a NaN or an infinity, or
+/// nil when every one is finite.
+public func nonFiniteTensor(_ net: Network) -> String? {
+    net.state.first { !allFinite($0.tensor) }?.name
 }
 
 /// Whether every element of `t` is finite.

@@ -124,7 +124,7 @@ final class TrainerTests: XCTestCase {
         source.poisonEpochs = [1]
         let t = trainer(folder.path, train: source)
         XCTAssertThrowsError(try t.run(resume: false)) { error in
-            guard case TrainingError.nonFiniteLoss(2, 1, let lastGood) = error else { return XCTFail("\(error)") }
+            guard case TrainingError.nonFiniteLoss(2, 1, let lastGood, _) = error else { return XCTFail("\(error)") }
             XCTAssertEqual(lastGood, t.lastPath)
             XCTAssertTrue("\(error)".contains("NaN"), "\(error)")
         }
