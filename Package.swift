@@ -68,6 +68,8 @@ let package = Package(
         .testTarget(name: "PruningTests", dependencies: ["Pruning"]),
         .testTarget(name: "ONNXTests", dependencies: ["ONNX", "Export"]),
         .testTarget(name: "ExportTests", dependencies: ["Export"], exclude: ["Reference"]),
+        // The command-line tool run as a user runs it: bad inputs, locks, leftovers.
+        .testTarget(name: "CLITests", dependencies: ["neuralscale", "ArchDescent", "Checkpoint", "Training", "Export"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -59,6 +59,17 @@ public struct DescentIteration: Codable, Equatable, Sendable {
     public var fit: PowerLawFit
     public var stop: PruningStop?
     public var epochs: Int
+
+    public init(index: Int, startWidths: [Int], startParams: Int, trajectory: [TrajectoryRow], fit: PowerLawFit,
+                stop: PruningStop?, epochs: Int) {
+        self.index = index
+        self.startWidths = startWidths
+        self.startParams = startParams
+        self.trajectory = trajectory
+        self.fit = fit
+        self.stop = stop
+        self.epochs = epochs
+    }
 }
 
 /// The position inside an unfinished iteration, saved after every pruning step.
@@ -102,6 +113,15 @@ public struct DescentResult: Codable, Equatable, Sendable {
     public var iterations: [DescentIteration]
     /// From the last iteration's fit, at ratios 0.25, 0.5, 0.75 and 1.0.
     public var ratios: [ScaledConfig]
+
+    public init(config: DescentConfig, template: NetDescription, groupNames: [String], iterations: [DescentIteration],
+                ratios: [ScaledConfig]) {
+        self.config = config
+        self.template = template
+        self.groupNames = groupNames
+        self.iterations = iterations
+        self.ratios = ratios
+    }
 
     /// The fit of iteration `index` (default: the last).
     public func fit(iteration index: Int? = nil) throws -> PowerLawFit {

@@ -1,3 +1,4 @@
+import Checkpoint
 import Foundation
 import Nets
 
@@ -35,9 +36,8 @@ public struct ONNXVerification: Codable, Sendable {
 
     /// Runs the verifier on `model` with `inputs` [N, C, H, W] and the net's own eval `logits`.
     public static func run(model: String, inputs: Tensor, logits: Tensor) throws -> ONNXVerification {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("neuralscale-verify-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
+        let dir = try TemporaryFiles.makeFolder("verify")
+        defer { TemporaryFiles.remove(dir.path) }
         let inputPath = dir.appendingPathComponent("inputs.npy").path
         let logitsPath = dir.appendingPathComponent("logits.npy").path
         try NPY.write(inputs, to: inputPath)
@@ -89,8 +89,8 @@ public enum Python {
         // stdout through a pipe, read to the end while the child runs; stderr into a file, so
         // neither can fill up and block the child.
         let out = Pipe()
-        let errPath = FileManager.default.temporaryDirectory.appendingPathComponent("neuralscale-python-\(UUID().uuidString).err").path
-        defer { try? FileManager.default.removeItem(atPath: errPath) }
+        let errPath = TemporaryFiles.makePath("python", suffix: ".err")
+        defer { TemporaryFiles.remove(errPath) }
         guard FileManager.default.createFile(atPath: errPath, contents: nil), let errFile = FileHandle(forWritingAtPath: errPath) else {
             throw ExportError("cannot create \(errPath)")
         }

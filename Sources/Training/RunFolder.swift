@@ -1,3 +1,4 @@
+import Checkpoint
 import Foundation
 
 /// The output folder of one run (`train`, `descend`): made sure to exist and be writable, held
@@ -102,7 +103,7 @@ public final class RunFolder {
         for name in (try? fm.contentsOfDirectory(atPath: folder)) ?? [] where name.hasPrefix(".") {
             let stale: Bool
             if let r = name.range(of: ".tmp-", options: .backwards), let pid = Int32(name[r.upperBound...]) {
-                stale = !isRunning(pid)
+                stale = !TemporaryFiles.isRunning(pid)
             } else {
                 stale = exclusive && name.hasPrefix(".dat.nosync")
             }
@@ -111,11 +112,5 @@ public final class RunFolder {
             }
         }
         return removed
-    }
-
-    /// Whether process `pid` exists (this process counts as running).
-    public static func isRunning(_ pid: Int32) -> Bool {
-        guard pid > 0 else { return false }
-        return pid == getpid() || kill(pid, 0) == 0 || errno == EPERM
     }
 }

@@ -115,6 +115,9 @@ struct Descend: ParsableCommand {
         let template = NetDescription.uniform(config.model, ratio: 1, inChannels: kind.channels, imageSize: kind.imageSize,
                                               classes: kind.classes)
         try Descent.preflight(config: config, template: template, outputDirectory: output, resume: resume)
+        // Held from before the data is loaded to the end: a second search into --out stops at once.
+        let folder = try RunFolder.acquire(output)
+        defer { folder.release() }
         installInterruptHandler()
         let reporter = ConsoleDescentReporter()
         let data = try DatasetSources.load(kind, directory: dataDir, validationSplit: 0, seed: seed, subset: config.subset,
@@ -172,12 +175,15 @@ struct Widths: ParsableCommand {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             struct Report: Encodable { let groups: [String]; let scaled: ScaledConfig; let iteration: Int }
-            let report = Report(groups: result.groupNames, scaled: try result.scaled(ratio: ratio, iteration: iteration),
+            let report = Report(groups: result.groupNames, scaled: try scaledConfig(result, descent, ratio: ratio, iteration: iteration),
                                 iteration: iteration ?? result.iterations.last?.index ?? 0)
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
-            _ = try result.scaled(ratio: ratio, iteration: iteration)  // surfaces a bad --iteration
+            let scaled = try scaledConfig(result, descent, ratio: ratio, iteration: iteration)  // surfaces a bad --iteration
             print(WidthsTable.render(result, ratio: ratio, iteration: iteration))
+            if let clamped = scaled.clampedGroups {
+                print("warning: the fit gives less than half a channel to \(clamped.joined(separator: ", ")); they get width 1")
+            }
         }
     }
 }

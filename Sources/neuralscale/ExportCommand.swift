@@ -1,5 +1,6 @@
 import ArgumentParser
 import ArchDescent
+import Checkpoint
 import Export
 import Foundation
 import Training
@@ -58,6 +59,11 @@ struct ExportONNX: ParsableCommand {
     }
 
     func run() throws {
+        // Ctrl-C or a kill removes this run's temporary files; those of killed runs go now.
+        TemporaryFiles.installSignalCleanup()
+        TemporaryFiles.removeStale()
+        let folder = URL(fileURLWithPath: output).deletingLastPathComponent().path
+        RunFolder.removeStaleTemporaries(in: folder, exclusive: false)
         let (loaded, state) = try loadNetCheckpoint(checkpoint)
         let net = loaded.network
         let model = try withCheckpointPath(checkpoint) { try ONNXExport.model(net, opset: opset) }
@@ -75,8 +81,10 @@ struct ExportONNX: ParsableCommand {
         struct Failed: Error {}
         do {
             try AtomicFile.replace(output) { temporary in
-                guard FileManager.default.createFile(atPath: temporary, contents: data) else {
-                    throw ValidationError("cannot write \(temporary) (next to --onnx \(output))")
+                do {
+                    try data.write(to: URL(fileURLWithPath: temporary))
+                } catch {
+                    throw ExportError("cannot write \(temporary) (next to --onnx \(output)): \(describeFileError(error))")
                 }
                 if let inputs {
                     let report = try ONNXVerification.run(model: temporary, inputs: inputs.x, logits: inputs.logits)
@@ -149,6 +157,9 @@ struct CheckpointState {
 func loadNetCheckpoint(_ path: String) throws -> (LoadedCheckpoint, CheckpointState) {
     let loaded = try Checkpoint.load(path)
     if let training = try? loaded.training(as: TrainingState.self) {
+        if let normalization = training.inputNormalization {
+            do { try normalization.validate(channels: loaded.network.netDescription.inChannels) } catch { throw InputError("\(path): \(error)") }
+        }
         return (loaded, CheckpointState(dataset: DatasetKind(rawValue: training.config.dataset),
                                         normalization: training.inputNormalization))
     }

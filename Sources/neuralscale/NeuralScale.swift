@@ -1,5 +1,6 @@
 import ArchDescent
 import ArgumentParser
+import Foundation
 
 // The nets and datasets are flag values as they are: ArgumentParser then checks them and lists
 // the choices in --help and in its error messages.
@@ -16,6 +17,75 @@ struct NeuralScale: ParsableCommand {
         """,
         subcommands: [Train.self, Eval.self, Descend.self, Widths.self, ExportONNX.self, Stats.self, Report.self, Bench.self]
     )
+
+    /// ArgumentParser's `main`, with two changes to how errors thrown while running are shown:
+    /// a configuration error (a `ValidationError` or an invalid setting found after parsing)
+    /// prints the usage of the subcommand that was run, not the root's, and exits 64 as a flag
+    /// error at parse time does; any other error is one line `Error: ...` (Foundation's file
+    /// errors as "path: reason") and exits 1.
+    static func main() {
+        var command: ParsableCommand
+        do {
+            command = try parseAsRoot(nil)
+        } catch {
+            exit(withError: error)
+        }
+        do {
+            try command.run()
+        } catch let error as ExitCode {
+            exit(withError: error)
+        } catch let error as CleanExit {
+            exit(withError: error)
+        } catch {
+            if let message = configurationMessage(error) {
+                let usage = usageString(for: type(of: command))
+                let name = ([configuration.commandName ?? "neuralscale"] + subcommandPath(type(of: command))).joined(separator: " ")
+                FileHandle.standardError.write(Data("Error: \(message)\nUsage: \(usage)\n  See '\(name) --help' for more information.\n".utf8))
+                Foundation.exit(ExitCode.validationFailure.rawValue)
+            }
+            FileHandle.standardError.write(Data("Error: \(oneLine(error))\n".utf8))
+            Foundation.exit(ExitCode.failure.rawValue)
+        }
+    }
+
+    /// The message of an error that is about the command line rather than the work.
+    static func configurationMessage(_ error: Error) -> String? {
+        switch error {
+        case let e as ValidationError: return e.message
+        case let TrainingError.invalidConfig(m): return m
+        default: return nil
+        }
+    }
+
+    /// The subcommand names from the root to `command`.
+    static func subcommandPath(_ command: ParsableCommand.Type) -> [String] {
+        func search(_ node: ParsableCommand.Type, _ path: [String]) -> [String]? {
+            if node == command { return path }
+            for sub in node.configuration.subcommands {
+                let name = sub.configuration.commandName ?? String(describing: sub).lowercased()
+                if let found = search(sub, path + [name]) { return found }
+            }
+            return nil
+        }
+        return search(self, []) ?? []
+    }
+}
+
+/// A problem with an input file (not with the flags): printed as one line, exit status 1.
+struct InputError: Error, CustomStringConvertible {
+    let description: String
+    init(_ message: String) { description = message }
+}
+
+/// One line for any error: a Swift error's own description, or for Foundation's file errors
+/// (`Error Domain=NSCocoaErrorDomain Code=... UserInfo={...}`) the path and the reason.
+func oneLine(_ error: Error) -> String {
+    let ns = error as NSError
+    guard error is CocoaError || [NSCocoaErrorDomain, NSPOSIXErrorDomain].contains(ns.domain) else {
+        return "\(error)".replacingOccurrences(of: "\n", with: " ")
+    }
+    let path = (ns.userInfo[NSFilePathErrorKey] as? String) ?? (ns.userInfo[NSURLErrorKey] as? URL)?.path
+    return (path.map { "\($0): " } ?? "") + describeFileError(error)
 }
 
 struct Bench: ParsableCommand {

@@ -6,12 +6,15 @@ import Foundation
 /// valid. `sig_atomic_t` is the type a signal handler may write.
 nonisolated(unsafe) var interruptRequested: sig_atomic_t = 0
 
-/// The first Ctrl-C asks the run to stop cleanly; the handler then restores the default, so a
-/// second Ctrl-C ends the process at once.
+/// The first Ctrl-C (or SIGTERM) asks the run to stop cleanly; the handler then restores the
+/// default, so a second one ends the process at once (the next run in that folder removes the
+/// temporary files it may leave).
 func installInterruptHandler() {
-    signal(SIGINT) { _ in
-        interruptRequested = 1
-        signal(SIGINT, SIG_DFL)
+    for sig in [SIGINT, SIGTERM] {
+        signal(sig) { s in
+            interruptRequested = 1
+            signal(s, SIG_DFL)
+        }
     }
 }
 
@@ -92,7 +95,18 @@ struct Train: ParsableCommand {
         guard batchSize >= 2, batchSize <= 65_536 else {
             throw ValidationError("--batch-size must be in 2...65536 (batch norm needs two images), got \(batchSize)")
         }
-        _ = try parsedMilestones()
+        // Every setting, before anything is computed from it (a NaN --ratio would trap in a width).
+        do { try makeConfig().validate() } catch { throw ValidationError("\(error)") }
+    }
+
+    func makeConfig() throws -> TrainConfig {
+        var config = TrainConfig(model: model, dataset: dataset.rawValue, scaling: Scaling(rawValue: scaling) ?? .uniform, ratio: ratio,
+                                 epochs: epochs, batchSize: batchSize, learningRate: lr, momentum: momentum,
+                                 weightDecay: weightDecay, milestones: try parsedMilestones(), validationSplit: valSplit,
+                                 seed: seed, subset: subset)
+        config.descent = descent
+        config.descentIteration = iteration
+        return config
     }
 
     func parsedMilestones() throws -> [Int]? {
@@ -107,21 +121,14 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let arch = model, kind = dataset
-        var config = TrainConfig(model: arch, dataset: kind.rawValue, scaling: Scaling(rawValue: scaling)!, ratio: ratio,
-                                 epochs: epochs, batchSize: batchSize, learningRate: lr, momentum: momentum,
-                                 weightDecay: weightDecay, milestones: try parsedMilestones(), validationSplit: valSplit,
-                                 seed: seed, subset: subset)
+        let config = try makeConfig()
         let output = out ?? "checkpoints/\(model.rawValue)-\(dataset.rawValue)-\(scaling)-r\(ratio)-s\(seed)"
         let description = try scaledDescription(arch, kind, ratio: ratio, descent: descent, iteration: iteration, log: true)
-        config.descent = descent
-        config.descentIteration = iteration
-        // Settings, net and output folder are checked before the (possibly long) data loading.
-        do {
-            try Trainer.preflight(config: config, netDescription: description, outputDirectory: output, resume: resume)
-        } catch let error as TrainingError {
-            if case .invalidConfig = error { throw ValidationError("\(error)") }
-            throw error
-        }
+        // Settings, net and output folder are checked before the (possibly long) data loading,
+        // and the folder is locked from then to the end: a second run into --out stops at once.
+        try Trainer.preflight(config: config, netDescription: description, outputDirectory: output, resume: resume)
+        let folder = try RunFolder.acquire(output)
+        defer { folder.release() }
         let reporter = ConsoleReporter()
         installInterruptHandler()
         let data = try DatasetSources.load(kind, directory: dataDir, validationSplit: valSplit, seed: seed,
@@ -161,6 +168,10 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         let loaded = try Checkpoint.load(checkpoint)
+        if (try? loaded.training(as: DescentState.self)) != nil {
+            throw ValidationError("\(checkpoint) is the state of a search (`neuralscale descend`), not a trained net: "
+                                  + "train the net the search found with `neuralscale train --scaling neuralscale --descent <folder>/descent.json --ratio R` and evaluate that run's best.h5")
+        }
         let state = try loaded.training(as: TrainingState.self)
         guard let name = dataset ?? state?.config.dataset, let kind = DatasetKind(rawValue: name) else {
             throw ValidationError("\(checkpoint) does not say which dataset it was trained on; pass --dataset")
@@ -172,6 +183,7 @@ struct Eval: ParsableCommand {
         guard let normalization = state?.inputNormalization else {
             throw ValidationError("\(checkpoint) holds no input normalization (not written by `neuralscale train`?)")
         }
+        do { try normalization.validate(channels: d.inChannels) } catch { throw InputError("\(checkpoint): \(error)") }
         let test = try DatasetSources.testSource(kind, directory: dataDir, normalization: normalization, batchSize: batchSize,
                                                 reporter: ConsoleReporter())
         let (loss, accuracy) = try evaluate(loaded.network, on: test)

@@ -1,0 +1,94 @@
+import Dispatch
+import Foundation
+
+/// The temporary files and folders this process has open, removed on every way out: by their
+/// owners on success and on errors, and by `removeAll` when a signal ends the process
+/// (`installSignalCleanup`). Names carry the PID (`.NAME.tmp-PID`, `neuralscale-*-PID-*`), so
+/// what a killed process left is recognised and removed by the next run (`removeStale`).
+public enum TemporaryFiles {
+    nonisolated(unsafe) private static var paths: Set<String> = []
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
+
+    public static func register(_ path: String) {
+        lock.lock()
+        paths.insert(path)
+        lock.unlock()
+    }
+
+    public static func unregister(_ path: String) {
+        lock.lock()
+        paths.remove(path)
+        lock.unlock()
+    }
+
+    /// Removes every registered path (files or folders).
+    public static func removeAll() {
+        lock.lock()
+        let all = paths
+        paths.removeAll()
+        lock.unlock()
+        for p in all { try? FileManager.default.removeItem(atPath: p) }
+    }
+
+    /// On SIGINT, SIGTERM or SIGHUP: remove the registered temporaries, then end the process as
+    /// that signal would have. For commands without a graceful stop of their own (`export`).
+    public static func installSignalCleanup() {
+        let queue = DispatchQueue(label: "neuralscale.signals")
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            source.setEventHandler {
+                removeAll()
+                signal(sig, SIG_DFL)
+                raise(sig)
+            }
+            source.resume()
+            lock.lock()
+            sources.append(source)
+            lock.unlock()
+        }
+    }
+
+    /// A temporary folder `neuralscale-<what>-<pid>-<uuid>` in the system temp folder, created
+    /// and registered; the caller removes it (and unregisters it) when done.
+    public static func makeFolder(_ what: String) throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("neuralscale-\(what)-\(getpid())-\(UUID().uuidString)")
+        register(url.path)
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    /// A path `neuralscale-<what>-<pid>-<uuid><suffix>` in the system temp folder, registered.
+    public static func makePath(_ what: String, suffix: String = "") -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("neuralscale-\(what)-\(getpid())-\(UUID().uuidString)\(suffix)").path
+        register(path)
+        return path
+    }
+
+    /// Removes `path` and forgets it.
+    public static func remove(_ path: String) {
+        try? FileManager.default.removeItem(atPath: path)
+        unregister(path)
+    }
+
+    /// Removes what killed processes left in the system temp folder (`neuralscale-<what>-<pid>-*`
+    /// of a PID that no longer runs). Returns the names removed.
+    @discardableResult
+    public static func removeStale() -> [String] {
+        let folder = FileManager.default.temporaryDirectory
+        var removed: [String] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [] where name.hasPrefix("neuralscale-") {
+            let parts = name.split(separator: "-")
+            guard parts.count >= 4, let pid = Int32(parts[2]), !isRunning(pid) else { continue }
+            if (try? FileManager.default.removeItem(at: folder.appendingPathComponent(name))) != nil { removed.append(name) }
+        }
+        return removed
+    }
+
+    /// Whether process `pid` exists (this process counts as running).
+    public static func isRunning(_ pid: Int32) -> Bool {
+        guard pid > 0 else { return false }
+        return pid == getpid() || kill(pid, 0) == 0 || errno == EPERM
+    }
+}

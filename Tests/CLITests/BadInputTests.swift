@@ -1,0 +1,127 @@
+import ArchDescent
+import Foundation
+import XCTest
+
+/// Bad numbers from flags and files: each is refused with a message naming the flag or the file,
+/// never a runtime trap.
+final class BadInputTests: XCTestCase {
+    var root: String!
+
+    override func setUpWithError() throws { root = try CLI.folder("bad") }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: root) }
+
+    private func path(_ name: String) -> String { URL(fileURLWithPath: root).appendingPathComponent(name).path }
+
+    func testNonFiniteAndHugeFlagsAreUsageErrors() throws {
+        for ratio in ["nan", "inf", "-inf", "1e300", "-1", "0"] {
+            let r = try CLI.fails(["train", "--model", "vgg11", "--dataset", "fashion-mnist", "--ratio", ratio, "--out", path("x")],
+                                  status: 64, mentions: ["--ratio"])
+            XCTAssertTrue(r.errors.contains("Usage: neuralscale train"), "train's own usage: \(r.errors)")
+        }
+        for (flag, value) in [("--lr", "nan"), ("--momentum", "nan"), ("--weight-decay", "nan"), ("--val-split", "nan"),
+                              ("--val-split", "inf"), ("--epochs", "0"), ("--subset", "1")] {
+            try CLI.fails(["train", "--model", "vgg11", "--dataset", "fashion-mnist", "--ratio", "0.25", flag, value, "--out", path("x")],
+                          status: 64, mentions: [flag])
+        }
+        for (flag, value) in [("--base-ratio", "nan"), ("--base-ratio", "1e300"), ("--prune-max", "nan"), ("--lr", "inf")] {
+            try CLI.fails(["descend", "--model", "vgg11", "--dataset", "fashion-mnist", flag, value, "--out", path("d")],
+                          status: 64, mentions: [flag])
+        }
+        try CLI.fails(["stats", "--model", "resnet50", "--dataset", "cifar10", "--ratio", "nan"], status: 64, mentions: ["--ratio"])
+        try CLI.fails(["stats", "--model", "vgg11", "--dataset", "cifar10", "--ratio", "0.0001"], status: 64, mentions: ["--ratio"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("x")), "a refused run creates no folder")
+    }
+
+    /// A descent.json of VGG-11 on Fashion-MNIST whose last fit is `groups` (alpha, beta).
+    private func descentFile(_ groups: [(Double, Double)], name: String) throws -> String {
+        let template = NetDescription.uniform(.vgg11, ratio: 1, inChannels: 1, imageSize: 32, classes: 10)
+        let fit = PowerLawFit(groups: groups.map { GroupFit(alpha: $0.0, beta: $0.1, rSquared: 0.99) }, rows: 10, fallbackReason: nil)
+        let it = DescentIteration(index: 0, startWidths: template.widths, startParams: template.parameterCount,
+                                  trajectory: [], fit: fit, stop: .reachedMaxFraction, epochs: 1)
+        let result = DescentResult(config: DescentConfig(model: .vgg11, dataset: "fashion-mnist"), template: template,
+                                   groupNames: Architecture.vgg11.groupNames, iterations: [it], ratios: [])
+        var text = String(decoding: try JSONEncoder().encode(result), as: UTF8.self)
+        // JSONEncoder cannot write the infinities a damaged file may hold.
+        text = text.replacingOccurrences(of: "\"alpha\":1e+999", with: "\"alpha\":1e999")
+        let p = path(name)
+        try text.write(toFile: p, atomically: false, encoding: .utf8)
+        return p
+    }
+
+    func testDamagedFitsAreRefusedByEveryReader() throws {
+        let good = (0..<8).map { _ in (0.5, 0.5) }
+        var cases: [(String, [(Double, Double)], String)] = [
+            ("huge-alpha.json", good.enumerated().map { $0 == 3 ? (1e300, 0.5) : $1 }, "width 3"),
+            ("zero-alpha.json", good.enumerated().map { $0 == 0 ? (0, 0.5) : $1 }, "alpha"),
+            ("negative-alpha.json", good.enumerated().map { $0 == 0 ? (-2, 0.5) : $1 }, "alpha"),
+            ("absurd-beta.json", good.enumerated().map { $0 == 5 ? (0.5, 1e6) : $1 }, "beta"),
+            ("negative-beta.json", good.enumerated().map { $0 == 5 ? (0.5, -3) : $1 }, "beta"),
+        ]
+        // A fit whose numbers are each plausible but whose widths overflow a net at ratio 4.
+        cases.append(("wide.json", good.enumerated().map { $0 == 0 ? (1e5, 0.9) : $1 }, "width"))
+        for (name, groups, word) in cases {
+            let file = try descentFile(groups, name: name)
+            try CLI.fails(["widths", "--descent", file, "--ratio", "4"], mentions: [file, word])
+            try CLI.fails(["stats", "--model", "vgg11", "--dataset", "fashion-mnist", "--ratio", "4", "--scaling", "neuralscale",
+                           "--descent", file], mentions: [file, word])
+            try CLI.fails(["train", "--model", "vgg11", "--dataset", "fashion-mnist", "--ratio", "4", "--scaling", "neuralscale",
+                           "--descent", file, "--out", path("t-\(name)")], mentions: [file, word])
+        }
+        // Not JSON at all, a missing file, a folder.
+        try "{\"config\": 3".write(toFile: path("broken.json"), atomically: false, encoding: .utf8)
+        try CLI.fails(["widths", "--descent", path("broken.json")], mentions: [path("broken.json"), "not a descent.json"])
+        try CLI.fails(["widths", "--descent", path("missing.json")], mentions: [path("missing.json"), "no such file"])
+        try CLI.fails(["widths", "--descent", root], mentions: [root])
+    }
+
+    func testFitClampedToWidthOneIsReported() throws {
+        // Group 7's alpha makes it less than half a channel at every ratio.
+        let groups = (0..<8).map { $0 == 7 ? (1e-9, 0.5) : (0.5, 0.5) }
+        let file = try descentFile(groups, name: "clamped.json")
+        let r = try CLI.run(["widths", "--descent", file, "--ratio", "1"])
+        XCTAssertEqual(r.status, 0, r.text)
+        XCTAssertTrue(r.text.contains("warning") && r.text.contains(Architecture.vgg11.groupNames[7]), r.text)
+    }
+
+    /// A result.json of a uniform VGG-11 on Fashion-MNIST with `change` applied to its JSON.
+    private func resultFile(_ name: String, _ change: (inout [String: Any]) -> Void) throws -> String {
+        var object: [String: Any] = ["model": "vgg11", "dataset": "fashion-mnist", "scaling": "uniform", "ratio": 0.25,
+                                     "widths": Architecture.vgg11.uniformWidths(ratio: 0.25), "params": 579_498, "testAccuracy": 0.86,
+                                     "testLoss": 0.4, "validationAccuracy": 0.85, "bestEpoch": 3, "epochs": 3, "seed": 0, "wallSeconds": 12.5]
+        change(&object)
+        let p = path(name)
+        try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: p))
+        return p
+    }
+
+    func testReportRefusesImpossibleResults() throws {
+        let good = try resultFile("good.json") { _ in }
+        let r = try CLI.run(["report", good, "--out", path("report-ok")])
+        XCTAssertEqual(r.status, 0, r.text)
+        let cases: [(String, (inout [String: Any]) -> Void, String)] = [
+            ("accuracy.json", { $0["testAccuracy"] = 7.5 }, "testAccuracy"),
+            ("negative-accuracy.json", { $0["validationAccuracy"] = -0.1 }, "validationAccuracy"),
+            ("ratio0.json", { $0["ratio"] = 0 }, "ratio"),
+            ("ratio-1.json", { $0["ratio"] = -1 }, "ratio"),
+            ("width.json", { $0["widths"] = [1_000_000_000, 32, 64, 64, 128, 128, 128, 128] }, "widths"),
+            ("widths-count.json", { $0["widths"] = [16, 32] }, "widths"),
+            ("params.json", { $0["params"] = -5 }, "params"),
+            ("epoch.json", { $0["bestEpoch"] = 9 }, "bestEpoch"),
+        ]
+        for (name, change, word) in cases {
+            let file = try resultFile(name, change)
+            try CLI.fails(["report", good, file, "--out", path("report-\(name)")], mentions: [file, word])
+        }
+        try CLI.fails(["report", path("nothing.json"), "--out", path("r")], mentions: [path("nothing.json"), "no such file"])
+    }
+
+    func testUnwritableOutputIsFoundBeforeAnyWork() throws {
+        // A file where the folder should be: no permission trick, so it holds for root too.
+        let blocker = path("blocker")
+        try Data("x".utf8).write(to: URL(fileURLWithPath: blocker))
+        try CLI.fails(["train", "--model", "vgg11", "--dataset", "fashion-mnist", "--ratio", "0.25", "--out", blocker + "/run",
+                       "--data-dir", path("no-data")], mentions: [blocker])
+        try CLI.fails(["descend", "--model", "vgg11", "--dataset", "fashion-mnist", "--out", blocker + "/run",
+                       "--data-dir", path("no-data")], mentions: [blocker])
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import XCTest
+
+/// What a run of the `neuralscale` binary did.
+struct CLIRun {
+    let status: Int32
+    /// True when the process ended by a signal (a Swift runtime trap is SIGILL/SIGTRAP).
+    let signaled: Bool
+    let output: String
+    let errors: String
+    let seconds: Double
+    var text: String { output + errors }
+}
+
+/// Runs the `neuralscale` executable built beside this test bundle, and makes the small inputs
+/// the tests feed it.
+enum CLI {
+    /// The executable in the build folder this test binary runs from.
+    static let executable: String = {
+        let me = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        var dir = me.deletingLastPathComponent()
+        // The test binary sits in <build>/neuralscalePackageTests.xctest (a file on Linux).
+        for _ in 0..<3 {
+            let candidate = dir.appendingPathComponent("neuralscale").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent(".build/debug/neuralscale").path
+    }()
+
+    /// Runs `neuralscale arguments...`; a run longer than `timeout` seconds is killed and fails
+    /// the test (every bad input must end in bounded time).
+    @discardableResult
+    static func run(_ arguments: [String], timeout: Double = 120, environment: [String: String] = [:],
+                    file: StaticString = #filePath, line: UInt = #line) throws -> CLIRun {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        p.environment = env
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("ns-cli-out-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let outPath = folder.appendingPathComponent("out").path, errPath = folder.appendingPathComponent("err").path
+        FileManager.default.createFile(atPath: outPath, contents: nil)
+        FileManager.default.createFile(atPath: errPath, contents: nil)
+        p.standardOutput = FileHandle(forWritingAtPath: outPath)
+        p.standardError = FileHandle(forWritingAtPath: errPath)
+        p.standardInput = FileHandle.nullDevice
+        let started = Date()
+        try p.run()
+        while p.isRunning && Date().timeIntervalSince(started) < timeout { usleep(20_000) }
+        let timedOut = p.isRunning
+        if timedOut {
+            p.terminate()
+            p.waitUntilExit()
+        }
+        p.waitUntilExit()
+        let run = CLIRun(status: p.terminationStatus, signaled: p.terminationReason == .uncaughtSignal,
+                         output: String(decoding: FileManager.default.contents(atPath: outPath) ?? Data(), as: UTF8.self),
+                         errors: String(decoding: FileManager.default.contents(atPath: errPath) ?? Data(), as: UTF8.self),
+                         seconds: Date().timeIntervalSince(started))
+        if timedOut { XCTFail("neuralscale \(arguments.joined(separator: " ")) ran over \(timeout) s", file: file, line: line) }
+        return run
+    }
+
+    /// Runs and requires a clean failure: no signal (a trap), the given exit status, and an
+    /// `Error:` line containing every one of `mentions`.
+    @discardableResult
+    static func fails(_ arguments: [String], status: Int32 = 1, mentions: [String], timeout: Double = 120,
+                      file: StaticString = #filePath, line: UInt = #line) throws -> CLIRun {
+        let r = try run(arguments, timeout: timeout, file: file, line: line)
+        let command = "neuralscale " + arguments.joined(separator: " ")
+        XCTAssertFalse(r.signaled, "\(command) crashed (signal \(r.status)): \(r.errors)", file: file, line: line)
+        XCTAssertEqual(r.status, status, "\(command): exit status; output: \(r.text)", file: file, line: line)
+        XCTAssertTrue(r.errors.contains("Error: "), "\(command): no error line in \(r.errors)", file: file, line: line)
+        for m in mentions {
+            XCTAssertTrue(r.errors.contains(m), "\(command): the error does not mention '\(m)': \(r.errors)", file: file, line: line)
+        }
+        XCTAssertFalse(r.errors.contains("Error Domain="), "\(command): a raw NSError dump: \(r.errors)", file: file, line: line)
+        return r
+    }
+
+    /// A fresh folder, removed by the caller's tearDown.
+    static func folder(_ name: String) throws -> String {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("ns-cli-\(name)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url.path
+    }
+
+    /// A tiny Fashion-MNIST in `directory` (the four gzipped IDX files): `train` training and
+    /// `test` test images of deterministic pixels and labels.
+    static func writeFashionMNIST(in directory: String, train: Int = 40, test: Int = 12) throws {
+        func bigEndian(_ v: [UInt32]) -> [UInt8] { v.flatMap { x in (0..<4).reversed().map { UInt8((x >> (8 * UInt32($0))) & 0xff) } } }
+        func images(_ n: Int, _ first: Int) -> [UInt8] {
+            bigEndian([0x803, UInt32(n), 28, 28]) + (0..<(n * 784)).map { i in UInt8(truncatingIfNeeded: (i / 784 + first) * 37 + (i % 784) * ((i / 784 + first) % 10 + 1)) }
+        }
+        func labels(_ n: Int, _ first: Int) -> [UInt8] { bigEndian([0x801, UInt32(n)]) + (0..<n).map { UInt8(($0 + first) % 10) } }
+        let files: [(String, [UInt8])] = [("train-images-idx3-ubyte", images(train, 0)), ("train-labels-idx1-ubyte", labels(train, 0)),
+                                          ("t10k-images-idx3-ubyte", images(test, 1000)), ("t10k-labels-idx1-ubyte", labels(test, 1000))]
+        for (name, bytes) in files {
+            let path = URL(fileURLWithPath: directory).appendingPathComponent(name).path
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            let gzip = Process()
+            gzip.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            gzip.arguments = ["gzip", "-nf", path]
+            try gzip.run()
+            gzip.waitUntilExit()
+            guard gzip.terminationStatus == 0 else { throw CocoaError(.fileWriteUnknown) }
+        }
+    }
+
+    /// Arguments of a quick training run of a tiny VGG-11 on the tiny Fashion-MNIST in `data`.
+    static func quickTrain(data: String, out: String, epochs: Int = 1, extra: [String] = []) -> [String] {
+        ["train", "--model", "vgg11", "--dataset", "fashion-mnist", "--ratio", "0.0625", "--epochs", "\(epochs)",
+         "--batch-size", "8", "--data-dir", data, "--out", out] + extra
+    }
+}
