@@ -261,7 +261,6 @@ public final class Descent {
         let folder = try RunFolder.acquire(outputDirectory)
         defer { folder.release() }
         try Descent.preflight(config: config, template: template, outputDirectory: outputDirectory, resume: resume)
-        RunFolder.removeStaleTemporaries(in: outputDirectory, exclusive: true)
         var state = DescentState(config: config, template: template, completed: [], seconds: [], current: nil)
         var resumed: LoadedCheckpoint?
         if resume {

@@ -1,14 +1,15 @@
-import Dispatch
 import Foundation
 
 /// The temporary files and folders this process has open, removed on every way out: by their
 /// owners on success and on errors, and by `removeAll` when a signal ends the process
 /// (`installSignalCleanup`). Names carry the PID (`.NAME.tmp-PID`, `neuralscale-*-PID-*`), so
 /// what a killed process left is recognised and removed by the next run (`removeStale`).
+/// The first signal `installSignalCleanup` caught (0: none yet).
+nonisolated(unsafe) private var pendingSignal: sig_atomic_t = 0
+
 public enum TemporaryFiles {
     nonisolated(unsafe) private static var paths: Set<String> = []
     private static let lock = NSLock()
-    nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
 
     public static func register(_ path: String) {
         lock.lock()
@@ -33,21 +34,24 @@ public enum TemporaryFiles {
 
     /// On SIGINT, SIGTERM or SIGHUP: remove the registered temporaries, then end the process as
     /// that signal would have. For commands without a graceful stop of their own (`export`).
+    ///
+    /// The handler only records the signal (all a signal handler may safely do); a watcher
+    /// thread does the removal. (libdispatch's signal sources miss signals on Linux unless they
+    /// are blocked in every thread.)
     public static func installSignalCleanup() {
-        let queue = DispatchQueue(label: "neuralscale.signals")
         for sig in [SIGINT, SIGTERM, SIGHUP] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-            source.setEventHandler {
-                removeAll()
-                signal(sig, SIG_DFL)
-                raise(sig)
+            signal(sig) { s in
+                if pendingSignal == 0 { pendingSignal = s }
             }
-            source.resume()
-            lock.lock()
-            sources.append(source)
-            lock.unlock()
         }
+        let watcher = Thread {
+            while pendingSignal == 0 { usleep(20_000) }
+            let sig = pendingSignal
+            removeAll()
+            signal(sig, SIG_DFL)
+            kill(getpid(), sig)
+        }
+        watcher.start()
     }
 
     /// A temporary folder `neuralscale-<what>-<pid>-<uuid>` in the system temp folder, created

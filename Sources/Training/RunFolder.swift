@@ -24,7 +24,8 @@ public final class RunFolder {
         self.fd = fd
     }
 
-    /// Creates `path` if needed, checks that files can be created in it, and locks it.
+    /// Creates `path` if needed, checks that files can be created in it, locks it, and removes
+    /// what killed runs left in it (`removeStaleTemporaries`).
     /// - Throws: `TrainingError.output` naming the folder and the reason (not writable, disk
     ///   full, or in use by another run, with that run's PID).
     public static func acquire(_ path: String) throws -> RunFolder {
@@ -55,6 +56,8 @@ public final class RunFolder {
         _ = pwrite(fd, text, text.count, 0)
         let folder = RunFolder(path: key, fd: fd)
         held[key] = folder
+        // Any temporary file in a folder this process holds is stale or its own.
+        removeStaleTemporaries(in: key, exclusive: true)
         return folder
     }
 

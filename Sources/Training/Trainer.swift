@@ -46,7 +46,6 @@ public final class Trainer {
         let folder = try RunFolder.acquire(outputDirectory)
         defer { folder.release() }
         try Trainer.preflight(config: config, netDescription: netDescription, outputDirectory: outputDirectory, resume: resume)
-        RunFolder.removeStaleTemporaries(in: outputDirectory, exclusive: true)
         let (net, opt, state) = try start(resume: resume)
         var s = state
         reporter?.runStarted(config: config, params: net.parameterCount, resumedAt: s.completedEpochs)

@@ -114,10 +114,10 @@ struct Descend: ParsableCommand {
         let output = out ?? "checkpoints/\(model.rawValue)-\(dataset.rawValue)/descent"
         let template = NetDescription.uniform(config.model, ratio: 1, inChannels: kind.channels, imageSize: kind.imageSize,
                                               classes: kind.classes)
-        try Descent.preflight(config: config, template: template, outputDirectory: output, resume: resume)
         // Held from before the data is loaded to the end: a second search into --out stops at once.
         let folder = try RunFolder.acquire(output)
         defer { folder.release() }
+        try Descent.preflight(config: config, template: template, outputDirectory: output, resume: resume)
         installInterruptHandler()
         let reporter = ConsoleDescentReporter()
         let data = try DatasetSources.load(kind, directory: dataDir, validationSplit: 0, seed: seed, subset: config.subset,

@@ -124,11 +124,11 @@ struct Train: ParsableCommand {
         let config = try makeConfig()
         let output = out ?? "checkpoints/\(model.rawValue)-\(dataset.rawValue)-\(scaling)-r\(ratio)-s\(seed)"
         let description = try scaledDescription(arch, kind, ratio: ratio, descent: descent, iteration: iteration, log: true)
-        // Settings, net and output folder are checked before the (possibly long) data loading,
-        // and the folder is locked from then to the end: a second run into --out stops at once.
-        try Trainer.preflight(config: config, netDescription: description, outputDirectory: output, resume: resume)
+        // The folder is locked from here to the end (a second run into --out stops at once), and
+        // settings, net and folder are checked before the (possibly long) data loading.
         let folder = try RunFolder.acquire(output)
         defer { folder.release() }
+        try Trainer.preflight(config: config, netDescription: description, outputDirectory: output, resume: resume)
         let reporter = ConsoleReporter()
         installInterruptHandler()
         let data = try DatasetSources.load(kind, directory: dataDir, validationSplit: valSplit, seed: seed,
