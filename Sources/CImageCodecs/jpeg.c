@@ -49,8 +49,10 @@ typedef struct {
     int width, height;
 } decoded;
 
-static int decode_into(decoded *out, const unsigned char *data, size_t size,
-                       char *error, size_t error_size) {
+/* Reads the header; with `header_only` stops there, otherwise refuses an image of more than
+ * `max_pixels` pixels before anything is allocated for its pixels, then decodes it. */
+static int decode_into(decoded *out, const unsigned char *data, size_t size, size_t max_pixels,
+                       int header_only, char *error, size_t error_size) {
     struct jpeg_decompress_struct cinfo;
     jpeg_trap trap;
     memset(&cinfo, 0, sizeof cinfo);
@@ -63,6 +65,20 @@ static int decode_into(decoded *out, const unsigned char *data, size_t size,
     jpeg_create_decompress(&cinfo);
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
     jpeg_read_header(&cinfo, TRUE);
+    out->width = (int)cinfo.image_width;
+    out->height = (int)cinfo.image_height;
+    if (header_only) {
+        jpeg_destroy_decompress(&cinfo);
+        return 0;
+    }
+    /* The header's size alone decides: jpeg_start_decompress would allocate row (and, for a
+     * progressive file, whole-image coefficient) buffers for whatever the header claims. */
+    if ((size_t)cinfo.image_width * cinfo.image_height > max_pixels) {
+        ns_set_error(error, error_size, "JPEG: declares %ux%u pixels; at most %zu pixels expected",
+                     cinfo.image_width, cinfo.image_height, max_pixels);
+        jpeg_destroy_decompress(&cinfo);
+        return 1;
+    }
     cinfo.out_color_space = JCS_RGB; /* libjpeg-turbo converts grayscale and YCbCr to RGB */
     jpeg_start_decompress(&cinfo);
     size_t stride = (size_t)cinfo.output_width * 3;
@@ -84,15 +100,24 @@ static int decode_into(decoded *out, const unsigned char *data, size_t size,
     return 0;
 }
 
-int ns_decode_jpeg(const unsigned char *data, size_t size, unsigned char **pixels,
+int ns_decode_jpeg(const unsigned char *data, size_t size, size_t max_pixels, unsigned char **pixels,
                    int *width, int *height, char *error, size_t error_size) {
     decoded out = {NULL, 0, 0};
     *pixels = NULL;
-    if (decode_into(&out, data, size, error, error_size) != 0) {
+    if (decode_into(&out, data, size, max_pixels, 0, error, error_size) != 0) {
         free(out.pixels);
         return 1;
     }
     *pixels = out.pixels;
+    *width = out.width;
+    *height = out.height;
+    return 0;
+}
+
+int ns_jpeg_dimensions(const unsigned char *data, size_t size, int *width, int *height,
+                       char *error, size_t error_size) {
+    decoded out = {NULL, 0, 0};
+    if (decode_into(&out, data, size, 0, 1, error, error_size) != 0) return 1;
     *width = out.width;
     *height = out.height;
     return 0;

@@ -44,8 +44,10 @@ typedef struct {
     int width, height;
 } decoded;
 
-static int decode_into(decoded *out, const unsigned char *data, size_t size,
-                       char *error, size_t error_size) {
+/* Reads the header; with `header_only` stops there, otherwise refuses an image of more than
+ * `max_pixels` pixels before anything is allocated for its pixels, then decodes it. */
+static int decode_into(decoded *out, const unsigned char *data, size_t size, size_t max_pixels,
+                       int header_only, char *error, size_t error_size) {
     png_trap trap = {error, error_size};
     memory_source source = {data, size, 0};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &trap, trap_error, trap_warning);
@@ -65,6 +67,21 @@ static int decode_into(decoded *out, const unsigned char *data, size_t size,
     }
     png_set_read_fn(png, &source, read_memory);
     png_read_info(png, info);
+    png_uint_32 declared_width = png_get_image_width(png, info);
+    png_uint_32 declared_height = png_get_image_height(png, info);
+    out->width = (int)declared_width;
+    out->height = (int)declared_height;
+    if (header_only) {
+        png_destroy_read_struct(&png, &info, NULL);
+        return 0;
+    }
+    /* libpng's own limit is 1000000 per side; the pixel count is what sizes the buffer. */
+    if ((size_t)declared_width * declared_height > max_pixels) {
+        ns_set_error(error, error_size, "PNG: declares %ux%u pixels; at most %zu pixels expected",
+                     (unsigned)declared_width, (unsigned)declared_height, max_pixels);
+        png_destroy_read_struct(&png, &info, NULL);
+        return 1;
+    }
     /* Every layout to 8-bit RGB: */
     png_set_scale_16(png);                 /* 16-bit samples to 8, rounded */
     png_set_palette_to_rgb(png);           /* indexed colors to RGB */
@@ -88,17 +105,26 @@ static int decode_into(decoded *out, const unsigned char *data, size_t size,
     return 0;
 }
 
-int ns_decode_png(const unsigned char *data, size_t size, unsigned char **pixels,
+int ns_decode_png(const unsigned char *data, size_t size, size_t max_pixels, unsigned char **pixels,
                   int *width, int *height, char *error, size_t error_size) {
     decoded out = {NULL, NULL, 0, 0};
     *pixels = NULL;
-    int failed = decode_into(&out, data, size, error, error_size);
+    int failed = decode_into(&out, data, size, max_pixels, 0, error, error_size);
     free(out.rows);
     if (failed) {
         free(out.pixels);
         return 1;
     }
     *pixels = out.pixels;
+    *width = out.width;
+    *height = out.height;
+    return 0;
+}
+
+int ns_png_dimensions(const unsigned char *data, size_t size, int *width, int *height,
+                      char *error, size_t error_size) {
+    decoded out = {NULL, NULL, 0, 0};
+    if (decode_into(&out, data, size, 0, 1, error, error_size) != 0) return 1;
     *width = out.width;
     *height = out.height;
     return 0;

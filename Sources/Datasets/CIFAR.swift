@@ -15,13 +15,9 @@ private struct CIFARLayout {
     var recordSize: Int { labelBytes + Self.pixelBytes }
 
     init(_ kind: DatasetKind) {
-        switch kind {
-        case .cifar100:
-            self.init(labelBytes: 2, labelOffset: 1, trainFiles: ["train.bin"], testFiles: ["test.bin"])
-        default:
-            self.init(labelBytes: 1, labelOffset: 0,
-                      trainFiles: (1...5).map { "data_batch_\($0).bin" }, testFiles: ["test_batch.bin"])
-        }
+        let isCIFAR100 = kind == .cifar100
+        self.init(labelBytes: isCIFAR100 ? 2 : 1, labelOffset: isCIFAR100 ? 1 : 0,
+                  trainFiles: kind.trainingFiles, testFiles: kind.testFiles)
     }
 
     private init(labelBytes: Int, labelOffset: Int, trainFiles: [String], testFiles: [String]) {

@@ -36,6 +36,13 @@ public enum DatasetError: Error, CustomStringConvertible, Equatable {
     case malformedLine(path: String, line: Int, problem: String)
     /// A validation image with no line in the annotations file.
     case unannotatedImage(path: String, annotations: String)
+    /// A file or folder that should hold images holds none; `detail` says what was expected.
+    case noImages(path: String, detail: String)
+    /// A header declaring more samples than any real file of the dataset has (a corrupt header),
+    /// refused before memory is sized from it.
+    case implausibleCount(path: String, count: Int, limit: Int)
+    /// A file larger than any file of its kind can be, refused before it is read.
+    case oversizedFile(path: String, size: Int, limit: Int)
 
     public var description: String {
         switch self {
@@ -85,6 +92,12 @@ public enum DatasetError: Error, CustomStringConvertible, Equatable {
             return "\(path):\(line): \(problem)"
         case let .unannotatedImage(path, annotations):
             return "\(path): validation image has no line in \(annotations)"
+        case let .noImages(path, detail):
+            return "\(path): no images (\(detail))"
+        case let .implausibleCount(path, count, limit):
+            return "\(path): the header declares \(count) samples; at most \(limit) expected (corrupt header?)"
+        case let .oversizedFile(path, size, limit):
+            return "\(path): \(size) bytes; at most \(limit) expected for this kind of file"
         }
     }
 }

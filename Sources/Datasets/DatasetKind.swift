@@ -73,14 +73,34 @@ public enum DatasetKind: String, CaseIterable, Sendable {
         }
     }
 
+    /// The files (paths relative to the dataset directory; a folder ends in "/") that hold
+    /// the training set, for messages about it.
+    public var trainingFiles: [String] {
+        switch self {
+        case .cifar10: return (1...5).map { "data_batch_\($0).bin" }
+        case .cifar100: return ["train.bin"]
+        case .tinyimagenet: return ["train/"]
+        case .fashionMNIST: return [FashionMNISTFile.trainImages.fileName, FashionMNISTFile.trainLabels.fileName]
+        }
+    }
+
+    /// The files (relative paths as in `trainingFiles`) that hold the test set; tinyImageNet's
+    /// is its published validation set.
+    public var testFiles: [String] {
+        switch self {
+        case .cifar10: return ["test_batch.bin"]
+        case .cifar100: return ["test.bin"]
+        case .tinyimagenet: return ["val/images/", "val/val_annotations.txt"]
+        case .fashionMNIST: return [FashionMNISTFile.testImages.fileName, FashionMNISTFile.testLabels.fileName]
+        }
+    }
+
     /// The files (paths relative to the dataset directory) the loader reads directly.
     /// tinyImageNet's images are found by listing `train/` and `val/images/`.
     public var expectedFiles: [String] {
         switch self {
-        case .cifar10:
-            return (1...5).map { "data_batch_\($0).bin" } + ["test_batch.bin"]
-        case .cifar100:
-            return ["train.bin", "test.bin"]
+        case .cifar10, .cifar100:
+            return trainingFiles + testFiles
         case .tinyimagenet:
             return ["wnids.txt", "train/", "val/images/", "val/val_annotations.txt"]
         case .fashionMNIST:

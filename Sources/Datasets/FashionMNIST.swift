@@ -24,6 +24,9 @@ private enum IDXMagic {
 
 private let sourceSide = 28
 private let paddedSide = 32
+/// The most samples an IDX file may declare: Fashion-MNIST has 60000 and 10000, so a larger
+/// count is a corrupt header, refused before anything is read or allocated for it.
+let maxIDXCount = 1 << 24
 
 /// Loads Fashion-MNIST, un-gzipping the IDX files, and zero-pads each 28x28 image to 32x32
 /// (2 pixels on every side), the size the CIFAR nets take.
@@ -57,7 +60,7 @@ private func readIDXImages(_ path: String) throws -> [UInt8] {
     guard dims[1] == sourceSide, dims[2] == sourceSide else {
         throw DatasetError.unexpectedDimensions(path: path, found: dims, expected: "N x 28 x 28")
     }
-    let count = dims[0]
+    let count = try checkedIDXCount(dims[0], path: path)
     let raw = try file.readExactly(count * sourceSide * sourceSide)
     let margin = (paddedSide - sourceSide) / 2
     return [UInt8](unsafeUninitializedCapacity: count * paddedSide * paddedSide) { out, initialized in
@@ -79,7 +82,7 @@ private func readIDXImages(_ path: String) throws -> [UInt8] {
 /// Reads an IDX label file (dim N), checking each label is below `classes`.
 private func readIDXLabels(_ path: String, classes: Int) throws -> [Int32] {
     let file = try GzipFile(path)
-    let count = try file.readIDXHeader(magic: IDXMagic.labels, dimensions: 1)[0]
+    let count = try checkedIDXCount(try file.readIDXHeader(magic: IDXMagic.labels, dimensions: 1)[0], path: path)
     let raw = try file.readExactly(count)
     return try raw.enumerated().map { record, label in
         guard Int(label) < classes else {
@@ -87,6 +90,13 @@ private func readIDXLabels(_ path: String, classes: Int) throws -> [Int32] {
         }
         return Int32(label)
     }
+}
+
+/// The sample count of an IDX header, if it is plausible: at least 1 and at most `maxIDXCount`.
+private func checkedIDXCount(_ count: Int, path: String) throws -> Int {
+    guard count > 0 else { throw DatasetError.noImages(path: path, detail: "the IDX header declares 0 samples; expected at least 1") }
+    guard count <= maxIDXCount else { throw DatasetError.implausibleCount(path: path, count: count, limit: maxIDXCount) }
+    return count
 }
 
 /// A gzip file read through zlib's gz* API, which also reads a file that is not compressed.
@@ -132,12 +142,13 @@ private final class GzipFile {
         return data
     }
 
-    /// Reads up to `count` bytes; fewer only at the end of the file. Reads in chunks, so a
-    /// corrupt header declaring a huge size costs no more memory than the file holds.
+    /// Reads up to `count` bytes; fewer only at the end of the file. Reads in 1 MiB chunks and
+    /// grows the result as data arrives, so a corrupt header declaring a huge size costs no
+    /// more memory than the file really holds.
     private func readUpTo(_ count: Int) throws -> [UInt8] {
         var data: [UInt8] = []
-        data.reserveCapacity(min(count, 1 << 26))
-        var chunk = [UInt8](repeating: 0, count: min(count, 1 << 24))
+        data.reserveCapacity(min(count, 1 << 20))
+        var chunk = [UInt8](repeating: 0, count: min(count, 1 << 20))
         while data.count < count {
             let want = min(count - data.count, chunk.count)
             let got = chunk.withUnsafeMutableBytes { gzread(handle, $0.baseAddress, UInt32(want)) }

@@ -108,8 +108,9 @@ func requireFiles(_ names: [String], in directory: String, kind: DatasetKind) th
 }
 
 /// The whole file as bytes. Errors carry the system's reason ("No such file or directory",
-/// "Is a directory", "Permission denied").
-func readFile(_ path: String) throws -> [UInt8] {
+/// "Is a directory", "Permission denied"). A file larger than `maxBytes` is refused from its
+/// size, before anything is allocated.
+func readFile(_ path: String, maxBytes: Int = .max) throws -> [UInt8] {
     func failure(_ code: Int32) -> DatasetError {
         DatasetError.unreadableFile(path: path, reason: String(cString: strerror(code)))
     }
@@ -119,6 +120,9 @@ func readFile(_ path: String) throws -> [UInt8] {
     var info = stat()
     guard fstat(descriptor, &info) == 0 else { throw failure(errno) }
     guard info.st_mode & S_IFMT != S_IFDIR else { throw failure(EISDIR) }
+    guard Int(info.st_size) <= maxBytes else {
+        throw DatasetError.oversizedFile(path: path, size: Int(info.st_size), limit: maxBytes)
+    }
     var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
     var filled = 0
     try bytes.withUnsafeMutableBytes { buffer in

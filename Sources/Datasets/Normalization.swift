@@ -84,3 +84,43 @@ public struct Normalization: Equatable, Sendable {
         return table
     }
 }
+
+/// Why a per-channel normalization (e.g. one read from a checkpoint) cannot be used, listing
+/// every wrong value.
+public struct NormalizationError: Error, CustomStringConvertible, Equatable {
+    /// One entry per problem, e.g. "std[1] = 0 is not positive".
+    public let problems: [String]
+
+    public init(problems: [String]) { self.problems = problems }
+
+    public var description: String { "invalid input normalization: " + problems.joined(separator: "; ") }
+}
+
+extension Normalization {
+    /// Checks a mean and std before they normalize images of `channels` channels: one value
+    /// per channel each, every mean finite, every std finite and positive (dividing by a zero,
+    /// negative or NaN std would feed NaN or flipped inputs to the net).
+    /// - Throws: `NormalizationError` naming every wrong value.
+    public static func validate(mean: [Float], std: [Float], channels: Int) throws {
+        var problems: [String] = []
+        if mean.count != channels || std.count != channels {
+            problems.append("\(mean.count) means and \(std.count) stds for a net of \(channels) input "
+                            + (channels == 1 ? "channel" : "channels"))
+        }
+        for (c, m) in mean.enumerated() where !m.isFinite { problems.append("mean[\(c)] = \(m) is not finite") }
+        for (c, s) in std.enumerated() {
+            if !s.isFinite { problems.append("std[\(c)] = \(s) is not finite") } else if s <= 0 {
+                problems.append("std[\(c)] = \(s) is not positive")
+            }
+        }
+        if !problems.isEmpty { throw NormalizationError(problems: problems) }
+    }
+
+    /// `Normalization(mean:std:)` for values from outside the program (a checkpoint): throws
+    /// instead of stopping on a precondition.
+    /// - Throws: `NormalizationError`, see `validate(mean:std:channels:)`.
+    public init(validatingMean mean: [Float], std: [Float], channels: Int) throws {
+        try Normalization.validate(mean: mean, std: std, channels: channels)
+        self.init(mean: mean, std: std)
+    }
+}

@@ -19,6 +19,8 @@ private enum Layout {
     static let annotations = "val/val_annotations.txt"
     static let side = 64
     static let channels = 3
+    /// The largest image file read: a 64x64 image takes a few KiB, so a larger file is not one.
+    static let maxImageFileBytes = 1 << 26
 }
 
 /// Loads tinyImageNet, decoding every image once, in parallel, into bytes. `ImageSet.classes`
@@ -54,6 +56,11 @@ func loadTinyImageNet(directory: String, progress: ((Int, Int) -> Void)?) throws
         }
     }
 
+    guard !trainFiles.isEmpty else {
+        throw DatasetError.noImages(path: trainPath, detail: "every \(Layout.train)/<wnid>/\(Layout.imagesFolder)/ folder "
+                                    + "is empty; expected JPEG or PNG training images, 500 per class in the real set")
+    }
+
     // Validation files, labelled by the annotations.
     let annotationsPath = joinPath(directory, Layout.annotations)
     let annotations = try readAnnotations(annotationsPath, classOf: classOf, classList: classListPath)
@@ -67,6 +74,11 @@ func loadTinyImageNet(directory: String, progress: ((Int, Int) -> Void)?) throws
         }
         testFiles.append(path)
         testLabels.append(label)
+    }
+
+    guard !testFiles.isEmpty else {
+        throw DatasetError.noImages(path: validationPath, detail: "expected the JPEG or PNG validation images listed in "
+                                    + "\(annotationsPath), 10000 in the real set")
     }
 
     let counter = ProgressCounter(total: trainFiles.count + testFiles.count, report: progress)
@@ -128,7 +140,7 @@ private func listDirectory(_ path: String) throws -> [String] {
     do {
         return try FileManager.default.contentsOfDirectory(atPath: path).filter { !$0.hasPrefix(".") }.sorted()
     } catch {
-        throw DatasetError.unreadableFile(path: path, reason: error.localizedDescription)
+        throw DatasetError.unreadableFile(path: path, reason: fileErrorReason(error))
     }
 }
 
@@ -186,11 +198,16 @@ private func decodeAll(_ files: [String], side: Int, counter: ProgressCounter) t
     }
 }
 
-/// Decodes one image into `destination`, `[3, side, side]` planar bytes.
+/// Decodes one image into `destination`, `[3, side, side]` planar bytes. The size is checked
+/// from the header first, so a file declaring a huge image is refused before it is decoded.
 private func decodeFile(_ path: String, side: Int, into destination: UnsafeMutablePointer<UInt8>) throws {
-    let encoded = try readFile(path)
+    let encoded = try readFile(path, maxBytes: Layout.maxImageFileBytes)
     do {
-        try withDecodedRGB(encoded) { rgb, width, height in
+        let declared = try imageDimensions(encoded)
+        guard declared.width == side, declared.height == side else {
+            throw DatasetError.wrongImageSize(path: path, width: declared.width, height: declared.height, expected: side)
+        }
+        try withDecodedRGB(encoded, maxPixels: side * side) { rgb, width, height in
             guard width == side, height == side else {
                 throw DatasetError.wrongImageSize(path: path, width: width, height: height, expected: side)
             }

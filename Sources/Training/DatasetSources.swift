@@ -1,3 +1,4 @@
+import Datasets
 import Foundation
 
 /// Serves an `ImageSet` to the trainer through `BatchLoader`: shuffled and augmented for
@@ -6,9 +7,19 @@ public final class LoaderSource: BatchSource {
     let set: ImageSet, indices: [Int], batchSize: Int
     let augmentation: Augmentation?, normalization: Normalization
     let shuffle: Bool, seed: UInt64
+    let dropsLoneLastImage: Bool
 
+    public convenience init(set: ImageSet, indices: [Int], batchSize: Int, augmentation: Augmentation?,
+                            normalization: Normalization, shuffle: Bool, seed: UInt64) {
+        self.init(set: set, indices: indices, batchSize: batchSize, augmentation: augmentation,
+                  normalization: normalization, shuffle: shuffle, seed: seed, dropsLoneLastImage: false)
+    }
+
+    /// - Parameter dropsLoneLastImage: for training: when the images leave one alone in the
+    ///   last batch, leave that batch out (a different image each epoch when shuffled). Batch
+    ///   norm cannot train on one image where a layer's output is 1x1.
     public init(set: ImageSet, indices: [Int], batchSize: Int, augmentation: Augmentation?,
-                normalization: Normalization, shuffle: Bool, seed: UInt64) {
+                normalization: Normalization, shuffle: Bool, seed: UInt64, dropsLoneLastImage: Bool) {
         self.set = set
         self.indices = indices
         self.batchSize = batchSize
@@ -16,16 +27,27 @@ public final class LoaderSource: BatchSource {
         self.normalization = normalization
         self.shuffle = shuffle
         self.seed = seed
+        self.dropsLoneLastImage = dropsLoneLastImage
     }
 
+    /// The images served, counting one left out of every epoch by `dropsLoneLastImage`.
     public var sampleCount: Int { indices.count }
-    public var batchCount: Int { (indices.count + batchSize - 1) / batchSize }
+    public var batchCount: Int {
+        let batches = (indices.count + batchSize - 1) / batchSize
+        let lone = dropsLoneLastImage && batches > 1 && indices.count % batchSize == 1
+        return lone ? batches - 1 : batches
+    }
 
     public func batches(epoch: Int) -> AnyIterator<Batch> {
         let loader = BatchLoader(set: set, indices: indices, batchSize: batchSize, augmentation: augmentation,
                                  normalization: normalization, shuffle: shuffle, seed: seed, epoch: epoch)
         let iterator = loader.makeIterator()
-        return AnyIterator { iterator.next().map { Batch(images: $0.images, labels: $0.labels) } }
+        var remaining = batchCount
+        return AnyIterator {
+            guard remaining > 0 else { return nil }
+            remaining -= 1
+            return iterator.next().map { Batch(images: $0.images, labels: $0.labels) }
+        }
     }
 }
 
@@ -36,24 +58,44 @@ public struct DatasetSources {
     public let test: LoaderSource
     public let normalization: InputNormalization
 
-    /// Loads `kind`, splits its training set (seeded, `validationSplit` held out), fits the
-    /// normalization on the training part, and keeps the first `subset` training images if given.
+    /// Loads `kind`, splits its training set, fits the normalization on the training part and
+    /// checks that every part can be used.
+    ///
+    /// - Parameters:
+    ///   - directory: the dataset folder; `nil` means `kind.defaultDirectory`.
+    ///   - validationSplit: the fraction of the training set held out for validation, in
+    ///     [0, 1), by a seeded shuffle (`trainValidationSplit`); 0 means no validation set.
+    ///   - subset: if given, train on a seeded random subset of this many images of the
+    ///     training part, the images left after the validation split (the validation and test
+    ///     sets stay whole). It must be at least 2 and at most the size of that training part.
+    ///     The normalization is fitted on the subset.
+    /// - Throws: `DatasetError` for missing or corrupt files and empty files or folders;
+    ///   `TrainingError.invalidConfig`, naming the dataset folder and files, when the split
+    ///   leaves no validation image or fewer than 2 training images (batch norm needs 2), or
+    ///   when `subset` is larger than the training part.
     public static func load(_ kind: DatasetKind, directory: String?, validationSplit: Double, seed: UInt64,
                             subset: Int?, batchSize: Int, reporter: TrainingReporter?) throws -> DatasetSources {
         let started = Date()
+        let directory = directory ?? kind.defaultDirectory
+        guard validationSplit >= 0, validationSplit < 1 else {
+            throw TrainingError.invalidConfig("--val-split must be in [0, 1), got \(validationSplit)")
+        }
+        if let subset, subset < 2 {
+            throw TrainingError.invalidConfig("--subset must be at least 2 (batch norm needs 2 images), got \(subset)")
+        }
         let data = try loadDataset(kind, directory: directory, progress: reporter.map { r in { r.loading(done: $0, of: $1) } })
-        var (trainIdx, valIdx) = trainValidationSplit(count: data.train.count, validationFraction: validationSplit, seed: seed)
-        if let subset {
-            // A seeded random subset: files may be ordered by class (tinyImageNet is).
-            var rng = RandomGenerator(seed: mixSeed(seed, 0x5355_4253))  // "SUBS"
-            trainIdx = Array(fisherYatesShuffled(trainIdx, using: &rng).prefix(subset)).sorted()
+        let (trainIdx, valIdx) = try split(data, directory: directory, validationSplit: validationSplit, seed: seed,
+                                           subset: subset)
+        guard data.test.count > 0 else {
+            throw DatasetError.noImages(path: filesDescription(directory, kind.testFiles), detail: "the test set is empty")
         }
         let norm = Normalization.fit(data.train, indices: trainIdx)
         reporter?.message("\(kind.rawValue): \(trainIdx.count) training, \(valIdx.count) validation, "
                           + "\(data.test.count) test images, loaded in " + String(format: "%.1fs", Date().timeIntervalSince(started)))
         return DatasetSources(
             train: LoaderSource(set: data.train, indices: trainIdx, batchSize: batchSize,
-                                augmentation: .standard(imageSize: kind.imageSize), normalization: norm, shuffle: true, seed: seed),
+                                augmentation: .standard(imageSize: kind.imageSize), normalization: norm, shuffle: true, seed: seed,
+                                dropsLoneLastImage: true),
             validation: valIdx.isEmpty ? nil
                 : LoaderSource(set: data.train, indices: valIdx, batchSize: batchSize, augmentation: nil,
                                normalization: norm, shuffle: false, seed: seed),
@@ -62,13 +104,75 @@ public struct DatasetSources {
             normalization: InputNormalization(mean: norm.mean, std: norm.std))
     }
 
+    /// The training and validation indices of `data.train`: the seeded split, then the seeded
+    /// subset of the training part. Throws when a part is too small to use.
+    static func split(_ data: Dataset, directory: String, validationSplit: Double, seed: UInt64,
+                      subset: Int?) throws -> (train: [Int], validation: [Int]) {
+        let kind = data.kind, total = data.train.count
+        let files = filesDescription(directory, kind.trainingFiles)
+        var (trainIdx, valIdx) = trainValidationSplit(count: total, validationFraction: validationSplit, seed: seed)
+        let percent = String(format: "%g%%", validationSplit * 100)
+        if validationSplit > 0 {
+            guard !valIdx.isEmpty else {
+                throw TrainingError.invalidConfig(
+                    "--val-split \(validationSplit) of the \(total) training images in \(files) leaves 0 validation images; "
+                    + "pass a larger --val-split, or 0 for no validation set")
+            }
+            guard trainIdx.count >= 2 else {
+                throw TrainingError.invalidConfig(
+                    "--val-split \(validationSplit) of the \(total) training images in \(files) leaves \(trainIdx.count) "
+                    + "for training; at least 2 are needed (batch norm needs 2 images), so pass a smaller --val-split")
+            }
+        }
+        guard trainIdx.count >= 2 else {
+            throw TrainingError.invalidConfig(
+                "\(files) holds \(total) training image\(total == 1 ? "" : "s"); at least 2 are needed (batch norm needs 2 images)")
+        }
+        if let subset {
+            guard subset <= trainIdx.count else {
+                let split = validationSplit > 0 ? " (after the \(percent) validation split)" : ""
+                throw TrainingError.invalidConfig(
+                    "--subset \(subset) is larger than the \(trainIdx.count) training images of \(kind.rawValue) in "
+                    + "\(directory)\(split); pass at most \(trainIdx.count), or no --subset to use them all")
+            }
+            // A seeded random subset: files may be ordered by class (tinyImageNet is).
+            var rng = RandomGenerator(seed: mixSeed(seed, 0x5355_4253))  // "SUBS"
+            trainIdx = Array(fisherYatesShuffled(trainIdx, using: &rng).prefix(subset)).sorted()
+        }
+        return (trainIdx, valIdx)
+    }
+
     /// The test set of `kind` with a stored normalization, for `neuralscale eval`.
+    /// - Throws: `NormalizationError` if `normalization` does not fit `kind` (see
+    ///   `InputNormalization.validate(channels:)`), before the data is loaded; `DatasetError`.
     public static func testSource(_ kind: DatasetKind, directory: String?, normalization: InputNormalization,
                                   batchSize: Int, reporter: TrainingReporter?) throws -> LoaderSource {
+        try normalization.validate(channels: kind.channels)
+        let directory = directory ?? kind.defaultDirectory
         let data = try loadDataset(kind, directory: directory, progress: reporter.map { r in { r.loading(done: $0, of: $1) } })
+        guard data.test.count > 0 else {
+            throw DatasetError.noImages(path: filesDescription(directory, kind.testFiles), detail: "the test set is empty")
+        }
         return LoaderSource(set: data.test, indices: Array(0..<data.test.count), batchSize: batchSize, augmentation: nil,
                             normalization: Normalization(mean: normalization.mean, std: normalization.std),
                             shuffle: false, seed: 0)
+    }
+}
+
+/// `directory/name` for one file, `directory (a, b)` for several, for messages.
+private func filesDescription(_ directory: String, _ names: [String]) -> String {
+    let folder = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+    return names.count == 1 ? folder + "/" + names[0] : folder + " (" + names.joined(separator: ", ") + ")"
+}
+
+extension InputNormalization {
+    /// Checks a normalization (e.g. one read from a checkpoint) before it normalizes the
+    /// inputs of a net taking `channels` channels: one mean and one std per channel, every
+    /// mean finite, every std finite and positive.
+    /// - Throws: `NormalizationError` naming every wrong value, e.g. "invalid input
+    ///   normalization: std[1] = 0.0 is not positive".
+    public func validate(channels: Int) throws {
+        try Normalization.validate(mean: mean, std: std, channels: channels)
     }
 }
 
@@ -78,6 +182,7 @@ extension DatasetSources {
     /// for checking an exported model.
     public static func testImages(_ kind: DatasetKind, directory: String?, normalization: InputNormalization?,
                                   count: Int) throws -> Tensor {
+        try normalization?.validate(channels: kind.channels)
         let data = try loadDataset(kind, directory: directory)
         let n = min(count, data.test.count)
         let norm = normalization.map { Normalization(mean: $0.mean, std: $0.std) }
