@@ -1,3 +1,4 @@
+import Datasets
 import Foundation
 @_exported import Training
 
@@ -160,7 +161,7 @@ public struct DescentResult: Codable, Equatable, Sendable {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            let reason = FileManager.default.fileExists(atPath: path) ? "cannot read it (\(describeFileError(error)))" : "no such file"
+            let reason = FileManager.default.fileExists(atPath: path) ? "cannot read it (\(fileErrorReason(error)))" : "no such file"
             throw FitError("\(path): \(reason) (run `neuralscale descend` first; it writes descent.json)")
         }
         let result: DescentResult

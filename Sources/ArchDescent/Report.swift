@@ -1,3 +1,4 @@
+import Datasets
 import Foundation
 
 /// `neuralscale report`: the `result.json` files of several training runs of one model on one
@@ -55,7 +56,7 @@ public struct ResultsReport: Codable, Equatable, Sendable {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw ReportError(path: path, message: FileManager.default.fileExists(atPath: path) ? "cannot read it: \(describeFileError(error))" : "no such file")
+            throw ReportError(path: path, message: FileManager.default.fileExists(atPath: path) ? "cannot read it: \(fileErrorReason(error))" : "no such file")
         }
         let result: TrainResult
         do {
@@ -161,7 +162,7 @@ public struct ResultsReport: Codable, Equatable, Sendable {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
-            throw ReportError(path: directory, message: "cannot create the folder: \(describeFileError(error))")
+            throw ReportError(path: directory, message: "cannot create the folder: \(fileErrorReason(error))")
         }
         let contents = [markdown(), String(decoding: try json(), as: UTF8.self) + "\n",
                         accuracyChart(against: .params), accuracyChart(against: .mflops), widthsChart()]

@@ -37,21 +37,6 @@ public struct InputNormalization: Codable, Equatable, Sendable {
         self.mean = mean
         self.std = std
     }
-
-    /// Checks the values read from a checkpoint against the net they feed: one finite mean and
-    /// one finite std > 0 per input channel.
-    /// - Throws: `TrainingError.invalidConfig` saying which value is wrong.
-    public func validate(channels: Int) throws {
-        guard mean.count == channels, std.count == channels else {
-            throw TrainingError.invalidConfig("its input normalization has \(mean.count) means and \(std.count) stds; the net takes \(channels) channels")
-        }
-        if let c = mean.indices.first(where: { !mean[$0].isFinite }) {
-            throw TrainingError.invalidConfig("its input normalization's mean of channel \(c) is \(mean[c])")
-        }
-        if let c = std.indices.first(where: { !(std[$0].isFinite && std[$0] > 0) }) {
-            throw TrainingError.invalidConfig("its input normalization's std of channel \(c) is \(std[c]); it must be finite and > 0")
-        }
-    }
 }
 
 /// What a finished run reports (`result.json`).

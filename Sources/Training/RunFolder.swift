@@ -1,4 +1,5 @@
 import Checkpoint
+import Datasets
 import Foundation
 
 /// The output folder of one run (`train`, `descend`): made sure to exist and be writable, held
@@ -79,7 +80,7 @@ public final class RunFolder {
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
-            throw TrainingError.output("cannot create the output folder \(path): \(describeFileError(error))")
+            throw TrainingError.output("cannot create the output folder \(path): \(fileErrorReason(error))")
         }
         let probe = URL(fileURLWithPath: path).appendingPathComponent(".write-test.tmp-\(getpid())").path
         let fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)

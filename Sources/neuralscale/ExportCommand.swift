@@ -1,4 +1,5 @@
 import ArgumentParser
+import Datasets
 import ArchDescent
 import Checkpoint
 import Export
@@ -84,7 +85,7 @@ struct ExportONNX: ParsableCommand {
                 do {
                     try data.write(to: URL(fileURLWithPath: temporary))
                 } catch {
-                    throw ExportError("cannot write \(temporary) (next to --onnx \(output)): \(describeFileError(error))")
+                    throw ExportError("cannot write \(temporary) (next to --onnx \(output)): \(fileErrorReason(error))")
                 }
                 if let inputs {
                     let report = try ONNXVerification.run(model: temporary, inputs: inputs.x, logits: inputs.logits)

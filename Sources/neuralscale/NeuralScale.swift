@@ -1,5 +1,6 @@
 import ArchDescent
 import ArgumentParser
+import Datasets
 import Foundation
 
 // The nets and datasets are flag values as they are: ArgumentParser then checks them and lists
@@ -85,7 +86,7 @@ func oneLine(_ error: Error) -> String {
         return "\(error)".replacingOccurrences(of: "\n", with: " ")
     }
     let path = (ns.userInfo[NSFilePathErrorKey] as? String) ?? (ns.userInfo[NSURLErrorKey] as? URL)?.path
-    return (path.map { "\($0): " } ?? "") + describeFileError(error)
+    return (path.map { "\($0): " } ?? "") + fileErrorReason(error)
 }
 
 struct Bench: ParsableCommand {

@@ -8,6 +8,9 @@ final class SyntheticSource: BatchSource {
     let images: [[Float]], labels: [Int32], batchSize: Int, shuffle: Bool
     /// Epochs whose first batch is poisoned with a NaN (to test the NaN stop).
     var poisonEpochs: Set<Int> = []
+    /// Epochs whose first batch is scaled by 1e20: batch norm still normalizes it to finite
+    /// values, but its running variance overflows to infinity.
+    var hugeEpochs: Set<Int> = []
 
     init(count: Int, classes: Int, batchSize: Int, shuffle: Bool, seed: UInt64) {
         var rng = RandomGenerator(seed: seed)
@@ -35,13 +38,14 @@ final class SyntheticSource: BatchSource {
             order.shuffle(using: &rng)
         }
         var start = 0
-        let poison = poisonEpochs.contains(epoch)
+        let poison = poisonEpochs.contains(epoch), huge = hugeEpochs.contains(epoch)
         return AnyIterator {
             guard start < order.count else { return nil }
             let idx = order[start..<min(start + self.batchSize, order.count)]
             let t = Tensor(uninitialized: [idx.count, 3, 32, 32])
             for (k, i) in idx.enumerated() { for j in 0..<3072 { t.data[k * 3072 + j] = self.images[i][j] } }
             if poison && start == 0 { t.data[0] = .nan }
+            if huge && start == 0 { for j in 0..<t.count { t.data[j] *= 1e20 } }
             start += self.batchSize
             return Batch(images: t, labels: idx.map { self.labels[$0] })
         }
@@ -131,6 +135,23 @@ final class TrainerTests: XCTestCase {
         let state = try XCTUnwrap(try Checkpoint.load(t.lastPath).training)
         XCTAssertTrue(state.contains("\"completedEpochs\":1"), state)
         XCTAssertFalse(FileManager.default.fileExists(atPath: t.resultPath))
+    }
+
+    /// Running statistics that overflow while the loss stays finite: the run stops before a
+    /// checkpoint holds them, names the tensor, and the checkpoint it names as good is finite.
+    func testInfiniteRunningVarianceIsNeverCheckpointed() throws {
+        let source = SyntheticSource(count: 24, classes: 4, batchSize: 8, shuffle: true, seed: 1)
+        source.hugeEpochs = [1]
+        let t = trainer(folder.path, train: source)
+        XCTAssertThrowsError(try t.run(resume: false)) { error in
+            guard case TrainingError.nonFiniteLoss(_, _, let lastGood, let tensor) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(lastGood, t.lastPath)
+            XCTAssertTrue(tensor?.hasSuffix("running_var") ?? false, "\(error)")
+            XCTAssertTrue("\(error)".contains("running_var"), "\(error)")
+        }
+        let saved = try Checkpoint.load(t.lastPath)
+        XCTAssertNil(nonFiniteTensor(saved.network), "last.h5 holds only finite tensors")
+        XCTAssertTrue(try XCTUnwrap(saved.training).contains("\"completedEpochs\":1"))
     }
 
     func testRefusesToOverwriteOrToResumeSomethingElse() throws {
