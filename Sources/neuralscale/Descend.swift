@@ -83,7 +83,7 @@ struct Descend: ParsableCommand {
     var baseRatio: Double?
     @Option(name: .long, help: "Seed of initialization, split, shuffling and augmentation.")
     var seed: UInt64 = 0
-    @Option(name: .long, help: "Search on a seeded random subset of N training images.")
+    @Option(name: .long, help: "Search on a seeded random subset of N training images (a search has no validation split). 2 <= N <= the training set's size.")
     var subset: Int?
     @Option(name: .long, help: "Dataset root folder (default: the dataset's usual place).")
     var dataDir: String?

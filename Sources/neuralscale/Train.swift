@@ -76,7 +76,7 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Seed of initialization, split, shuffling and augmentation.")
     var seed: UInt64 = 0
 
-    @Option(name: .long, help: "Train on a seeded random subset of N images of the training split (quick runs).")
+    @Option(name: .long, help: "Train on a seeded random subset of N images of the training part (what --val-split leaves; validation and test sets stay whole), for quick runs. 2 <= N <= that part's size; result.json records it.")
     var subset: Int?
 
     @Option(name: .long, help: "Output folder.")
