@@ -1,0 +1,107 @@
+import Checkpoint
+import Export
+import Foundation
+import Training
+import XCTest
+
+/// Checkpoints that are damaged, edited or of another kind, given to `eval`, `export`, `stats`
+/// and `train --resume`: each refused by name, never a trap, never a "fine" result.
+final class CheckpointInputTests: XCTestCase {
+    var root: String!
+    var data: String!
+    var run: String!
+
+    override func setUpWithError() throws {
+        root = try CLI.folder("ckpt")
+        data = root + "/fashion"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        try CLI.writeFashionMNIST(in: data)
+        run = root + "/run"
+        let r = try CLI.run(CLI.quickTrain(data: data, out: run))
+        XCTAssertEqual(r.status, 0, r.text)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: root) }
+
+    /// A copy of the run's `last.h5` whose training state is changed by `change`.
+    private func edited(_ name: String, _ change: (inout TrainingState) -> Void) throws -> String {
+        let loaded = try Checkpoint.load(run + "/last.h5")
+        var state = try XCTUnwrap(try loaded.training(as: TrainingState.self))
+        change(&state)
+        let opt = SGD(parameters: loaded.network.parameters, schedule: .constant(0.1), momentum: 0.9, weightDecay: 5e-4)
+        try opt.load(try XCTUnwrap(loaded.optimizer))
+        let folder = root + "/" + name
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try Checkpoint.save(loaded.network, optimizer: opt, training: String(decoding: try JSONEncoder().encode(state), as: UTF8.self),
+                            to: folder + "/last.h5")
+        return folder + "/last.h5"
+    }
+
+    /// The commands that read a checkpoint's net and normalization.
+    private func readers(_ file: String) -> [[String]] {
+        [["eval", "--checkpoint", file, "--data-dir", data],
+         ["export", "--checkpoint", file, "--onnx", root + "/x.onnx", "--data-dir", data]]
+    }
+
+    func testBadInputNormalizationIsRefusedByEveryReaderAndByResume() throws {
+        let cases: [(String, (inout TrainingState) -> Void, String)] = [
+            ("std0", { $0.inputNormalization?.std = [0] }, "std"),
+            ("stdnegative", { $0.inputNormalization?.std = [-0.3] }, "std"),
+            ("rgb", { $0.inputNormalization = InputNormalization(mean: [0.5, 0.5, 0.5], std: [0.2, 0.2, 0.2]) }, "channel"),
+        ]
+        for (name, change, word) in cases {
+            let file = try edited(name, change)
+            for command in readers(file) { try CLI.fails(command, mentions: [file, word]) }
+            let resumed = CLI.quickTrain(data: data, out: URL(fileURLWithPath: file).deletingLastPathComponent().path, epochs: 1,
+                                         extra: ["--resume"])
+            try CLI.fails(resumed, mentions: [file, word])
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/x.onnx"))
+    }
+
+    func testAHugeWidthInTheNetAttributeIsRefused() throws {
+        for (name, value) in [("wide", "1000000000"), ("zero", "0"), ("negative", "-5"), ("huge", "1e30")] {
+            let file = root + "/\(name).h5"
+            try FileManager.default.copyItem(atPath: run + "/best.h5", toPath: file)
+            // Rewrite the first width of the `net` attribute, as a hand edit would.
+            let code = """
+            import h5py, json, sys
+            with h5py.File(sys.argv[1], 'r+') as f:
+                raw = f.attrs['net']
+                text = raw.decode() if isinstance(raw, bytes) else str(raw)
+                net = json.loads(text)
+                text = json.dumps(net).replace('"widths": [%d' % net['widths'][0], '"widths": [' + sys.argv[2], 1)
+                f.attrs['net'] = text
+            """
+            let (status, _, errors) = try Python.run(["-c", code, file, value])
+            XCTAssertEqual(status, 0, errors)
+            for command in readers(file) + [["stats", "--checkpoint", file]] {
+                try CLI.fails(command, mentions: [file, "width"])
+            }
+        }
+    }
+
+    func testEvalOfASearchStateSaysWhatToDo() throws {
+        // A search's state.h5: a few pruning steps of a tiny search.
+        let search = root + "/search"
+        let r = try CLI.run(["descend", "--model", "vgg11", "--dataset", "fashion-mnist", "--data-dir", data, "--out", search,
+                             "--iterations", "1", "--warmup", "0", "--prune-every", "2", "--prune-count", "4", "--batch-size", "8",
+                             "--base-ratio", "0.0625"], timeout: 300)
+        XCTAssertEqual(r.status, 0, r.text)
+        try CLI.fails(["eval", "--checkpoint", search + "/state.h5", "--data-dir", data],
+                      status: 64, mentions: ["state of a search", "neuralscale train --scaling neuralscale"])
+    }
+
+    func testSubsetLargerThanTheDataAndEmptyDataAreRefused() throws {
+        try CLI.fails(CLI.quickTrain(data: data, out: root + "/sub", extra: ["--subset", "1000"]),
+                      status: 64, mentions: ["--subset 1000", "training images", "Usage: neuralscale train"])
+        let empty = root + "/empty"
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+        try CLI.writeFashionMNIST(in: empty, train: 0, test: 4)
+        try CLI.fails(CLI.quickTrain(data: empty, out: root + "/e"), mentions: [empty])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/e/result.json"))
+        try CLI.writeFashionMNIST(in: empty, train: 20, test: 0)
+        try CLI.fails(CLI.quickTrain(data: empty, out: root + "/e2"), mentions: [empty])
+        try CLI.fails(["eval", "--checkpoint", run + "/best.h5", "--data-dir", empty], mentions: [empty])
+    }
+}
