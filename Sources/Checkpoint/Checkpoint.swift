@@ -3,7 +3,7 @@ import Foundation
 
 /// Self-describing HDF5 checkpoints.
 ///
-/// Layout (all readable with `h5dump` or h5py; HDF5 1.8-1.10 format, whose metadata has checksums):
+/// Layout (all readable with `h5dump` or h5py; HDF5 1.10 format, whose metadata has checksums):
 /// - every parameter and buffer of the net: a float dataset at the root under its dotted name
 ///   (`features.0.weight`, `bn1.running_mean`);
 /// - `momentum/<name>`: the SGD momentum buffer of each parameter that has one;
@@ -45,12 +45,16 @@ public enum Checkpoint {
         if let bad = invalidTensor(in: net, optimizer: optimizer) {
             throw CheckpointError(path: path, message: "not saved (the previous file is kept): \(bad)")
         }
+        let state = net.state
+        // Tensors, momentum and the state dominate the size; metadata is ~1 KB a dataset.
+        let sizeHint = state.reduce(0) { $0 + 4 * $1.tensor.count } * (optimizer == nil ? 1 : 2)
+            + (training?.utf8.count ?? 0) + 2048 * state.count + 65_536
         try AtomicFile.replace(path) { temporary in
-            let file = try HDF5File.create(temporary, reportAs: path)
+            // Built in memory, written by AtomicFile: see `HDF5File.createInMemory`.
+            let file = try HDF5File.createInMemory(temporary, reportAs: path, sizeHint: sizeHint)
             try file.writeString(attribute: "format", format)
             try file.writeString(attribute: "version", String(version))
             try file.writeString(attribute: "net", try json(net.netDescription))
-            let state = net.state
             for entry in state {
                 try file.writeFloats(entry.name, shape: entry.tensor.shape, entry.tensor.data)
             }
@@ -74,8 +78,8 @@ public enum Checkpoint {
                 try file.createGroup("meta")
                 try file.writeBytes(trainingDataset, Array(training.utf8))
             }
-            try file.flush()
-            try file.close()
+            let image = try file.image()
+            try image.withUnsafeBytes { try AtomicFile.writeContents($0, to: temporary, reportAs: path) }
         }
     }
 
@@ -129,7 +133,7 @@ public enum Checkpoint {
         let net: Network
         do {
             // A search checkpoint holds gates (`gates.<i>`) and rebuilds a gated net.
-            net = try makeNetwork(description, initialization: .none, gated: file.exists("gates.0"))
+            net = try makeNetwork(description, initialization: .none, gated: try file.exists("gates.0"))
         } catch {
             throw CheckpointError(path: path, message: "its net description is invalid: \(error)")
         }
@@ -141,7 +145,7 @@ public enum Checkpoint {
             }
         }
         var optimizer: SGDState?
-        if file.exists("momentum") {
+        if try file.exists("momentum") {
             let position: OptimizerPosition = try decode(try file.readString(attribute: "optimizer"), "optimizer", path)
             guard position.epoch >= 0, position.stepCount >= 0, position.learningRate.isFinite, position.learningRate >= 0 else {
                 throw CheckpointError(path: path, message: "attribute optimizer is not valid: \(position)")
@@ -149,7 +153,7 @@ public enum Checkpoint {
             var buffers: [[Float]?] = []
             for entry in state where entry.kind == .parameter {
                 let name = "momentum/" + entry.name
-                guard file.exists(name) else { buffers.append(nil); continue }
+                guard try file.exists(name) else { buffers.append(nil); continue }
                 var values = [Float](repeating: 0, count: entry.tensor.count)
                 try values.withUnsafeMutableBufferPointer {
                     try file.readFloats(name, expected: entry.tensor.shape, into: $0.baseAddress!)
@@ -161,8 +165,8 @@ public enum Checkpoint {
                                  learningRate: position.learningRate, momentumBuffers: buffers)
         }
         // Older checkpoints hold the state in an attribute.
-        let training = file.exists(trainingDataset) ? try file.readText(dataset: trainingDataset)
-            : file.hasAttribute("training") ? try file.readString(attribute: "training") : nil
+        let training = try file.exists(trainingDataset) ? try file.readText(dataset: trainingDataset)
+            : try file.hasAttribute("training") ? try file.readString(attribute: "training") : nil
         return LoadedCheckpoint(path: path, network: net, optimizer: optimizer, training: training)
     }
 

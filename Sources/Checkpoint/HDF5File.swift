@@ -33,26 +33,49 @@ final class HDF5File {
         self.fileSize = fileSize
     }
 
-    /// Creates (truncates) `file`; errors name `reportAs`.
+    /// Creates a file in memory (HDF5's core driver, no disk I/O) under the name `name`; errors
+    /// name `reportAs`. `image()` then gives its bytes, which the caller writes out: HDF5 never
+    /// sees a failed write, which it does not survive (a file that fails to close crashes the
+    /// library at exit), and the caller reports the OS's reason ("No space left on device").
     ///
-    /// The format is HDF5 1.8-1.10's (superblock v2, object header v2), whose metadata carries
-    /// checksums, so a flipped byte in the file's structure is detected on read; h5py and any
-    /// HDF5 >= 1.10 read it.
-    static func create(_ file: String, reportAs: String? = nil) throws -> HDF5File {
+    /// The format is HDF5 1.10's (superblock v3, object header v2, a dataset's single chunk
+    /// indexed from its layout message), in which all metadata carries checksums, so a flipped
+    /// byte in the file's structure is detected on read (1.8's chunk B-trees have none: a
+    /// damaged one reads as missing chunks, i.e. zeros); h5py and any HDF5 >= 1.10 read it.
+    /// - Parameter sizeHint: the expected file size: the memory grows in steps of it.
+    static func createInMemory(_ name: String, reportAs: String, sizeHint: Int) throws -> HDF5File {
         _ = silenced
-        let shown = reportAs ?? file
         let fapl = H5Pcreate(ns_h5p_file_access())
-        guard fapl >= 0 else { throw CheckpointError(path: shown, message: "cannot set up HDF5 file access") }
+        guard fapl >= 0 else { throw CheckpointError(path: reportAs, message: "cannot set up HDF5 file access") }
         defer { H5Pclose(fapl) }
-        guard H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V110) >= 0 else {
-            throw CheckpointError(path: shown, message: "cannot select the HDF5 file format")
+        guard H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) >= 0,
+              H5Pset_fapl_core(fapl, max(1 << 20, min(sizeHint, 1 << 30)), false) >= 0 else {
+            throw CheckpointError(path: reportAs, message: "cannot select the HDF5 file format")
         }
-        errno = 0
-        let id = H5Fcreate(file, ns_h5f_acc_trunc(), ns_h5p_default(), fapl)
+        let id = H5Fcreate(name, ns_h5f_acc_trunc(), ns_h5p_default(), fapl)
         guard id >= 0 else {
-            throw CheckpointError(path: shown, message: "cannot create \(file): \(reason() ?? "(is the folder writable?)")")
+            throw CheckpointError(path: reportAs, message: "cannot create the file in memory: \(reason() ?? "no reason given")")
         }
-        return HDF5File(path: shown, id: id, fileSize: 0)
+        return HDF5File(path: reportAs, id: id, fileSize: 0)
+    }
+
+    /// The bytes of a file made by `createInMemory`; closes it (its memory is freed before the
+    /// caller writes the bytes, so at most two copies exist, briefly).
+    func image() throws -> [UInt8] {
+        try flush()
+        let size = H5Fget_file_image(id, nil, 0)
+        guard size > 0 else { throw failed("cannot get the file's bytes") }
+        var bytes = try [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+            guard H5Fget_file_image(id, buffer.baseAddress, size) == size else { throw failed("cannot get the file's bytes") }
+            count = size
+        }
+        // HDF5 1.10 returns the image with a stale superblock checksum (the file it would write
+        // itself has the right one): recompute it, or no HDF5 reader opens the file.
+        guard bytes.withUnsafeMutableBufferPointer({ ns_h5_superblock_checksum($0.baseAddress, $0.count, 1) }) >= 0 else {
+            throw fail("the file's bytes in memory do not start with an HDF5 superblock v2/v3")
+        }
+        try close()
+        return bytes
     }
 
     static func open(_ path: String) throws -> HDF5File {
@@ -128,12 +151,16 @@ final class HDF5File {
         H5Gclose(g)
     }
 
-    func exists(_ name: String) -> Bool {
+    /// Whether `name` exists; throws when HDF5 cannot tell (a damaged group), so damage never
+    /// reads as "absent".
+    func exists(_ name: String) throws -> Bool {
         // H5Lexists fails (rather than returning false) when a parent group is missing.
         var prefix = ""
         for part in name.split(separator: "/") {
             prefix += (prefix.isEmpty ? "" : "/") + part
-            if H5Lexists(id, prefix, ns_h5p_default()) <= 0 { return false }
+            let found = H5Lexists(id, prefix, ns_h5p_default())
+            guard found >= 0 else { throw failed("cannot look up \(prefix) (file corrupt?)") }
+            if found == 0 { return false }
         }
         return true
     }
@@ -236,7 +263,7 @@ final class HDF5File {
 
     /// Opens dataset `name`, or throws naming it.
     private func openDataset(_ name: String) throws -> hid_t {
-        guard exists(name) else { throw fail("missing dataset \(name)") }
+        guard try exists(name) else { throw fail("missing dataset \(name)") }
         guard H5Oexists_by_name(id, name, ns_h5p_default()) > 0 else { throw fail("dataset \(name) is a dangling link") }
         let ds = H5Dopen2(id, name, ns_h5p_default())
         guard ds >= 0 else { throw fail("cannot open dataset \(name) (not a dataset, or corrupt)") }
@@ -274,6 +301,12 @@ final class HDF5File {
         // HDF5 would convert integers silently; only floats (of any width) are weights.
         guard type >= 0, H5Tget_class(type) == H5T_FLOAT else { throw fail("dataset \(name) does not hold floats") }
         guard !expected.contains(0) else { return }
+        // HDF5 reads storage that is missing (a lost chunk) as the fill value, zeros, without error.
+        let stored = H5Dget_storage_size(ds)
+        let needed = hsize_t(expected.reduce(1, *)) * hsize_t(H5Tget_size(type))
+        guard isCompressed(ds) ? stored > 0 : stored >= needed else {
+            throw fail("dataset \(name) has \(stored) bytes stored, \(needed) needed (file corrupt?)")
+        }
         errno = 0
         guard H5Dread(ds, ns_h5_native_float(), ns_h5s_all(), ns_h5s_all(), ns_h5p_default(), data) >= 0 else {
             throw readFailure(name)
@@ -353,10 +386,15 @@ final class HDF5File {
         }
     }
 
-    func hasAttribute(_ name: String) -> Bool { H5Aexists(id, name) > 0 }
+    /// Whether the root has attribute `name`; throws when HDF5 cannot tell.
+    func hasAttribute(_ name: String) throws -> Bool {
+        let found = H5Aexists(id, name)
+        guard found >= 0 else { throw failed("cannot look up attribute \(name) (file corrupt?)") }
+        return found > 0
+    }
 
     func readString(attribute name: String) throws -> String {
-        guard H5Aexists(id, name) > 0 else { throw fail("missing attribute \(name) (not a neuralscale checkpoint?)") }
+        guard try hasAttribute(name) else { throw fail("missing attribute \(name) (not a neuralscale checkpoint?)") }
         let attr = H5Aopen(id, name, ns_h5p_default())
         guard attr >= 0 else { throw fail("cannot open attribute \(name)") }
         defer { H5Aclose(attr) }

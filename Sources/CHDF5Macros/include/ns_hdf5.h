@@ -24,4 +24,8 @@ void ns_h5_silence_errors(void);
    separated by " | ", into `buffer` (always NUL-terminated); returns how many entries there were.
    Call it right after a failed HDF5 call: the next call clears the stack. */
 int ns_h5_error_text(char *buffer, size_t size);
+/* Checks the checksum of a superblock v2/v3 at the start of file `image`: 0 when right, 1 when
+   wrong (then, with `fix`, rewritten), -1 when there is no such superblock. H5Fget_file_image
+   of HDF5 1.10 returns such images with a wrong superblock checksum. */
+int ns_h5_superblock_checksum(unsigned char *image, size_t size, int fix);
 #endif
