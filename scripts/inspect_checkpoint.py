@@ -10,19 +10,23 @@ A checkpoint (written by `neuralscale train`, `descend` or the tests) is an HDF5
     PyTorch uses (conv weights [out, in / groups, kh, kw], linear weights [out, in]);
   - `momentum/<name>` holds the SGD momentum buffer of each parameter that has one;
   - a search state (`descend`'s state.h5) also holds the pruning gates `gates.<i>`;
+  - `meta/training` is a uint8 dataset holding UTF-8 JSON: the run's settings, history and the
+    input normalization (`train`), or the search state (`descend`); older checkpoints hold it as
+    the root attribute `training`;
   - root attributes are strings: `format` ("neuralscale-checkpoint"), `version` ("1"), and JSON
-    objects `net` (architecture, widths, inChannels, imageSize, classes), `optimizer` (epoch,
-    stepCount, learningRate) and `training` (the run's settings, history and the input
-    normalization).
+    objects `net` (architecture, widths, inChannels, imageSize, classes) and `optimizer` (epoch,
+    stepCount, learningRate).
+  - datasets carry HDF5's Fletcher32 checksum (h5py verifies it on read).
 
 Prints the attributes (the net description in full, the optimizer position, a summary of the
 training state) and every dataset with its shape. With --json prints one JSON object instead:
     {"file": ..., "attributes": {name: value, JSON attributes parsed},
+     "training": the parsed training state (from `meta/training` or the old attribute) or null,
      "datasets": {name: {"shape": [...], "dtype": "float32", "sum": float64 sum of the values,
                          "checksum": float64 sum of x[i] * (1 + i % 1000) over the values in
                                      C order (i from 0), "head": the first 4 values}}}
 `sum` and `checksum` let another program compare values without dumping them (the checksum
-changes when values move).
+changes when values move). `datasets` lists every dataset in the file, `meta/training` too.
 
 Exit status: 0, or 2 when the file cannot be read (the message names it).
 """
@@ -39,13 +43,24 @@ def _text(value):
     return str(value)
 
 
+TRAINING = "meta/training"
+
+
+def _json(text):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def read(path):
-    """Returns (attributes, datasets) of the checkpoint at `path`: attributes as str or parsed
-    JSON, datasets as {name: numpy array}."""
+    """Returns (attributes, training, datasets) of the checkpoint at `path`: attributes as str or
+    parsed JSON, the training state parsed (None when there is none), datasets as
+    {name: numpy array}."""
     import h5py
     import numpy as np
 
-    attributes, datasets = {}, {}
+    attributes, datasets, training = {}, {}, None
     with h5py.File(path, "r") as f:
         for name, value in f.attrs.items():
             text = _text(value)
@@ -59,7 +74,13 @@ def read(path):
                 datasets[name] = np.asarray(obj[()])
 
         f.visititems(visit)
-    return attributes, datasets
+        if TRAINING in f:
+            value = f[TRAINING][()]
+            text = value.tobytes().decode("utf-8") if isinstance(value, np.ndarray) and value.dtype == np.uint8 else _text(value)
+            training = _json(text)
+        elif "training" in attributes:
+            training = attributes["training"]
+    return attributes, training, datasets
 
 
 def natural(name):
@@ -83,7 +104,7 @@ def main(argv):
         return 2
     path = args[0]
     try:
-        attributes, datasets = read(path)
+        attributes, training, datasets = read(path)
     except ImportError as e:
         print(f"error: {e}; install h5py and numpy (scripts/install-deps.sh does)", file=sys.stderr)
         return 2
@@ -92,7 +113,7 @@ def main(argv):
         return 2
 
     if "--json" in argv:
-        json.dump({"file": path, "attributes": attributes,
+        json.dump({"file": path, "attributes": attributes, "training": training,
                    "datasets": {name: summary(a) for name, a in sorted(datasets.items())}}, sys.stdout)
         print()
         return 0
@@ -108,7 +129,6 @@ def main(argv):
                 print(f"  {extra}: {net[extra]}")
     if "optimizer" in attributes:
         print(f"optimizer: {attributes['optimizer']}")
-    training = attributes.get("training")
     if isinstance(training, dict) and "completedEpochs" in training:  # written by `neuralscale train`
         config = training.get("config", {})
         print(f"training: {config.get('dataset')}, {config.get('scaling')} ratio {config.get('ratio')}, seed {config.get('seed')}, "
@@ -117,9 +137,20 @@ def main(argv):
         if training.get("inputNormalization"):
             n = training["inputNormalization"]
             print(f"  input normalization: mean {n.get('mean')}, std {n.get('std')}")
+    elif isinstance(training, dict) and "completed" in training:  # written by `neuralscale descend`
+        config = training.get("config", {})
+        print(f"search state: {config.get('model')} on {config.get('dataset')}, "
+              f"{len(training.get('completed') or [])}/{config.get('iterations')} iterations done")
+        current = training.get("current")
+        if isinstance(current, dict):
+            pruner = current.get("pruner") or {}
+            print(f"  iteration {current.get('iteration')}: epoch {current.get('epoch')}, batch {current.get('batch')}, "
+                  f"{pruner.get('steps')} pruning steps, {len(pruner.get('trajectory') or [])} trajectory rows")
     elif isinstance(training, dict):
         print(f"training state with the keys {', '.join(sorted(training))} (a search state of `neuralscale descend`?)")
-    weights = {k: v for k, v in datasets.items() if not k.startswith("momentum/")}
+    if training is not None and not isinstance(training, dict):
+        print(f"training state (not JSON): {str(training)[:200]}")
+    weights = {k: v for k, v in datasets.items() if not k.startswith(("momentum/", "meta/"))}
     momentum = {k: v for k, v in datasets.items() if k.startswith("momentum/")}
     count = sum(int(v.size) for k, v in weights.items()
                 if not k.endswith(("running_mean", "running_var")) and not k.startswith("gates."))

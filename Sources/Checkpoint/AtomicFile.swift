@@ -24,12 +24,36 @@ public enum AtomicFile {
     }
 
     /// Writes `data` to `path` atomically.
+    /// - Throws: `CheckpointError` naming `path` and saying why (e.g. "No space left on device").
     public static func write(_ data: Data, to path: String) throws {
         try replace(path) { temporary in
-            guard FileManager.default.createFile(atPath: temporary, contents: data) else {
-                throw CheckpointError(path: path, message: "cannot write \(temporary)")
-            }
+            try data.withUnsafeBytes { try writeContents($0, to: temporary, reportAs: path) }
         }
+    }
+
+    /// Creates (truncates) `file` holding `bytes`, with write(2) so that a failure says why
+    /// (FileManager's only says that it failed); errors name `reportAs`.
+    static func writeContents(_ bytes: UnsafeRawBufferPointer, to file: String, reportAs path: String) throws {
+        func failure(_ what: String) -> CheckpointError {
+            CheckpointError(path: path, message: "cannot \(what) \(file): \(String(cString: strerror(errno)))")
+        }
+        let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o666)
+        guard fd >= 0 else { throw failure("create") }
+        var closed = false
+        defer { if !closed { close(fd) } }
+        var offset = 0
+        while offset < bytes.count {
+            let n = Foundation.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else {
+                if n == 0 { errno = EIO }
+                throw failure("write")
+            }
+            offset += n
+        }
+        closed = true
+        // close(2) may report a deferred write error (NFS, quotas).
+        guard close(fd) == 0 else { throw failure("write") }
     }
 
     /// fsync(2) on a file or folder, so a rename never publishes unwritten data.

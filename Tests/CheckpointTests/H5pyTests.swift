@@ -58,9 +58,10 @@ final class H5pyTests: XCTestCase {
     }
 
     /// Every dotted name of the net's state (parameters, BN buffers) is a dataset of exactly
-    /// the tensor's shape and values, every momentum buffer is under `momentum/<name>`, nothing
-    /// else is in the file, and the attributes `format`, `version`, `net` (and `optimizer`) are
-    /// there and say what `Checkpoint` wrote.
+    /// the tensor's shape and values, every momentum buffer is under `momentum/<name>`, the
+    /// training state is the dataset `meta/training`, nothing else is in the file, and the
+    /// attributes are exactly `format`, `version`, `net` and `optimizer` and say what
+    /// `Checkpoint` wrote.
     func testH5pyReadsEveryTensorOfAllFourNets() throws {
         let probe = try Python.run(["-c", "import h5py, numpy"])
         guard probe.status == 0 else { throw XCTSkip("python3 cannot import h5py and numpy (scripts/install-deps.sh installs them): \(probe.errors)") }
@@ -68,13 +69,18 @@ final class H5pyTests: XCTestCase {
         for arch in Architecture.allCases {
             let (net, opt) = try trainedNet(arch)
             let path = folder.appendingPathComponent("\(arch.rawValue).h5").path
-            try Checkpoint.save(net, optimizer: opt, to: path)
+            let training = #"{"arch":"\#(arch.rawValue)","history":[1,2,3]}"#
+            try Checkpoint.save(net, optimizer: opt, training: training, to: path)
             let (status, out, err) = try Python.run([script, path, "--json"])
             XCTAssertEqual(status, 0, "\(arch): \(err)")
             let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], "\(arch): \(err)")
             let attributes = try XCTUnwrap(report["attributes"] as? [String: Any])
             let datasets = try XCTUnwrap(report["datasets"] as? [String: [String: Any]])
 
+            XCTAssertEqual(Set(attributes.keys), ["format", "version", "net", "optimizer"], "\(arch): attributes")
+            let state = try XCTUnwrap(report["training"] as? [String: Any], "\(arch): no training state")
+            XCTAssertEqual(state["arch"] as? String, arch.rawValue)
+            XCTAssertEqual(state["history"] as? [Int], [1, 2, 3])
             XCTAssertEqual(attributes["format"] as? String, "neuralscale-checkpoint")
             XCTAssertEqual(attributes["version"] as? String, "1")
             let netJSON = try JSONSerialization.data(withJSONObject: try XCTUnwrap(attributes["net"], "\(arch): no net attribute"))
@@ -82,13 +88,14 @@ final class H5pyTests: XCTestCase {
             let optimizer = try XCTUnwrap(attributes["optimizer"] as? [String: Any], "\(arch): no optimizer attribute")
             XCTAssertEqual(optimizer["stepCount"] as? Int, 1)
 
-            let state = net.state
-            let momentum = Dictionary(uniqueKeysWithValues: zip(state.filter { $0.kind == .parameter }.map(\.name), opt.state.momentumBuffers))
+            let tensors = net.state
+            let momentum = Dictionary(uniqueKeysWithValues: zip(tensors.filter { $0.kind == .parameter }.map(\.name), opt.state.momentumBuffers))
             XCTAssertFalse(momentum.values.contains { $0 == nil }, "\(arch): every parameter has momentum after a step")
-            XCTAssertEqual(Set(datasets.keys), Set(state.map(\.name) + momentum.keys.map { "momentum/" + $0 }),
-                           "\(arch): the file holds exactly the state and the momentum buffers")
-            XCTAssertTrue(state.contains { $0.name.hasSuffix("running_var") }, "\(arch): buffers are part of the state")
-            for entry in state {
+            XCTAssertEqual(Set(datasets.keys), Set(tensors.map(\.name) + momentum.keys.map { "momentum/" + $0 } + [Checkpoint.trainingDataset]),
+                           "\(arch): the file holds exactly the state, the momentum buffers and the training state")
+            XCTAssertEqual(datasets[Checkpoint.trainingDataset]?["dtype"] as? String, "uint8")
+            XCTAssertTrue(tensors.contains { $0.name.hasSuffix("running_var") }, "\(arch): buffers are part of the state")
+            for entry in tensors {
                 check(datasets[entry.name], "\(arch) \(entry.name)", shape: entry.tensor.shape, values: entry.tensor.values)
                 if let buffer = momentum[entry.name] ?? nil {
                     check(datasets["momentum/" + entry.name], "\(arch) momentum/\(entry.name)", shape: entry.tensor.shape, values: buffer)
