@@ -58,7 +58,12 @@ def read_checkpoint(path):
         if attribute("format") != "neuralscale-checkpoint":
             raise ValueError(f"{path}: not a neuralscale checkpoint")
         description = json.loads(attribute("net"))
-        training = json.loads(attribute("training")) if "training" in f.attrs else None
+        # The trainer's state: the UTF-8 JSON bytes of dataset meta/training (older files: an
+        # attribute `training`).
+        if "meta/training" in f:
+            training = json.loads(bytes(f["meta/training"][()]).decode())
+        else:
+            training = json.loads(attribute("training")) if "training" in f.attrs else None
         state = {k: torch.from_numpy(f[k][()]) for k in f if isinstance(f[k], h5py.Dataset)}
     if any(k.startswith("gates.") for k in state):
         raise ValueError(f"{path}: a gated search state; load a checkpoint of `neuralscale train` "

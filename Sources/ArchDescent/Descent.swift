@@ -395,7 +395,7 @@ public final class Descent {
     /// Saves `state.h5`; a net with a NaN or infinite tensor is never saved (the state saved
     /// before it is named as the one to go back to).
     private func saveState(_ state: DescentState, net: Network?, optimizer: SGD?) throws {
-        if let net, let bad = nonFiniteTensor(net) {
+        if let net, let bad = Checkpoint.nonFiniteTensor(in: net) {
             let epoch = state.current.map { $0.epoch + 1 } ?? 0, step = state.current?.batch ?? 0
             throw TrainingError.nonFiniteLoss(epoch: epoch, step: step,
                                               lastGood: FileManager.default.fileExists(atPath: statePath) ? statePath : nil, tensor: bad)

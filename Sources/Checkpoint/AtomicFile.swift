@@ -10,6 +10,9 @@ public enum AtomicFile {
         let folder = url.deletingLastPathComponent().path
         let temporary = url.deletingLastPathComponent()
             .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())").path
+        // Registered, so a signal that ends the process (export's Ctrl-C) removes it too.
+        TemporaryFiles.register(temporary)
+        defer { TemporaryFiles.unregister(temporary) }
         do {
             try write(temporary)
             try fsync(path: temporary, directory: false)

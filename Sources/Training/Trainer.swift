@@ -54,7 +54,7 @@ public final class Trainer {
             let metrics = try trainEpoch(net, opt, epoch: s.completedEpochs, state: s)
             // A finite loss before the last update does not make the updated weights (or the BN
             // running statistics) finite: a checkpoint is only written when every tensor is.
-            if let bad = nonFiniteTensor(net) {
+            if let bad = Checkpoint.nonFiniteTensor(in: net) {
                 throw TrainingError.nonFiniteLoss(epoch: metrics.epoch, step: train.batchCount, lastGood: lastGoodCheckpoint(s),
                                                   tensor: bad)
             }
@@ -122,7 +122,7 @@ public final class Trainer {
     /// `last.h5` when an epoch has finished and the file loads with every tensor finite (it is
     /// named to the user as the checkpoint to go back to), else nil.
     private func lastGoodCheckpoint(_ state: TrainingState) -> String? {
-        guard state.completedEpochs > 0, let loaded = try? Checkpoint.load(lastPath), nonFiniteTensor(loaded.network) == nil else {
+        guard state.completedEpochs > 0, let loaded = try? Checkpoint.load(lastPath), Checkpoint.nonFiniteTensor(in: loaded.network) == nil else {
             return nil
         }
         return lastPath
@@ -251,17 +251,4 @@ public func evaluate(_ net: Network, on source: BatchSource) throws -> (loss: Do
         guard seen > 0 else { throw TrainingError.invalidConfig("the evaluation set is empty") }
         return (lossSum / Double(seen), Double(correct) / Double(seen))
     }
-}
-
-/// The dotted name of the first parameter or buffer of `net` that holds a NaN or an infinity, or
-/// nil when every one is finite.
-public func nonFiniteTensor(_ net: Network) -> String? {
-    net.state.first { !allFinite($0.tensor) }?.name
-}
-
-/// Whether every element of `t` is finite.
-func allFinite(_ t: Tensor) -> Bool {
-    var bad = false
-    for i in 0..<t.count where !t.data[i].isFinite { bad = true; break }
-    return !bad
 }

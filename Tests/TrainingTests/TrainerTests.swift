@@ -150,7 +150,7 @@ final class TrainerTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("running_var"), "\(error)")
         }
         let saved = try Checkpoint.load(t.lastPath)
-        XCTAssertNil(nonFiniteTensor(saved.network), "last.h5 holds only finite tensors")
+        XCTAssertNil(Checkpoint.nonFiniteTensor(in: saved.network), "last.h5 holds only finite tensors")
         XCTAssertTrue(try XCTUnwrap(saved.training).contains("\"completedEpochs\":1"))
     }
 
