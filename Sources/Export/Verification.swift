@@ -91,9 +91,10 @@ public enum Python {
         let out = Pipe()
         let errPath = TemporaryFiles.makePath("python", suffix: ".err")
         defer { TemporaryFiles.remove(errPath) }
-        guard FileManager.default.createFile(atPath: errPath, contents: nil), let errFile = FileHandle(forWritingAtPath: errPath) else {
-            throw ExportError("cannot create \(errPath)")
-        }
+        // open(2), not FileManager.createFile: that writes through a `.dat.nosync*` temporary.
+        let fd = open(errPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw ExportError("cannot create \(errPath): \(String(cString: strerror(errno)))") }
+        let errFile = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
         p.standardOutput = out
         p.standardError = errFile
         try p.run()
