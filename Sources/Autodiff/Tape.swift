@@ -1,14 +1,125 @@
-/// The record of the ops run since the last backward pass, in execution order.
-///
-/// Execution order is already a topological order of the graph (an op's inputs exist before it
-/// runs), so `backward` simply walks the records from last to first: an iterative, fixed order
-/// that gives the same gradient accumulation order on every run and has no recursion depth limit.
+/// Height and width of a 2-D op's kernel, stride or padding.
+public struct Pair: Equatable, Sendable, CustomStringConvertible {
+    public let h: Int, w: Int
+    public init(_ h: Int, _ w: Int) {
+        self.h = h
+        self.w = w
+    }
+    public init(_ hw: (Int, Int)) { self.init(hw.0, hw.1) }
+    public var description: String { h == w ? "\(h)" : "\(h)x\(w)" }
+}
+
+/// What an op computed: its kind and the attributes that fix its result. Recorded with every
+/// tape record and every traced op, so the computation that ran can be walked (`Trace`).
+public enum OpKind: Equatable, Sendable {
+    /// `a + b`; operands (a, b).
+    case add
+    /// `a * b`; operands (a, b).
+    case mul
+    /// `x[n, c, ...] * s[c]`, a per-channel scale; operands (x, s).
+    case channelScale
+    /// Operands (x).
+    case relu, relu6
+    /// The same elements under the output's shape; operands (x).
+    case reshape
+    /// Operands (x, weight, bias?).
+    case conv2d(stride: Pair, padding: Pair, groups: Int)
+    /// Operands (x, weight, bias, running mean, running variance); `activation` follows in the
+    /// same pass.
+    case batchNorm(eps: Float, momentum: Float, training: Bool, activation: Activation)
+    /// Operands (x).
+    case maxPool(kernel: Pair, stride: Pair, padding: Pair)
+    case avgPool(kernel: Pair, stride: Pair, padding: Pair)
+    case globalAvgPool
+    /// Operands (a, b).
+    case matmul
+    /// `x W^T + b`; operands (x, weight, bias?).
+    case linear
+    /// Mean cross-entropy of logits against labels; operands (logits).
+    case crossEntropy
+    /// Output channel j is input channel `channels[j]`, or zero for -1; operands (x).
+    case selectChannels([Int])
+
+    /// A short name, for messages and profiles.
+    public var name: String {
+        switch self {
+        case .add: return "add"
+        case .mul: return "mul"
+        case .channelScale: return "channel_scale"
+        case .relu: return "relu"
+        case .relu6: return "relu6"
+        case .reshape: return "reshape"
+        case .conv2d: return "conv2d"
+        case .batchNorm: return "batchnorm2d"
+        case .maxPool: return "maxpool2d"
+        case .avgPool: return "avgpool2d"
+        case .globalAvgPool: return "global_avgpool"
+        case .matmul: return "matmul"
+        case .linear: return "linear"
+        case .crossEntropy: return "cross_entropy"
+        case .selectChannels: return "select_channels"
+        }
+    }
+}
+
+/// The tensors an op read, by identity, in the order its `OpKind` documents; at most five, held
+/// inline so that recording them allocates nothing.
+public struct Operands {
+    private let a, b, c, d, e: ObjectIdentifier?
+
+    @inline(__always) public init(_ a: Tensor, _ b: Tensor? = nil, _ c: Tensor? = nil, _ d: Tensor? = nil, _ e: Tensor? = nil) {
+        self.a = ObjectIdentifier(a)
+        self.b = b.map(ObjectIdentifier.init)
+        self.c = c.map(ObjectIdentifier.init)
+        self.d = d.map(ObjectIdentifier.init)
+        self.e = e.map(ObjectIdentifier.init)
+    }
+
+    /// The operands in order; an absent optional one (a conv without bias) is nil.
+    public var all: [ObjectIdentifier?] {
+        var ids = [a, b, c, d, e]
+        while let last = ids.last, last == nil { ids.removeLast() }
+        return ids
+    }
+}
+
+/// One op as it ran: what it computed, what it read and what it wrote.
+public struct OpRecord {
+    public let kind: OpKind
+    public let operands: Operands
+    public let output: Tensor
+}
+
+/// A record of the ops that ran inside `Trace.record { ... }`, whether or not they record for
+/// backward (an eval-mode forward pass records nothing on the tape): what derives a net's
+/// inference graph. The trace holds every output alive, so tensor identities stay unique.
+/// When no trace is active, an op pays one load and one branch.
+public final class Trace {
+    public private(set) var ops: [OpRecord] = []
+
+    /// The active trace; ops run on one thread at a time, as for the tape.
+    nonisolated(unsafe) static var active: Trace?
+
+    /// Runs `body`, tracing every op it runs. Nests: an inner trace sees its own ops only.
+    public static func record<T>(_ body: () throws -> T) rethrows -> (result: T, trace: Trace) {
+        let trace = Trace(), previous = active
+        active = trace
+        defer { active = previous }
+        return (try body(), trace)
+    }
+
+    /// Called by every op after it computed `output`.
+    @inline(__always) static func note(_ kind: @autoclosure () -> OpKind, _ operands: @autoclosure () -> Operands, _ output: Tensor) {
+        guard let trace = active else { return }
+        trace.ops.append(OpRecord(kind: kind(), operands: operands(), output: output))
+    }
+}
+
 public final class Tape {
     struct Record {
-        /// The op's name, for error messages and profiling.
-        let op: StaticString
-        let output: Tensor
-        /// Reads `output.grad` and adds into the gradients of the op's inputs.
+        /// What the op computed, from what.
+        let op: OpRecord
+        /// Reads `op.output.grad` and adds into the gradients of the op's inputs.
         let backward: (Tensor) -> Void
     }
 
@@ -23,6 +134,9 @@ public final class Tape {
 
     /// The number of recorded ops.
     public var count: Int { records.count }
+
+    /// The recorded ops, in execution order: the training computation as it ran.
+    public var ops: [OpRecord] { records.map(\.op) }
 
     /// Runs `body` without recording, as for evaluation. Nests correctly.
     public static func withoutGradients<T>(_ body: () throws -> T) rethrows -> T {
@@ -40,9 +154,9 @@ public final class Tape {
     }
 
     /// Records an op whose output requires a gradient.
-    static func record(_ op: StaticString, _ output: Tensor, backward: @escaping (Tensor) -> Void) {
+    static func record(_ kind: OpKind, _ operands: Operands, _ output: Tensor, backward: @escaping (Tensor) -> Void) {
         output.requiresGrad = true
-        current.records.append(Record(op: op, output: output, backward: backward))
+        current.records.append(Record(op: OpRecord(kind: kind, operands: operands, output: output), backward: backward))
     }
 
     /// Forgets every record, releasing the intermediate tensors they hold.
@@ -63,11 +177,11 @@ public final class Tape {
             g.data[0] += 1
         }
         for record in records.reversed() {
-            guard let dOut = record.output.grad else { continue }
+            guard let dOut = record.op.output.grad else { continue }
             record.backward(dOut)
             // An op output is never a leaf: once its gradient has been passed on it is dead,
             // and releasing it now lets the pool hand the buffer to the next backward rule.
-            record.output.grad = nil
+            record.op.output.grad = nil
         }
         clear()
     }

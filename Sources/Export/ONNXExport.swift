@@ -193,18 +193,3 @@ private func float(_ name: String, _ value: Float) -> Onnx_AttributeProto {
     a.f = value
     return a
 }
-
-extension ONNXExport {
-    /// Critical datapath length: the number of nodes on the longest path from the graph's input
-    /// to its output (initializers are not nodes).
-    public static func criticalPathLength(_ model: Onnx_ModelProto) -> Int {
-        var depth: [String: Int] = [:]  // value name -> nodes on the longest path that makes it
-        for i in model.graph.input { depth[i.name] = 0 }
-        // ONNX requires nodes in topological order.
-        for node in model.graph.node {
-            let d = 1 + (node.input.compactMap { depth[$0] }.max() ?? 0)
-            for o in node.output { depth[o] = d }
-        }
-        return model.graph.output.compactMap { depth[$0.name] }.max() ?? 0
-    }
-}

@@ -29,6 +29,8 @@ public struct InferenceGraph {
 
     /// [C, H, W] of the input.
     public let inputShape: [Int]
+
+    init(inputShape: [Int]) { self.inputShape = inputShape }
     public internal(set) var nodes: [Node] = []
     /// Every tensor a node names, by dotted name.
     public internal(set) var tensors: [String: Tensor] = [:]
@@ -46,92 +48,111 @@ public struct InferenceGraph {
     }
 }
 
-/// Builds an `InferenceGraph` from a net's own layers; each net's `inferenceGraph` mirrors its
-/// `logits`. Names come from the net's state, so they are the checkpoint's names.
-final class GraphBuilder {
-    private(set) var graph: InferenceGraph
-    private let names: [ObjectIdentifier: String]
-
-    init(_ net: Network) {
+extension InferenceGraph {
+    /// The graph of `net`'s eval computation, traced from one eval-mode forward pass of a
+    /// one-image input: every op that ran becomes a node, parameters are named by the net's
+    /// state, and gates (which an ungated or fully alive net multiplies by one) are left out.
+    /// A 1x1 conv with bias on a 1x1 map followed by flattening (MobileNetV2's classifier)
+    /// becomes flattening followed by a linear layer.
+    public init(tracing net: Network) {
         let d = net.netDescription
-        graph = InferenceGraph(inputShape: [d.inChannels, d.imageSize, d.imageSize])
-        var names: [ObjectIdentifier: String] = [:]
-        for t in net.state where t.kind != .gate {
-            names[ObjectIdentifier(t.tensor)] = t.name
-            graph.tensors[t.name] = t.tensor
+        self.init(inputShape: [d.inChannels, d.imageSize, d.imageSize])
+        let x = Tensor.filled([1, d.inChannels, d.imageSize, d.imageSize], with: 0)
+        let (y, trace) = Tape.withoutGradients { Trace.record { net.logits(x, training: false) } }
+        var names: [ObjectIdentifier: String] = [:], gates = Set<ObjectIdentifier>()
+        for t in net.state {
+            if t.kind == .gate {
+                gates.insert(ObjectIdentifier(t.tensor))
+            } else {
+                names[ObjectIdentifier(t.tensor)] = t.name
+                tensors[t.name] = t.tensor
+            }
         }
-        self.names = names
-    }
-
-    private func name(_ t: Tensor) -> String {
-        guard let n = names[ObjectIdentifier(t)] else { preconditionFailure("GraphBuilder: a layer's tensor is not in the net's state") }
-        return n
-    }
-
-    /// `weight` is `<module>.weight`: the module's name.
-    private func module(_ weight: Tensor) -> String {
-        let n = name(weight)
-        return n.hasSuffix(".weight") ? String(n.dropLast(7)) : n
-    }
-
-    private func add(_ op: InferenceGraph.Op, _ inputs: [Int], name: String, shape: [Int]) -> Int {
-        graph.nodes.append(.init(op: op, inputs: inputs, name: name, shape: shape))
-        return graph.nodes.count
-    }
-
-    func conv(_ x: Int, _ c: Conv2d) -> Int {
-        let s = graph.shape(of: x), k = c.weight.shape[2]
-        let side = { (n: Int) in (n + 2 * c.padding - k) / c.stride + 1 }
-        return add(.conv(weight: name(c.weight), bias: c.bias.map(name), stride: c.stride, padding: c.padding, groups: c.groups),
-                   [x], name: module(c.weight), shape: [c.outChannels, side(s[1]), side(s[2])])
-    }
-
-    func batchNorm(_ x: Int, _ bn: BatchNorm2d, activation: Activation = .identity) -> Int {
-        let y = add(.batchNorm(prefix: module(bn.weight), eps: bn.eps), [x], name: module(bn.weight), shape: graph.shape(of: x))
-        return activate(y, activation, name: module(bn.weight))
-    }
-
-    func activate(_ x: Int, _ activation: Activation, name: String) -> Int {
-        switch activation {
-        case .identity: return x
-        case .relu: return add(.relu, [x], name: name, shape: graph.shape(of: x))
-        case .relu6: return add(.relu6, [x], name: name, shape: graph.shape(of: x))
+        var values: [ObjectIdentifier: Int] = [ObjectIdentifier(x): 0]
+        /// The module of the last op with parameters: it names the ops without.
+        var module = ""
+        func value(_ id: ObjectIdentifier?) -> Int {
+            guard let id, let v = values[id] else { preconditionFailure("InferenceGraph: an op reads a tensor the trace did not produce") }
+            return v
         }
+        func name(_ id: ObjectIdentifier?) -> String {
+            guard let id, let n = names[id] else { preconditionFailure("InferenceGraph: a parameter is not in the net's state") }
+            return n
+        }
+        /// `features.0.weight` -> `features.0`.
+        func owner(_ parameter: String) -> String {
+            parameter.split(separator: ".").dropLast().joined(separator: ".")
+        }
+        /// `blocks.3.bn3` -> `blocks.3`.
+        func parent(_ m: String) -> String { m.split(separator: ".").dropLast().joined(separator: ".") }
+        for op in trace.ops {
+            let ids = op.operands.all
+            let shape = Array(op.output.shape.dropFirst())
+            func append(_ kind: Op, _ inputs: [Int], _ name: String) {
+                nodes.append(Node(op: kind, inputs: inputs, name: name, shape: shape))
+            }
+            switch op.kind {
+            case let .conv2d(stride, padding, groups):
+                precondition(stride.h == stride.w && padding.h == padding.w, "InferenceGraph: non-square conv")
+                let weight = name(ids[1]), bias = ids.count > 2 ? name(ids[2]) : nil
+                module = owner(weight)
+                append(.conv(weight: weight, bias: bias, stride: stride.h, padding: padding.h, groups: groups), [value(ids[0])], module)
+            case let .batchNorm(eps, _, _, activation):
+                module = owner(name(ids[1]))
+                append(.batchNorm(prefix: module, eps: eps), [value(ids[0])], module)
+                switch activation {
+                case .identity: break
+                case .relu: nodes.append(Node(op: .relu, inputs: [nodes.count], name: module, shape: shape))
+                case .relu6: nodes.append(Node(op: .relu6, inputs: [nodes.count], name: module, shape: shape))
+                }
+            case .channelScale:
+                precondition(ids.count == 2 && gates.contains(ids[1]!), "InferenceGraph: a channel scale that is not a gate")
+                values[ObjectIdentifier(op.output)] = value(ids[0])
+                continue
+            case .relu:
+                append(.relu, [value(ids[0])], nodes.isEmpty ? module : nodes[value(ids[0]) - 1].name)
+            case .relu6:
+                append(.relu6, [value(ids[0])], nodes.isEmpty ? module : nodes[value(ids[0]) - 1].name)
+            case .add:
+                // Named by the block of its first input, the residual branch.
+                let first = value(ids[0])
+                append(.add, [first, value(ids[1])], parent(first == 0 ? module : nodes[first - 1].name))
+            case let .maxPool(kernel, stride, padding):
+                precondition(kernel.h == kernel.w && stride.h == stride.w && padding.h == padding.w, "InferenceGraph: non-square pool")
+                append(.maxPool(kernel: kernel.h, stride: stride.h, padding: padding.h), [value(ids[0])], "maxpool")
+            case .globalAvgPool:
+                append(.globalAvgPool, [value(ids[0])], "pool")
+            case .reshape:
+                precondition(op.output.shape.count == 2, "InferenceGraph: a reshape that is not a flattening")
+                append(.flatten, [value(ids[0])], "flatten")
+            case .linear:
+                let weight = name(ids[1])
+                module = owner(weight)
+                append(.linear(weight: weight, bias: name(ids[2])), [value(ids[0])], module)
+            case let .selectChannels(channels):
+                append(.select(channels), [value(ids[0])], parent(module) + ".shortcut")
+            case .mul, .avgPool, .matmul, .crossEntropy:
+                preconditionFailure("InferenceGraph: the nets' inference graphs have no \(op.kind.name)")
+            }
+            values[ObjectIdentifier(op.output)] = nodes.count
+        }
+        precondition(value(ObjectIdentifier(y)) == nodes.count, "InferenceGraph: the net's output is not the last op's")
+        linearizePointwiseClassifier()
     }
 
-    func add(_ a: Int, _ b: Int, name: String) -> Int { add(.add, [a, b], name: name, shape: graph.shape(of: a)) }
-
-    func maxPool(_ x: Int, kernel: Int, stride: Int, padding: Int = 0, name: String) -> Int {
-        let s = graph.shape(of: x)
-        let side = { (n: Int) in (n + 2 * padding - kernel) / stride + 1 }
-        return add(.maxPool(kernel: kernel, stride: stride, padding: padding), [x], name: name, shape: [s[0], side(s[1]), side(s[2])])
-    }
-
-    func globalAvgPool(_ x: Int, name: String) -> Int {
-        add(.globalAvgPool, [x], name: name, shape: [graph.shape(of: x)[0], 1, 1])
-    }
-
-    func flatten(_ x: Int, name: String) -> Int {
-        add(.flatten, [x], name: name, shape: [graph.shape(of: x).reduce(1, *)])
-    }
-
-    func linear(_ x: Int, _ l: Linear) -> Int {
-        add(.linear(weight: name(l.weight), bias: name(l.bias)), [x], name: module(l.weight), shape: [l.weight.shape[0]])
-    }
-
-    /// A 1x1 conv with bias on flattened [C] features, as a linear layer; its weight is
-    /// registered under its own name with shape [out, in].
-    func linear(_ x: Int, pointwise c: Conv2d) -> Int {
-        precondition(c.weight.shape[2] == 1 && c.weight.shape[3] == 1 && c.groups == 1 && c.bias != nil,
-                     "GraphBuilder: only a 1x1 conv with bias is a linear layer")
-        let w = name(c.weight)
-        graph.tensors[w] = Tensor(shape: [c.weight.shape[0], c.weight.shape[1]], values: c.weight.values)
-        return add(.linear(weight: w, bias: name(c.bias!)), [x], name: module(c.weight), shape: [c.outChannels])
-    }
-
-    func select(_ x: Int, _ channels: [Int], name: String) -> Int {
-        let s = graph.shape(of: x)
-        return add(.select(channels), [x], name: name, shape: [channels.count] + s.dropFirst())
+    /// A 1x1 conv with bias on a [C, 1, 1] map whose only consumer is a flattening, at the end
+    /// of the graph, as a flattening followed by a linear layer (weight registered [out, in]
+    /// under the conv's weight name): what the reference exports for MobileNetV2.
+    private mutating func linearizePointwiseClassifier() {
+        let n = nodes.count
+        guard n >= 2, case .flatten = nodes[n - 1].op, nodes[n - 1].inputs == [n - 1],
+              case let .conv(w, b?, 1, 0, 1) = nodes[n - 2].op, let weight = tensors[w],
+              weight.shape.count == 4, weight.shape[2] == 1, weight.shape[3] == 1,
+              shape(of: nodes[n - 2].inputs[0]).dropFirst().allSatisfy({ $0 == 1 }) else { return }
+        let conv = nodes[n - 2], input = conv.inputs[0]
+        tensors[w] = Tensor(shape: [weight.shape[0], weight.shape[1]], values: weight.values)
+        nodes[n - 2] = Node(op: .flatten, inputs: [input], name: "flatten", shape: [shape(of: input).reduce(1, *)])
+        nodes[n - 1] = Node(op: .linear(weight: w, bias: b), inputs: [n - 1], name: conv.name, shape: [weight.shape[0]])
     }
 }
 

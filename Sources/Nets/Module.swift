@@ -107,7 +107,7 @@ public struct GateSite {
         case .relu6: return relu6(x)
         }
     }
-    let y = gate(x, g)
+    let y = channelScale(x, g)
     switch act {
     case .identity: return y
     case .relu: return relu(y)

@@ -136,12 +136,16 @@ public protocol Network: Module {
     var gateSites: [GateSite] { get }
     /// The width groups each tensor (by dotted name, gates aside) runs over.
     var channelAxes: [String: ChannelAxes] { get }
-    /// The eval-mode computation as a graph of layer-level ops, gates left out (a gated net with
-    /// pruned channels goes through surgery first).
-    var inferenceGraph: InferenceGraph { get }
     /// - Parameter x: [N, inChannels, imageSize, imageSize]
     /// - Returns: [N, classes]
     func logits(_ x: Tensor, training: Bool) -> Tensor
+}
+
+extension Network {
+    /// The eval-mode computation as a graph of layer-level ops, traced from the net's own
+    /// forward pass (`InferenceGraph(tracing:)`); gates are left out (a gated net with pruned
+    /// channels goes through surgery first).
+    public var inferenceGraph: InferenceGraph { InferenceGraph(tracing: self) }
 }
 
 /// Builds the net a description names.

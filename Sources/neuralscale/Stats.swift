@@ -1,6 +1,5 @@
 import ArchDescent
 import ArgumentParser
-import Export
 import Foundation
 
 struct Stats: ParsableCommand {
@@ -66,8 +65,11 @@ struct Stats: ParsableCommand {
             net = try makeNetwork(d, initialization: .none)
         }
         let d = net.netDescription
-        let macs = net.inferenceGraph.macs
-        let cdl = ONNXExport.criticalPathLength(try ONNXExport.model(net))
+        // Both from the traced graph; CDL of the graph as exported (BNs after convs folded, one
+        // ONNX node per graph node).
+        let graph = net.inferenceGraph
+        let macs = graph.macs
+        let cdl = graph.foldingBatchNorms().criticalPathLength
         let names = d.architecture.groupNames
         if json {
             struct Report: Encodable {

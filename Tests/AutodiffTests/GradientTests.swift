@@ -24,7 +24,7 @@ final class GradientTests: XCTestCase {
     func testGateGivesDLossDGate() {
         let x = Tensor.randn([2, 4, 3, 3], using: &rng)
         let g = Tensor(shape: [4], values: [1, 0, 1, 0.5])
-        checkGradients("gate", inputs: [x, g]) { gate(x, g) }
+        checkGradients("channelScale", inputs: [x, g]) { channelScale(x, g) }
     }
 
     func testSelectChannels() {
@@ -132,7 +132,7 @@ final class GradientTests: XCTestCase {
             ("depthwise", [x, dw, c], { conv2d(x, weight: dw, bias: c, padding: (1, 1), groups: 4) }),
             ("add per-channel", [x, c], { add(x, c) }),
             ("mul per-channel", [x, c], { mul(x, c) }),
-            ("gate", [x, c], { gate(x, c) }),
+            ("channelScale", [x, c], { channelScale(x, c) }),
             ("batchnorm", [x, gamma, beta], {
                 batchNorm2d(x, weight: gamma, bias: beta, runningMean: rm, runningVar: rv, training: true, activation: .relu)
             }),
@@ -210,7 +210,7 @@ final class GradientTests: XCTestCase {
         let labels: [Int32] = [2, 0]
         checkGradients("composed net", inputs: [x, w1, b1, g1, be1, dw, fc, fcb]) {
             let h = conv2d(x, weight: w1, bias: b1, padding: (1, 1))
-            let n = gate(batchNorm2d(h, weight: g1, bias: be1, runningMean: rm, runningVar: rv, training: true), gateValues)
+            let n = channelScale(batchNorm2d(h, weight: g1, bias: be1, runningMean: rm, runningVar: rv, training: true), gateValues)
             let p = avgPool2d(n, kernel: (2, 2))
             let r = add(p, conv2d(p, weight: dw, stride: (1, 1), padding: (1, 1), groups: 4))
             let logits = linear(flatten(globalAvgPool(r)), weight: fc, bias: fcb)

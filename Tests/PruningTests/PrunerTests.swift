@@ -3,7 +3,7 @@ import Pruning
 import XCTest
 
 final class PrunerTests: XCTestCase {
-    /// `y = gate(x, g)` with x = 1 and the upstream gradient s: dL/dg_c = s_c, so the Taylor score
+    /// `y = channelScale(x, g)` with x = 1 and the upstream gradient s: dL/dg_c = s_c, so the Taylor score
     /// of channel c is (1 * s_c)^2 and the channels go in order of |s_c|.
     func testTaylorScoresAndGlobalRankingOnAHandBuiltNet() {
         let g1 = Tensor.filled([4], with: 1, requiresGrad: true), g2 = Tensor.filled([3], with: 1, requiresGrad: true)
@@ -13,8 +13,8 @@ final class PrunerTests: XCTestCase {
         let pruner = Pruner(sites: [GateSite(gate: g1, dead: []), GateSite(gate: g2, dead: [])],
                             settings: PruningSettings(frequency: 2, count: 3, maxFraction: 0.95)) { $0.reduce(0, +) * 10 }
         for _ in 0..<2 {
-            gate(x1, g1).backward(seed: Tensor(shape: [2, 4, 1, 1], values: s1))
-            gate(x2, g2).backward(seed: Tensor(shape: [2, 3, 1, 1], values: s2))
+            channelScale(x1, g1).backward(seed: Tensor(shape: [2, 4, 1, 1], values: s1))
+            channelScale(x2, g2).backward(seed: Tensor(shape: [2, 3, 1, 1], values: s2))
             pruner.accumulate()
         }
         // (2 * s)^2 per minibatch, two minibatches, averaged: 4 s^2.
@@ -40,8 +40,8 @@ final class PrunerTests: XCTestCase {
                             settings: PruningSettings(frequency: 1, count: 1, maxFraction: 0.95)) { $0.reduce(0, +) }
         // The small group's channels matter least, then the big group's in index order.
         func minibatch() {
-            gate(Tensor.filled([1, 10, 1, 1], with: 1), big).backward(seed: Tensor(shape: [1, 10, 1, 1], values: (1...10).map { Float($0) }))
-            gate(Tensor.filled([1, 2, 1, 1], with: 1), small).backward(seed: Tensor(shape: [1, 2, 1, 1], values: [0.1, 0.2]))
+            channelScale(Tensor.filled([1, 10, 1, 1], with: 1), big).backward(seed: Tensor(shape: [1, 10, 1, 1], values: (1...10).map { Float($0) }))
+            channelScale(Tensor.filled([1, 2, 1, 1], with: 1), small).backward(seed: Tensor(shape: [1, 2, 1, 1], values: [0.1, 0.2]))
             pruner.accumulate()
         }
         minibatch()
@@ -59,8 +59,8 @@ final class PrunerTests: XCTestCase {
                         settings: PruningSettings(frequency: 1, count: 4, maxFraction: 0.5)) { $0.reduce(0, +) }
         var rows = 0
         while p2.stop == nil {
-            gate(Tensor.filled([1, 6, 1, 1], with: 1), a).backward(seed: Tensor(shape: [1, 6, 1, 1], values: [1, 2, 3, 4, 5, 6]))
-            gate(Tensor.filled([1, 6, 1, 1], with: 1), b).backward(seed: Tensor(shape: [1, 6, 1, 1], values: [1.5, 2.5, 3.5, 4.5, 5.5, 6.5]))
+            channelScale(Tensor.filled([1, 6, 1, 1], with: 1), a).backward(seed: Tensor(shape: [1, 6, 1, 1], values: [1, 2, 3, 4, 5, 6]))
+            channelScale(Tensor.filled([1, 6, 1, 1], with: 1), b).backward(seed: Tensor(shape: [1, 6, 1, 1], values: [1.5, 2.5, 3.5, 4.5, 5.5, 6.5]))
             p2.accumulate()
             if !p2.step(optimizer: nil).isEmpty { rows += 1 }
         }

@@ -56,8 +56,10 @@ public func batchNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor,
         activation.dispatch(BatchNormKernel.Forward(k: kernel, channel: ch, beta: bias.data))
     }
 
+    let kind = OpKind.batchNorm(eps: eps, momentum: momentum, training: training, activation: activation)
+    Trace.note(kind, Operands(x, weight, bias, runningMean, runningVar), out)
     if Tape.needsRecord(x, weight, bias) {
-        Tape.record("batchnorm2d", out) { d in
+        Tape.record(kind, Operands(x, weight, bias, runningMean, runningVar), out) { d in
             withExtendedLifetime(stats) {
                 let dx = x.requiresGrad ? x.gradBuffer().data : nil
                 let dGamma = weight.requiresGrad ? weight.gradBuffer().data : nil

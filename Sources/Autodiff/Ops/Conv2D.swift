@@ -137,8 +137,10 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
     } else {
         GEMMConv(geo).forward(x.data, weight.data, bias?.data, out.data)
     }
+    let kind = OpKind.conv2d(stride: Pair(stride), padding: Pair(padding), groups: groups)
+    Trace.note(kind, Operands(x, weight, bias), out)
     if Tape.needsRecord(x, weight, bias) {
-        Tape.record("conv2d", out) { d in
+        Tape.record(kind, Operands(x, weight, bias), out) { d in
             let dx = x.requiresGrad ? x.gradBuffer().data : nil
             let dw = weight.requiresGrad ? weight.gradBuffer().data : nil
             if geo.isDepthwise {

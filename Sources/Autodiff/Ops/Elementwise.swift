@@ -1,4 +1,4 @@
-/// Elementwise ops: add and mul (same shape, or per-channel broadcast), the channel gate,
+/// Elementwise ops: add and mul (same shape, or per-channel broadcast), the per-channel scale,
 /// ReLU and ReLU6, and reshape.
 
 /// How the second operand of a binary op lines up with the first.
@@ -42,8 +42,9 @@ public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
             for i in base..<(base + inner) { po[i] = pa[i] + v }
         }
     }
+    Trace.note(.add, Operands(a, b), out)
     if Tape.needsRecord(a, b) {
-        Tape.record("add", out) { d in
+        Tape.record(.add, Operands(a, b), out) { d in
             if a.requiresGrad { accumulate(a.gradBuffer().data, d.data, d.count) }
             guard b.requiresGrad else { return }
             let db = b.gradBuffer().data, pd = d.data
@@ -64,26 +65,26 @@ public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
 /// `a * b`, with `b` either the same shape or a per-channel [C] vector.
 public func mul(_ a: Tensor, _ b: Tensor) -> Tensor {
     let bc = validated { try Broadcast.resolve("mul", a.shape, b.shape) }
-    return multiply("mul", a, b, bc)
+    return multiply(.mul, a, b, bc)
 }
 
-/// The pruning gate `y[n, c, ...] = x[n, c, ...] * g[c]`.
+/// A per-channel scale `y[n, c, ...] = x[n, c, ...] * s[c]`.
 ///
-/// `g.grad[c]` after backward is `dL/dg_c`, the quantity Taylor-FO importance squares
-/// (spec: "Taylor-FO importance with gates"). Gates take no optimizer step; the pruner sets them.
+/// `s.grad[c]` after backward is `dL/ds_c` (pruning's gates are such scales; Taylor-FO
+/// importance squares this gradient times the scale).
 /// - Parameters:
 ///   - x: [N, C, ...]
-///   - g: [C]
-public func gate(_ x: Tensor, _ g: Tensor) -> Tensor {
+///   - s: [C]
+public func channelScale(_ x: Tensor, _ s: Tensor) -> Tensor {
     let bc = validated { () throws -> Broadcast in
-        try require(g.shape.count == 1 && x.shape.count >= 2 && x.shape[1] == g.shape[0], "gate",
-                    "gate \(g.shape) must be a [C] vector matching channel dim 1 of input \(x.shape)")
-        return try Broadcast.resolve("gate", x.shape, g.shape)
+        try require(s.shape.count == 1 && x.shape.count >= 2 && x.shape[1] == s.shape[0], "channel_scale",
+                    "scale \(s.shape) must be a [C] vector matching channel dim 1 of input \(x.shape)")
+        return try Broadcast.resolve("channel_scale", x.shape, s.shape)
     }
-    return multiply("gate", x, g, bc)
+    return multiply(.channelScale, x, s, bc)
 }
 
-private func multiply(_ op: StaticString, _ a: Tensor, _ b: Tensor, _ bc: Broadcast) -> Tensor {
+private func multiply(_ op: OpKind, _ a: Tensor, _ b: Tensor, _ bc: Broadcast) -> Tensor {
     let out = Tensor(uninitialized: a.shape)
     let pa = a.data, pb = b.data, po = out.data
     switch bc {
@@ -95,8 +96,9 @@ private func multiply(_ op: StaticString, _ a: Tensor, _ b: Tensor, _ bc: Broadc
             for i in base..<(base + inner) { po[i] = pa[i] * v }
         }
     }
+    Trace.note(op, Operands(a, b), out)
     if Tape.needsRecord(a, b) {
-        Tape.record(op, out) { d in
+        Tape.record(op, Operands(a, b), out) { d in
             let pd = d.data
             switch bc {
             case .none:
@@ -178,10 +180,10 @@ protocol ActivationKernel<Result> {
 }
 
 /// `max(x, 0)`.
-public func relu(_ x: Tensor) -> Tensor { activate(x, .relu, op: "relu") }
+public func relu(_ x: Tensor) -> Tensor { activate(x, .relu, op: .relu) }
 
 /// `min(max(x, 0), 6)`, MobileNetV2's activation.
-public func relu6(_ x: Tensor) -> Tensor { activate(x, .relu6, op: "relu6") }
+public func relu6(_ x: Tensor) -> Tensor { activate(x, .relu6, op: .relu6) }
 
 /// Elementwise activation forward (`dst = act(src)`) or backward (`dx += act'(y) * d`).
 private struct ActivationPass: ActivationKernel {
@@ -204,11 +206,12 @@ private struct ActivationPass: ActivationKernel {
     }
 }
 
-private func activate(_ x: Tensor, _ act: Activation, op: StaticString) -> Tensor {
+private func activate(_ x: Tensor, _ act: Activation, op: OpKind) -> Tensor {
     let out = Tensor(uninitialized: x.shape)
     act.dispatch(ActivationPass(count: x.count, src: x.data, dst: out.data, upstream: nil))
+    Trace.note(op, Operands(x), out)
     if Tape.needsRecord(x) {
-        Tape.record(op, out) { d in
+        Tape.record(op, Operands(x), out) { d in
             act.dispatch(ActivationPass(count: d.count, src: out.data, dst: x.gradBuffer().data, upstream: d.data))
         }
     }
@@ -222,8 +225,9 @@ public func reshape(_ x: Tensor, _ shape: [Int]) -> Tensor {
                     "cannot view input \(x.shape) (\(x.count) elements) as \(shape)")
     }
     let out = Tensor(shape: shape, storage: x.storage, requiresGrad: false)
+    Trace.note(.reshape, Operands(x), out)
     if Tape.needsRecord(x) {
-        Tape.record("reshape", out) { d in accumulate(x.gradBuffer().data, d.data, d.count) }
+        Tape.record(.reshape, Operands(x), out) { d in accumulate(x.gradBuffer().data, d.data, d.count) }
     }
     return out
 }

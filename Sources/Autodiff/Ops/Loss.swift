@@ -35,8 +35,9 @@ public func crossEntropy(_ logits: Tensor, labels: [Int32]) -> Tensor {
         total += Double(logf(s) - (row[Int(labels[i])] - mx))
     }
     let out = Tensor(shape: [], values: [Float(total / Double(n))])
+    Trace.note(.crossEntropy, Operands(logits), out)
     if Tape.needsRecord(logits) {
-        Tape.record("cross_entropy", out) { d in
+        Tape.record(.crossEntropy, Operands(logits), out) { d in
             let dl = logits.gradBuffer().data, scale = d.data[0] / Float(n), pp = probs.data
             for i in 0..<n {
                 for j in 0..<k {

@@ -14,8 +14,9 @@ public func matmul(_ a: Tensor, _ b: Tensor) -> Tensor {
     let out = Tensor(uninitialized: [m, n])
     BLAS.gemm(transA: false, transB: false, m: m, n: n, k: k, a: a.data, lda: k, b: b.data, ldb: n,
               beta: 0, c: out.data, ldc: n)
+    Trace.note(.matmul, Operands(a, b), out)
     if Tape.needsRecord(a, b) {
-        Tape.record("matmul", out) { d in
+        Tape.record(.matmul, Operands(a, b), out) { d in
             // dA = dOut @ B^T, dB = A^T @ dOut, both added into the existing gradients.
             if a.requiresGrad {
                 BLAS.gemm(transA: false, transB: true, m: m, n: k, k: n, a: d.data, lda: n, b: b.data, ldb: n,
@@ -54,8 +55,9 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
     }
     BLAS.gemm(transA: false, transB: true, m: n, n: outF, k: inF, a: x.data, lda: inF, b: weight.data, ldb: inF,
               beta: bias == nil ? 0 : 1, c: po, ldc: outF)
+    Trace.note(.linear, Operands(x, weight, bias), out)
     if Tape.needsRecord(x, weight, bias) {
-        Tape.record("linear", out) { d in
+        Tape.record(.linear, Operands(x, weight, bias), out) { d in
             let pd = d.data
             if x.requiresGrad {  // dX = dOut @ W
                 BLAS.gemm(transA: false, transB: false, m: n, n: inF, k: outF, a: pd, lda: outF,

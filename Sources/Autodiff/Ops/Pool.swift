@@ -78,8 +78,10 @@ public func maxPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil
             }
         }
     }
+    let kind = OpKind.maxPool(kernel: Pair(kernel), stride: Pair(stride ?? kernel), padding: Pair(padding))
+    Trace.note(kind, Operands(x), out)
     if Tape.needsRecord(x) {
-        Tape.record("maxpool2d", out) { d in
+        Tape.record(kind, Operands(x), out) { d in
             // The gradient goes to the first element of the window (in row-major order) equal
             // to the maximum, the one PyTorch's kernel picks. Found again here rather than saved,
             // so the forward pass has no data-dependent branch.
@@ -135,8 +137,10 @@ public func avgPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil
             }
         }
     }
+    let kind = OpKind.avgPool(kernel: Pair(kernel), stride: Pair(stride ?? kernel), padding: Pair(padding))
+    Trace.note(kind, Operands(x), out)
     if Tape.needsRecord(x) {
-        Tape.record("avgpool2d", out) { d in
+        Tape.record(kind, Operands(x), out) { d in
             let dx = x.gradBuffer().data, pd = d.data
             Parallel.forEach(g.planes, grain: max(1, 4096 / max(g.outPlane, 1))) { p in
                 let dst = dx + p * g.inPlane
@@ -161,8 +165,9 @@ public func globalAvgPool(_ x: Tensor) -> Tensor {
     let out = Tensor(uninitialized: [x.shape[0], x.shape[1], 1, 1])
     let px = x.data, po = out.data, scale = 1 / Float(plane)
     Parallel.forEach(planes, grain: max(1, 4096 / max(plane, 1))) { p in po[p] = sum(px + p * plane, plane) * scale }
+    Trace.note(.globalAvgPool, Operands(x), out)
     if Tape.needsRecord(x) {
-        Tape.record("global_avgpool", out) { d in
+        Tape.record(.globalAvgPool, Operands(x), out) { d in
             let dx = x.gradBuffer().data, pd = d.data
             Parallel.forEach(planes, grain: max(1, 4096 / max(plane, 1))) { p in
                 let v = pd[p] * scale, dst = dx + p * plane

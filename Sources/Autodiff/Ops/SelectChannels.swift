@@ -29,6 +29,7 @@ public func selectChannels(_ x: Tensor, _ channels: [Int]) -> Tensor {
             }
         }
     }
+    Trace.note(.selectChannels(channels), Operands(x), out)
     if Tape.needsRecord(x) {
         // `readers[start[c]..<start[c + 1]]` are the outputs that read channel c, built here once
         // so the backward pass allocates nothing. One backward task per input plane sums a
@@ -37,7 +38,7 @@ public func selectChannels(_ x: Tensor, _ channels: [Int]) -> Tensor {
         for from in channels where from >= 0 { start[from + 1] += 1 }
         for i in 0..<c { start[i + 1] += start[i] }
         let readers = (0..<k).filter { channels[$0] >= 0 }.sorted { (channels[$0], $0) < (channels[$1], $1) }
-        Tape.record("selectChannels", out) { d in
+        Tape.record(.selectChannels(channels), Operands(x), out) { d in
             let dx = x.gradBuffer().data, pd = d.data
             start.withUnsafeBufferPointer { start in
                 readers.withUnsafeBufferPointer { readers in

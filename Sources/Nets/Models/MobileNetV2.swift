@@ -128,23 +128,6 @@ public final class MobileNetV2: Network {
         collectGates([stemGate] + blocks.map(\.outputGate) + [headGate], prefix: prefix, into: &state)
     }
 
-    public var inferenceGraph: InferenceGraph {
-        let g = GraphBuilder(self)
-        var h = g.batchNorm(g.conv(0, stem), stemBN, activation: .relu6)
-        for (k, b) in blocks.enumerated() {
-            var r = g.batchNorm(g.conv(h, b.expand), b.bn1, activation: .relu6)
-            r = g.batchNorm(g.conv(r, b.depthwise), b.bn2, activation: .relu6)
-            r = g.batchNorm(g.conv(r, b.project), b.bn3)
-            let s = b.shortcut.map { conv, bn in g.batchNorm(g.conv(h, conv), bn) }
-                ?? b.selection.map { g.select(h, $0, name: "blocks.\(k).shortcut") } ?? h
-            h = g.add(r, s, name: "blocks.\(k)")
-        }
-        h = g.batchNorm(g.conv(h, head), headBN, activation: .relu6)
-        // The 1x1 conv classifier on the pooled 1x1 map is a linear layer on the flattened map.
-        _ = g.linear(g.flatten(g.globalAvgPool(h, name: "pool"), name: "flatten"), pointwise: classifier)
-        return g.graph
-    }
-
     public var channelAxes: [String: ChannelAxes] {
         var axes: [String: ChannelAxes] = [:]
         stem.wire("pre.0", out: 0, in: nil, into: &axes)

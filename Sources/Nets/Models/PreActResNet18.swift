@@ -115,20 +115,6 @@ public final class PreActResNet18: Network {
         collectGates([blocks[0].inputGate] + blocks.flatMap { [$0.innerGate, $0.next(self).gate] }, prefix: prefix, into: &state)
     }
 
-    public var inferenceGraph: InferenceGraph {
-        let g = GraphBuilder(self)
-        var h = g.conv(0, stem)
-        for (k, b) in blocks.enumerated() {
-            let a = g.batchNorm(h, b.bn1, activation: .relu)
-            let s = b.shortcut.map { g.conv(a, $0) } ?? b.selection.map { g.select(h, $0, name: "layers.\(k).shortcut") } ?? h
-            let r = g.conv(g.batchNorm(g.conv(a, b.conv1), b.bn2, activation: .relu), b.conv2)
-            h = g.add(r, s, name: "layers.\(k)")
-        }
-        h = g.batchNorm(h, finalBN, activation: .relu)
-        _ = g.linear(g.flatten(g.globalAvgPool(h, name: "pool"), name: "flatten"), classifier)
-        return g.graph
-    }
-
     public var channelAxes: [String: ChannelAxes] {
         var axes: [String: ChannelAxes] = [:]
         stem.wire("conv1", out: 0, in: nil, into: &axes)

@@ -123,22 +123,6 @@ public final class ResNet50: Network {
         collectGates([stemGate] + blocks.flatMap { [$0.gate1, $0.gate2, $0.outputGate] }, prefix: prefix, into: &state)
     }
 
-    public var inferenceGraph: InferenceGraph {
-        let g = GraphBuilder(self)
-        var h = g.batchNorm(g.conv(0, stem), stemBN, activation: .relu)
-        h = g.maxPool(h, kernel: 3, stride: 2, padding: 1, name: "maxpool")
-        for (k, b) in blocks.enumerated() {
-            var o = g.batchNorm(g.conv(h, b.conv1), b.bn1, activation: .relu)
-            o = g.batchNorm(g.conv(o, b.conv2), b.bn2, activation: .relu)
-            o = g.batchNorm(g.conv(o, b.conv3), b.bn3)
-            let s = b.down.map { conv, bn in g.batchNorm(g.conv(h, conv), bn) }
-                ?? b.selection.map { g.select(h, $0, name: "blocks.\(k).shortcut") } ?? h
-            h = g.activate(g.add(o, s, name: "blocks.\(k)"), .relu, name: "blocks.\(k)")
-        }
-        _ = g.linear(g.flatten(g.globalAvgPool(h, name: "pool"), name: "flatten"), classifier)
-        return g.graph
-    }
-
     public var channelAxes: [String: ChannelAxes] {
         var axes: [String: ChannelAxes] = [:]
         stem.wire("stem.0", out: 0, in: nil, into: &axes)

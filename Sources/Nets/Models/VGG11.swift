@@ -59,17 +59,6 @@ public final class VGG11: Network {
         collectGates(gates, prefix: prefix, into: &state)
     }
 
-    public var inferenceGraph: InferenceGraph {
-        let g = GraphBuilder(self)
-        var h = 0
-        for i in convs.indices {
-            h = g.batchNorm(g.conv(h, convs[i]), norms[i], activation: .relu)
-            if Self.poolAfter.contains(i) { h = g.maxPool(h, kernel: 2, stride: 2, name: "features.\(featureIndex[i] + 3)") }
-        }
-        _ = g.linear(g.flatten(h, name: "flatten"), classifier)
-        return g.graph
-    }
-
     public var channelAxes: [String: ChannelAxes] {
         var axes: [String: ChannelAxes] = [:]
         for i in convs.indices {
