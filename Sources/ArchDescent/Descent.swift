@@ -343,7 +343,7 @@ public final class Descent {
                 if pruning {
                     pruner.accumulate()
                 } else {
-                    for site in net.gateSites { site.gate.grad = nil }
+                    pruner.discardGradients()
                 }
                 opt.step()
                 guard pruning else { continue }

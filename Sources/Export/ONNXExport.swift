@@ -24,7 +24,7 @@ public enum ONNXExport {
         guard opsets.contains(opset) else {
             throw ExportError("--opset \(opset) is not supported; choose \(opsets.lowerBound)...\(opsets.upperBound)")
         }
-        let plain = net.gateSites.isEmpty ? net : try Surgery.prune(net)
+        let plain = net.isGated ? try Surgery.prune(net) : net
         let graph = plain.inferenceGraph.foldingBatchNorms()
         let d = plain.netDescription
 

@@ -17,6 +17,16 @@ public struct NamedTensor {
     public let name: String
     public let kind: StateKind
     public let tensor: Tensor
+    /// The width group that axis 0 runs over, where the layer declares one: a conv's filters
+    /// and bias (see `Conv2d.group`). Everything else about groups is traced (`ChannelWiring`).
+    public let group: Int?
+
+    public init(name: String, kind: StateKind, tensor: Tensor, group: Int? = nil) {
+        self.name = name
+        self.kind = kind
+        self.tensor = tensor
+        self.group = group
+    }
 }
 
 /// Something that owns named tensors: a layer, a block or a whole net.
@@ -131,14 +141,8 @@ extension BatchNorm2d {
         return gated(self(x, training: training), g, activation)
     }
 
-    /// The per-channel tensors of this BN (weight and bias).
-    var channelTensors: [Tensor] { [weight, bias] }
 }
 
-extension Conv2d {
-    /// The per-output-channel tensors of this conv (filters and bias).
-    var channelTensors: [Tensor] { [weight] + (bias.map { [$0] } ?? []) }
-}
 
 /// Which width groups a tensor's first two axes run over: what pruning surgery needs to cut a
 /// gated net's tensors down to its alive channels. `nil` keeps the axis whole.
@@ -148,14 +152,9 @@ public struct ChannelAxes: Equatable, Sendable {
     /// The group of axis 1 (a conv's or linear's input channels). A linear layer on flattened
     /// `C x H x W` features has `H * W` columns per channel.
     public let columns: Int?
-}
 
-extension Module {
-    /// Records the axes of every tensor of this module under `prefix`: weights run over `out` x
-    /// `in`, vectors over `out`.
-    func wire(_ prefix: String, out: Int?, in: Int?, into axes: inout [String: ChannelAxes]) {
-        var s: [NamedTensor] = []
-        collectState(prefix: prefix, into: &s)
-        for t in s { axes[t.name] = ChannelAxes(rows: out, columns: t.tensor.shape.count >= 2 ? `in` : nil) }
+    public init(rows: Int?, columns: Int?) {
+        self.rows = rows
+        self.columns = columns
     }
 }

@@ -132,10 +132,6 @@ public enum NetError: Error, CustomStringConvertible, Equatable {
 /// A net of the spec: a module that maps images to class logits.
 public protocol Network: Module {
     var netDescription: NetDescription { get }
-    /// One site per width group, in group order, when built with `gated: true`; else empty.
-    var gateSites: [GateSite] { get }
-    /// The width groups each tensor (by dotted name, gates aside) runs over.
-    var channelAxes: [String: ChannelAxes] { get }
     /// - Parameter x: [N, inChannels, imageSize, imageSize]
     /// - Returns: [N, classes]
     func logits(_ x: Tensor, training: Bool) -> Tensor
@@ -146,6 +142,15 @@ extension Network {
     /// forward pass (`InferenceGraph(tracing:)`); gates are left out (a gated net with pruned
     /// channels goes through surgery first).
     public var inferenceGraph: InferenceGraph { InferenceGraph(tracing: self) }
+
+    /// What the forward pass says about the width groups (traced anew on each call).
+    public var wiring: ChannelWiring { ChannelWiring(tracing: self) }
+    /// The width groups each tensor (by dotted name, gates aside) runs over.
+    public var channelAxes: [String: ChannelAxes] { wiring.axes }
+    /// One site per width group, in group order, when built with `gated: true`; else empty.
+    public var gateSites: [GateSite] { wiring.gateSites }
+    /// Whether the net was built with gates (a search's net).
+    public var isGated: Bool { state.contains { $0.kind == .gate } }
 }
 
 /// Builds the net a description names.

@@ -68,6 +68,11 @@ public final class Pruner {
     /// P of the net with only the alive channels.
     public var params: Int { parameterCount(widths) }
 
+    /// Clears the gate gradients without scoring them (warm-up epochs).
+    public func discardGradients() {
+        for site in sites { site.gate.grad = nil }
+    }
+
     /// Adds this minibatch's `(g * dL/dg)^2` to the scores and clears the gate gradients.
     /// Call after `backward()`.
     public func accumulate() {

@@ -14,8 +14,8 @@
 public enum Surgery {
     /// The alive channels of every group, in group order, from the gates of a gated net.
     public static func aliveChannels(_ net: Network) throws -> [[Int]] {
+        guard net.isGated else { throw SurgeryError.notGated }
         let sites = net.gateSites
-        guard !sites.isEmpty else { throw SurgeryError.notGated }
         return try sites.enumerated().map { k, site in
             let g = site.gate.data
             if let c = (0..<site.gate.count).first(where: { g[$0] != 0 && g[$0] != 1 }) {

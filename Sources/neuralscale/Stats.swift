@@ -58,7 +58,7 @@ struct Stats: ParsableCommand {
         let net: Network
         if let checkpoint {
             let loaded = try loadNetCheckpoint(checkpoint).0.network
-            net = try withCheckpointPath(checkpoint) { loaded.gateSites.isEmpty ? loaded : try Surgery.prune(loaded) }
+            net = try withCheckpointPath(checkpoint) { loaded.isGated ? try Surgery.prune(loaded) : loaded }
         } else {
             let d = try scaledDescription(model!, dataset!, ratio: ratio ?? 1, descent: scaling == .neuralscale ? descent : nil,
                                           iteration: iteration)

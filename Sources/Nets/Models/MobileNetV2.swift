@@ -34,13 +34,14 @@ public final class MobileNetV2: Network {
         /// Gate on the block's output (after the residual sum), as in the reference search.
         let outputGate: Tensor?
 
-        init(_ cin: Int, _ cout: Int, expansion m: Int, stride: Int, shortcut: Shortcut, _ i: Initializer) {
+        /// `g`: the group of the output (the expansion channels have none: they are never pruned).
+        init(_ cin: Int, _ cout: Int, expansion m: Int, stride: Int, shortcut: Shortcut, group g: Int, _ i: Initializer) {
             outputGate = i.gate(cout)
             expand = Conv2d(cin, m, kernel: 1, bias: true, i); bn1 = BatchNorm2d(m, i)
             depthwise = Conv2d(m, m, kernel: 3, stride: stride, padding: 1, groups: m, bias: true, i); bn2 = BatchNorm2d(m, i)
-            project = Conv2d(m, cout, kernel: 1, bias: true, i); bn3 = BatchNorm2d(cout, i)
+            project = Conv2d(m, cout, kernel: 1, bias: true, group: g, i); bn3 = BatchNorm2d(cout, i)
             self.shortcut = shortcut == .projection
-                ? (Conv2d(cin, cout, kernel: 1, stride: stride, bias: true, i), BatchNorm2d(cout, i)) : nil
+                ? (Conv2d(cin, cout, kernel: 1, stride: stride, bias: true, group: g, i), BatchNorm2d(cout, i)) : nil
             if case let .select(channels) = shortcut { selection = channels } else { selection = nil }
         }
 
@@ -52,27 +53,7 @@ public final class MobileNetV2: Network {
             return gated(add(r, s), outputGate, .identity)
         }
 
-        var site: GateSite? {
-            outputGate.map { g in
-                GateSite(gate: g, dead: project.channelTensors + bn3.channelTensors
-                         + (shortcut.map { $0.0.channelTensors + $0.1.channelTensors } ?? []))
-            }
-        }
 
-        /// Expansion channels are never pruned: only the block's input (`gi`) and output (`go`)
-        /// groups cut its tensors.
-        func wire(_ prefix: String, input gi: Int, output go: Int, into axes: inout [String: ChannelAxes]) {
-            expand.wire(join(prefix, "residual.0"), out: nil, in: gi, into: &axes)
-            bn1.wire(join(prefix, "residual.1"), out: nil, in: nil, into: &axes)
-            depthwise.wire(join(prefix, "residual.3"), out: nil, in: nil, into: &axes)
-            bn2.wire(join(prefix, "residual.4"), out: nil, in: nil, into: &axes)
-            project.wire(join(prefix, "residual.6"), out: go, in: nil, into: &axes)
-            bn3.wire(join(prefix, "residual.7"), out: go, in: nil, into: &axes)
-            if let (conv, bn) = shortcut {
-                conv.wire(join(prefix, "shortcut.0"), out: go, in: gi, into: &axes)
-                bn.wire(join(prefix, "shortcut.1"), out: go, in: nil, into: &axes)
-            }
-        }
 
         func collectState(prefix: String, into state: inout [NamedTensor]) {
             for (k, m) in [(0, expand), (3, depthwise), (6, project)] as [(Int, Module)] {
@@ -96,16 +77,16 @@ public final class MobileNetV2: Network {
     init(_ d: NetDescription, _ i: Initializer) {
         netDescription = d
         let w = d.widths
-        stem = Conv2d(d.inChannels, w[0], kernel: 3, padding: 1, bias: true, i)
+        stem = Conv2d(d.inChannels, w[0], kernel: 3, padding: 1, bias: true, group: 0, i)
         stemBN = BatchNorm2d(w[0], i)
         stemGate = i.gate(w[0])
         var c = w[0], blocks: [Bottleneck] = []
         for (b, (block, (m, shortcut))) in zip(d.residualBlocks, zip(d.resolvedExpansions, d.resolvedShortcuts)).enumerated() {
-            blocks.append(Bottleneck(c, w[b + 1], expansion: m, stride: block.stride, shortcut: shortcut, i))
+            blocks.append(Bottleneck(c, w[b + 1], expansion: m, stride: block.stride, shortcut: shortcut, group: b + 1, i))
             c = w[b + 1]
         }
         self.blocks = blocks
-        head = Conv2d(c, w[18], kernel: 1, bias: true, i)
+        head = Conv2d(c, w[18], kernel: 1, bias: true, group: 18, i)
         headBN = BatchNorm2d(w[18], i)
         headGate = i.gate(w[18])
         classifier = Conv2d(w[18], d.classes, kernel: 1, bias: true, i)
@@ -128,23 +109,5 @@ public final class MobileNetV2: Network {
         collectGates([stemGate] + blocks.map(\.outputGate) + [headGate], prefix: prefix, into: &state)
     }
 
-    public var channelAxes: [String: ChannelAxes] {
-        var axes: [String: ChannelAxes] = [:]
-        stem.wire("pre.0", out: 0, in: nil, into: &axes)
-        stemBN.wire("pre.1", out: 0, in: nil, into: &axes)
-        for (k, (b, r)) in zip(blocks, netDescription.residualBlocks).enumerated() {
-            b.wire("blocks.\(k)", input: r.input, output: r.output, into: &axes)
-        }
-        head.wire("conv1.0", out: 18, in: 17, into: &axes)
-        headBN.wire("conv1.1", out: 18, in: nil, into: &axes)
-        classifier.wire("conv2", out: nil, in: 18, into: &axes)
-        return axes
-    }
 
-    public var gateSites: [GateSite] {
-        guard let stemGate, let headGate else { return [] }
-        return [GateSite(gate: stemGate, dead: stem.channelTensors + stemBN.channelTensors)]
-            + blocks.compactMap(\.site)
-            + [GateSite(gate: headGate, dead: head.channelTensors + headBN.channelTensors)]
-    }
 }

@@ -27,14 +27,15 @@ public final class PreActResNet18: Network {
         /// `innerGate` sits after bn2.
         let inputGate: Tensor?, innerGate: Tensor?
 
-        init(_ cin: Int, inner: Int, out: Int, stride: Int, shortcut: Shortcut, inputGate: Tensor?, _ i: Initializer) {
+        /// `g`: the group of `inner`; the output is the next group.
+        init(_ cin: Int, inner: Int, out: Int, stride: Int, shortcut: Shortcut, inputGate: Tensor?, group g: Int, _ i: Initializer) {
             self.inputGate = inputGate
             innerGate = i.gate(inner)
             bn1 = BatchNorm2d(cin, i)
-            conv1 = Conv2d(cin, inner, kernel: 3, stride: stride, padding: 1, bias: false, i)
+            conv1 = Conv2d(cin, inner, kernel: 3, stride: stride, padding: 1, bias: false, group: g, i)
             bn2 = BatchNorm2d(inner, i)
-            conv2 = Conv2d(inner, out, kernel: 3, padding: 1, bias: false, i)
-            self.shortcut = shortcut == .projection ? Conv2d(cin, out, kernel: 1, stride: stride, bias: false, i) : nil
+            conv2 = Conv2d(inner, out, kernel: 3, padding: 1, bias: false, group: g + 1, i)
+            self.shortcut = shortcut == .projection ? Conv2d(cin, out, kernel: 1, stride: stride, bias: false, group: g + 1, i) : nil
             if case let .select(channels) = shortcut { selection = channels } else { selection = nil }
         }
 
@@ -85,12 +86,12 @@ public final class PreActResNet18: Network {
     init(_ d: NetDescription, _ i: Initializer) {
         netDescription = d
         let w = d.widths
-        stem = Conv2d(d.inChannels, w[0], kernel: 3, padding: 1, bias: false, i)
+        stem = Conv2d(d.inChannels, w[0], kernel: 3, padding: 1, bias: false, group: 0, i)
         var c = w[0], blocks: [Block] = []
         var inputGate = i.gate(w[0])
         for (b, (block, shortcut)) in zip(d.residualBlocks, d.resolvedShortcuts).enumerated() {
             blocks.append(Block(c, inner: w[1 + 2 * b], out: w[2 + 2 * b], stride: block.stride, shortcut: shortcut,
-                                inputGate: inputGate, i))
+                                inputGate: inputGate, group: 1 + 2 * b, i))
             c = w[2 + 2 * b]
             inputGate = i.gate(c)
         }
@@ -115,41 +116,5 @@ public final class PreActResNet18: Network {
         collectGates([blocks[0].inputGate] + blocks.flatMap { [$0.innerGate, $0.next(self).gate] }, prefix: prefix, into: &state)
     }
 
-    public var channelAxes: [String: ChannelAxes] {
-        var axes: [String: ChannelAxes] = [:]
-        stem.wire("conv1", out: 0, in: nil, into: &axes)
-        for (k, (b, r)) in zip(blocks, netDescription.residualBlocks).enumerated() {
-            let p = "layers.\(k)", inner = r.output - 1
-            b.bn1.wire(join(p, "bn1"), out: r.input, in: nil, into: &axes)
-            b.conv1.wire(join(p, "conv1"), out: inner, in: r.input, into: &axes)
-            b.bn2.wire(join(p, "bn2"), out: inner, in: nil, into: &axes)
-            b.conv2.wire(join(p, "conv2"), out: r.output, in: inner, into: &axes)
-            b.shortcut?.wire(join(p, "shortcut"), out: r.output, in: r.input, into: &axes)
-        }
-        finalBN.wire("bn", out: 16, in: nil, into: &axes)
-        classifier.wire("linear", out: nil, in: 16, into: &axes)
-        return axes
-    }
 
-    /// Group order: stem, then per block its inner and output groups.
-    ///
-    /// The stem and output groups are gated where they are consumed: after the next block's bn1
-    /// (or the final BN), as in the reference, and on the identity shortcut that carries them
-    /// into the next block's output. The reference gates only the BN, which leaves a pruned
-    /// channel alive in the identity shortcuts, so no smaller net computes what its gated net
-    /// computes; gating the stream itself instead would put the gate in front of a BN, whose
-    /// batch statistics cancel any scaling, and Taylor-FO would see no importance there. A
-    /// pruned channel kills the consuming BN's channel and the conv rows that produce it.
-    public var gateSites: [GateSite] {
-        guard let stemGate = blocks[0].inputGate else { return [] }
-        var sites = [GateSite(gate: stemGate, dead: stem.channelTensors + blocks[0].bn1.channelTensors)]
-        for b in blocks {
-            if let g = b.innerGate { sites.append(GateSite(gate: g, dead: b.conv1.channelTensors + b.bn2.channelTensors)) }
-            let (g, bn) = b.next(self)
-            if let g {
-                sites.append(GateSite(gate: g, dead: b.conv2.channelTensors + (b.shortcut?.channelTensors ?? []) + bn.channelTensors))
-            }
-        }
-        return sites
-    }
 }

@@ -31,15 +31,16 @@ public final class ResNet50: Network {
         /// Search gates: after bn1, after bn2, and on the block output (after the final ReLU).
         let gate1: Tensor?, gate2: Tensor?, outputGate: Tensor?
 
-        init(_ cin: Int, _ m1: Int, _ m2: Int, _ out: Int, stride: Int, shortcut: Shortcut, _ i: Initializer) {
+        /// `g`: the group of `m1`; `m2` and the output are the next two.
+        init(_ cin: Int, _ m1: Int, _ m2: Int, _ out: Int, stride: Int, shortcut: Shortcut, group g: Int, _ i: Initializer) {
             gate1 = i.gate(m1)
             gate2 = i.gate(m2)
             outputGate = i.gate(out)
-            conv1 = Conv2d(cin, m1, kernel: 1, bias: false, i); bn1 = BatchNorm2d(m1, i)
-            conv2 = Conv2d(m1, m2, kernel: 3, stride: stride, padding: 1, bias: false, i); bn2 = BatchNorm2d(m2, i)
-            conv3 = Conv2d(m2, out, kernel: 1, bias: false, i); bn3 = BatchNorm2d(out, i)
+            conv1 = Conv2d(cin, m1, kernel: 1, bias: false, group: g, i); bn1 = BatchNorm2d(m1, i)
+            conv2 = Conv2d(m1, m2, kernel: 3, stride: stride, padding: 1, bias: false, group: g + 1, i); bn2 = BatchNorm2d(m2, i)
+            conv3 = Conv2d(m2, out, kernel: 1, bias: false, group: g + 2, i); bn3 = BatchNorm2d(out, i)
             down = shortcut == .projection
-                ? (Conv2d(cin, out, kernel: 1, stride: stride, bias: false, i), BatchNorm2d(out, i)) : nil
+                ? (Conv2d(cin, out, kernel: 1, stride: stride, bias: false, group: g + 2, i), BatchNorm2d(out, i)) : nil
             if case let .select(channels) = shortcut { selection = channels } else { selection = nil }
         }
 
@@ -51,28 +52,7 @@ public final class ResNet50: Network {
             return gated(relu(add(o, s)), outputGate, .identity)
         }
 
-        var sites: [GateSite] {
-            guard let gate1, let gate2, let outputGate else { return [] }
-            return [GateSite(gate: gate1, dead: conv1.channelTensors + bn1.channelTensors),
-                    GateSite(gate: gate2, dead: conv2.channelTensors + bn2.channelTensors),
-                    GateSite(gate: outputGate, dead: conv3.channelTensors + bn3.channelTensors
-                             + (down.map { $0.0.channelTensors + $0.1.channelTensors } ?? []))]
-        }
 
-        /// Tensors by group: input `r.input`, inner `r.output - 2` and `r.output - 1`, output `r.output`.
-        func wire(_ prefix: String, _ r: ResidualBlock, into axes: inout [String: ChannelAxes]) {
-            let g1 = r.output - 2, g2 = r.output - 1
-            conv1.wire(join(prefix, "conv1"), out: g1, in: r.input, into: &axes)
-            bn1.wire(join(prefix, "bn1"), out: g1, in: nil, into: &axes)
-            conv2.wire(join(prefix, "conv2"), out: g2, in: g1, into: &axes)
-            bn2.wire(join(prefix, "bn2"), out: g2, in: nil, into: &axes)
-            conv3.wire(join(prefix, "conv3"), out: r.output, in: g2, into: &axes)
-            bn3.wire(join(prefix, "bn3"), out: r.output, in: nil, into: &axes)
-            if let (conv, bn) = down {
-                conv.wire(join(prefix, "down.0"), out: r.output, in: r.input, into: &axes)
-                bn.wire(join(prefix, "down.1"), out: r.output, in: nil, into: &axes)
-            }
-        }
 
         func collectState(prefix: String, into state: inout [NamedTensor]) {
             for (name, m) in [("conv1", conv1), ("bn1", bn1), ("conv2", conv2), ("bn2", bn2),
@@ -95,13 +75,13 @@ public final class ResNet50: Network {
     init(_ d: NetDescription, _ i: Initializer) {
         netDescription = d
         let w = d.widths
-        stem = Conv2d(d.inChannels, w[0], kernel: 7, stride: 2, padding: 3, bias: false, i)
+        stem = Conv2d(d.inChannels, w[0], kernel: 7, stride: 2, padding: 3, bias: false, group: 0, i)
         stemBN = BatchNorm2d(w[0], i)
         stemGate = i.gate(w[0])
         var c = w[0], blocks: [Bottleneck] = []
         for (b, (block, shortcut)) in zip(d.residualBlocks, d.resolvedShortcuts).enumerated() {
             let g = 1 + 3 * b
-            blocks.append(Bottleneck(c, w[g], w[g + 1], w[g + 2], stride: block.stride, shortcut: shortcut, i))
+            blocks.append(Bottleneck(c, w[g], w[g + 1], w[g + 2], stride: block.stride, shortcut: shortcut, group: g, i))
             c = w[g + 2]
         }
         self.blocks = blocks
@@ -123,17 +103,5 @@ public final class ResNet50: Network {
         collectGates([stemGate] + blocks.flatMap { [$0.gate1, $0.gate2, $0.outputGate] }, prefix: prefix, into: &state)
     }
 
-    public var channelAxes: [String: ChannelAxes] {
-        var axes: [String: ChannelAxes] = [:]
-        stem.wire("stem.0", out: 0, in: nil, into: &axes)
-        stemBN.wire("stem.1", out: 0, in: nil, into: &axes)
-        for (k, (b, r)) in zip(blocks, netDescription.residualBlocks).enumerated() { b.wire("blocks.\(k)", r, into: &axes) }
-        classifier.wire("fc", out: nil, in: netDescription.widths.count - 1, into: &axes)
-        return axes
-    }
 
-    public var gateSites: [GateSite] {
-        guard let stemGate else { return [] }
-        return [GateSite(gate: stemGate, dead: stem.channelTensors + stemBN.channelTensors)] + blocks.flatMap(\.sites)
-    }
 }

@@ -27,7 +27,7 @@ public final class VGG11: Network {
         var convs: [Conv2d] = [], norms: [BatchNorm2d] = [], index: [Int] = []
         var c = d.inChannels, position = 0
         for (i, w) in d.widths.enumerated() {
-            convs.append(Conv2d(c, w, kernel: 3, padding: 1, bias: true, initializer))
+            convs.append(Conv2d(c, w, kernel: 3, padding: 1, bias: true, group: i, initializer))
             norms.append(BatchNorm2d(w, initializer))
             index.append(position)
             position += Self.poolAfter.contains(i) ? 4 : 3
@@ -59,19 +59,5 @@ public final class VGG11: Network {
         collectGates(gates, prefix: prefix, into: &state)
     }
 
-    public var channelAxes: [String: ChannelAxes] {
-        var axes: [String: ChannelAxes] = [:]
-        for i in convs.indices {
-            convs[i].wire("features.\(featureIndex[i])", out: i, in: i == 0 ? nil : i - 1, into: &axes)
-            norms[i].wire("features.\(featureIndex[i] + 1)", out: i, in: nil, into: &axes)
-        }
-        classifier.wire("classifier", out: nil, in: convs.count - 1, into: &axes)
-        return axes
-    }
 
-    public var gateSites: [GateSite] {
-        convs.indices.compactMap { i in
-            gates[i].map { GateSite(gate: $0, dead: convs[i].channelTensors + norms[i].channelTensors) }
-        }
-    }
 }

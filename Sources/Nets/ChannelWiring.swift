@@ -1,0 +1,68 @@
+import Autodiff
+
+/// What a net's own forward pass says about its width groups, traced once from an eval pass of
+/// one image: the groups each tensor's first two axes run over (what surgery cuts), and each
+/// group's gate with the tensors that die with a pruned channel (what the pruner zeroes).
+///
+/// The net's definition declares only the group of each conv's output channels (`Conv2d.group`);
+/// the rest follows the data: a value's channels are those of the conv that made it, carried
+/// through batch norm, activations, pooling, gates and flattening; a residual sum has the
+/// channels of its first operand, the residual branch; a channel selection's output has none
+/// of its own. A conv's or linear layer's input axis gets the group of its input, a BN's axis
+/// the group of what it normalizes.
+public struct ChannelWiring {
+    /// Groups of the first two axes of every tensor by dotted name, gates aside.
+    public let axes: [String: ChannelAxes]
+    /// One site per group, in group order, for a net built with gates; else empty.
+    public let gateSites: [GateSite]
+
+    public init(tracing net: Network) {
+        let d = net.netDescription
+        let x = Tensor.filled([1, d.inChannels, d.imageSize, d.imageSize], with: 0)
+        let (_, trace) = Tape.withoutGradients { Trace.record { net.logits(x, training: false) } }
+        let state = net.state
+        var byID: [ObjectIdentifier: NamedTensor] = [:]
+        for t in state { byID[ObjectIdentifier(t.tensor)] = t }
+        var groups: [ObjectIdentifier: Int] = [:]  // value -> group of its channels
+        var axes: [String: ChannelAxes] = [:]
+        func tensor(_ id: ObjectIdentifier?) -> NamedTensor {
+            guard let id, let t = byID[id] else { preconditionFailure("ChannelWiring: a parameter is not in the net's state") }
+            return t
+        }
+        func group(_ id: ObjectIdentifier?) -> Int? { id.flatMap { groups[$0] } }
+        for op in trace.ops {
+            let ids = op.operands.all
+            let out: Int?
+            switch op.kind {
+            case .conv2d:
+                let weight = tensor(ids[1])
+                out = weight.group
+                axes[weight.name] = ChannelAxes(rows: out, columns: group(ids[0]))
+                if ids.count > 2 { axes[tensor(ids[2]).name] = ChannelAxes(rows: out, columns: nil) }
+            case .batchNorm:
+                out = group(ids[0])
+                for id in ids.dropFirst() { axes[tensor(id).name] = ChannelAxes(rows: out, columns: nil) }
+            case .linear:
+                out = nil
+                axes[tensor(ids[1]).name] = ChannelAxes(rows: nil, columns: group(ids[0]))
+                if ids.count > 2 { axes[tensor(ids[2]).name] = ChannelAxes(rows: nil, columns: nil) }
+            case .add, .channelScale, .relu, .relu6, .maxPool, .avgPool, .globalAvgPool, .reshape:
+                out = group(ids[0])
+            case .selectChannels:
+                out = nil
+            case .mul, .matmul, .crossEntropy:
+                preconditionFailure("ChannelWiring: a net's forward pass has no \(op.kind.name)")
+            }
+            if let out { groups[ObjectIdentifier(op.output)] = out }
+        }
+        self.axes = axes
+        // Gates are `gates.<group>`; a pruned channel of group g kills every trained slice whose
+        // axis 0 runs over g: the filters and bias that make it and the BN weight and bias that
+        // normalize it (which would otherwise turn its zero into a constant).
+        let gates = state.filter { $0.kind == .gate }
+        gateSites = gates.enumerated().map { g, gate in
+            precondition(gate.name.hasSuffix("gates.\(g)"), "ChannelWiring: gates must be named gates.<group> in group order")
+            return GateSite(gate: gate.tensor, dead: state.filter { $0.kind == .parameter && axes[$0.name]?.rows == g }.map(\.tensor))
+        }
+    }
+}
