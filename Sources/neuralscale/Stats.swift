@@ -1,7 +1,12 @@
 import ArchDescent
 import ArgumentParser
+import Checkpoint
+import Datasets
 import Export
 import Foundation
+import Nets
+import Pruning
+import Training
 
 struct Stats: ParsableCommand {
     static let configuration = CommandConfiguration(
