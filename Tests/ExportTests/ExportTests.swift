@@ -56,6 +56,7 @@ final class ExportTests: XCTestCase {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Reference/cdl.json")
         let entries = try JSONDecoder().decode([Entry].self, from: Data(contentsOf: url))
         XCTAssertEqual(entries.count, 16)
+        XCTAssertEqual(entries.filter { $0.ratio == 0.25 }.count, 8, "the ratio-0.25 entries checked below")
         for e in entries where e.ratio == 0.25 {
             let arch = try XCTUnwrap(Architecture(rawValue: e.model))
             let d = NetDescription.uniform(arch, ratio: e.ratio, inChannels: e.in_ch, imageSize: e.image_size, classes: e.classes)
