@@ -1,6 +1,10 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+/// Member lookups (methods in extensions, conformances) need the declaring module imported in
+/// the file that uses them, as top-level names do (SE-0444): the imports are the whole map.
+let strictImports: [SwiftSetting] = [.enableUpcomingFeature("MemberImportVisibility")]
+
 let package = Package(
     name: "neuralscale",
     products: [
@@ -30,46 +34,81 @@ let package = Package(
         // JPEG and PNG decoding with libjpeg-turbo and libpng, whose error handling needs setjmp.
         .target(name: "CImageCodecs", dependencies: ["CJPEG", "CPNG"]),
 
-        // Tensors, the tape, kernels and SGD. Knows nothing about layers.
-        .target(name: "Autodiff", dependencies: ["CBLAS"]),
+        // The module graph. Every target lists each module its files import, so the arrows can
+        // be read here and from the imports (no `@_exported import`). Core chain, one way:
+        //   Autodiff <- Nets <- Pruning <- ArchDescent <- Reporting <- neuralscale (the CLI)
+        // with Datasets beside the nets (on Autodiff only), Checkpoint on Nets, Training on
+        // Checkpoint and Datasets, Export on Pruning, Checkpoint, ONNX and PythonBridge.
+
+        // Tensors, the tape, kernels, SGD and its learning-rate schedules. Knows nothing about layers.
+        .target(name: "Autodiff", dependencies: ["CBLAS"], swiftSettings: strictImports),
         // Layers and the four nets, built from explicit width arrays.
-        .target(name: "Nets", dependencies: ["Autodiff"]),
+        .target(name: "Nets", dependencies: ["Autodiff"], swiftSettings: strictImports),
         // Gates, Taylor-FO importance, the pruner, trajectories, surgery.
-        .target(name: "Pruning", dependencies: ["Nets"]),
-        // Power-law fit, target solver, the descent loop.
+        .target(name: "Pruning", dependencies: ["Autodiff", "Nets"], swiftSettings: strictImports),
+        // Power-law fit, target solver, the search's learning-rate schedule, the descent loop.
         // (It drives pruning runs through the training module's data sources and checkpoints.)
-        .target(name: "ArchDescent", dependencies: ["Pruning", "Training"]),
+        .target(name: "ArchDescent", dependencies: ["Autodiff", "Nets", "Pruning", "Datasets", "Checkpoint", "Training"],
+                swiftSettings: strictImports),
+        // What runs produced, for people: the results report of `neuralscale report` and the SVG
+        // charts, the search's own charts included. It sits above ArchDescent (it draws a
+        // DescentResult), so the search never depends on how it is drawn.
+        .target(name: "Reporting", dependencies: ["Nets", "Pruning", "Datasets", "Checkpoint", "Training", "ArchDescent"],
+                swiftSettings: strictImports),
         // CIFAR, tinyImageNet, Fashion-MNIST and augmentation.
-        .target(name: "Datasets", dependencies: ["Autodiff", "CZlib", "CImageCodecs"]),
-        // Self-describing HDF5 checkpoints, written atomically.
-        .target(name: "Checkpoint", dependencies: ["Nets", "CHDF5", "CHDF5Macros"]),
+        .target(name: "Datasets", dependencies: ["Autodiff", "CZlib", "CImageCodecs"], swiftSettings: strictImports),
+        // Self-describing HDF5 checkpoints, atomic writes, temporary files cleaned up on signals.
+        .target(name: "Checkpoint", dependencies: ["Autodiff", "Nets", "CHDF5", "CHDF5Macros"], swiftSettings: strictImports),
         // The training loop: epochs, evaluation, metrics, checkpoints, exact resumption.
-        .target(name: "Training", dependencies: ["Checkpoint", "Datasets"]),
+        .target(name: "Training", dependencies: ["Autodiff", "Nets", "Datasets", "Checkpoint"], swiftSettings: strictImports),
         // ONNX's protobuf messages (onnx.proto from the onnx wheel), generated once by
         // scripts/generate-onnx-proto.sh and committed: no build plugin.
         .target(name: "ONNX", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 exclude: ["proto"]),
+        // Runs the repository's Python scripts and writes tensors as `.npy` for them: export's
+        // verification in production, and the tests' h5py/onnx/PyTorch checks (via TestSupport).
+        // Checkpoint only for its signal-safe temporary files.
+        .target(name: "PythonBridge", dependencies: ["Autodiff", "Checkpoint"], swiftSettings: strictImports),
         // ONNX export of a net's inference graph, and its verification with onnx and ONNX Runtime.
-        .target(name: "Export", dependencies: ["Nets", "Pruning", "Checkpoint", "ONNX"]),
+        .target(name: "Export", dependencies: ["Autodiff", "Nets", "Pruning", "Checkpoint", "ONNX", "PythonBridge",
+                                              .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                swiftSettings: strictImports),
         // The command-line tool: only wires the modules together.
         .executableTarget(
             name: "neuralscale",
             dependencies: [
-                "Autodiff", "Nets", "Pruning", "ArchDescent", "Datasets", "Checkpoint", "Training", "Export",
+                "Autodiff", "Nets", "Pruning", "ArchDescent", "Reporting", "Datasets", "Checkpoint", "Training", "Export",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            swiftSettings: strictImports
         ),
-        .testTarget(name: "AutodiffTests", dependencies: ["Autodiff"], exclude: ["Reference"]),
-        .testTarget(name: "NetsTests", dependencies: ["Nets"], exclude: ["Reference"]),
-        .testTarget(name: "DatasetsTests", dependencies: ["Datasets"]),
-        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Export"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training"]),
-        .testTarget(name: "ArchDescentTests", dependencies: ["ArchDescent"]),
-        .testTarget(name: "PruningTests", dependencies: ["Pruning"]),
-        .testTarget(name: "ONNXTests", dependencies: ["ONNX", "Export"]),
-        .testTarget(name: "ExportTests", dependencies: ["Export"], exclude: ["Reference"]),
-        // The command-line tool run as a user runs it: bad inputs, locks, leftovers.
-        .testTarget(name: "CLITests", dependencies: ["neuralscale", "ArchDescent", "Checkpoint", "Training", "Export"]),
+
+        // Helpers shared by the test targets only (no product ships it): temporary folders,
+        // Python with the CI rule for missing modules, randomized BN statistics, JSON mutation.
+        .target(name: "TestSupport", dependencies: ["Autodiff", "Nets", "PythonBridge"], path: "Tests/TestSupport",
+                swiftSettings: strictImports),
+        .testTarget(name: "AutodiffTests", dependencies: ["Autodiff"], exclude: ["Reference"], swiftSettings: strictImports),
+        .testTarget(name: "NetsTests", dependencies: ["Autodiff", "Nets", "TestSupport"], exclude: ["Reference"],
+                    swiftSettings: strictImports),
+        .testTarget(name: "DatasetsTests", dependencies: ["Autodiff", "Datasets", "CImageCodecs", "CZlib"], swiftSettings: strictImports),
+        .testTarget(name: "CheckpointTests", dependencies: ["Autodiff", "Nets", "Checkpoint", "PythonBridge", "TestSupport"],
+                    swiftSettings: strictImports),
+        .testTarget(name: "TrainingTests", dependencies: ["Autodiff", "Nets", "Datasets", "Checkpoint", "Training", "TestSupport"],
+                    swiftSettings: strictImports),
+        .testTarget(name: "ArchDescentTests", dependencies: ["Autodiff", "Nets", "Pruning", "Datasets", "Checkpoint", "Training",
+                                                            "ArchDescent", "TestSupport"], swiftSettings: strictImports),
+        .testTarget(name: "ReportingTests", dependencies: ["Autodiff", "Nets", "Datasets", "Training", "Reporting", "TestSupport"],
+                    swiftSettings: strictImports),
+        .testTarget(name: "PruningTests", dependencies: ["Autodiff", "Nets", "Pruning", "TestSupport"], swiftSettings: strictImports),
+        .testTarget(name: "ONNXTests", dependencies: ["ONNX", "PythonBridge", "TestSupport",
+                                                   .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                    swiftSettings: strictImports),
+        .testTarget(name: "ExportTests", dependencies: ["Autodiff", "Nets", "Pruning", "ONNX", "Export", "TestSupport"],
+                    exclude: ["Reference"], swiftSettings: strictImports),
+        // The command-line tool run as a user runs it: bad inputs, locks, leftovers. (It runs the
+        // built `neuralscale` binary, hence that dependency, which it does not import.)
+        .testTarget(name: "CLITests", dependencies: ["neuralscale", "Autodiff", "Nets", "Pruning", "Checkpoint", "Training",
+                                                    "ArchDescent", "PythonBridge"], swiftSettings: strictImports),
     ],
     swiftLanguageModes: [.v5]
 )

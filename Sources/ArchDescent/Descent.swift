@@ -1,6 +1,10 @@
+import Autodiff
+import Checkpoint
 import Datasets
 import Foundation
-@_exported import Training
+import Nets
+import Pruning
+import Training
 
 /// Settings of an architecture descent (spec: "Architecture descent").
 public struct DescentConfig: Codable, Equatable, Sendable {
@@ -297,7 +301,7 @@ public final class Descent {
         let index = state.completed.count
         let net: Network, opt: SGD, pruner: Pruner
         var progress: DescentProgress
-        let schedule = LearningRateSchedule.searchDefault(warmupLR: config.learningRate, warmupEpochs: config.warmupEpochs)
+        let schedule = SearchLearningRate.reference(warmupLR: config.learningRate, warmupEpochs: config.warmupEpochs)
         if let resuming, let saved = state.current, let optState = resuming.optimizer {
             net = resuming.network
             opt = SGD(parameters: net.parameters, schedule: schedule, momentum: config.momentum, weightDecay: config.weightDecay)

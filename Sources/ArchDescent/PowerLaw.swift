@@ -1,5 +1,6 @@
-@_exported import Pruning
 import Foundation
+import Nets
+import Pruning
 
 /// `w = alpha * P^beta` for one group, and how well it fits (R^2 on the log-log data).
 public struct GroupFit: Codable, Equatable, Sendable {
@@ -112,5 +113,5 @@ public struct PowerLawFit: Codable, Equatable, Sendable {
 
 public struct FitError: Error, CustomStringConvertible {
     public let description: String
-    init(_ message: String) { description = message }
+    public init(_ message: String) { description = message }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Nets
 
 /// Widths found for a parameter budget, and how close they came.
 public struct SolvedWidths: Codable, Equatable, Sendable {

@@ -10,7 +10,7 @@ public final class SGD {
     public let weightDecay: Float
     public let nesterov: Bool
     /// The learning-rate schedule, by epoch.
-    public let schedule: LearningRateSchedule
+    public let schedule: any LearningRateSchedule
     /// The learning rate of the current epoch.
     public private(set) var learningRate: Float
     /// The current epoch (the schedule's position).
@@ -18,21 +18,16 @@ public final class SGD {
     /// Steps taken so far.
     public private(set) var stepCount: Int = 0
 
-    /// Per parameter: whether `step` leaves it alone (pruning gates).
-    private let excluded: [Bool]
     /// Per parameter: the momentum buffer, created on its first update.
     private var buffers: [Tensor?]
 
     /// - Parameters:
     ///   - parameters: every tensor the optimizer may update, in a fixed order (checkpoints
     ///     store momentum buffers by position).
-    ///   - excluding: parameters that take no step, like pruning gates.
-    public init(parameters: [Tensor], schedule: LearningRateSchedule, momentum: Float = 0,
-                weightDecay: Float = 0, nesterov: Bool = false, excluding: [Tensor] = []) {
+    public init(parameters: [Tensor], schedule: some LearningRateSchedule, momentum: Float = 0,
+                weightDecay: Float = 0, nesterov: Bool = false) {
         precondition(!nesterov || momentum > 0, "SGD: nesterov momentum needs momentum > 0")
-        let skip = Set(excluding.map(ObjectIdentifier.init))
         self.parameters = parameters
-        self.excluded = parameters.map { skip.contains(ObjectIdentifier($0)) }
         self.buffers = Array(repeating: nil, count: parameters.count)
         self.momentum = momentum
         self.weightDecay = weightDecay
@@ -50,10 +45,10 @@ public final class SGD {
     /// Overrides the learning rate until the next `beginEpoch`.
     public func setLearningRate(_ lr: Float) { learningRate = lr }
 
-    /// Updates every parameter that has a gradient and is not excluded.
+    /// Updates every parameter that has a gradient.
     public func step() {
         let lr = learningRate, m = momentum, wd = weightDecay, nesterov = nesterov
-        for (i, w) in parameters.enumerated() where !excluded[i] {
+        for (i, w) in parameters.enumerated() {
             guard let g = w.grad else { continue }
             let pw = w.data, pg = g.data
             if m == 0 {
@@ -126,33 +121,48 @@ public struct SGDState: Codable, Equatable, Sendable {
     }
 }
 
-/// Learning rate as a function of the (0-based) epoch.
-public enum LearningRateSchedule: Codable, Equatable, Sendable {
-    case constant(Float)
-    /// `base * gamma^k`, k = the number of milestones <= epoch (PyTorch's `MultiStepLR`).
-    case multiStep(base: Float, milestones: [Int], gamma: Float)
-    /// The search schedule of the spec ("Taylor-FO importance with gates"): `warmupLR` for epochs
-    /// `0..<warmupEpochs`, then `afterWarmup` divided by `factor` every `every` epochs.
-    case search(warmupLR: Float, warmupEpochs: Int, afterWarmup: Float, factor: Float, every: Int)
+/// Learning rate as a function of the (0-based) epoch. Autodiff provides the two schedules of
+/// plain training; a caller with its own rule (the architecture search) conforms its own type.
+public protocol LearningRateSchedule: Sendable {
+    func learningRate(epoch: Int) -> Float
+}
 
-    /// The reference search schedule: 0.1 for 10 warm-up epochs, then 0.01 / 1.5 every 10 epochs.
-    public static func searchDefault(warmupLR: Float = 0.1, warmupEpochs: Int = 10) -> LearningRateSchedule {
-        .search(warmupLR: warmupLR, warmupEpochs: warmupEpochs, afterWarmup: 0.01, factor: 1.5, every: 10)
+/// The same learning rate every epoch.
+public struct ConstantLearningRate: LearningRateSchedule, Equatable {
+    public var learningRate: Float
+
+    public init(_ learningRate: Float) { self.learningRate = learningRate }
+
+    public func learningRate(epoch: Int) -> Float { learningRate }
+}
+
+/// `base * gamma^k`, k = the number of milestones <= epoch (PyTorch's `MultiStepLR`).
+public struct MultiStepLearningRate: LearningRateSchedule, Equatable {
+    public var base: Float
+    public var milestones: [Int]
+    public var gamma: Float
+
+    public init(base: Float, milestones: [Int], gamma: Float) {
+        self.base = base
+        self.milestones = milestones
+        self.gamma = gamma
     }
 
     public func learningRate(epoch: Int) -> Float {
-        switch self {
-        case let .constant(lr):
-            return lr
-        case let .multiStep(base, milestones, gamma):
-            var lr = base
-            for m in milestones where epoch >= m { lr *= gamma }
-            return lr
-        case let .search(warmupLR, warmupEpochs, afterWarmup, factor, every):
-            if epoch < warmupEpochs { return warmupLR }
-            var lr = afterWarmup
-            for _ in 0..<((epoch - warmupEpochs) / max(every, 1)) { lr /= factor }
-            return lr
-        }
+        var lr = base
+        for m in milestones where epoch >= m { lr *= gamma }
+        return lr
+    }
+}
+
+extension LearningRateSchedule where Self == ConstantLearningRate {
+    /// `.constant(lr)` where a schedule is expected.
+    public static func constant(_ learningRate: Float) -> ConstantLearningRate { ConstantLearningRate(learningRate) }
+}
+
+extension LearningRateSchedule where Self == MultiStepLearningRate {
+    /// `.multiStep(base:milestones:gamma:)` where a schedule is expected.
+    public static func multiStep(base: Float, milestones: [Int], gamma: Float) -> MultiStepLearningRate {
+        MultiStepLearningRate(base: base, milestones: milestones, gamma: gamma)
     }
 }

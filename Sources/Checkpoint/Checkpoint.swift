@@ -1,5 +1,6 @@
-@_exported import Nets
+import Autodiff
 import Foundation
+import Nets
 
 /// Self-describing HDF5 checkpoints.
 ///

@@ -1,3 +1,4 @@
+import Autodiff
 import Foundation
 
 /// Training-time augmentation, applied per image in this order (as the torchvision pipeline

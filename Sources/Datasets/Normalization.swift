@@ -1,3 +1,4 @@
+import Autodiff
 import Foundation
 
 /// Per-channel normalization, `(pixel / 255 - mean[c]) / std[c]`, as torchvision's

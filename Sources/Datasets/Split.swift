@@ -1,3 +1,5 @@
+import Autodiff
+
 /// Splits `0..<count` into training and validation indices with a seeded shuffle.
 ///
 /// The indices are permuted by Fisher-Yates with `RandomGenerator(seed: seed)`, the last

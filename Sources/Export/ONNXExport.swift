@@ -1,8 +1,10 @@
+import Autodiff
 import Checkpoint
 import Foundation
 import Nets
 import ONNX
 import Pruning
+import SwiftProtobuf
 
 /// ONNX export of a net's inference graph (issue "Export and measure").
 ///
@@ -116,10 +118,14 @@ public enum ONNXExport {
         return m
     }
 
+    /// The model of `net` as the bytes of an `.onnx` file.
+    public static func serialized(_ net: Network, opset: Int = 13) throws -> Data {
+        try model(net, opset: opset).serializedData()
+    }
+
     /// Writes the model of `net` to `path` atomically.
     public static func write(_ net: Network, to path: String, opset: Int = 13) throws {
-        let bytes = try model(net, opset: opset).serializedData()
-        try AtomicFile.write(bytes, to: path)
+        try AtomicFile.write(try serialized(net, opset: opset), to: path)
     }
 
     /// The IR version that goes with an opset (ONNX's versioning table).

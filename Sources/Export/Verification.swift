@@ -1,6 +1,7 @@
+import Autodiff
 import Checkpoint
 import Foundation
-import Nets
+import PythonBridge
 
 /// Checks an exported model with its real consumers: `scripts/verify_onnx.py` runs onnx's
 /// checker and ONNX Runtime on the inputs and compares with the Swift net's eval outputs.
@@ -43,83 +44,14 @@ public struct ONNXVerification: Codable, Sendable {
         try NPY.write(inputs, to: inputPath)
         try NPY.write(logits, to: logitsPath)
 
-        let script = try Python.script("verify_onnx.py")
-        let (status, out, err) = try Python.run([script, model, inputPath, logitsPath, "--json"])
+        let script: String
+        do { script = try Python.script("verify_onnx.py") } catch { throw ExportError("\(error), or pass --no-verify") }
+        let status: Int32, out: String, err: String
+        do { (status, out, err) = try Python.run([script, model, inputPath, logitsPath, "--json"]) } catch { throw ExportError("\(error)") }
         guard status == 0 || status == 1, let data = out.data(using: .utf8),
               let report = try? JSONDecoder().decode(ONNXVerification.self, from: data) else {
             throw ExportError("the ONNX verifier (\(script)) exited with status \(status): \(err.isEmpty ? out : err)")
         }
         return report
-    }
-}
-
-/// The Python side of the project (onnx, onnxruntime, numpy, h5py), as `scripts/install-deps.sh`
-/// installs it; also what the tests run the repository's Python scripts with.
-public enum Python {
-    /// The repository's `scripts/` folder: `NEURALSCALE_SCRIPTS`, else the one this source file
-    /// was built from.
-    public static func script(_ name: String) throws -> String {
-        let env = ProcessInfo.processInfo.environment
-        let folder = env["NEURALSCALE_SCRIPTS"] ?? URL(fileURLWithPath: #filePath)
-            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("scripts").path
-        let path = URL(fileURLWithPath: folder).appendingPathComponent(name).path
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw ExportError("cannot find \(path); set NEURALSCALE_SCRIPTS to the repository's scripts/ folder, or pass --no-verify")
-        }
-        return path
-    }
-
-    /// `NEURALSCALE_PYTHON`, else the repository's `.venv/bin/python3` when it exists, else
-    /// `python3` on the PATH.
-    public static var interpreter: String {
-        let env = ProcessInfo.processInfo.environment
-        if let p = env["NEURALSCALE_PYTHON"] { return p }
-        let venv = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent(".venv/bin/python3").path
-        return FileManager.default.isExecutableFile(atPath: venv) ? venv : "/usr/bin/env"
-    }
-
-    /// Runs the interpreter with `arguments`; returns its exit status, stdout and stderr.
-    public static func run(_ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
-        let p = Process()
-        let exe = interpreter
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = (exe == "/usr/bin/env" ? ["python3"] : []) + arguments
-        // stdout through a pipe, read to the end while the child runs; stderr into a file, so
-        // neither can fill up and block the child.
-        let out = Pipe()
-        let errPath = TemporaryFiles.makePath("python", suffix: ".err")
-        defer { TemporaryFiles.remove(errPath) }
-        // open(2), not FileManager.createFile: that writes through a `.dat.nosync*` temporary.
-        let fd = open(errPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw ExportError("cannot create \(errPath): \(String(cString: strerror(errno)))") }
-        let errFile = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
-        p.standardOutput = out
-        p.standardError = errFile
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        try? errFile.close()
-        let e = FileManager.default.contents(atPath: errPath) ?? Data()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-    }
-}
-
-/// NumPy `.npy` version 1.0, float32 little-endian, C order (what `numpy.save` writes).
-public enum NPY {
-    public static func write(_ t: Tensor, to path: String) throws {
-        let shape = t.shape.count == 1 ? "(\(t.shape[0]),)" : "(" + t.shape.map(String.init).joined(separator: ", ") + ")"
-        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }"
-        // Pad with spaces and end with a newline so the data starts at a multiple of 64.
-        let total = 10 + header.utf8.count + 1
-        header += String(repeating: " ", count: (64 - total % 64) % 64) + "\n"
-        var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0])
-        let length = UInt16(header.utf8.count)
-        data.append(contentsOf: [UInt8(length & 0xff), UInt8(length >> 8)])
-        data.append(contentsOf: Array(header.utf8))
-        data.reserveCapacity(data.count + 4 * t.count)
-        for i in 0..<t.count { withUnsafeBytes(of: t.data[i].bitPattern.littleEndian) { data.append(contentsOf: $0) } }
-        try data.write(to: URL(fileURLWithPath: path))
     }
 }

@@ -1,3 +1,5 @@
+import Autodiff
+
 /// A net's inference computation as a graph of layer-level ops: what ONNX export writes and what
 /// `stats` measures (FLOPs, critical datapath length). Weights are referenced by dotted name.
 public struct InferenceGraph {

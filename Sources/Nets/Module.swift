@@ -1,4 +1,4 @@
-@_exported import Autodiff
+import Autodiff
 
 /// Whether a named tensor is trained or only carried along.
 public enum StateKind: String, Codable, Sendable {

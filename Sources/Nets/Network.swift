@@ -1,3 +1,5 @@
+import Autodiff
+
 /// The four nets of the spec ("Nets").
 public enum Architecture: String, CaseIterable, Codable, Sendable {
     case vgg11

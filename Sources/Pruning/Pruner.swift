@@ -1,3 +1,6 @@
+import Autodiff
+import Nets
+
 /// When and how much to prune (spec: "Taylor-FO importance with gates").
 public struct PruningSettings: Codable, Equatable, Sendable {
     /// Minibatches between pruning steps (50; 100 for tinyImageNet).

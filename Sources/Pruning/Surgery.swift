@@ -1,3 +1,6 @@
+import Autodiff
+import Nets
+
 /// Pruning surgery: the smaller net that a gated net computes.
 ///
 /// A gated net with pruned channels still carries them, at zero. Surgery builds the net of the

@@ -1,5 +1,3 @@
-@_exported import Nets
-
 /// One row of a filter-count trajectory: the widths of every group and the net's P.
 public struct TrajectoryRow: Codable, Equatable, Sendable {
     public var widths: [Int]

@@ -1,5 +1,5 @@
-@_exported import Checkpoint
-@_exported import Datasets
+import Autodiff
+import Checkpoint
 
 /// A labelled batch: images [B, C, H, W] and B class indices.
 public struct Batch {

@@ -1,4 +1,5 @@
 import Foundation
+import Nets
 
 /// One epoch's figures, as written to `metrics.jsonl` (one JSON object per line).
 public struct EpochMetrics: Codable, Equatable, Sendable {

@@ -1,4 +1,6 @@
+import Autodiff
 import Foundation
+import Nets
 
 /// How the widths of a trained net were chosen.
 public enum Scaling: String, Codable, Sendable, CaseIterable {
@@ -53,7 +55,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         return [epochs / 3, 2 * epochs / 3, 5 * epochs / 6].filter { $0 > 0 && seen.insert($0).inserted }
     }
 
-    public var schedule: LearningRateSchedule { .multiStep(base: learningRate, milestones: milestones, gamma: 0.1) }
+    public var schedule: MultiStepLearningRate { .multiStep(base: learningRate, milestones: milestones, gamma: 0.1) }
 
     /// Checks every field, naming the flag at fault.
     public func validate() throws {

@@ -1,4 +1,7 @@
+import Autodiff
+import Checkpoint
 import Foundation
+import Nets
 
 /// Trains one net from scratch (or from its last checkpoint) with SGD and the multi-step
 /// schedule, keeping `last.h5`, `best.h5` (best validation accuracy), `metrics.jsonl` and, at the

@@ -1,6 +1,12 @@
 import ArchDescent
 import ArgumentParser
+import Checkpoint
+import Datasets
 import Foundation
+import Nets
+import Pruning
+import Reporting
+import Training
 
 /// Prints descent progress: a line redrawn after every pruning step on a terminal; otherwise a
 /// plain line at most every 30 seconds, and one per iteration.

@@ -1,9 +1,12 @@
-import ArgumentParser
-import Datasets
 import ArchDescent
+import ArgumentParser
+import Autodiff
 import Checkpoint
+import Datasets
 import Export
 import Foundation
+import Nets
+import Pruning
 import Training
 
 struct ExportONNX: ParsableCommand {
@@ -67,8 +70,7 @@ struct ExportONNX: ParsableCommand {
         RunFolder.removeStaleTemporaries(in: folder, exclusive: false)
         let (loaded, state) = try loadNetCheckpoint(checkpoint)
         let net = loaded.network
-        let model = try withCheckpointPath(checkpoint) { try ONNXExport.model(net, opset: opset) }
-        let data = try model.serializedData()
+        let data = try withCheckpointPath(checkpoint) { try ONNXExport.serialized(net, opset: opset) }
         var verification: ONNXVerification?
         var source = ""
         var inputs: (x: Tensor, logits: Tensor)?

@@ -1,7 +1,8 @@
-import ArchDescent
 import ArgumentParser
 import Datasets
 import Foundation
+import Nets
+import Training
 
 // The nets and datasets are flag values as they are: ArgumentParser then checks them and lists
 // the choices in --help and in its error messages.

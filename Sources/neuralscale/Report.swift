@@ -1,6 +1,6 @@
-import ArchDescent
 import ArgumentParser
 import Foundation
+import Reporting
 
 struct Report: ParsableCommand {
     static let configuration = CommandConfiguration(

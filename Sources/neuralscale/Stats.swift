@@ -1,6 +1,11 @@
 import ArchDescent
 import ArgumentParser
+import Checkpoint
+import Datasets
 import Foundation
+import Nets
+import Pruning
+import Training
 
 struct Stats: ParsableCommand {
     static let configuration = CommandConfiguration(

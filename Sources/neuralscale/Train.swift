@@ -1,6 +1,10 @@
 import ArchDescent
 import ArgumentParser
+import Checkpoint
+import Datasets
 import Foundation
+import Nets
+import Training
 
 /// Set by the first SIGINT; the trainer stops at its next check and the last checkpoint stays
 /// valid. `sig_atomic_t` is the type a signal handler may write.

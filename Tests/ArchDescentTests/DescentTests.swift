@@ -1,15 +1,17 @@
 import ArchDescent
+import Autodiff
+import Datasets
 import Foundation
+import Nets
+import Pruning
+import TestSupport
+import Training
 import XCTest
 
 final class DescentTests: XCTestCase {
     var folder: URL!
 
-    override func setUpWithError() throws {
-        folder = FileManager.default.temporaryDirectory.appendingPathComponent("ns-descent-\(UUID().uuidString)")
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: folder) }
+    override func setUpWithError() throws { folder = try temporaryFolder("descent", create: false) }
 
     /// 48 learnable 1x32x32 images of 4 classes, served with shuffling and augmentation.
     private func source() -> LoaderSource {

@@ -1,5 +1,8 @@
 import ArchDescent
+import Autodiff
 import Foundation
+import Nets
+import Pruning
 import XCTest
 
 final class FitAndSolverTests: XCTestCase {

@@ -1,5 +1,10 @@
 @testable import ArchDescent
+import Autodiff
+import Checkpoint
 import Foundation
+import Nets
+import Pruning
+import TestSupport
 import XCTest
 
 /// The search's `state.h5` at its largest: every net at ratio 1.0 with per-channel pruner scores,
@@ -8,12 +13,7 @@ import XCTest
 final class SearchStateSizeTests: XCTestCase {
     var folder: URL!
 
-    override func setUpWithError() throws {
-        folder = FileManager.default.temporaryDirectory.appendingPathComponent("ns-state-size-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: folder) }
+    override func setUpWithError() throws { folder = try temporaryFolder("state-size") }
 
     /// `rows` trajectory rows shrinking `widths` step by step, with made-up P.
     private func trajectory(_ widths: [Int], rows: Int, seed: Int) -> [TrajectoryRow] {

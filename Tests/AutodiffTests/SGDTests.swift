@@ -17,7 +17,7 @@ final class SGDTests: XCTestCase {
                 assertClose(p0, try c.tensor("p0_after_step\(k)"), rtol: 1e-6, atol: 1e-7, "\(c.name) p0 step \(k)")
                 assertClose(p1, try c.tensor("p1_after_step\(k)"), rtol: 1e-6, atol: 1e-7, "\(c.name) p1 step \(k)")
             }
-            if c.has("p0_momentum_final") {
+            if try c.float("momentum") > 0 {
                 assertClose(opt.momentumBuffer(0), try c.tensor("p0_momentum_final"), rtol: 1e-6, atol: 1e-7, "\(c.name) buf0")
                 assertClose(opt.momentumBuffer(1), try c.tensor("p1_momentum_final"), rtol: 1e-6, atol: 1e-7, "\(c.name) buf1")
             } else {
@@ -49,18 +49,15 @@ final class SGDTests: XCTestCase {
         XCTAssertNil(opt.momentumBuffer(0), "no momentum, no buffer")
     }
 
-    func testExcludedParametersAndMissingGradientsStayPut() {
+    func testParametersWithoutGradientsStayPut() {
         let w = Tensor(shape: [2], values: [1, 2], requiresGrad: true)
-        let gateValues = Tensor(shape: [2], values: [1, 0], requiresGrad: true)
         let idle = Tensor(shape: [2], values: [3, 4], requiresGrad: true)
-        let opt = SGD(parameters: [w, gateValues, idle], schedule: .constant(0.1), momentum: 0.9, weightDecay: 0.5,
-                      excluding: [gateValues])
+        let opt = SGD(parameters: [w, idle], schedule: .constant(0.1), momentum: 0.9, weightDecay: 0.5)
         w.grad = Tensor(shape: [2], values: [1, 1])
-        gateValues.grad = Tensor(shape: [2], values: [5, 5])
         opt.step()
-        XCTAssertEqual(gateValues.values, [1, 0], "an excluded gate must not move")
         XCTAssertEqual(idle.values, [3, 4], "a parameter without a gradient must not move (not even weight decay)")
         XCTAssertNotEqual(w.values, [1, 2])
+        XCTAssertNotNil(opt.momentumBuffer(0))
         XCTAssertNil(opt.momentumBuffer(1))
     }
 
@@ -109,20 +106,16 @@ final class SGDTests: XCTestCase {
     }
 
     func testSchedules() {
-        let multi = LearningRateSchedule.multiStep(base: 0.1, milestones: [50, 100, 125], gamma: 0.1)
+        let constant = ConstantLearningRate(0.05)
+        XCTAssertEqual(constant.learningRate(epoch: 0), 0.05)
+        XCTAssertEqual(constant.learningRate(epoch: 1000), 0.05)
+
+        let multi = MultiStepLearningRate(base: 0.1, milestones: [50, 100, 125], gamma: 0.1)
         XCTAssertEqual(multi.learningRate(epoch: 0), 0.1)
         XCTAssertEqual(multi.learningRate(epoch: 49), 0.1)
         XCTAssertEqual(multi.learningRate(epoch: 50), 0.01, accuracy: 1e-9)
         XCTAssertEqual(multi.learningRate(epoch: 100), 0.001, accuracy: 1e-10)
         XCTAssertEqual(multi.learningRate(epoch: 149), 0.0001, accuracy: 1e-11)
-
-        let search = LearningRateSchedule.searchDefault()
-        XCTAssertEqual(search.learningRate(epoch: 0), 0.1)
-        XCTAssertEqual(search.learningRate(epoch: 9), 0.1)
-        XCTAssertEqual(search.learningRate(epoch: 10), 0.01)
-        XCTAssertEqual(search.learningRate(epoch: 19), 0.01)
-        XCTAssertEqual(search.learningRate(epoch: 20), 0.01 / 1.5, accuracy: 1e-9)
-        XCTAssertEqual(search.learningRate(epoch: 35), 0.01 / 2.25, accuracy: 1e-9)
 
         let opt = SGD(parameters: [], schedule: multi)
         opt.beginEpoch(60)

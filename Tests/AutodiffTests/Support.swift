@@ -9,10 +9,14 @@ struct ReferenceFile: Decodable {
     let torch_version: String
     let cases: [ReferenceCase]
 
+    /// Reads `Reference/<name>`; a file without cases is an error, so a truncated or
+    /// regenerated-empty reference cannot pass by checking nothing.
     static func load(_ name: String) throws -> ReferenceFile {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("Reference").appendingPathComponent(name)
-        return try JSONDecoder().decode(ReferenceFile.self, from: Data(contentsOf: url))
+        let file = try JSONDecoder().decode(ReferenceFile.self, from: Data(contentsOf: url))
+        guard !file.cases.isEmpty else { throw ShapeError(name, "the reference file has no cases") }
+        return file
     }
 }
 
@@ -45,7 +49,6 @@ struct ReferenceCase: Decodable {
         t.requiresGrad = requiresGrad
         return t
     }
-    func has(_ key: String) -> Bool { tensors[key] != nil }
     func int(_ key: String) throws -> Int {
         guard case let .number(v)? = attrs[key] else { throw ShapeError(name, "attr \(key) is not a number") }
         return Int(v)

@@ -1,5 +1,7 @@
 import ArchDescent
 import Foundation
+import Nets
+import Pruning
 import XCTest
 
 /// Bad numbers from flags and files: each is refused with a message naming the flag or the file,

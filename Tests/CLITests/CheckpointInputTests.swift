@@ -1,6 +1,8 @@
+import Autodiff
 import Checkpoint
-import Export
 import Foundation
+import Nets
+import PythonBridge
 import Training
 import XCTest
 

@@ -50,7 +50,7 @@ final class RunFolderTests: XCTestCase {
             p.executableURL = URL(fileURLWithPath: CLI.executable)
             p.arguments = CLI.quickTrain(data: data, out: out, epochs: 3)
             let log = path("log-\(UUID().uuidString)")
-            FileManager.default.createFile(atPath: log, contents: nil)
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
             p.standardOutput = FileHandle(forWritingAtPath: log)
             p.standardError = FileHandle(forWritingAtPath: log)
             try p.run()

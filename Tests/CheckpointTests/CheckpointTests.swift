@@ -1,16 +1,14 @@
+import Autodiff
 import Checkpoint
 import Foundation
+import Nets
+import TestSupport
 import XCTest
 
 final class CheckpointTests: XCTestCase {
     var folder: URL!
 
-    override func setUpWithError() throws {
-        folder = FileManager.default.temporaryDirectory.appendingPathComponent("ns-ckpt-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: folder) }
+    override func setUpWithError() throws { folder = try temporaryFolder("ckpt") }
 
     /// A small trained-for-one-step net and its optimizer, so BN statistics and momentum are set.
     private func trainedNet(_ arch: Architecture = .mobilenetv2) throws -> (Network, SGD) {

@@ -1,18 +1,16 @@
+import Autodiff
 import Checkpoint
-import Export
 import Foundation
+import Nets
+import PythonBridge
+import TestSupport
 import XCTest
 
 /// Checkpoints read by another program: h5py, through `scripts/inspect_checkpoint.py --json`.
 final class H5pyTests: XCTestCase {
     var folder: URL!
 
-    override func setUpWithError() throws {
-        folder = FileManager.default.temporaryDirectory.appendingPathComponent("ns-h5py-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: folder) }
+    override func setUpWithError() throws { folder = try temporaryFolder("h5py") }
 
     /// The repository's `scripts/` folder, found from this file.
     private let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -63,8 +61,7 @@ final class H5pyTests: XCTestCase {
     /// attributes are exactly `format`, `version`, `net` and `optimizer` and say what
     /// `Checkpoint` wrote.
     func testH5pyReadsEveryTensorOfAllFourNets() throws {
-        let probe = try Python.run(["-c", "import h5py, numpy"])
-        guard probe.status == 0 else { throw XCTSkip("python3 cannot import h5py and numpy (scripts/install-deps.sh installs them): \(probe.errors)") }
+        try requirePython(modules: ["h5py", "numpy"])
         let script = scripts.appendingPathComponent("inspect_checkpoint.py").path
         for arch in Architecture.allCases {
             let (net, opt) = try trainedNet(arch)

@@ -1,6 +1,9 @@
+import Autodiff
 @testable import Checkpoint
-import Export
 import Foundation
+import Nets
+import PythonBridge
+import TestSupport
 import XCTest
 
 /// Checkpoints that were damaged, edited by other tools or written where the disk is full: every
@@ -9,12 +12,7 @@ import XCTest
 final class IntegrityTests: XCTestCase {
     var folder: URL!
 
-    override func setUpWithError() throws {
-        folder = FileManager.default.temporaryDirectory.appendingPathComponent("ns-integrity-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: folder) }
+    override func setUpWithError() throws { folder = try temporaryFolder("integrity") }
 
     private func file(_ name: String) -> String { folder.appendingPathComponent(name).path }
 
@@ -30,11 +28,10 @@ final class IntegrityTests: XCTestCase {
     }
 
     /// Runs python code with h5py and numpy (`sys.argv[1:]` are `arguments`); skips the test
-    /// when they are missing.
+    /// when they are missing (fails it under CI: `requirePython`).
     @discardableResult
     private func python(_ code: String, _ arguments: [String]) throws -> String {
-        let probe = try Python.run(["-c", "import h5py, numpy"])
-        guard probe.status == 0 else { throw XCTSkip("python3 cannot import h5py and numpy: \(probe.errors)") }
+        try requirePython(modules: ["h5py", "numpy"])
         let run = try Python.run(["-c", "import sys, h5py, numpy as np\n" + code] + arguments)
         guard run.status == 0 else {
             XCTFail("python failed: \(run.errors)")

@@ -1,6 +1,9 @@
+import Autodiff
 import Checkpoint
-import Export
 import Foundation
+import Nets
+import PythonBridge
+import TestSupport
 import XCTest
 
 /// `scripts/load_in_pytorch.py` (what the README shows): our checkpoints loaded into the
@@ -8,12 +11,7 @@ import XCTest
 final class PyTorchLoadTests: XCTestCase {
     var folder: URL!
 
-    override func setUpWithError() throws {
-        folder = FileManager.default.temporaryDirectory.appendingPathComponent("ns-torch-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: folder) }
+    override func setUpWithError() throws { folder = try temporaryFolder("torch") }
 
     private let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
@@ -23,9 +21,10 @@ final class PyTorchLoadTests: XCTestCase {
     /// the BN running statistics are not the identity.
     func testReferenceNetsGiveOurLogits() throws {
         let models = root.deletingLastPathComponent().appendingPathComponent("shared/reference/models.py").path
+        // A skip even under CI: neither ../shared/reference nor torch comes with a checkout and
+        // scripts/install-deps.sh (see TestSupport's `pythonModulesInstalledByScripts`).
         guard FileManager.default.fileExists(atPath: models) else { throw XCTSkip("no reference nets at \(models)") }
-        let probe = try Python.run(["-c", "import torch, h5py, numpy"])
-        guard probe.status == 0 else { throw XCTSkip("python3 cannot import torch, h5py and numpy: \(probe.errors)") }
+        try requirePython(modules: ["torch", "h5py", "numpy"])
 
         let cases: [(Architecture, skewed: Bool, size: Int, channels: Int)] = [
             (.vgg11, false, 32, 1), (.vgg11, true, 32, 3), (.mobilenetv2, true, 64, 3), (.mobilenetv2, false, 32, 3),

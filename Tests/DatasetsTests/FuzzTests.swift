@@ -1,3 +1,4 @@
+import Autodiff
 import CImageCodecs
 import CZlib
 @testable import Datasets

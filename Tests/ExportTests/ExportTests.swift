@@ -1,8 +1,10 @@
+import Autodiff
 import Export
 import Foundation
 import Nets
 import ONNX
 import Pruning
+import TestSupport
 import XCTest
 
 /// ONNX export, verified by its real consumers: onnx's checker and ONNX Runtime must agree with
@@ -10,8 +12,7 @@ import XCTest
 /// uniform, non-uniform (as NeuralScale gives) and a pruned net after surgery.
 final class ExportTests: XCTestCase {
     override func setUpWithError() throws {
-        let probe = try Python.run(["-c", "import onnx, onnxruntime, numpy"])
-        try XCTSkipIf(probe.status != 0, "python3 cannot import onnx/onnxruntime/numpy; scripts/install-deps.sh installs them")
+        try requirePython(modules: ["onnx", "onnxruntime", "numpy"])
     }
 
     func testExportsOfEveryNetPassVerification() throws {
@@ -33,8 +34,7 @@ final class ExportTests: XCTestCase {
                 let model = try ONNXExport.model(net, opset: 13)
                 try checkStructure(model, net: net, arch: arch, what)
 
-                let path = FileManager.default.temporaryDirectory.appendingPathComponent("export-\(arch.rawValue)-\(UUID().uuidString).onnx").path
-                defer { try? FileManager.default.removeItem(atPath: path) }
+                let path = try temporaryFolder("export").appendingPathComponent("\(arch.rawValue).onnx").path
                 try ONNXExport.write(net, to: path, opset: 13)
                 let x = Tensor.randn([6, d.inChannels, d.imageSize, d.imageSize], using: &rng)
                 let logits = Tape.withoutGradients { net.logits(x, training: false) }
@@ -56,6 +56,7 @@ final class ExportTests: XCTestCase {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Reference/cdl.json")
         let entries = try JSONDecoder().decode([Entry].self, from: Data(contentsOf: url))
         XCTAssertEqual(entries.count, 16)
+        XCTAssertEqual(entries.filter { $0.ratio == 0.25 }.count, 8, "the ratio-0.25 entries checked below")
         for e in entries where e.ratio == 0.25 {
             let arch = try XCTUnwrap(Architecture(rawValue: e.model))
             let d = NetDescription.uniform(arch, ratio: e.ratio, inChannels: e.in_ch, imageSize: e.image_size, classes: e.classes)
@@ -73,8 +74,7 @@ final class ExportTests: XCTestCase {
         let d = NetDescription.uniform(.vgg11, ratio: 0.125, inChannels: 3, imageSize: 32, classes: 10)
         let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 1)))
         var rng = RandomGenerator(seed: 2)
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("export-wrong-\(UUID().uuidString).onnx").path
-        defer { try? FileManager.default.removeItem(atPath: path) }
+        let path = try temporaryFolder("export-wrong").appendingPathComponent("model.onnx").path
         try ONNXExport.write(net, to: path)
         let x = Tensor.randn([5, 3, 32, 32], using: &rng)
         let other = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 9)))
@@ -101,15 +101,5 @@ final class ExportTests: XCTestCase {
         }
         XCTAssertEqual(m.graph.output.map(\.name), ["logits"])
         XCTAssertEqual(m.graph.input.first?.type.tensorType.shape.dim.first?.dimParam, "batch")
-    }
-
-    private func randomizeNormalization(_ net: Network, using rng: inout RandomGenerator) {
-        for t in net.state where t.name.hasSuffix("running_mean") || t.name.hasSuffix("running_var")
-            || (t.tensor.shape.count == 1 && t.kind == .parameter) {
-            for i in 0..<t.tensor.count {
-                let u = rng.uniform()
-                t.tensor.data[i] = t.name.hasSuffix("running_var") ? 0.5 + u : 0.4 * (u - 0.5) + (t.name.hasSuffix(".weight") ? 1 : 0)
-            }
-        }
     }
 }

@@ -1,5 +1,7 @@
+import Autodiff
 import Foundation
 import Nets
+import TestSupport
 import XCTest
 
 /// The inference graphs compute what the nets compute, before and after BN folding.
@@ -29,17 +31,6 @@ final class InferenceGraphTests: XCTestCase {
                 let kept = arch == .preactResNet18 ? (size == 64 ? 8 : 9) : 0
                 XCTAssertEqual(bns(folded), kept, "\(arch) \(size): BNs directly after convs fold")
                 XCTAssertLessThan(folded.criticalPathLength, graph.criticalPathLength + (arch == .preactResNet18 ? 1 : 0))
-            }
-        }
-    }
-
-    /// Random BN weights, biases and running statistics, so folding has something to fold.
-    private func randomizeNormalization(_ net: Network, using rng: inout RandomGenerator) {
-        for t in net.state where t.tensor.shape.count == 1 && (t.kind == .buffer || t.name.contains("bn") || t.kind == .parameter) {
-            guard !t.name.hasSuffix("bias") || t.kind == .parameter else { continue }
-            for i in 0..<t.tensor.count {
-                let u = rng.uniform()
-                t.tensor.data[i] = t.name.hasSuffix("running_var") ? 0.5 + u : 0.4 * (u - 0.5) + (t.name.hasSuffix(".weight") ? 1 : 0)
             }
         }
     }

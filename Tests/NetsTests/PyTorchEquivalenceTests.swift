@@ -1,3 +1,4 @@
+import Autodiff
 import Foundation
 import Nets
 import XCTest
@@ -54,6 +55,9 @@ final class PyTorchEquivalenceTests: XCTestCase {
             let loss = crossEntropy(train, labels: c.labels)
             XCTAssertEqual(Double(loss.scalar), c.loss, accuracy: 1e-4 * max(1, abs(c.loss)), "\(c.model) loss")
             loss.backward()
+            // The generator stores the gradients of the first and the last weight; one missing
+            // from the file must fail, not shrink the check.
+            XCTAssertEqual(c.grads.count, 2, "\(c.model): reference gradients \(c.grads.keys.sorted())")
             for (name, entry) in c.grads {
                 assertClose(ours[ourName(name, c.model)]?.grad, tensor(entry), noise: c.noise[name], "\(c.model) \(c.size) d\(name)")
             }

@@ -1,6 +1,8 @@
-import Export
 import Foundation
 import ONNX
+import PythonBridge
+import SwiftProtobuf
+import TestSupport
 import XCTest
 
 /// The generated ONNX messages (Sources/ONNX/onnx.pb.swift): they serialize, read back, and make a
@@ -71,10 +73,8 @@ final class ONNXProtoTests: XCTestCase {
     }
 
     func testOnnxCheckerAcceptsIdentityModelAndRejectsAnUnknownOp() throws {
-        try Self.skipUnlessImportable("onnx")
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ONNXTests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
+        try requirePython(modules: ["onnx"])
+        let dir = try temporaryFolder("onnx")
         let check = "import onnx, sys; onnx.checker.check_model(sys.argv[1], full_check=True)"
 
         let good = dir.appendingPathComponent("identity.onnx")
@@ -93,8 +93,7 @@ final class ONNXProtoTests: XCTestCase {
     /// scripts/verify_onnx.py checks itself on a tiny model: a good export passes, perturbed
     /// logits and a fixed batch dimension fail.
     func testVerifyScriptSelfTest() throws {
-        try Self.skipUnlessImportable("onnx")
-        try Self.skipUnlessImportable("onnxruntime")
+        try requirePython(modules: ["onnx", "onnxruntime"])
         let run = try Self.python([try Python.script("verify_onnx.py"), "--self-test"])
         XCTAssertEqual(run.status, 0, run.output)
         XCTAssertTrue(run.output.contains("self-test: passed"), run.output)
@@ -107,12 +106,5 @@ final class ONNXProtoTests: XCTestCase {
     static func python(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let r = try Python.run(arguments)
         return (r.status, r.output + r.errors)
-    }
-
-    static func skipUnlessImportable(_ module: String) throws {
-        let status = (try? python(["-c", "import \(module)"]).status) ?? -1
-        if status != 0 {
-            throw XCTSkip("python3 cannot import \(module) (scripts/install-deps.sh installs it)")
-        }
     }
 }

@@ -1,4 +1,6 @@
+import Autodiff
 import Foundation
+import Nets
 import Pruning
 import XCTest
 

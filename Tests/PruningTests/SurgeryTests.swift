@@ -1,6 +1,8 @@
+import Autodiff
 import Foundation
 import Nets
 import Pruning
+import TestSupport
 import XCTest
 
 /// Surgery: the net of the alive channels computes what the gated net computes.
@@ -136,17 +138,6 @@ final class SurgeryTests: XCTestCase {
         d.shortcuts = nil
         d.expansions = [4]
         XCTAssertThrowsError(try d.validate(), "resnet50 has no expansions")
-    }
-
-    /// Random BN weights, biases and running statistics, so eval mode is not the identity.
-    private func randomizeNormalization(_ net: Network, using rng: inout RandomGenerator) {
-        for t in net.state where t.name.hasSuffix("running_mean") || t.name.hasSuffix("running_var")
-            || (t.tensor.shape.count == 1 && t.kind == .parameter) {
-            for i in 0..<t.tensor.count {
-                let u = rng.uniform()
-                t.tensor.data[i] = t.name.hasSuffix("running_var") ? 0.5 + u : 0.4 * (u - 0.5) + (t.name.hasSuffix(".weight") ? 1 : 0)
-            }
-        }
     }
 
     /// Random alive channels per group (at least one each), with the leak pattern below. The

@@ -1,3 +1,4 @@
+import Datasets
 import Foundation
 import Training
 import XCTest

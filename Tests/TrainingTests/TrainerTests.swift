@@ -1,4 +1,9 @@
+import Autodiff
+import Checkpoint
+import Datasets
 import Foundation
+import Nets
+import TestSupport
 import Training
 import XCTest
 
@@ -55,11 +60,7 @@ final class SyntheticSource: BatchSource {
 final class TrainerTests: XCTestCase {
     var folder: URL!
 
-    override func setUpWithError() throws {
-        folder = FileManager.default.temporaryDirectory.appendingPathComponent("ns-train-\(UUID().uuidString)")
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: folder) }
+    override func setUpWithError() throws { folder = try temporaryFolder("train", create: false) }
 
     private let config = TrainConfig(model: .vgg11, dataset: "synthetic", ratio: 0.0625, epochs: 2, batchSize: 8,
                                      learningRate: 0.05, milestones: [1], validationSplit: 0.25, seed: 3)

@@ -1,3 +1,5 @@
+import Autodiff
+
 /// A 2-D convolution layer: `weight` [O, C/groups, k, k] (OIHW) and an optional `bias` [O].
 ///
 /// Initialization: Kaiming normal in fan-out mode, `std = sqrt(2 / (O * k * k))` (PyTorch's

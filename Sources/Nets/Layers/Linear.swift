@@ -1,3 +1,5 @@
+import Autodiff
+
 /// A fully connected layer: `weight` [Out, In], `bias` [Out].
 ///
 /// Initialization: weight N(0, 0.01), bias 0.

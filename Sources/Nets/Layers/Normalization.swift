@@ -1,3 +1,5 @@
+import Autodiff
+
 /// Batch normalization over channels, PyTorch's `BatchNorm2d` (momentum 0.1, eps 1e-5).
 ///
 /// Initialization: weight 1, bias 0, running mean 0, running variance 1.

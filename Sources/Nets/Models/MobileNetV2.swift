@@ -1,3 +1,5 @@
+import Autodiff
+
 /// MobileNetV2, the CIFAR variant of the NeuralScale reference (spec: "Nets"): a 3x3 stem
 /// (stride 1) + BN + ReLU6, 17 linear bottlenecks, a 1x1 conv to 1280 + BN + ReLU6, global
 /// average pooling and a 1x1 conv classifier. Every conv has a bias.

@@ -1,3 +1,5 @@
+import Autodiff
+
 /// PreAct ResNet-18 (spec: "Nets"): a 3x3 stem conv (no bias), 4 stages of 2 pre-activation
 /// basic blocks, a final BN + ReLU, global average pooling and a linear classifier.
 ///

@@ -1,3 +1,5 @@
+import Autodiff
+
 /// ResNet-50 as torchvision builds it (spec: "Nets"): a 7x7 stride-2 stem conv (no bias) + BN +
 /// ReLU + 3x3 stride-2 max pool, bottleneck stages of 3, 4, 6, 3 blocks, global average pooling
 /// and a linear classifier, on the dataset's image size.

@@ -1,3 +1,5 @@
+import Autodiff
+
 /// VGG-11 (config A) with batch norm: eight 3x3 convolutions with bias, each followed by
 /// BN + ReLU, max pools after convolutions 1, 2, 4, 6 and 8, then one linear classifier on the
 /// flattened features (spec: "Nets").

@@ -1,16 +1,15 @@
-import ArchDescent
+import Datasets
 import Foundation
+import Nets
+import Reporting
+import TestSupport
+import Training
 import XCTest
 
 final class ReportTests: XCTestCase {
     var folder: URL!
 
-    override func setUpWithError() throws {
-        folder = FileManager.default.temporaryDirectory.appendingPathComponent("ns-report-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: folder) }
+    override func setUpWithError() throws { folder = try temporaryFolder("report") }
 
     /// VGG-11's widths at `ratio`, as `neuralscale train --scaling uniform` uses them.
     private func uniform(_ ratio: Double) -> [Int] { Architecture.vgg11.uniformWidths(ratio: ratio) }

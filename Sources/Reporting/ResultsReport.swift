@@ -1,5 +1,8 @@
+import Checkpoint
 import Datasets
 import Foundation
+import Nets
+import Training
 
 /// `neuralscale report`: the `result.json` files of several training runs of one model on one
 /// dataset, grouped by (scaling, ratio), with the mean and spread over seeds of test accuracy,
