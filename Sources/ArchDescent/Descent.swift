@@ -327,6 +327,7 @@ public final class Descent {
         reporter?.iterationStarted(index, of: config.iterations, widths: d.widths, params: d.parameterCount,
                                    resumedAt: resuming == nil ? nil : progress.epoch + 1)
         let started = Date().timeIntervalSince1970 - progress.seconds
+        let step = TrainingStep(net: net, optimizer: opt)
         while pruner.stop == nil {
             let epoch = progress.epoch
             opt.beginEpoch(epoch)
@@ -337,19 +338,13 @@ public final class Descent {
                 if b < progress.batch { continue }  // trained before the resume point
                 if shouldStop(index, epoch, b) { throw TrainingError.interrupted(epoch: epoch + 1, step: b) }
                 guard batch.labels.count >= 2 else { continue }
-                opt.zeroGrad()
-                let loss = crossEntropy(net.logits(batch.images, training: true), labels: batch.labels)
-                guard loss.scalar.isFinite else {
-                    Tape.current.clear()
+                // Taylor-FO scores come from the gate gradients of this step's backward pass.
+                let scored = step(batch.images, labels: batch.labels) {
+                    if pruning { pruner.accumulate() } else { pruner.discardGradients() }
+                }
+                guard scored != nil else {
                     throw TrainingError.nonFiniteLoss(epoch: epoch + 1, step: b + 1, lastGood: FileManager.default.fileExists(atPath: statePath) ? statePath : nil)
                 }
-                loss.backward()
-                if pruning {
-                    pruner.accumulate()
-                } else {
-                    pruner.discardGradients()
-                }
-                opt.step()
                 guard pruning else { continue }
                 let killed = pruner.step(optimizer: opt)
                 if !killed.isEmpty || pruner.stop != nil {

@@ -160,6 +160,7 @@ public final class Trainer {
 
     private func trainEpoch(_ net: Network, _ opt: SGD, epoch: Int, state: TrainingState) throws -> EpochMetrics {
         opt.beginEpoch(epoch)
+        let trainingStep = TrainingStep(net: net, optimizer: opt)
         let started = Date()
         var lossSum = 0.0, correct = 0, seen = 0, step = 0
         let steps = train.batchCount
@@ -169,17 +170,11 @@ public final class Trainer {
             // Batch norm needs two images per channel; a final batch of one (e.g. 33 images in
             // batches of 32) is skipped, the same way in every epoch and every run.
             guard batch.labels.count >= 2 else { continue }
-            opt.zeroGrad()
-            let logits = net.logits(batch.images, training: true)
-            let loss = crossEntropy(logits, labels: batch.labels)
-            guard loss.scalar.isFinite else {
-                Tape.current.clear()
+            guard let (logits, loss) = trainingStep(batch.images, labels: batch.labels) else {
                 throw TrainingError.nonFiniteLoss(epoch: epoch + 1, step: step + 1, lastGood: lastGoodCheckpoint(state))
             }
-            loss.backward()
-            opt.step()
             let n = batch.labels.count
-            lossSum += Double(loss.scalar) * Double(n)
+            lossSum += Double(loss) * Double(n)
             correct += correctPredictions(logits, labels: batch.labels)
             seen += n
             step += 1

@@ -2,6 +2,7 @@ import ArgumentParser
 import Autodiff
 import Foundation
 import Nets
+import Training
 
 /// `neuralscale bench train`: images/s of full SGD training steps on random CIFAR-shaped data,
 /// the counterpart of `shared/reference/torch_train_bench.py`.
@@ -44,30 +45,20 @@ struct BenchTrain: ParsableCommand {
         var rng = RandomGenerator(seed: 1)
         let x = Tensor.randn([batchSize, 3, 32, 32], using: &rng)
         let labels = (0..<batchSize).map { _ in Int32(rng.next() % 10) }
-        var forward = 0.0, backward = 0.0, update = 0.0
-        func step(timed: Bool) {
-            let t0 = monotonicSeconds()
-            opt.zeroGrad()
-            let loss = crossEntropy(net.logits(x, training: true), labels: labels)
-            let t1 = monotonicSeconds()
-            loss.backward()
-            let t2 = monotonicSeconds()
-            opt.step()
-            let t3 = monotonicSeconds()
-            if timed { forward += t1 - t0; backward += t2 - t1; update += t3 - t2 }
-        }
-        step(timed: false)
-        step(timed: false)
-        let start = monotonicSeconds()
-        for _ in 0..<steps { step(timed: true) }
-        let perStep = (monotonicSeconds() - start) / Double(steps)
+        let step = TrainingStep(net: net, optimizer: opt)
+        _ = step(x, labels: labels)
+        _ = step(x, labels: labels)
+        step.timed = profile
+        let start = Training.monotonicSeconds()
+        for _ in 0..<steps { _ = step(x, labels: labels) }
+        let perStep = (Training.monotonicSeconds() - start) / Double(steps)
         print("\(model.rawValue) " + String(format: "ratio=%g batch=%d threads=%d params=%d step=%.1fms images/s=%.1f",
                                    ratio, batchSize, Parallel.workers, net.parameterCount, perStep * 1e3,
                                    Double(batchSize) / perStep))
         if profile {
             let n = Double(steps)
             print(String(format: "  forward %.1f ms, backward %.1f ms, SGD update %.1f ms per step",
-                         forward / n * 1e3, backward / n * 1e3, update / n * 1e3))
+                         step.times.forward / n * 1e3, step.times.backward / n * 1e3, step.times.update / n * 1e3))
         }
     }
 }
