@@ -134,7 +134,7 @@ public enum Checkpoint {
         let net: Network
         do {
             // A search checkpoint holds gates (`gates.<i>`) and rebuilds a gated net.
-            net = try makeNetwork(description, initialization: .none, gated: try file.exists("gates.0"))
+            net = try makeNetwork(description, initialization: .none, channelScales: try file.exists("gates.0"))
         } catch {
             throw CheckpointError(path: path, message: "its net description is invalid: \(error)")
         }

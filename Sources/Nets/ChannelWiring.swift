@@ -2,19 +2,19 @@ import Autodiff
 
 /// What a net's own forward pass says about its width groups, traced once from an eval pass of
 /// one image: the groups each tensor's first two axes run over (what surgery cuts), and each
-/// group's gate with the tensors that die with a pruned channel (what the pruner zeroes).
+/// group's channel scale with the trained slices that make its channels (what a pruner zeroes).
 ///
 /// The net's definition declares only the group of each conv's output channels (`Conv2d.group`);
 /// the rest follows the data: a value's channels are those of the conv that made it, carried
-/// through batch norm, activations, pooling, gates and flattening; a residual sum has the
+/// through batch norm, activations, pooling, channel scales and flattening; a residual sum has the
 /// channels of its first operand, the residual branch; a channel selection's output has none
 /// of its own. A conv's or linear layer's input axis gets the group of its input, a BN's axis
 /// the group of what it normalizes.
 public struct ChannelWiring {
-    /// Groups of the first two axes of every tensor by dotted name, gates aside.
+    /// Groups of the first two axes of every tensor by dotted name, channel scales aside.
     public let axes: [String: ChannelAxes]
-    /// One site per group, in group order, for a net built with gates; else empty.
-    public let gateSites: [GateSite]
+    /// One site per group, in group order, for a net built with channel scales; else empty.
+    public let sites: [ChannelSite]
 
     public init(tracing net: Network) {
         let d = net.netDescription
@@ -56,13 +56,23 @@ public struct ChannelWiring {
             if let out { groups[ObjectIdentifier(op.output)] = out }
         }
         self.axes = axes
-        // Gates are `gates.<group>`; a pruned channel of group g kills every trained slice whose
-        // axis 0 runs over g: the filters and bias that make it and the BN weight and bias that
-        // normalize it (which would otherwise turn its zero into a constant).
-        let gates = state.filter { $0.kind == .gate }
-        gateSites = gates.enumerated().map { g, gate in
-            precondition(gate.name.hasSuffix("gates.\(g)"), "ChannelWiring: gates must be named gates.<group> in group order")
-            return GateSite(gate: gate.tensor, dead: state.filter { $0.kind == .parameter && axes[$0.name]?.rows == g }.map(\.tensor))
+        // Scales are `gates.<group>`; the slices of group g are every trained tensor whose axis 0
+        // runs over g: the filters and bias that make its channels and the BN weight and bias
+        // that normalize them.
+        let scales = state.filter { $0.kind == .channelScale }
+        sites = scales.enumerated().map { g, scale in
+            precondition(scale.name.hasSuffix("gates.\(g)"), "ChannelWiring: channel scales must be named gates.<group> in group order")
+            return ChannelSite(scale: scale.tensor, slices: state.filter { $0.kind == .parameter && axes[$0.name]?.rows == g }.map(\.tensor))
         }
     }
+}
+
+/// A width group's channel scale and the trained tensors whose slice `c` along axis 0 belongs to
+/// channel `c` of the group alone.
+public struct ChannelSite {
+    /// [C]: multiplies the group's channels where the net's definition places it.
+    public let scale: Tensor
+    /// The filters and bias that make the group's channels and the BN weight and bias that
+    /// normalize them (which would turn a zeroed channel into a constant).
+    public let slices: [Tensor]
 }

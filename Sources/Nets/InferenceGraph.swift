@@ -53,7 +53,8 @@ public struct InferenceGraph {
 extension InferenceGraph {
     /// The graph of `net`'s eval computation, traced from one eval-mode forward pass of a
     /// one-image input: every op that ran becomes a node, parameters are named by the net's
-    /// state, and gates (which an ungated or fully alive net multiplies by one) are left out.
+    /// state, and channel scales (which multiply by one unless a pruner zeroed channels) are left
+    /// out.
     /// A 1x1 conv with bias on a 1x1 map followed by flattening (MobileNetV2's classifier)
     /// becomes flattening followed by a linear layer.
     public init(tracing net: Network) {
@@ -61,10 +62,10 @@ extension InferenceGraph {
         self.init(inputShape: [d.inChannels, d.imageSize, d.imageSize])
         let x = Tensor.filled([1, d.inChannels, d.imageSize, d.imageSize], with: 0)
         let (y, trace) = Tape.withoutGradients { Trace.record { net.logits(x, training: false) } }
-        var names: [ObjectIdentifier: String] = [:], gates = Set<ObjectIdentifier>()
+        var names: [ObjectIdentifier: String] = [:], scales = Set<ObjectIdentifier>()
         for t in net.state {
-            if t.kind == .gate {
-                gates.insert(ObjectIdentifier(t.tensor))
+            if t.kind == .channelScale {
+                scales.insert(ObjectIdentifier(t.tensor))
             } else {
                 names[ObjectIdentifier(t.tensor)] = t.name
                 tensors[t.name] = t.tensor
@@ -108,7 +109,7 @@ extension InferenceGraph {
                 case .relu6: nodes.append(Node(op: .relu6, inputs: [nodes.count], name: module, shape: shape))
                 }
             case .channelScale:
-                precondition(ids.count == 2 && gates.contains(ids[1]!), "InferenceGraph: a channel scale that is not a gate")
+                precondition(ids.count == 2 && scales.contains(ids[1]!), "InferenceGraph: a channel scale that is not the net's")
                 values[ObjectIdentifier(op.output)] = value(ids[0])
                 continue
             case .relu:

@@ -7,8 +7,10 @@ public enum StateKind: String, Codable, Sendable {
     case parameter
     /// Saved and restored but not trained: BN running statistics.
     case buffer
-    /// A pruning gate (spec: "Taylor-FO importance with gates"): saved, never trained, not in P.
-    case gate
+    /// A per-channel scale of a width group (`Initializer(channelScales: true)`): saved and
+    /// restored, given gradients but never an optimizer step, not in P. The search's pruning
+    /// gates are these.
+    case channelScale
 }
 
 /// A tensor of a net under its PyTorch-style dotted name (`layer1.0.conv1.weight`), the name
@@ -66,18 +68,18 @@ public enum Initialization {
 /// on the seed and the order its layers are built in.
 public final class Initializer {
     private var rng: RandomGenerator?
-    /// Whether the net gets a pruning gate on every width group.
-    public let gated: Bool
+    /// Whether the net gets a channel scale on every width group.
+    public let channelScales: Bool
 
-    public init(_ initialization: Initialization, gated: Bool = false) {
+    public init(_ initialization: Initialization, channelScales: Bool = false) {
         if case let .random(g) = initialization { rng = g }
-        self.gated = gated
+        self.channelScales = channelScales
     }
 
-    /// A gate of ones for a group of `width` channels, or nil for an ungated net. Gates take
-    /// gradients (for Taylor-FO) but no optimizer step.
-    func gate(_ width: Int) -> Tensor? {
-        gated ? Tensor.filled([width], with: 1, requiresGrad: true) : nil
+    /// A scale of ones for a group of `width` channels, or nil without channel scales. Scales
+    /// take gradients but no optimizer step.
+    func channelScale(_ width: Int) -> Tensor? {
+        channelScales ? Tensor.filled([width], with: 1, requiresGrad: true) : nil
     }
 
     /// A tensor of normal draws with standard deviation `std` (uninitialized for `.none`).
@@ -91,25 +93,9 @@ public final class Initializer {
     }
 }
 
-/// Where a group's gate sits and what dies with a pruned channel.
-public struct GateSite {
-    /// [C], 1 for alive channels, 0 for pruned ones.
-    public let gate: Tensor
-    /// Tensors whose slice `c` along the first axis belongs to channel `c` alone: the conv
-    /// filters, conv bias and BN weight and bias that produce it, and the weight and bias of a
-    /// BN that consumes it where that BN would turn its zero into a constant. Pruning zeroes
-    /// these slices and their momentum, so the channel stays dead.
-    public let dead: [Tensor]
-
-    public init(gate: Tensor, dead: [Tensor]) {
-        self.gate = gate
-        self.dead = dead
-    }
-}
-
-/// `act(gate * x)` when the gate exists, else `act(x)`; the gated path keeps the gate separate so
-/// `dL/dg` is available.
-@inline(__always) func gated(_ x: Tensor, _ g: Tensor?, _ act: Activation) -> Tensor {
+/// `act(scale * x)` when the scale exists, else `act(x)`; the scaled path keeps the scale a
+/// separate op so `dL/dscale` is available.
+@inline(__always) func scaled(_ x: Tensor, _ g: Tensor?, _ act: Activation) -> Tensor {
     guard let g else {
         switch act {
         case .identity: return x
@@ -126,26 +112,26 @@ public struct GateSite {
 }
 
 extension Module {
-    /// Appends gate tensors under `gates.<i>`.
-    func collectGates(_ gates: [Tensor?], prefix: String, into state: inout [NamedTensor]) {
-        for (i, g) in gates.enumerated() {
-            if let g { state.append(NamedTensor(name: join(prefix, "gates.\(i)"), kind: .gate, tensor: g)) }
+    /// Appends the channel scale of group `i` as `gates.<i>`: the search's name for them, which
+    /// checkpoints of search states carry.
+    func collectChannelScales(_ scales: [Tensor?], prefix: String, into state: inout [NamedTensor]) {
+        for (i, g) in scales.enumerated() {
+            if let g { state.append(NamedTensor(name: join(prefix, "gates.\(i)"), kind: .channelScale, tensor: g)) }
         }
     }
 }
 
 extension BatchNorm2d {
-    /// `act(gate * bn(x))`: fused into one pass when there is no gate.
-    func callAsFunction(_ x: Tensor, training: Bool, gate g: Tensor?, activation: Activation) -> Tensor {
+    /// `act(scale * bn(x))`: fused into one pass when there is no scale.
+    func callAsFunction(_ x: Tensor, training: Bool, scale g: Tensor?, activation: Activation) -> Tensor {
         guard let g else { return self(x, training: training, activation: activation) }
-        return gated(self(x, training: training), g, activation)
+        return scaled(self(x, training: training), g, activation)
     }
-
 }
 
 
-/// Which width groups a tensor's first two axes run over: what pruning surgery needs to cut a
-/// gated net's tensors down to its alive channels. `nil` keeps the axis whole.
+/// Which width groups a tensor's first two axes run over: what cuts a net's tensors down to a
+/// subset of each group's channels (pruning's surgery). `nil` keeps the axis whole.
 public struct ChannelAxes: Equatable, Sendable {
     /// The group of axis 0 (a conv's or linear's output channels; a BN's or bias's channels).
     public let rows: Int?

@@ -141,25 +141,24 @@ public protocol Network: Module {
 
 extension Network {
     /// The eval-mode computation as a graph of layer-level ops, traced from the net's own
-    /// forward pass (`InferenceGraph(tracing:)`); gates are left out (a gated net with pruned
+    /// forward pass (`InferenceGraph(tracing:)`); channel scales are left out (a net with zeroed
     /// channels goes through surgery first).
     public var inferenceGraph: InferenceGraph { InferenceGraph(tracing: self) }
 
     /// What the forward pass says about the width groups (traced anew on each call).
     public var wiring: ChannelWiring { ChannelWiring(tracing: self) }
-    /// The width groups each tensor (by dotted name, gates aside) runs over.
+    /// The width groups each tensor (by dotted name, channel scales aside) runs over.
     public var channelAxes: [String: ChannelAxes] { wiring.axes }
-    /// One site per width group, in group order, when built with `gated: true`; else empty.
-    public var gateSites: [GateSite] { wiring.gateSites }
-    /// Whether the net was built with gates (a search's net).
-    public var isGated: Bool { state.contains { $0.kind == .gate } }
+    /// Whether the net was built with channel scales (as a search builds its nets).
+    public var hasChannelScales: Bool { state.contains { $0.kind == .channelScale } }
 }
 
 /// Builds the net a description names.
-/// - Parameter gated: put a pruning gate on every width group (for the search).
-public func makeNetwork(_ d: NetDescription, initialization: Initialization, gated: Bool = false) throws -> Network {
+/// - Parameter channelScales: put a channel scale on every width group (`ChannelWiring.sites`;
+///   the search's gates).
+public func makeNetwork(_ d: NetDescription, initialization: Initialization, channelScales: Bool = false) throws -> Network {
     try d.validate()
-    let initializer = Initializer(initialization, gated: gated)
+    let initializer = Initializer(initialization, channelScales: channelScales)
     switch d.architecture {
     case .vgg11: return VGG11(d, initializer)
     case .mobilenetv2: return MobileNetV2(d, initializer)

@@ -47,7 +47,7 @@ public final class Pruner {
 
     /// Prunes the gates of `net`, which must be built with `gated: true`.
     public convenience init(_ net: Network, settings: PruningSettings) {
-        precondition(!net.gateSites.isEmpty, "Pruner: the net has no gates; build it with makeNetwork(..., gated: true)")
+        precondition(net.isGated, "Pruner: the net has no gates; build it with makeNetwork(..., gated: true)")
         let template = net.netDescription
         self.init(sites: net.gateSites, settings: settings) { widths in
             var d = template

@@ -66,7 +66,7 @@ public enum Surgery {
         let small = try makeNetwork(d, initialization: .none)
         let axes = net.channelAxes
         var old: [String: Tensor] = [:]
-        for t in net.state where t.kind != .gate { old[t.name] = t.tensor }
+        for t in net.state where t.kind != .channelScale { old[t.name] = t.tensor }
         let oldWidths = net.netDescription.widths
         for t in small.state {
             guard let source = old[t.name], let ax = axes[t.name] else { throw SurgeryError.unmatched(t.name) }

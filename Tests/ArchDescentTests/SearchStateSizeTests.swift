@@ -77,7 +77,7 @@ final class SearchStateSizeTests: XCTestCase {
             XCTAssertEqual(loaded.network.netDescription, description)
             let before = net.state, after = loaded.network.state
             XCTAssertEqual(before.map(\.name), after.map(\.name), "\(arch)")
-            XCTAssertTrue(after.contains { $0.kind == .gate }, "\(arch): a search state rebuilds a gated net")
+            XCTAssertTrue(after.contains { $0.kind == .channelScale }, "\(arch): a search state rebuilds a gated net")
             for (a, b) in zip(before, after) {
                 XCTAssertEqual(a.tensor.shape, b.tensor.shape, "\(arch) \(a.name)")
                 XCTAssertEqual(memcmp(a.tensor.data, b.tensor.data, a.tensor.count * MemoryLayout<Float>.size), 0, "\(arch) \(a.name)")

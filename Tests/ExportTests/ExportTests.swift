@@ -93,7 +93,7 @@ final class ExportTests: XCTestCase {
         XCTAssertEqual(ops.filter { $0 == "BatchNormalization" }.isEmpty, arch != .preactResNet18, "\(arch) \(what): BN folding")
         XCTAssertEqual(ops.contains("Clip"), arch == .mobilenetv2, "\(arch) \(what): ReLU6 is Clip")
         let names = Set(m.graph.initializer.map(\.name))
-        let stateNames = Set(net.state.filter { $0.kind != .gate }.map(\.name))
+        let stateNames = Set(net.state.filter { $0.kind != .channelScale }.map(\.name))
         for name in names where !name.hasPrefix("relu6.") && !name.hasSuffix(".shortcut.select") {
             // A conv without bias gains one when a BN folds into it.
             let folded = name.hasSuffix(".bias") && stateNames.contains(String(name.dropLast(5)) + ".weight")

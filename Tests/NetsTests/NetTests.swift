@@ -135,29 +135,31 @@ final class NetTests: XCTestCase {
 }
 
 final class GateTests: XCTestCase {
-    /// A gated net has one gate per width group, of that group's width; with every gate at 1 it
-    /// computes exactly what the ungated net with the same weights computes; gates are not
-    /// parameters (not in P, not trained).
-    func testGatesAreTransparentAtOneAndOnePerGroup() throws {
+    /// A net with channel scales (the search's gates) has one per width group, of that group's
+    /// width; with every scale at 1 it computes exactly what the plain net with the same weights
+    /// computes; scales are not parameters (not in P, not trained).
+    func testChannelScalesAreTransparentAtOneAndOnePerGroup() throws {
         for arch in Architecture.allCases {
             let d = NetDescription.uniform(arch, ratio: 0.0625, inChannels: 3, imageSize: 32, classes: 5)
             let plain = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 3)))
-            let gatedNet = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 3)), gated: true)
-            XCTAssertEqual(plain.gateSites.count, 0)
-            let sites = gatedNet.gateSites
-            XCTAssertEqual(sites.map(\.gate.count), d.widths, "\(arch): one gate per group, in group order")
-            XCTAssertEqual(gatedNet.parameterCount, plain.parameterCount, "\(arch): gates are not parameters")
-            XCTAssertEqual(gatedNet.state.filter { $0.kind == .gate }.count, d.widths.count)
+            let gatedNet = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 3)), channelScales: true)
+            XCTAssertEqual(plain.wiring.sites.count, 0)
+            XCTAssertFalse(plain.hasChannelScales)
+            XCTAssertTrue(gatedNet.hasChannelScales)
+            let sites = gatedNet.wiring.sites
+            XCTAssertEqual(sites.map(\.scale.count), d.widths, "\(arch): one scale per group, in group order")
+            XCTAssertEqual(gatedNet.parameterCount, plain.parameterCount, "\(arch): scales are not parameters")
+            XCTAssertEqual(gatedNet.state.filter { $0.kind == .channelScale }.count, d.widths.count)
             for site in sites {
-                for t in site.dead { XCTAssertEqual(t.shape[0], site.gate.count, "\(arch): dead slices match the gate") }
+                for t in site.slices { XCTAssertEqual(t.shape[0], site.scale.count, "\(arch): slices match the scale") }
             }
             var rng = RandomGenerator(seed: 4)
             let x = Tensor.randn([2, 3, 32, 32], using: &rng)
             let a = Tape.withoutGradients { plain.logits(x, training: false) }
             let b = Tape.withoutGradients { gatedNet.logits(x, training: false) }
-            XCTAssertEqual(a.values, b.values, "\(arch): gates of 1 change nothing")
+            XCTAssertEqual(a.values, b.values, "\(arch): scales of 1 change nothing")
             crossEntropy(gatedNet.logits(x, training: true), labels: [0, 1]).backward()
-            for site in sites { XCTAssertNotNil(site.gate.grad, "\(arch): every gate gets dL/dg") }
+            for site in sites { XCTAssertNotNil(site.scale.grad, "\(arch): every scale gets its gradient") }
         }
     }
 }

@@ -90,7 +90,7 @@ final class WiringTests: XCTestCase {
             for size in [32, 64] {
                 let plain = try net(arch, size: size), gated = try net(arch, size: size, gated: true)
                 XCTAssertEqual(Set(axes(plain).keys), Set(plain.state.map(\.name)), "\(arch) \(size)")
-                XCTAssertEqual(Set(axes(gated).keys), Set(gated.state.filter { $0.kind != .gate }.map(\.name)), "\(arch) \(size)")
+                XCTAssertEqual(Set(axes(gated).keys), Set(gated.state.filter { $0.kind != .channelScale }.map(\.name)), "\(arch) \(size)")
                 XCTAssertTrue(plain.gateSites.isEmpty)
                 XCTAssertFalse(plain.isGated)
                 XCTAssertTrue(gated.isGated)

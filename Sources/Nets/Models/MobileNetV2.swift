@@ -33,12 +33,13 @@ public final class MobileNetV2: Network {
         let shortcut: (Conv2d, BatchNorm2d)?
         /// The channels a selection shortcut takes from the input (see `Shortcut.select`).
         let selection: [Int]?
-        /// Gate on the block's output (after the residual sum), as in the reference search.
-        let outputGate: Tensor?
+        /// Channel scale of the block's output (after the residual sum), where the reference
+        /// search gates it.
+        let outputScale: Tensor?
 
         /// `g`: the group of the output (the expansion channels have none: they are never pruned).
         init(_ cin: Int, _ cout: Int, expansion m: Int, stride: Int, shortcut: Shortcut, group g: Int, _ i: Initializer) {
-            outputGate = i.gate(cout)
+            outputScale = i.channelScale(cout)
             expand = Conv2d(cin, m, kernel: 1, bias: true, i); bn1 = BatchNorm2d(m, i)
             depthwise = Conv2d(m, m, kernel: 3, stride: stride, padding: 1, groups: m, bias: true, i); bn2 = BatchNorm2d(m, i)
             project = Conv2d(m, cout, kernel: 1, bias: true, group: g, i); bn3 = BatchNorm2d(cout, i)
@@ -52,7 +53,7 @@ public final class MobileNetV2: Network {
             r = bn2(depthwise(r), training: training, activation: .relu6)
             r = bn3(project(r), training: training)
             let s = shortcut.map { conv, bn in bn(conv(x), training: training) } ?? selection.map { selectChannels(x, $0) } ?? x
-            return gated(add(r, s), outputGate, .identity)
+            return scaled(add(r, s), outputScale, .identity)
         }
 
 
@@ -74,14 +75,14 @@ public final class MobileNetV2: Network {
     let blocks: [Bottleneck]
     let head: Conv2d, headBN: BatchNorm2d
     let classifier: Conv2d
-    let stemGate: Tensor?, headGate: Tensor?
+    let stemScale: Tensor?, headScale: Tensor?
 
     init(_ d: NetDescription, _ i: Initializer) {
         netDescription = d
         let w = d.widths
         stem = Conv2d(d.inChannels, w[0], kernel: 3, padding: 1, bias: true, group: 0, i)
         stemBN = BatchNorm2d(w[0], i)
-        stemGate = i.gate(w[0])
+        stemScale = i.channelScale(w[0])
         var c = w[0], blocks: [Bottleneck] = []
         for (b, (block, (m, shortcut))) in zip(d.residualBlocks, zip(d.resolvedExpansions, d.resolvedShortcuts)).enumerated() {
             blocks.append(Bottleneck(c, w[b + 1], expansion: m, stride: block.stride, shortcut: shortcut, group: b + 1, i))
@@ -90,14 +91,14 @@ public final class MobileNetV2: Network {
         self.blocks = blocks
         head = Conv2d(c, w[18], kernel: 1, bias: true, group: 18, i)
         headBN = BatchNorm2d(w[18], i)
-        headGate = i.gate(w[18])
+        headScale = i.channelScale(w[18])
         classifier = Conv2d(w[18], d.classes, kernel: 1, bias: true, i)
     }
 
     public func logits(_ x: Tensor, training: Bool) -> Tensor {
-        var h = stemBN(stem(x), training: training, gate: stemGate, activation: .relu6)
+        var h = stemBN(stem(x), training: training, scale: stemScale, activation: .relu6)
         for b in blocks { h = b(h, training: training) }
-        h = headBN(head(h), training: training, gate: headGate, activation: .relu6)
+        h = headBN(head(h), training: training, scale: headScale, activation: .relu6)
         return flatten(classifier(globalAvgPool(h)))
     }
 
@@ -108,7 +109,7 @@ public final class MobileNetV2: Network {
         head.collectState(prefix: join(prefix, "conv1.0"), into: &state)
         headBN.collectState(prefix: join(prefix, "conv1.1"), into: &state)
         classifier.collectState(prefix: join(prefix, "conv2"), into: &state)
-        collectGates([stemGate] + blocks.map(\.outputGate) + [headGate], prefix: prefix, into: &state)
+        collectChannelScales([stemScale] + blocks.map(\.outputScale) + [headScale], prefix: prefix, into: &state)
     }
 
 

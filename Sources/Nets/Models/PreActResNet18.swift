@@ -23,16 +23,20 @@ public final class PreActResNet18: Network {
         let shortcut: Conv2d?
         /// The channels a selection shortcut takes from `x` (see `Shortcut.select`).
         let selection: [Int]?
-        /// Search gates. `inputGate` is the gate of the block's input group (the stem's or the
-        /// previous block's output): it sits after bn1, as in the reference, and also on the
-        /// identity shortcut that carries the group on, so a pruned channel is used nowhere.
-        /// `innerGate` sits after bn2.
-        let inputGate: Tensor?, innerGate: Tensor?
+        /// Channel scales (the search's gates). `inputScale` is the scale of the block's input
+        /// group (the stem's or the previous block's output): it sits after bn1, as in the
+        /// reference, and also on the identity shortcut that carries the group on, so a channel
+        /// scaled to zero is used nowhere. (The reference gates only the BN, which leaves a pruned
+        /// channel alive in the identity shortcuts, so no smaller net computes what the gated net
+        /// computes; scaling the stream itself instead would put the scale in front of a BN, whose
+        /// batch statistics cancel it, and Taylor-FO would see no importance there.)
+        /// `innerScale` sits after bn2.
+        let inputScale: Tensor?, innerScale: Tensor?
 
         /// `g`: the group of `inner`; the output is the next group.
-        init(_ cin: Int, inner: Int, out: Int, stride: Int, shortcut: Shortcut, inputGate: Tensor?, group g: Int, _ i: Initializer) {
-            self.inputGate = inputGate
-            innerGate = i.gate(inner)
+        init(_ cin: Int, inner: Int, out: Int, stride: Int, shortcut: Shortcut, inputScale: Tensor?, group g: Int, _ i: Initializer) {
+            self.inputScale = inputScale
+            innerScale = i.channelScale(inner)
             bn1 = BatchNorm2d(cin, i)
             conv1 = Conv2d(cin, inner, kernel: 3, stride: stride, padding: 1, bias: false, group: g, i)
             bn2 = BatchNorm2d(inner, i)
@@ -42,24 +46,25 @@ public final class PreActResNet18: Network {
         }
 
         func callAsFunction(_ x: Tensor, training: Bool) -> Tensor {
-            let a = bn1(x, training: training, gate: inputGate, activation: .relu)
+            let a = bn1(x, training: training, scale: inputScale, activation: .relu)
             let s: Tensor
             if let shortcut {
                 s = shortcut(a)
             } else {
-                let carried = gated(x, inputGate, .identity)
+                let carried = scaled(x, inputScale, .identity)
                 s = selection.map { selectChannels(carried, $0) } ?? carried
             }
-            let h = conv2(bn2(conv1(a), training: training, gate: innerGate, activation: .relu))
+            let h = conv2(bn2(conv1(a), training: training, scale: innerScale, activation: .relu))
             return add(h, s)
         }
 
-        /// The gate and BN that consume this block's output: the next block's bn1, or the final BN.
-        func next(_ net: PreActResNet18) -> (gate: Tensor?, bn: BatchNorm2d) {
+        /// The channel scale and BN that consume this block's output: the next block's bn1, or
+        /// the final BN.
+        func next(_ net: PreActResNet18) -> (scale: Tensor?, bn: BatchNorm2d) {
             guard let k = net.blocks.firstIndex(where: { $0 === self }), k + 1 < net.blocks.count else {
-                return (net.finalGate, net.finalBN)
+                return (net.finalScale, net.finalBN)
             }
-            return (net.blocks[k + 1].inputGate, net.blocks[k + 1].bn1)
+            return (net.blocks[k + 1].inputScale, net.blocks[k + 1].bn1)
         }
 
         func collectState(prefix: String, into state: inout [NamedTensor]) {
@@ -82,31 +87,31 @@ public final class PreActResNet18: Network {
     let blocks: [Block]
     let finalBN: BatchNorm2d
     let classifier: Linear
-    /// Search gate of the last block's output group, after the final BN.
-    let finalGate: Tensor?
+    /// Channel scale of the last block's output group, after the final BN.
+    let finalScale: Tensor?
 
     init(_ d: NetDescription, _ i: Initializer) {
         netDescription = d
         let w = d.widths
         stem = Conv2d(d.inChannels, w[0], kernel: 3, padding: 1, bias: false, group: 0, i)
         var c = w[0], blocks: [Block] = []
-        var inputGate = i.gate(w[0])
+        var inputScale = i.channelScale(w[0])
         for (b, (block, shortcut)) in zip(d.residualBlocks, d.resolvedShortcuts).enumerated() {
             blocks.append(Block(c, inner: w[1 + 2 * b], out: w[2 + 2 * b], stride: block.stride, shortcut: shortcut,
-                                inputGate: inputGate, group: 1 + 2 * b, i))
+                                inputScale: inputScale, group: 1 + 2 * b, i))
             c = w[2 + 2 * b]
-            inputGate = i.gate(c)
+            inputScale = i.channelScale(c)
         }
         self.blocks = blocks
         finalBN = BatchNorm2d(c, i)
-        finalGate = inputGate
+        finalScale = inputScale
         classifier = Linear(c, d.classes, i)
     }
 
     public func logits(_ x: Tensor, training: Bool) -> Tensor {
         var h = stem(x)
         for b in blocks { h = b(h, training: training) }
-        h = finalBN(h, training: training, gate: finalGate, activation: .relu)
+        h = finalBN(h, training: training, scale: finalScale, activation: .relu)
         return classifier(flatten(globalAvgPool(h)))
     }
 
@@ -115,7 +120,7 @@ public final class PreActResNet18: Network {
         for (k, b) in blocks.enumerated() { b.collectState(prefix: join(prefix, "layers.\(k)"), into: &state) }
         finalBN.collectState(prefix: join(prefix, "bn"), into: &state)
         classifier.collectState(prefix: join(prefix, "linear"), into: &state)
-        collectGates([blocks[0].inputGate] + blocks.flatMap { [$0.innerGate, $0.next(self).gate] }, prefix: prefix, into: &state)
+        collectChannelScales([blocks[0].inputScale] + blocks.flatMap { [$0.innerScale, $0.next(self).scale] }, prefix: prefix, into: &state)
     }
 
 

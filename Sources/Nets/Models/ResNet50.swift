@@ -30,14 +30,15 @@ public final class ResNet50: Network {
         let down: (Conv2d, BatchNorm2d)?
         /// The channels a selection shortcut takes from the input (see `Shortcut.select`).
         let selection: [Int]?
-        /// Search gates: after bn1, after bn2, and on the block output (after the final ReLU).
-        let gate1: Tensor?, gate2: Tensor?, outputGate: Tensor?
+        /// Channel scales (where the search gates): after bn1, after bn2, and on the block output
+        /// (after the final ReLU).
+        let scale1: Tensor?, scale2: Tensor?, outputScale: Tensor?
 
         /// `g`: the group of `m1`; `m2` and the output are the next two.
         init(_ cin: Int, _ m1: Int, _ m2: Int, _ out: Int, stride: Int, shortcut: Shortcut, group g: Int, _ i: Initializer) {
-            gate1 = i.gate(m1)
-            gate2 = i.gate(m2)
-            outputGate = i.gate(out)
+            scale1 = i.channelScale(m1)
+            scale2 = i.channelScale(m2)
+            outputScale = i.channelScale(out)
             conv1 = Conv2d(cin, m1, kernel: 1, bias: false, group: g, i); bn1 = BatchNorm2d(m1, i)
             conv2 = Conv2d(m1, m2, kernel: 3, stride: stride, padding: 1, bias: false, group: g + 1, i); bn2 = BatchNorm2d(m2, i)
             conv3 = Conv2d(m2, out, kernel: 1, bias: false, group: g + 2, i); bn3 = BatchNorm2d(out, i)
@@ -47,11 +48,11 @@ public final class ResNet50: Network {
         }
 
         func callAsFunction(_ x: Tensor, training: Bool) -> Tensor {
-            var o = bn1(conv1(x), training: training, gate: gate1, activation: .relu)
-            o = bn2(conv2(o), training: training, gate: gate2, activation: .relu)
+            var o = bn1(conv1(x), training: training, scale: scale1, activation: .relu)
+            o = bn2(conv2(o), training: training, scale: scale2, activation: .relu)
             o = bn3(conv3(o), training: training)
             let s = down.map { conv, bn in bn(conv(x), training: training) } ?? selection.map { selectChannels(x, $0) } ?? x
-            return gated(relu(add(o, s)), outputGate, .identity)
+            return scaled(relu(add(o, s)), outputScale, .identity)
         }
 
 
@@ -72,14 +73,14 @@ public final class ResNet50: Network {
     let stem: Conv2d, stemBN: BatchNorm2d
     let blocks: [Bottleneck]
     let classifier: Linear
-    let stemGate: Tensor?
+    let stemScale: Tensor?
 
     init(_ d: NetDescription, _ i: Initializer) {
         netDescription = d
         let w = d.widths
         stem = Conv2d(d.inChannels, w[0], kernel: 7, stride: 2, padding: 3, bias: false, group: 0, i)
         stemBN = BatchNorm2d(w[0], i)
-        stemGate = i.gate(w[0])
+        stemScale = i.channelScale(w[0])
         var c = w[0], blocks: [Bottleneck] = []
         for (b, (block, shortcut)) in zip(d.residualBlocks, d.resolvedShortcuts).enumerated() {
             let g = 1 + 3 * b
@@ -91,7 +92,7 @@ public final class ResNet50: Network {
     }
 
     public func logits(_ x: Tensor, training: Bool) -> Tensor {
-        var h = stemBN(stem(x), training: training, gate: stemGate, activation: .relu)
+        var h = stemBN(stem(x), training: training, scale: stemScale, activation: .relu)
         h = maxPool2d(h, kernel: (3, 3), stride: (2, 2), padding: (1, 1))
         for b in blocks { h = b(h, training: training) }
         return classifier(flatten(globalAvgPool(h)))
@@ -102,7 +103,7 @@ public final class ResNet50: Network {
         stemBN.collectState(prefix: join(prefix, "stem.1"), into: &state)
         for (k, b) in blocks.enumerated() { b.collectState(prefix: join(prefix, "blocks.\(k)"), into: &state) }
         classifier.collectState(prefix: join(prefix, "fc"), into: &state)
-        collectGates([stemGate] + blocks.flatMap { [$0.gate1, $0.gate2, $0.outputGate] }, prefix: prefix, into: &state)
+        collectChannelScales([stemScale] + blocks.flatMap { [$0.scale1, $0.scale2, $0.outputScale] }, prefix: prefix, into: &state)
     }
 
 

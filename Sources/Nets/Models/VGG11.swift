@@ -19,8 +19,8 @@ public final class VGG11: Network {
     public let netDescription: NetDescription
     let convs: [Conv2d], norms: [BatchNorm2d]
     let classifier: Linear
-    /// Gates after each conv's BN (before its ReLU), when built for the search.
-    let gates: [Tensor?]
+    /// Channel scales after each conv's BN (before its ReLU), when built with them.
+    let scales: [Tensor?]
     /// Position of each conv in the reference layer list.
     let featureIndex: [Int]
 
@@ -37,7 +37,7 @@ public final class VGG11: Network {
         }
         self.convs = convs
         self.norms = norms
-        gates = d.widths.map { initializer.gate($0) }
+        scales = d.widths.map { initializer.channelScale($0) }
         featureIndex = index
         let side = d.imageSize / 32
         classifier = Linear(c * side * side, d.classes, initializer)
@@ -46,7 +46,7 @@ public final class VGG11: Network {
     public func logits(_ x: Tensor, training: Bool) -> Tensor {
         var h = x
         for i in convs.indices {
-            h = norms[i](convs[i](h), training: training, gate: gates[i], activation: .relu)
+            h = norms[i](convs[i](h), training: training, scale: scales[i], activation: .relu)
             if Self.poolAfter.contains(i) { h = maxPool2d(h, kernel: (2, 2)) }
         }
         return classifier(flatten(h))
@@ -58,7 +58,7 @@ public final class VGG11: Network {
             norms[i].collectState(prefix: join(prefix, "features.\(featureIndex[i] + 1)"), into: &state)
         }
         classifier.collectState(prefix: join(prefix, "classifier"), into: &state)
-        collectGates(gates, prefix: prefix, into: &state)
+        collectChannelScales(scales, prefix: prefix, into: &state)
     }
 
 
