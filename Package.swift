@@ -36,9 +36,11 @@ let package = Package(
 
         // The module graph. Every target lists each module its files import, so the arrows can
         // be read here and from the imports (no `@_exported import`). Core chain, one way:
-        //   Autodiff <- Nets <- Pruning <- ArchDescent <- Reporting <- neuralscale (the CLI)
+        //   Autodiff <- Nets <- Pruning <- ArchDescent <- Reporting <- NeuralScaleCommands (the CLI)
         // with Datasets beside the nets (on Autodiff only), Checkpoint on Nets, Training on
-        // Checkpoint and Datasets, Export on Pruning, Checkpoint, ONNX and PythonBridge.
+        // Checkpoint and Datasets, Export on Pruning, Checkpoint, Datasets, ONNX and PythonBridge.
+        // Which kind of checkpoint a file is (a `train` run's or a search's state.h5) is decided in
+        // ArchDescent, the lowest module that knows both states; Export is handed the net.
 
         // Tensors, the tape, kernels, SGD and its learning-rate schedules. Knows nothing about layers.
         .target(name: "Autodiff", dependencies: ["CBLAS"], swiftSettings: strictImports),
@@ -70,18 +72,24 @@ let package = Package(
         // Checkpoint only for its signal-safe temporary files.
         .target(name: "PythonBridge", dependencies: ["Autodiff", "Checkpoint"], swiftSettings: strictImports),
         // ONNX export of a net's inference graph, and its verification with onnx and ONNX Runtime.
-        .target(name: "Export", dependencies: ["Autodiff", "Nets", "Pruning", "Checkpoint", "ONNX", "PythonBridge",
+        // (Datasets only for its one-line file-error reasons.)
+        .target(name: "Export", dependencies: ["Autodiff", "Nets", "Pruning", "Checkpoint", "Datasets", "ONNX", "PythonBridge",
                                               .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 swiftSettings: strictImports),
-        // The command-line tool: only wires the modules together.
-        .executableTarget(
-            name: "neuralscale",
+        // The command-line tool's commands: they parse flags and call module functions, nothing
+        // more. A library (in Sources/neuralscale) so that tests can parse and run them in process;
+        // the executable below is only its `main`.
+        .target(
+            name: "NeuralScaleCommands",
             dependencies: [
                 "Autodiff", "Nets", "Pruning", "ArchDescent", "Reporting", "Datasets", "Checkpoint", "Training", "Export",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            path: "Sources/neuralscale",
             swiftSettings: strictImports
         ),
+        .executableTarget(name: "neuralscale", dependencies: ["NeuralScaleCommands"], path: "Sources/neuralscale-main",
+                          swiftSettings: strictImports),
 
         // Helpers shared by the test targets only (no product ships it): temporary folders,
         // Python with the CI rule for missing modules, randomized BN statistics, JSON mutation.
@@ -108,7 +116,12 @@ let package = Package(
         // The command-line tool run as a user runs it: bad inputs, locks, leftovers. (It runs the
         // built `neuralscale` binary, hence that dependency, which it does not import.)
         .testTarget(name: "CLITests", dependencies: ["neuralscale", "Autodiff", "Nets", "Pruning", "Checkpoint", "Training",
-                                                    "ArchDescent", "PythonBridge"], swiftSettings: strictImports),
+                                                    "ArchDescent", "PythonBridge", "TestSupport"], swiftSettings: strictImports),
+        // The commands parsed and run in process, as the tool runs them, on a tiny Fashion-MNIST:
+        // train, eval, export and stats, and the files each writes.
+        .testTarget(name: "CommandTests", dependencies: ["NeuralScaleCommands", "Autodiff", "Nets", "Checkpoint", "Training",
+                                                        "TestSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                    swiftSettings: strictImports),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -61,16 +61,12 @@ struct Descend: ParsableCommand {
         """
     )
 
-    enum Preset: String, ExpressibleByArgument, CaseIterable {
-        case quick
-    }
-
     @Option(name: .long, help: "The net.")
     var model: Architecture
     @Option(name: .long, help: "The dataset.")
     var dataset: DatasetKind
     @Option(name: .long, help: "'quick': a demonstration in minutes (base ratio 0.25, 1 warm-up epoch, pruning every 10 minibatches, 3 iterations, 5000 images). Explicit flags override it.")
-    var preset: Preset?
+    var preset: DescentPreset?
     @Option(name: .long, help: "Architecture-descent iterations (pruning runs). (default: 15)")
     var iterations: Int?
     @Option(name: .long, help: "Epochs of training before pruning starts. (default: 10)")
@@ -102,16 +98,19 @@ struct Descend: ParsableCommand {
         do { try makeConfig().validate() } catch { throw ValidationError("\(error)") }
     }
 
+    /// The preset (or the papers' settings), with the flags given.
     func makeConfig() -> DescentConfig {
-        let kind = dataset
-        let quick = preset == .quick
-        return DescentConfig(
-            model: model, dataset: dataset.rawValue,
-            iterations: iterations ?? (quick ? 3 : 15), warmupEpochs: warmup ?? (quick ? 1 : 10),
-            learningRate: lr ?? 0.1, batchSize: batchSize ?? 128,
-            pruning: PruningSettings(frequency: pruneEvery ?? (quick ? 10 : (kind == .tinyimagenet ? 100 : 50)),
-                                     count: pruneCount ?? 10, maxFraction: pruneMax ?? 0.95),
-            baseRatio: baseRatio ?? (quick ? 0.25 : 1.0), seed: seed, subset: subset ?? (quick ? 5000 : nil))
+        var config = DescentConfig.preset(preset, model: model, dataset: dataset, seed: seed)
+        config.iterations = iterations ?? config.iterations
+        config.warmupEpochs = warmup ?? config.warmupEpochs
+        config.learningRate = lr ?? config.learningRate
+        config.batchSize = batchSize ?? config.batchSize
+        config.pruning.frequency = pruneEvery ?? config.pruning.frequency
+        config.pruning.count = pruneCount ?? config.pruning.count
+        config.pruning.maxFraction = pruneMax ?? config.pruning.maxFraction
+        config.baseRatio = baseRatio ?? config.baseRatio
+        config.subset = subset ?? config.subset
+        return config
     }
 
     func run() throws {
@@ -131,32 +130,13 @@ struct Descend: ParsableCommand {
         let descent = Descent(config: config, template: template, train: data.train, outputDirectory: output, reporter: reporter)
         descent.shouldStop = { _, _, _ in interruptRequested != 0 }
         let result = try descent.run(resume: resume)
-        try AtomicFile.write(Data(try result.widthsChart(ratio: 1.0).utf8), to: descent.path("widths-r1.0.svg"))
-        for it in result.iterations {
-            try AtomicFile.write(Data(try result.trajectoryChart(iteration: it.index).utf8), to: descent.path("iteration-\(it.index)-trajectory.svg"))
-        }
+        try result.writeCharts(in: output)
         print(WidthsTable.render(result, ratio: 1.0))
         print("\nwritten: \(descent.resultPath), widths-r1.0.svg, iteration-<i>-trajectory.csv/.svg, iteration-<i>-fit.json in \(output)")
     }
 }
 
-/// Per-group uniform and NeuralScale widths, as a text table.
-enum WidthsTable {
-    static func render(_ result: DescentResult, ratio: Double, iteration: Int? = nil) -> String {
-        guard let s = try? result.scaled(ratio: ratio, iteration: iteration) else { return "no fit" }
-        let fit = try? result.fit(iteration: iteration)
-        var lines = ["ratio \(ratio): uniform P \(s.uniformParams), NeuralScale P \(s.neuralscaleParams) "
-                     + String(format: "(%+.2f%%)", 100 * Double(s.neuralscaleParams - s.uniformParams) / Double(s.uniformParams))]
-        lines.append("group".padding(toLength: 22, withPad: " ", startingAt: 0) + "uniform  neuralscale  beta    R^2")
-        for (g, name) in result.groupNames.enumerated() {
-            let f = fit?.groups[g]
-            lines.append(name.padding(toLength: 22, withPad: " ", startingAt: 0)
-                         + String(format: "%-9d%-13d%-8.3f", s.uniformWidths[g], s.neuralscaleWidths[g], f?.beta ?? 0)
-                         + (f?.rSquared.map { String(format: "%.3f", $0) } ?? "-"))
-        }
-        return lines.joined(separator: "\n")
-    }
-}
+extension DescentPreset: ExpressibleByArgument {}
 
 struct Widths: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -181,11 +161,11 @@ struct Widths: ParsableCommand {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             struct Report: Encodable { let groups: [String]; let scaled: ScaledConfig; let iteration: Int }
-            let report = Report(groups: result.groupNames, scaled: try scaledConfig(result, descent, ratio: ratio, iteration: iteration),
+            let report = Report(groups: result.groupNames, scaled: try result.scaled(ratio: ratio, iteration: iteration, file: descent),
                                 iteration: iteration ?? result.iterations.last?.index ?? 0)
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
-            let scaled = try scaledConfig(result, descent, ratio: ratio, iteration: iteration)  // surfaces a bad --iteration
+            let scaled = try result.scaled(ratio: ratio, iteration: iteration, file: descent)  // surfaces a bad --iteration
             print(WidthsTable.render(result, ratio: ratio, iteration: iteration))
             if let clamped = scaled.clampedGroups {
                 print("warning: the fit gives less than half a channel to \(clamped.joined(separator: ", ")); they get width 1")

@@ -66,46 +66,24 @@ struct ExportONNX: ParsableCommand {
         // Ctrl-C or a kill removes this run's temporary files; those of killed runs go now.
         TemporaryFiles.installSignalCleanup()
         TemporaryFiles.removeStale()
-        let folder = URL(fileURLWithPath: output).deletingLastPathComponent().path
-        RunFolder.removeStaleTemporaries(in: folder, exclusive: false)
-        let (loaded, state) = try loadNetCheckpoint(checkpoint)
-        let net = loaded.network
-        let data = try withCheckpointPath(checkpoint) { try ONNXExport.serialized(net, opset: opset) }
-        var verification: ONNXVerification?
-        var source = ""
-        var inputs: (x: Tensor, logits: Tensor)?
-        if !noVerify {
-            let (x, from) = try verificationImages(loaded, state)
-            source = from
-            inputs = (x, Tape.withoutGradients { net.logits(x, training: false) })
-        }
-        // The model is verified under its temporary name and only then renamed into place: a
-        // model that fails verification never replaces anything.
-        struct Failed: Error {}
-        do {
-            try AtomicFile.replace(output) { temporary in
-                do {
-                    try data.write(to: URL(fileURLWithPath: temporary))
-                } catch {
-                    throw ExportError("cannot write \(temporary) (next to --onnx \(output)): \(fileErrorReason(error))")
-                }
-                if let inputs {
-                    let report = try ONNXVerification.run(model: temporary, inputs: inputs.x, logits: inputs.logits)
-                    verification = report
-                    if !report.passed { throw Failed() }
-                }
-            }
-        } catch is Failed {
-            if json { try printJSON(bytes: data.count, verification: verification, source: source) }
-            else { print("\(verification!.summary) [\(source)]\n\(output) was not written") }
-            throw ExitCode(1)
-        }
+        RunFolder.removeStaleTemporaries(in: URL(fileURLWithPath: output).deletingLastPathComponent().path, exclusive: false)
+        let loaded = try NetCheckpoint.load(checkpoint)
+        let data = try ONNXExport.serialized(loaded.network, opset: opset, checkpoint: checkpoint)
+        let images = noVerify ? nil
+            : try VerificationImages.choose(for: loaded.network.netDescription, checkpoint: checkpoint, requested: dataset,
+                                            trainedOn: loaded.dataset, normalization: loaded.normalization, directory: dataDir,
+                                            count: self.images)
+        let verification = try ONNXExport.write(data, of: loaded.network, to: output, verifyingOn: images?.images)
+        let source = images?.source ?? ""
         if json {
             try printJSON(bytes: data.count, verification: verification, source: source)
+        } else if let verification, !verification.passed {
+            print("\(verification.summary) [\(source)]\n\(output) was not written")
         } else {
             print("wrote \(output) (\(String(format: "%.1f", Double(data.count) / 1e6)) MB, opset \(opset))")
             if let verification { print("\(verification.summary) [\(source)]") }
         }
+        if let verification, !verification.passed { throw ExitCode(1) }
     }
 
     private func printJSON(bytes: Int, verification: ONNXVerification?, source: String) throws {
@@ -118,80 +96,4 @@ struct ExportONNX: ParsableCommand {
                                                          opset: opset, images: verification == nil ? nil : source,
                                                          verification: verification)), as: UTF8.self))
     }
-
-    /// Real test images for the net: its dataset's, else Fashion-MNIST's adapted to its input.
-    /// An explicit --dataset must load.
-    private func verificationImages(_ loaded: LoadedCheckpoint, _ state: CheckpointState) throws -> (Tensor, String) {
-        let d = loaded.network.netDescription
-        let kind = dataset ?? state.dataset
-        var problem = "the checkpoint does not say which dataset it was trained on"
-        if let kind {
-            guard kind.channels == d.inChannels, kind.imageSize == d.imageSize else {
-                throw ValidationError("\(checkpoint) takes \(d.inChannels)x\(d.imageSize)x\(d.imageSize) images; \(kind.rawValue) has \(kind.channels)x\(kind.imageSize)x\(kind.imageSize)")
-            }
-            do {
-                let x = try DatasetSources.testImages(kind, directory: dataDir, normalization: state.normalization, count: images)
-                return (x, "\(x.shape[0]) \(kind.rawValue) test images")
-            } catch {
-                if dataset != nil { throw ValidationError("--dataset \(kind.rawValue): \(error)") }
-                problem = "\(kind.rawValue) is not here: \(error)"
-            }
-        }
-        do {
-            let gray = try DatasetSources.testImages(.fashionMNIST, directory: kind == .fashionMNIST ? dataDir : nil,
-                                                     normalization: nil, count: images)
-            let x = adapt(gray, channels: d.inChannels, size: d.imageSize)
-            let adapted = d.inChannels == 1 && d.imageSize == gray.shape[2] ? "" : " adapted to \(d.inChannels)x\(d.imageSize)x\(d.imageSize)"
-            return (x, "\(x.shape[0]) Fashion-MNIST test images\(adapted) (\(problem))")
-        } catch {
-            throw ValidationError("no test images to verify with: \(problem); and Fashion-MNIST: \(error). Install Debian's dataset-fashion-mnist, pass --data-dir, or --no-verify")
-        }
-    }
-}
-
-/// What a checkpoint says about how its net was trained.
-struct CheckpointState {
-    var dataset: DatasetKind?
-    var normalization: InputNormalization?
-}
-
-/// Loads a checkpoint of `train` or a search's `state.h5`, refusing a search state between
-/// iterations (it holds no trained net, only zeros of the base net's shape).
-func loadNetCheckpoint(_ path: String) throws -> (LoadedCheckpoint, CheckpointState) {
-    let loaded = try Checkpoint.load(path)
-    if let training = try? loaded.training(as: TrainingState.self) {
-        if let normalization = training.inputNormalization {
-            do { try normalization.validate(channels: loaded.network.netDescription.inChannels) } catch { throw InputError("\(path): \(error)") }
-        }
-        return (loaded, CheckpointState(dataset: DatasetKind(rawValue: training.config.dataset),
-                                        normalization: training.inputNormalization))
-    }
-    if let search = try? loaded.training(as: DescentState.self) {
-        guard search.current != nil else {
-            throw ExportError("\(path) is a search's state between iterations (or after the last): it holds no trained net. Use a checkpoint of `neuralscale train`, or a state.h5 saved during an iteration")
-        }
-        return (loaded, CheckpointState(dataset: DatasetKind(rawValue: search.config.dataset), normalization: nil))
-    }
-    return (loaded, CheckpointState())
-}
-
-/// Runs `body`, naming the checkpoint in a surgery error.
-func withCheckpointPath<T>(_ path: String, _ body: () throws -> T) throws -> T {
-    do { return try body() } catch let error as SurgeryError { throw ExportError("\(path): \(error)") }
-}
-
-/// [N, 1, s, s] images repeated over `channels` and scaled up by an integer factor to `size`.
-private func adapt(_ x: Tensor, channels: Int, size: Int) -> Tensor {
-    let n = x.shape[0], side = x.shape[2], factor = max(1, size / side)
-    let y = Tensor(uninitialized: [n, channels, size, size])
-    for i in 0..<n {
-        for c in 0..<channels {
-            for r in 0..<size {
-                for col in 0..<size {
-                    y.data[((i * channels + c) * size + r) * size + col] = x.data[(i * side + min(r / factor, side - 1)) * side + min(col / factor, side - 1)]
-                }
-            }
-        }
-    }
-    return y
 }

@@ -9,9 +9,9 @@ import Training
 extension Architecture: ExpressibleByArgument {}
 extension DatasetKind: ExpressibleByArgument {}
 
-@main
-struct NeuralScale: ParsableCommand {
-    static let configuration = CommandConfiguration(
+/// The root command. The executable's `main` calls `NeuralScale.main()`.
+public struct NeuralScale: ParsableCommand {
+    public static let configuration = CommandConfiguration(
         commandName: "neuralscale",
         abstract: "Train, prune and rescale convolutional nets on the CPU (NeuralScale, CVPR 2020).",
         discussion: """
@@ -25,7 +25,9 @@ struct NeuralScale: ParsableCommand {
     /// prints the usage of the subcommand that was run, not the root's, and exits 64 as a flag
     /// error at parse time does; any other error is one line `Error: ...` (Foundation's file
     /// errors as "path: reason") and exits 1.
-    static func main() {
+    public init() {}
+
+    public static func main() {
         var command: ParsableCommand
         do {
             command = try parseAsRoot(nil)
@@ -71,12 +73,6 @@ struct NeuralScale: ParsableCommand {
         }
         return search(self, []) ?? []
     }
-}
-
-/// A problem with an input file (not with the flags): printed as one line, exit status 1.
-struct InputError: Error, CustomStringConvertible {
-    let description: String
-    init(_ message: String) { description = message }
 }
 
 /// One line for any error: a Swift error's own description, or for Foundation's file errors

@@ -62,12 +62,12 @@ struct Stats: ParsableCommand {
     func run() throws {
         let net: Network
         if let checkpoint {
-            let loaded = try loadNetCheckpoint(checkpoint).0.network
-            net = try withCheckpointPath(checkpoint) { loaded.isGated ? try Surgery.prune(loaded) : loaded }
+            net = try NetCheckpoint.load(checkpoint).prunedNetwork()
         } else {
-            let d = try scaledDescription(model!, dataset!, ratio: ratio ?? 1, descent: scaling == .neuralscale ? descent : nil,
-                                          iteration: iteration)
-            net = try makeNetwork(d, initialization: .none)
+            let scaled = try ScaledNet.make(model!, dataset!, ratio: ratio ?? 1, descent: scaling == .neuralscale ? descent : nil,
+                                            iteration: iteration)
+            if let warning = scaled.clampWarning { FileHandle.standardError.write(Data((warning + "\n").utf8)) }
+            net = try makeNetwork(scaled.description, initialization: .none)
         }
         let d = net.netDescription
         // Both from the traced graph; CDL of the graph as exported (BNs after convs folded, one
@@ -109,35 +109,4 @@ func validateScaling(_ scaling: Scaling, descent: String?, iteration: Int?) thro
     if scaling == .uniform, descent != nil || iteration != nil {
         throw ValidationError("--descent and --iteration only apply to --scaling neuralscale")
     }
-}
-
-/// `result.scaled`, with an error naming the descent file.
-func scaledConfig(_ result: DescentResult, _ file: String, ratio: Double, iteration: Int?) throws -> ScaledConfig {
-    do { return try result.scaled(ratio: ratio, iteration: iteration) } catch { throw InputError("\(file): \(error)") }
-}
-
-/// The net of `arch` on `kind` at `ratio`: uniform, or with a search's NeuralScale widths when
-/// `descent` is given (checked to be a search of the same net and input).
-func scaledDescription(_ arch: Architecture, _ kind: DatasetKind, ratio: Double, descent: String?,
-                       iteration: Int?, log: Bool = false) throws -> NetDescription {
-    var description = NetDescription.uniform(arch, ratio: ratio, inChannels: kind.channels, imageSize: kind.imageSize,
-                                             classes: kind.classes)
-    do { try description.validate() } catch { throw ValidationError("--ratio \(ratio): \(error) (is --ratio too small?)") }
-    guard let descent else { return description }
-    let result = try DescentResult.load(descent)
-    guard result.template.architecture == arch, result.template.inChannels == kind.channels,
-          result.template.imageSize == kind.imageSize, result.template.classes == kind.classes else {
-        throw ValidationError("\(descent) was searched for \(result.template.architecture.rawValue) on \(result.config.dataset), not \(arch.rawValue) on \(kind.rawValue)")
-    }
-    let scaled = try scaledConfig(result, descent, ratio: ratio, iteration: iteration)
-    description.widths = scaled.neuralscaleWidths
-    if let clamped = scaled.clampedGroups {
-        FileHandle.standardError.write(Data(("warning: at ratio \(ratio) the fit of \(descent) gives less than half a channel to "
-            + "\(clamped.joined(separator: ", ")); they get width 1. Check the search, or use a larger --ratio\n").utf8))
-    }
-    if log {
-        FileHandle.standardError.write(Data(("NeuralScale widths at ratio \(ratio): \(scaled.neuralscaleWidths), P \(scaled.neuralscaleParams) "
-            + "(uniform: \(scaled.uniformParams))\n").utf8))
-    }
-    return description
 }

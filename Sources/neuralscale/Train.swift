@@ -127,7 +127,11 @@ struct Train: ParsableCommand {
         let arch = model, kind = dataset
         let config = try makeConfig()
         let output = out ?? "checkpoints/\(model.rawValue)-\(dataset.rawValue)-\(scaling)-r\(ratio)-s\(seed)"
-        let description = try scaledDescription(arch, kind, ratio: ratio, descent: descent, iteration: iteration, log: true)
+        let scaled = try ScaledNet.make(arch, kind, ratio: ratio, descent: descent, iteration: iteration)
+        for line in [scaled.clampWarning, scaled.summary].compactMap({ $0 }) {
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        }
+        let description = scaled.description
         // The folder is locked from here to the end (a second run into --out stops at once), and
         // settings, net and folder are checked before the (possibly long) data loading.
         let folder = try RunFolder.acquire(output)
@@ -171,36 +175,16 @@ struct Eval: ParsableCommand {
     }
 
     func run() throws {
-        let loaded = try Checkpoint.load(checkpoint)
-        if (try? loaded.training(as: DescentState.self)) != nil {
-            throw ValidationError("\(checkpoint) is the state of a search (`neuralscale descend`), not a trained net: "
-                                  + "train the net the search found with `neuralscale train --scaling neuralscale --descent <folder>/descent.json --ratio R` and evaluate that run's best.h5")
-        }
-        let state = try loaded.training(as: TrainingState.self)
-        guard let name = dataset ?? state?.config.dataset, let kind = DatasetKind(rawValue: name) else {
-            throw ValidationError("\(checkpoint) does not say which dataset it was trained on; pass --dataset")
-        }
-        let d = loaded.network.netDescription
-        guard kind.channels == d.inChannels, kind.imageSize == d.imageSize, kind.classes == d.classes else {
-            throw ValidationError("\(checkpoint) takes \(d.inChannels)x\(d.imageSize)x\(d.imageSize) images and \(d.classes) classes; \(kind.rawValue) does not fit")
-        }
-        guard let normalization = state?.inputNormalization else {
-            throw ValidationError("\(checkpoint) holds no input normalization (not written by `neuralscale train`?)")
-        }
-        do { try normalization.validate(channels: d.inChannels) } catch { throw InputError("\(checkpoint): \(error)") }
-        let test = try DatasetSources.testSource(kind, directory: dataDir, normalization: normalization, batchSize: batchSize,
-                                                reporter: ConsoleReporter())
-        let (loss, accuracy) = try evaluate(loaded.network, on: test)
+        let result = try CheckpointEvaluation.run(checkpoint: checkpoint, dataset: dataset, directory: dataDir, batchSize: batchSize,
+                                                  reporter: ConsoleReporter())
         if json {
-            struct Report: Encodable { let checkpoint, dataset: String; let testAccuracy, testLoss: Double; let images: Int }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             encoder.keyEncodingStrategy = .convertToSnakeCase
-            print(String(decoding: try encoder.encode(Report(checkpoint: checkpoint, dataset: kind.rawValue, testAccuracy: accuracy,
-                                                             testLoss: loss, images: test.sampleCount)), as: UTF8.self))
+            print(String(decoding: try encoder.encode(result), as: UTF8.self))
         } else {
-            print("\(checkpoint) on \(kind.rawValue) test (\(test.sampleCount) images): "
-                  + String(format: "accuracy %.2f%%, loss %.4f", 100 * accuracy, loss))
+            print("\(checkpoint) on \(result.dataset) test (\(result.images) images): "
+                  + String(format: "accuracy %.2f%%, loss %.4f", 100 * result.testAccuracy, result.testLoss))
         }
     }
 }
