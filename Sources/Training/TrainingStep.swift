@@ -45,10 +45,3 @@ public final class TrainingStep {
         return (logits, value)
     }
 }
-
-/// Seconds on a monotonic clock, for timing.
-public func monotonicSeconds() -> Double {
-    var t = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
-}

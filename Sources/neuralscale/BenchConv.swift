@@ -129,9 +129,3 @@ func sgemmGFLOPs(size n: Int, iterations: Int) -> Double {
     }
     return 2 * Double(n) * Double(n) * Double(n) / best / 1e9
 }
-
-func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}

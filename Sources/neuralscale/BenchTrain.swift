@@ -49,9 +49,9 @@ struct BenchTrain: ParsableCommand {
         _ = step(x, labels: labels)
         _ = step(x, labels: labels)
         step.timed = profile
-        let start = Training.monotonicSeconds()
+        let start = monotonicSeconds()
         for _ in 0..<steps { _ = step(x, labels: labels) }
-        let perStep = (Training.monotonicSeconds() - start) / Double(steps)
+        let perStep = (monotonicSeconds() - start) / Double(steps)
         print("\(model.rawValue) " + String(format: "ratio=%g batch=%d threads=%d params=%d step=%.1fms images/s=%.1f",
                                    ratio, batchSize, Parallel.workers, net.parameterCount, perStep * 1e3,
                                    Double(batchSize) / perStep))
