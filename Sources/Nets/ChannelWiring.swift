@@ -15,6 +15,10 @@ public struct ChannelWiring {
     public let axes: [String: ChannelAxes]
     /// One site per group, in group order, for a net built with channel scales; else empty.
     public let sites: [ChannelSite]
+    /// A dotted name per group, in group order: the first layer whose output channels the
+    /// group counts, or for a residual block's output, the block: the module of the residual
+    /// sum's first operand up to its first index (`blocks.3.residual.7` -> `blocks.3`).
+    public let groupNames: [String]
 
     public init(tracing net: Network) {
         let d = net.netDescription
@@ -24,7 +28,17 @@ public struct ChannelWiring {
         var byID: [ObjectIdentifier: NamedTensor] = [:]
         for t in state { byID[ObjectIdentifier(t.tensor)] = t }
         var groups: [ObjectIdentifier: Int] = [:]  // value -> group of its channels
+        var modules: [ObjectIdentifier: String] = [:]  // value -> the module that made it
         var axes: [String: ChannelAxes] = [:]
+        var firstLayer: [Int: String] = [:], block: [Int: String] = [:]
+        /// `blocks.3.conv1.weight` -> `blocks.3.conv1`.
+        func owner(_ name: String) -> String { name.split(separator: ".").dropLast().joined(separator: ".") }
+        /// `blocks.3.residual.7` -> `blocks.3`: up to the first index.
+        func blockName(_ module: String) -> String {
+            let parts = module.split(separator: ".")
+            guard let i = parts.firstIndex(where: { $0.allSatisfy(\.isNumber) }) else { return module }
+            return parts[...i].joined(separator: ".")
+        }
         func tensor(_ id: ObjectIdentifier?) -> NamedTensor {
             guard let id, let t = byID[id] else { preconditionFailure("ChannelWiring: a parameter is not in the net's state") }
             return t
@@ -33,20 +47,29 @@ public struct ChannelWiring {
         for op in trace.ops {
             let ids = op.operands.all
             let out: Int?
+            var module = ids.first.flatMap { $0.flatMap { modules[$0] } }
             switch op.kind {
             case .conv2d:
                 let weight = tensor(ids[1])
                 out = weight.group
+                module = owner(weight.name)
+                if let out, firstLayer[out] == nil { firstLayer[out] = module }
                 axes[weight.name] = ChannelAxes(rows: out, columns: group(ids[0]))
                 if ids.count > 2 { axes[tensor(ids[2]).name] = ChannelAxes(rows: out, columns: nil) }
             case .batchNorm:
                 out = group(ids[0])
+                module = owner(tensor(ids[1]).name)
                 for id in ids.dropFirst() { axes[tensor(id).name] = ChannelAxes(rows: out, columns: nil) }
             case .linear:
                 out = nil
+                module = owner(tensor(ids[1]).name)
                 axes[tensor(ids[1]).name] = ChannelAxes(rows: nil, columns: group(ids[0]))
                 if ids.count > 2 { axes[tensor(ids[2]).name] = ChannelAxes(rows: nil, columns: nil) }
-            case .add, .channelScale, .relu, .relu6, .maxPool, .avgPool, .globalAvgPool, .reshape:
+            case .add:
+                out = group(ids[0])
+                module = module.map(blockName)
+                if let out, let module { block[out] = module }
+            case .channelScale, .relu, .relu6, .maxPool, .avgPool, .globalAvgPool, .reshape:
                 out = group(ids[0])
             case .selectChannels:
                 out = nil
@@ -54,8 +77,13 @@ public struct ChannelWiring {
                 preconditionFailure("ChannelWiring: a net's forward pass has no \(op.kind.name)")
             }
             if let out { groups[ObjectIdentifier(op.output)] = out }
+            if let module { modules[ObjectIdentifier(op.output)] = module }
         }
         self.axes = axes
+        groupNames = (0..<d.widths.count).map { g in
+            guard let name = block[g] ?? firstLayer[g] else { preconditionFailure("ChannelWiring: no layer makes group \(g)") }
+            return name
+        }
         // Scales are `gates.<group>`; the slices of group g are every trained tensor whose axis 0
         // runs over g: the filters and bias that make its channels and the BN weight and bias
         // that normalize them.

@@ -1,4 +1,5 @@
 import Autodiff
+import Foundation
 
 /// The four nets of the spec ("Nets").
 public enum Architecture: String, CaseIterable, Codable, Sendable {
@@ -18,23 +19,22 @@ public enum Architecture: String, CaseIterable, Codable, Sendable {
     }
 
     /// A dotted name per width group, in group order: the layer whose output channels the group
-    /// counts (for residual block outputs, the block).
+    /// counts (for residual block outputs, the block), as a net's forward pass shows them
+    /// (`ChannelWiring.groupNames`, traced once per architecture on a small net).
     public var groupNames: [String] {
-        switch self {
-        case .vgg11:
-            var position = 0
-            return (0..<8).map { i in
-                defer { position += VGG11.poolAfter.contains(i) ? 4 : 3 }
-                return "features.\(position)"
-            }
-        case .mobilenetv2:
-            return ["pre.0"] + (0..<17).map { "blocks.\($0)" } + ["conv1.0"]
-        case .preactResNet18:
-            return ["conv1"] + (0..<8).flatMap { ["layers.\($0).conv1", "layers.\($0)"] }
-        case .resnet50:
-            return ["stem.0"] + (0..<16).flatMap { ["blocks.\($0).conv1", "blocks.\($0).conv2", "blocks.\($0)"] }
-        }
+        Architecture.namesLock.lock()
+        defer { Architecture.namesLock.unlock() }
+        if let names = Architecture.names[self] { return names }
+        let d = NetDescription(architecture: self, inChannels: 1, imageSize: 32, classes: 2,
+                               widths: originalWidths.map { max(1, $0 / 32) })
+        guard let net = try? makeNetwork(d, initialization: .none) else { preconditionFailure("groupNames: \(self) cannot be built") }
+        let names = ChannelWiring(tracing: net).groupNames
+        Architecture.names[self] = names
+        return names
     }
+
+    nonisolated(unsafe) private static var names: [Architecture: [String]] = [:]
+    private static let namesLock = NSLock()
 
     /// Uniform scaling: `Int(width * ratio)` for every group (spec: "Uniform scaling").
     /// A ratio that is not finite or not positive gives widths of 0, and a huge one

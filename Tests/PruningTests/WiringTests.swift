@@ -1,3 +1,4 @@
+import Autodiff
 import Nets
 import Pruning
 import XCTest
@@ -95,6 +96,33 @@ final class WiringTests: XCTestCase {
                 XCTAssertFalse(plain.isGated)
                 XCTAssertTrue(gated.isGated)
                 XCTAssertEqual(gated.gateSites.count, arch.originalWidths.count)
+            }
+        }
+    }
+}
+
+final class GroupNameTests: XCTestCase {
+    /// The names traced from the forward passes, as descent.json and the trajectory CSVs write
+    /// them; also for gated and surgery nets at 32 and 64 pixels.
+    func testGroupNames() throws {
+        let expected: [Architecture: [String]] = [
+            .vgg11: ["features.0", "features.4", "features.8", "features.11", "features.15", "features.18", "features.22", "features.25"],
+            .mobilenetv2: ["pre.0"] + (0..<17).map { "blocks.\($0)" } + ["conv1.0"],
+            .preactResNet18: ["conv1"] + (0..<8).flatMap { ["layers.\($0).conv1", "layers.\($0)"] },
+            .resnet50: ["stem.0"] + (0..<16).flatMap { ["blocks.\($0).conv1", "blocks.\($0).conv2", "blocks.\($0)"] },
+        ]
+        for arch in Architecture.allCases {
+            XCTAssertEqual(arch.groupNames, expected[arch], "\(arch)")
+            for size in [32, 64] {
+                let d = NetDescription.uniform(arch, ratio: 0.125, inChannels: 3, imageSize: size, classes: 5)
+                let gated = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 2)), gated: true)
+                let pruner = Pruner(gated, settings: PruningSettings())
+                for (g, w) in d.widths.enumerated() {
+                    for c in 0..<w where c % 3 == g % 3 && c > 0 { pruner.prune(group: g, channel: c, optimizer: nil) }
+                }
+                for net in [gated, try Surgery.prune(gated)] {
+                    XCTAssertEqual(net.wiring.groupNames, expected[arch], "\(arch) \(size)")
+                }
             }
         }
     }
