@@ -239,16 +239,10 @@ public final class Descent {
         var t = template
         t.widths = template.architecture.uniformWidths(ratio: config.baseRatio)
         do { try t.validate() } catch { throw TrainingError.invalidConfig("\(error) (is --base-ratio too small?)") }
-        let state = URL(fileURLWithPath: outputDirectory).appendingPathComponent("state.h5").path
-        let exists = FileManager.default.fileExists(atPath: state)
-        if resume {
-            guard exists else { throw TrainingError.resume("\(state) does not exist (nothing to resume in \(outputDirectory))") }
-            let saved = try storedState(state)
+        try RunFolder.checkResume(outputDirectory, file: "state.h5", resume: resume, what: "search", state: DescentState.self) { saved, state in
             guard saved.config == config else {
                 throw TrainingError.resume("\(state) was made with other settings: \(saved.config), given \(config)")
             }
-        } else if exists {
-            throw TrainingError.output("\(state) already exists: pass --resume to continue that search, or choose another --out")
         }
     }
 

@@ -117,4 +117,25 @@ public final class RunFolder {
         }
         return removed
     }
+
+    /// The resume rule of a run folder: without `resume`, `file` (the run's checkpoint,
+    /// `last.h5` or `state.h5`) must not exist; with it, it must, and hold a `State` that
+    /// `matches` accepts (it throws, naming what differs).
+    /// - Parameter what: the kind of run ("run", "search"), for messages.
+    public static func checkResume<State: Decodable>(_ folder: String, file: String, resume: Bool, what: String,
+                                                     state: State.Type, matches: (State, String) throws -> Void) throws {
+        let path = URL(fileURLWithPath: folder).appendingPathComponent(file).path
+        let exists = FileManager.default.fileExists(atPath: path)
+        guard resume else {
+            guard !exists else {
+                throw TrainingError.output("\(path) already exists: pass --resume to continue that \(what), or choose another --out")
+            }
+            return
+        }
+        guard exists else { throw TrainingError.resume("\(path) does not exist (nothing to resume in \(folder))") }
+        guard let stored = try Checkpoint.load(path).training(as: State.self) else {
+            throw TrainingError.resume("\(path) holds no \(what) state")
+        }
+        try matches(stored, path)
+    }
 }

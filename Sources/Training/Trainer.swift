@@ -98,20 +98,12 @@ public final class Trainer {
         } catch {
             throw TrainingError.invalidConfig("\(error) (is --ratio too small?)")
         }
-        let last = URL(fileURLWithPath: outputDirectory).appendingPathComponent("last.h5").path
-        let exists = FileManager.default.fileExists(atPath: last)
-        if !resume {
-            guard !exists else {
-                throw TrainingError.output("\(last) already exists: pass --resume to continue that run, or choose another --out")
+        try RunFolder.checkResume(outputDirectory, file: "last.h5", resume: resume, what: "run", state: TrainingState.self) { state, last in
+            let diff = config.differences(from: state.config)
+            guard diff.isEmpty else { throw TrainingError.resume("\(last) was made with other settings: \(diff.joined(separator: "; "))") }
+            guard state.widths == netDescription.widths else {
+                throw TrainingError.resume("\(last) holds widths \(state.widths), this run \(netDescription.widths)")
             }
-            return
-        }
-        guard exists else { throw TrainingError.resume("\(last) does not exist (nothing to resume in \(outputDirectory))") }
-        let state = try storedState(Checkpoint.load(last), path: last)
-        let diff = config.differences(from: state.config)
-        guard diff.isEmpty else { throw TrainingError.resume("\(last) was made with other settings: \(diff.joined(separator: "; "))") }
-        guard state.widths == netDescription.widths else {
-            throw TrainingError.resume("\(last) holds widths \(state.widths), this run \(netDescription.widths)")
         }
     }
 
