@@ -78,7 +78,8 @@ public final class SGD {
         for p in parameters { p.grad = nil }
     }
 
-    /// The momentum buffer of parameter `index`, if it has one yet. Pruning zeroes rows of it.
+    /// The momentum buffer of parameter `index`, if it has one yet; callers may edit it (zero
+    /// rows of it, for instance).
     public func momentumBuffer(_ index: Int) -> Tensor? { buffers[index] }
 
     /// Everything needed to continue exactly: position and momentum buffers.
@@ -122,7 +123,7 @@ public struct SGDState: Codable, Equatable, Sendable {
 }
 
 /// Learning rate as a function of the (0-based) epoch. Autodiff provides the two schedules of
-/// plain training; a caller with its own rule (the architecture search) conforms its own type.
+/// plain training; a caller with its own rule conforms its own type.
 public protocol LearningRateSchedule: Sendable {
     func learningRate(epoch: Int) -> Float
 }

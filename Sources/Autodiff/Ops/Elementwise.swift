@@ -70,8 +70,7 @@ public func mul(_ a: Tensor, _ b: Tensor) -> Tensor {
 
 /// A per-channel scale `y[n, c, ...] = x[n, c, ...] * s[c]`.
 ///
-/// `s.grad[c]` after backward is `dL/ds_c` (pruning's gates are such scales; Taylor-FO
-/// importance squares this gradient times the scale).
+/// `s.grad[c]` after backward is `dL/ds_c`, the sensitivity of the loss to channel `c`.
 /// - Parameters:
 ///   - x: [N, C, ...]
 ///   - s: [C]

@@ -1,5 +1,5 @@
-/// Channel selection: the shortcut of a residual block whose input and output channels were
-/// pruned differently (see Pruning's surgery).
+/// Channel selection: output channel j is input channel `channels[j]` (a residual shortcut whose
+/// two ends kept different channels is one).
 
 /// `y[n, j] = x[n, channels[j]]`, or zeros where `channels[j]` is -1.
 /// - Parameters:
