@@ -52,6 +52,37 @@ extension Module {
     public var parameterCount: Int { state.filter { $0.kind == .parameter }.reduce(0) { $0 + $1.tensor.count } }
 }
 
+extension Module {
+    /// Appends the state of every module this one holds in a stored property, named by the
+    /// property, in declaration order: a module under its name, an optional one when present, an
+    /// array of modules as `name.<i>`, a tuple of modules as `name.<i>`. Nothing else is state
+    /// (channel scales are collected apart, in group order). For modules whose reference names
+    /// are their layers' names (`blocks.3.conv1`, `layers.0.shortcut`).
+    func collectProperties(prefix: String, into state: inout [NamedTensor]) {
+        for child in Mirror(reflecting: self).children {
+            guard let label = child.label else { continue }
+            collect(child.value, prefix: join(prefix, label), into: &state)
+        }
+    }
+}
+
+/// The state of `value` under `prefix` when it is a module, an optional module, or an array or
+/// tuple of modules; nothing otherwise.
+private func collect(_ value: Any, prefix: String, into state: inout [NamedTensor]) {
+    if let module = value as? Module { return module.collectState(prefix: prefix, into: &state) }
+    let mirror = Mirror(reflecting: value)
+    switch mirror.displayStyle {
+    case .optional:
+        if let wrapped = mirror.children.first { collect(wrapped.value, prefix: prefix, into: &state) }
+    case .collection, .tuple:
+        for (i, element) in mirror.children.enumerated() where element.value is Module {
+            collect(element.value, prefix: join(prefix, String(i)), into: &state)
+        }
+    default:
+        break
+    }
+}
+
 /// `prefix.name`, or `name` at the root.
 @inline(__always) func join(_ prefix: String, _ name: String) -> String {
     prefix.isEmpty ? name : prefix + "." + name

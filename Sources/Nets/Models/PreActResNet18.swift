@@ -61,19 +61,13 @@ public final class PreActResNet18: Network {
         /// The channel scale and BN that consume this block's output: the next block's bn1, or
         /// the final BN.
         func next(_ net: PreActResNet18) -> (scale: Tensor?, bn: BatchNorm2d) {
-            guard let k = net.blocks.firstIndex(where: { $0 === self }), k + 1 < net.blocks.count else {
-                return (net.finalScale, net.finalBN)
+            guard let k = net.layers.firstIndex(where: { $0 === self }), k + 1 < net.layers.count else {
+                return (net.finalScale, net.bn)
             }
-            return (net.blocks[k + 1].inputScale, net.blocks[k + 1].bn1)
+            return (net.layers[k + 1].inputScale, net.layers[k + 1].bn1)
         }
 
-        func collectState(prefix: String, into state: inout [NamedTensor]) {
-            bn1.collectState(prefix: join(prefix, "bn1"), into: &state)
-            conv1.collectState(prefix: join(prefix, "conv1"), into: &state)
-            bn2.collectState(prefix: join(prefix, "bn2"), into: &state)
-            conv2.collectState(prefix: join(prefix, "conv2"), into: &state)
-            shortcut?.collectState(prefix: join(prefix, "shortcut"), into: &state)
-        }
+        func collectState(prefix: String, into state: inout [NamedTensor]) { collectProperties(prefix: prefix, into: &state) }
     }
 
     /// Stride of block `b` (0-based, two per stage): 2 for the first block of stages 2-4, and of
@@ -83,17 +77,19 @@ public final class PreActResNet18: Network {
     }
 
     public let netDescription: NetDescription
-    let stem: Conv2d
-    let blocks: [Block]
-    let finalBN: BatchNorm2d
-    let classifier: Linear
+    /// The stored layers carry the reference's names: the stem `conv1`, the blocks `layers`,
+    /// the final BN `bn`, the classifier `linear`.
+    let conv1: Conv2d
+    let layers: [Block]
+    let bn: BatchNorm2d
+    let linear: Linear
     /// Channel scale of the last block's output group, after the final BN.
     let finalScale: Tensor?
 
     init(_ d: NetDescription, _ i: Initializer) {
         netDescription = d
         let w = d.widths
-        stem = Conv2d(d.inChannels, w[0], kernel: 3, padding: 1, bias: false, group: 0, i)
+        conv1 = Conv2d(d.inChannels, w[0], kernel: 3, padding: 1, bias: false, group: 0, i)
         var c = w[0], blocks: [Block] = []
         var inputScale = i.channelScale(w[0])
         for (b, (block, shortcut)) in zip(d.residualBlocks, d.resolvedShortcuts).enumerated() {
@@ -102,25 +98,22 @@ public final class PreActResNet18: Network {
             c = w[2 + 2 * b]
             inputScale = i.channelScale(c)
         }
-        self.blocks = blocks
-        finalBN = BatchNorm2d(c, i)
+        layers = blocks
+        bn = BatchNorm2d(c, i)
         finalScale = inputScale
-        classifier = Linear(c, d.classes, i)
+        linear = Linear(c, d.classes, i)
     }
 
     public func logits(_ x: Tensor, training: Bool) -> Tensor {
-        var h = stem(x)
-        for b in blocks { h = b(h, training: training) }
-        h = finalBN(h, training: training, scale: finalScale, activation: .relu)
-        return classifier(flatten(globalAvgPool(h)))
+        var h = conv1(x)
+        for b in layers { h = b(h, training: training) }
+        h = bn(h, training: training, scale: finalScale, activation: .relu)
+        return linear(flatten(globalAvgPool(h)))
     }
 
     public func collectState(prefix: String, into state: inout [NamedTensor]) {
-        stem.collectState(prefix: join(prefix, "conv1"), into: &state)
-        for (k, b) in blocks.enumerated() { b.collectState(prefix: join(prefix, "layers.\(k)"), into: &state) }
-        finalBN.collectState(prefix: join(prefix, "bn"), into: &state)
-        classifier.collectState(prefix: join(prefix, "linear"), into: &state)
-        collectChannelScales([blocks[0].inputScale] + blocks.flatMap { [$0.innerScale, $0.next(self).scale] }, prefix: prefix, into: &state)
+        collectProperties(prefix: prefix, into: &state)
+        collectChannelScales([layers[0].inputScale] + layers.flatMap { [$0.innerScale, $0.next(self).scale] }, prefix: prefix, into: &state)
     }
 
 

@@ -57,29 +57,20 @@ public final class ResNet50: Network {
 
 
 
-        func collectState(prefix: String, into state: inout [NamedTensor]) {
-            for (name, m) in [("conv1", conv1), ("bn1", bn1), ("conv2", conv2), ("bn2", bn2),
-                              ("conv3", conv3), ("bn3", bn3)] as [(String, Module)] {
-                m.collectState(prefix: join(prefix, name), into: &state)
-            }
-            if let (conv, bn) = down {
-                conv.collectState(prefix: join(prefix, "down.0"), into: &state)
-                bn.collectState(prefix: join(prefix, "down.1"), into: &state)
-            }
-        }
+        func collectState(prefix: String, into state: inout [NamedTensor]) { collectProperties(prefix: prefix, into: &state) }
     }
 
     public let netDescription: NetDescription
-    let stem: Conv2d, stemBN: BatchNorm2d
+    /// The stored layers carry the reference's names (`stem.0`, `blocks.3.down.1`, `fc`).
+    let stem: (Conv2d, BatchNorm2d)
     let blocks: [Bottleneck]
-    let classifier: Linear
+    let fc: Linear
     let stemScale: Tensor?
 
     init(_ d: NetDescription, _ i: Initializer) {
         netDescription = d
         let w = d.widths
-        stem = Conv2d(d.inChannels, w[0], kernel: 7, stride: 2, padding: 3, bias: false, group: 0, i)
-        stemBN = BatchNorm2d(w[0], i)
+        stem = (Conv2d(d.inChannels, w[0], kernel: 7, stride: 2, padding: 3, bias: false, group: 0, i), BatchNorm2d(w[0], i))
         stemScale = i.channelScale(w[0])
         var c = w[0], blocks: [Bottleneck] = []
         for (b, (block, shortcut)) in zip(d.residualBlocks, d.resolvedShortcuts).enumerated() {
@@ -88,21 +79,18 @@ public final class ResNet50: Network {
             c = w[g + 2]
         }
         self.blocks = blocks
-        classifier = Linear(c, d.classes, i)
+        fc = Linear(c, d.classes, i)
     }
 
     public func logits(_ x: Tensor, training: Bool) -> Tensor {
-        var h = stemBN(stem(x), training: training, scale: stemScale, activation: .relu)
+        var h = stem.1(stem.0(x), training: training, scale: stemScale, activation: .relu)
         h = maxPool2d(h, kernel: (3, 3), stride: (2, 2), padding: (1, 1))
         for b in blocks { h = b(h, training: training) }
-        return classifier(flatten(globalAvgPool(h)))
+        return fc(flatten(globalAvgPool(h)))
     }
 
     public func collectState(prefix: String, into state: inout [NamedTensor]) {
-        stem.collectState(prefix: join(prefix, "stem.0"), into: &state)
-        stemBN.collectState(prefix: join(prefix, "stem.1"), into: &state)
-        for (k, b) in blocks.enumerated() { b.collectState(prefix: join(prefix, "blocks.\(k)"), into: &state) }
-        classifier.collectState(prefix: join(prefix, "fc"), into: &state)
+        collectProperties(prefix: prefix, into: &state)
         collectChannelScales([stemScale] + blocks.flatMap { [$0.scale1, $0.scale2, $0.outputScale] }, prefix: prefix, into: &state)
     }
 
