@@ -111,7 +111,8 @@ let package = Package(
         .testTarget(name: "ONNXTests", dependencies: ["ONNX", "PythonBridge", "TestSupport",
                                                    .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                     swiftSettings: strictImports),
-        .testTarget(name: "ExportTests", dependencies: ["Autodiff", "Nets", "Pruning", "ONNX", "Export", "TestSupport"],
+        .testTarget(name: "ExportTests", dependencies: ["Autodiff", "Nets", "Pruning", "ONNX", "Export", "PythonBridge", "TestSupport",
+                                                          .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                     exclude: ["Reference"], swiftSettings: strictImports),
         // The command-line tool run as a user runs it: bad inputs, locks, leftovers. (It runs the
         // built `neuralscale` binary, hence that dependency, which it does not import.)

@@ -146,7 +146,7 @@ public struct ExportError: Error, CustomStringConvertible {
 }
 
 /// A float tensor's value info; string dimensions are symbolic.
-private func valueInfo(_ name: String, _ dims: [Any]) -> Onnx_ValueInfoProto {
+func valueInfo(_ name: String, _ dims: [Any]) -> Onnx_ValueInfoProto {
     var shape = Onnx_TensorShapeProto()
     shape.dim = dims.map { d in
         var dim = Onnx_TensorShapeProto.Dimension()
@@ -165,7 +165,7 @@ private func valueInfo(_ name: String, _ dims: [Any]) -> Onnx_ValueInfoProto {
 }
 
 /// A float32 initializer, little-endian raw data.
-private func tensorProto(_ name: String, _ t: Tensor) -> Onnx_TensorProto {
+func tensorProto(_ name: String, _ t: Tensor) -> Onnx_TensorProto {
     var p = Onnx_TensorProto()
     p.name = name
     p.dims = t.shape.map(Int64.init)
@@ -176,7 +176,7 @@ private func tensorProto(_ name: String, _ t: Tensor) -> Onnx_TensorProto {
     return p
 }
 
-private func ints(_ name: String, _ values: [Int64]) -> Onnx_AttributeProto {
+func ints(_ name: String, _ values: [Int64]) -> Onnx_AttributeProto {
     var a = Onnx_AttributeProto()
     a.name = name
     a.type = .ints
@@ -184,7 +184,7 @@ private func ints(_ name: String, _ values: [Int64]) -> Onnx_AttributeProto {
     return a
 }
 
-private func int(_ name: String, _ value: Int64) -> Onnx_AttributeProto {
+func int(_ name: String, _ value: Int64) -> Onnx_AttributeProto {
     var a = Onnx_AttributeProto()
     a.name = name
     a.type = .int
@@ -192,7 +192,7 @@ private func int(_ name: String, _ value: Int64) -> Onnx_AttributeProto {
     return a
 }
 
-private func float(_ name: String, _ value: Float) -> Onnx_AttributeProto {
+func float(_ name: String, _ value: Float) -> Onnx_AttributeProto {
     var a = Onnx_AttributeProto()
     a.name = name
     a.type = .float

@@ -162,8 +162,11 @@ extension InferenceGraph {
 extension InferenceGraph {
     /// Runs the graph on `x` [N, C, H, W] with the engine's own ops, as `logits(x, training:
     /// false)` would: the check that a graph (folded or not) computes what its net computes.
-    public func run(_ x: Tensor) -> Tensor {
+    /// - Parameter observe: called with every value as it is computed (0: the input, `i + 1`:
+    ///   node `i`'s output), e.g. to calibrate activation ranges.
+    public func run(_ x: Tensor, observe: ((Int, Tensor) -> Void)? = nil) -> Tensor {
         Tape.withoutGradients {
+            observe?(0, x)
             var values = [x]
             func t(_ name: String) -> Tensor { tensors[name]! }
             for node in nodes {
@@ -184,6 +187,7 @@ extension InferenceGraph {
                 case let .linear(w, b): y = linear(a, weight: t(w), bias: t(b))
                 case let .select(channels): y = selectChannels(a, channels)
                 }
+                observe?(values.count, y)
                 values.append(y)
             }
             return values[output]

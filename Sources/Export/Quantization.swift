@@ -1,0 +1,358 @@
+import Autodiff
+import Foundation
+import Nets
+import ONNX
+import Pruning
+
+/// How activation ranges are taken from the calibration images.
+public enum CalibrationMethod: String, CaseIterable, Sendable {
+    /// The smallest and largest value seen.
+    case minmax
+    /// The `p`-th and `(100 - p)`-th percentiles of the values seen (clips rare outliers).
+    case percentile
+}
+
+/// The integer type of quantized activations.
+public enum ActivationType: String, CaseIterable, Sendable {
+    /// Asymmetric: zero point in 0...255 (what ONNX Runtime's CPU kernels run fastest).
+    case uint8
+    /// Symmetric: zero point 0.
+    case int8
+}
+
+/// Per-tensor activation ranges of a folded inference graph, from running the Swift engine on
+/// calibration images: one range per graph value (0: the input, `i + 1`: node `i`'s output).
+public struct ActivationRanges: Sendable {
+    public var lower: [Float]
+    public var upper: [Float]
+
+    /// Runs `graph` on `images` [N, C, H, W] in batches of `batchSize` and keeps, per value, the
+    /// minimum and maximum (`.minmax`) or the `percentile`-th and `(100 - percentile)`-th
+    /// percentiles of its elements (`.percentile`, from a 4096-bin histogram over the min-max
+    /// range, a second pass). Deterministic: the same images give the same ranges.
+    public static func calibrate(_ graph: InferenceGraph, images: Tensor, batchSize: Int = 64,
+                                 method: CalibrationMethod, percentile: Double = 99.99) -> ActivationRanges {
+        let count = graph.nodes.count + 1
+        var lower = [Float](repeating: .infinity, count: count), upper = [Float](repeating: -.infinity, count: count)
+        func batches(_ body: (Tensor) -> Void) {
+            let n = images.shape[0], image = images.count / max(n, 1)
+            var start = 0
+            while start < n {
+                let m = min(batchSize, n - start)
+                let x = Tensor(uninitialized: [m] + Array(images.shape.dropFirst()))
+                x.data.update(from: images.data + start * image, count: m * image)
+                body(x)
+                start += m
+            }
+        }
+        batches { x in
+            _ = graph.run(x) { v, t in
+                var lo = lower[v], hi = upper[v]
+                for i in 0..<t.count { lo = min(lo, t.data[i]); hi = max(hi, t.data[i]) }
+                lower[v] = lo
+                upper[v] = hi
+            }
+        }
+        if method == .percentile {
+            let bins = 4096
+            var histograms = [[Int]](repeating: [Int](repeating: 0, count: bins), count: count)
+            var totals = [Int](repeating: 0, count: count)
+            batches { x in
+                _ = graph.run(x) { v, t in
+                    let lo = lower[v], width = (upper[v] - lo) / Float(bins)
+                    guard width > 0 else { return }
+                    for i in 0..<t.count {
+                        histograms[v][min(bins - 1, max(0, Int((t.data[i] - lo) / width)))] += 1
+                    }
+                    totals[v] += t.count
+                }
+            }
+            for v in 0..<count where totals[v] > 0 {
+                let width = (upper[v] - lower[v]) / Float(bins)
+                let low = Double(totals[v]) * (100 - percentile) / 100, high = Double(totals[v]) * percentile / 100
+                var seen = 0, first: Int?, last = bins - 1
+                for (b, c) in histograms[v].enumerated() {
+                    seen += c
+                    if first == nil, Double(seen) > low { first = b }
+                    if Double(seen) >= high { last = b; break }
+                }
+                let lo = lower[v] + Float(first ?? 0) * width, hi = lower[v] + Float(last + 1) * width
+                lower[v] = lo
+                upper[v] = min(upper[v], hi)
+            }
+        }
+        return ActivationRanges(lower: lower, upper: upper)
+    }
+
+    /// Scale and zero point of value `v`; the range always includes 0 (so zero padding and
+    /// ReLU's zeros are exact).
+    func quantization(_ v: Int, _ type: ActivationType) -> (scale: Float, zeroPoint: Int32) {
+        let lo = min(lower[v], 0), hi = max(upper[v], 0)
+        switch type {
+        case .uint8:
+            let scale = max((hi - lo) / 255, 1e-8)
+            return (scale, Int32(max(0, min(255, (-lo / scale).rounded()))))
+        case .int8:
+            return (max(max(-lo, hi) / 127, 1e-8), 0)
+        }
+    }
+}
+
+/// What `QDQExport.model` quantized.
+public struct QuantizationSummary: Codable, Sendable {
+    /// Convs and linear layers with int8 weights, by module name.
+    public var quantizedLayers: [String]
+    /// Convs and linear layers left in float (asked for with `keepFloat`).
+    public var floatLayers: [String]
+}
+
+/// The net's eval graph (BN folded) as an int8 QDQ ONNX model, in the pattern ONNX Runtime fuses
+/// into integer kernels: every activation is quantized per tensor after the op that makes it
+/// (`QuantizeLinear`) and dequantized once for each op that reads it (`DequantizeLinear` feeding
+/// one node); conv and linear weights are symmetric int8 per output channel (`axis=0`), biases
+/// int32 with scale `s_x * s_w[c]` and zero point 0; a ReLU or Clip right after a conv sits
+/// between the conv and its `QuantizeLinear`, where ONNX Runtime absorbs it. Every conv
+/// attribute is written explicitly. The model's output, the logits, stays float.
+public enum QDQExport {
+    /// - Parameters:
+    ///   - ranges: from `ActivationRanges.calibrate` on `net.inferenceGraph.foldingBatchNorms()`
+    ///     (a gated net: of its surgery net).
+    ///   - keepFloat: module names of convs and linear layers to leave in float.
+    public static func model(_ net: Network, ranges: ActivationRanges, activations: ActivationType = .uint8,
+                             keepFloat: Set<String> = []) throws -> (model: Onnx_ModelProto, summary: QuantizationSummary) {
+        let plain = net.isGated ? try Surgery.prune(net) : net
+        let graph = plain.inferenceGraph.foldingBatchNorms()
+        guard ranges.lower.count == graph.nodes.count + 1 else {
+            throw ExportError("the activation ranges are of another graph (\(ranges.lower.count) values, the graph has \(graph.nodes.count + 1))")
+        }
+        let d = plain.netDescription
+        let output = graph.nodes.count
+        // A ReLU/Clip that is the only reader of a conv's output runs between the conv and the
+        // quantization of its own output.
+        var readers = [Int](repeating: 0, count: output + 1)
+        for node in graph.nodes { for i in node.inputs { readers[i] += 1 } }
+        var absorbed = Set<Int>()  // node indices of absorbed activations
+        for (j, node) in graph.nodes.enumerated() {
+            switch node.op {
+            case .relu, .relu6:
+                let producer = node.inputs[0] - 1
+                if producer >= 0, readers[node.inputs[0]] == 1, case .conv = graph.nodes[producer].op { absorbed.insert(j) }
+            default: break
+            }
+        }
+        var g = Onnx_GraphProto()
+        g.name = d.architecture.rawValue + "_int8"
+        g.input = [valueInfo("input", ["batch", d.inChannels, d.imageSize, d.imageSize])]
+        g.output = [valueInfo("logits", ["batch", d.classes])]
+        var initializers: [Onnx_TensorProto] = []
+        var floats: [String: Tensor] = [:]
+        var summary = QuantizationSummary(quantizedLayers: [], floatLayers: [])
+        var nodeCount = 0
+        func node(_ op: String, _ inputs: [String], _ out: String, _ attributes: [Onnx_AttributeProto] = []) {
+            var n = Onnx_NodeProto()
+            n.opType = op
+            n.input = inputs
+            n.output = [out]
+            n.attribute = attributes
+            n.name = "\(op)_\(nodeCount)"
+            nodeCount += 1
+            g.node.append(n)
+        }
+        // Float name of each value, and whether it is quantized (everything but the logits and
+        // the conv outputs an absorbed activation reads).
+        func floatName(_ v: Int) -> String { v == 0 ? "input" : v == output ? "logits" : "v\(v)" }
+        var absorbedInput = Set<Int>()  // conv outputs read only by an absorbed activation
+        for j in absorbed { absorbedInput.insert(graph.nodes[j].inputs[0]) }
+        func isQuantized(_ v: Int) -> Bool { v != output && !absorbedInput.contains(v) }
+        func quantParams(_ v: Int) -> (scale: String, zeroPoint: String, s: Float) {
+            let (s, z) = ranges.quantization(v, activations)
+            let scale = "v\(v)_scale", zp = "v\(v)_zero_point"
+            initializers.append(scalarFloat(scale, s))
+            initializers.append(activations == .uint8 ? scalarUInt8(zp, UInt8(z)) : scalarInt8(zp, Int8(z)))
+            return (scale, zp, s)
+        }
+        var params: [Int: (scale: String, zeroPoint: String, s: Float)] = [:]
+        func quantize(_ v: Int) {
+            let p = quantParams(v)
+            params[v] = p
+            node("QuantizeLinear", [floatName(v), p.scale, p.zeroPoint], floatName(v) + "_q")
+        }
+        var dqCount = 0
+        /// The float input of a node reading value `v`: its own DequantizeLinear when `v` is
+        /// quantized. `quantized`: the node has integer weights and needs its input quantized
+        /// (a value left in float, the input or a float layer's output, is quantized here).
+        func read(_ v: Int, quantized: Bool = false) -> String {
+            if params[v] == nil && quantized { quantize(v) }
+            guard let p = params[v] else { return floatName(v) }
+            dqCount += 1
+            let out = floatName(v) + "_dq\(dqCount)"
+            node("DequantizeLinear", [floatName(v) + "_q", p.scale, p.zeroPoint], out)
+            return out
+        }
+        /// Symmetric per-output-channel int8 weights (and an int32 bias at `s_x * s_w`),
+        /// dequantized for one node; returns the float names.
+        func quantizedWeights(_ w: String, _ weight: Tensor, bias: (String, Tensor)?, inputScale: Float) -> (String, String?) {
+            let out = weight.shape[0], row = weight.count / out
+            var scales = [Float](repeating: 0, count: out), q = [Int8](repeating: 0, count: weight.count)
+            for o in 0..<out {
+                var m: Float = 0
+                for i in 0..<row { m = max(m, abs(weight.data[o * row + i])) }
+                let s = m > 0 ? m / 127 : 1
+                scales[o] = s
+                for i in 0..<row { q[o * row + i] = Int8(max(-127, min(127, (weight.data[o * row + i] / s).rounded()))) }
+            }
+            initializers.append(intTensor(w + "_quantized", weight.shape, q))
+            initializers.append(floatTensor(w + "_scale", [out], scales))
+            initializers.append(intTensor(w + "_zero_point", [out], [Int8](repeating: 0, count: out)))
+            let wf = w + "_dequantized"
+            node("DequantizeLinear", [w + "_quantized", w + "_scale", w + "_zero_point"], wf, [int("axis", 0)])
+            guard let (b, bias) = bias else { return (wf, nil) }
+            let bScales = scales.map { $0 * inputScale }
+            let qb = (0..<out).map { Int32(max(-2_147_483_647, min(2_147_483_647, (Double(bias.data[$0]) / Double(bScales[$0])).rounded()))) }
+            initializers.append(intTensor(b + "_quantized", [out], qb))
+            initializers.append(floatTensor(b + "_scale", [out], bScales))
+            initializers.append(intTensor(b + "_zero_point", [out], [Int32](repeating: 0, count: out)))
+            let bf = b + "_dequantized"
+            node("DequantizeLinear", [b + "_quantized", b + "_scale", b + "_zero_point"], bf, [int("axis", 0)])
+            return (wf, bf)
+        }
+
+        func activation(_ op: InferenceGraph.Op, _ x: String, _ y: String) {
+            if case .relu6 = op {
+                floats["relu6.min"] = Tensor(shape: [], values: [0])
+                floats["relu6.max"] = Tensor(shape: [], values: [6])
+                node("Clip", [x, "relu6.min", "relu6.max"], y)
+            } else {
+                node("Relu", [x], y)
+            }
+        }
+
+        // The input is quantized when a quantized layer first reads it; a float first layer
+        // reads it as it is, so ONNX Runtime has no DequantizeLinear to fuse its conv with.
+        for (i, n) in graph.nodes.enumerated() where !absorbed.contains(i) {
+            let out = i + 1
+            var result = floatName(out)
+            switch n.op {
+            case let .conv(w, b, stride, padding, groups):
+                let weight = graph.tensors[w]!, k = Int64(weight.shape[2])
+                let keep = keepFloat.contains(n.name)
+                let x = read(n.inputs[0], quantized: !keep)
+                let attributes = [ints("kernel_shape", [k, k]), ints("strides", [Int64(stride), Int64(stride)]),
+                                  ints("pads", Array(repeating: Int64(padding), count: 4)), ints("dilations", [1, 1]),
+                                  int("group", Int64(groups))]
+                var inputs = [x]
+                if keep {
+                    summary.floatLayers.append(n.name)
+                    floats[w] = weight
+                    inputs.append(w)
+                    if let b { floats[b] = graph.tensors[b]!; inputs.append(b) }
+                } else {
+                    summary.quantizedLayers.append(n.name)
+                    let (wf, bf) = quantizedWeights(w, weight, bias: b.map { ($0, graph.tensors[$0]!) }, inputScale: params[n.inputs[0]]!.s)
+                    inputs += [wf] + (bf.map { [$0] } ?? [])
+                }
+                // The activation this conv's output alone feeds runs before the quantization.
+                if let j = graph.nodes.indices.first(where: { absorbed.contains($0) && graph.nodes[$0].inputs[0] == out }) {
+                    node("Conv", inputs, floatName(out), attributes)
+                    result = floatName(j + 1)
+                    activation(graph.nodes[j].op, floatName(out), result)
+                    // A float layer's output stays float (ONNX Runtime would fuse a conv between
+                    // DequantizeLinear and QuantizeLinear, float weights or not).
+                    if isQuantized(j + 1) && !keep { quantize(j + 1) }
+                    continue
+                }
+                node("Conv", inputs, result, attributes)
+                if keep { continue }
+            case let .select(channels):
+                let cin = graph.shape(of: n.inputs[0])[0]
+                var values = [Float](repeating: 0, count: channels.count * cin)
+                for (j, c) in channels.enumerated() where c >= 0 { values[j * cin + c] = 1 }
+                let name = n.name + ".select"
+                floats[name] = Tensor(shape: [channels.count, cin, 1, 1], values: values)
+                node("Conv", [read(n.inputs[0]), name], result,
+                     [ints("kernel_shape", [1, 1]), ints("strides", [1, 1]), ints("pads", [0, 0, 0, 0]), ints("dilations", [1, 1]),
+                      int("group", 1)])
+            case let .linear(w, b):
+                let weight = graph.tensors[w]!
+                let keep = keepFloat.contains(n.name)
+                let x = read(n.inputs[0], quantized: !keep)
+                if keep {
+                    summary.floatLayers.append(n.name)
+                    floats[w] = weight
+                    floats[b] = graph.tensors[b]!
+                    node("Gemm", [x, w, b], result, [int("transB", 1)])
+                } else {
+                    summary.quantizedLayers.append(n.name)
+                    let (wf, bf) = quantizedWeights(w, weight, bias: (b, graph.tensors[b]!), inputScale: params[n.inputs[0]]!.s)
+                    node("Gemm", [x, wf, bf!], result, [int("transB", 1)])
+                }
+            case let .batchNorm(p, eps):
+                for suffix in ["weight", "bias", "running_mean", "running_var"] { floats[p + "." + suffix] = graph.tensors[p + "." + suffix]! }
+                node("BatchNormalization", [read(n.inputs[0])] + ["weight", "bias", "running_mean", "running_var"].map { p + "." + $0 },
+                     result, [float("epsilon", eps)])
+            case .relu, .relu6:
+                activation(n.op, read(n.inputs[0]), result)
+            case .add:
+                node("Add", [read(n.inputs[0]), read(n.inputs[1])], result)
+            case let .maxPool(k, s, p):
+                node("MaxPool", [read(n.inputs[0])], result,
+                     [ints("kernel_shape", [Int64(k), Int64(k)]), ints("strides", [Int64(s), Int64(s)]),
+                      ints("pads", Array(repeating: Int64(p), count: 4))])
+            case .globalAvgPool:
+                node("GlobalAveragePool", [read(n.inputs[0])], result)
+            case .flatten:
+                node("Flatten", [read(n.inputs[0])], result, [int("axis", 1)])
+            }
+            if isQuantized(out) { quantize(out) }
+        }
+        g.initializer = initializers + floats.keys.sorted().map { tensorProto($0, floats[$0]!) }
+
+        var m = Onnx_ModelProto()
+        m.irVersion = ONNXExport.irVersion(opset: 13)
+        var opset = Onnx_OperatorSetIdProto()
+        opset.domain = ""
+        opset.version = 13
+        m.opsetImport = [opset]
+        m.producerName = "neuralscale"
+        m.graph = g
+        var meta = Onnx_StringStringEntryProto()
+        meta.key = "neuralscale.net"
+        meta.value = String(decoding: try JSONEncoder().encode(d), as: UTF8.self)
+        var kind = Onnx_StringStringEntryProto()
+        kind.key = "neuralscale.quantization"
+        kind.value = "int8 weights per output channel, \(activations.rawValue) activations per tensor"
+        m.metadataProps = [meta, kind]
+        return (m, summary)
+    }
+}
+
+private func scalarFloat(_ name: String, _ v: Float) -> Onnx_TensorProto { floatTensor(name, [], [v]) }
+private func scalarUInt8(_ name: String, _ v: UInt8) -> Onnx_TensorProto { rawTensor(name, [], .uint8, [v]) }
+private func scalarInt8(_ name: String, _ v: Int8) -> Onnx_TensorProto { intTensor(name, [], [v]) }
+
+private func floatTensor(_ name: String, _ shape: [Int], _ values: [Float]) -> Onnx_TensorProto {
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(4 * values.count)
+    for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes += $0 } }
+    return rawTensor(name, shape, .float, bytes)
+}
+
+private func intTensor(_ name: String, _ shape: [Int], _ values: [Int8]) -> Onnx_TensorProto {
+    rawTensor(name, shape, .int8, values.map { UInt8(bitPattern: $0) })
+}
+
+private func intTensor(_ name: String, _ shape: [Int], _ values: [Int32]) -> Onnx_TensorProto {
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(4 * values.count)
+    for v in values { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+    return rawTensor(name, shape, .int32, bytes)
+}
+
+private func rawTensor(_ name: String, _ shape: [Int], _ type: Onnx_TensorProto.DataType, _ bytes: [UInt8]) -> Onnx_TensorProto {
+    var p = Onnx_TensorProto()
+    p.name = name
+    p.dims = shape.map(Int64.init)
+    p.dataType = Int32(type.rawValue)
+    p.rawData = Data(bytes)
+    return p
+}

@@ -1,0 +1,108 @@
+import Autodiff
+import Export
+import Foundation
+import Nets
+import ONNX
+import PythonBridge
+import SwiftProtobuf
+import TestSupport
+import XCTest
+
+/// int8 QDQ export: onnx's checker accepts it, ONNX Runtime runs it close to the fp32 model and
+/// fuses every conv into an integer kernel; calibration is deterministic.
+final class QuantizationTests: XCTestCase {
+    override func setUpWithError() throws {
+        try requirePython(modules: ["onnx", "onnxruntime", "numpy"])
+    }
+
+    private let checker = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Reference/check_qdq.py").path
+
+    struct Report: Decodable {
+        let checker: String
+        let max_cosine_distance: Double
+        let max_relative_diff: Double
+        let top1_agreement: Double
+        let optimized_ops: [String: Int]
+    }
+
+    /// A small net of `arch` with random weights and BN statistics, its calibration ranges on
+    /// random images, and ONNX Runtime's verdict on its int8 model against its fp32 model.
+    private func quantize(_ arch: Architecture, activations: ActivationType = .uint8, method: CalibrationMethod = .minmax,
+                          keepFloat: Set<String> = []) throws -> (Report, QuantizationSummary, Network) {
+        let d = NetDescription.uniform(arch, ratio: 0.25, inChannels: 3, imageSize: 32, classes: 10)
+        let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 5)))
+        var rng = RandomGenerator(seed: 6)
+        randomizeNormalization(net, using: &rng)
+        let calibration = Tensor.randn([32, 3, 32, 32], using: &rng)
+        let ranges = ActivationRanges.calibrate(net.inferenceGraph.foldingBatchNorms(), images: calibration, batchSize: 16, method: method)
+        let (model, summary) = try QDQExport.model(net, ranges: ranges, activations: activations, keepFloat: keepFloat)
+        let folder = try temporaryFolder("qdq")
+        let int8 = folder.appendingPathComponent("int8.onnx").path, fp32 = folder.appendingPathComponent("fp32.onnx").path
+        try model.serializedData().write(to: URL(fileURLWithPath: int8))
+        try ONNXExport.write(net, to: fp32, opset: 13)
+        let inputs = folder.appendingPathComponent("x.npy").path
+        try NPY.write(Tensor.randn([16, 3, 32, 32], using: &rng), to: inputs)
+        let (status, out, err) = try Python.run([checker, int8, fp32, inputs])
+        XCTAssertEqual(status, 0, err)
+        return (try JSONDecoder().decode(Report.self, from: Data(out.utf8)), summary, net)
+    }
+
+    func testEveryNetQuantizesToIntegerKernelsCloseToFloat() throws {
+        for arch in Architecture.allCases {
+            let (r, summary, net) = try quantize(arch)
+            print("\(arch): \(r)")
+            XCTAssertEqual(r.checker, "ok", "\(arch)")
+            let convs = net.inferenceGraph.foldingBatchNorms().nodes.filter { if case .conv = $0.op { return true } else { return false } }.count
+            // Every conv runs as ONNX Runtime's integer QLinearConv; no float Conv is left.
+            XCTAssertEqual(r.optimized_ops["QLinearConv"], convs, "\(arch): \(r.optimized_ops)")
+            XCTAssertNil(r.optimized_ops["Conv"], "\(arch): a conv left in float: \(r.optimized_ops)")
+            XCTAssertEqual(summary.floatLayers, [])
+            XCTAssertEqual(summary.quantizedLayers.count, convs + 1, "\(arch): every conv and the classifier")
+            // Random nets on random inputs, so a loose bound: int8 keeps the logits' direction.
+            XCTAssertLessThan(r.max_cosine_distance, 0.05, "\(arch)")
+        }
+    }
+
+    func testKeptFloatLayersStayFloat() throws {
+        let (r, summary, _) = try quantize(.vgg11, method: .percentile, keepFloat: ["features.0"])
+        XCTAssertEqual(r.checker, "ok")
+        XCTAssertEqual(summary.floatLayers, ["features.0"])
+        XCTAssertEqual(r.optimized_ops["QLinearConv"], 7, "\(r.optimized_ops)")
+        XCTAssertEqual(r.optimized_ops["Conv", default: 0] + r.optimized_ops["FusedConv", default: 0], 1, "\(r.optimized_ops)")
+        XCTAssertLessThan(r.max_cosine_distance, 0.05)
+    }
+
+    /// Signed activations give a valid model that runs close to float; ONNX Runtime 1.31's CPU
+    /// provider does not fuse S8S8 convs on this machine, so they run as float convs between
+    /// DequantizeLinear and QuantizeLinear (uint8 is the default for that reason).
+    func testInt8ActivationsRun() throws {
+        let (r, _, _) = try quantize(.resnet50, activations: .int8)
+        XCTAssertEqual(r.checker, "ok")
+        XCTAssertLessThan(r.max_cosine_distance, 0.05)
+    }
+
+    func testCalibrationIsDeterministic() throws {
+        let net = try makeNetwork(.uniform(.resnet50, ratio: 0.125, inChannels: 3, imageSize: 32, classes: 10),
+                                  initialization: .random(RandomGenerator(seed: 1)))
+        var rng = RandomGenerator(seed: 2)
+        let x = Tensor.randn([12, 3, 32, 32], using: &rng)
+        let graph = net.inferenceGraph.foldingBatchNorms()
+        for method in CalibrationMethod.allCases {
+            let a = ActivationRanges.calibrate(graph, images: x, batchSize: 5, method: method)
+            let again = ActivationRanges.calibrate(graph, images: x, batchSize: 5, method: method)
+            XCTAssertEqual(a.lower, again.lower, "\(method): the same images give the same ranges, bit for bit")
+            XCTAssertEqual(a.upper, again.upper, "\(method)")
+            XCTAssertTrue(zip(a.lower, a.upper).allSatisfy { $0 <= $1 }, "\(method)")
+            // Another batch size changes only float rounding (GEMM blocking), and the
+            // histogram bin a value falls into.
+            let b = ActivationRanges.calibrate(graph, images: x, batchSize: 12, method: method)
+            for (u, v) in zip(a.upper + a.lower, b.upper + b.lower) {
+                XCTAssertLessThanOrEqual(abs(u - v), 0.01 * max(abs(u), abs(v), 1), "\(method)")
+            }
+        }
+        let minmax = ActivationRanges.calibrate(graph, images: x, method: .minmax)
+        let clipped = ActivationRanges.calibrate(graph, images: x, method: .percentile, percentile: 99)
+        XCTAssertTrue(zip(clipped.upper, minmax.upper).allSatisfy { $0 <= $1 }, "percentiles clip")
+        XCTAssertTrue(zip(clipped.upper, minmax.upper).contains { $0 < $1 })
+    }
+}
