@@ -83,7 +83,9 @@ let package = Package(
             name: "NeuralScaleCommands",
             dependencies: [
                 "Autodiff", "Nets", "Pruning", "ArchDescent", "Reporting", "Datasets", "Checkpoint", "Training", "Export",
+                "PythonBridge",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             path: "Sources/neuralscale",
             swiftSettings: strictImports

@@ -11,7 +11,7 @@ INT8.onnx is expected in the QDQ form (opset 13) that ONNX Runtime fuses into in
     Q(x)->DQ(x), DQ(w int8, per output channel, axis=0), DQ(b int32, scale s_x*s_w[c], zp 0)
         -> Conv -> (Relu/Clip) -> Q(y)
 and likewise DQ(a), DQ(w), DQ(b) -> Gemm. IMAGES.npy is float32 [N, C, H, W] (already
-normalized), LABELS.npy integer (int64) [N].
+normalized), LABELS.npy integer (int64) [N] (or float32 holding whole numbers).
 
 Reports:
   1. Accuracy of both models over all N images (batches of --batch-size): top-1, and top-5 when
@@ -117,8 +117,11 @@ def load_labels(np, path, n):
         raise Failure(f"{path}: cannot read labels: {e.strerror or e}")
     except ValueError as e:
         raise Failure(f"{path}: not a .npy file (labels): {e}")
+    # Integers, or floats holding whole numbers (what the Swift tool's float32 .npy writer gives).
+    if a.dtype.kind == "f" and a.size and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+        a = a.astype(np.int64)
     if a.dtype.kind not in "iu":
-        raise Failure(f"{path}: labels must be integers (int64), got {a.dtype}")
+        raise Failure(f"{path}: labels must be integers (int64, or whole float32 numbers), got {a.dtype}")
     if a.ndim != 1 or a.shape[0] != n:
         raise Failure(f"{path}: labels must be [N] with N = {n} (the number of images), got shape {list(a.shape)}")
     return a.astype(np.int64)

@@ -195,4 +195,31 @@ extension DatasetSources {
         }
         return batch.images
     }
+
+    /// What `quantize` needs of a dataset, loaded once: `count` calibration images drawn (seeded)
+    /// from the training set, and the whole test set with its labels, all normalized with the
+    /// checkpoint's `normalization`.
+    /// - Throws: `TrainingError.invalidConfig` for a count outside 1...the training set's size;
+    ///   `DatasetError` naming the files.
+    public static func calibrationAndTest(_ kind: DatasetKind, directory: String?, normalization: InputNormalization,
+                                          calibration count: Int, seed: UInt64) throws -> (calibration: Tensor, test: Tensor, labels: [Int32]) {
+        try normalization.validate(channels: kind.channels)
+        let data = try loadDataset(kind, directory: directory ?? kind.defaultDirectory)
+        guard count >= 1, count <= data.train.count else {
+            throw TrainingError.invalidConfig("--calibration \(count): \(kind.rawValue) has \(data.train.count) training images; give 1...\(data.train.count)")
+        }
+        guard data.test.count > 0 else { throw TrainingError.invalidConfig("the \(kind.rawValue) test set has no images") }
+        var rng = RandomGenerator(seed: seed)
+        let picked = Array(fisherYatesShuffled(Array(0..<data.train.count), using: &rng).prefix(count))
+        let norm = Normalization(mean: normalization.mean, std: normalization.std)
+        func all(_ set: ImageSet, _ indices: [Int]) -> (Tensor, [Int32]) {
+            let source = LoaderSource(set: set, indices: indices, batchSize: indices.count, augmentation: nil,
+                                      normalization: norm, shuffle: false, seed: 0)
+            let batch = source.batches(epoch: 0).next()!
+            return (batch.images, batch.labels)
+        }
+        let (calibration, _) = all(data.train, picked)
+        let (test, labels) = all(data.test, Array(0..<data.test.count))
+        return (calibration, test, labels)
+    }
 }

@@ -1,0 +1,171 @@
+import ArchDescent
+import ArgumentParser
+import Autodiff
+import Checkpoint
+import Datasets
+import Export
+import Foundation
+import Nets
+import Pruning
+import PythonBridge
+import SwiftProtobuf
+import Training
+
+extension CalibrationMethod: ExpressibleByArgument {}
+extension ActivationType: ExpressibleByArgument {}
+
+struct Quantize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a checkpoint's net as an int8 QDQ ONNX model, calibrated and verified with ONNX Runtime.",
+        discussion: """
+        The model (opset 13) is the eval graph with BN folded, in the QDQ form ONNX Runtime fuses \
+        into integer kernels: conv and linear weights symmetric int8 per output channel, biases \
+        int32 at scale s_x * s_w[c], activations per tensor (uint8 by default), a ReLU or Clip \
+        after a conv absorbed, the logits left in float. Activation ranges come from running \
+        this tool's own engine on --calibration training images of the checkpoint's dataset, \
+        drawn with --seed.
+
+        Verification (unless --no-verify) runs scripts/verify_quantized.py with ONNX Runtime on \
+        the whole test set: top-1 and top-5 accuracy of the fp32 and the int8 model, their \
+        agreement, batch-1 latency of both, and how many convs ONNX Runtime's optimized graph \
+        runs as integer kernels. A top-1 drop above --max-drop points is a warning, and exit \
+        status 1 with --strict. ONNX Runtime 1.31's CPU provider fuses convs only with uint8 \
+        activations; with --activations int8 they run in float between the quantization nodes \
+        (the verification reports it).
+        """
+    )
+
+    @Option(name: .long, help: "A checkpoint written by `neuralscale train` (or a search's state.h5, quantized after surgery).")
+    var checkpoint: String
+
+    @Option(name: .customLong("onnx"), help: "Where to write the int8 model (written atomically).")
+    var output: String
+
+    @Option(name: .long, help: "Training images to calibrate activation ranges on.")
+    var calibration = 1000
+
+    @Option(name: .long, help: "How activation ranges are taken: 'minmax' or 'percentile'.")
+    var method: CalibrationMethod = .minmax
+
+    @Option(name: .long, help: "With --method percentile: the upper percentile (and 100 minus it for the lower bound).")
+    var percentile = 99.99
+
+    @Option(name: .long, help: "Activation type: 'uint8' (asymmetric; ONNX Runtime's fast path) or 'int8' (symmetric).")
+    var activations: ActivationType = .uint8
+
+    @Option(name: .customLong("keep-fp32"), help: "Comma-separated convs or linear layers to leave in float, by module name (e.g. features.0).")
+    var keepFP32: String?
+
+    @Option(name: .long, help: "The largest acceptable top-1 drop in percentage points.")
+    var maxDrop = 1.0
+
+    @Flag(name: .long, help: "Exit with status 1 when the top-1 drop is above --max-drop.")
+    var strict = false
+
+    @Option(name: .long, help: "Seed of the calibration images' draw.")
+    var seed: UInt64 = 0
+
+    @Option(name: .long, help: "Use this dataset instead of the checkpoint's (same image shape and classes).")
+    var dataset: DatasetKind?
+
+    @Option(name: .long, help: "Dataset root folder (default: the dataset's usual place).")
+    var dataDir: String?
+
+    @Flag(name: .long, help: "Skip the verification with ONNX Runtime.")
+    var noVerify = false
+
+    @Option(name: .long, help: "Also write into this folder what a comparison needs: fp32.onnx, calibration.npy, test-images.npy, test-labels.npy (scripts/quantize-vs-ort.sh uses them).")
+    var saveInputs: String?
+
+    @Flag(name: .long, help: "Print one JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard calibration >= 1, calibration <= 100_000 else { throw ValidationError("--calibration must be in 1...100000, got \(calibration)") }
+        guard percentile > 50, percentile <= 100 else { throw ValidationError("--percentile must be in (50, 100], got \(percentile)") }
+        guard maxDrop.isFinite, maxDrop >= 0 else { throw ValidationError("--max-drop must be >= 0, got \(maxDrop)") }
+    }
+
+    func run() throws {
+        TemporaryFiles.installSignalCleanup()
+        TemporaryFiles.removeStale()
+        RunFolder.removeStaleTemporaries(in: URL(fileURLWithPath: output).deletingLastPathComponent().path, exclusive: false)
+        let loaded = try NetCheckpoint.load(checkpoint)
+        let net = try loaded.prunedNetwork()
+        let d = net.netDescription
+        guard let kind = dataset ?? loaded.dataset else {
+            throw ValidationError("\(checkpoint) does not say which dataset it was trained on; pass --dataset")
+        }
+        guard kind.channels == d.inChannels, kind.imageSize == d.imageSize, kind.classes == d.classes else {
+            throw ValidationError("\(checkpoint) takes \(d.inChannels)x\(d.imageSize)x\(d.imageSize) images and \(d.classes) classes; \(kind.rawValue) does not fit")
+        }
+        guard let normalization = loaded.normalization else {
+            throw ValidationError("\(checkpoint) holds no input normalization (not written by `neuralscale train`?)")
+        }
+        let graph = net.inferenceGraph.foldingBatchNorms()
+        let keep = Set((keepFP32 ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        let layers = Set(graph.nodes.compactMap { n -> String? in
+            switch n.op { case .conv, .linear: return n.name; default: return nil }
+        })
+        if let unknown = keep.subtracting(layers).sorted().first {
+            throw ValidationError("--keep-fp32 \(unknown): no such conv or linear layer (they are \(layers.sorted().prefix(6).joined(separator: ", ")), ...)")
+        }
+        let data = try DatasetSources.calibrationAndTest(kind, directory: dataDir, normalization: normalization,
+                                                         calibration: calibration, seed: seed)
+        let ranges = ActivationRanges.calibrate(graph, images: data.calibration, method: method, percentile: percentile)
+        let (model, summary) = try QDQExport.model(net, ranges: ranges, activations: activations, keepFloat: keep)
+        let bytes = try model.serializedData()
+        var verification: QuantizedVerification?
+        try AtomicFile.replace(output) { temporary in
+            try bytes.write(to: URL(fileURLWithPath: temporary))
+            guard !noVerify else { return }
+            let fp32 = TemporaryFiles.makePath("fp32", suffix: ".onnx")
+            defer { TemporaryFiles.remove(fp32) }
+            try ONNXExport.write(net, to: fp32, opset: 13)
+            verification = try QuantizedVerification.run(fp32: fp32, int8: temporary, images: data.test, labels: data.labels)
+        }
+        if let folder = saveInputs {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            func path(_ name: String) -> String { URL(fileURLWithPath: folder).appendingPathComponent(name).path }
+            try ONNXExport.write(net, to: path("fp32.onnx"), opset: 13)
+            try NPY.write(data.calibration, to: path("calibration.npy"))
+            try NPY.write(data.test, to: path("test-images.npy"))
+            try NPY.write(Tensor(shape: [data.labels.count], values: data.labels.map(Float.init)), to: path("test-labels.npy"))
+        }
+        let overBudget = verification.map { $0.top1_drop_pp > maxDrop } ?? false
+        if json {
+            struct Report: Encodable {
+                let onnx: String, bytes: Int, calibration: Int, method: String, activations: String
+                let quantizedLayers: [String], floatLayers: [String], verification: QuantizedVerification?, withinMaxDrop: Bool?
+            }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(Report(
+                onnx: output, bytes: bytes.count, calibration: calibration, method: method.rawValue, activations: activations.rawValue,
+                quantizedLayers: summary.quantizedLayers, floatLayers: summary.floatLayers, verification: verification,
+                withinMaxDrop: verification.map { _ in !overBudget })), as: UTF8.self))
+        } else {
+            print("wrote \(output) (\(String(format: "%.2f", Double(bytes.count) / 1e6)) MB): \(summary.quantizedLayers.count) layers int8"
+                  + (summary.floatLayers.isEmpty ? "" : ", in float: \(summary.floatLayers.joined(separator: ", "))")
+                  + "; \(calibration) calibration images (\(method.rawValue)), \(activations.rawValue) activations")
+            if let v = verification {
+                func pct(_ x: Double?) -> String { x.map { String(format: "%.2f%%", 100 * $0) } ?? "-" }
+                print("test set (\(v.n) images): top-1 fp32 \(pct(v.fp32_top1)), int8 \(pct(v.int8_top1)) "
+                      + String(format: "(drop %.2f points)", v.top1_drop_pp) + "; top-5 fp32 \(pct(v.fp32_top5)), int8 \(pct(v.int8_top5)); "
+                      + "agreement \(pct(v.top1_agreement))")
+                if let l = v.latency {
+                    print(String(format: "batch-1 latency (ONNX Runtime): fp32 %.3f ms, int8 %.3f ms (median)", l.fp32.median_ms, l.int8.median_ms))
+                }
+                print("integer kernels in ONNX Runtime's optimized graph: \(v.kernels.integer_convs) of \(v.kernels.fp32_convs) convs"
+                      + (v.kernels.float_conv_nodes.isEmpty ? "" : " (float: \(v.kernels.float_conv_nodes.joined(separator: ", ")))")
+                      + ", \(v.kernels.integer_gemms) of \(v.kernels.integer_gemms + v.kernels.float_gemms) linear layers"
+                      + (v.checker_ok ? "; onnx.checker ok" : "; onnx.checker: \(v.checker_error ?? "failed")"))
+            }
+        }
+        if overBudget {
+            FileHandle.standardError.write(Data(("warning: int8 top-1 is \(String(format: "%.2f", verification!.top1_drop_pp)) points below fp32, "
+                + "more than --max-drop \(maxDrop); try --method percentile or --keep-fp32 the first conv\n").utf8))
+            if strict { throw ExitCode(1) }
+        }
+    }
+}
