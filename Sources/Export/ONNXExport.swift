@@ -103,6 +103,11 @@ public enum ONNXExport {
         }
         g.initializer = initializers.keys.sorted().map { tensorProto($0, initializers[$0]!) }
 
+        return try wrap(g, net: d, opset: opset)
+    }
+
+    /// A model holding `graph`, with the net's description under `neuralscale.net` and `metadata`.
+    static func wrap(_ graph: Onnx_GraphProto, net d: NetDescription, opset: Int, metadata: [String: String] = [:]) throws -> Onnx_ModelProto {
         var m = Onnx_ModelProto()
         m.irVersion = irVersion(opset: opset)
         var op = Onnx_OperatorSetIdProto()
@@ -110,11 +115,14 @@ public enum ONNXExport {
         op.version = Int64(opset)
         m.opsetImport = [op]
         m.producerName = "neuralscale"
-        m.graph = g
-        var meta = Onnx_StringStringEntryProto()
-        meta.key = "neuralscale.net"
-        meta.value = String(decoding: try JSONEncoder().encode(d), as: UTF8.self)
-        m.metadataProps = [meta]
+        m.graph = graph
+        let entries = ["neuralscale.net": String(decoding: try JSONEncoder().encode(d), as: UTF8.self)].merging(metadata) { a, _ in a }
+        m.metadataProps = entries.keys.sorted().map { key in
+            var e = Onnx_StringStringEntryProto()
+            e.key = key
+            e.value = entries[key]!
+            return e
+        }
         return m
     }
 

@@ -307,21 +307,8 @@ public enum QDQExport {
         }
         g.initializer = initializers + floats.keys.sorted().map { tensorProto($0, floats[$0]!) }
 
-        var m = Onnx_ModelProto()
-        m.irVersion = ONNXExport.irVersion(opset: 13)
-        var opset = Onnx_OperatorSetIdProto()
-        opset.domain = ""
-        opset.version = 13
-        m.opsetImport = [opset]
-        m.producerName = "neuralscale"
-        m.graph = g
-        var meta = Onnx_StringStringEntryProto()
-        meta.key = "neuralscale.net"
-        meta.value = String(decoding: try JSONEncoder().encode(d), as: UTF8.self)
-        var kind = Onnx_StringStringEntryProto()
-        kind.key = "neuralscale.quantization"
-        kind.value = "int8 weights per output channel, \(activations.rawValue) activations per tensor"
-        m.metadataProps = [meta, kind]
+        let m = try ONNXExport.wrap(g, net: d, opset: 13, metadata: [
+            "neuralscale.quantization": "int8 weights per output channel, \(activations.rawValue) activations per tensor"])
         return (m, summary)
     }
 }
