@@ -343,3 +343,38 @@ private func rawTensor(_ name: String, _ shape: [Int], _ type: Onnx_TensorProto.
     p.rawData = Data(bytes)
     return p
 }
+
+/// `quantize --keep-fp32 auto`: which convs and linear layers to leave in float so that the int8
+/// model's top-1 accuracy stays within `maxDrop` points of the fp32 model's.
+public enum FloatLayerSearch {
+    public struct Result: Codable, Sendable {
+        /// The layers left in float, most sensitive first (empty when full int8 is within the drop).
+        public var keep: [String]
+        /// int8 top-1 with `keep` in float.
+        public var top1: Double
+        /// int8 top-1 with only that layer in float, per layer (empty when none was needed).
+        public var sensitivity: [String: Double]
+        /// Whether the drop is within `maxDrop` (false: every layer was tried).
+        public var withinMaxDrop: Bool
+    }
+
+    /// Per-layer sensitivity (each layer alone in float), then the most sensitive layers kept in
+    /// float one by one until the drop is within `maxDrop` percentage points.
+    /// - Parameter evaluate: int8 top-1 (a fraction) of the model with these layers in float.
+    public static func run(layers: [String], fp32Top1: Double, maxDrop: Double,
+                           evaluate: (Set<String>) throws -> Double) rethrows -> Result {
+        func within(_ top1: Double) -> Bool { 100 * (fp32Top1 - top1) <= maxDrop }
+        let all = try evaluate([])
+        if within(all) { return Result(keep: [], top1: all, sensitivity: [:], withinMaxDrop: true) }
+        var sensitivity: [String: Double] = [:]
+        for layer in layers { sensitivity[layer] = try evaluate([layer]) }
+        let order = layers.sorted { (sensitivity[$0]!, $1) > (sensitivity[$1]!, $0) }  // largest gain first; ties by name
+        var keep: [String] = [], top1 = all
+        for layer in order {
+            keep.append(layer)
+            top1 = try evaluate(Set(keep))
+            if within(top1) { break }
+        }
+        return Result(keep: keep, top1: top1, sensitivity: sensitivity, withinMaxDrop: within(top1))
+    }
+}

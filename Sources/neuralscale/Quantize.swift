@@ -53,7 +53,7 @@ struct Quantize: ParsableCommand {
     @Option(name: .long, help: "Activation type: 'uint8' (asymmetric; ONNX Runtime's fast path) or 'int8' (symmetric).")
     var activations: ActivationType = .uint8
 
-    @Option(name: .customLong("keep-fp32"), help: "Comma-separated convs or linear layers to leave in float, by module name (e.g. features.0).")
+    @Option(name: .customLong("keep-fp32"), help: "Comma-separated convs or linear layers to leave in float, by module name (e.g. features.0), or 'auto': measure each layer's sensitivity and keep the most sensitive in float until the top-1 drop is within --max-drop.")
     var keepFP32: String?
 
     @Option(name: .long, help: "The largest acceptable top-1 drop in percentage points.")
@@ -103,16 +103,41 @@ struct Quantize: ParsableCommand {
             throw ValidationError("\(checkpoint) holds no input normalization (not written by `neuralscale train`?)")
         }
         let graph = net.inferenceGraph.foldingBatchNorms()
-        let keep = Set((keepFP32 ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
-        let layers = Set(graph.nodes.compactMap { n -> String? in
+        let auto = keepFP32 == "auto"
+        var keep = auto ? [] : Set((keepFP32 ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        let layerList = graph.nodes.compactMap { n -> String? in
             switch n.op { case .conv, .linear: return n.name; default: return nil }
-        })
+        }
+        let layers = Set(layerList)
+        if auto && noVerify { throw ValidationError("--keep-fp32 auto measures accuracy with ONNX Runtime; it cannot go with --no-verify") }
         if let unknown = keep.subtracting(layers).sorted().first {
             throw ValidationError("--keep-fp32 \(unknown): no such conv or linear layer (they are \(layers.sorted().prefix(6).joined(separator: ", ")), ...)")
         }
         let data = try DatasetSources.calibrationAndTest(kind, directory: dataDir, normalization: normalization,
                                                          calibration: calibration, seed: seed)
         let ranges = ActivationRanges.calibrate(graph, images: data.calibration, method: method, percentile: percentile)
+        var search: FloatLayerSearch.Result?
+        if auto {
+            let fp32 = TemporaryFiles.makePath("fp32", suffix: ".onnx"), int8 = TemporaryFiles.makePath("int8", suffix: ".onnx")
+            defer { TemporaryFiles.remove(fp32); TemporaryFiles.remove(int8) }
+            try ONNXExport.write(net, to: fp32, opset: 13)
+            var fp32Top1: Double?
+            func evaluate(_ kept: Set<String>) throws -> Double {
+                let (m, _) = try QDQExport.model(net, ranges: ranges, activations: activations, keepFloat: kept)
+                try m.serializedData().write(to: URL(fileURLWithPath: int8))
+                let v = try QuantizedVerification.run(fp32: fp32, int8: int8, images: data.test, labels: data.labels, latencyRuns: 0)
+                fp32Top1 = v.fp32_top1
+                if !json {
+                    FileHandle.standardError.write(Data("  \(kept.isEmpty ? "all int8" : "float: " + kept.sorted().joined(separator: ", ")): int8 top-1 \(String(format: "%.2f%%", 100 * v.int8_top1))\n".utf8))
+                }
+                return v.int8_top1
+            }
+            let all = try evaluate([])
+            search = try FloatLayerSearch.run(layers: layerList, fp32Top1: fp32Top1!, maxDrop: maxDrop) { kept in
+                kept.isEmpty ? all : try evaluate(kept)
+            }
+            keep = Set(search!.keep)
+        }
         let (model, summary) = try QDQExport.model(net, ranges: ranges, activations: activations, keepFloat: keep)
         let bytes = try model.serializedData()
         var verification: QuantizedVerification?
@@ -137,13 +162,14 @@ struct Quantize: ParsableCommand {
             struct Report: Encodable {
                 let onnx: String, bytes: Int, calibration: Int, method: String, activations: String
                 let quantizedLayers: [String], floatLayers: [String], verification: QuantizedVerification?, withinMaxDrop: Bool?
+                let keepFP32Search: FloatLayerSearch.Result?
             }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try encoder.encode(Report(
                 onnx: output, bytes: bytes.count, calibration: calibration, method: method.rawValue, activations: activations.rawValue,
                 quantizedLayers: summary.quantizedLayers, floatLayers: summary.floatLayers, verification: verification,
-                withinMaxDrop: verification.map { _ in !overBudget })), as: UTF8.self))
+                withinMaxDrop: verification.map { _ in !overBudget }, keepFP32Search: search)), as: UTF8.self))
         } else {
             print("wrote \(output) (\(String(format: "%.2f", Double(bytes.count) / 1e6)) MB): \(summary.quantizedLayers.count) layers int8"
                   + (summary.floatLayers.isEmpty ? "" : ", in float: \(summary.floatLayers.joined(separator: ", "))")
@@ -161,6 +187,11 @@ struct Quantize: ParsableCommand {
                       + ", \(v.kernels.integer_gemms) of \(v.kernels.integer_gemms + v.kernels.float_gemms) linear layers"
                       + (v.checker_ok ? "; onnx.checker ok" : "; onnx.checker: \(v.checker_error ?? "failed")"))
             }
+        }
+        if let search, !json {
+            print(search.keep.isEmpty ? "--keep-fp32 auto: every layer int8 is within --max-drop"
+                  : "--keep-fp32 auto: kept in float, most sensitive first: \(search.keep.joined(separator: ", "))"
+                    + (search.withinMaxDrop ? "" : " (still above --max-drop with every layer in float)"))
         }
         if overBudget {
             FileHandle.standardError.write(Data(("warning: int8 top-1 is \(String(format: "%.2f", verification!.top1_drop_pp)) points below fp32, "

@@ -37,6 +37,19 @@ final class QuantizeCommandTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: root).filter { $0.contains("tmp-") }, [])
     }
 
+    func testKeepFP32AutoReportsItsSearch() throws {
+        let r = try CLI.run(["quantize", "--checkpoint", root + "/run/best.h5", "--onnx", root + "/auto.onnx", "--data-dir", data,
+                             "--calibration", "20", "--keep-fp32", "auto", "--max-drop", "0", "--json"])
+        XCTAssertEqual(r.status, 0, r.text)
+        let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any])
+        let search = try XCTUnwrap(report["keepFP32Search"] as? [String: Any], r.output)
+        let kept = try XCTUnwrap(search["keep"] as? [String])
+        XCTAssertEqual(Set(kept), Set(report["floatLayers"] as? [String] ?? []), "the model keeps what the search chose")
+        XCTAssertNotNil(search["withinMaxDrop"] as? Bool)
+        try CLI.fails(["quantize", "--checkpoint", root + "/run/best.h5", "--onnx", root + "/x.onnx", "--data-dir", data,
+                       "--keep-fp32", "auto", "--no-verify"], status: 64, mentions: ["--keep-fp32 auto"])
+    }
+
     func testBadInputsAreRefused() throws {
         let best = root + "/run/best.h5"
         try CLI.fails(["quantize", "--checkpoint", best, "--onnx", root + "/x.onnx", "--calibration", "0"], status: 64, mentions: ["--calibration"])

@@ -106,3 +106,38 @@ final class QuantizationTests: XCTestCase {
         XCTAssertTrue(zip(clipped.upper, minmax.upper).contains { $0 < $1 })
     }
 }
+
+/// `--keep-fp32 auto`'s search, with a made-up accuracy of each set of float layers.
+final class FloatLayerSearchTests: XCTestCase {
+    /// Accuracy rises by each float layer's gain: c matters most, then a; b not at all.
+    private func accuracy(_ kept: Set<String>) -> Double {
+        0.80 + (kept.contains("a") ? 0.005 : 0) + (kept.contains("c") ? 0.012 : 0)
+    }
+
+    func testKeepsTheMostSensitiveLayersUntilTheDropIsWithinTheBudget() {
+        var calls: [Set<String>] = []
+        let r = FloatLayerSearch.run(layers: ["a", "b", "c"], fp32Top1: 0.82, maxDrop: 0.5) { kept in
+            calls.append(kept)
+            return accuracy(kept)
+        }
+        // 2 points below fp32: c alone leaves 0.8, c and a 0.3.
+        XCTAssertEqual(r.keep, ["c", "a"])
+        XCTAssertEqual(r.top1, 0.817, accuracy: 1e-12)
+        XCTAssertTrue(r.withinMaxDrop)
+        XCTAssertEqual(r.sensitivity.count, 3)
+        XCTAssertEqual(calls.first, [], "the full int8 model first")
+    }
+
+    func testNothingKeptWhenFullInt8IsWithinTheBudget() {
+        let r = FloatLayerSearch.run(layers: ["a", "b", "c"], fp32Top1: 0.802, maxDrop: 0.5) { accuracy($0) }
+        XCTAssertEqual(r.keep, [])
+        XCTAssertEqual(r.sensitivity, [:])
+        XCTAssertTrue(r.withinMaxDrop)
+    }
+
+    func testSaysSoWhenEvenEveryLayerInFloatIsNotEnough() {
+        let r = FloatLayerSearch.run(layers: ["a", "b", "c"], fp32Top1: 0.9, maxDrop: 0.5) { accuracy($0) }
+        XCTAssertEqual(Set(r.keep), ["a", "b", "c"])
+        XCTAssertFalse(r.withinMaxDrop)
+    }
+}
