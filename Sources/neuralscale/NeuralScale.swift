@@ -89,6 +89,6 @@ func oneLine(_ error: Error) -> String {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure the speed of the CPU kernels in a release build.",
-        subcommands: [BenchConv.self, BenchOps.self, BenchTrain.self]
+        subcommands: [BenchConv.self, BenchOps.self, BenchTrain.self, BenchInfer.self]
     )
 }
