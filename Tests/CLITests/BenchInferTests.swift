@@ -8,11 +8,7 @@ final class BenchInferTests: XCTestCase {
     var data: String!
 
     override func setUpWithError() throws {
-        root = try CLI.folder("infer")
-        data = root + "/fashion"
-        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-        try CLI.writeFashionMNIST(in: data)
-        XCTAssertEqual(try CLI.run(CLI.quickTrain(data: data, out: root + "/run")).status, 0)
+        (root, data) = try CLI.trainedRun("infer")
     }
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: root) }

@@ -14,13 +14,8 @@ final class CheckpointInputTests: XCTestCase {
     var run: String!
 
     override func setUpWithError() throws {
-        root = try CLI.folder("ckpt")
-        data = root + "/fashion"
-        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-        try CLI.writeFashionMNIST(in: data)
+        (root, data) = try CLI.trainedRun("ckpt")
         run = root + "/run"
-        let r = try CLI.run(CLI.quickTrain(data: data, out: run))
-        XCTAssertEqual(r.status, 0, r.text)
     }
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: root) }

@@ -91,6 +91,17 @@ enum CLI {
         return url.path
     }
 
+    /// A fresh folder holding a tiny Fashion-MNIST (`<root>/fashion`) and a tiny VGG-11 trained
+    /// on it for one epoch (`<root>/run`, see `quickTrain`).
+    static func trainedRun(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> (root: String, data: String) {
+        let root = try folder(name), data = root + "/fashion"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        try writeFashionMNIST(in: data)
+        let r = try run(quickTrain(data: data, out: root + "/run"))
+        XCTAssertEqual(r.status, 0, r.text, file: file, line: line)
+        return (root, data)
+    }
+
     /// A tiny Fashion-MNIST in `directory` (TestSupport's `writeFashionMNIST`).
     static func writeFashionMNIST(in directory: String, train: Int = 40, test: Int = 12) throws {
         try TestSupport.writeFashionMNIST(in: directory, train: train, test: test)
