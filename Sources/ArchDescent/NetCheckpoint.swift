@@ -87,6 +87,32 @@ public struct NetCheckpoint {
         }
     }
 
+    /// The dataset to run the net on (`requested`, else the one it was trained on) and the
+    /// normalization of its inputs, both checked against the net.
+    /// - Throws: `TrainingError.invalidConfig` (a flag error) naming the file when no dataset is
+    ///   known, the dataset's images or classes do not fit the net, or the checkpoint holds no
+    ///   normalization.
+    public func inputs(_ requested: DatasetKind?) throws -> (kind: DatasetKind, normalization: InputNormalization) {
+        let kind = try NetCheckpoint.dataset(requested, trainedOn: dataset, fitting: network.netDescription, path: path)
+        guard let normalization else { throw NetCheckpoint.noNormalization(path) }
+        return (kind, normalization)
+    }
+
+    /// `requested`, else `trainedOn`, checked to fit the net `d`.
+    static func dataset(_ requested: DatasetKind?, trainedOn: DatasetKind?, fitting d: NetDescription, path: String) throws -> DatasetKind {
+        guard let kind = requested ?? trainedOn else {
+            throw TrainingError.invalidConfig("\(path) does not say which dataset it was trained on; pass --dataset")
+        }
+        guard kind.channels == d.inChannels, kind.imageSize == d.imageSize, kind.classes == d.classes else {
+            throw TrainingError.invalidConfig("\(path) takes \(d.inChannels)x\(d.imageSize)x\(d.imageSize) images and \(d.classes) classes; \(kind.rawValue) does not fit")
+        }
+        return kind
+    }
+
+    static func noNormalization(_ path: String) -> TrainingError {
+        .invalidConfig("\(path) holds no input normalization (not written by `neuralscale train`?)")
+    }
+
     /// The net as it runs: a gated net (a search state) after surgery, else the net itself.
     /// - Throws: `CheckpointUseError` naming the file when surgery fails.
     public func prunedNetwork() throws -> Network {
@@ -123,16 +149,10 @@ public struct CheckpointEvaluation: Codable, Equatable, Sendable {
                 "\(path) is the state of a search (`neuralscale descend`), not a trained net: "
                 + "train the net the search found with `neuralscale train --scaling neuralscale --descent <folder>/descent.json --ratio R` and evaluate that run's best.h5")
         }
-        guard let name = dataset ?? state?.config.dataset, let kind = DatasetKind(rawValue: name) else {
-            throw TrainingError.invalidConfig("\(path) does not say which dataset it was trained on; pass --dataset")
-        }
         let d = loaded.network.netDescription
-        guard kind.channels == d.inChannels, kind.imageSize == d.imageSize, kind.classes == d.classes else {
-            throw TrainingError.invalidConfig("\(path) takes \(d.inChannels)x\(d.imageSize)x\(d.imageSize) images and \(d.classes) classes; \(kind.rawValue) does not fit")
-        }
-        guard let normalization = state?.inputNormalization else {
-            throw TrainingError.invalidConfig("\(path) holds no input normalization (not written by `neuralscale train`?)")
-        }
+        let kind = try NetCheckpoint.dataset((dataset ?? state?.config.dataset).flatMap { DatasetKind(rawValue: $0) },
+                                             trainedOn: nil, fitting: d, path: path)
+        guard let normalization = state?.inputNormalization else { throw NetCheckpoint.noNormalization(path) }
         do { try normalization.validate(channels: d.inChannels) } catch { throw CheckpointUseError("\(path): \(error)") }
         let test = try DatasetSources.testSource(kind, directory: directory, normalization: normalization, batchSize: batchSize,
                                                 reporter: reporter)

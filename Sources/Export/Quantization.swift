@@ -121,25 +121,33 @@ public enum QDQExport {
     public static func model(_ net: Network, ranges: ActivationRanges, activations: ActivationType = .uint8,
                              keepFloat: Set<String> = []) throws -> (model: Onnx_ModelProto, summary: QuantizationSummary) {
         let plain = net.isGated ? try Surgery.prune(net) : net
-        let graph = plain.inferenceGraph.foldingBatchNorms()
+        return try model(plain.inferenceGraph.foldingBatchNorms(), net: plain.netDescription, ranges: ranges,
+                         activations: activations, keepFloat: keepFloat)
+    }
+
+    /// The same from a net's folded inference graph (`graph`) and description (`d`), for a
+    /// caller that already traced it (calibration, or `--keep-fp32 auto`'s many exports).
+    public static func model(_ graph: InferenceGraph, net d: NetDescription, ranges: ActivationRanges,
+                             activations: ActivationType = .uint8,
+                             keepFloat: Set<String> = []) throws -> (model: Onnx_ModelProto, summary: QuantizationSummary) {
         guard ranges.lower.count == graph.nodes.count + 1 else {
             throw ExportError("the activation ranges are of another graph (\(ranges.lower.count) values, the graph has \(graph.nodes.count + 1))")
         }
-        let d = plain.netDescription
         let output = graph.nodes.count
         // A ReLU/Clip that is the only reader of a conv's output runs between the conv and the
         // quantization of its own output.
         var readers = [Int](repeating: 0, count: output + 1)
         for node in graph.nodes { for i in node.inputs { readers[i] += 1 } }
-        var absorbed = Set<Int>()  // node indices of absorbed activations
+        var absorbedBy: [Int: Int] = [:]  // conv output value -> the node index of the activation absorbed
         for (j, node) in graph.nodes.enumerated() {
             switch node.op {
             case .relu, .relu6:
                 let producer = node.inputs[0] - 1
-                if producer >= 0, readers[node.inputs[0]] == 1, case .conv = graph.nodes[producer].op { absorbed.insert(j) }
+                if producer >= 0, readers[node.inputs[0]] == 1, case .conv = graph.nodes[producer].op { absorbedBy[node.inputs[0]] = j }
             default: break
             }
         }
+        let absorbed = Set(absorbedBy.values)
         var g = Onnx_GraphProto()
         g.name = d.architecture.rawValue + "_int8"
         g.input = [valueInfo("input", ["batch", d.inChannels, d.imageSize, d.imageSize])]
@@ -161,9 +169,8 @@ public enum QDQExport {
         // Float name of each value, and whether it is quantized (everything but the logits and
         // the conv outputs an absorbed activation reads).
         func floatName(_ v: Int) -> String { v == 0 ? "input" : v == output ? "logits" : "v\(v)" }
-        var absorbedInput = Set<Int>()  // conv outputs read only by an absorbed activation
-        for j in absorbed { absorbedInput.insert(graph.nodes[j].inputs[0]) }
-        func isQuantized(_ v: Int) -> Bool { v != output && !absorbedInput.contains(v) }
+        // The logits stay float, and so does a conv output its absorbed activation reads.
+        func isQuantized(_ v: Int) -> Bool { v != output && absorbedBy[v] == nil }
         func quantParams(_ v: Int) -> (scale: String, zeroPoint: String, s: Float) {
             let (s, z) = ranges.quantization(v, activations)
             let scale = "v\(v)_scale", zp = "v\(v)_zero_point"
@@ -252,7 +259,7 @@ public enum QDQExport {
                     inputs += [wf] + (bf.map { [$0] } ?? [])
                 }
                 // The activation this conv's output alone feeds runs before the quantization.
-                if let j = graph.nodes.indices.first(where: { absorbed.contains($0) && graph.nodes[$0].inputs[0] == out }) {
+                if let j = absorbedBy[out] {
                     node("Conv", inputs, floatName(out), attributes)
                     result = floatName(j + 1)
                     activation(graph.nodes[j].op, floatName(out), result)

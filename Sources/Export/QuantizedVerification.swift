@@ -37,15 +37,34 @@ public struct QuantizedVerification: Codable, Sendable {
     public let checker_error: String?
     public let onnxruntime_version: String?
 
+    /// Test images and labels written once as `.npy` files for the verifier, in a temporary
+    /// folder that goes with this object; many verifications (`--keep-fp32 auto`) share them.
+    public final class Inputs {
+        public let images: String, labels: String
+        private let folder: URL
+
+        /// - Parameters:
+        ///   - images: [N, C, H, W], normalized as the net expects.
+        public init(images: Tensor, labels: [Int32]) throws {
+            folder = try TemporaryFiles.makeFolder("quantize")
+            self.images = folder.appendingPathComponent("images.npy").path
+            self.labels = folder.appendingPathComponent("labels.npy").path
+            try NPY.write(images, to: self.images)
+            try NPY.write(Tensor(shape: [labels.count], values: labels.map(Float.init)), to: self.labels)
+        }
+
+        deinit { TemporaryFiles.remove(folder.path) }
+    }
+
     /// Runs the verifier on the two models with `images` [N, C, H, W] (normalized) and `labels`.
     public static func run(fp32: String, int8: String, images: Tensor, labels: [Int32], latencyRuns: Int = 50) throws -> QuantizedVerification {
-        let dir = try TemporaryFiles.makeFolder("quantize")
-        defer { TemporaryFiles.remove(dir.path) }
-        let imagesPath = dir.appendingPathComponent("images.npy").path, labelsPath = dir.appendingPathComponent("labels.npy").path
-        try NPY.write(images, to: imagesPath)
-        try NPY.write(Tensor(shape: [labels.count], values: labels.map(Float.init)), to: labelsPath)
+        try run(fp32: fp32, int8: int8, inputs: Inputs(images: images, labels: labels), latencyRuns: latencyRuns)
+    }
+
+    /// Runs the verifier on the two models with the test set in `inputs`.
+    public static func run(fp32: String, int8: String, inputs: Inputs, latencyRuns: Int = 50) throws -> QuantizedVerification {
         let script = try Python.script("verify_quantized.py")
-        let (status, out, err) = try Python.run([script, fp32, int8, imagesPath, labelsPath, "--json", "--latency-runs", String(latencyRuns)])
+        let (status, out, err) = try Python.run([script, fp32, int8, inputs.images, inputs.labels, "--json", "--latency-runs", String(latencyRuns)])
         guard status == 0, let report = try? JSONDecoder().decode(QuantizedVerification.self, from: Data(out.utf8)) else {
             throw ExportError("the int8 verifier (\(script)) exited with status \(status): \(err.isEmpty ? out : err)")
         }

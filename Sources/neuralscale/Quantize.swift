@@ -6,7 +6,6 @@ import Datasets
 import Export
 import Foundation
 import Nets
-import Pruning
 import PythonBridge
 import SwiftProtobuf
 import Training
@@ -92,16 +91,7 @@ struct Quantize: ParsableCommand {
         RunFolder.removeStaleTemporaries(in: URL(fileURLWithPath: output).deletingLastPathComponent().path, exclusive: false)
         let loaded = try NetCheckpoint.load(checkpoint)
         let net = try loaded.prunedNetwork()
-        let d = net.netDescription
-        guard let kind = dataset ?? loaded.dataset else {
-            throw ValidationError("\(checkpoint) does not say which dataset it was trained on; pass --dataset")
-        }
-        guard kind.channels == d.inChannels, kind.imageSize == d.imageSize, kind.classes == d.classes else {
-            throw ValidationError("\(checkpoint) takes \(d.inChannels)x\(d.imageSize)x\(d.imageSize) images and \(d.classes) classes; \(kind.rawValue) does not fit")
-        }
-        guard let normalization = loaded.normalization else {
-            throw ValidationError("\(checkpoint) holds no input normalization (not written by `neuralscale train`?)")
-        }
+        let (kind, normalization) = try loaded.inputs(dataset)
         let graph = net.inferenceGraph.foldingBatchNorms()
         let auto = keepFP32 == "auto"
         var keep = auto ? [] : Set((keepFP32 ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
@@ -116,16 +106,23 @@ struct Quantize: ParsableCommand {
         let data = try DatasetSources.calibrationAndTest(kind, directory: dataDir, normalization: normalization,
                                                          calibration: calibration, seed: seed)
         let ranges = ActivationRanges.calibrate(graph, images: data.calibration, method: method, percentile: percentile)
-        var search: FloatLayerSearch.Result?
-        if auto {
-            let fp32 = TemporaryFiles.makePath("fp32", suffix: ".onnx"), int8 = TemporaryFiles.makePath("int8", suffix: ".onnx")
-            defer { TemporaryFiles.remove(fp32); TemporaryFiles.remove(int8) }
+        // What every verification compares with, written once: the fp32 model and the test set.
+        let fp32 = TemporaryFiles.makePath("fp32", suffix: ".onnx")
+        defer { TemporaryFiles.remove(fp32) }
+        var inputs: QuantizedVerification.Inputs?
+        if !noVerify {
             try ONNXExport.write(net, to: fp32, opset: 13)
+            inputs = try QuantizedVerification.Inputs(images: data.test, labels: data.labels)
+        }
+        var search: FloatLayerSearch.Result?
+        if auto, let inputs {
+            let int8 = TemporaryFiles.makePath("int8", suffix: ".onnx")
+            defer { TemporaryFiles.remove(int8) }
             var fp32Top1: Double?
             func evaluate(_ kept: Set<String>) throws -> Double {
-                let (m, _) = try QDQExport.model(net, ranges: ranges, activations: activations, keepFloat: kept)
+                let (m, _) = try QDQExport.model(graph, net: net.netDescription, ranges: ranges, activations: activations, keepFloat: kept)
                 try m.serializedData().write(to: URL(fileURLWithPath: int8))
-                let v = try QuantizedVerification.run(fp32: fp32, int8: int8, images: data.test, labels: data.labels, latencyRuns: 0)
+                let v = try QuantizedVerification.run(fp32: fp32, int8: int8, inputs: inputs, latencyRuns: 0)
                 fp32Top1 = v.fp32_top1
                 if !json {
                     FileHandle.standardError.write(Data("  \(kept.isEmpty ? "all int8" : "float: " + kept.sorted().joined(separator: ", ")): int8 top-1 \(String(format: "%.2f%%", 100 * v.int8_top1))\n".utf8))
@@ -138,16 +135,13 @@ struct Quantize: ParsableCommand {
             }
             keep = Set(search!.keep)
         }
-        let (model, summary) = try QDQExport.model(net, ranges: ranges, activations: activations, keepFloat: keep)
+        let (model, summary) = try QDQExport.model(graph, net: net.netDescription, ranges: ranges, activations: activations, keepFloat: keep)
         let bytes = try model.serializedData()
         var verification: QuantizedVerification?
         try AtomicFile.replace(output) { temporary in
             try bytes.write(to: URL(fileURLWithPath: temporary))
-            guard !noVerify else { return }
-            let fp32 = TemporaryFiles.makePath("fp32", suffix: ".onnx")
-            defer { TemporaryFiles.remove(fp32) }
-            try ONNXExport.write(net, to: fp32, opset: 13)
-            verification = try QuantizedVerification.run(fp32: fp32, int8: temporary, images: data.test, labels: data.labels)
+            guard let inputs else { return }
+            verification = try QuantizedVerification.run(fp32: fp32, int8: temporary, inputs: inputs)
         }
         if let folder = saveInputs {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
