@@ -40,6 +40,10 @@ public struct NeuralScale: ParsableCommand {
             exit(withError: error)
         } catch let error as CleanExit {
             exit(withError: error)
+        } catch where exitCode(for: error) == .success {
+            // `--help` and `help <subcommand>` run ArgumentParser's help command, whose `run()`
+            // throws its request for the help screen: ArgumentParser prints it.
+            exit(withError: error)
         } catch {
             if let message = configurationMessage(error) {
                 let usage = usageString(for: type(of: command))
