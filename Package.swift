@@ -55,7 +55,7 @@ let package = Package(
         // What runs produced, for people: the results report of `neuralscale report` and the SVG
         // charts, the search's own charts included. It sits above ArchDescent (it draws a
         // DescentResult), so the search never depends on how it is drawn.
-        .target(name: "Reporting", dependencies: ["Nets", "Pruning", "Datasets", "Checkpoint", "Training", "ArchDescent"],
+        .target(name: "Reporting", dependencies: ["Nets", "Pruning", "Datasets", "Checkpoint", "Training", "ArchDescent", "Export"],
                 swiftSettings: strictImports),
         // CIFAR, tinyImageNet, Fashion-MNIST and augmentation.
         .target(name: "Datasets", dependencies: ["Autodiff", "CZlib", "CImageCodecs"], swiftSettings: strictImports),

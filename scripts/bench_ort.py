@@ -1,16 +1,24 @@
 #!/usr/bin/env python3
 """Times an ONNX model with ONNX Runtime (CPU) the way the studies measured devices: a random
 input, --warmup untimed runs, then --runs timed runs, repeated in --trials fresh sessions; per
-batch size the mean, median and p90 (lower-rank quantiles) per trial and over all runs, and images/s. Memory: the
-resident-set increase of creating the first session and running it once (this script is run as
-its own process per model, so models do not share a heap).
+batch size the mean, median and p90 (lower-rank quantiles) per trial and over all runs, and
+images/s. Memory: the resident-set increase of creating the first session and running it once
+(`neuralscale bench infer` runs this script as its own process per model and batch size, so
+models do not share a heap).
 
   python3 scripts/bench_ort.py MODEL.onnx [--batch-sizes 1,8] [--warmup 20] [--runs 80] [--trials 5]
       [--threads N] [--json]
+  python3 scripts/bench_ort.py MODEL.onnx --profile [--batch-sizes 1] [--warmup 20] [--runs 80] [--json]
+
+--profile: per-layer time from ONNX Runtime's own profiler (SessionOptions.enable_profiling) over
+the --runs timed runs of one session at the first batch size: every kernel event of the optimized
+graph (saved with optimized_model_filepath), summed per layer (the layer of the weight a node
+reads, else the part of its name before '/': module names in this project's exports), with the layer's multiply-accumulates counted on the model as
+written (Conv: C_out*H_out*W_out*C_in/groups*k*k per image, Gemm: in*out) and the achieved GFLOP/s.
 
 Exit 0 on success, 1 when the model cannot be loaded or run (the message names it), 2 on bad
 arguments."""
-import argparse, json, os, statistics, sys, time
+import argparse, json, os, statistics, sys, tempfile, time
 
 
 def rss_mb():
@@ -21,6 +29,55 @@ def rss_mb():
     return float("nan")
 
 
+def quantile(values, q):
+    s = sorted(values)
+    return s[int(q * (len(s) - 1))]
+
+
+def layer_of(node_name):
+    """The layer a node belongs to by its name: `features.0/Conv` -> `features.0`."""
+    return node_name.split("/")[0] if "/" in node_name else node_name
+
+
+def node_layers(graph):
+    """The layer of every node: the layer of the first weight or bias it reads (`features.0.weight`,
+    `features.0.bias_quantized`) where it reads one, else the layer its name says. ORT names a
+    fused node after any of the nodes it fused (Conv+Relu takes the Relu's name) and reorders
+    weights into tensors of its own names, so a parameter is what tells the layer."""
+    produced = {o for n in graph.node for o in n.output}
+    layers = {}
+    for n in graph.node:
+        tensors = [i for i in n.input if i and i not in produced and (".weight" in i or ".bias" in i)]
+        layers[n.name] = tensors[0].split(".weight")[0].split(".bias")[0] if tensors else layer_of(n.name)
+    return layers
+
+
+def layer_macs(onnx, path):
+    """Multiply-accumulates per image of every Conv and Gemm, per layer, on the model as written
+    (weights directly or through a DequantizeLinear)."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(path))
+    g = model.graph
+    shapes = {t.name: list(t.dims) for t in g.initializer}
+    for v in list(g.value_info) + list(g.output) + list(g.input):
+        dims = v.type.tensor_type.shape.dim
+        shapes.setdefault(v.name, [d.dim_value if d.HasField("dim_value") else None for d in dims])
+    for n in g.node:  # a dequantized weight has its initializer's shape
+        if n.op_type == "DequantizeLinear" and n.input[0] in shapes:
+            shapes[n.output[0]] = shapes[n.input[0]]
+    macs, layers = {}, node_layers(g)
+    for n in g.node:
+        key = layers[n.name]
+        if n.op_type == "Conv":
+            w, y = shapes.get(n.input[1]), shapes.get(n.output[0])
+            if w and y and all(d for d in y[1:]):
+                macs[key] = macs.get(key, 0) + y[1] * y[2] * y[3] * w[1] * w[2] * w[3]
+        elif n.op_type == "Gemm":
+            w = shapes.get(n.input[1])
+            if w:
+                macs[key] = macs.get(key, 0) + w[0] * w[1]
+    return macs
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model")
@@ -29,6 +86,7 @@ def main():
     p.add_argument("--runs", type=int, default=80)
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ONNX Runtime's default, every core)")
+    p.add_argument("--profile", action="store_true", help="per-layer times from ONNX Runtime's profiler instead of timings")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     try:
@@ -40,27 +98,79 @@ def main():
     import numpy as np
     import onnxruntime as ort
 
-    def session():
+    def session(profile_dir=None):
         o = ort.SessionOptions()
+        o.log_severity_level = 3
         if a.threads:
             o.intra_op_num_threads = a.threads
+        if profile_dir:
+            o.enable_profiling = True
+            o.profile_file_prefix = os.path.join(profile_dir, "ort")
+            o.optimized_model_filepath = os.path.join(profile_dir, "optimized.onnx")
         try:
             return ort.InferenceSession(a.model, o, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - reported as the model's failure
             print(f"{a.model}: cannot load the model: {e}", file=sys.stderr)
             sys.exit(1)
 
+    def run(s, x):
+        try:
+            s.run(None, {s.get_inputs()[0].name: x})
+        except Exception as e:  # noqa: BLE001
+            print(f"{a.model}: cannot run the model on a {list(x.shape)} input: {e}", file=sys.stderr)
+            sys.exit(1)
+
+    rng = np.random.default_rng(0)
     before = rss_mb()
     s = session()
     inp = s.get_inputs()[0]
-    shape = [d if isinstance(d, int) else 1 for d in inp.shape]
-    rng = np.random.default_rng(0)
-    try:
-        s.run(None, {inp.name: rng.standard_normal(shape).astype(np.float32)})
-    except Exception as e:  # noqa: BLE001
-        print(f"{a.model}: cannot run the model: {e}", file=sys.stderr)
-        sys.exit(1)
+    fixed = [d if isinstance(d, int) else None for d in inp.shape]
+    shape = [batches[0]] + [d or 1 for d in fixed[1:]]
+    run(s, rng.standard_normal(shape).astype(np.float32))
     memory = rss_mb() - before
+    common = {"model": a.model, "backend": "ort", "onnxruntime_version": ort.__version__,
+              "threads": a.threads or os.cpu_count(), "input_shape": shape[1:], "warmup": a.warmup, "runs": a.runs}
+    if a.profile:
+        import onnx
+        macs = layer_macs(onnx, a.model)
+        x = rng.standard_normal(shape).astype(np.float32)
+        with tempfile.TemporaryDirectory(prefix="neuralscale-ort-profile-") as d:
+            s = session(d)
+            for _ in range(a.warmup):
+                run(s, x)
+            t0 = time.perf_counter()
+            for _ in range(a.runs):
+                run(s, x)
+            wall = 1e3 * (time.perf_counter() - t0) / a.runs
+            with open(s.end_profiling()) as f:
+                events = json.load(f)
+            optimized = node_layers(onnx.load(os.path.join(d, "optimized.onnx"), load_external_data=False).graph)
+        runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"])
+        start = runs[a.warmup]["ts"] if len(runs) > a.warmup else 0  # only the timed runs
+        layers = {}
+        for e in events:
+            if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < start:
+                continue
+            node = e["name"][: -len("_kernel_time")]
+            key = optimized.get(node, layer_of(node))
+            r = layers.setdefault(key, {"layer": key, "ops": set(), "us": 0.0})
+            r["ops"].add(e.get("args", {}).get("op_name", "?"))
+            r["us"] += e["dur"]
+        total = sum(r["us"] for r in layers.values())
+        rows = []
+        for r in layers.values():
+            ms = r["us"] / 1e3 / a.runs
+            m = macs.get(r["layer"], 0) * shape[0]
+            rows.append({"layer": r["layer"], "ops": sorted(r["ops"]), "ms": ms, "share": r["us"] / total if total else 0,
+                         "macs": m, "gflops": 2 * m / (ms * 1e6) if ms > 0 and m else None})
+        rows.sort(key=lambda r: -r["ms"])
+        report = {**common, "batch": shape[0], "wall_ms": wall, "kernel_ms": total / 1e3 / a.runs, "layers": rows}
+        if a.json:
+            print(json.dumps(report))
+        else:
+            for r in rows:
+                print(f"{r['layer']:30s} {r['ms']:9.4f} ms {100 * r['share']:5.1f}%  {','.join(r['ops'])}")
+        return
     results = []
     for b in batches:
         x = rng.standard_normal([b] + shape[1:]).astype(np.float32)
@@ -68,20 +178,18 @@ def main():
         for t in range(a.trials):
             s = session() if t else s
             for _ in range(a.warmup):
-                s.run(None, {inp.name: x})
+                run(s, x)
             times = []
             for _ in range(a.runs):
                 t0 = time.perf_counter()
-                s.run(None, {inp.name: x})
+                run(s, x)
                 times.append(1e3 * (time.perf_counter() - t0))
             every += times
-            trials.append({"mean_ms": statistics.fmean(times), "median_ms": sorted(times)[int(0.5 * (len(times) - 1))],
-                           "p90_ms": sorted(times)[int(0.9 * (len(times) - 1))]})
+            trials.append({"mean_ms": statistics.fmean(times), "median_ms": quantile(times, 0.5), "p90_ms": quantile(times, 0.9)})
         mean = statistics.fmean(every)
-        results.append({"batch": b, "trials": trials, "mean_ms": mean, "median_ms": sorted(every)[int(0.5 * (len(every) - 1))],
-                        "p90_ms": sorted(every)[int(0.9 * (len(every) - 1))], "images_per_s": 1e3 * b / mean})
-    report = {"model": a.model, "backend": "ort", "onnxruntime_version": ort.__version__, "threads": a.threads or os.cpu_count(),
-              "memory_mb": memory, "warmup": a.warmup, "runs": a.runs, "results": results}
+        results.append({"batch": b, "trials": trials, "mean_ms": mean, "median_ms": quantile(every, 0.5),
+                        "p90_ms": quantile(every, 0.9), "images_per_s": 1e3 * b / mean})
+    report = {**common, "memory_mb": memory, "results": results}
     if a.json:
         print(json.dumps(report))
     else:

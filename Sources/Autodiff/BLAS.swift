@@ -37,6 +37,9 @@ public enum BLAS {
     }
     nonisolated(unsafe) private static var callerThreadsOnly = false
 
+    /// OpenBLAS's build: version, target core and thread model (`openblas_get_config`).
+    public static var configuration: String { openblas_get_config().map { String(cString: $0) } ?? "unknown" }
+
     /// The number of threads OpenBLAS uses for level-3 calls.
     public static var threads: Int {
         get { Int(openblas_get_num_threads()) }

@@ -155,15 +155,18 @@ public enum QDQExport {
         var initializers: [Onnx_TensorProto] = []
         var floats: [String: Tensor] = [:]
         var summary = QuantizationSummary(quantizedLayers: [], floatLayers: [])
-        var nodeCount = 0
+        // Nodes are named `<layer>/<op>` (made unique), as in the fp32 export, so that ONNX
+        // Runtime's profile and optimized graph name the layer each kernel belongs to.
+        var layer = "input", nodeNames: [String: Int] = [:]
         func node(_ op: String, _ inputs: [String], _ out: String, _ attributes: [Onnx_AttributeProto] = []) {
             var n = Onnx_NodeProto()
             n.opType = op
             n.input = inputs
             n.output = [out]
             n.attribute = attributes
-            n.name = "\(op)_\(nodeCount)"
-            nodeCount += 1
+            let base = layer + "/" + op, k = nodeNames[base, default: 0]
+            nodeNames[base] = k + 1
+            n.name = k == 0 ? base : "\(base)_\(k)"
             g.node.append(n)
         }
         // Float name of each value, and whether it is quantized (everything but the logits and
@@ -238,6 +241,7 @@ public enum QDQExport {
         // reads it as it is, so ONNX Runtime has no DequantizeLinear to fuse its conv with.
         for (i, n) in graph.nodes.enumerated() where !absorbed.contains(i) {
             let out = i + 1
+            layer = n.name
             var result = floatName(out)
             switch n.op {
             case let .conv(w, b, stride, padding, groups):

@@ -256,19 +256,39 @@ extension InferenceGraph {
     /// free), a linear layer `in * out` (bias free), an affine BN 4 per element; activations,
     /// pools, additions, flattening and channel selection nothing (the reference nets pool with
     /// `F.adaptive_avg_pool2d`, which thop does not see). MFLOPs are `2 * macs / 1e6`.
-    public var macs: Int {
-        nodes.reduce(0) { total, node in
-            switch node.op {
-            case let .conv(w, _, _, _, _):
-                let k = tensors[w]!.shape  // [C_out, C_in / groups, kh, kw]
-                return total + node.shape.reduce(1, *) * k[1] * k[2] * k[3]
-            case .batchNorm:
-                return total + 4 * node.shape.reduce(1, *)
-            case let .linear(w, _):
-                return total + tensors[w]!.count
-            case .relu, .relu6, .add, .maxPool, .globalAvgPool, .flatten, .select:
-                return total
-            }
+    public var macs: Int { nodes.indices.reduce(0) { $0 + macs(of: $1) } }
+
+    /// The multiply-accumulates of node `i` for one image, counted as `macs` counts them.
+    public func macs(of i: Int) -> Int {
+        let node = nodes[i]
+        switch node.op {
+        case let .conv(w, _, _, _, _):
+            let k = tensors[w]!.shape  // [C_out, C_in / groups, kh, kw]
+            return node.shape.reduce(1, *) * k[1] * k[2] * k[3]
+        case .batchNorm:
+            return 4 * node.shape.reduce(1, *)
+        case let .linear(w, _):
+            return tensors[w]!.count
+        case .relu, .relu6, .add, .maxPool, .globalAvgPool, .flatten, .select:
+            return 0
+        }
+    }
+}
+
+extension InferenceGraph.Op {
+    /// The op's name, as ONNX calls it where it has one.
+    public var name: String {
+        switch self {
+        case .conv: return "Conv"
+        case .batchNorm: return "BatchNormalization"
+        case .relu: return "Relu"
+        case .relu6: return "Clip"
+        case .add: return "Add"
+        case .maxPool: return "MaxPool"
+        case .globalAvgPool: return "GlobalAveragePool"
+        case .flatten: return "Flatten"
+        case .linear: return "Gemm"
+        case .select: return "Select"
         }
     }
 }

@@ -35,14 +35,22 @@ public enum Python {
 
     /// Runs the interpreter with `arguments`; returns its exit status, stdout and stderr.
     public static func run(_ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
-        let p = Process()
         let exe = interpreter
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = (exe == "/usr/bin/env" ? ["python3"] : []) + arguments
+        return try ChildProcess.run(exe, (exe == "/usr/bin/env" ? ["python3"] : []) + arguments)
+    }
+}
+
+/// Another program run to its end.
+public enum ChildProcess {
+    /// Runs `executable` with `arguments`; returns its exit status, stdout and stderr.
+    public static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
         // stdout through a pipe, read to the end while the child runs; stderr into a file, so
         // neither can fill up and block the child.
         let out = Pipe()
-        let errPath = TemporaryFiles.makePath("python", suffix: ".err")
+        let errPath = TemporaryFiles.makePath("child", suffix: ".err")
         defer { TemporaryFiles.remove(errPath) }
         // open(2), not FileManager.createFile: that writes through a `.dat.nosync*` temporary.
         let fd = open(errPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)

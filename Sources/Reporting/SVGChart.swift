@@ -103,6 +103,37 @@ public enum SVGChart {
         return svg + "</svg>\n"
     }
 
+    /// Horizontal bars, one per label, top to bottom in the order given, each with `notes[i]`
+    /// written after its bar; the value axis starts at 0.
+    public static func bars(title: String, valueLabel: String, labels: [String], values: [Double], notes: [String]) -> String {
+        precondition(labels.count == values.count && notes.count == values.count, "SVGChart.bars: \(labels.count) labels, \(values.count) values, \(notes.count) notes")
+        let labelWidth = 7.0 * Double(max(8, labels.map(\.count).max() ?? 8)) + 20, barHeight = 18.0, top = 50.0
+        let plot = 520.0, noteWidth = 170.0
+        let width = labelWidth + plot + noteWidth, height = top + barHeight * Double(max(labels.count, 1)) + 60
+        let high = max(values.max() ?? 1, 1e-12)
+        let x = { (v: Double) in labelWidth + v / high * plot }
+        var svg = """
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" font-family="sans-serif" font-size="12">
+        <rect width="100%" height="100%" fill="white"/>
+        <text x="\(width / 2)" y="28" text-anchor="middle" font-size="16">\(escape(title))</text>
+
+        """
+        let bottom = top + barHeight * Double(labels.count)
+        for k in 0...4 {
+            let v = high * Double(k) / 4
+            svg += "<line x1=\"\(x(v))\" y1=\"\(top)\" x2=\"\(x(v))\" y2=\"\(bottom)\" stroke=\"#ddd\"/>"
+            svg += "<text x=\"\(x(v))\" y=\"\(bottom + 16)\" text-anchor=\"middle\">\(format(v))</text>\n"
+        }
+        svg += "<text x=\"\(labelWidth + plot / 2)\" y=\"\(bottom + 40)\" text-anchor=\"middle\">\(escape(valueLabel))</text>\n"
+        for (i, label) in labels.enumerated() {
+            let y = top + barHeight * Double(i)
+            svg += "<text x=\"\(labelWidth - 6)\" y=\"\(y + 13)\" text-anchor=\"end\">\(escape(label))</text>"
+            svg += "<rect x=\"\(labelWidth)\" y=\"\(y + 3)\" width=\"\(max(0.5, x(values[i]) - labelWidth))\" height=\"\(barHeight - 6)\" fill=\"#1f77b4\"/>"
+            svg += "<text x=\"\(x(values[i]) + 5)\" y=\"\(y + 13)\" font-size=\"10\">\(escape(notes[i]))</text>\n"
+        }
+        return svg + "</svg>\n"
+    }
+
     static func format(_ v: Double) -> String {
         let a = abs(v)
         if a >= 1e6 { return String(format: "%.2gM", v / 1e6) }

@@ -1,44 +1,77 @@
 import ArchDescent
 import ArgumentParser
+import Autodiff
 import Checkpoint
+import Datasets
 import Export
 import Foundation
 import Nets
-import Pruning
+import Reporting
 import Training
 
-/// `neuralscale bench infer`: inference latency and memory of checkpoints or ONNX models, on ONNX
-/// Runtime and on this project's engine, the way the studies measured devices.
+/// `neuralscale bench infer`: inference latency and memory of checkpoints, ONNX models or fresh
+/// nets, on ONNX Runtime and on this project's engine, the way the studies measured devices.
 struct BenchInfer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "infer",
-        abstract: "Time inference of checkpoints or ONNX models on ONNX Runtime and on this tool's engine.",
+        abstract: "Time inference of checkpoints, ONNX models or fresh nets on ONNX Runtime and on this tool's engine.",
         discussion: """
-        Per model, backend and batch size: a random input, --warmup untimed runs, then --runs \
-        timed runs, repeated in --trials fresh sessions; the mean, median and p90 per trial and \
-        over all runs, and images/s. Memory is the resident-set increase of preparing the model \
-        and running it once: for ONNX Runtime in a child process per model (scripts/bench_ort.py), \
-        for the engine in this process. A checkpoint runs on both backends (exported to ONNX for \
-        ONNX Runtime; a search state after surgery); an ONNX model (an int8 model of `quantize` \
-        too) only on ONNX Runtime.
+        Per model, backend, input size and batch size: a random input, --warmup untimed runs, \
+        then --runs timed runs, repeated in --trials fresh sessions; the mean, median and p90 per \
+        trial and over all runs, images/s, and the share of --budget-ms the mean takes. Memory is \
+        the resident-set increase of preparing the model and running it once at that batch size, \
+        measured in a child process per model and batch size (scripts/bench_ort.py for ONNX \
+        Runtime, this tool itself for the engine), so that models do not share a heap; also per \
+        million parameters.
+
+        The engine runs the net's eval graph with BN folded into the convs (what the ONNX export \
+        holds) with its own ops. A checkpoint or a fresh net (--model) runs on both backends \
+        (exported to ONNX for ONNX Runtime; a search state after surgery); an ONNX model, an int8 \
+        model of `quantize` too, runs on ONNX Runtime only.
+
+        --input-sizes builds a net for other inputs: nets ending in global pooling (MobileNetV2, \
+        the ResNets) take any multiple of 32, with the spec's large-input strides from 64 on; \
+        VGG-11's classifier is sized for its input, so it says it cannot and is skipped at other \
+        sizes, as is an ONNX model with a fixed input size.
+
+        --profile adds per-layer times at --profile-batch: from ONNX Runtime's profiler for ONNX \
+        Runtime and from timing every op of the engine's graph, summed per layer with the layer's \
+        multiply-accumulates and achieved GFLOP/s, sorted, as a table (and with --out: JSON, CSV \
+        and SVG bars).
+
+        --out DIR writes bench-infer.json (every measurement and profile, with the machine, \
+        threads and library versions), bench-infer.csv, latency-vs-batch.svg, \
+        memory-vs-batch.svg, and with --profile profile.csv and profile-<k>-<backend>.svg.
         """
     )
 
     @Option(name: .long, parsing: .upToNextOption, help: "Checkpoints of `neuralscale train` (or search states).")
     var checkpoint: [String] = []
 
-    @Option(name: .long, parsing: .upToNextOption, help: "ONNX models (ONNX Runtime only).")
+    @Option(name: .long, parsing: .upToNextOption, help: "ONNX models, fp32 or int8 (ONNX Runtime only).")
     var onnx: [String] = []
+
+    @Option(name: .long, help: "Comma-separated nets to time freshly built (random weights; uniform widths at --ratios), e.g. vgg11,resnet50.")
+    var model: String?
+
+    @Option(name: .long, help: "With --model: comma-separated width ratios.")
+    var ratios = "1.0"
+
+    @Option(name: .long, help: "With --model: the dataset whose image shape and classes the nets are built for.")
+    var dataset: DatasetKind = .cifar10
 
     enum Backend: String, ExpressibleByArgument, CaseIterable { case ort, swift, both }
 
-    @Option(name: .long, help: "'ort' (ONNX Runtime, CPU), 'swift' (this tool's engine) or 'both'.")
+    @Option(name: .long, help: "'ort' (ONNX Runtime, CPU provider), 'swift' (this tool's engine) or 'both'.")
     var backend: Backend = .both
 
-    @Option(name: .long, help: "Comma-separated batch sizes.")
-    var batchSizes = "1,8,32"
+    @Option(name: .long, help: "Comma-separated batch sizes (1...4096).")
+    var batchSizes = "1,8,16,32,64,128"
 
-    @Option(name: .long, help: "Intra-op threads of ONNX Runtime (0: every core). The engine uses its own workers.")
+    @Option(name: .long, help: "Comma-separated input sizes (multiples of 32; default: each model's own).")
+    var inputSizes: String?
+
+    @Option(name: .long, help: "Threads of both backends: ONNX Runtime's intra-op threads and the engine's workers (0: every core).")
     var threads = 0
 
     @Option(name: .long, help: "Untimed runs before each trial.")
@@ -47,65 +80,294 @@ struct BenchInfer: ParsableCommand {
     @Option(name: .long, help: "Timed runs per trial.")
     var runs = 80
 
-    @Option(name: .long, help: "Trials (fresh sessions) per batch size.")
+    @Option(name: .long, help: "Trials (fresh sessions) per model, backend and batch size.")
     var trials = 5
 
-    @Flag(name: .long, help: "Print one JSON array (every trial's figures).")
+    @Option(name: .long, help: "A real-time budget in ms per batch (16.67: 60 frames/s); the share of it each configuration takes is reported.")
+    var budgetMs = 16.67
+
+    @Flag(name: .long, help: "Also time every layer (ONNX Runtime's profiler; the engine's per-op timing).")
+    var profile = false
+
+    @Option(name: .long, help: "With --profile: the batch size of the profile.")
+    var profileBatch = 1
+
+    @Flag(name: .long, help: "Print one JSON object (every measurement and profile) instead of tables.")
     var json = false
 
-    func parsedBatchSizes() throws -> [Int] {
-        let sizes = batchSizes.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard !sizes.isEmpty, sizes.allSatisfy({ ($0 ?? 0) >= 1 && ($0 ?? 0) <= 4096 }) else {
-            throw ValidationError("--batch-sizes must be comma-separated sizes in 1...4096, got '\(batchSizes)'")
+    @Option(name: .long, help: "Write bench-infer.json, bench-infer.csv and the SVG charts into this folder.")
+    var out: String?
+
+    /// Set by the parent for its child processes: run one engine measurement in this process and
+    /// print it as JSON.
+    @Flag(name: .long, help: .hidden)
+    var worker = false
+
+    /// What is timed.
+    enum Source {
+        case checkpoint(String)
+        case onnx(String)
+        case fresh(Architecture, Double)
+
+        var name: String {
+            switch self {
+            case let .checkpoint(p), let .onnx(p): return p
+            case let .fresh(m, r): return "\(m.rawValue) x\(r)"
+            }
         }
-        return sizes.map { $0! }
+    }
+
+    func list<T>(_ text: String, _ flag: String, _ what: String, _ parse: (String) -> T?) throws -> [T] {
+        let values = text.split(separator: ",").map { parse($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else {
+            throw ValidationError("\(flag) must be comma-separated \(what), got '\(text)'")
+        }
+        return values.map { $0! }
+    }
+
+    func parsedBatchSizes() throws -> [Int] {
+        try list(batchSizes, "--batch-sizes", "sizes in 1...4096") { Int($0).flatMap { (1...4096).contains($0) ? $0 : nil } }
+    }
+
+    func parsedInputSizes() throws -> [Int]? {
+        try inputSizes.map {
+            try list($0, "--input-sizes", "multiples of 32 in 32...\(NetDescription.maxImageSize)") {
+                Int($0).flatMap { $0 >= 32 && $0 <= NetDescription.maxImageSize && $0 % 32 == 0 ? $0 : nil }
+            }
+        }
+    }
+
+    func sources() throws -> [Source] {
+        var s = checkpoint.map(Source.checkpoint) + onnx.map(Source.onnx)
+        if let model {
+            let models = try list(model, "--model", "nets (\(Architecture.allCases.map(\.rawValue).joined(separator: ", ")))") { Architecture(rawValue: $0) }
+            let r = try list(ratios, "--ratios", "ratios in (0, 4]") { Double($0).flatMap { $0 > 0 && $0 <= 4 ? $0 : nil } }
+            for m in models { for ratio in r { s.append(.fresh(m, ratio)) } }
+        }
+        return s
     }
 
     func validate() throws {
-        guard !checkpoint.isEmpty || !onnx.isEmpty else { throw ValidationError("give --checkpoint or --onnx files") }
-        if backend == .swift, checkpoint.isEmpty { throw ValidationError("--backend swift needs --checkpoint (the engine cannot run an ONNX file)") }
+        guard !checkpoint.isEmpty || !onnx.isEmpty || model != nil else { throw ValidationError("give --checkpoint, --onnx or --model") }
+        if backend == .swift, checkpoint.isEmpty, model == nil {
+            throw ValidationError("--backend swift needs --checkpoint or --model (the engine cannot run an ONNX file)")
+        }
         _ = try parsedBatchSizes()
-        guard runs >= 1, runs <= 100_000, trials >= 1, trials <= 1000, warmup >= 0, warmup <= 100_000, threads >= 0, threads <= 1024 else {
-            throw ValidationError("--runs and --trials must be >= 1, --warmup and --threads >= 0")
+        _ = try parsedInputSizes()
+        _ = try sources()
+        guard runs >= 1, runs <= 100_000, trials >= 1, trials <= 1000, warmup >= 0, warmup <= 100_000 else {
+            throw ValidationError("--runs and --trials must be >= 1 and --warmup >= 0, got \(runs), \(trials) and \(warmup)")
+        }
+        guard threads >= 0, threads <= 1024 else { throw ValidationError("--threads must be in 0...1024, got \(threads)") }
+        guard budgetMs.isFinite, budgetMs > 0 else { throw ValidationError("--budget-ms must be > 0, got \(budgetMs)") }
+        guard (1...4096).contains(profileBatch) else { throw ValidationError("--profile-batch must be in 1...4096, got \(profileBatch)") }
+        if worker {
+            guard try sources().count == 1, try parsedBatchSizes().count == 1, try parsedInputSizes()?.count ?? 1 == 1 else {
+                throw ValidationError("--worker measures one net at one batch and input size")
+            }
         }
     }
 
+    /// The net of `source` at `size` (its own size when nil).
+    func network(_ source: Source, size: Int?) throws -> Network {
+        let net: Network
+        switch source {
+        case let .checkpoint(path): net = try NetCheckpoint.load(path).prunedNetwork()
+        case let .fresh(m, ratio):
+            let d = try ScaledNet.make(m, dataset, ratio: ratio, descent: nil, iteration: nil).description
+            net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 0)))
+        case let .onnx(path): throw ValidationError("\(path): the engine cannot run an ONNX file")
+        }
+        return try size.map { try net.resized(imageSize: $0) } ?? net
+    }
+
     func run() throws {
+        if threads > 0 { Parallel.workers = threads }
+        if worker { return try runWorker() }
         TemporaryFiles.installSignalCleanup()
         TemporaryFiles.removeStale()
-        let sizes = try parsedBatchSizes()
-        var reports: [InferenceBenchmark] = []
-        for path in checkpoint {
-            let loaded = try NetCheckpoint.load(path)
-            if backend != .ort {
-                reports.append(try InferenceBenchmark.swift(path, build: { try loaded.prunedNetwork() }, batchSizes: sizes,
-                                                            warmup: warmup, runs: runs, trials: trials))
-            }
-            if backend != .swift {
-                let model = TemporaryFiles.makePath("bench", suffix: ".onnx")
-                defer { TemporaryFiles.remove(model) }
-                try ONNXExport.write(try loaded.prunedNetwork(), to: model, opset: 13)
-                reports.append(try InferenceBenchmark.onnxRuntime(model, batchSizes: sizes, warmup: warmup, runs: runs, trials: trials,
-                                                                  threads: threads).named(path))
+        let batches = try parsedBatchSizes(), sizes = try parsedInputSizes(), all = try sources()
+        var timings: [InferenceTiming] = [], profiles: [InferenceProfile] = [], skipped: [String] = [], ortVersion: String?
+        let executable = Self.executableForChildren()
+        let backends = all.map { s -> [String] in
+            if case .onnx = s { return ["ort"] }
+            return backend == .both ? ["swift", "ort"] : [backend.rawValue]
+        }
+        let total = zip(all, backends).reduce(0) { $0 + $1.1.count } * (sizes?.count ?? 1) * batches.count
+        let started = monotonicSeconds()
+        var done = 0
+        func progress(_ t: InferenceTiming) {
+            done += 1
+            let elapsed = monotonicSeconds() - started, left = elapsed / Double(done) * Double(total - done)
+            if !json {
+                FileHandle.standardError.write(Data(String(format: "[%d/%d] %@ %@ %@ %dpx batch %d: median %.3f ms, %.1f MB  (%@ elapsed, ETA %@)\n",
+                                                           done, total, t.model, t.backend, t.precision, t.input_size, t.batch, t.median_ms,
+                                                           t.memory_mb, duration(elapsed), duration(left)).utf8))
             }
         }
-        for path in onnx where backend != .swift {
-            guard FileManager.default.fileExists(atPath: path) else { throw ValidationError("--onnx \(path): no such file") }
-            reports.append(try InferenceBenchmark.onnxRuntime(path, batchSizes: sizes, warmup: warmup, runs: runs, trials: trials, threads: threads))
+        func skip(_ message: String, configurations: Int) {
+            skipped.append(message)
+            done += configurations
+            FileHandle.standardError.write(Data("skipped: \(message)\n".utf8))
         }
+        for (source, sourceBackends) in zip(all, backends) {
+            for size in sizes.map({ $0.map(Optional.some) }) ?? [nil] {
+                if case let .onnx(path) = source {
+                    let info = try ONNXModelInfo(path)
+                    if let size, info.inputShape.count == 3, let h = info.inputShape[1], h != size {
+                        skip("\(path) has a fixed \(h)x\(h) input; it cannot take \(size)x\(size)", configurations: batches.count)
+                        continue
+                    }
+                    for b in batches {
+                        let (t, version) = try ORTInference.measure(path, name: path, batch: b, warmup: warmup, runs: runs, trials: trials,
+                                                                    threads: threads, budget: budgetMs)
+                        ortVersion = version
+                        timings.append(t)
+                        progress(t)
+                    }
+                    if profile {
+                        profiles.append(try ORTInference.profile(path, name: path, batch: profileBatch, warmup: warmup, runs: runs, threads: threads))
+                    }
+                    continue
+                }
+                let net: Network
+                do {
+                    net = try network(source, size: size)
+                } catch let error as NetError {
+                    skip("\(source.name): \(error)", configurations: batches.count * sourceBackends.count)
+                    continue
+                }
+                let inputSize = net.netDescription.imageSize
+                if sourceBackends.contains("swift") {
+                    for b in batches {
+                        let t: InferenceTiming
+                        if let executable {
+                            t = try EngineInference.inChild(executable, workerArguments(source, size: inputSize, batch: b))
+                        } else {
+                            t = try EngineInference.measure(source.name, build: { try network(source, size: inputSize) }, batch: b,
+                                                            warmup: warmup, runs: runs, trials: trials, budget: budgetMs, inChild: false)
+                        }
+                        timings.append(t)
+                        progress(t)
+                    }
+                    if profile {
+                        profiles.append(EngineInference.profile(source.name, net: net, batch: profileBatch, warmup: warmup, runs: runs))
+                    }
+                }
+                if sourceBackends.contains("ort") {
+                    let model = TemporaryFiles.makePath("bench", suffix: ".onnx")
+                    defer { TemporaryFiles.remove(model) }
+                    try ONNXExport.write(net, to: model, opset: 13)
+                    for b in batches {
+                        let (t, version) = try ORTInference.measure(model, name: source.name, batch: b, warmup: warmup, runs: runs,
+                                                                    trials: trials, threads: threads, budget: budgetMs)
+                        ortVersion = version
+                        timings.append(t)
+                        progress(t)
+                    }
+                    if profile {
+                        profiles.append(try ORTInference.profile(model, name: source.name, batch: profileBatch, warmup: warmup, runs: runs,
+                                                                 threads: threads))
+                    }
+                }
+            }
+        }
+        guard !timings.isEmpty else { throw ValidationError("nothing could be measured: \(skipped.joined(separator: "; "))") }
+        let report = Report(machine: .current(onnxruntime: ortVersion), budget_ms: budgetMs, timings: timings, profiles: profiles,
+                            skipped: skipped)
+        if let out { try write(report, to: out) }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(reports), as: UTF8.self))
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
             return
         }
-        print("model".padding(toLength: 44, withPad: " ", startingAt: 0) + "backend  batch   mean ms  median ms   p90 ms   images/s  memory MB")
-        for r in reports {
-            for x in r.results {
-                let name = r.model.count > 42 ? "..." + r.model.suffix(39) : r.model
-                print(name.padding(toLength: 44, withPad: " ", startingAt: 0) + r.backend.padding(toLength: 7, withPad: " ", startingAt: 0)
-                      + String(format: "%6d %9.3f %10.3f %8.3f %10.1f %10.1f", x.batch, x.mean_ms, x.median_ms, x.p90_ms, x.images_per_s, r.memory_mb))
-            }
+        print(InferenceReport.table(timings), terminator: "")
+        let ratios = InferenceReport.ratioTable(timings)
+        if !ratios.isEmpty { print("\n" + ratios, terminator: "") }
+        for p in profiles { print("\n" + InferenceReport.profileTable(p), terminator: "") }
+        if let out { print("\nwrote \(out)/bench-infer.json, bench-infer.csv, latency-vs-batch.svg, memory-vs-batch.svg" + (profiles.isEmpty ? "" : ", profile.csv, profile-*.svg")) }
+    }
+
+    /// One engine measurement in this process, printed as JSON (the parent's child process).
+    func runWorker() throws {
+        let source = try sources()[0], batch = try parsedBatchSizes()[0], size = try parsedInputSizes()?.first
+        let t = try EngineInference.measure(source.name, build: { try network(source, size: size) }, batch: batch, warmup: warmup,
+                                            runs: runs, trials: trials, budget: budgetMs, inChild: true)
+        print(String(decoding: try JSONEncoder().encode(t), as: UTF8.self))
+    }
+
+    func workerArguments(_ source: Source, size: Int, batch: Int) -> [String] {
+        var a = ["bench", "infer", "--worker", "--backend", "swift", "--batch-sizes", "\(batch)", "--input-sizes", "\(size)",
+                 "--warmup", "\(warmup)", "--runs", "\(runs)", "--trials", "\(trials)", "--threads", "\(threads)", "--budget-ms", "\(budgetMs)"]
+        switch source {
+        case let .checkpoint(p): a += ["--checkpoint", p]
+        case let .fresh(m, r): a += ["--model", m.rawValue, "--ratios", "\(r)", "--dataset", dataset.rawValue]
+        case .onnx: break
+        }
+        return a
+    }
+
+    /// This tool's executable, to run the engine's measurements in child processes; nil when this
+    /// process is not it (the in-process command tests), and no built one is beside it.
+    static func executableForChildren() -> String? {
+        let me = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        if me.lastPathComponent == "neuralscale" { return me.path }
+        var dir = me.deletingLastPathComponent()
+        for _ in 0..<3 {
+            let candidate = dir.appendingPathComponent("neuralscale").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return nil
+    }
+
+    struct Report: Encodable {
+        let machine: MachineInfo
+        let budget_ms: Double
+        let timings: [InferenceTiming]
+        let profiles: [InferenceProfile]
+        let skipped: [String]
+    }
+
+    func write(_ report: Report, to folder: String) throws {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        func path(_ name: String) -> String { URL(fileURLWithPath: folder).appendingPathComponent(name).path }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        try AtomicFile.write(try encoder.encode(report), to: path("bench-infer.json"))
+        try AtomicFile.write(Data(InferenceReport.csv(report.timings).utf8), to: path("bench-infer.csv"))
+        try AtomicFile.write(Data(InferenceReport.latencyChart(report.timings, budget: budgetMs).utf8), to: path("latency-vs-batch.svg"))
+        try AtomicFile.write(Data(InferenceReport.memoryChart(report.timings).utf8), to: path("memory-vs-batch.svg"))
+        guard !report.profiles.isEmpty else { return }
+        try AtomicFile.write(Data(InferenceReport.profileCSV(report.profiles).utf8), to: path("profile.csv"))
+        for (k, p) in report.profiles.enumerated() {
+            try AtomicFile.write(Data(InferenceReport.profileChart(p).utf8), to: path("profile-\(k + 1)-\(p.backend).svg"))
         }
     }
+}
+
+/// The machine a benchmark ran on, for its JSON.
+struct MachineInfo: Encodable {
+    let cpu: String
+    let cores: Int
+    let memory_gb: Double
+    let threads: Int
+    let openblas: String
+    let onnxruntime: String?
+    let date: String
+
+    static func current(onnxruntime: String?) -> MachineInfo {
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }?.split(separator: ":", maxSplits: 1).last
+        return MachineInfo(cpu: model.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown",
+                           cores: ProcessInfo.processInfo.activeProcessorCount,
+                           memory_gb: Double(ProcessInfo.processInfo.physicalMemory) / 1_073_741_824, threads: Parallel.workers,
+                           openblas: BLAS.configuration, onnxruntime: onnxruntime, date: ISO8601DateFormatter().string(from: Date()))
+    }
+}
+
+private func duration(_ seconds: Double) -> String {
+    let s = Int(seconds.rounded())
+    return s >= 3600 ? "\(s / 3600)h\(s % 3600 / 60)m" : s >= 60 ? "\(s / 60)m\(s % 60)s" : "\(s)s"
 }
