@@ -12,8 +12,9 @@ models do not share a heap).
 
 --profile: per-layer time from ONNX Runtime's own profiler (SessionOptions.enable_profiling) over
 the --runs timed runs of one session at the first batch size: every kernel event of the optimized
-graph (saved with optimized_model_filepath), summed per layer (the layer of the weight a node
-reads, else the part of its name before '/': module names in this project's exports), with the layer's multiply-accumulates counted on the model as
+graph, summed per layer (ORT names its nodes after the nodes they came from; a node's layer is
+the layer of the weight it reads, else the part of its name before '/': module names in this
+project's exports, fp32 and int8; an activation fused into a conv is the conv's), with the layer's multiply-accumulates counted on the model as
 written (Conv: C_out*H_out*W_out*C_in/groups*k*k per image, Gemm: in*out) and the achieved GFLOP/s.
 
 Exit 0 on success, 1 when the model cannot be loaded or run (the message names it), 2 on bad
@@ -40,16 +41,32 @@ def layer_of(node_name):
 
 
 def node_layers(graph):
-    """The layer of every node: the layer of the first weight or bias it reads (`features.0.weight`,
-    `features.0.bias_quantized`) where it reads one, else the layer its name says. ORT names a
-    fused node after any of the nodes it fused (Conv+Relu takes the Relu's name) and reorders
-    weights into tensors of its own names, so a parameter is what tells the layer."""
-    produced = {o for n in graph.node for o in n.output}
+    """The layer of every node of the model as written: the layer of the first weight or bias it
+    reads (`features.0.weight`, `features.0.weight_dequantized`), else the layer its name says;
+    a Relu or Clip right after a conv belongs to the conv (ONNX Runtime fuses them)."""
+    produced = {o: n for n in graph.node for o in n.output}
     layers = {}
     for n in graph.node:
-        tensors = [i for i in n.input if i and i not in produced and (".weight" in i or ".bias" in i)]
+        tensors = [i for i in n.input if ".weight" in i or ".bias" in i]
         layers[n.name] = tensors[0].split(".weight")[0].split(".bias")[0] if tensors else layer_of(n.name)
+    for n in graph.node:
+        source = produced.get(n.input[0]) if n.input else None
+        if n.op_type in ("Relu", "Clip") and source is not None and source.op_type == "Conv":
+            layers[n.name] = layers[source.name]
     return layers
+
+
+def optimized_layer(name, layers):
+    """The layer of a node of ONNX Runtime's optimized graph: ORT names a node it makes after the
+    node it came from plus suffixes (`features.1/Relu_nchwc`, `features.0/Conv_token_3`), so the
+    longest original name it starts with, cut at '_', tells the layer."""
+    candidate = name
+    while True:
+        if candidate in layers:
+            return layers[candidate]
+        if "_" not in candidate:
+            return layer_of(name)
+        candidate = candidate.rsplit("_", 1)[0]
 
 
 def layer_macs(onnx, path):
@@ -106,7 +123,6 @@ def main():
         if profile_dir:
             o.enable_profiling = True
             o.profile_file_prefix = os.path.join(profile_dir, "ort")
-            o.optimized_model_filepath = os.path.join(profile_dir, "optimized.onnx")
         try:
             return ort.InferenceSession(a.model, o, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - reported as the model's failure
@@ -144,7 +160,7 @@ def main():
             wall = 1e3 * (time.perf_counter() - t0) / a.runs
             with open(s.end_profiling()) as f:
                 events = json.load(f)
-            optimized = node_layers(onnx.load(os.path.join(d, "optimized.onnx"), load_external_data=False).graph)
+            original = node_layers(onnx.load(a.model, load_external_data=False).graph)
         runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"])
         start = runs[a.warmup]["ts"] if len(runs) > a.warmup else 0  # only the timed runs
         layers = {}
@@ -152,7 +168,7 @@ def main():
             if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < start:
                 continue
             node = e["name"][: -len("_kernel_time")]
-            key = optimized.get(node, layer_of(node))
+            key = optimized_layer(node, original)
             r = layers.setdefault(key, {"layer": key, "ops": set(), "us": 0.0})
             r["ops"].add(e.get("args", {}).get("op_name", "?"))
             r["us"] += e["dur"]

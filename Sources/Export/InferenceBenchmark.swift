@@ -110,16 +110,18 @@ public struct InferenceProfile: Codable, Sendable {
 /// The Swift engine's inference: the net's eval graph with BN folded into the convs (what the
 /// ONNX export holds), run with the engine's own ops.
 public enum EngineInference {
-    /// Times `build()`'s net at batch `batch`. Memory: the resident-set increase from before
-    /// `build` (which loads or makes the net) to after the first run.
-    public static func measure(_ name: String, build: () throws -> Network, batch: Int, warmup: Int, runs: Int, trials: Int,
-                               budget: Double, inChild: Bool) throws -> InferenceTiming {
+    /// Times `build()`'s net at batch `batch` on `inputSize` x `inputSize` inputs (nil: the
+    /// net's own). Memory: the resident-set increase from before `build` (which loads or makes
+    /// the net) to after the first run.
+    public static func measure(_ name: String, build: () throws -> Network, inputSize: Int?, batch: Int, warmup: Int, runs: Int,
+                               trials: Int, budget: Double, inChild: Bool) throws -> InferenceTiming {
         let before = residentMB()
         let net = try build()
         let traced = net.inferenceGraph, graph = traced.foldingBatchNorms()
-        let d = net.netDescription
+        let d = net.netDescription, size = inputSize ?? d.imageSize
+        try checkInputSize(graph, net: d, size: size)
         var rng = RandomGenerator(seed: 0)
-        let x = Tensor.randn([batch, d.inChannels, d.imageSize, d.imageSize], using: &rng)
+        let x = Tensor.randn([batch, d.inChannels, size, size], using: &rng)
         _ = graph.run(x)
         let memory = residentMB() - before
         var times: [[Double]] = []
@@ -133,20 +135,22 @@ public enum EngineInference {
             }
             times.append(t)
         }
-        var timing = InferenceTiming(model: name, backend: "swift", precision: "fp32", inputSize: d.imageSize, batch: batch,
+        var timing = InferenceTiming(model: name, backend: "swift", precision: "fp32", inputSize: size, batch: batch,
                                      threads: Parallel.workers, memory: memory, inChild: inChild, warmup: warmup, runs: runs,
                                      trials: times.map(InferenceTiming.Trial.init), overall: .init(times.flatMap { $0 }), budget: budget)
-        timing.describe(params: net.parameterCount, macs: traced.macs)
+        timing.describe(params: net.parameterCount, macs: traced.macs(inputSize: size))
         return timing
     }
 
     /// Per-layer times of `net`'s folded eval graph: every node timed on each of `runs` runs
     /// (after `warmup`), summed per layer (node name).
-    public static func profile(_ name: String, net: Network, batch: Int, warmup: Int, runs: Int) -> InferenceProfile {
+    public static func profile(_ name: String, net: Network, inputSize: Int?, batch: Int, warmup: Int, runs: Int) throws -> InferenceProfile {
         let graph = net.inferenceGraph.foldingBatchNorms()
-        let d = net.netDescription
+        let d = net.netDescription, size = inputSize ?? d.imageSize
+        try checkInputSize(graph, net: d, size: size)
+        let scale = size * size, traced = d.imageSize * d.imageSize
         var rng = RandomGenerator(seed: 0)
-        let x = Tensor.randn([batch, d.inChannels, d.imageSize, d.imageSize], using: &rng)
+        let x = Tensor.randn([batch, d.inChannels, size, size], using: &rng)
         for _ in 0..<warmup { _ = graph.run(x) }
         var seconds = [Double](repeating: 0, count: graph.nodes.count)
         var wall = 0.0
@@ -167,9 +171,14 @@ public enum EngineInference {
             ms[node.name, default: 0] += 1e3 * seconds[i] / Double(runs)
             let op = node.op.name
             if !(ops[node.name] ?? []).contains(op) { ops[node.name, default: []].append(op) }
-            macs[node.name, default: 0] += batch * graph.macs(of: i)
+            let perImage: Int
+            switch node.op {
+            case .conv, .batchNorm: perImage = graph.macs(of: i) * scale / traced
+            default: perImage = graph.macs(of: i)
+            }
+            macs[node.name, default: 0] += batch * perImage
         }
-        return InferenceProfile(model: name, backend: "swift", input_size: d.imageSize, batch: batch, runs: runs,
+        return InferenceProfile(model: name, backend: "swift", input_size: size, batch: batch, runs: runs,
                                 wall_ms: 1e3 * wall / Double(runs), layers_ms: ms.values.reduce(0, +),
                                 layers: layerTimes(order.map { ($0, ops[$0]!, ms[$0]!, macs[$0]!) }))
     }
@@ -243,7 +252,12 @@ public struct ONNXModelInfo {
     /// The net this tool exported it from (its `neuralscale.net` metadata), if any.
     public var net: NetDescription?
     public var params: Int? { net.flatMap { try? makeNetwork($0, initialization: .none).parameterCount } }
-    public var macs: Int? { net.flatMap { try? makeNetwork($0, initialization: .none).inferenceGraph.macs } }
+    /// Multiply-accumulates per image at the model's input size.
+    public var macs: Int? {
+        net.flatMap { d in
+            (try? makeNetwork(d, initialization: .none)).map { $0.inferenceGraph.macs(inputSize: (inputShape.last ?? nil) ?? d.imageSize) }
+        }
+    }
 
     /// - Throws: `ExportError` naming the file when it is missing or not an ONNX model.
     public init(_ path: String) throws {

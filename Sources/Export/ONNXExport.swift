@@ -22,7 +22,9 @@ public enum ONNXExport {
     public static let opsets = 11...21
 
     /// The ONNX model of `net`.
-    public static func model(_ net: Network, opset: Int = 13) throws -> Onnx_ModelProto {
+    /// - Parameter inputSize: the input's height and width, for a net that takes other sizes than
+    ///   its own (`InferenceGraph.takesOtherInputSizes`); nil: the net's.
+    public static func model(_ net: Network, opset: Int = 13, inputSize: Int? = nil) throws -> Onnx_ModelProto {
         guard opsets.contains(opset) else {
             throw ExportError("--opset \(opset) is not supported; choose \(opsets.lowerBound)...\(opsets.upperBound)")
         }
@@ -32,7 +34,9 @@ public enum ONNXExport {
 
         var g = Onnx_GraphProto()
         g.name = d.architecture.rawValue
-        g.input = [valueInfo("input", ["batch", d.inChannels, d.imageSize, d.imageSize])]
+        let size = inputSize ?? d.imageSize
+        try checkInputSize(graph, net: d, size: size)
+        g.input = [valueInfo("input", ["batch", d.inChannels, size, size])]
         g.output = [valueInfo("logits", ["batch", d.classes])]
         var initializers: [String: Tensor] = graph.tensors
         var nodeNames: [String: Int] = [:]
@@ -127,13 +131,13 @@ public enum ONNXExport {
     }
 
     /// The model of `net` as the bytes of an `.onnx` file.
-    public static func serialized(_ net: Network, opset: Int = 13) throws -> Data {
-        try model(net, opset: opset).serializedData()
+    public static func serialized(_ net: Network, opset: Int = 13, inputSize: Int? = nil) throws -> Data {
+        try model(net, opset: opset, inputSize: inputSize).serializedData()
     }
 
     /// Writes the model of `net` to `path` atomically.
-    public static func write(_ net: Network, to path: String, opset: Int = 13) throws {
-        try AtomicFile.write(try serialized(net, opset: opset), to: path)
+    public static func write(_ net: Network, to path: String, opset: Int = 13, inputSize: Int? = nil) throws {
+        try AtomicFile.write(try serialized(net, opset: opset, inputSize: inputSize), to: path)
     }
 
     /// The IR version that goes with an opset (ONNX's versioning table).
@@ -145,6 +149,14 @@ public enum ONNXExport {
         case 19...20: return 9
         default: return 10
         }
+    }
+}
+
+/// Refuses an input size the net cannot take (`InferenceGraph.takesOtherInputSizes`).
+func checkInputSize(_ graph: InferenceGraph, net d: NetDescription, size: Int) throws {
+    guard size == d.imageSize || graph.takesOtherInputSizes else {
+        throw ExportError("\(d.architecture.rawValue) cannot take \(size)x\(size) inputs: its classifier reads the flattened map of "
+                          + "\(d.imageSize)x\(d.imageSize) inputs (no global pooling)")
     }
 }
 

@@ -258,6 +258,23 @@ extension InferenceGraph {
     /// `F.adaptive_avg_pool2d`, which thop does not see). MFLOPs are `2 * macs / 1e6`.
     public var macs: Int { nodes.indices.reduce(0) { $0 + macs(of: $1) } }
 
+    /// Whether the graph runs on other input sizes than the one it was traced at: the nets that
+    /// pool globally before the classifier (VGG-11's classifier reads the flattened map, whose
+    /// size follows the input's).
+    public var takesOtherInputSizes: Bool { nodes.contains { if case .globalAvgPool = $0.op { return true } else { return false } } }
+
+    /// `macs` for `size` x `size` inputs (a multiple of 32, so every map scales by the same
+    /// factor): convs and BNs before the global pooling scale with the input's area.
+    public func macs(inputSize size: Int) -> Int {
+        let traced = inputShape[1], area = size * size, tracedArea = traced * traced
+        return nodes.indices.reduce(0) { total, i in
+            switch nodes[i].op {
+            case .conv, .batchNorm: return total + macs(of: i) * area / tracedArea
+            default: return total + macs(of: i)
+            }
+        }
+    }
+
     /// The multiply-accumulates of node `i` for one image, counted as `macs` counts them.
     public func macs(of i: Int) -> Int {
         let node = nodes[i]

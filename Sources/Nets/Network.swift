@@ -166,31 +166,3 @@ public func makeNetwork(_ d: NetDescription, initialization: Initialization, cha
     case .resnet50: return ResNet50(d, initializer)
     }
 }
-
-extension Network {
-    /// The same net built for `imageSize` x `imageSize` inputs with this net's tensors, for
-    /// timing a net at another input size. A net whose tensors depend on the input size (VGG-11's
-    /// classifier reads the flattened `size/32 x size/32` map) cannot take another size; the
-    /// others end in global pooling. At 64 and more the build takes the spec's large-input
-    /// strides, as for tinyImageNet.
-    /// - Throws: `NetError.invalid` naming the net, the size and the first tensor that differs.
-    public func resized(imageSize: Int) throws -> Network {
-        var d = netDescription
-        if d.imageSize == imageSize { return self }
-        d.imageSize = imageSize
-        let net = try makeNetwork(d, initialization: .none, channelScales: hasChannelScales)
-        let mine = state, theirs = net.state
-        guard mine.map(\.name) == theirs.map(\.name) else {
-            throw NetError.invalid("\(d.architecture.rawValue) at \(imageSize)x\(imageSize) has other layers than at \(netDescription.imageSize)x\(netDescription.imageSize)")
-        }
-        for (a, b) in zip(mine, theirs) {
-            guard a.tensor.shape == b.tensor.shape else {
-                throw NetError.invalid("\(d.architecture.rawValue) cannot take \(imageSize)x\(imageSize) inputs with the tensors of its "
-                                       + "\(netDescription.imageSize)x\(netDescription.imageSize) net: \(a.name) is \(a.tensor.shape), "
-                                       + "at \(imageSize)x\(imageSize) it would be \(b.tensor.shape)")
-            }
-            b.tensor.data.update(from: a.tensor.data, count: a.tensor.count)
-        }
-        return net
-    }
-}

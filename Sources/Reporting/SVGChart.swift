@@ -52,9 +52,15 @@ public enum SVGChart {
         x0 -= margin
         x1 += margin
         if !logY, yFromZero { y0 = min(y0, 0) }
-        let pad = (y1 - y0) * 0.05
-        y1 += pad
-        if logY || !yFromZero { y0 -= pad }
+        if logY {  // a little room above and below the data on a log axis
+            let pad = (y1 - y0) * 0.05
+            y1 += pad
+            y0 -= pad
+        }
+        // Linear axes run from tick to tick; log axes over the data, with decade ticks.
+        let yTicks = Ticks(low: y0, high: y1, log: logY), xTicks = Ticks(low: x0, high: x1, log: logX)
+        if !logY { (y0, y1) = (yTicks.values.first!, yTicks.values.last!) }
+        if !logX, xTickLabels == nil { (x0, x1) = (xTicks.values.first!, xTicks.values.last!) }
         let px = { (v: Double) in left + (fx(v) - x0) / (x1 - x0) * (width - left - right) }
         let py = { (v: Double) in height - bottom - (fy(v) - y0) / (y1 - y0) * (height - top - bottom) }
         var svg = """
@@ -67,9 +73,8 @@ public enum SVGChart {
         <text x="20" y="\((top + height - bottom) / 2)" text-anchor="middle" transform="rotate(-90 20 \((top + height - bottom) / 2))">\(escape(yLabel))</text>
 
         """
-        for k in 0...5 {  // y ticks
-            let v = y0 + (y1 - y0) * Double(k) / 5, yy = height - bottom - (v - y0) / (y1 - y0) * (height - top - bottom)
-            let label = logY ? format(pow(10, v)) : format(v)
+        for (v, label) in zip(yTicks.values, yTicks.labels) {
+            let yy = height - bottom - (v - y0) / (y1 - y0) * (height - top - bottom)
             svg += "<line x1=\"\(left - 4)\" y1=\"\(yy)\" x2=\"\(width - right)\" y2=\"\(yy)\" stroke=\"#ddd\"/>"
             svg += "<text x=\"\(left - 8)\" y=\"\(yy + 4)\" text-anchor=\"end\">\(label)</text>\n"
         }
@@ -79,9 +84,10 @@ public enum SVGChart {
                 svg += "<text x=\"\(xx)\" y=\"\(height - bottom + 12)\" text-anchor=\"end\" font-size=\"9\" transform=\"rotate(-60 \(xx) \(height - bottom + 12))\">\(escape(name))</text>\n"
             }
         } else {
-            for k in 0...5 {
-                let v = x0 + (x1 - x0) * Double(k) / 5, xx = left + (v - x0) / (x1 - x0) * (width - left - right)
-                svg += "<text x=\"\(xx)\" y=\"\(height - bottom + 18)\" text-anchor=\"middle\">\(logX ? format(pow(10, v)) : format(v))</text>\n"
+            for (v, label) in zip(xTicks.values, xTicks.labels) {
+                let xx = left + (v - x0) / (x1 - x0) * (width - left - right)
+                svg += "<line x1=\"\(xx)\" y1=\"\(height - bottom)\" x2=\"\(xx)\" y2=\"\(height - bottom + 4)\" stroke=\"black\"/>"
+                svg += "<text x=\"\(xx)\" y=\"\(height - bottom + 18)\" text-anchor=\"middle\">\(label)</text>\n"
             }
         }
         for (i, s) in series.enumerated() {
@@ -110,7 +116,7 @@ public enum SVGChart {
         let labelWidth = 7.0 * Double(max(8, labels.map(\.count).max() ?? 8)) + 20, barHeight = 18.0, top = 50.0
         let plot = 520.0, noteWidth = 170.0
         let width = labelWidth + plot + noteWidth, height = top + barHeight * Double(max(labels.count, 1)) + 60
-        let high = max(values.max() ?? 1, 1e-12)
+        let ticks = Ticks(low: 0, high: max(values.max() ?? 1, 1e-12), log: false, target: 4), high = ticks.values.last!
         let x = { (v: Double) in labelWidth + v / high * plot }
         var svg = """
         <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" font-family="sans-serif" font-size="12">
@@ -119,10 +125,9 @@ public enum SVGChart {
 
         """
         let bottom = top + barHeight * Double(labels.count)
-        for k in 0...4 {
-            let v = high * Double(k) / 4
+        for (v, label) in zip(ticks.values, ticks.labels) {
             svg += "<line x1=\"\(x(v))\" y1=\"\(top)\" x2=\"\(x(v))\" y2=\"\(bottom)\" stroke=\"#ddd\"/>"
-            svg += "<text x=\"\(x(v))\" y=\"\(bottom + 16)\" text-anchor=\"middle\">\(format(v))</text>\n"
+            svg += "<text x=\"\(x(v))\" y=\"\(bottom + 16)\" text-anchor=\"middle\">\(label)</text>\n"
         }
         svg += "<text x=\"\(labelWidth + plot / 2)\" y=\"\(bottom + 40)\" text-anchor=\"middle\">\(escape(valueLabel))</text>\n"
         for (i, label) in labels.enumerated() {
@@ -134,12 +139,47 @@ public enum SVGChart {
         return svg + "</svg>\n"
     }
 
-    static func format(_ v: Double) -> String {
-        let a = abs(v)
-        if a >= 1e6 { return String(format: "%.2gM", v / 1e6) }
-        if a >= 1e3 { return String(format: "%.3gk", v / 1e3) }
-        return String(format: "%.3g", v)
+    /// Axis ticks the way plotting libraries place them: on a linear axis 1-2-5 steps (about five
+    /// ticks) with the range widened to whole steps and one number of decimals for all; on a log
+    /// axis (positions in log10) every decade inside the range, with 2 and 5 between decades when
+    /// fewer than three decades fall inside.
+    public struct Ticks {
+        /// Tick positions (log10 of the value on a log axis) and their labels.
+        public let values: [Double]
+        public let labels: [String]
+
+        public init(low: Double, high: Double, log: Bool, target: Int = 5) {
+            let eps = 1e-9
+            if log {
+                func positions(_ multiples: [Double]) -> [Double] {
+                    (Int(floor(low - eps))...Int(ceil(high + eps))).flatMap { d in multiples.map { Double(d) + log10($0) } }
+                        .filter { $0 >= low - eps && $0 <= high + eps }
+                }
+                var v = positions([1])
+                if v.count < 3 { v = positions([1, 2, 5]) }
+                if v.isEmpty { v = [low, high] }
+                values = v
+                labels = v.map { Ticks.label(pow(10, $0), decimals: max(0, -Int(floor($0 + eps)))) }
+                return
+            }
+            let raw = max(high - low, 1e-12) / Double(max(target, 1)), magnitude = pow(10, floor(log10(raw)))
+            let step = [1.0, 2, 5, 10].map { $0 * magnitude }.first { $0 >= raw * (1 - eps) } ?? 10 * magnitude
+            let first = floor(low / step + eps), last = ceil(high / step - eps)
+            values = stride(from: first, through: last, by: 1).map { $0 * step }
+            let decimals = max(0, -Int(floor(log10(step) + eps)))
+            labels = values.map { Ticks.label($0, decimals: decimals) }
+        }
+
+        /// `v` with `decimals` decimals; whole thousands and millions from 10k on as `20k`, `3M`.
+        static func label(_ v: Double, decimals: Int) -> String {
+            let a = abs(v)
+            if decimals == 0, a >= 1e6, a.truncatingRemainder(dividingBy: 1e6) == 0 { return String(format: "%.0fM", v / 1e6) }
+            if decimals == 0, a >= 1e4, a.truncatingRemainder(dividingBy: 1e3) == 0 { return String(format: "%.0fk", v / 1e3) }
+            let text = String(format: "%.\(decimals)f", v), zero = String(format: "%.\(decimals)f", 0.0)
+            return text == "-" + zero ? zero : text
+        }
     }
+
 
     static func escape(_ s: String) -> String {
         s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")

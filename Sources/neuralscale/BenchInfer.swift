@@ -29,10 +29,11 @@ struct BenchInfer: ParsableCommand {
         (exported to ONNX for ONNX Runtime; a search state after surgery); an ONNX model, an int8 \
         model of `quantize` too, runs on ONNX Runtime only.
 
-        --input-sizes builds a net for other inputs: nets ending in global pooling (MobileNetV2, \
-        the ResNets) take any multiple of 32, with the spec's large-input strides from 64 on; \
-        VGG-11's classifier is sized for its input, so it says it cannot and is skipped at other \
-        sizes, as is an ONNX model with a fixed input size.
+        --input-sizes runs the same net on other input sizes (multiples of 32), as the FYP \
+        measured: the nets that pool globally before the classifier (MobileNetV2, PreAct \
+        ResNet-18, ResNet-50) take any, exported for ONNX Runtime with that input size; VGG-11's \
+        classifier reads the flattened map, so it says it cannot and is skipped at other sizes, \
+        as is an ONNX model with a fixed input size.
 
         --profile adds per-layer times at --profile-batch: from ONNX Runtime's profiler for ONNX \
         Runtime and from timing every op of the engine's graph, summed per layer with the layer's \
@@ -168,17 +169,15 @@ struct BenchInfer: ParsableCommand {
         }
     }
 
-    /// The net of `source` at `size` (its own size when nil).
-    func network(_ source: Source, size: Int?) throws -> Network {
-        let net: Network
+    /// The net of `source`.
+    func network(_ source: Source) throws -> Network {
         switch source {
-        case let .checkpoint(path): net = try NetCheckpoint.load(path).prunedNetwork()
+        case let .checkpoint(path): return try NetCheckpoint.load(path).prunedNetwork()
         case let .fresh(m, ratio):
             let d = try ScaledNet.make(m, dataset, ratio: ratio, descent: nil, iteration: nil).description
-            net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 0)))
+            return try makeNetwork(d, initialization: .random(RandomGenerator(seed: 0)))
         case let .onnx(path): throw ValidationError("\(path): the engine cannot run an ONNX file")
         }
-        return try size.map { try net.resized(imageSize: $0) } ?? net
     }
 
     func run() throws {
@@ -230,34 +229,35 @@ struct BenchInfer: ParsableCommand {
                     }
                     continue
                 }
-                let net: Network
-                do {
-                    net = try network(source, size: size)
-                } catch let error as NetError {
-                    skip("\(source.name): \(error)", configurations: batches.count * sourceBackends.count)
+                let net = try network(source)
+                let inputSize = size ?? net.netDescription.imageSize
+                guard inputSize == net.netDescription.imageSize || net.inferenceGraph.takesOtherInputSizes else {
+                    skip("\(source.name): \(net.netDescription.architecture.rawValue) cannot take \(inputSize)x\(inputSize) inputs "
+                         + "(its classifier reads the flattened map of \(net.netDescription.imageSize)x\(net.netDescription.imageSize) inputs)",
+                         configurations: batches.count * sourceBackends.count)
                     continue
                 }
-                let inputSize = net.netDescription.imageSize
                 if sourceBackends.contains("swift") {
                     for b in batches {
                         let t: InferenceTiming
                         if let executable {
                             t = try EngineInference.inChild(executable, workerArguments(source, size: inputSize, batch: b))
                         } else {
-                            t = try EngineInference.measure(source.name, build: { try network(source, size: inputSize) }, batch: b,
+                            t = try EngineInference.measure(source.name, build: { try network(source) }, inputSize: inputSize, batch: b,
                                                             warmup: warmup, runs: runs, trials: trials, budget: budgetMs, inChild: false)
                         }
                         timings.append(t)
                         progress(t)
                     }
                     if profile {
-                        profiles.append(EngineInference.profile(source.name, net: net, batch: profileBatch, warmup: warmup, runs: runs))
+                        profiles.append(try EngineInference.profile(source.name, net: net, inputSize: inputSize, batch: profileBatch,
+                                                                    warmup: warmup, runs: runs))
                     }
                 }
                 if sourceBackends.contains("ort") {
                     let model = TemporaryFiles.makePath("bench", suffix: ".onnx")
                     defer { TemporaryFiles.remove(model) }
-                    try ONNXExport.write(net, to: model, opset: 13)
+                    try ONNXExport.write(net, to: model, opset: 13, inputSize: inputSize)
                     for b in batches {
                         let (t, version) = try ORTInference.measure(model, name: source.name, batch: b, warmup: warmup, runs: runs,
                                                                     trials: trials, threads: threads, budget: budgetMs)
@@ -292,7 +292,7 @@ struct BenchInfer: ParsableCommand {
     /// One engine measurement in this process, printed as JSON (the parent's child process).
     func runWorker() throws {
         let source = try sources()[0], batch = try parsedBatchSizes()[0], size = try parsedInputSizes()?.first
-        let t = try EngineInference.measure(source.name, build: { try network(source, size: size) }, batch: batch, warmup: warmup,
+        let t = try EngineInference.measure(source.name, build: { try network(source) }, inputSize: size, batch: batch, warmup: warmup,
                                             runs: runs, trials: trials, budget: budgetMs, inChild: true)
         print(String(decoding: try JSONEncoder().encode(t), as: UTF8.self))
     }

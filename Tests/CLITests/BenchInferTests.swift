@@ -1,8 +1,8 @@
 import Foundation
 import XCTest
 
-/// `neuralscale bench infer` on a tiny checkpoint and its int8 model: figures for both backends,
-/// and bad inputs refused.
+/// `neuralscale bench infer` on a tiny checkpoint, its int8 model and fresh nets: figures for
+/// both backends, profiles, input sizes, the files of --out, and bad inputs refused.
 final class BenchInferTests: XCTestCase {
     var root: String!
     var data: String!
@@ -13,36 +13,137 @@ final class BenchInferTests: XCTestCase {
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: root) }
 
-    func testBothBackendsGiveFiguresForEveryBatchSize() throws {
-        let best = root + "/run/best.h5", int8 = root + "/int8.onnx"
+    func report(_ r: CLIRun, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
+        XCTAssertEqual(r.status, 0, r.text, file: file, line: line)
+        return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any], file: file, line: line)
+    }
+
+    func testBothBackendsProfilesAndFiles() throws {
+        let best = root + "/run/best.h5", int8 = root + "/int8.onnx", out = root + "/bench"
         XCTAssertEqual(try CLI.run(["quantize", "--checkpoint", best, "--onnx", int8, "--data-dir", data, "--calibration", "10", "--no-verify"]).status, 0)
-        let r = try CLI.run(["bench", "infer", "--checkpoint", best, "--onnx", int8, "--batch-sizes", "1,4", "--warmup", "1",
-                             "--runs", "3", "--trials", "2", "--json"])
-        XCTAssertEqual(r.status, 0, r.text)
-        let reports = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [[String: Any]])
-        XCTAssertEqual(reports.map { $0["backend"] as? String }, ["swift", "ort", "ort"])
-        XCTAssertEqual(reports.map { $0["model"] as? String }, [best, best, int8])
-        for report in reports {
-            let results = try XCTUnwrap(report["results"] as? [[String: Any]])
-            XCTAssertEqual(results.map { $0["batch"] as? Int }, [1, 4])
-            for result in results {
-                XCTAssertEqual((result["trials"] as? [Any])?.count, 2)
-                let mean = result["mean_ms"] as? Double ?? -1, p90 = result["p90_ms"] as? Double ?? -1
-                XCTAssertGreaterThan(mean, 0)
-                XCTAssertGreaterThanOrEqual(p90, result["median_ms"] as? Double ?? .infinity)
-                XCTAssertEqual(result["images_per_s"] as? Double ?? 0, 1000 * Double(result["batch"] as! Int) / mean, accuracy: 1e-6 * mean)
-            }
-            XCTAssertNotNil(report["memory_mb"] as? Double)
+        let r = try report(try CLI.run(["bench", "infer", "--checkpoint", best, "--onnx", int8, "--batch-sizes", "1,4", "--warmup", "1",
+                                        "--runs", "3", "--trials", "2", "--budget-ms", "10", "--profile", "--out", out, "--json"]))
+        let timings = try XCTUnwrap(r["timings"] as? [[String: Any]])
+        XCTAssertEqual(timings.map { $0["backend"] as? String }, ["swift", "swift", "ort", "ort", "ort", "ort"])
+        XCTAssertEqual(timings.map { $0["model"] as? String }, [best, best, best, best, int8, int8])
+        XCTAssertEqual(timings.map { $0["precision"] as? String }, ["fp32", "fp32", "fp32", "fp32", "int8", "int8"])
+        XCTAssertEqual(timings.map { $0["batch"] as? Int }, [1, 4, 1, 4, 1, 4])
+        for t in timings {
+            XCTAssertEqual((t["trials"] as? [Any])?.count, 2)
+            let mean = t["mean_ms"] as? Double ?? -1, p90 = t["p90_ms"] as? Double ?? -1
+            XCTAssertGreaterThan(mean, 0)
+            XCTAssertGreaterThanOrEqual(p90, t["median_ms"] as? Double ?? .infinity)
+            XCTAssertEqual(t["images_per_s"] as? Double ?? 0, 1000 * Double(t["batch"] as! Int) / mean, accuracy: 1e-6 * mean)
+            XCTAssertEqual(t["budget_share"] as? Double ?? 0, mean / 10, accuracy: 1e-9)
+            XCTAssertEqual(t["memory_in_child"] as? Bool, true, "\(t)")
+            XCTAssertEqual(t["input_size"] as? Int, 32)
+            // The tiny net's parameters, from the checkpoint and from the int8 model's metadata.
+            let params = try XCTUnwrap(t["params"] as? Int), memory = try XCTUnwrap(t["memory_mb"] as? Double)
+            XCTAssertEqual(t["memory_mb_per_mparam"] as? Double ?? 0, memory / (Double(params) / 1e6), accuracy: 1e-9 * abs(memory) * 1e6)
         }
+        XCTAssertEqual(Set(timings.map { $0["params"] as? Int }).count, 1)
+        XCTAssertEqual(Set(timings.map { $0["macs"] as? Int }).count, 1)
+
+        // One profile per backend and model; the engine's and ONNX Runtime's MACs are counted
+        // apart (the folded graph in Swift, shape inference on the model in Python) and agree.
+        let profiles = try XCTUnwrap(r["profiles"] as? [[String: Any]])
+        XCTAssertEqual(profiles.map { $0["backend"] as? String }, ["swift", "ort", "ort"])
+        var macs: [Int] = []
+        for p in profiles {
+            let layers = try XCTUnwrap(p["layers"] as? [[String: Any]])
+            let ms = layers.map { $0["ms"] as! Double }
+            XCTAssertEqual(ms, ms.sorted(by: >), "sorted slowest first")
+            XCTAssertEqual(ms.reduce(0, +), p["layers_ms"] as? Double ?? -1, accuracy: 1e-6)
+            XCTAssertEqual(layers.map { $0["share"] as! Double }.reduce(0, +), 1, accuracy: 1e-9)
+            XCTAssertTrue(layers.contains { $0["layer"] as? String == "features.0" && ($0["macs"] as? Int ?? 0) > 0 }, "\(layers)")
+            macs.append(layers.reduce(0) { $0 + ($1["macs"] as! Int) })
+        }
+        XCTAssertEqual(macs[0], macs[1])
+        XCTAssertEqual(macs[1], macs[2])
+
+        let files = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
+        XCTAssertEqual(files, ["bench-infer.csv", "bench-infer.json", "latency-vs-batch.svg", "memory-vs-batch.svg", "profile-1-swift.svg",
+                               "profile-2-ort.svg", "profile-3-ort.svg", "profile.csv"])
+        let csv = try String(contentsOfFile: out + "/bench-infer.csv", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(csv.count, 7)
+        XCTAssertTrue(csv[0].hasPrefix("model,backend,precision,input_size,batch,"))
+        for svg in files where svg.hasSuffix(".svg") {
+            let text = try String(contentsOfFile: out + "/" + svg, encoding: .utf8)
+            XCTAssertTrue(text.hasPrefix("<svg") && text.hasSuffix("</svg>\n"), svg)
+        }
+        let saved = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/bench-infer.json"))) as? [String: Any])
+        let machine = try XCTUnwrap(saved["machine"] as? [String: Any])
+        XCTAssertNotNil(machine["onnxruntime"] as? String)
+        XCTAssertTrue((machine["openblas"] as? String ?? "").contains("OpenBLAS"))
+        XCTAssertEqual((saved["timings"] as? [Any])?.count, 6)
+    }
+
+    /// Nets ending in global pooling run on other input sizes; VGG-11 and a fixed-size ONNX
+    /// model say they cannot.
+    func testInputSizes() throws {
+        let fresh = try report(try CLI.run(["bench", "infer", "--model", "mobilenetv2", "--ratios", "0.125", "--input-sizes", "32,64",
+                                            "--backend", "both", "--batch-sizes", "2", "--warmup", "0", "--runs", "2", "--trials", "1",
+                                            "--profile", "--profile-batch", "2", "--json"]))
+        let timings = try XCTUnwrap(fresh["timings"] as? [[String: Any]])
+        XCTAssertEqual(timings.map { $0["input_size"] as? Int }, [32, 32, 64, 64])
+        XCTAssertEqual(timings.map { $0["backend"] as? String }, ["swift", "ort", "swift", "ort"])
+        XCTAssertEqual(timings.map { $0["model"] as? String }, Array(repeating: "mobilenetv2 x0.125", count: 4))
+        // The same parameters at both sizes; the convs' MACs four times as many at 64x64 (the
+        // classifier's the same), counted the same for both backends.
+        XCTAssertEqual(Set(timings.map { $0["params"] as? Int }).count, 1)
+        XCTAssertEqual(timings[0]["macs"] as? Int, timings[1]["macs"] as? Int)
+        XCTAssertEqual(timings[2]["macs"] as? Int, timings[3]["macs"] as? Int)
+        let small = try XCTUnwrap(timings[0]["macs"] as? Int), large = try XCTUnwrap(timings[2]["macs"] as? Int)
+        XCTAssertGreaterThan(large, 3 * small)
+        XCTAssertLessThan(large, 4 * small)
+        // The profiles' MACs: the engine's from its folded graph scaled to the size, ONNX
+        // Runtime's from shape inference on the model exported at that size.
+        let profiles = try XCTUnwrap(fresh["profiles"] as? [[String: Any]])
+        XCTAssertEqual(profiles.map { $0["input_size"] as? Int }, [32, 32, 64, 64])
+        let sums = profiles.map { p in (p["layers"] as! [[String: Any]]).reduce(0) { $0 + ($1["macs"] as! Int) } }
+        XCTAssertEqual(sums[0], sums[1])
+        XCTAssertEqual(sums[2], sums[3])
+        XCTAssertGreaterThan(sums[2], 3 * sums[0])
+
+        let best = root + "/run/best.h5"
+        let vgg = try report(try CLI.run(["bench", "infer", "--checkpoint", best, "--input-sizes", "32,64", "--backend", "swift",
+                                          "--batch-sizes", "1", "--warmup", "0", "--runs", "1", "--trials", "1", "--json"]))
+        XCTAssertEqual((vgg["timings"] as? [[String: Any]])?.map { $0["input_size"] as? Int }, [32])
+        let skipped = try XCTUnwrap(vgg["skipped"] as? [String])
+        XCTAssertEqual(skipped.count, 1)
+        XCTAssertTrue(skipped[0].contains(best) && skipped[0].contains("cannot take 64x64") && skipped[0].contains("flattened map"), skipped[0])
+        try CLI.fails(["bench", "infer", "--checkpoint", best, "--input-sizes", "64", "--backend", "swift", "--runs", "1", "--trials", "1"],
+                      status: 64, mentions: ["nothing could be measured", "cannot take 64x64"])
     }
 
     func testBadInputsAreRefused() throws {
         let best = root + "/run/best.h5"
         try CLI.fails(["bench", "infer", "--checkpoint", best, "--batch-sizes", "0"], status: 64, mentions: ["--batch-sizes"])
+        try CLI.fails(["bench", "infer", "--checkpoint", best, "--batch-sizes", "1,x"], status: 64, mentions: ["--batch-sizes", "1,x"])
+        try CLI.fails(["bench", "infer", "--checkpoint", best, "--input-sizes", "48"], status: 64, mentions: ["--input-sizes", "multiples of 32"])
+        try CLI.fails(["bench", "infer", "--checkpoint", best, "--budget-ms", "0"], status: 64, mentions: ["--budget-ms"])
+        try CLI.fails(["bench", "infer", "--model", "vgg12"], status: 64, mentions: ["--model", "vgg12"])
+        try CLI.fails(["bench", "infer", "--model", "vgg11", "--ratios", "0"], status: 64, mentions: ["--ratios"])
         try CLI.fails(["bench", "infer", "--onnx", root + "/x.onnx", "--backend", "swift"], status: 64, mentions: ["--backend swift"])
-        try CLI.fails(["bench", "infer"], status: 64, mentions: ["--checkpoint or --onnx"])
+        try CLI.fails(["bench", "infer"], status: 64, mentions: ["--checkpoint, --onnx or --model"])
         try Data("not a model".utf8).write(to: URL(fileURLWithPath: root + "/bad.onnx"))
-        try CLI.fails(["bench", "infer", "--onnx", root + "/bad.onnx", "--runs", "1", "--trials", "1"], mentions: [root + "/bad.onnx"])
-        try CLI.fails(["bench", "infer", "--checkpoint", root + "/missing.h5"], mentions: [root + "/missing.h5"])
+        try CLI.fails(["bench", "infer", "--onnx", root + "/bad.onnx", "--runs", "1", "--trials", "1"], mentions: [root + "/bad.onnx", "not an ONNX model"])
+        try CLI.fails(["bench", "infer", "--onnx", root + "/missing.onnx", "--runs", "1", "--trials", "1"], mentions: [root + "/missing.onnx"])
+        try CLI.fails(["bench", "infer", "--checkpoint", root + "/missing.h5", "--backend", "swift"], mentions: [root + "/missing.h5"])
+        try CLI.fails(["bench", "infer", "--checkpoint", root + "/missing.h5", "--backend", "ort"], mentions: [root + "/missing.h5"])
+    }
+
+    func testHelpExplainsEveryFlag() throws {
+        let r = try CLI.run(["bench", "infer", "--help"])
+        XCTAssertEqual(r.status, 0, r.text)
+        for flag in ["--checkpoint", "--onnx", "--model", "--ratios", "--backend", "--batch-sizes", "--input-sizes", "--threads", "--warmup",
+                     "--runs", "--trials", "--budget-ms", "--profile", "--profile-batch", "--json", "--out"] {
+            XCTAssertTrue(r.output.contains(flag), "--help does not mention \(flag)")
+        }
+        XCTAssertFalse(r.output.contains("--worker"))
+        let root = try CLI.run(["--help"])
+        XCTAssertEqual(root.status, 0, root.text)
+        XCTAssertTrue(root.output.contains("SUBCOMMANDS"), root.text)
+        XCTAssertFalse(root.text.contains("CommandError"))
     }
 }

@@ -192,8 +192,31 @@ final class ReportTests: XCTestCase {
         let bars = SVGChart.Series(name: "a", points: [(1, 10), (2, 20)], color: "#000", yErrors: [nil, 15])
         let svg = SVGChart.lines(title: "t", xLabel: "x", yLabel: "y", series: [bars], yFromZero: false)
         XCTAssertEqual(svg.components(separatedBy: "<path d=").count - 1, 1)
-        // The bar spans 5...35, so the axis runs over 5...35 plus 5% of the span (1.5) each way:
-        // ticks from 3.5 to 36.5 (without the bar it would end at 20.5).
-        XCTAssertTrue(svg.contains(">36.5</text>") && svg.contains(">3.5</text>"), svg)
+        // The bar spans 5...35, so the axis runs from 0 to 40 in steps of 10 (without the bar it
+        // would end at 20).
+        XCTAssertTrue(svg.contains(">40</text>") && svg.contains(">0</text>") && svg.contains(">30</text>"), svg)
+        let without = SVGChart.lines(title: "t", xLabel: "x", yLabel: "y", series: [plain], yFromZero: false)
+        XCTAssertTrue(without.contains(">20</text>") && !without.contains(">40</text>"), without)
+    }
+
+    /// Ticks at round values: 1-2-5 steps with one number of decimals on a linear axis, decades
+    /// (and 2, 5 within short ranges) on a log axis.
+    func testTicksAreRound() {
+        func linear(_ lo: Double, _ hi: Double) -> [String] { SVGChart.Ticks(low: lo, high: hi, log: false).labels }
+        // The accuracy chart of the issue: 86.6...87.3 had labels 86.6, 86.7, 86.9, 87, 87.2, 87.3.
+        XCTAssertEqual(linear(86.6, 87.3), ["86.6", "86.8", "87.0", "87.2", "87.4"])
+        XCTAssertEqual(linear(18.1, 60.2), ["10", "20", "30", "40", "50", "60", "70"])
+        XCTAssertEqual(linear(0, 1), ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"])
+        XCTAssertEqual(linear(0, 0.037), ["0.00", "0.01", "0.02", "0.03", "0.04"])
+        XCTAssertEqual(linear(-3, 7), ["-4", "-2", "0", "2", "4", "6", "8"])
+        XCTAssertEqual(linear(0, 580_404), ["0", "200k", "400k", "600k"])
+        XCTAssertEqual(linear(0, 12_000_000), ["0", "5M", "10M", "15M"])
+        let ticks = SVGChart.Ticks(low: 86.6, high: 87.3, log: false).values
+        for (a, b) in zip(ticks, ticks.dropFirst()) { XCTAssertEqual(b - a, 0.2, accuracy: 1e-9) }
+        // Log axes: batch sizes 1...128 and latencies 0.06...21.8 ms get decades.
+        XCTAssertEqual(SVGChart.Ticks(low: log10(1), high: log10(128), log: true).labels, ["1", "10", "100"])
+        XCTAssertEqual(SVGChart.Ticks(low: log10(0.06), high: log10(21.8), log: true).labels, ["0.1", "1", "10"])
+        XCTAssertEqual(SVGChart.Ticks(low: log10(3), high: log10(40), log: true).labels, ["5", "10", "20"])
+        XCTAssertEqual(SVGChart.Ticks(low: log10(1e3), high: log10(1e7), log: true).labels, ["1000", "10k", "100k", "1M", "10M"])
     }
 }
