@@ -4,7 +4,7 @@ Swift tool's int8 export, and measures both models' accuracy.
 
 Usage:
     python3 scripts/compare_quantize_static.py FP32.onnx CALIB.npy IMAGES.npy LABELS.npy
-        [--out PATH] [--activations uint8|int8] [--json] [--calib-batch 32] [--batch-size 256]
+        [--out PATH] [--activations uint8|int8] [--method minmax|entropy|percentile] [--json] [--calib-batch 32] [--batch-size 256]
         [--threads N]
 
   CALIB.npy   float32 [M, C, H, W]: the calibration images (the same ones the Swift tool used)
@@ -16,7 +16,7 @@ Steps:
      failure is reported under "preprocess_error" and the original model is quantized as is.
   2. onnxruntime.quantization.quantize_static(quant_format=QDQ, per_channel=True,
      weight_type=QInt8, activation_type=QUInt8 (--activations int8: QInt8),
-     calibrate_method=MinMax, reduce_range=False, default extra_options: symmetric weights,
+     calibrate_method=MinMax (--method entropy|percentile: ORT's own), reduce_range=False, default extra_options: symmetric weights,
      asymmetric activations) with a CalibrationDataReader that feeds CALIB.npy in batches of
      --calib-batch (or of the model's fixed batch size). The int8 model is written to --out (else
      a temporary file).
@@ -67,7 +67,7 @@ def model_input(onnx, model_path):
     return model, inputs[0].name, fixed
 
 
-def quantize(np, onnx, fp32_path, calib, out_path, activations, calib_batch, workdir, warnings):
+def quantize(np, onnx, fp32_path, calib, out_path, activations, calib_batch, workdir, warnings, method="minmax"):
     """Runs quant_pre_process then quantize_static; returns (preprocessed, preprocess_error)."""
     try:
         from onnxruntime import quantization
@@ -113,7 +113,7 @@ def quantize(np, onnx, fp32_path, calib, out_path, activations, calib_batch, wor
             quantization.quantize_static(
                 pre, out_path, Reader(), quant_format=quantization.QuantFormat.QDQ, per_channel=True,
                 reduce_range=False, activation_type=qtype, weight_type=quantization.QuantType.QInt8,
-                calibrate_method=quantization.CalibrationMethod.MinMax)
+                calibrate_method=METHODS[method](quantization))
     except Exception as e:
         raise Failure(f"{fp32_path}: onnxruntime's quantize_static failed: {type(e).__name__}: {e}")
     if not os.path.isfile(out_path):
@@ -121,8 +121,13 @@ def quantize(np, onnx, fp32_path, calib, out_path, activations, calib_batch, wor
     return preprocessed, pre_error
 
 
+# --method: ORT's calibrators (Percentile at its default 99.999).
+METHODS = {"minmax": lambda q: q.CalibrationMethod.MinMax, "entropy": lambda q: q.CalibrationMethod.Entropy,
+           "percentile": lambda q: q.CalibrationMethod.Percentile}
+
+
 def compare(fp32_path, calib_path, images_path, labels_path, out=None, activations="uint8", calib_batch=32,
-            batch_size=256, threads=None):
+            batch_size=256, threads=None, method="minmax"):
     np, onnx, ort = vq.import_deps()
     threads = threads or os.cpu_count() or 1
     if not os.path.isfile(fp32_path):
@@ -134,12 +139,12 @@ def compare(fp32_path, calib_path, images_path, labels_path, out=None, activatio
         raise Failure(f"{calib_path}: calibration images are {list(calib.shape[1:])}, the images "
                       f"{list(x.shape[1:])}")
     r = {"fp32_model": fp32_path, "calib": calib_path, "images": images_path, "labels": labels_path, "out": out,
-         "activations": activations, "n": int(x.shape[0]), "m_calib": int(calib.shape[0]), "classes": None,
+         "activations": activations, "method": method, "n": int(x.shape[0]), "m_calib": int(calib.shape[0]), "classes": None,
          "onnxruntime_version": ort.__version__, "onnx_version": onnx.__version__, "warnings": []}
     with tempfile.TemporaryDirectory() as d:
         int8_path = out or os.path.join(d, "int8.ort_static.onnx")
         r["preprocessed"], r["preprocess_error"] = quantize(np, onnx, fp32_path, calib, int8_path, activations,
-                                                            calib_batch, d, r["warnings"])
+                                                            calib_batch, d, r["warnings"], method)
         s32 = vq.session(ort, fp32_path, "fp32 model", threads)
         s8 = vq.session(ort, int8_path, "int8 model from quantize_static", threads)
         y32 = vq.run_batches(np, s32, fp32_path, "fp32 model", x, batch_size)
@@ -189,6 +194,7 @@ def main(argv):
     p.add_argument("--out", metavar="PATH", help="keep ORT's int8 QDQ model here")
     p.add_argument("--activations", choices=["uint8", "int8"], default="uint8",
                    help="activation type: QUInt8 (default) or QInt8")
+    p.add_argument("--method", choices=sorted(METHODS), default="minmax", help="ORT's calibration method")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--calib-batch", type=int, default=32, metavar="B", help="calibration batch size")
     p.add_argument("--batch-size", type=int, default=256, metavar="B", help="accuracy batch size")
@@ -205,7 +211,7 @@ def main(argv):
             return USAGE_ERROR
     try:
         r = compare(args.fp32, args.calib, args.images, args.labels, args.out, args.activations, args.calib_batch,
-                    args.batch_size, args.threads)
+                    args.batch_size, args.threads, args.method)
     except Failure as e:
         print(f"error: {e}", file=sys.stderr)
         return FAILED

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Quantizes a checkpoint's net two ways on the same calibration images and prints both
 # accuracies on the whole test set: neuralscale's own QDQ export (`neuralscale quantize`) and ONNX
-# Runtime's quantize_static (QDQ, per-channel int8 weights, uint8 activations, MinMax) on the
-# exported fp32 model.
+# Runtime's quantize_static (QDQ, per-channel int8 weights, the same --activations and --method as
+# given to quantize: uint8 and MinMax by default) on the exported fp32 model.
 #
 #   scripts/quantize-vs-ort.sh CHECKPOINT [OUT_DIR] [extra quantize flags...]
 set -euo pipefail
@@ -13,8 +13,16 @@ mkdir -p "$out"
 ns=.build/release/neuralscale
 [ -x "$ns" ] || swift build -c release >/dev/null
 "$ns" quantize --checkpoint "$checkpoint" --onnx "$out/neuralscale-int8.onnx" --save-inputs "$out" --json "$@" >"$out/neuralscale.json"
+# The same calibration method and activation type for ONNX Runtime (its percentile is 99.999).
+method=minmax activations=uint8 args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    case "${args[i]}" in
+        --method) method=${args[i + 1]} ;;
+        --activations) activations=${args[i + 1]} ;;
+    esac
+done
 python3 scripts/compare_quantize_static.py "$out/fp32.onnx" "$out/calibration.npy" "$out/test-images.npy" "$out/test-labels.npy" \
-    --out "$out/ort-int8.onnx" --json >"$out/ort.json"
+    --out "$out/ort-int8.onnx" --method "$method" --activations "$activations" --json >"$out/ort.json"
 python3 - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]

@@ -10,6 +10,10 @@ public enum CalibrationMethod: String, CaseIterable, Sendable {
     case minmax
     /// The `p`-th and `(100 - p)`-th percentiles of the values seen (clips rare outliers).
     case percentile
+    /// The clipping threshold whose quantized histogram is closest to the values' own in KL
+    /// divergence (the entropy calibration of TensorRT and of ONNX Runtime's calibrators), from a
+    /// 2048-bin histogram of |x|; symmetric for signed values.
+    case entropy
 }
 
 /// The integer type of quantized activations.
@@ -30,8 +34,14 @@ public struct ActivationRanges: Sendable {
     /// minimum and maximum (`.minmax`) or the `percentile`-th and `(100 - percentile)`-th
     /// percentiles of its elements (`.percentile`, from a 4096-bin histogram over the min-max
     /// range, a second pass). Deterministic: the same images give the same ranges.
+    /// `.entropy`: per value, a 2048-bin histogram of |x| over [0, max |x|] (a second pass),
+    /// then the threshold `T` (a bin edge) whose histogram, clipped at `T` and merged into as many
+    /// bins as the activation type has levels over the range (128 a side for signed values, 256
+    /// for non-negative ones with uint8), diverges least from the clipped histogram; the range is
+    /// the min-max range clipped to [-T, T].
     public static func calibrate(_ graph: InferenceGraph, images: Tensor, batchSize: Int = 64,
-                                 method: CalibrationMethod, percentile: Double = 99.99) -> ActivationRanges {
+                                 method: CalibrationMethod, percentile: Double = 99.99,
+                                 activations: ActivationType = .uint8) -> ActivationRanges {
         let count = graph.nodes.count + 1
         var lower = [Float](repeating: .infinity, count: count), upper = [Float](repeating: -.infinity, count: count)
         func batches(_ body: (Tensor) -> Void) {
@@ -81,7 +91,97 @@ public struct ActivationRanges: Sendable {
                 upper[v] = min(upper[v], hi)
             }
         }
+        if method == .entropy {
+            let bins = 2048
+            var histograms = [[Double]](repeating: [Double](repeating: 0, count: bins), count: count)
+            let reach = (0..<count).map { max(abs(lower[$0]), abs(upper[$0])) }
+            batches { x in
+                _ = graph.run(x) { v, t in
+                    let width = reach[v] / Float(bins)
+                    guard width > 0 else { return }
+                    histograms[v].withUnsafeMutableBufferPointer { h in
+                        // Exact zeros (ReLU's) stay exact at any threshold: they are left out,
+                        // or their spike in the first bin would decide the divergence.
+                        for i in 0..<t.count where t.data[i] != 0 { h[min(bins - 1, Int(abs(t.data[i]) / width))] += 1 }
+                    }
+                }
+            }
+            // The input keeps its min-max range: its histogram is the data's (Fashion-MNIST's
+            // background is one value), and clipping it clips the image itself.
+            for v in 1..<count where reach[v] > 0 {
+                let signed = lower[v] < 0
+                let levels = signed || activations == .int8 ? 128 : 256
+                let threshold = Float(entropyThreshold(histograms[v], levels: levels)) * reach[v] / Float(bins)
+                lower[v] = max(lower[v], -threshold)
+                upper[v] = min(upper[v], threshold)
+            }
+        }
         return ActivationRanges(lower: lower, upper: upper)
+    }
+
+    /// The number of histogram bins `i` (at least `levels`) that minimizes KL(P || Q), with P the
+    /// histogram's first `i` bins plus everything beyond added to the last, and Q those `i` bins
+    /// merged into `levels` groups, each group's count spread over its non-empty bins (both
+    /// normalized and smoothed: every empty bin gets 1e-4 of the mass, taken evenly from the
+    /// others). Candidates are every `step`-th bin count (the whole histogram included), about
+    /// 128 of them.
+    public static func entropyThreshold(_ histogram: [Double], levels: Int) -> Int {
+        let bins = histogram.count
+        guard bins > levels else { return bins }
+        var suffix = [Double](repeating: 0, count: bins + 1)  // suffix[i] = sum of bins i...
+        for i in stride(from: bins - 1, through: 0, by: -1) { suffix[i] = suffix[i + 1] + histogram[i] }
+        let step = max(1, (bins - levels) / 128)
+        var candidates = Array(stride(from: levels, through: bins, by: step))
+        if candidates.last != bins { candidates.append(bins) }
+        var best = bins, bestDivergence = Double.infinity
+        var p = [Double](repeating: 0, count: bins), q = [Double](repeating: 0, count: bins)
+        histogram.withUnsafeBufferPointer { h in
+            p.withUnsafeMutableBufferPointer { p in
+                q.withUnsafeMutableBufferPointer { q in
+                    for i in candidates {
+                        for k in 0..<i { p[k] = h[k] }
+                        p[i - 1] += suffix[i]
+                        for j in 0..<levels {
+                            let start = j * i / levels, end = (j + 1) * i / levels
+                            var total = 0.0, used = 0
+                            for k in start..<end where h[k] != 0 {
+                                total += h[k]
+                                used += 1
+                            }
+                            for k in start..<end { q[k] = h[k] != 0 ? total / Double(used) : 0 }
+                        }
+                        let d = divergence(p, q, count: i)
+                        if d < bestDivergence {
+                            bestDivergence = d
+                            best = i
+                        }
+                    }
+                }
+            }
+        }
+        return best
+    }
+
+    /// KL(p || q) over the first `count` entries, both normalized and smoothed.
+    private static func divergence(_ p: UnsafeMutableBufferPointer<Double>, _ q: UnsafeMutableBufferPointer<Double>, count: Int) -> Double {
+        let eps = 1e-4
+        /// (total, empty bins, the mass taken from each non-empty normalized bin)
+        func smoothing(_ x: UnsafeMutableBufferPointer<Double>) -> (Double, Double)? {
+            var total = 0.0, zeros = 0
+            for k in 0..<count {
+                total += x[k]
+                if x[k] == 0 { zeros += 1 }
+            }
+            guard total > 0, zeros < count else { return nil }
+            return (total, eps * Double(zeros) / Double(count - zeros))
+        }
+        guard let (tp, takeP) = smoothing(p), let (tq, takeQ) = smoothing(q) else { return .infinity }
+        var d = 0.0
+        for k in 0..<count {
+            let a = p[k] == 0 ? eps : p[k] / tp - takeP, b = q[k] == 0 ? eps : q[k] / tq - takeQ
+            if a > 0 && b > 0 { d += a * log(a / b) }
+        }
+        return d
     }
 
     /// Scale and zero point of value `v`; the range always includes 0 (so zero padding and

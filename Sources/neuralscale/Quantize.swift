@@ -43,7 +43,7 @@ struct Quantize: ParsableCommand {
     @Option(name: .long, help: "Training images to calibrate activation ranges on.")
     var calibration = 1000
 
-    @Option(name: .long, help: "How activation ranges are taken: 'minmax' or 'percentile'.")
+    @Option(name: .long, help: "How activation ranges are taken: 'minmax', 'percentile' (clip at --percentile) or 'entropy' (the clipping threshold of least KL divergence, as TensorRT calibrates).")
     var method: CalibrationMethod = .minmax
 
     @Option(name: .long, help: "With --method percentile: the upper percentile (and 100 minus it for the lower bound).")
@@ -105,7 +105,8 @@ struct Quantize: ParsableCommand {
         }
         let data = try DatasetSources.calibrationAndTest(kind, directory: dataDir, normalization: normalization,
                                                          calibration: calibration, seed: seed)
-        let ranges = ActivationRanges.calibrate(graph, images: data.calibration, method: method, percentile: percentile)
+        let ranges = ActivationRanges.calibrate(graph, images: data.calibration, method: method, percentile: percentile,
+                                                activations: activations)
         // What every verification compares with, written once: the fp32 model and the test set.
         let fp32 = TemporaryFiles.makePath("fp32", suffix: ".onnx")
         defer { TemporaryFiles.remove(fp32) }

@@ -104,6 +104,32 @@ final class QuantizationTests: XCTestCase {
         let clipped = ActivationRanges.calibrate(graph, images: x, method: .percentile, percentile: 99)
         XCTAssertTrue(zip(clipped.upper, minmax.upper).allSatisfy { $0 <= $1 }, "percentiles clip")
         XCTAssertTrue(zip(clipped.upper, minmax.upper).contains { $0 < $1 })
+        let entropy = ActivationRanges.calibrate(graph, images: x, method: .entropy)
+        XCTAssertEqual(entropy.lower[0], minmax.lower[0], "the input keeps its range")
+        XCTAssertEqual(entropy.upper[0], minmax.upper[0])
+        XCTAssertTrue(zip(entropy.upper, minmax.upper).allSatisfy { $0 <= $1 } && zip(entropy.lower, minmax.lower).allSatisfy { $0 >= $1 },
+                      "entropy clips within the min-max range")
+    }
+
+    /// The KL threshold search on histograms whose answer is known.
+    func testEntropyThreshold() {
+        // Flat over every bin: clipping only loses mass, so no clipping.
+        XCTAssertEqual(ActivationRanges.entropyThreshold([Double](repeating: 10, count: 2048), levels: 128), 2048)
+        // A bell in the first 300 bins and one far outlier: merging 2048 bins into 128 levels
+        // flattens the bell, so the threshold clips near the bulk, far below the outlier.
+        var outlier = [Double](repeating: 0, count: 2048)
+        for i in 0..<300 { outlier[i] = (1e5 * exp(-pow(Double(i) / 100, 2))).rounded() }
+        outlier[2047] = 1
+        let t = ActivationRanges.entropyThreshold(outlier, levels: 128)
+        XCTAssertGreaterThanOrEqual(t, 128)
+        XCTAssertLessThan(t, 600)
+        // A heavy tail (Laplace-like counts): a threshold inside the tail, not at its end.
+        let tail = (0..<2048).map { 1e6 * exp(-Double($0) / 60) }.map { $0.rounded() }
+        let c = ActivationRanges.entropyThreshold(tail, levels: 128)
+        XCTAssertGreaterThan(c, 128)
+        XCTAssertLessThan(c, 2048)
+        // Fewer bins than levels: the whole range.
+        XCTAssertEqual(ActivationRanges.entropyThreshold([1, 2, 3], levels: 128), 3)
     }
 }
 
