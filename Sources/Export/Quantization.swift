@@ -11,8 +11,8 @@ public enum CalibrationMethod: String, CaseIterable, Sendable {
     /// The `p`-th and `(100 - p)`-th percentiles of the values seen (clips rare outliers).
     case percentile
     /// The clipping threshold whose quantized histogram is closest to the values' own in KL
-    /// divergence (the entropy calibration of TensorRT and of ONNX Runtime's calibrators), from a
-    /// 2048-bin histogram of |x|; symmetric for signed values.
+    /// divergence (TensorRT's entropy calibration), from a 2048-bin histogram, for the
+    /// non-negative activations (ReLU's outputs); the others keep their min-max ranges.
     case entropy
 }
 
@@ -34,11 +34,11 @@ public struct ActivationRanges: Sendable {
     /// minimum and maximum (`.minmax`) or the `percentile`-th and `(100 - percentile)`-th
     /// percentiles of its elements (`.percentile`, from a 4096-bin histogram over the min-max
     /// range, a second pass). Deterministic: the same images give the same ranges.
-    /// `.entropy`: per value, a 2048-bin histogram of |x| over [0, max |x|] (a second pass),
-    /// then the threshold `T` (a bin edge) whose histogram, clipped at `T` and merged into as many
-    /// bins as the activation type has levels over the range (128 a side for signed values, 256
-    /// for non-negative ones with uint8), diverges least from the clipped histogram; the range is
-    /// the min-max range clipped to [-T, T].
+    /// `.entropy`: per non-negative value (other than the input and the ReLU6 outputs that reach
+    /// 6, which keep their min-max ranges), a 2048-bin histogram over [0, max] of its non-zero elements (a
+    /// second pass), then the threshold `T` (a bin edge) whose histogram, clipped at `T` and
+    /// merged into as many bins as the activation type has levels (256 for uint8, 128 for int8),
+    /// diverges least from the clipped histogram; the range is [0, T].
     public static func calibrate(_ graph: InferenceGraph, images: Tensor, batchSize: Int = 64,
                                  method: CalibrationMethod, percentile: Double = 99.99,
                                  activations: ActivationType = .uint8) -> ActivationRanges {
@@ -106,13 +106,16 @@ public struct ActivationRanges: Sendable {
                     }
                 }
             }
-            // The input keeps its min-max range: its histogram is the data's (Fashion-MNIST's
-            // background is one value), and clipping it clips the image itself.
-            for v in 1..<count where reach[v] > 0 {
-                let signed = lower[v] < 0
-                let levels = signed || activations == .int8 ? 128 : 256
+            // Only non-negative values are clipped, and not all: the input keeps its min-max
+            // range (its histogram is the data's: Fashion-MNIST's background is one value, and
+            // clipping it clips the image), so do signed values (a symmetric threshold on |x|
+            // clips the longer side of an asymmetric range), and so do ReLU6 outputs that reach 6,
+            // whose spike of saturated values carries the signal (MobileNetV2 x0.5 on
+            // Fashion-MNIST lost 23 points with them clipped, 0.15 without).
+            let relu6 = Set(graph.nodes.indices.filter { if case .relu6 = graph.nodes[$0].op { return true } else { return false } }.map { $0 + 1 })
+            for v in 1..<count where reach[v] > 0 && lower[v] >= 0 && !(relu6.contains(v) && upper[v] >= 6) {
+                let levels = activations == .int8 ? 128 : 256
                 let threshold = Float(entropyThreshold(histograms[v], levels: levels)) * reach[v] / Float(bins)
-                lower[v] = max(lower[v], -threshold)
                 upper[v] = min(upper[v], threshold)
             }
         }
