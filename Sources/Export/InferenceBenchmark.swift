@@ -117,9 +117,8 @@ public enum EngineInference {
                                trials: Int, budget: Double, inChild: Bool) throws -> InferenceTiming {
         let before = residentMB()
         let net = try build()
-        let traced = net.inferenceGraph, graph = traced.foldingBatchNorms()
         let d = net.netDescription, size = inputSize ?? d.imageSize
-        try checkInputSize(graph, net: d, size: size)
+        let traced = try tracedGraph(net, size: size), graph = traced.foldingBatchNorms()
         var rng = RandomGenerator(seed: 0)
         let x = Tensor.randn([batch, d.inChannels, size, size], using: &rng)
         _ = graph.run(x)
@@ -138,17 +137,15 @@ public enum EngineInference {
         var timing = InferenceTiming(model: name, backend: "swift", precision: "fp32", inputSize: size, batch: batch,
                                      threads: Parallel.workers, memory: memory, inChild: inChild, warmup: warmup, runs: runs,
                                      trials: times.map(InferenceTiming.Trial.init), overall: .init(times.flatMap { $0 }), budget: budget)
-        timing.describe(params: net.parameterCount, macs: traced.macs(inputSize: size))
+        timing.describe(params: net.parameterCount, macs: traced.macs)
         return timing
     }
 
     /// Per-layer times of `net`'s folded eval graph: every node timed on each of `runs` runs
     /// (after `warmup`), summed per layer (node name).
     public static func profile(_ name: String, net: Network, inputSize: Int?, batch: Int, warmup: Int, runs: Int) throws -> InferenceProfile {
-        let graph = net.inferenceGraph.foldingBatchNorms()
         let d = net.netDescription, size = inputSize ?? d.imageSize
-        try checkInputSize(graph, net: d, size: size)
-        let scale = size * size, traced = d.imageSize * d.imageSize
+        let graph = try tracedGraph(net, size: size).foldingBatchNorms()
         var rng = RandomGenerator(seed: 0)
         let x = Tensor.randn([batch, d.inChannels, size, size], using: &rng)
         for _ in 0..<warmup { _ = graph.run(x) }
@@ -171,16 +168,20 @@ public enum EngineInference {
             ms[node.name, default: 0] += 1e3 * seconds[i] / Double(runs)
             let op = node.op.name
             if !(ops[node.name] ?? []).contains(op) { ops[node.name, default: []].append(op) }
-            let perImage: Int
-            switch node.op {
-            case .conv, .batchNorm: perImage = graph.macs(of: i) * scale / traced
-            default: perImage = graph.macs(of: i)
-            }
-            macs[node.name, default: 0] += batch * perImage
+            macs[node.name, default: 0] += batch * graph.macs(of: i)
         }
         return InferenceProfile(model: name, backend: "swift", input_size: size, batch: batch, runs: runs,
                                 wall_ms: 1e3 * wall / Double(runs), layers_ms: ms.values.reduce(0, +),
                                 layers: layerTimes(order.map { ($0, ops[$0]!, ms[$0]!, macs[$0]!) }))
+    }
+
+    /// The net's inference graph traced at `size` x `size` inputs, refused when the net cannot
+    /// take that size.
+    static func tracedGraph(_ net: Network, size: Int) throws -> InferenceGraph {
+        let own = net.inferenceGraph
+        if size == net.netDescription.imageSize { return own }
+        try checkInputSize(own, net: net.netDescription, size: size)
+        return InferenceGraph(tracing: net, inputSize: size)
     }
 
     /// Runs the measurement in a child process (`executable arguments...`, which prints one
@@ -255,7 +256,7 @@ public struct ONNXModelInfo {
     /// Multiply-accumulates per image at the model's input size.
     public var macs: Int? {
         net.flatMap { d in
-            (try? makeNetwork(d, initialization: .none)).map { $0.inferenceGraph.macs(inputSize: (inputShape.last ?? nil) ?? d.imageSize) }
+            (try? makeNetwork(d, initialization: .none)).flatMap { try? EngineInference.tracedGraph($0, size: (inputShape.last ?? nil) ?? d.imageSize).macs }
         }
     }
 

@@ -57,10 +57,13 @@ extension InferenceGraph {
     /// out.
     /// A 1x1 conv with bias on a 1x1 map followed by flattening (MobileNetV2's classifier)
     /// becomes flattening followed by a linear layer.
-    public init(tracing net: Network) {
-        let d = net.netDescription
-        self.init(inputShape: [d.inChannels, d.imageSize, d.imageSize])
-        let x = Tensor.filled([1, d.inChannels, d.imageSize, d.imageSize], with: 0)
+    /// - Parameter inputSize: trace on `inputSize` x `inputSize` inputs instead of the net's own
+    ///   size (a net that pools globally before its classifier takes any size of 32 or more;
+    ///   see `takesOtherInputSizes`): node shapes and MACs are then those at that size.
+    public init(tracing net: Network, inputSize: Int? = nil) {
+        let d = net.netDescription, size = inputSize ?? d.imageSize
+        self.init(inputShape: [d.inChannels, size, size])
+        let x = Tensor.filled([1, d.inChannels, size, size], with: 0)
         let (y, trace) = Tape.withoutGradients { Trace.record { net.logits(x, training: false) } }
         var names: [ObjectIdentifier: String] = [:], scales = Set<ObjectIdentifier>()
         for t in net.state {
@@ -262,18 +265,6 @@ extension InferenceGraph {
     /// pool globally before the classifier (VGG-11's classifier reads the flattened map, whose
     /// size follows the input's).
     public var takesOtherInputSizes: Bool { nodes.contains { if case .globalAvgPool = $0.op { return true } else { return false } } }
-
-    /// `macs` for `size` x `size` inputs (a multiple of 32, so every map scales by the same
-    /// factor): convs and BNs before the global pooling scale with the input's area.
-    public func macs(inputSize size: Int) -> Int {
-        let traced = inputShape[1], area = size * size, tracedArea = traced * traced
-        return nodes.indices.reduce(0) { total, i in
-            switch nodes[i].op {
-            case .conv, .batchNorm: return total + macs(of: i) * area / tracedArea
-            default: return total + macs(of: i)
-            }
-        }
-    }
 
     /// The multiply-accumulates of node `i` for one image, counted as `macs` counts them.
     public func macs(of i: Int) -> Int {

@@ -111,18 +111,26 @@ public enum InferenceReport {
 
     private static func lineSeries(_ timings: [InferenceTiming], _ point: (InferenceTiming) -> (Int, Double)) -> [SVGChart.Series] {
         let palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+        // One color per model (and precision and size), dashed for the engine, solid for ONNX Runtime.
         var keys: [String] = [], points: [String: [(x: Double, y: Double)]] = [:], dashed: [String: Bool] = [:]
+        var colorKeys: [String] = [], colorOf: [String: Int] = [:]
         let names = Dictionary(zip(timings.map(\.model), shortNames(timings.map(\.model))), uniquingKeysWith: { a, _ in a })
         let sizes = Set(timings.map(\.input_size)).count > 1
         for t in timings {
-            let key = "\(names[t.model]!) \(t.backend == "ort" ? "ORT" : "engine") \(t.precision)" + (sizes ? " \(t.input_size)px" : "")
+            let model = "\(names[t.model]!) \(t.precision)" + (sizes ? " \(t.input_size)px" : "")
+            let key = model + (t.backend == "ort" ? " ORT" : " engine")
             if points[key] == nil { keys.append(key) }
+            if colorOf[model] == nil {
+                colorOf[model] = colorKeys.count
+                colorKeys.append(model)
+            }
+            colorOf[key] = colorOf[model]
             let (x, y) = point(t)
             points[key, default: []].append((Double(x), y))
             dashed[key] = t.backend == "swift"
         }
-        return keys.enumerated().map { i, k in
-            SVGChart.Series(name: k, points: points[k]!.sorted { $0.x < $1.x }, color: palette[i % palette.count], dashed: dashed[k]!)
+        return keys.map { k in
+            SVGChart.Series(name: k, points: points[k]!.sorted { $0.x < $1.x }, color: palette[colorOf[k]! % palette.count], dashed: dashed[k]!)
         }
     }
 

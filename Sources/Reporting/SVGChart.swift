@@ -38,7 +38,10 @@ public enum SVGChart {
     public static func lines(title: String, xLabel: String, yLabel: String, series: [Series],
                              logX: Bool = false, logY: Bool = false, xTickLabels: [String]? = nil,
                              yFromZero: Bool = true, xMargin: Double = 0) -> String {
-        let width = 900.0, height = 520.0, left = 80.0, right = 190.0, top = 50.0, bottom = 110.0
+        // The legend's column is as wide as its longest name (about 6.5 px a character).
+        let right = max(190.0, 6.5 * Double(series.map(\.name.count).max() ?? 0) + 60)
+        let width = 710.0 + right, left = 80.0, top = 50.0, bottom = 110.0
+        let height = max(520.0, top + 18 * Double(series.count) + 20)
         let fx = { (v: Double) in logX ? log10(max(v, 1e-12)) : v }, fy = { (v: Double) in logY ? log10(max(v, 1e-12)) : v }
         let all = series.flatMap(\.points)
         // The y range covers the error bars too.
