@@ -107,7 +107,7 @@ let package = Package(
                     swiftSettings: strictImports),
         .testTarget(name: "ArchDescentTests", dependencies: ["Autodiff", "Nets", "Pruning", "Datasets", "Checkpoint", "Training",
                                                             "ArchDescent", "TestSupport"], swiftSettings: strictImports),
-        .testTarget(name: "ReportingTests", dependencies: ["Autodiff", "Nets", "Datasets", "Training", "Reporting", "TestSupport"],
+        .testTarget(name: "ReportingTests", dependencies: ["Autodiff", "Nets", "Pruning", "Datasets", "Training", "ArchDescent", "Reporting", "TestSupport"],
                     swiftSettings: strictImports),
         .testTarget(name: "PruningTests", dependencies: ["Autodiff", "Nets", "Pruning", "TestSupport"], swiftSettings: strictImports),
         .testTarget(name: "ONNXTests", dependencies: ["ONNX", "PythonBridge", "TestSupport",

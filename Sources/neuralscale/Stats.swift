@@ -5,6 +5,7 @@ import Datasets
 import Foundation
 import Nets
 import Pruning
+import Reporting
 import Training
 
 struct Stats: ParsableCommand {
@@ -20,6 +21,12 @@ struct Stats: ParsableCommand {
 
         The net is the uniform one at --ratio, the NeuralScale one of a search (--scaling \
         neuralscale --descent FILE), or the one in --checkpoint.
+
+        The size table of the studies: --ratios 0.25,0.5,0.75,1.0 with --scalings \
+        uniform,neuralscale prints every (scaling, ratio)'s params, MFLOPs, CDL and widths, the \
+        MFLOPs and CDL ranges per scaling, the least-squares line MFLOPs = slope * params + \
+        intercept per scaling with its R^2, and the ratio of the NeuralScale slope to the uniform \
+        one (--json: one object; --csv: one row per net).
         """
     )
 
@@ -44,10 +51,49 @@ struct Stats: ParsableCommand {
     @Option(name: .long, help: "Measure the net of this checkpoint instead (a gated search state is measured after surgery).")
     var checkpoint: String?
 
-    @Flag(name: .long, help: "Print one JSON object with the keys params, mflops, cdl and widths.")
+    @Option(name: .long, help: "Comma-separated ratios for the size table (instead of --ratio).")
+    var ratios: String?
+
+    @Option(name: .long, help: "With --ratios: comma-separated scalings, 'uniform' and/or 'neuralscale' (needs --descent).")
+    var scalings = "uniform"
+
+    @Flag(name: .long, help: "Print one JSON object (with --ratios: the whole table).")
     var json = false
 
+    @Flag(name: .long, help: "With --ratios: print the table as CSV.")
+    var csv = false
+
+    func parsedRatios() throws -> [Double]? {
+        guard let ratios else { return nil }
+        let values = ratios.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ ($0 ?? 0) > 0 && ($0 ?? 0) <= 4 }) else {
+            throw ValidationError("--ratios must be comma-separated ratios in (0, 4], got '\(ratios)'")
+        }
+        return values.map { $0! }
+    }
+
+    func parsedScalings() throws -> [Scaling] {
+        let values = scalings.split(separator: ",").map { Scaling(rawValue: $0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else {
+            throw ValidationError("--scalings must be 'uniform', 'neuralscale' or both, comma-separated, got '\(scalings)'")
+        }
+        return values.map { $0! }
+    }
+
     func validate() throws {
+        if let ratios = try parsedRatios() {
+            guard checkpoint == nil, ratio == nil, scaling == .uniform else {
+                throw ValidationError("--ratios makes a table over ratios and --scalings; leave out --checkpoint, --ratio and --scaling")
+            }
+            guard model != nil, dataset != nil else { throw ValidationError("--ratios needs --model and --dataset") }
+            _ = ratios
+            let s = try parsedScalings()
+            if s.contains(.neuralscale), descent == nil { throw ValidationError("--scalings neuralscale needs --descent FILE") }
+            if !s.contains(.neuralscale), descent != nil || iteration != nil { throw ValidationError("--descent and --iteration only apply to --scalings neuralscale") }
+            guard !(json && csv) else { throw ValidationError("give --json or --csv, not both") }
+            return
+        }
+        guard !csv else { throw ValidationError("--csv goes with --ratios") }
         if checkpoint != nil {
             guard model == nil, dataset == nil, descent == nil, iteration == nil, scaling == .uniform, ratio == nil else {
                 throw ValidationError("--checkpoint fixes the net; leave out --model, --dataset, --ratio, --scaling, --descent and --iteration")
@@ -60,6 +106,18 @@ struct Stats: ParsableCommand {
     }
 
     func run() throws {
+        if let ratios = try parsedRatios() {
+            let table = try SizeTable.make(model!, dataset!, ratios: ratios, scalings: try parsedScalings(), descent: descent,
+                                           iteration: iteration)
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                print(String(decoding: try encoder.encode(table), as: UTF8.self))
+            } else {
+                print(csv ? table.csv : table.text, terminator: "")
+            }
+            return
+        }
         let net: Network
         if let checkpoint {
             net = try NetCheckpoint.load(checkpoint).prunedNetwork()
