@@ -78,23 +78,3 @@ public struct SizeTable: Encodable {
         return out
     }
 }
-
-/// The least-squares line y = slope * x + intercept with its R^2 (nil with fewer than two
-/// distinct x).
-public struct LeastSquares: Encodable {
-    public let slope: Double, intercept: Double, r2: Double
-
-    public init?(x: [Double], y: [Double]) {
-        let n = Double(x.count)
-        guard x.count == y.count, x.count >= 2 else { return nil }
-        let mx = x.reduce(0, +) / n, my = y.reduce(0, +) / n
-        let sxx = zip(x, x).reduce(0) { $0 + ($1.0 - mx) * ($1.1 - mx) }, sxy = zip(x, y).reduce(0) { $0 + ($1.0 - mx) * ($1.1 - my) }
-        guard sxx > 0 else { return nil }
-        let m = sxy / sxx, b = my - m * mx
-        let syy = y.reduce(0) { $0 + ($1 - my) * ($1 - my) }
-        let residual = zip(x, y).reduce(0) { $0 + pow($1.1 - (m * $1.0 + b), 2) }
-        slope = m
-        intercept = b
-        r2 = syy > 0 ? 1 - residual / syy : 1
-    }
-}
