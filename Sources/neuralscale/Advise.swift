@@ -103,6 +103,8 @@ struct Advise: ParsableCommand {
             if let saveProfile {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+                try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: saveProfile).deletingLastPathComponent().path,
+                                                        withIntermediateDirectories: true)
                 try AtomicFile.write(try encoder.encode(device), to: saveProfile)
             }
         }
