@@ -67,6 +67,9 @@ let package = Package(
         // scripts/generate-onnx-proto.sh and committed: no build plugin.
         .target(name: "ONNX", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 exclude: ["proto"]),
+        // The study as a plan of resumable runs of this tool (`neuralscale sweep`): entries, their
+        // steps' command lines and outputs, and the runner that works through them.
+        .target(name: "Sweep", dependencies: ["Checkpoint"], swiftSettings: strictImports),
         // Runs the repository's Python scripts and writes tensors as `.npy` for them: export's
         // verification in production, and the tests' h5py/onnx/PyTorch checks (via TestSupport).
         // Checkpoint only for its signal-safe temporary files.
@@ -83,7 +86,7 @@ let package = Package(
             name: "NeuralScaleCommands",
             dependencies: [
                 "Autodiff", "Nets", "Pruning", "ArchDescent", "Reporting", "Datasets", "Checkpoint", "Training", "Export",
-                "PythonBridge",
+                "PythonBridge", "Sweep",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],

@@ -6,8 +6,12 @@ import Foundation
 /// Every kernel that uses it computes each output element (or each per-channel reduction) with
 /// the same code path whatever the split, so results are bit-identical for any thread count.
 public enum Parallel {
-    /// Worker count: the active cores.
-    nonisolated(unsafe) public static var workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// Worker count: the active cores, or `NEURALSCALE_THREADS` when set (a sweep running
+    /// several runs at once divides the cores among them). Results do not depend on it.
+    nonisolated(unsafe) public static var workers: Int = {
+        if let text = ProcessInfo.processInfo.environment["NEURALSCALE_THREADS"], let n = Int(text), (1...1024).contains(n) { return n }
+        return max(1, ProcessInfo.processInfo.activeProcessorCount)
+    }()
 
     /// Calls `body` on disjoint sub-ranges covering `0..<count`, concurrently.
     /// `grain` is the smallest range worth a thread of its own.

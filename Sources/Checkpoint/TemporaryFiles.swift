@@ -23,6 +23,38 @@ public enum TemporaryFiles {
         lock.unlock()
     }
 
+    nonisolated(unsafe) private static var children: Set<Int32> = []
+
+    /// Child processes that a signal ending this process is passed on to (a sweep's steps), so
+    /// that none goes on running, holding its run folder's lock, after its parent died.
+    public static func registerChild(_ pid: Int32) {
+        lock.lock()
+        children.insert(pid)
+        lock.unlock()
+    }
+
+    public static func unregisterChild(_ pid: Int32) {
+        lock.lock()
+        children.remove(pid)
+        lock.unlock()
+    }
+
+    /// Whether a signal asked this process to stop (`installSignalCleanup`): what starts child
+    /// processes checks it and starts no more.
+    public static var stopRequested: Bool { pendingSignal != 0 }
+
+    /// Sends `sig` to every registered child, waits up to 10 s for them to end (a training run
+    /// stops at its next step), then kills the rest (their last checkpoints stay valid).
+    static func stopChildren(_ sig: Int32) {
+        lock.lock()
+        let all = children
+        lock.unlock()
+        for pid in all { kill(pid, sig) }
+        for _ in 0..<500 where all.contains(where: { kill($0, 0) == 0 }) { usleep(20_000) }
+        for pid in all where kill(pid, 0) == 0 { kill(pid, SIGKILL) }
+        usleep(100_000)
+    }
+
     /// Removes every registered path (files or folders).
     public static func removeAll() {
         lock.lock()
@@ -47,6 +79,7 @@ public enum TemporaryFiles {
         let watcher = Thread {
             while pendingSignal == 0 { usleep(20_000) }
             let sig = pendingSignal
+            stopChildren(sig)
             removeAll()
             signal(sig, SIG_DFL)
             kill(getpid(), sig)

@@ -1,0 +1,200 @@
+import Checkpoint
+import Foundation
+
+/// One command of a sweep entry: this tool run with `arguments`, done when `output` exists (every
+/// step writes its output atomically, last). With `stdout`, the step's standard output is its
+/// output (written atomically when the step succeeds).
+public struct SweepStep: Codable, Equatable, Sendable {
+    public var name: String
+    public var arguments: [String]
+    public var output: String
+    public var stdout: Bool
+    /// Arguments added when the step restarts after an interruption (train's `--resume`), and
+    /// the file whose presence says there is something to resume.
+    public var resumeArguments: [String]
+    public var resumeFrom: String?
+
+    public init(name: String, arguments: [String], output: String, stdout: Bool = false, resumeArguments: [String] = [],
+                resumeFrom: String? = nil) {
+        self.name = name
+        self.arguments = arguments
+        self.output = output
+        self.stdout = stdout
+        self.resumeArguments = resumeArguments
+        self.resumeFrom = resumeFrom
+    }
+
+    public var isDone: Bool { FileManager.default.fileExists(atPath: output) }
+}
+
+/// One run of the study (a net, scaling, ratio and seed; or a search) and its steps in order.
+public struct SweepEntry: Codable, Equatable, Sendable {
+    public var id: String
+    public var folder: String
+    public var steps: [SweepStep]
+    /// Entries that must be done first (a NeuralScale entry's search).
+    public var after: [String]
+
+    public init(id: String, folder: String, steps: [SweepStep], after: [String] = []) {
+        self.id = id
+        self.folder = folder
+        self.steps = steps
+        self.after = after
+    }
+
+    public var isDone: Bool { steps.allSatisfy(\.isDone) }
+}
+
+/// The plan of a sweep (`sweep.json`): every entry with its command lines and folders.
+public struct SweepPlan: Codable, Equatable, Sendable {
+    public var version = 1
+    public var entries: [SweepEntry]
+    /// The last step: `report` over every entry's results.
+    public var report: SweepStep?
+
+    public init(entries: [SweepEntry], report: SweepStep?) {
+        self.entries = entries
+        self.report = report
+    }
+}
+
+/// What became of each entry.
+public struct SweepStatus: Codable, Sendable {
+    public struct Entry: Codable, Sendable {
+        public var id: String
+        /// "done", "skipped" (done by an earlier run), "failed", "blocked" (its search failed) or "pending".
+        public var state: String
+        public var failedStep: String?
+        public var log: String?
+        public var seconds: Double?
+    }
+    public var entries: [Entry]
+    public var done: Int { entries.filter { $0.state == "done" || $0.state == "skipped" }.count }
+    public var failed: Int { entries.filter { $0.state == "failed" || $0.state == "blocked" }.count }
+}
+
+/// Runs a plan's entries, `jobs` at a time, each step a child process of `executable` with
+/// `NEURALSCALE_THREADS` set to `threads`; steps whose output exists are skipped, so running the
+/// same plan again resumes it. A failed step stops its entry (and the entries after it), not the
+/// others. `progress` is called after every entry.
+public enum SweepRunner {
+    public static func run(_ plan: SweepPlan, executable: String, jobs: Int, threads: Int, statusPath: String,
+                           progress: @escaping (SweepStatus.Entry, SweepStatus) -> Void) -> SweepStatus {
+        let lock = NSLock()
+        var status = SweepStatus(entries: plan.entries.map { .init(id: $0.id, state: "pending") })
+        var started = Set<Int>()
+        func save() {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+            if let data = try? encoder.encode(status) { try? AtomicFile.write(data, to: statusPath) }
+        }
+        /// The next entry whose prerequisites are done, or nil when none is left; blocks entries
+        /// whose prerequisites failed.
+        func next() -> Int?? {
+            lock.lock()
+            defer { lock.unlock() }
+            var waiting = false
+            for (i, e) in plan.entries.enumerated() where !started.contains(i) {
+                let states = e.after.map { id in status.entries.first { $0.id == id }?.state ?? "done" }
+                if states.contains(where: { $0 == "failed" || $0 == "blocked" }) {
+                    started.insert(i)
+                    status.entries[i].state = "blocked"
+                    save()
+                    progress(status.entries[i], status)
+                    continue
+                }
+                if states.allSatisfy({ $0 == "done" || $0 == "skipped" }) {
+                    started.insert(i)
+                    return .some(i)
+                }
+                waiting = true
+            }
+            return waiting ? .some(nil) : nil
+        }
+        DispatchQueue.concurrentPerform(iterations: max(1, jobs)) { _ in
+            while !TemporaryFiles.stopRequested, let pick = next() {
+                guard let i = pick else { usleep(200_000); continue }  // waiting for a search
+                let entry = plan.entries[i]
+                let t0 = Date()
+                var result = SweepStatus.Entry(id: entry.id, state: entry.isDone ? "skipped" : "done")
+                for step in entry.steps where !step.isDone {
+                    let log = URL(fileURLWithPath: entry.folder).appendingPathComponent("logs/\(step.name).log").path
+                    if !runStep(step, executable: executable, threads: threads, log: log) {
+                        // Stopped by a signal: not a failure, the next run resumes the step.
+                        if TemporaryFiles.stopRequested { return }
+                        result.state = "failed"
+                        result.failedStep = step.name
+                        result.log = log
+                        break
+                    }
+                }
+                result.seconds = Date().timeIntervalSince(t0)
+                lock.lock()
+                status.entries[i] = result
+                save()
+                let snapshot = status
+                lock.unlock()
+                progress(result, snapshot)
+            }
+        }
+        return status
+    }
+
+    /// Runs the plan's report over the train results that exist (nil: none does); true when it
+    /// succeeded. It runs every time: the results may have changed since the last report.
+    public static func runReport(_ plan: SweepPlan, executable: String, log: String) -> Bool? {
+        guard var step = plan.report else { return nil }
+        let results = step.arguments.filter { $0.hasSuffix("result.json") }, existing = results.filter { FileManager.default.fileExists(atPath: $0) }
+        guard !existing.isEmpty else { return nil }
+        step.arguments = step.arguments.filter { !results.contains($0) || existing.contains($0) }
+        try? FileManager.default.removeItem(atPath: step.output)
+        return runStep(step, executable: executable, threads: ProcessInfo.processInfo.activeProcessorCount, log: log)
+    }
+
+    /// Runs one step; its standard error (and output, unless the step's output is its stdout)
+    /// goes to `log`.
+    public static func runStep(_ step: SweepStep, executable: String, threads: Int, log: String) -> Bool {
+        try? FileManager.default.createDirectory(atPath: URL(fileURLWithPath: log).deletingLastPathComponent().path,
+                                                 withIntermediateDirectories: true)
+        try? FileManager.default.createDirectory(atPath: URL(fileURLWithPath: step.output).deletingLastPathComponent().path,
+                                                 withIntermediateDirectories: true)
+        var arguments = step.arguments
+        if let from = step.resumeFrom, FileManager.default.fileExists(atPath: from) { arguments += step.resumeArguments }
+        let fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return false }
+        let logFile = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        logFile.write(Data("$ neuralscale \(arguments.joined(separator: " "))\n".utf8))
+        func launch(stdout: FileHandle) -> Bool {
+            if TemporaryFiles.stopRequested { return false }
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: executable)
+            p.arguments = arguments
+            var env = ProcessInfo.processInfo.environment
+            env["NEURALSCALE_THREADS"] = String(threads)
+            p.environment = env
+            p.standardOutput = stdout
+            p.standardError = logFile
+            p.standardInput = FileHandle.nullDevice
+            do { try p.run() } catch {
+                logFile.write(Data("cannot start \(executable): \(error)\n".utf8))
+                return false
+            }
+            TemporaryFiles.registerChild(p.processIdentifier)
+            p.waitUntilExit()
+            TemporaryFiles.unregisterChild(p.processIdentifier)
+            logFile.write(Data("exit status \(p.terminationStatus)\n".utf8))
+            return p.terminationReason == .exit && p.terminationStatus == 0
+        }
+        guard step.stdout else { return launch(stdout: logFile) }
+        var ok = false
+        try? AtomicFile.replace(step.output) { temporary in
+            let out = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard out >= 0 else { throw CocoaError(.fileWriteUnknown) }
+            let handle = FileHandle(fileDescriptor: out, closeOnDealloc: true)
+            ok = launch(stdout: handle)
+            try? handle.synchronize()
+            if !ok { throw CocoaError(.fileWriteUnknown) }  // keep no output of a failed step
+        }
+        return ok
+    }
+}

@@ -1,0 +1,185 @@
+import ArgumentParser
+import Checkpoint
+import Datasets
+import Foundation
+import Nets
+import Sweep
+import Training
+
+/// `neuralscale sweep`: the whole study, train -> export -> quantize -> bench per entry, resumable.
+struct SweepCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sweep",
+        abstract: "Run the study: every (model, scaling, ratio, seed) trained, exported, quantized and benchmarked, then reported.",
+        discussion: """
+        Writes the plan to <out>/sweep.json (every entry's command lines and folder), then runs it: \
+        per entry the --steps in order, each a child process of this tool logging to \
+        <entry>/logs/<step>.log. A step whose output exists is skipped (every step writes its output \
+        atomically, last), and an interrupted training resumes from its last.h5, so re-running the \
+        same command resumes the sweep and finishes every entry exactly once. A failed entry is \
+        reported with its log and the others go on (exit status 1 at the end). NeuralScale entries \
+        need a search per model: given with --descent M=FILE, or run first by the sweep \
+        (descend --preset --search-preset into <out>/search-<model>). --jobs N runs N entries at \
+        once with the cores divided among them (NEURALSCALE_THREADS; results do not depend on \
+        it). Ends with `report` over every train result (<out>/report); <out>/sweep-status.json \
+        says what became of each entry. --dry-run writes and prints the plan only.
+        """
+    )
+
+    @Option(name: .long, help: "Comma-separated nets.")
+    var models: String
+
+    @Option(name: .long, help: "The dataset.")
+    var dataset: DatasetKind
+
+    @Option(name: .long, help: "Comma-separated width ratios.")
+    var ratios = "0.25,0.5,0.75,1.0"
+
+    @Option(name: .long, help: "Comma-separated scalings: uniform, neuralscale.")
+    var scalings = "uniform,neuralscale"
+
+    @Option(name: .long, help: "Seeds: a list (0,1,2) or a range (0-4).")
+    var seeds = "0"
+
+    @Option(name: .long, parsing: .singleValue, help: "A search's descent.json for a model, as MODEL=FILE (repeatable).")
+    var descent: [String] = []
+
+    @Option(name: .long, help: "Training epochs per entry.")
+    var epochs = 150
+
+    @Option(name: .long, help: "Comma-separated steps, of train, export, quantize, bench (in that order).")
+    var steps = "train,export,quantize,bench"
+
+    @Option(name: .long, help: "Entries run at once (the cores are divided among them).")
+    var jobs = 1
+
+    @Option(name: .long, help: "The sweep's folder.")
+    var out: String
+
+    @Option(name: .long, help: "Dataset root folder, for every step that reads data.")
+    var dataDir: String?
+
+    @Option(name: .long, help: "Train on a seeded subset of N training images (quick sweeps).")
+    var subset: Int?
+
+    @Option(name: .long, help: "The `descend --preset` of the searches the sweep runs.")
+    var searchPreset = "paper"
+
+    @Option(name: .long, help: "Trials of each entry's `bench infer` (batch 1).")
+    var benchTrials = 5
+
+    @Option(name: .long, help: "Training images each `quantize` calibrates on.")
+    var calibration = 1000
+
+    @Option(name: .long, help: "Images per SGD step of every training (train's default when not given).")
+    var batchSize: Int?
+
+    @Option(name: .long, help: "Initial learning rate of every training (train's default when not given).")
+    var lr: Double?
+
+    @Flag(name: .long, help: "Write and print the plan; run nothing.")
+    var dryRun = false
+
+    func list<T>(_ text: String, _ flag: String, _ what: String, _ parse: (String) -> T?) throws -> [T] {
+        let values = text.split(separator: ",").map { parse($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else { throw ValidationError("\(flag) must be comma-separated \(what), got '\(text)'") }
+        return values.map { $0! }
+    }
+
+    func spec() throws -> SweepSpec {
+        let models = try list(self.models, "--models", "nets (\(Architecture.allCases.map(\.rawValue).joined(separator: ", ")))") {
+            Architecture(rawValue: $0)?.rawValue
+        }
+        let ratios = try list(self.ratios, "--ratios", "ratios in (0, 4]") { Double($0).flatMap { $0 > 0 && $0 <= 4 ? $0 : nil } }
+        let scalings = try list(self.scalings, "--scalings", "'uniform' or 'neuralscale'") { Scaling(rawValue: $0)?.rawValue }
+        let seeds: [UInt64]
+        if let dash = self.seeds.firstIndex(of: "-"), let a = UInt64(self.seeds[..<dash]), let b = UInt64(self.seeds[self.seeds.index(after: dash)...]), a <= b, b - a < 1000 {
+            seeds = Array(a...b)
+        } else {
+            seeds = try list(self.seeds, "--seeds", "seeds or a range like 0-4") { UInt64($0) }
+        }
+        var descents: [String: String] = [:]
+        for d in descent {
+            let parts = d.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, Architecture(rawValue: parts[0]) != nil, models.contains(parts[0]) else {
+                throw ValidationError("--descent must be MODEL=FILE with MODEL one of --models, got '\(d)'")
+            }
+            guard FileManager.default.fileExists(atPath: parts[1]) else { throw ValidationError("--descent \(d): \(parts[1]): no such file") }
+            descents[parts[0]] = URL(fileURLWithPath: parts[1]).path
+        }
+        let steps = try list(self.steps, "--steps", "steps of train, export, quantize, bench") { SweepPlanner.stepOrder.contains($0) ? $0 : nil }
+        guard epochs >= 1, epochs <= 100_000 else { throw ValidationError("--epochs must be >= 1, got \(epochs)") }
+        guard jobs >= 1, jobs <= 256 else { throw ValidationError("--jobs must be in 1...256, got \(jobs)") }
+        guard benchTrials >= 1 else { throw ValidationError("--bench-trials must be >= 1") }
+        if let subset, subset < 2 { throw ValidationError("--subset must be >= 2, got \(subset)") }
+        if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be >= 1, got \(batchSize)") }
+        if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be > 0, got \(lr)") }
+        var spec = SweepSpec(models: models, dataset: dataset.rawValue, ratios: ratios, scalings: scalings, seeds: seeds, descents: descents,
+                         epochs: epochs, steps: SweepPlanner.stepOrder.filter(steps.contains), out: URL(fileURLWithPath: out).path,
+                         dataDir: dataDir.map { URL(fileURLWithPath: $0).path }, subset: subset, searchPreset: searchPreset,
+                         benchTrials: benchTrials)
+        guard calibration >= 1 else { throw ValidationError("--calibration must be >= 1, got \(calibration)") }
+        spec.calibration = calibration
+        spec.trainArguments = (batchSize.map { ["--batch-size", "\($0)"] } ?? []) + (lr.map { ["--lr", "\($0)"] } ?? [])
+        return spec
+    }
+
+    func validate() throws { _ = try spec() }
+
+    func run() throws {
+        let spec = try spec()
+        let plan = SweepPlanner.plan(spec)
+        let folder = try RunFolder.acquire(out)
+        defer { folder.release() }
+        let planPath = URL(fileURLWithPath: out).appendingPathComponent("sweep.json").path
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        // The same command resumes: a different plan in the folder is another sweep.
+        if let old = FileManager.default.contents(atPath: planPath), let previous = try? JSONDecoder().decode(SweepPlan.self, from: old),
+           previous != plan {
+            throw ValidationError("\(planPath) holds another plan (other flags?); use another --out, or remove it to start over")
+        }
+        try AtomicFile.write(try encoder.encode(plan), to: planPath)
+        let left = plan.entries.filter { !$0.isDone }
+        print("sweep: \(plan.entries.count) entries (\(plan.entries.count - left.count) done before), plan in \(planPath)")
+        if dryRun {
+            for e in plan.entries {
+                print("\(e.id)\(e.isDone ? " (done)" : "")")
+                for s in e.steps { print("  \(s.isDone ? "done " : "     ")neuralscale \(s.arguments.joined(separator: " "))") }
+            }
+            return
+        }
+        guard let executable = BenchInfer.executableForChildren() else { throw ValidationError("cannot find the neuralscale executable to run the steps") }
+        TemporaryFiles.installSignalCleanup()
+        let threads = max(1, ProcessInfo.processInfo.activeProcessorCount / jobs)
+        let started = Date()
+        var finished = 0
+        let status = SweepRunner.run(plan, executable: executable, jobs: jobs, threads: threads,
+                                     statusPath: URL(fileURLWithPath: out).appendingPathComponent("sweep-status.json").path) { entry, status in
+            finished += 1
+            let rest = status.entries.filter { $0.state == "pending" }.count
+            let ran = status.entries.filter { $0.state == "done" || $0.state == "failed" }.count
+            let elapsed = Date().timeIntervalSince(started)
+            let eta = ran > 0 ? elapsed / Double(ran) * Double(rest) / Double(jobs) : 0
+            let detail = entry.state == "failed" ? " at \(entry.failedStep ?? "?") (log: \(entry.log ?? "?"))" : ""
+            FileHandle.standardError.write(Data(String(format: "[%d done, %d failed, %d left] %@ %@%@  (ETA %.0f s)\n", status.done, status.failed, rest,
+                                                       entry.id, entry.state, detail, eta).utf8))
+        }
+        if TemporaryFiles.stopRequested {
+            // The signal's watcher stops the steps, then ends this process as the signal would.
+            FileHandle.standardError.write(Data("sweep: stopped by a signal; run the same command again to resume\n".utf8))
+            while true { sleep(1) }
+        }
+        let reportLog = URL(fileURLWithPath: out).appendingPathComponent("logs/report.log").path
+        switch SweepRunner.runReport(plan, executable: executable, log: reportLog) {
+        case true?: print("report: \(plan.report!.output.replacingOccurrences(of: "report.json", with: "report.md"))")
+        case false?: print("report failed: see \(reportLog)")
+        case nil: break
+        }
+        print("sweep: \(status.done) of \(status.entries.count) entries done, \(status.failed) failed")
+        for e in status.entries where e.state == "failed" || e.state == "blocked" {
+            print("  \(e.id): \(e.state)\(e.failedStep.map { " at \($0)" } ?? "")\(e.log.map { ", log \($0)" } ?? "")")
+        }
+        if status.failed > 0 { throw ExitCode(1) }
+    }
+}

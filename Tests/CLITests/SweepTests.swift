@@ -1,0 +1,107 @@
+import Foundation
+import XCTest
+
+/// `neuralscale sweep` through the binary on a tiny Fashion-MNIST: stopped by a signal in the
+/// middle and run again, it finishes every entry exactly once; a failing entry does not stop the
+/// others.
+final class SweepTests: XCTestCase {
+    var root: String!
+    var data: String!
+
+    override func setUpWithError() throws {
+        root = try CLI.folder("sweep")
+        data = root + "/fashion"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        try CLI.writeFashionMNIST(in: data)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: root) }
+
+    func sweep(_ out: String, _ extra: [String] = []) -> [String] {
+        ["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--ratios", "0.0625,0.125", "--scalings", "uniform", "--seeds", "0-1",
+         "--epochs", "2", "--batch-size", "8", "--data-dir", data, "--calibration", "10", "--bench-trials", "1", "--out", out] + extra
+    }
+
+    func testStoppedAndResumedFinishesEveryEntryOnce() throws {
+        let out = root + "/study"
+        let dry = try CLI.run(sweep(out, ["--dry-run"]))
+        XCTAssertEqual(dry.status, 0, dry.text)
+        XCTAssertTrue(dry.output.contains("sweep: 4 entries"), dry.text)
+        let entries = ["vgg11-uniform-r0.0625-s0", "vgg11-uniform-r0.0625-s1", "vgg11-uniform-r0.125-s0", "vgg11-uniform-r0.125-s1"]
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/\(entries[0])/train"), "a dry run runs nothing")
+
+        // Start, wait for the first entry to finish, then stop it with SIGTERM.
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLI.executable)
+        p.arguments = sweep(out)
+        let errors = root + "/sweep.err"
+        _ = FileManager.default.createFile(atPath: errors, contents: nil)
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle(forWritingAtPath: errors)
+        try p.run()
+        let started = Date()
+        func finished() -> [String] { entries.filter { FileManager.default.fileExists(atPath: "\(out)/\($0)/bench/bench-infer.json") } }
+        while finished().isEmpty && p.isRunning && Date().timeIntervalSince(started) < 300 { usleep(100_000) }
+        let first = try XCTUnwrap(finished().first, "no entry finished: " + ((try? String(contentsOfFile: errors, encoding: .utf8)) ?? ""))
+        let firstResult = try Data(contentsOf: URL(fileURLWithPath: "\(out)/\(first)/train/result.json"))
+        p.terminate()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationReason, .uncaughtSignal, "ends as SIGTERM would")
+        // No step goes on running after the sweep ended (each holds its run folder's lock).
+        usleep(300_000)
+        for e in entries {
+            let lock = "\(out)/\(e)/train/.neuralscale.lock"
+            if let fd = Optional(open(lock, O_RDWR)), fd >= 0 {
+                XCTAssertEqual(flock(fd, LOCK_EX | LOCK_NB), 0, "\(e)'s training still runs")
+                close(fd)
+            }
+        }
+
+        let again = try CLI.run(sweep(out), timeout: 600)
+        XCTAssertEqual(again.status, 0, again.text)
+        XCTAssertTrue(again.output.contains("4 of 4 entries done, 0 failed"), again.text)
+        XCTAssertTrue(again.errors.contains("\(first) skipped"), again.text)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(out)/\(first)/train/result.json")), firstResult, "a finished entry is not run again")
+        for e in entries {
+            for file in ["train/result.json", "fp32.onnx", "int8.onnx", "quantize.json", "bench/bench-infer.json"] {
+                XCTAssertTrue(FileManager.default.fileExists(atPath: "\(out)/\(e)/\(file)"), "\(e)/\(file)")
+            }
+            // Each step ran to its end once: one successful run per log.
+            for step in ["export", "quantize", "bench"] {
+                let log = try String(contentsOfFile: "\(out)/\(e)/logs/\(step).log", encoding: .utf8)
+                XCTAssertEqual(log.components(separatedBy: "exit status 0").count - 1, 1, "\(e) \(step): \(log)")
+            }
+        }
+        let status = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/sweep-status.json"))) as? [String: Any])
+        XCTAssertEqual((status["entries"] as? [[String: Any]])?.compactMap { $0["state"] as? String }.filter { $0 == "failed" }, [])
+        let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/report/report.json"))) as? [String: Any])
+        XCTAssertNotNil(report["groups"] ?? report["rows"] ?? report["runs"], "\(report.keys)")
+        // Another plan into the same folder is refused.
+        try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--ratios", "0.5", "--scalings", "uniform", "--out", out],
+                      status: 64, mentions: ["another plan"])
+    }
+
+    func testAFailedEntryDoesNotStopTheOthers() throws {
+        let out = root + "/failing"
+        // Ratio 0.001 gives widths of 0: its training fails; the other entry goes on.
+        let r = try CLI.run(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--ratios", "0.001,0.0625", "--scalings", "uniform",
+                             "--epochs", "1", "--batch-size", "8", "--steps", "train", "--data-dir", data, "--jobs", "2", "--out", out], timeout: 300)
+        XCTAssertEqual(r.status, 1, r.text)
+        XCTAssertTrue(r.output.contains("1 of 2 entries done, 1 failed") && r.output.contains("vgg11-uniform-r0.001-s0: failed at train"), r.text)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/vgg11-uniform-r0.0625-s0/train/result.json"))
+        let log = try String(contentsOfFile: out + "/vgg11-uniform-r0.001-s0/logs/train.log", encoding: .utf8)
+        XCTAssertTrue(log.contains("--ratio 0.001"), log)
+    }
+
+    func testBadFlags() throws {
+        let out = root + "/bad"
+        try CLI.fails(["sweep", "--models", "vgg12", "--dataset", "fashion-mnist", "--out", out], status: 64, mentions: ["--models", "vgg12"])
+        try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--seeds", "x", "--out", out], status: 64, mentions: ["--seeds"])
+        try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--steps", "train,fly", "--out", out], status: 64, mentions: ["--steps"])
+        try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--descent", "resnet50=x.json", "--out", out], status: 64,
+                      mentions: ["--descent"])
+        try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--descent", "vgg11=\(root)/none.json", "--out", out], status: 64,
+                      mentions: ["none.json", "no such file"])
+        try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--jobs", "0", "--out", out], status: 64, mentions: ["--jobs"])
+    }
+}
