@@ -118,21 +118,13 @@ struct BenchInfer: ParsableCommand {
         }
     }
 
-    func list<T>(_ text: String, _ flag: String, _ what: String, _ parse: (String) -> T?) throws -> [T] {
-        let values = text.split(separator: ",").map { parse($0.trimmingCharacters(in: .whitespaces)) }
-        guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else {
-            throw ValidationError("\(flag) must be comma-separated \(what), got '\(text)'")
-        }
-        return values.map { $0! }
-    }
-
     func parsedBatchSizes() throws -> [Int] {
-        try list(batchSizes, "--batch-sizes", "sizes in 1...4096") { Int($0).flatMap { (1...4096).contains($0) ? $0 : nil } }
+        try commaSeparated(batchSizes, flag: "--batch-sizes", "sizes in 1...4096") { Int($0).flatMap { (1...4096).contains($0) ? $0 : nil } }
     }
 
     func parsedInputSizes() throws -> [Int]? {
         try inputSizes.map {
-            try list($0, "--input-sizes", "sizes in 32...\(NetDescription.maxImageSize)") {
+            try commaSeparated($0, flag: "--input-sizes", "sizes in 32...\(NetDescription.maxImageSize)") {
                 Int($0).flatMap { $0 >= 32 && $0 <= NetDescription.maxImageSize ? $0 : nil }
             }
         }
@@ -141,8 +133,8 @@ struct BenchInfer: ParsableCommand {
     func sources() throws -> [Source] {
         var s = checkpoint.map(Source.checkpoint) + onnx.map(Source.onnx)
         if let model {
-            let models = try list(model, "--model", "nets (\(Architecture.allCases.map(\.rawValue).joined(separator: ", ")))") { Architecture(rawValue: $0) }
-            let r = try list(ratios, "--ratios", "ratios in (0, 4]") { Double($0).flatMap { $0 > 0 && $0 <= 4 ? $0 : nil } }
+            let models = try commaSeparated(model, flag: "--model", "nets (\(Architecture.allCases.map(\.rawValue).joined(separator: ", ")))") { Architecture(rawValue: $0) }
+            let r = try commaSeparated(ratios, flag: "--ratios", "ratios in (0, 4]") { Double($0).flatMap { $0 > 0 && $0 <= 4 ? $0 : nil } }
             for m in models { for ratio in r { s.append(.fresh(m, ratio)) } }
         }
         return s

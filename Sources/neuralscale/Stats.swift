@@ -64,20 +64,11 @@ struct Stats: ParsableCommand {
     var csv = false
 
     func parsedRatios() throws -> [Double]? {
-        guard let ratios else { return nil }
-        let values = ratios.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
-        guard !values.isEmpty, values.allSatisfy({ ($0 ?? 0) > 0 && ($0 ?? 0) <= 4 }) else {
-            throw ValidationError("--ratios must be comma-separated ratios in (0, 4], got '\(ratios)'")
-        }
-        return values.map { $0! }
+        try ratios.map { try commaSeparated($0, flag: "--ratios", "ratios in (0, 4]") { Double($0).flatMap { $0 > 0 && $0 <= 4 ? $0 : nil } } }
     }
 
     func parsedScalings() throws -> [Scaling] {
-        let values = scalings.split(separator: ",").map { Scaling(rawValue: $0.trimmingCharacters(in: .whitespaces)) }
-        guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else {
-            throw ValidationError("--scalings must be 'uniform', 'neuralscale' or both, comma-separated, got '\(scalings)'")
-        }
-        return values.map { $0! }
+        try commaSeparated(scalings, flag: "--scalings", "'uniform' or 'neuralscale'") { Scaling(rawValue: $0) }
     }
 
     func validate() throws {

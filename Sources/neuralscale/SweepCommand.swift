@@ -80,23 +80,17 @@ struct SweepCommand: ParsableCommand {
     @Flag(name: .long, help: "Write and print the plan; run nothing.")
     var dryRun = false
 
-    func list<T>(_ text: String, _ flag: String, _ what: String, _ parse: (String) -> T?) throws -> [T] {
-        let values = text.split(separator: ",").map { parse($0.trimmingCharacters(in: .whitespaces)) }
-        guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else { throw ValidationError("\(flag) must be comma-separated \(what), got '\(text)'") }
-        return values.map { $0! }
-    }
-
     func spec() throws -> SweepSpec {
-        let models = try list(self.models, "--models", "nets (\(Architecture.allCases.map(\.rawValue).joined(separator: ", ")))") {
+        let models = try commaSeparated(self.models, flag: "--models", "nets (\(Architecture.allCases.map(\.rawValue).joined(separator: ", ")))") {
             Architecture(rawValue: $0)?.rawValue
         }
-        let ratios = try list(self.ratios, "--ratios", "ratios in (0, 4]") { Double($0).flatMap { $0 > 0 && $0 <= 4 ? $0 : nil } }
-        let scalings = try list(self.scalings, "--scalings", "'uniform' or 'neuralscale'") { Scaling(rawValue: $0)?.rawValue }
+        let ratios = try commaSeparated(self.ratios, flag: "--ratios", "ratios in (0, 4]") { Double($0).flatMap { $0 > 0 && $0 <= 4 ? $0 : nil } }
+        let scalings = try commaSeparated(self.scalings, flag: "--scalings", "'uniform' or 'neuralscale'") { Scaling(rawValue: $0)?.rawValue }
         let seeds: [UInt64]
         if let dash = self.seeds.firstIndex(of: "-"), let a = UInt64(self.seeds[..<dash]), let b = UInt64(self.seeds[self.seeds.index(after: dash)...]), a <= b, b - a < 1000 {
             seeds = Array(a...b)
         } else {
-            seeds = try list(self.seeds, "--seeds", "seeds or a range like 0-4") { UInt64($0) }
+            seeds = try commaSeparated(self.seeds, flag: "--seeds", "seeds or a range like 0-4") { UInt64($0) }
         }
         var descents: [String: String] = [:]
         for d in descent {
@@ -107,7 +101,7 @@ struct SweepCommand: ParsableCommand {
             guard FileManager.default.fileExists(atPath: parts[1]) else { throw ValidationError("--descent \(d): \(parts[1]): no such file") }
             descents[parts[0]] = URL(fileURLWithPath: parts[1]).path
         }
-        let steps = try list(self.steps, "--steps", "steps of train, export, quantize, bench") { SweepPlanner.stepOrder.contains($0) ? $0 : nil }
+        let steps = try commaSeparated(self.steps, flag: "--steps", "steps of train, export, quantize, bench") { SweepPlanner.stepOrder.contains($0) ? $0 : nil }
         guard epochs >= 1, epochs <= 100_000 else { throw ValidationError("--epochs must be >= 1, got \(epochs)") }
         guard jobs >= 1, jobs <= 256 else { throw ValidationError("--jobs must be in 1...256, got \(jobs)") }
         guard benchTrials >= 1 else { throw ValidationError("--bench-trials must be >= 1") }
