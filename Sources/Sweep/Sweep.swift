@@ -144,9 +144,24 @@ public enum SweepRunner {
     /// succeeded. It runs every time: the results may have changed since the last report.
     public static func runReport(_ plan: SweepPlan, executable: String, log: String) -> Bool? {
         guard var step = plan.report else { return nil }
-        let results = step.arguments.filter { $0.hasSuffix("result.json") }, existing = results.filter { FileManager.default.fileExists(atPath: $0) }
-        guard !existing.isEmpty else { return nil }
-        step.arguments = step.arguments.filter { !results.contains($0) || existing.contains($0) }
+        let fm = FileManager.default
+        let results = step.arguments.filter { $0.hasSuffix("result.json") && fm.fileExists(atPath: $0) }
+        guard !results.isEmpty else { return nil }
+        // The results that exist, and the bench and quantize files of those entries that exist.
+        var arguments = ["report"] + results, k = 1
+        let a = step.arguments
+        while k < a.count {
+            if ["--bench", "--quantize"].contains(a[k]), k + 1 < a.count {
+                if fm.fileExists(atPath: a[k + 1]) { arguments += [a[k], a[k + 1]] }
+                k += 2
+            } else if a[k] == "--out", k + 1 < a.count {
+                arguments += [a[k], a[k + 1]]
+                k += 2
+            } else {
+                k += 1
+            }
+        }
+        step.arguments = arguments
         try? FileManager.default.removeItem(atPath: step.output)
         return runStep(step, executable: executable, threads: ProcessInfo.processInfo.activeProcessorCount, log: log)
     }

@@ -62,7 +62,7 @@ public enum SweepPlanner {
             ]))
             descents[model] = folder + "/descent.json"
         }
-        var results: [String] = []
+        var results: [String] = [], extras: [String] = []
         for model in spec.models {
             for scaling in spec.scalings {
                 for ratio in spec.ratios {
@@ -84,6 +84,8 @@ public enum SweepPlanner {
                             steps.append(SweepStep(name: "export", arguments: ["export", "--checkpoint", best, "--onnx", folder + "/fp32.onnx"] + data,
                                                    output: folder + "/fp32.onnx"))
                         }
+                        if spec.steps.contains("quantize") { extras += ["--quantize", folder + "/quantize.json"] }
+                        if spec.steps.contains("bench") { extras += ["--bench", folder + "/bench/bench-infer.json"] }
                         if spec.steps.contains("quantize") {
                             steps.append(SweepStep(name: "quantize", arguments: ["quantize", "--checkpoint", best, "--onnx", folder + "/int8.onnx",
                                                                                  "--calibration", "\(spec.calibration)", "--json"] + data,
@@ -102,7 +104,7 @@ public enum SweepPlanner {
             }
         }
         let report = results.isEmpty ? nil
-            : SweepStep(name: "report", arguments: ["report"] + results + ["--out", path("report")], output: path("report", "report.json"))
+            : SweepStep(name: "report", arguments: ["report"] + results + extras + ["--out", path("report")], output: path("report", "report.json"))
         return SweepPlan(entries: entries, report: report)
     }
 }

@@ -155,14 +155,14 @@ struct Quantize: ParsableCommand {
         let overBudget = verification.map { $0.top1_drop_pp > maxDrop } ?? false
         if json {
             struct Report: Encodable {
-                let onnx: String, bytes: Int, calibration: Int, method: String, activations: String
+                let onnx: String, checkpoint: String, bytes: Int, calibration: Int, method: String, activations: String
                 let quantizedLayers: [String], floatLayers: [String], verification: QuantizedVerification?, withinMaxDrop: Bool?
                 let keepFP32Search: FloatLayerSearch.Result?
             }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try encoder.encode(Report(
-                onnx: output, bytes: bytes.count, calibration: calibration, method: method.rawValue, activations: activations.rawValue,
+                onnx: output, checkpoint: checkpoint, bytes: bytes.count, calibration: calibration, method: method.rawValue, activations: activations.rawValue,
                 quantizedLayers: summary.quantizedLayers, floatLayers: summary.floatLayers, verification: verification,
                 withinMaxDrop: verification.map { _ in !overBudget }, keepFP32Search: search)), as: UTF8.self))
         } else {

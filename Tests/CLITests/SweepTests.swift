@@ -76,6 +76,10 @@ final class SweepTests: XCTestCase {
         XCTAssertEqual((status["entries"] as? [[String: Any]])?.compactMap { $0["state"] as? String }.filter { $0 == "failed" }, [])
         let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/report/report.json"))) as? [String: Any])
         XCTAssertNotNil(report["groups"] ?? report["rows"] ?? report["runs"], "\(report.keys)")
+        // The device section: every entry's fp32 and int8 figures, on both backends.
+        let device = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/report/device.json"))) as? [String: Any])
+        XCTAssertEqual((device["runs"] as? [Any])?.count, 4 * 3, "\(device)")
+        XCTAssertTrue(try String(contentsOfFile: out + "/report/report.md", encoding: .utf8).contains("## Devices"))
         // Another plan into the same folder is refused.
         try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--ratios", "0.5", "--scalings", "uniform", "--out", out],
                       status: 64, mentions: ["another plan"])

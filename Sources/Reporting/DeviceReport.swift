@@ -1,0 +1,153 @@
+import Checkpoint
+import Export
+import Foundation
+import Training
+
+/// `report`'s device section: the `bench infer` and `quantize` results of the runs, the way the
+/// studies report devices. Per run and backend/precision: batch-1 latency, memory, MB per
+/// million parameters, share of the real-time budget and int8 accuracy; per backend and
+/// precision the line of latency and of memory against params with Pearson's r and its p-value
+/// (TECS Tables 4 and 5); per ratio the relative speed uniform / NeuralScale.
+public struct DeviceReport: Codable, Sendable {
+    public struct Run: Codable, Sendable {
+        public var result: String
+        public var scaling: String, ratio: Double, seed: UInt64, params: Int
+        public var backend: String, precision: String
+        public var latency_ms: Double, memory_mb: Double, mb_per_mparam: Double, budget_share: Double
+        /// Test top-1 of the fp32 net, and of the int8 model for int8 rows.
+        public var top1: Double?
+    }
+    public struct Fit: Codable, Sendable {
+        public var backend: String, precision: String, measure: String
+        public var line: LeastSquares?
+    }
+    public struct Speed: Codable, Sendable {
+        public var ratio: Double, backend: String, precision: String
+        public var uniform_ms: Double, neuralscale_ms: Double, relative_speed: Double
+    }
+    public var budget_ms: Double
+    public var runs: [Run]
+    public var fits: [Fit]
+    public var speeds: [Speed]
+    public var notes: [String]
+
+    /// - Parameters:
+    ///   - results: the train runs (path and result) the bench files are matched to: a
+    ///     timing of `<dir>/best.h5` (or `last.h5`) belongs to `<dir>/result.json`, an int8 model
+    ///     to the checkpoint its `quantize.json` names.
+    public static func make(results: [(path: String, result: TrainResult)], bench: [String], quantize: [String],
+                            budget: Double) throws -> DeviceReport {
+        func standard(_ p: String) -> String { URL(fileURLWithPath: p).standardizedFileURL.path }
+        let byPath = Dictionary(results.map { (standard($0.path), $0) }, uniquingKeysWith: { a, _ in a })
+        var checkpointOf: [String: String] = [:], int8Top1: [String: Double] = [:]
+        struct Quantized: Decodable {
+            struct Verification: Decodable { let int8_top1: Double? }
+            let onnx: String, checkpoint: String?, verification: Verification?
+        }
+        for file in quantize {
+            guard let data = FileManager.default.contents(atPath: file) else { throw ReportError(path: file, message: "no such file") }
+            guard let q = try? JSONDecoder().decode(Quantized.self, from: data) else {
+                throw ReportError(path: file, message: "not the JSON of `quantize --json`")
+            }
+            // The checkpoint it names; a sweep's layout (<entry>/quantize.json, <entry>/train/best.h5) otherwise.
+            let checkpoint = q.checkpoint ?? URL(fileURLWithPath: file).deletingLastPathComponent().appendingPathComponent("train/best.h5").path
+            checkpointOf[standard(q.onnx)] = standard(checkpoint)
+            if let t = q.verification?.int8_top1 { int8Top1[standard(q.onnx)] = t }
+        }
+        struct Bench: Decodable { let timings: [InferenceTiming] }
+        var runs: [Run] = [], notes: [String] = []
+        for file in bench {
+            guard let data = FileManager.default.contents(atPath: file) else { throw ReportError(path: file, message: "no such file") }
+            guard let b = try? JSONDecoder().decode(Bench.self, from: data) else {
+                throw ReportError(path: file, message: "not the JSON of `bench infer` (bench-infer.json)")
+            }
+            // Batch 1 where measured (the studies' setting), else the smallest batch.
+            let smallest = b.timings.map(\.batch).min() ?? 1
+            for t in b.timings where t.batch == smallest {
+                let model = standard(t.model), checkpoint = checkpointOf[model] ?? model
+                let result = URL(fileURLWithPath: checkpoint).deletingLastPathComponent().appendingPathComponent("result.json").path
+                guard let run = byPath[result] else {
+                    notes.append("\(file): \(t.model) belongs to none of the result.json files given; left out")
+                    continue
+                }
+                let params = run.result.params
+                runs.append(Run(result: run.path, scaling: run.result.scaling.rawValue, ratio: run.result.ratio, seed: run.result.seed,
+                                params: params, backend: t.backend, precision: t.precision, latency_ms: t.median_ms, memory_mb: t.memory_mb,
+                                mb_per_mparam: t.memory_mb / (Double(params) / 1e6), budget_share: t.median_ms / budget,
+                                top1: t.precision == "int8" ? int8Top1[model] : run.result.testAccuracy))
+            }
+        }
+        let kinds = Array(Set(runs.map { "\($0.backend)/\($0.precision)" })).sorted()
+        var fits: [Fit] = [], speeds: [Speed] = []
+        for kind in kinds {
+            let mine = runs.filter { "\($0.backend)/\($0.precision)" == kind }
+            let (backend, precision) = (mine[0].backend, mine[0].precision)
+            let x = mine.map { Double($0.params) }
+            fits.append(Fit(backend: backend, precision: precision, measure: "latency", line: LeastSquares(x: x, y: mine.map(\.latency_ms))))
+            fits.append(Fit(backend: backend, precision: precision, measure: "memory", line: LeastSquares(x: x, y: mine.map(\.memory_mb))))
+            for ratio in Array(Set(mine.map(\.ratio))).sorted() {
+                func meanLatency(_ s: String) -> Double? {
+                    let v = mine.filter { $0.ratio == ratio && $0.scaling == s }.map(\.latency_ms)
+                    return v.isEmpty ? nil : v.reduce(0, +) / Double(v.count)
+                }
+                if let u = meanLatency("uniform"), let n = meanLatency("neuralscale") {
+                    speeds.append(Speed(ratio: ratio, backend: backend, precision: precision, uniform_ms: u, neuralscale_ms: n, relative_speed: u / n))
+                }
+            }
+        }
+        return DeviceReport(budget_ms: budget, runs: runs, fits: fits, speeds: speeds, notes: notes)
+    }
+
+    public func markdown() -> String {
+        var lines = ["## Devices", "",
+                     String(format: "Batch-1 latency (median) and memory (resident-set increase) of `bench infer`; budget %.4g ms.", budget_ms), "",
+                     "| scaling | ratio | seed | backend | precision | params | latency (ms) | budget | memory (MB) | MB / M params | top-1 (%) |",
+                     "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in runs.sorted(by: { ($0.backend, $0.precision, $0.scaling, $0.ratio, $0.seed) < ($1.backend, $1.precision, $1.scaling, $1.ratio, $1.seed) }) {
+            lines.append("| \(r.scaling == "uniform" ? "uniform" : "NeuralScale") | \(r.ratio) | \(r.seed) | \(r.backend) | \(r.precision) | \(r.params) "
+                         + String(format: "| %.3f | %.1f%% | %.1f | %.1f | ", r.latency_ms, 100 * r.budget_share, r.memory_mb, r.mb_per_mparam)
+                         + (r.top1.map { String(format: "%.2f", 100 * $0) } ?? "-") + " |")
+        }
+        lines += ["", "Lines against params (TECS Tables 4 and 5): y = m * P + b, Pearson's r and its p-value.", "",
+                  "| backend | precision | measure | m | b | r | p | points |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for f in fits {
+            if let l = f.line {
+                lines.append("| \(f.backend) | \(f.precision) | \(f.measure) | " + String(format: "%.4g | %.4g | %.3f | ", l.slope, l.intercept, l.r)
+                             + (l.p.map { String(format: "%.3g", $0) } ?? "-") + " | \(l.n) |")
+            } else {
+                lines.append("| \(f.backend) | \(f.precision) | \(f.measure) | - | - | - | - | fewer than two sizes |")
+            }
+        }
+        if !speeds.isEmpty {
+            lines += ["", "Relative speed (uniform latency / NeuralScale latency at the same ratio; above 1: NeuralScale is faster).", "",
+                      "| ratio | backend | precision | uniform (ms) | NeuralScale (ms) | relative speed |", "| ---: | --- | --- | ---: | ---: | ---: |"]
+            for s in speeds {
+                lines.append("| \(s.ratio) | \(s.backend) | \(s.precision) | " + String(format: "%.3f | %.3f | %.2fx |", s.uniform_ms, s.neuralscale_ms, s.relative_speed))
+            }
+        }
+        if !notes.isEmpty { lines += ["", "Notes:", ""] + notes.map { "- \($0)" } }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Latency (or memory) against params, one series per (scaling, backend, precision); the
+    /// budget as a dashed line on the latency chart.
+    public func chart(_ measure: String) -> String {
+        var keys: [String] = [], points: [String: [(x: Double, y: Double)]] = [:]
+        for r in runs {
+            let key = "\(r.scaling == "uniform" ? "uniform" : "NeuralScale") \(r.backend == "ort" ? "ORT" : "engine") \(r.precision)"
+            if points[key] == nil { keys.append(key) }
+            points[key, default: []].append((Double(r.params), measure == "latency" ? r.latency_ms : r.memory_mb))
+        }
+        let palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+        var series = keys.enumerated().map { i, k in
+            SVGChart.Series(name: k, points: points[k]!.sorted { $0.x < $1.x }, color: palette[i % palette.count], dashed: k.hasPrefix("uniform"))
+        }
+        if measure == "latency", let lo = runs.map(\.params).min(), let hi = runs.map(\.params).max() {
+            series.append(SVGChart.Series(name: String(format: "budget %.4g ms", budget_ms), points: [(Double(lo), budget_ms), (Double(hi), budget_ms)],
+                                          color: "#999", dashed: true, markers: false))
+        }
+        return SVGChart.lines(title: measure == "latency" ? "Batch-1 latency against parameters" : "Memory against parameters",
+                              xLabel: "parameters", yLabel: measure == "latency" ? "latency (ms)" : "memory (MB)", series: series,
+                              logX: true, xMargin: 0.03)
+    }
+}

@@ -1,0 +1,73 @@
+import Datasets
+import Foundation
+import Nets
+import Reporting
+import TestSupport
+import Training
+import XCTest
+
+/// `report --bench --quantize`: bench figures matched to their runs, int8 accuracy, the lines
+/// against params, relative speed.
+final class DeviceReportTests: XCTestCase {
+    func testDeviceSectionFromBenchAndQuantizeFiles() throws {
+        let folder = try temporaryFolder("device")
+        var results: [(path: String, result: TrainResult)] = [], benches: [String] = [], quantized: [String] = []
+        // Four runs: uniform and NeuralScale (other widths, the same P) at two ratios, each with
+        // a bench file of its checkpoint (ORT fp32, latency = 1e-6 P + 0.2 for uniform, half of
+        // that slope for NeuralScale) and of its int8 model.
+        for (scaling, ratio) in [("uniform", 0.25), ("uniform", 0.5), ("neuralscale", 0.25), ("neuralscale", 0.5)] {
+            let dir = folder.appendingPathComponent("\(scaling)-\(ratio)/train")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let widths = Architecture.vgg11.uniformWidths(ratio: ratio)
+            let params = try ResultsReport.measure(.vgg11, .fashionMNIST, widths: widths).params
+            let object: [String: Any] = ["model": "vgg11", "dataset": "fashion-mnist", "scaling": scaling, "ratio": ratio, "widths": widths,
+                                         "params": params, "epochs": 1, "seed": 0, "wallSeconds": 1.0, "testAccuracy": 0.8]
+            let path = dir.appendingPathComponent("result.json").path
+            try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path))
+            results.append((path, try ResultsReport.readResult(path)))
+            let checkpoint = dir.appendingPathComponent("best.h5").path, int8 = dir.deletingLastPathComponent().appendingPathComponent("int8.onnx").path
+            let slope = scaling == "uniform" ? 1e-6 : 0.5e-6
+            func timing(_ model: String, _ precision: String, _ latency: Double, batch: Int = 1) -> [String: Any] {
+                ["model": model, "backend": "ort", "precision": precision, "input_size": 32, "batch": batch, "threads": 2, "params": params,
+                 "memory_mb": 2e-6 * Double(params) + 5, "memory_in_child": true, "warmup": 1, "runs": 1,
+                 "trials": [["mean_ms": latency, "median_ms": latency, "p90_ms": latency]], "mean_ms": latency, "median_ms": latency,
+                 "p90_ms": latency, "images_per_s": 1000 / latency, "budget_ms": 16.67, "budget_share": latency / 16.67]
+            }
+            let latency = slope * Double(params) + 0.2
+            let bench = dir.deletingLastPathComponent().appendingPathComponent("bench-infer.json").path
+            try JSONSerialization.data(withJSONObject: ["timings": [timing(checkpoint, "fp32", latency), timing(checkpoint, "fp32", 9 * latency, batch: 8),
+                                                                    timing(int8, "int8", latency / 2)]]).write(to: URL(fileURLWithPath: bench))
+            benches.append(bench)
+            let q = dir.deletingLastPathComponent().appendingPathComponent("quantize.json").path
+            try JSONSerialization.data(withJSONObject: ["onnx": int8, "checkpoint": checkpoint, "verification": ["int8_top1": 0.79]])
+                .write(to: URL(fileURLWithPath: q))
+            quantized.append(q)
+        }
+        let report = try DeviceReport.make(results: results, bench: benches, quantize: quantized, budget: 10)
+        XCTAssertEqual(report.runs.count, 8, "batch 1 only, fp32 and int8 of each run")
+        XCTAssertTrue(report.notes.isEmpty, "\(report.notes)")
+        for r in report.runs {
+            XCTAssertEqual(r.top1, r.precision == "int8" ? 0.79 : 0.8)
+            XCTAssertEqual(r.mb_per_mparam, r.memory_mb / (Double(r.params) / 1e6), accuracy: 1e-9)
+            XCTAssertEqual(r.budget_share, r.latency_ms / 10, accuracy: 1e-12)
+        }
+        // Memory is one exact line over all runs; latency mixes two slopes.
+        let memory = try XCTUnwrap(report.fits.first { $0.precision == "fp32" && $0.measure == "memory" }?.line)
+        XCTAssertEqual(memory.slope, 2e-6, accuracy: 1e-15)
+        XCTAssertEqual(memory.intercept, 5, accuracy: 1e-9)
+        XCTAssertEqual(memory.r, 1, accuracy: 1e-12)
+        // Relative speed: uniform latency / NeuralScale latency at each ratio.
+        let fp32 = report.speeds.filter { $0.precision == "fp32" }
+        XCTAssertEqual(fp32.map(\.ratio), [0.25, 0.5])
+        for s in fp32 { XCTAssertEqual(s.relative_speed, s.uniform_ms / s.neuralscale_ms, accuracy: 1e-12); XCTAssertGreaterThan(s.relative_speed, 1) }
+        XCTAssertTrue(report.markdown().contains("Relative speed") && report.markdown().contains("| ort | int8 | latency |"))
+        XCTAssertTrue(report.chart("latency").contains("budget 10 ms"))
+        // A bench file of a run not given is left out with a note; a bad file is named.
+        let partial = try DeviceReport.make(results: Array(results.prefix(1)), bench: benches, quantize: quantized, budget: 10)
+        XCTAssertEqual(partial.runs.count, 2)
+        XCTAssertEqual(partial.notes.count, 6)
+        let bad = folder.appendingPathComponent("bad.json").path
+        try Data("[]".utf8).write(to: URL(fileURLWithPath: bad))
+        XCTAssertThrowsError(try DeviceReport.make(results: results, bench: [bad], quantize: [], budget: 10)) { XCTAssertTrue("\($0)".contains(bad)) }
+    }
+}
