@@ -25,8 +25,15 @@ public struct DeviceReport: Codable, Sendable {
         public var ratio: Double, backend: String, precision: String
         public var uniform_ms: Double, neuralscale_ms: Double, relative_speed: Double
     }
+    /// Against the unscaled fp32 net (uniform x1.0) on one backend (TECS section 4.5): int8 of
+    /// the unscaled net, and each scaling's fp32 net at every other ratio; means over seeds.
+    public struct Comparison: Codable, Sendable {
+        public var backend: String, net: String, precision: String, ratio: Double
+        public var top1: Double?, latency_ms: Double, speedup: Double, memory_mb: Double, memory_ratio: Double
+    }
     public var budget_ms: Double
     public var runs: [Run]
+    public var comparison: [Comparison] = []
     public var fits: [Fit]
     public var speeds: [Speed]
     public var notes: [String]
@@ -95,7 +102,30 @@ public struct DeviceReport: Codable, Sendable {
                 }
             }
         }
-        return DeviceReport(budget_ms: budget, runs: runs, fits: fits, speeds: speeds, notes: notes)
+        var comparison: [Comparison] = []
+        func mean(_ v: [Double]) -> Double { v.reduce(0, +) / Double(v.count) }
+        for backend in Array(Set(runs.map(\.backend))).sorted() {
+            let mine = runs.filter { $0.backend == backend }
+            let base = mine.filter { $0.scaling == "uniform" && $0.ratio == 1 && $0.precision == "fp32" }
+            guard !base.isEmpty else { continue }
+            let baseLatency = mean(base.map(\.latency_ms)), baseMemory = mean(base.map(\.memory_mb))
+            var groups: [(String, String, Double)] = [("uniform", "int8", 1)]
+            for scaling in ["uniform", "neuralscale"] {
+                for ratio in Array(Set(mine.filter { $0.scaling == scaling && $0.ratio != 1 }.map(\.ratio))).sorted() { groups.append((scaling, "fp32", ratio)) }
+            }
+            comparison.append(Comparison(backend: backend, net: "uniform", precision: "fp32", ratio: 1, top1: base.compactMap(\.top1).isEmpty ? nil : mean(base.compactMap(\.top1)),
+                                         latency_ms: baseLatency, speedup: 1, memory_mb: baseMemory, memory_ratio: 1))
+            for (scaling, precision, ratio) in groups {
+                let g = mine.filter { $0.scaling == scaling && $0.precision == precision && $0.ratio == ratio }
+                guard !g.isEmpty else { continue }
+                let latency = mean(g.map(\.latency_ms)), memory = mean(g.map(\.memory_mb)), top1 = g.compactMap(\.top1)
+                comparison.append(Comparison(backend: backend, net: scaling, precision: precision, ratio: ratio, top1: top1.isEmpty ? nil : mean(top1),
+                                             latency_ms: latency, speedup: baseLatency / latency, memory_mb: memory, memory_ratio: baseMemory / memory))
+            }
+        }
+        var report = DeviceReport(budget_ms: budget, runs: runs, fits: fits, speeds: speeds, notes: notes)
+        report.comparison = comparison
+        return report
     }
 
     public func markdown() -> String {
@@ -123,6 +153,16 @@ public struct DeviceReport: Codable, Sendable {
                       "| ratio | backend | precision | uniform (ms) | NeuralScale (ms) | relative speed |", "| ---: | --- | --- | ---: | ---: | ---: |"]
             for s in speeds {
                 lines.append("| \(s.ratio) | \(s.backend) | \(s.precision) | " + String(format: "%.3f | %.3f | %.2fx |", s.uniform_ms, s.neuralscale_ms, s.relative_speed))
+            }
+        }
+        if !comparison.isEmpty {
+            lines += ["", "Against the unscaled fp32 net (uniform x1.0; speedup = its latency / the net's, memory ratio = its memory / the net's).", "",
+                      "| backend | net | ratio | precision | top-1 (%) | latency (ms) | speedup | memory (MB) | memory ratio |",
+                      "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+            for c in comparison {
+                lines.append("| \(c.backend) | \(c.net == "uniform" ? "uniform" : "NeuralScale") | \(c.ratio) | \(c.precision) | "
+                             + (c.top1.map { String(format: "%.2f", 100 * $0) } ?? "-")
+                             + String(format: " | %.3f | %.2fx | %.1f | %.2fx |", c.latency_ms, c.speedup, c.memory_mb, c.memory_ratio))
             }
         }
         if !notes.isEmpty { lines += ["", "Notes:", ""] + notes.map { "- \($0)" } }

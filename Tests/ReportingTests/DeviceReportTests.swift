@@ -9,13 +9,12 @@ import XCTest
 /// `report --bench --quantize`: bench figures matched to their runs, int8 accuracy, the lines
 /// against params, relative speed.
 final class DeviceReportTests: XCTestCase {
-    func testDeviceSectionFromBenchAndQuantizeFiles() throws {
-        let folder = try temporaryFolder("device")
+    /// Runs with a bench file of the checkpoint (ORT fp32, latency = slope * P + 0.2 with slope
+    /// 1e-6 for uniform and half of it for NeuralScale; also a batch-8 row) and of its int8 model
+    /// (half the latency), and a quantize.json naming the checkpoint.
+    func makeRuns(_ folder: URL, _ list: [(String, Double)]) throws -> (results: [(path: String, result: TrainResult)], bench: [String], quantize: [String]) {
         var results: [(path: String, result: TrainResult)] = [], benches: [String] = [], quantized: [String] = []
-        // Four runs: uniform and NeuralScale (other widths, the same P) at two ratios, each with
-        // a bench file of its checkpoint (ORT fp32, latency = 1e-6 P + 0.2 for uniform, half of
-        // that slope for NeuralScale) and of its int8 model.
-        for (scaling, ratio) in [("uniform", 0.25), ("uniform", 0.5), ("neuralscale", 0.25), ("neuralscale", 0.5)] {
+        for (scaling, ratio) in list {
             let dir = folder.appendingPathComponent("\(scaling)-\(ratio)/train")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             let widths = Architecture.vgg11.uniformWidths(ratio: ratio)
@@ -43,6 +42,12 @@ final class DeviceReportTests: XCTestCase {
                 .write(to: URL(fileURLWithPath: q))
             quantized.append(q)
         }
+        return (results, benches, quantized)
+    }
+
+    func testDeviceSectionFromBenchAndQuantizeFiles() throws {
+        let folder = try temporaryFolder("device")
+        let (results, benches, quantized) = try makeRuns(folder, [("uniform", 0.25), ("uniform", 0.5), ("neuralscale", 0.25), ("neuralscale", 0.5)])
         let report = try DeviceReport.make(results: results, bench: benches, quantize: quantized, budget: 10)
         XCTAssertEqual(report.runs.count, 8, "batch 1 only, fp32 and int8 of each run")
         XCTAssertTrue(report.notes.isEmpty, "\(report.notes)")
@@ -69,5 +74,22 @@ final class DeviceReportTests: XCTestCase {
         let bad = folder.appendingPathComponent("bad.json").path
         try Data("[]".utf8).write(to: URL(fileURLWithPath: bad))
         XCTAssertThrowsError(try DeviceReport.make(results: results, bench: [bad], quantize: [], budget: 10)) { XCTAssertTrue("\($0)".contains(bad)) }
+    }
+
+    /// The comparison with the unscaled fp32 net: int8 of it, and the scaled nets.
+    func testComparisonWithTheUnscaledNet() throws {
+        let folder = try temporaryFolder("device-base")
+        let (results, benches, quantized) = try makeRuns(folder, [("uniform", 1.0), ("uniform", 0.5), ("neuralscale", 0.5)])
+        let report = try DeviceReport.make(results: results, bench: benches, quantize: quantized, budget: 16.67)
+        XCTAssertEqual(report.comparison.map { "\($0.net) \($0.precision) \($0.ratio)" },
+                       ["uniform fp32 1.0", "uniform int8 1.0", "uniform fp32 0.5", "neuralscale fp32 0.5"])
+        let base = report.comparison[0], int8 = report.comparison[1], half = report.comparison[2]
+        XCTAssertEqual(base.speedup, 1)
+        XCTAssertEqual(int8.speedup, 2, accuracy: 1e-12, "int8 runs at half the latency")
+        XCTAssertEqual(int8.top1, 0.79)
+        XCTAssertEqual(half.speedup, base.latency_ms / half.latency_ms, accuracy: 1e-12)
+        XCTAssertGreaterThan(half.speedup, 1)
+        XCTAssertEqual(half.memory_ratio, base.memory_mb / half.memory_mb, accuracy: 1e-12)
+        XCTAssertTrue(report.markdown().contains("Against the unscaled fp32 net"))
     }
 }
