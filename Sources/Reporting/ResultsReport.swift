@@ -30,6 +30,10 @@ public struct ResultsReport: Codable, Equatable, Sendable {
         public var epochs: [Int]
         /// The runs' files, in seed order.
         public var files: [String]
+        /// The best test accuracy over the seeds (the studies' charts plot the maximum).
+        public var testAccuracyMax: Double? = nil
+        /// Mean training wall time per epoch, seconds (`wallSeconds / epochs` of each run).
+        public var secondsPerEpochMean: Double? = nil
     }
 
     public var model: Architecture
@@ -140,7 +144,9 @@ public struct ResultsReport: Codable, Equatable, Sendable {
             rows.append(Row(scaling: key.scaling, ratio: key.ratio, runs: group.count, seeds: group.map(\.result.seed),
                             testAccuracyMean: accuracy?.mean, testAccuracyStd: accuracy?.std,
                             paramsMean: params.mean, paramsStd: params.std, mflopsMean: mflops.mean, mflopsStd: mflops.std,
-                            widths: group[0].result.widths, epochs: epochs, files: group.map(\.path)))
+                            widths: group[0].result.widths, epochs: epochs, files: group.map(\.path),
+                            testAccuracyMax: group.compactMap(\.result.testAccuracy).max(),
+                            secondsPerEpochMean: meanAndStd(group.map { $0.result.wallSeconds / Double(max($0.result.epochs, 1)) })?.mean))
         }
         return ResultsReport(model: model, dataset: dataset, groups: model.groupNames, rows: rows,
                              files: runs.map(\.path), notes: notes)
@@ -188,17 +194,19 @@ public struct ResultsReport: Codable, Equatable, Sendable {
     /// The markdown report: the table, the widths of every row, notes and the input files.
     public func markdown() -> String {
         var lines = ["# \(model.rawValue) on \(dataset): \(files.count) runs", "",
-                     "Test accuracy: mean and sample standard deviation over the seeds (\"-\" for a single run). "
+                     "Test accuracy: mean and sample standard deviation over the seeds (\"-\" for a single run), and the best seed's. "
                      + "Params and MFLOPs (2 x multiply-accumulates of one image, counted as `neuralscale stats` does): mean over the runs.", "",
-                     "| scaling | ratio | runs (seeds) | test accuracy (%) | std (%) | params | MFLOPs |",
-                     "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+                     "| scaling | ratio | runs (seeds) | test accuracy (%) | std (%) | max (%) | params | MFLOPs | s / epoch |",
+                     "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in rows {
             let accuracy = r.testAccuracyMean.map { String(format: "%.2f", 100 * $0) } ?? "-"
             let std = r.testAccuracyStd.map { String(format: "%.2f", 100 * $0) } ?? "-"
             let params = String(format: "%.0f", r.paramsMean) + (r.paramsStd.map { $0 > 0 ? String(format: " ± %.0f", $0) : "" } ?? "")
             let mflops = String(format: "%.3f", r.mflopsMean) + (r.mflopsStd.map { $0 > 0 ? String(format: " ± %.3f", $0) : "" } ?? "")
+            let best = r.testAccuracyMax.map { String(format: "%.2f", 100 * $0) } ?? "-"
+            let perEpoch = r.secondsPerEpochMean.map { String(format: "%.1f", $0) } ?? "-"
             lines.append("| \(Self.displayName(r.scaling)) | \(r.ratio) | \(r.runs) (\(r.seeds.map(String.init).joined(separator: ", "))) "
-                         + "| \(accuracy) | \(std) | \(params) | \(mflops) |")
+                         + "| \(accuracy) | \(std) | \(best) | \(params) | \(mflops) | \(perEpoch) |")
         }
         lines += ["", "## Widths", "", "| scaling | ratio | " + groups.joined(separator: " | ") + " |",
                   "| --- | ---: | " + groups.map { _ in "---:" }.joined(separator: " | ") + " |"]

@@ -104,7 +104,10 @@ final class ReportTests: XCTestCase {
         XCTAssertTrue(report.notes.isEmpty, "\(report.notes)")
 
         let md = report.markdown()
-        XCTAssertTrue(md.contains("| uniform | 0.25 | 3 (0, 1, 2) | 87.00 | 1.00 | 579498 | 19.475 |"), md)
+        XCTAssertTrue(md.contains("| uniform | 0.25 | 3 (0, 1, 2) | 87.00 | 1.00 | 88.00 | 579498 | 19.475 | 0.5 |"), md)
+        // The best seed (the studies plot the maximum) and seconds per epoch (1.5 s over 3 epochs).
+        XCTAssertEqual(try XCTUnwrap(report.rows[2].testAccuracyMax), 0.90, accuracy: 1e-12)
+        XCTAssertEqual(try XCTUnwrap(report.rows[0].secondsPerEpochMean), 0.5, accuracy: 1e-12)
         XCTAssertTrue(md.contains("| uniform | 0.5 | 1 (0) | 95.00 | - |"), md)
         XCTAssertTrue(md.contains("| NeuralScale | 0.25 | 2 (0, 1) | 85.00 | 7.07 |"), md)
         XCTAssertTrue(md.contains("- `u25-s2`"), md)
