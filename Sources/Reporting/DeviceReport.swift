@@ -179,8 +179,12 @@ public struct DeviceReport: Codable, Sendable {
             points[key, default: []].append((Double(r.params), measure == "latency" ? r.latency_ms : r.memory_mb))
         }
         let palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+        // One point per size: the mean over seeds.
+        func averaged(_ p: [(x: Double, y: Double)]) -> [(x: Double, y: Double)] {
+            Dictionary(grouping: p, by: \.x).map { x, g in (x, g.map(\.y).reduce(0, +) / Double(g.count)) }.sorted { $0.x < $1.x }
+        }
         var series = keys.enumerated().map { i, k in
-            SVGChart.Series(name: k, points: points[k]!.sorted { $0.x < $1.x }, color: palette[i % palette.count], dashed: k.hasPrefix("uniform"))
+            SVGChart.Series(name: k, points: averaged(points[k]!), color: palette[i % palette.count], dashed: k.hasPrefix("uniform"))
         }
         if measure == "latency", let lo = runs.map(\.params).min(), let hi = runs.map(\.params).max() {
             series.append(SVGChart.Series(name: String(format: "budget %.4g ms", budget_ms), points: [(Double(lo), budget_ms), (Double(hi), budget_ms)],

@@ -154,15 +154,23 @@ public enum SVGChart {
         public init(low: Double, high: Double, log: Bool, target: Int = 5) {
             let eps = 1e-9
             if log {
-                func positions(_ multiples: [Double]) -> [Double] {
-                    (Int(floor(low - eps))...Int(ceil(high + eps))).flatMap { d in multiples.map { Double(d) + log10($0) } }
-                        .filter { $0 >= low - eps && $0 <= high + eps }
+                // (position, value, decimals): the value as m * 10^d exactly, for its label.
+                func ticks(_ multiples: [Double]) -> [(Double, Double, Int)] {
+                    var out: [(Double, Double, Int)] = []
+                    for d in Int(floor(low - eps))...Int(ceil(high + eps)) {
+                        let decade: Double = d >= 0 ? pow(10, Double(d)) : 1 / pow(10, Double(-d))
+                        for m in multiples {
+                            let position = Double(d) + log10(m)
+                            if position >= low - eps && position <= high + eps { out.append((position, m * decade, max(0, -d))) }
+                        }
+                    }
+                    return out
                 }
-                var v = positions([1])
-                if v.count < 3 { v = positions([1, 2, 5]) }
-                if v.isEmpty { v = [low, high] }
-                values = v
-                labels = v.map { Ticks.label(pow(10, $0), decimals: max(0, -Int(floor($0 + eps)))) }
+                var t = ticks([1])
+                if t.count < 3 { t = ticks([1, 2, 5]) }
+                if t.isEmpty { t = [(low, pow(10, low), 3), (high, pow(10, high), 3)] }
+                values = t.map(\.0)
+                labels = t.map { Ticks.label($0.1, decimals: $0.2) }
                 return
             }
             let raw = max(high - low, 1e-12) / Double(max(target, 1)), magnitude = pow(10, floor(log10(raw)))

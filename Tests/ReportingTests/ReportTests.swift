@@ -221,5 +221,7 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(SVGChart.Ticks(low: log10(0.06), high: log10(21.8), log: true).labels, ["0.1", "1", "10"])
         XCTAssertEqual(SVGChart.Ticks(low: log10(3), high: log10(40), log: true).labels, ["5", "10", "20"])
         XCTAssertEqual(SVGChart.Ticks(low: log10(1e3), high: log10(1e7), log: true).labels, ["1000", "10k", "100k", "1M", "10M"])
+        XCTAssertEqual(SVGChart.Ticks(low: log10(5.8e5), high: log10(2.3e6), log: true).labels, ["1M", "2M"])
+        XCTAssertEqual(SVGChart.Ticks(low: log10(0.03), high: log10(0.4), log: true).labels, ["0.05", "0.1", "0.2"])
     }
 }
