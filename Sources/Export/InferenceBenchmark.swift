@@ -180,7 +180,7 @@ public enum EngineInference {
     static func tracedGraph(_ net: Network, size: Int) throws -> InferenceGraph {
         let own = net.inferenceGraph
         if size == net.netDescription.imageSize { return own }
-        try checkInputSize(own, net: net.netDescription, size: size)
+        try ONNXExport.checkInputSize(own, net: net.netDescription, size: size)
         return InferenceGraph(tracing: net, inputSize: size)
     }
 

@@ -35,7 +35,7 @@ public enum ONNXExport {
         var g = Onnx_GraphProto()
         g.name = d.architecture.rawValue
         let size = inputSize ?? d.imageSize
-        try checkInputSize(graph, net: d, size: size)
+        try ONNXExport.checkInputSize(graph, net: d, size: size)
         g.input = [valueInfo("input", ["batch", d.inChannels, size, size])]
         g.output = [valueInfo("logits", ["batch", d.classes])]
         var initializers: [String: Tensor] = graph.tensors
@@ -152,11 +152,14 @@ public enum ONNXExport {
     }
 }
 
-/// Refuses an input size the net cannot take (`InferenceGraph.takesOtherInputSizes`).
-func checkInputSize(_ graph: InferenceGraph, net d: NetDescription, size: Int) throws {
-    guard size == d.imageSize || graph.takesOtherInputSizes else {
-        throw ExportError("\(d.architecture.rawValue) cannot take \(size)x\(size) inputs: its classifier reads the flattened map of "
-                          + "\(d.imageSize)x\(d.imageSize) inputs (no global pooling)")
+extension ONNXExport {
+    /// Refuses an input size the net of `graph` cannot take (`InferenceGraph.takesOtherInputSizes`).
+    /// - Throws: `ExportError` "vgg11 cannot take 64x64 inputs: ...".
+    public static func checkInputSize(_ graph: InferenceGraph, net d: NetDescription, size: Int) throws {
+        guard size == d.imageSize || graph.takesOtherInputSizes else {
+            throw ExportError("\(d.architecture.rawValue) cannot take \(size)x\(size) inputs: its classifier reads the flattened map of "
+                              + "\(d.imageSize)x\(d.imageSize) inputs (no global pooling)")
+        }
     }
 }
 

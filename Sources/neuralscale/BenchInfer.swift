@@ -223,10 +223,10 @@ struct BenchInfer: ParsableCommand {
                 }
                 let net = try network(source)
                 let inputSize = size ?? net.netDescription.imageSize
-                guard inputSize == net.netDescription.imageSize || net.inferenceGraph.takesOtherInputSizes else {
-                    skip("\(source.name): \(net.netDescription.architecture.rawValue) cannot take \(inputSize)x\(inputSize) inputs "
-                         + "(its classifier reads the flattened map of \(net.netDescription.imageSize)x\(net.netDescription.imageSize) inputs)",
-                         configurations: batches.count * sourceBackends.count)
+                do {
+                    try ONNXExport.checkInputSize(net.inferenceGraph, net: net.netDescription, size: inputSize)
+                } catch {
+                    skip("\(source.name): \(error)", configurations: batches.count * sourceBackends.count)
                     continue
                 }
                 if sourceBackends.contains("swift") {
