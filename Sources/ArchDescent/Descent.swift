@@ -99,6 +99,29 @@ public struct DescentState: Codable, Equatable, Sendable {
     public var current: DescentProgress?
 }
 
+/// The search's wall time, `timing.json` beside `descent.json` (rewritten after every
+/// iteration; kept apart so that `descent.json` does not depend on timing).
+public struct SearchTiming: Codable, Equatable, Sendable {
+    public var model: Architecture
+    public var dataset: String
+    /// Wall seconds of each finished iteration, a resumed one counted from its saved progress.
+    public var secondsPerIteration: [Double]
+    public var totalSeconds: Double
+    /// Training epochs of each finished iteration (warm-up and pruning).
+    public var epochsPerIteration: [Int]
+
+    public init(model: Architecture, dataset: String, secondsPerIteration: [Double], epochsPerIteration: [Int]) {
+        self.model = model
+        self.dataset = dataset
+        self.secondsPerIteration = secondsPerIteration
+        self.totalSeconds = secondsPerIteration.reduce(0, +)
+        self.epochsPerIteration = epochsPerIteration
+    }
+
+    /// The file name, in the search's folder.
+    public static let fileName = "timing.json"
+}
+
 /// Widths and P at one ratio, NeuralScale against uniform.
 public struct ScaledConfig: Codable, Equatable, Sendable {
     public var ratio: Double
@@ -275,6 +298,7 @@ public final class Descent {
             state.current = nil
             try writeIterationFiles(it)
             try saveState(state, net: nil, optimizer: nil)
+            try writeTiming(state)
             reporter?.iterationFinished(it, of: config.iterations)
         }
         let result = try makeResult(state)
@@ -417,6 +441,14 @@ public final class Descent {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(try encoder.encode(report), to: path("iteration-\(it.index)-fit.json"))
+    }
+
+    private func writeTiming(_ state: DescentState) throws {
+        let timing = SearchTiming(model: config.model, dataset: config.dataset, secondsPerIteration: state.seconds,
+                                  epochsPerIteration: state.completed.map(\.epochs))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(try encoder.encode(timing), to: path(SearchTiming.fileName))
     }
 
     private func makeResult(_ state: DescentState) throws -> DescentResult {

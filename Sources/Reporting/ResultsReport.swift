@@ -47,9 +47,6 @@ public struct ResultsReport: Codable, Equatable, Sendable {
     /// What the reader should know about the inputs (differing widths or epochs in a row, ...).
     public var notes: [String]
 
-    /// The file names `write(to:)` produces.
-    public static let outputFiles = ["report.md", "report.json", "accuracy-vs-params.svg", "accuracy-vs-mflops.svg", "widths.svg"]
-
     /// Reads every `result.json` and aggregates them.
     /// - Throws: `ReportError` naming the file that is missing, unreadable or of another model
     ///   or dataset.
@@ -164,26 +161,6 @@ public struct ResultsReport: Codable, Equatable, Sendable {
 
     // MARK: - Outputs
 
-    /// Writes the table, its JSON and the three charts into `directory` (created if needed),
-    /// each file atomically. Returns the paths written.
-    @discardableResult
-    public func write(to directory: String) throws -> [String] {
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw ReportError(path: directory, message: "cannot create the folder: \(fileErrorReason(error))")
-        }
-        let contents = [markdown(), String(decoding: try json(), as: UTF8.self) + "\n",
-                        accuracyChart(against: .params), accuracyChart(against: .mflops), widthsChart()]
-        var written: [String] = []
-        for (name, text) in zip(Self.outputFiles, contents) {
-            let path = URL(fileURLWithPath: directory).appendingPathComponent(name).path
-            try AtomicFile.write(Data(text.utf8), to: path)
-            written.append(path)
-        }
-        return written
-    }
-
     /// Pretty-printed JSON with sorted keys.
     public func json() throws -> Data {
         let encoder = JSONEncoder()
@@ -228,20 +205,28 @@ public struct ResultsReport: Codable, Equatable, Sendable {
     /// Mean test accuracy (%) against the mean params or MFLOPs of every (scaling, ratio), one
     /// series per scaling, with error bars of one standard deviation where there are several
     /// seeds; log x axis.
-    public func accuracyChart(against measure: Measure) -> String {
+    public func accuracyChart(against measure: Measure) -> String { Self.accuracyChart([self], against: measure) }
+
+    /// The same over several reports (models or datasets): one series per (model, dataset,
+    /// scaling), a colour per (model, dataset), uniform dashed; never averaged across reports.
+    public static func accuracyChart(_ reports: [ResultsReport], against measure: Measure) -> String {
         var series: [SVGChart.Series] = []
-        for scaling in Scaling.allCases {
-            let points = rows.filter { $0.scaling == scaling && $0.testAccuracyMean != nil }
-                .sorted { x(of: $0, measure) < x(of: $1, measure) }
-            guard !points.isEmpty else { continue }
-            let style = Self.style(scaling, shade: 0, of: 1)
-            series.append(SVGChart.Series(name: Self.displayName(scaling),
-                                          points: points.map { (x(of: $0, measure), 100 * $0.testAccuracyMean!) },
-                                          color: style.color, dashed: style.dashed,
-                                          yErrors: points.map { $0.testAccuracyStd.map { 100 * $0 } },
-                                          pointLabels: points.map { "r\($0.ratio)" }))
+        let palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+        for (i, report) in reports.enumerated() {
+            for scaling in Scaling.allCases {
+                let points = report.rows.filter { $0.scaling == scaling && $0.testAccuracyMean != nil }
+                    .sorted { report.x(of: $0, measure) < report.x(of: $1, measure) }
+                guard !points.isEmpty else { continue }
+                let style = reports.count == 1 ? Self.style(scaling, shade: 0, of: 1) : (palette[i % palette.count], scaling == .uniform)
+                let name = (reports.count == 1 ? "" : "\(report.model.rawValue) \(report.dataset) ") + Self.displayName(scaling)
+                series.append(SVGChart.Series(name: name, points: points.map { (report.x(of: $0, measure), 100 * $0.testAccuracyMean!) },
+                                              color: style.color, dashed: style.dashed,
+                                              yErrors: points.map { $0.testAccuracyStd.map { 100 * $0 } },
+                                              pointLabels: points.map { "r\($0.ratio)" }))
+            }
         }
-        return SVGChart.lines(title: "\(model.rawValue) on \(dataset): test accuracy against \(measure.label) (mean ± std over seeds)",
+        let subject = reports.count == 1 ? "\(reports[0].model.rawValue) on \(reports[0].dataset)" : "\(reports.count) nets"
+        return SVGChart.lines(title: "\(subject): test accuracy against \(measure.label) (mean ± std over seeds)",
                               xLabel: "\(measure.label) (log scale)", yLabel: "test accuracy (%)", series: series,
                               logX: true, yFromZero: false, xMargin: 0.08)
     }

@@ -84,7 +84,8 @@ public enum SweepPlanner {
                             steps.append(SweepStep(name: "export", arguments: ["export", "--checkpoint", best, "--onnx", folder + "/fp32.onnx"] + data,
                                                    output: folder + "/fp32.onnx"))
                         }
-                        if spec.steps.contains("quantize") { extras += ["--quantize", folder + "/quantize.json"] }
+                        // int8 accuracy goes into report's device section, which needs the bench files.
+                        if spec.steps.contains("quantize"), spec.steps.contains("bench") { extras += ["--quantize", folder + "/quantize.json"] }
                         if spec.steps.contains("bench") { extras += ["--bench", folder + "/bench/bench-infer.json"] }
                         if spec.steps.contains("quantize") {
                             steps.append(SweepStep(name: "quantize", arguments: ["quantize", "--checkpoint", best, "--onnx", folder + "/int8.onnx",
@@ -102,6 +103,10 @@ public enum SweepPlanner {
                     }
                 }
             }
+        }
+        // The searches this plan runs: their time per iteration goes into the report.
+        for model in spec.models where spec.scalings.contains("neuralscale") && spec.descents[model] == nil {
+            extras += ["--descent", descents[model]!]
         }
         let report = results.isEmpty ? nil
             : SweepStep(name: "report", arguments: ["report"] + results + extras + ["--out", path("report")], output: path("report", "report.json"))

@@ -54,7 +54,8 @@ struct Descend: ParsableCommand {
         Writes under --out (default checkpoints/<model>-<dataset>/descent/): per iteration \
         iteration-<i>-trajectory.csv (filters per group and P after every pruning step) and \
         iteration-<i>-fit.json (alpha, beta, R^2 per group); descent.json (all fits, and the \
-        NeuralScale and uniform widths and P at ratios 0.25-1.0); widths-r1.0.svg and \
+        NeuralScale and uniform widths and P at ratios 0.25-1.0); timing.json (wall seconds \
+        and epochs of every finished iteration, read by `report --descent`); widths-r1.0.svg and \
         iteration-<i>-trajectory.svg. state.h5 is saved atomically after every pruning step: \
         Ctrl-C, then --resume, continues from there. Use the result with \
         `neuralscale train --scaling neuralscale --descent <out>/descent.json --ratio R`.
@@ -132,7 +133,7 @@ struct Descend: ParsableCommand {
         let result = try descent.run(resume: resume)
         try result.writeCharts(in: output)
         print(WidthsTable.render(result, ratio: 1.0))
-        print("\nwritten: \(descent.resultPath), widths-r1.0.svg, iteration-<i>-trajectory.csv/.svg, iteration-<i>-fit.json in \(output)")
+        print("\nwritten: \(descent.resultPath), widths-r1.0.svg, iteration-<i>-trajectory.csv/.svg, iteration-<i>-fit.json, timing.json in \(output)")
     }
 }
 

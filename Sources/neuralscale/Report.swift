@@ -1,35 +1,46 @@
 import ArgumentParser
-import Checkpoint
 import Foundation
 import Reporting
 
 struct Report: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Compare training runs: accuracy, params and MFLOPs per scaling and ratio, with charts.",
+        abstract: "Compare training runs: accuracy, params and MFLOPs per scaling and ratio, search time and devices, with charts.",
         discussion: """
-        Reads the result.json files written by `neuralscale train` (any mix of uniform and \
-        NeuralScale runs, ratios and seeds, all of one model on one dataset) and groups them by \
-        (scaling, ratio). Per group: the runs and their seeds, the mean and sample standard \
-        deviation (n - 1) of the test accuracy over the seeds, and the mean params and MFLOPs \
-        (2 x the multiply-accumulates of one image, counted as `neuralscale stats` counts them).
+        Reads the result.json files written by `neuralscale train` (any mix of models, datasets, \
+        uniform and NeuralScale runs, ratios and seeds). Runs of each (model, dataset) get a \
+        table of their own, grouped by (scaling, ratio): the runs and their seeds, the mean, \
+        sample standard deviation (n - 1) and maximum of the test accuracy over the seeds, the \
+        mean params and MFLOPs (2 x the multiply-accumulates of one image, as `neuralscale stats` \
+        counts them) and the training seconds per epoch. Different models or datasets are never \
+        averaged together: they are separate tables and separate chart series.
 
-        Writes into --out: report.md (the table, the widths of every group, notes and the input \
-        files), report.json (the same, machine-readable), accuracy-vs-params.svg and \
-        accuracy-vs-mflops.svg (mean accuracy against the mean size on a log axis, one series \
-        per scaling, error bars of one std over seeds) and widths.svg (the filters of every width \
-        group, one series per scaling and ratio).
+        Writes into --out: report.md, report.json (the same, machine-readable), \
+        accuracy-vs-params.svg and accuracy-vs-mflops.svg (mean accuracy against the mean size \
+        on a log axis, one series per (model, dataset, scaling), error bars of one std over \
+        seeds), and widths.svg (widths-<model>-<dataset>.svg for several nets).
+
+        --descent adds the search time per iteration (search-time.svg). --bench (with \
+        --quantize for int8 accuracy) adds the device section: batch-1 latency and memory per \
+        run, backend and precision, the lines of latency and memory against params with \
+        Pearson's r and p, the relative speed uniform / NeuralScale, the comparison against the \
+        unscaled fp32 net, device.json, latency-vs-params.svg, memory-vs-params.svg, \
+        accuracy-vs-latency.svg and accuracy-vs-memory.svg (the budget drawn as a line).
         """
     )
 
     @Argument(help: ArgumentHelp("The result.json files of the runs to compare.", valueName: "result.json"))
     var results: [String]
 
-    @Option(name: .long, help: ArgumentHelp("Folder to write report.md, report.json and the three SVG charts into (created if needed; files are replaced atomically).",
+    @Option(name: .long, help: ArgumentHelp("Folder to write report.md, report.json and the SVG charts into (created if needed; files are replaced atomically).",
                                             valueName: "dir"))
     var out: String
 
-    @Flag(name: .long, help: "Print report.json to standard output instead of the table.")
+    @Flag(name: .long, help: "Print report.json to standard output instead of the tables.")
     var json = false
+
+    @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp("descent.json files of `neuralscale descend`: the searches' iterations and the wall time of each (from the timing.json beside it).",
+                                                                       valueName: "descent.json"))
+    var descent: [String] = []
 
     @Option(name: .long, parsing: .upToNextOption, help: "bench-infer.json files of the runs' checkpoints and int8 models: adds the device section.")
     var bench: [String] = []
@@ -42,33 +53,17 @@ struct Report: ParsableCommand {
 
     func validate() throws {
         guard !results.isEmpty else { throw ValidationError("give at least one result.json") }
+        guard budgetMs.isFinite, budgetMs > 0 else { throw ValidationError("--budget-ms must be > 0, got \(budgetMs)") }
+        if !quantize.isEmpty, bench.isEmpty { throw ValidationError("--quantize needs --bench: int8 accuracy goes into the device section") }
     }
 
     func run() throws {
-        let report = try ResultsReport.load(results)
-        var written = try report.write(to: out)
-        var device: DeviceReport?
-        if !bench.isEmpty {
-            guard budgetMs.isFinite, budgetMs > 0 else { throw ValidationError("--budget-ms must be > 0, got \(budgetMs)") }
-            let d = try DeviceReport.make(results: try results.map { ($0, try ResultsReport.readResult($0)) }, bench: bench,
-                                          quantize: quantize, budget: budgetMs)
-            device = d
-            // The device section goes after the training table in report.md, and beside it as JSON and charts.
-            let folder = URL(fileURLWithPath: out)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            try AtomicFile.write(Data((report.markdown() + "\n" + d.markdown()).utf8), to: folder.appendingPathComponent("report.md").path)
-            for (name, data) in [("device.json", try encoder.encode(d)), ("latency-vs-params.svg", Data(d.chart("latency").utf8)),
-                                 ("memory-vs-params.svg", Data(d.chart("memory").utf8))] {
-                try AtomicFile.write(data, to: folder.appendingPathComponent(name).path)
-                written.append(folder.appendingPathComponent(name).path)
-            }
-        }
+        let study = try StudyReport.load(results: results, descents: descent, bench: bench, quantize: quantize, budget: budgetMs)
+        let written = try study.write(to: out)
         if json {
-            print(String(decoding: try report.json(), as: UTF8.self))
+            print(String(decoding: try study.json(), as: UTF8.self))
         } else {
-            print(report.markdown(), terminator: "")
-            if let device { print("\n" + device.markdown(), terminator: "") }
+            print(study.markdown(), terminator: "")
             print("\nwritten: \(written.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ", ")) in \(out)")
         }
     }

@@ -83,6 +83,14 @@ final class DescentTests: XCTestCase {
         let a = try Data(contentsOf: URL(fileURLWithPath: straight.resultPath))
         let b = try Data(contentsOf: URL(fileURLWithPath: killed.resultPath))
         XCTAssertEqual(a, b, "descent.json after a kill and --resume differs from the uninterrupted run")
+        // The wall time of both iterations, the interrupted one counted across the kill.
+        for run in [straight, killed] {
+            let timing = try JSONDecoder().decode(SearchTiming.self, from: Data(contentsOf: URL(fileURLWithPath: run.path(SearchTiming.fileName))))
+            XCTAssertEqual(timing.secondsPerIteration.count, 2)
+            XCTAssertTrue(timing.secondsPerIteration.allSatisfy { $0 > 0 }, "\(timing.secondsPerIteration)")
+            XCTAssertEqual(timing.totalSeconds, timing.secondsPerIteration.reduce(0, +))
+            XCTAssertEqual(timing.epochsPerIteration, result.iterations.map(\.epochs))
+        }
     }
 
     func testPreflightAndWrongResume() throws {

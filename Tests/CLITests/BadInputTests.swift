@@ -115,6 +115,14 @@ final class BadInputTests: XCTestCase {
             try CLI.fails(["report", good, file, "--out", path("report-\(name)")], mentions: [file, word])
         }
         try CLI.fails(["report", path("nothing.json"), "--out", path("r")], mentions: [path("nothing.json"), "no such file"])
+        try CLI.fails(["report", good, "--quantize", good, "--out", path("r")], status: 64, mentions: ["--quantize needs --bench"])
+        try CLI.fails(["report", good, "--descent", path("nothing.json"), "--out", path("r")], mentions: [path("nothing.json"), "no such file"])
+        // Another model and another dataset: a table each, in one report.
+        let cifar = try resultFile("cifar.json") { $0["dataset"] = "cifar10"; $0["params"] = 579_786 }
+        let both = try CLI.run(["report", good, cifar, "--out", path("report-two")])
+        XCTAssertEqual(both.status, 0, both.text)
+        XCTAssertTrue(both.output.contains("## vgg11 on fashion-mnist: 1 runs") && both.output.contains("## vgg11 on cifar10: 1 runs"), both.text)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: path("report-two/widths-vgg11-cifar10.svg")))
     }
 
     func testUnwritableOutputIsFoundBeforeAnyWork() throws {

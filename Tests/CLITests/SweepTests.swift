@@ -75,7 +75,9 @@ final class SweepTests: XCTestCase {
         let status = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/sweep-status.json"))) as? [String: Any])
         XCTAssertEqual((status["entries"] as? [[String: Any]])?.compactMap { $0["state"] as? String }.filter { $0 == "failed" }, [])
         let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/report/report.json"))) as? [String: Any])
-        XCTAssertNotNil(report["groups"] ?? report["rows"] ?? report["runs"], "\(report.keys)")
+        let tables = try XCTUnwrap(report["reports"] as? [[String: Any]], "\(report.keys)")
+        XCTAssertEqual(tables.count, 1, "one model on one dataset")
+        XCTAssertEqual((tables.first?["rows"] as? [[String: Any]])?.compactMap { $0["runs"] as? Int }, [2, 2], "two ratios, two seeds each")
         // The device section: every entry's fp32 and int8 figures, on both backends.
         let device = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/report/device.json"))) as? [String: Any])
         XCTAssertEqual((device["runs"] as? [Any])?.count, 4 * 3, "\(device)")
@@ -95,6 +97,20 @@ final class SweepTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/vgg11-uniform-r0.0625-s0/train/result.json"))
         let log = try String(contentsOfFile: out + "/vgg11-uniform-r0.001-s0/logs/train.log", encoding: .utf8)
         XCTAssertTrue(log.contains("--ratio 0.001"), log)
+    }
+
+    /// A sweep that runs its own search hands the search's descent.json to report (for the
+    /// time per iteration); int8 accuracy goes to report only with bench files to go with it.
+    func testPlanPassesSearchesAndQuantizeToReport() throws {
+        let out = root + "/plan"
+        let r = try CLI.run(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--ratios", "0.5", "--scalings", "uniform,neuralscale",
+                             "--steps", "train,export,quantize", "--data-dir", data, "--out", out, "--dry-run"])
+        XCTAssertEqual(r.status, 0, r.text)
+        let plan = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/sweep.json"))) as? [String: Any])
+        let report = try XCTUnwrap((plan["report"] as? [String: Any])?["arguments"] as? [String], "\(plan.keys)")
+        let descent = try XCTUnwrap(report.firstIndex(of: "--descent"), "\(report)")
+        XCTAssertEqual(report[descent + 1], out + "/search-vgg11/descent.json")
+        XCTAssertFalse(report.contains("--quantize"), "no bench step: \(report)")
     }
 
     func testBadFlags() throws {

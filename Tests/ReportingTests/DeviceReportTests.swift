@@ -12,14 +12,14 @@ final class DeviceReportTests: XCTestCase {
     /// Runs with a bench file of the checkpoint (ORT fp32, latency = slope * P + 0.2 with slope
     /// 1e-6 for uniform and half of it for NeuralScale; also a batch-8 row) and of its int8 model
     /// (half the latency), and a quantize.json naming the checkpoint.
-    func makeRuns(_ folder: URL, _ list: [(String, Double)]) throws -> (results: [(path: String, result: TrainResult)], bench: [String], quantize: [String]) {
+    func makeRuns(_ folder: URL, _ list: [(String, Double)], model: Architecture = .vgg11) throws -> (results: [(path: String, result: TrainResult)], bench: [String], quantize: [String]) {
         var results: [(path: String, result: TrainResult)] = [], benches: [String] = [], quantized: [String] = []
         for (scaling, ratio) in list {
-            let dir = folder.appendingPathComponent("\(scaling)-\(ratio)/train")
+            let dir = folder.appendingPathComponent("\(model.rawValue)-\(scaling)-\(ratio)/train")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            let widths = Architecture.vgg11.uniformWidths(ratio: ratio)
-            let params = try ResultsReport.measure(.vgg11, .fashionMNIST, widths: widths).params
-            let object: [String: Any] = ["model": "vgg11", "dataset": "fashion-mnist", "scaling": scaling, "ratio": ratio, "widths": widths,
+            let widths = model.uniformWidths(ratio: ratio)
+            let params = try ResultsReport.measure(model, .fashionMNIST, widths: widths).params
+            let object: [String: Any] = ["model": model.rawValue, "dataset": "fashion-mnist", "scaling": scaling, "ratio": ratio, "widths": widths,
                                          "params": params, "epochs": 1, "seed": 0, "wallSeconds": 1.0, "testAccuracy": 0.8]
             let path = dir.appendingPathComponent("result.json").path
             try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path))
@@ -74,6 +74,32 @@ final class DeviceReportTests: XCTestCase {
         let bad = folder.appendingPathComponent("bad.json").path
         try Data("[]".utf8).write(to: URL(fileURLWithPath: bad))
         XCTAssertThrowsError(try DeviceReport.make(results: results, bench: [bad], quantize: [], budget: 10)) { XCTAssertTrue("\($0)".contains(bad)) }
+    }
+
+    /// Two models: relative speed and the comparison per model, one line per backend over all
+    /// nets (as the studies fit a device), chart series named by model.
+    func testSeveralModelsKeepTheirOwnRows() throws {
+        let folder = try temporaryFolder("device-models")
+        let list = [("uniform", 1.0), ("uniform", 0.5), ("neuralscale", 0.5)]
+        let vgg = try makeRuns(folder, list), mobile = try makeRuns(folder, list, model: .mobilenetv2)
+        let report = try DeviceReport.make(results: vgg.results + mobile.results, bench: vgg.bench + mobile.bench,
+                                           quantize: vgg.quantize + mobile.quantize, budget: 16.67)
+        XCTAssertEqual(report.runs.count, 12)
+        XCTAssertEqual(report.speeds.filter { $0.precision == "fp32" }.map { "\($0.model) \($0.ratio)" }, ["vgg11 0.5", "mobilenetv2 0.5"])
+        XCTAssertEqual(report.comparison.filter { $0.model == "mobilenetv2" }.count, 4, "its own base, int8 and two scaled nets")
+        let mobileBase = try XCTUnwrap(report.comparison.first { $0.model == "mobilenetv2" && $0.ratio == 1 && $0.precision == "fp32" })
+        let mobileLatency = report.runs.first { $0.model == "mobilenetv2" && $0.ratio == 1 && $0.precision == "fp32" }!.latency_ms
+        XCTAssertEqual(mobileBase.latency_ms, mobileLatency, "the base is MobileNetV2's own unscaled net, not a mean over models")
+        XCTAssertEqual(report.fits.first { $0.precision == "fp32" && $0.measure == "memory" }?.line?.n, 6, "one fit over both models' nets")
+        let md = report.markdown()
+        XCTAssertTrue(md.contains("| mobilenetv2 | fashion-mnist | 0.5 | ort | fp32 |"), md)
+        let charts = Dictionary(uniqueKeysWithValues: report.charts())
+        XCTAssertEqual(Set(charts.keys), ["latency-vs-params.svg", "memory-vs-params.svg", "accuracy-vs-latency.svg", "accuracy-vs-memory.svg"])
+        for (name, svg) in charts {
+            XCTAssertTrue(svg.contains(">mobilenetv2 fashion-mnist NeuralScale ORT fp32</text>") && svg.contains(">vgg11 fashion-mnist uniform ORT int8</text>"), name)
+        }
+        XCTAssertTrue(charts["accuracy-vs-latency.svg"]!.contains(">budget 16.67 ms</text>"))
+        XCTAssertFalse(charts["accuracy-vs-memory.svg"]!.contains("budget"))
     }
 
     /// The comparison with the unscaled fp32 net: int8 of it, and the scaled nets.

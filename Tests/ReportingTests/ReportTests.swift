@@ -1,6 +1,8 @@
+import ArchDescent
 import Datasets
 import Foundation
 import Nets
+import Pruning
 import Reporting
 import TestSupport
 import Training
@@ -30,6 +32,22 @@ final class ReportTests: XCTestCase {
                         widths: [Int]? = nil, model: String = "vgg11", dataset: String = "fashion-mnist") throws -> TrainResult {
         try JSONDecoder().decode(TrainResult.self, from: resultJSON(scaling, ratio: ratio, seed: seed, accuracy: accuracy,
                                                                     widths: widths, model: model, dataset: dataset))
+    }
+
+    /// A finished search of VGG-11 on Fashion-MNIST with `iterations` identical iterations.
+    private func descentFixture(iterations: Int) throws -> DescentResult {
+        let template = NetDescription.uniform(.vgg11, ratio: 1, inChannels: 1, imageSize: 32, classes: 10)
+        var rows: [TrajectoryRow] = []
+        for k in 0..<8 {
+            var d = template
+            d.widths = template.widths.map { max(1, Int(Double($0) * pow(0.85, Double(k)))) }
+            rows.append(TrajectoryRow(widths: d.widths, params: d.parameterCount))
+        }
+        let fit = try PowerLawFit.fit(rows)
+        let its = (0..<iterations).map { DescentIteration(index: $0, startWidths: template.widths, startParams: template.parameterCount,
+                                                          trajectory: rows, fit: fit, stop: .reachedMaxFraction, epochs: 2) }
+        return DescentResult(config: DescentConfig(model: .vgg11, dataset: "fashion-mnist"), template: template,
+                             groupNames: Architecture.vgg11.groupNames, iterations: its, ratios: [])
     }
 
     /// Writes a result file into the test folder; returns its path.
@@ -166,13 +184,15 @@ final class ReportTests: XCTestCase {
             ("ns25-s0", try result("neuralscale", accuracy: 0.89, widths: ns)),
         ])
         let out = folder.appendingPathComponent("out/nested").path
-        let written = try report.write(to: out)
-        XCTAssertEqual(written.map { URL(fileURLWithPath: $0).lastPathComponent }, ResultsReport.outputFiles)
+        let study = StudyReport(reports: [report], searches: [], device: nil)
+        let written = try study.write(to: out)
+        XCTAssertEqual(written.map { URL(fileURLWithPath: $0).lastPathComponent },
+                       ["report.md", "report.json", "accuracy-vs-params.svg", "accuracy-vs-mflops.svg", "widths.svg"])
         func read(_ name: String) throws -> String {
             try String(contentsOfFile: URL(fileURLWithPath: out).appendingPathComponent(name).path, encoding: .utf8)
         }
-        XCTAssertEqual(try read("report.md"), report.markdown())
-        XCTAssertEqual(try JSONDecoder().decode(ResultsReport.self, from: Data(try read("report.json").utf8)), report)
+        XCTAssertEqual(try read("report.md"), report.markdown(), "one net: its table as is")
+        XCTAssertEqual(try JSONDecoder().decode(StudyReport.self, from: Data(try read("report.json").utf8)).reports, [report])
         for name in ["accuracy-vs-params.svg", "accuracy-vs-mflops.svg"] {
             let svg = try read(name)
             XCTAssertTrue(svg.hasPrefix("<svg") && svg.hasSuffix("</svg>\n"), name)
@@ -186,6 +206,68 @@ final class ReportTests: XCTestCase {
             XCTAssertTrue(widths.contains(">\(name)</text>"), "widths.svg lacks \(name)")
         }
         XCTAssertFalse(widths.contains("<path d="), "no error bars on widths")
+    }
+
+    /// Runs of two models on two datasets: a table each, never pooled; the charts keep a series
+    /// per (model, dataset, scaling) and a widths chart per net.
+    func testSeveralModelsAndDatasetsStayApart() throws {
+        let mobile = Architecture.mobilenetv2.uniformWidths(ratio: 0.25)
+        let paths = try [
+            file("v-f-0.json", resultJSON(seed: 0, accuracy: 0.80)), file("v-f-1.json", resultJSON(seed: 1, accuracy: 0.90)),
+            file("v-c-0.json", resultJSON(seed: 0, accuracy: 0.50, dataset: "cifar10")),
+            file("m-f-0.json", resultJSON(seed: 0, accuracy: 0.70, widths: mobile, model: "mobilenetv2")),
+            file("m-f-ns.json", resultJSON("neuralscale", seed: 0, accuracy: 0.75, widths: mobile, model: "mobilenetv2")),
+        ]
+        let study = try StudyReport.load(results: paths)
+        XCTAssertEqual(study.reports.map { "\($0.model.rawValue)/\($0.dataset)" }, ["vgg11/fashion-mnist", "vgg11/cifar10", "mobilenetv2/fashion-mnist"])
+        XCTAssertEqual(study.reports[0].rows.map(\.runs), [2])
+        XCTAssertEqual(try XCTUnwrap(study.reports[0].rows[0].testAccuracyMean), 0.85, accuracy: 1e-12, "the two seeds of VGG on Fashion-MNIST only")
+        XCTAssertEqual(study.reports[1].rows[0].testAccuracyMean, 0.5)
+        XCTAssertEqual(study.reports[2].rows.map(\.scaling), [.uniform, .neuralscale])
+        XCTAssertEqual(study.reports[1].rows[0].mflopsMean, try ResultsReport.measure(.vgg11, .cifar10, widths: uniform(0.25)).mflops,
+                       "CIFAR's 32 px inputs, not Fashion-MNIST's 28")
+        let out = folder.appendingPathComponent("study").path
+        let names = try study.write(to: out).map { URL(fileURLWithPath: $0).lastPathComponent }
+        XCTAssertEqual(names, ["report.md", "report.json", "accuracy-vs-params.svg", "accuracy-vs-mflops.svg",
+                               "widths-vgg11-fashion-mnist.svg", "widths-vgg11-cifar10.svg", "widths-mobilenetv2-fashion-mnist.svg"])
+        let md = try String(contentsOfFile: out + "/report.md", encoding: .utf8)
+        XCTAssertTrue(md.hasPrefix("# 3 nets, 5 runs"), md)
+        for title in ["## vgg11 on fashion-mnist: 2 runs", "## vgg11 on cifar10: 1 runs", "## mobilenetv2 on fashion-mnist: 2 runs"] {
+            XCTAssertTrue(md.contains(title), "\(title) in\n\(md)")
+        }
+        let svg = try String(contentsOfFile: out + "/accuracy-vs-params.svg", encoding: .utf8)
+        for name in ["vgg11 fashion-mnist uniform", "vgg11 cifar10 uniform", "mobilenetv2 fashion-mnist uniform", "mobilenetv2 fashion-mnist NeuralScale"] {
+            XCTAssertTrue(svg.contains(">\(name)</text>"), name)
+        }
+        XCTAssertEqual(svg.components(separatedBy: "<polyline").count - 1, 4, "one line per (model, dataset, scaling)")
+    }
+
+    /// `--descent`: the search's iterations and the wall time of each from its timing.json; a
+    /// timing.json of another search is refused, naming it.
+    func testSearchTimeFromTimingFiles() throws {
+        let dir = folder.appendingPathComponent("search")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let descent = try descentFixture(iterations: 2)
+        let path = dir.appendingPathComponent("descent.json").path
+        try JSONEncoder().encode(descent).write(to: URL(fileURLWithPath: path))
+        let bare = try StudyReport.readSearch(path)
+        XCTAssertEqual(bare.iterations, 2)
+        XCTAssertNil(bare.secondsPerIteration, "no timing.json")
+        let timing = SearchTiming(model: .vgg11, dataset: "fashion-mnist", secondsPerIteration: [30, 50], epochsPerIteration: [2, 2])
+        try JSONEncoder().encode(timing).write(to: dir.appendingPathComponent("timing.json"))
+        let timed = try StudyReport.readSearch(path)
+        XCTAssertEqual(timed.secondsPerIteration, [30, 50])
+        XCTAssertEqual(timed.meanSecondsPerIteration, 40)
+        XCTAssertEqual(timed.totalSeconds, 80)
+        let study = try StudyReport.load(results: [try file("r.json", resultJSON())], descents: [path])
+        XCTAssertTrue(study.markdown().contains("## Search time") && study.markdown().contains("| 30, 50 |"), study.markdown())
+        XCTAssertTrue(study.outputFiles.contains("search-time.svg"))
+        XCTAssertTrue(study.searchChart().contains(">vgg11 fashion-mnist it 1</text>"))
+        let other = SearchTiming(model: .vgg11, dataset: "fashion-mnist", secondsPerIteration: [30], epochsPerIteration: [2])
+        try JSONEncoder().encode(other).write(to: dir.appendingPathComponent("timing.json"))
+        XCTAssertThrowsError(try StudyReport.readSearch(path)) { XCTAssertTrue("\($0)".contains("timing.json") && "\($0)".contains("another search"), "\($0)") }
+        try Data("{".utf8).write(to: dir.appendingPathComponent("timing.json"))
+        XCTAssertThrowsError(try StudyReport.readSearch(path)) { XCTAssertTrue("\($0)".contains("timing.json"), "\($0)") }
     }
 
     /// Error bars widen the y range; a chart without them is drawn as before (no error paths).
