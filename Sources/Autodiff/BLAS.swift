@@ -14,6 +14,7 @@ public enum BLAS {
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         guard m > 0, n > 0 else { return }
+        _ = kernelSelection
         if k == 0 {
             // An empty product: C = beta * C, and with beta 0, C is set without being read
             // (it may be uninitialized).
@@ -26,11 +27,25 @@ public enum BLAS {
                     beta, c, Int32(ldc))
     }
 
+    /// The kernel family chosen for a CPU this OpenBLAS release does not know, or nil when
+    /// OpenBLAS's own choice stood. Evaluated once, before the first BLAS call: DYNAMIC_ARCH builds
+    /// older than the CPU fall back to SSE3 ("Prescott") kernels, a several-fold loss on AVX-512
+    /// machines, and this selects the kernels `OPENBLAS_CORETYPE` would (an explicit
+    /// `OPENBLAS_CORETYPE` is always respected).
+    public static let kernelSelection: String? = neuralscale_openblas_select_core().map { String(cString: $0) }
+
+    /// The kernel family OpenBLAS runs (`openblas_get_corename`), e.g. "SkylakeX" or "Haswell".
+    public static var core: String {
+        _ = kernelSelection
+        return openblas_get_corename().map { String(cString: $0) } ?? "unknown"
+    }
+
     /// Makes OpenBLAS compute on the calling thread only. The kernels parallelize GEMMs
     /// themselves (see `GEMMConv`); OpenBLAS's idle threads would otherwise spin in
     /// `sched_yield` between GEMMs and take the cores from the other phases.
     public static func useCallerThreadsOnly() {
         if !callerThreadsOnly {
+            _ = kernelSelection
             openblas_set_num_threads(1)
             callerThreadsOnly = true
         }
@@ -38,12 +53,16 @@ public enum BLAS {
     nonisolated(unsafe) private static var callerThreadsOnly = false
 
     /// OpenBLAS's build: version, target core and thread model (`openblas_get_config`).
-    public static var configuration: String { openblas_get_config().map { String(cString: $0) } ?? "unknown" }
+    public static var configuration: String {
+        _ = kernelSelection
+        return openblas_get_config().map { String(cString: $0) } ?? "unknown"
+    }
 
     /// The number of threads OpenBLAS uses for level-3 calls.
     public static var threads: Int {
         get { Int(openblas_get_num_threads()) }
         set {
+            _ = kernelSelection
             openblas_set_num_threads(Int32(newValue))
             callerThreadsOnly = newValue == 1
         }

@@ -103,7 +103,7 @@ struct BenchConv: ParsableCommand {
                   + pad(fmt(r.gflop), 9) + fmt(r.gflops))
         }
         print("total (FLOP-weighted): \(fmt(total)) GFLOP/s")
-        print("plain sgemm \(gemmSize)^3: \(fmt(sgemm)) GFLOP/s")
+        print("plain sgemm \(gemmSize)^3: \(fmt(sgemm)) GFLOP/s (OpenBLAS \(BLAS.core) kernels)")
         print("ratio: \(fmt(100 * total / sgemm))% of plain sgemm")
     }
 

@@ -52,9 +52,9 @@ struct BenchTrain: ParsableCommand {
         let start = monotonicSeconds()
         for _ in 0..<steps { _ = step(x, labels: labels) }
         let perStep = (monotonicSeconds() - start) / Double(steps)
-        print("\(model.rawValue) " + String(format: "ratio=%g batch=%d threads=%d params=%d step=%.1fms images/s=%.1f",
+        print("\(model.rawValue) " + String(format: "ratio=%g batch=%d threads=%d params=%d step=%.1fms images/s=%.1f openblas=%@",
                                    ratio, batchSize, Parallel.workers, net.parameterCount, perStep * 1e3,
-                                   Double(batchSize) / perStep))
+                                   Double(batchSize) / perStep, BLAS.core))
         if profile {
             let n = Double(steps)
             print(String(format: "  forward %.1f ms, backward %.1f ms, SGD update %.1f ms per step",
