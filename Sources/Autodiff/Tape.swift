@@ -110,6 +110,7 @@ public final class Trace {
 
     /// Called by every op after it computed `output`.
     @inline(__always) static func note(_ kind: @autoclosure () -> OpKind, _ operands: @autoclosure () -> Operands, _ output: Tensor) {
+        if let profile = OpProfile.active { profile.forward(kind(), output) }
         guard let trace = active else { return }
         trace.ops.append(OpRecord(kind: kind(), operands: operands(), output: output))
     }
@@ -178,7 +179,13 @@ public final class Tape {
         }
         for record in records.reversed() {
             guard let dOut = record.op.output.grad else { continue }
-            record.backward(dOut)
+            if let profile = OpProfile.active {
+                let t0 = monotonicSeconds()
+                record.backward(dOut)
+                profile.backward(record.op.output, seconds: monotonicSeconds() - t0)
+            } else {
+                record.backward(dOut)
+            }
             // An op output is never a leaf: once its gradient has been passed on it is dead,
             // and releasing it now lets the pool hand the buffer to the next backward rule.
             record.op.output.grad = nil

@@ -115,14 +115,14 @@ public enum EngineInference {
     /// the net) to after the first run.
     public static func measure(_ name: String, build: () throws -> Network, inputSize: Int?, batch: Int, warmup: Int, runs: Int,
                                trials: Int, budget: Double, inChild: Bool) throws -> InferenceTiming {
-        let before = residentMB()
+        let before = ProcessMemory.residentMB
         let net = try build()
         let d = net.netDescription, size = inputSize ?? d.imageSize
         let traced = try tracedGraph(net, size: size), graph = traced.foldingBatchNorms()
         var rng = RandomGenerator(seed: 0)
         let x = Tensor.randn([batch, d.inChannels, size, size], using: &rng)
         _ = graph.run(x)
-        let memory = residentMB() - before
+        let memory = ProcessMemory.residentMB - before
         var times: [[Double]] = []
         for _ in 0..<trials {
             for _ in 0..<warmup { _ = graph.run(x) }
@@ -283,12 +283,4 @@ private func layerTimes(_ rows: [(String, [String], Double, Int)]) -> [LayerTime
         LayerTime(layer: layer, ops: ops, ms: ms, share: total > 0 ? ms / total : 0, macs: macs,
                   gflops: macs > 0 && ms > 0 ? 2 * Double(macs) / (ms * 1e6) : nil)
     }.sorted { ($0.ms, $1.layer) > ($1.ms, $0.layer) }
-}
-
-/// This process's resident set, MB (`VmRSS` of /proc/self/status).
-func residentMB() -> Double {
-    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-          let kb = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") else { return .nan }
-    return kb / 1024
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Autodiff
 import Foundation
 import Nets
+import Pruning
 import Training
 
 /// `neuralscale bench train`: images/s of full SGD training steps on random CIFAR-shaped data,
@@ -29,8 +30,20 @@ struct BenchTrain: ParsableCommand {
     @Option(name: .long, help: "Timed steps (after two warm-up steps).")
     var steps = 5
 
-    @Flag(name: .long, help: "Also print the time of the forward pass, the backward pass and the SGD update per step.")
+    @Flag(name: .long, help: """
+        Also time every op forward and backward: a table per op kind and one per op (in forward \
+        order, with its output shape), plus the SGD update. Profiling adds a clock read per op.
+        """)
     var profile = false
+
+    @Flag(name: .long, help: """
+        Time the search's step instead: the net with its channel gates (what `descend` trains) and \
+        the Taylor-FO score accumulation after every backward pass.
+        """)
+    var gated = false
+
+    @Flag(name: .long, help: "Print one JSON object (images/s, step ms, peak memory, and the profile with --profile) instead of text.")
+    var json = false
 
     func validate() throws {
         guard ratio > 0, ratio <= 4 else { throw ValidationError("--ratio must be in (0, 4], got \(ratio)") }
@@ -38,27 +51,89 @@ struct BenchTrain: ParsableCommand {
     }
 
     func run() throws {
-        let arch = model
-        let d = NetDescription.uniform(arch, ratio: ratio, inChannels: 3, imageSize: 32, classes: 10)
-        let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 0)))
+        let baseMB = ProcessMemory.residentMB
+        let d = NetDescription.uniform(model, ratio: ratio, inChannels: 3, imageSize: 32, classes: 10)
+        let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 0)), gated: gated)
+        let pruner = gated ? Pruner(net, settings: PruningSettings()) : nil
         let opt = SGD(parameters: net.parameters, schedule: .constant(0.05), momentum: 0.9, weightDecay: 5e-4)
         var rng = RandomGenerator(seed: 1)
         let x = Tensor.randn([batchSize, 3, 32, 32], using: &rng)
         let labels = (0..<batchSize).map { _ in Int32(rng.next() % 10) }
         let step = TrainingStep(net: net, optimizer: opt)
-        _ = step(x, labels: labels)
-        _ = step(x, labels: labels)
+        let run = { _ = step(x, labels: labels) { pruner?.accumulate() } }
+        run()
+        run()
+        let ops = profile ? OpProfile() : nil
         step.timed = profile
         let start = monotonicSeconds()
-        for _ in 0..<steps { _ = step(x, labels: labels) }
-        let perStep = (monotonicSeconds() - start) / Double(steps)
-        print("\(model.rawValue) " + String(format: "ratio=%g batch=%d threads=%d params=%d step=%.1fms images/s=%.1f openblas=%@",
-                                   ratio, batchSize, Parallel.workers, net.parameterCount, perStep * 1e3,
-                                   Double(batchSize) / perStep, BLAS.core))
-        if profile {
-            let n = Double(steps)
-            print(String(format: "  forward %.1f ms, backward %.1f ms, SGD update %.1f ms per step",
-                         step.times.forward / n * 1e3, step.times.backward / n * 1e3, step.times.update / n * 1e3))
+        for _ in 0..<steps {
+            if let ops { ops.step(run) } else { run() }
         }
+        let perStep = (monotonicSeconds() - start) / Double(steps)
+        let n = Double(steps)
+        let result = BenchTrainResult(
+            model: model.rawValue, ratio: ratio, batch: batchSize, threads: Parallel.workers, gated: gated,
+            params: net.parameterCount, stepMs: perStep * 1e3, imagesPerSecond: Double(batchSize) / perStep,
+            peakResidentMB: ProcessMemory.peakResidentMB, peakIncreaseMB: ProcessMemory.peakResidentMB - baseMB,
+            openblasCore: BLAS.core,
+            phases: profile ? .init(forwardMs: step.times.forward / n * 1e3, backwardMs: step.times.backward / n * 1e3,
+                                    updateMs: step.times.update / n * 1e3) : nil,
+            byKind: ops?.byKind.map { .init(kind: $0.kind, count: $0.count, forwardMs: $0.forward * 1e3, backwardMs: $0.backward * 1e3) },
+            byOp: ops?.entries.map { .init(kind: $0.kind, outputShape: $0.outputShape, forwardMs: $0.forward / n * 1e3,
+                                           backwardMs: $0.backward / n * 1e3) })
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            print(String(decoding: try enc.encode(result), as: UTF8.self))
+        } else {
+            print(result.text)
+        }
+    }
+}
+
+/// What `bench train` measured.
+struct BenchTrainResult: Codable {
+    struct Phases: Codable { let forwardMs, backwardMs, updateMs: Double }
+    struct KindTime: Codable { let kind: String; let count: Int; let forwardMs, backwardMs: Double }
+    struct OpTime: Codable { let kind: String; let outputShape: [Int]; let forwardMs, backwardMs: Double }
+    let model: String, ratio: Double, batch: Int, threads: Int, gated: Bool, params: Int
+    let stepMs, imagesPerSecond: Double
+    /// The process's peak resident set, and its increase over the set before the net was built.
+    let peakResidentMB, peakIncreaseMB: Double
+    let openblasCore: String
+    let phases: Phases?
+    let byKind: [KindTime]?
+    let byOp: [OpTime]?
+
+    var text: String {
+        var lines = ["\(model) " + String(format: "ratio=%g batch=%d threads=%d params=%d step=%.1fms images/s=%.1f peak-rss=%.0fMB",
+                                           ratio, batch, threads, params, stepMs, imagesPerSecond, peakResidentMB)
+                     + (gated ? " gated" : "") + " openblas=\(openblasCore)"]
+        if let phases {
+            lines.append(String(format: "  forward %.1f ms, backward %.1f ms, SGD update %.1f ms per step",
+                                phases.forwardMs, phases.backwardMs, phases.updateMs))
+        }
+        func row(_ cells: [String], _ widths: [Int]) -> String {
+            zip(cells, widths).map { $0.padding(toLength: max($1, $0.count), withPad: " ", startingAt: 0) }.joined(separator: " ")
+        }
+        let ms = { (v: Double) in String(format: "%.2f", v) }
+        if let byKind {
+            let total = byKind.reduce(0) { $0 + $1.forwardMs + $1.backwardMs }
+            lines.append("")
+            lines.append(row(["op kind", "count", "fwd ms", "bwd ms", "share"], [16, 6, 9, 9, 6]))
+            for k in byKind {
+                lines.append(row([k.kind, "\(k.count)", ms(k.forwardMs), ms(k.backwardMs),
+                                  String(format: "%.1f%%", 100 * (k.forwardMs + k.backwardMs) / max(total, 1e-12))], [16, 6, 9, 9, 6]))
+            }
+        }
+        if let byOp {
+            lines.append("")
+            lines.append(row(["#", "op", "output", "fwd ms", "bwd ms"], [4, 16, 20, 9, 9]))
+            for (i, o) in byOp.enumerated() {
+                lines.append(row(["\(i)", o.kind, o.outputShape.map(String.init).joined(separator: "x"), ms(o.forwardMs), ms(o.backwardMs)],
+                                 [4, 16, 20, 9, 9]))
+            }
+        }
+        return lines.joined(separator: "\n")
     }
 }
