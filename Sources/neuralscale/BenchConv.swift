@@ -25,12 +25,16 @@ struct BenchConv: ParsableCommand {
     @Option(name: .long, help: "Size of the square sgemm yardstick.")
     var gemmSize = 2048
 
+    @Option(name: .long, help: "Floats of im2col scratch per worker (Conv2DTuning.columnBudget); default: the tuned value.")
+    var columnBudget: Int?
+
     @Flag(name: .long, help: "Print one JSON object instead of the table.")
     var json = false
 
     func validate() throws {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be >= 1, got \(batchSize)") }
         guard iterations >= 1 else { throw ValidationError("--iterations must be >= 1, got \(iterations)") }
+        if let columnBudget, columnBudget < 1 { throw ValidationError("--column-budget must be >= 1, got \(columnBudget)") }
         guard gemmSize >= 64 else { throw ValidationError("--gemm-size must be >= 64, got \(gemmSize)") }
     }
 
@@ -58,6 +62,7 @@ struct BenchConv: ParsableCommand {
     }
 
     func run() throws {
+        if let columnBudget { Conv2DTuning.columnBudget = columnBudget }
         var rng = RandomGenerator(seed: 0)
         var results: [LayerResult] = []
         var totalFlop = 0.0, totalSeconds = 0.0

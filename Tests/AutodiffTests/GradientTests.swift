@@ -46,26 +46,34 @@ final class GradientTests: XCTestCase {
     func testConv2dDense() {
         let x = Tensor.randn([2, 3, 7, 5], using: &rng), w = Tensor.randn([4, 3, 3, 3], using: &rng)
         let b = Tensor.randn([4], using: &rng)
-        checkGradients("conv 3x3 s1 p1", inputs: [x, w, b]) { conv2d(x, weight: w, bias: b, padding: (1, 1)) }
-        checkGradients("conv 3x3 s2 p1", inputs: [x, w]) { conv2d(x, weight: w, stride: (2, 2), padding: (1, 1)) }
         let w2 = Tensor.randn([3, 3, 2, 3], using: &rng)
-        checkGradients("conv 2x3 s(2,1) p(0,2) no pad rows", inputs: [x, w2]) {
-            conv2d(x, weight: w2, stride: (2, 1), padding: (0, 2))
+        let w1 = Tensor.randn([5, 3, 1, 1], using: &rng), b1 = Tensor.randn([5], using: &rng)
+        forEachConvPath { path in
+            checkGradients("conv 3x3 s1 p1, \(path)", inputs: [x, w, b]) { conv2d(x, weight: w, bias: b, padding: (1, 1)) }
+            checkGradients("conv 3x3 s2 p1, \(path)", inputs: [x, w]) { conv2d(x, weight: w, stride: (2, 2), padding: (1, 1)) }
+            checkGradients("conv 2x3 s(2,1) p(0,2) no pad rows, \(path)", inputs: [x, w2]) {
+                conv2d(x, weight: w2, stride: (2, 1), padding: (0, 2))
+            }
+            checkGradients("conv 1x1 s1, \(path)", inputs: [x, w1, b1]) { conv2d(x, weight: w1, bias: b1) }
+            checkGradients("conv 1x1 s2, \(path)", inputs: [x, w1]) { conv2d(x, weight: w1, stride: (2, 2)) }
         }
-        let w1 = Tensor.randn([5, 3, 1, 1], using: &rng)
-        checkGradients("conv 1x1 s2", inputs: [x, w1]) { conv2d(x, weight: w1, stride: (2, 2)) }
     }
 
-    func testConv2dChunkedOverImages() {
-        // A tiny column budget makes chunks of `gemmPieces` images (one per piece); the odd batch
-        // leaves a short last chunk. dW accumulates across chunks, col2im writes each chunk's images.
-        let saved = Conv2DTuning.columnBudget
-        Conv2DTuning.columnBudget = 1
-        defer { Conv2DTuning.columnBudget = saved }
+    func testConv2dOverSeveralBlocks() {
+        // An odd batch over `gemmPieces` pieces: pieces of different sizes, blocks of one image or
+        // several, and (with a tiny budget) dW accumulating across a piece's blocks before the
+        // pieces' partial sums are added.
         let batch = 2 * Parallel.gemmPieces + 1
-        let x = Tensor.randn([batch, 2, 5, 6], using: &rng), w = Tensor.randn([3, 2, 3, 3], using: &rng)
+        let x = Tensor.randn([batch, 2, 9, 8], using: &rng), w = Tensor.randn([3, 2, 3, 3], using: &rng)
+        let w1 = Tensor.randn([4, 2, 1, 1], using: &rng)
         let b = Tensor.randn([3], using: &rng)
-        checkGradients("conv chunked", inputs: [x, w, b]) { conv2d(x, weight: w, bias: b, stride: (2, 2), padding: (1, 1)) }
+        forEachConvPath { path in
+            checkGradients("conv s2 over blocks, \(path)", inputs: [x, w, b]) {
+                conv2d(x, weight: w, bias: b, stride: (2, 2), padding: (1, 1))
+            }
+            checkGradients("conv s1 p1 over blocks, \(path)", inputs: [x, w]) { conv2d(x, weight: w, padding: (1, 1)) }
+            checkGradients("conv 1x1 over blocks, \(path)", inputs: [x, w1]) { conv2d(x, weight: w1) }
+        }
     }
 
     func testConv2dGrouped() {

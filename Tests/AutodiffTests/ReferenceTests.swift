@@ -6,29 +6,27 @@ final class ReferenceTests: XCTestCase {
     /// Runs `forward`, back-propagates the case's `dy` and compares `y` and the gradient of every
     /// input; the reference must hold each (`d<name>`), or the case fails.
     private func check(_ c: ReferenceCase, inputs: [String: Tensor], rtol: Float = 1e-4, atol: Float = 1e-5,
-                       file: StaticString = #filePath, line: UInt = #line, _ forward: () -> Tensor) throws {
+                       _ label: String = "", file: StaticString = #filePath, line: UInt = #line,
+                       _ forward: () -> Tensor) throws {
         let y = forward()
-        assertClose(y, try c.tensor("y"), rtol: rtol, atol: atol, "\(c.op) \(c.name): y", file: file, line: line)
+        assertClose(y, try c.tensor("y"), rtol: rtol, atol: atol, "\(c.op) \(c.name) \(label): y", file: file, line: line)
         y.backward(seed: try c.tensor("dy"))
         for (name, t) in inputs.sorted(by: { $0.key < $1.key }) {
-            assertClose(t.grad, try c.tensor("d" + name), rtol: rtol, atol: atol, "\(c.op) \(c.name): d\(name)",
+            assertClose(t.grad, try c.tensor("d" + name), rtol: rtol, atol: atol, "\(c.op) \(c.name) \(label): d\(name)",
                         file: file, line: line)
         }
     }
 
     func testConv2d() throws {
-        // Whole batch per GEMM, and chunks of `gemmPieces` images (batches of 3 give a short last chunk).
-        for budget in [Conv2DTuning.columnBudget, 1] {
-            let saved = Conv2DTuning.columnBudget
-            Conv2DTuning.columnBudget = budget
-            defer { Conv2DTuning.columnBudget = saved }
+        // Every kernel path: blocks of several images or one, NCHW-direct GEMMs, each patch copy.
+        try forEachConvPath { path in
             for c in try ReferenceFile.load("conv2d.json").cases {
                 let x = try c.tensor("x", requiresGrad: true), w = try c.tensor("weight", requiresGrad: true)
                 let b = try c.flag("has_bias") ? try c.tensor("bias", requiresGrad: true) : nil
                 var inputs = ["x": x, "weight": w]
                 if let b { inputs["bias"] = b }
                 let stride = try c.pair("stride"), padding = try c.pair("padding"), groups = try c.int("groups")
-                try check(c, inputs: inputs) {
+                try check(c, inputs: inputs, path) {
                     conv2d(x, weight: w, bias: b, stride: stride, padding: padding, groups: groups)
                 }
             }

@@ -151,3 +151,20 @@ func randnAwayFromZero(_ shape: [Int], margin: Float = 0.1, using rng: inout Ran
     for i in 0..<t.count where abs(t.data[i]) < margin { t.data[i] = t.data[i] < 0 ? -margin - t.data[i] : margin + t.data[i] }
     return t
 }
+
+/// The im2col convolution's kernel paths, each forced by its tuning knobs: `body` runs once per
+/// combination of block size (whole images per piece, or one image per GEMM), NCHW-direct GEMMs
+/// for every plane or none, and the flat / row-by-row / offset-table patch copies. `label` names
+/// the combination for failure messages.
+func forEachConvPath(_ body: (_ label: String) throws -> Void) rethrows {
+    let saved = (Conv2DTuning.columnBudget, Conv2DTuning.directPlane, Conv2DTuning.shortRow)
+    defer { (Conv2DTuning.columnBudget, Conv2DTuning.directPlane, Conv2DTuning.shortRow) = saved }
+    for budget in [saved.0, 1] {
+        for direct in [1, Int.max] {
+            for shortRow in [1, saved.2, Int.max] {
+                (Conv2DTuning.columnBudget, Conv2DTuning.directPlane, Conv2DTuning.shortRow) = (budget, direct, shortRow)
+                try body("budget \(budget), direct plane \(direct), short row \(shortRow)")
+            }
+        }
+    }
+}

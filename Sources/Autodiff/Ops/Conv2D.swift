@@ -115,8 +115,16 @@ func addRowStrided(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Floa
 
 /// Tuning of the im2col path.
 public enum Conv2DTuning {
-    /// Floats of im2col scratch per GEMM: the batch is cut into chunks of whole images this size.
-    nonisolated(unsafe) public static var columnBudget = 1 << 21
+    /// Floats of im2col scratch per worker: each worker cuts its images into blocks of whole
+    /// images this size (at least one image), so a block's patch matrix stays in the core's cache
+    /// between im2col and the GEMM that reads it.
+    nonisolated(unsafe) public static var columnBudget = 1 << 19
+    /// Output planes at least this large (in pixels) are computed one image per GEMM, reading and
+    /// writing NCHW in place: no scatter or gather, and no im2col at all for 1x1 stride-1 convs.
+    nonisolated(unsafe) public static var directPlane = 256
+    /// Output rows shorter than this (in pixels) are written by im2col through a per-tap offset
+    /// table instead of row by row.
+    nonisolated(unsafe) public static var shortRow = 8
 }
 
 /// 2-D convolution.
@@ -166,103 +174,194 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
 
 /// The im2col/GEMM convolution of one geometry.
 ///
-/// The batch is processed in chunks of whole images whose patch matrix fits
-/// `Conv2DTuning.columnBudget`. Inside a chunk every worker takes a contiguous range of images and
-/// runs im2col, a single-threaded GEMM and the NCHW scatter on its own columns, so the patch
-/// matrix is consumed by the core that wrote it and no thread idles between phases. (OpenBLAS's
-/// own threads would spin in `sched_yield` during the non-GEMM phases, stealing the cores.)
-/// The weight gradient, whose inner dimension spans every image, is split over weight columns
-/// instead. The splits are `Parallel.gemmPieces`, fixed per machine, so each output element is
-/// computed by the same GEMM call for any number of workers.
+/// The batch is cut into `Parallel.gemmPieces` contiguous ranges of images, one per piece, and
+/// every piece runs its images on its own, block by block: im2col, one single-threaded GEMM per
+/// group, and the NCHW scatter. A block's patch matrix is consumed by the core that wrote it,
+/// while it is still in that core's cache, and no thread waits for another between blocks.
+/// (OpenBLAS's own threads would spin in `sched_yield` during the non-GEMM phases, stealing the
+/// cores.) Large planes go one image per block and GEMM straight into NCHW; 1x1 stride-1
+/// convolutions then skip im2col too, their input being its own patch matrix.
+///
+/// The weight gradient sums over every image: each piece accumulates its own partial sum, and the
+/// partials are added in piece order. The pieces and blocks depend only on the geometry and the
+/// machine, so each output element is computed by the same GEMM calls for any number of workers.
 struct GEMMConv {
     let g: Conv2DGeometry
-    /// Images per chunk.
-    let chunk: Int
+    /// Images per block.
+    let block: Int
+    /// For short output rows: per kernel tap and output pixel, the offset in the input plane it
+    /// reads, or -1 for padding (see `im2col`).
+    let tapOffsets: [Int32]?
+    /// Per kernel tap, for geometries where every output row is as wide as an input row and both
+    /// strides are 1 (3x3 with padding 1, say): a tap's patch row for one image is the input
+    /// plane shifted by a constant offset, with the entries that read padding zeroed.
+    let flatTaps: [FlatTap]?
+
+    struct FlatTap {
+        /// Input offset of the element output pixel `p` reads: `p + delta`.
+        let delta: Int
+        /// Output rows and columns that read inside the image.
+        let rows: Range<Int>, columns: Range<Int>
+        /// Output pixels copied in one run (clamped so the reads stay inside the plane).
+        let copy: Range<Int>
+    }
 
     init(_ g: Conv2DGeometry) {
         self.g = g
         BLAS.useCallerThreadsOnly()
         let perImage = max(1, g.groups * g.colRows * g.outPlane)
-        // At least one image per piece, so every piece has whole images to own.
-        chunk = max(1, min(g.batch, max(Parallel.gemmPieces, Conv2DTuning.columnBudget / perImage)))
+        let perPiece = (g.batch + Parallel.gemmPieces - 1) / Parallel.gemmPieces
+        block = g.outPlane >= Conv2DTuning.directPlane
+            ? 1 : max(1, min(perPiece, Conv2DTuning.columnBudget / perImage))
+        let flat = g.strideH == 1 && g.strideW == 1 && g.outW == g.width && g.outW >= Conv2DTuning.shortRow
+        flatTaps = flat ? Self.flatTaps(g) : nil
+        tapOffsets = !flat && g.outW < Conv2DTuning.shortRow ? Self.tapOffsets(g) : nil
     }
 
-    /// Floats of the patch matrix of one chunk, all groups.
-    private var colCount: Int { g.groups * g.colRows * chunk * g.outPlane }
-
-    /// Forward: per chunk and worker, im2col and one GEMM per group into [O, cols], then a scatter
-    /// to NCHW that adds the bias in the same pass.
-    func forward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
-                 _ out: UnsafeMutablePointer<Float>) {
-        let col = Tensor(uninitialized: [colCount])
-        let tmp = Tensor(uninitialized: [g.outChannels * chunk * g.outPlane])
-        let og = g.outPerGroup, rows = g.colRows, plane = g.outPlane
-        let pcol = col.data, ptmp = tmp.data
-        defer { withExtendedLifetime((col, tmp)) {} }  // the loop below uses them only by pointer
-        var start = 0
-        while start < g.batch {
-            let nb = min(chunk, g.batch - start), cols = nb * plane
-            Parallel.forPieces(nb) { imgs in
-                let c0 = imgs.lowerBound * plane, width = imgs.count * plane
-                for grp in 0..<g.groups {
-                    let gcol = pcol + grp * rows * cols
-                    im2col(x, group: grp, start: start, images: imgs, cols: cols, into: gcol)
-                    BLAS.gemm(transA: false, transB: false, m: og, n: width, k: rows,
-                              a: w + grp * og * rows, lda: rows, b: gcol + c0, ldb: cols,
-                              beta: 0, c: ptmp + grp * og * cols + c0, ldc: cols)
-                }
-                scatter(ptmp, start: start, images: imgs, cols: cols, bias: bias, into: out)
-            }
-            start += nb
+    private static func flatTaps(_ g: Conv2DGeometry) -> [FlatTap] {
+        (0..<(g.kernelH * g.kernelW)).map { tap in
+            let i = tap / g.kernelW, j = tap % g.kernelW
+            let rows = g.validRows(i), columns = g.validColumns(j)
+            let delta = (i - g.padH) * g.width + (j - g.padW)
+            let p0 = rows.lowerBound * g.outW, p1 = rows.upperBound * g.outW
+            let c0 = min(p1, max(p0, -delta)), c1 = max(c0, min(p1, g.inPlane - delta))
+            return FlatTap(delta: delta, rows: rows, columns: columns, copy: c0..<c1)
         }
     }
 
-    /// Backward: `dW += dOut . col^T` (split over weight columns) and `dCol = W^T . dOut`, folded
-    /// back with col2im (split over images).
+    private static func tapOffsets(_ g: Conv2DGeometry) -> [Int32] {
+        var table = [Int32](repeating: -1, count: g.kernelH * g.kernelW * g.outPlane)
+        g.forEachTapRow { tap, oh, inOffset, columns in
+            for ow in columns { table[tap * g.outPlane + oh * g.outW + ow] = Int32(inOffset + ow * g.strideW) }
+        }
+        return table
+    }
+
+    /// True when the input is its own patch matrix: 1x1 kernel, stride 1, no padding.
+    private var isPointwise: Bool {
+        g.kernelH == 1 && g.kernelW == 1 && g.strideH == 1 && g.strideW == 1 && g.padH == 0 && g.padW == 0
+    }
+
+    /// Floats of one block's patch matrix, all groups.
+    private var colCount: Int { g.groups * g.colRows * block * g.outPlane }
+    /// Floats of one block's [O, cols] GEMM output (only blocks of several images need it).
+    private var tmpCount: Int { block > 1 ? g.outChannels * block * g.outPlane : 0 }
+
+    /// Calls `body(piece, first, count)` for every block of every piece: `count` images from
+    /// image `first`. Pieces run concurrently, a piece's blocks in order.
+    private func forEachBlock(_ body: (_ piece: Int, _ first: Int, _ count: Int) -> Void) {
+        let pieces = Parallel.gemmPieces
+        Parallel.forEach(pieces) { k in
+            let hi = g.batch * (k + 1) / pieces
+            var first = g.batch * k / pieces
+            while first < hi {
+                let nb = min(block, hi - first)
+                body(k, first, nb)
+                first += nb
+            }
+        }
+    }
+
+    /// Forward: per block, im2col (unless pointwise with one image) and one GEMM per group, into
+    /// NCHW directly for single images, else into [O, cols] and scattered (adding the bias there).
+    func forward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
+                 _ out: UnsafeMutablePointer<Float>) {
+        let pieces = Parallel.gemmPieces
+        let colPer = colCount, tmpPer = tmpCount
+        let col = Tensor(uninitialized: [pieces * colPer]), tmp = Tensor(uninitialized: [pieces * tmpPer])
+        let og = g.outPerGroup, rows = g.colRows, plane = g.outPlane, direct = isPointwise
+        let pcol = col.data, ptmp = tmp.data
+        defer { withExtendedLifetime((col, tmp)) {} }  // the blocks below use them only by pointer
+        forEachBlock { k, first, nb in
+            let cols = nb * plane, kcol = pcol + k * colPer, ktmp = ptmp + k * tmpPer
+            for grp in 0..<g.groups {
+                let b: UnsafePointer<Float>, ldb: Int
+                if direct && nb == 1 {
+                    b = x + (first * g.inChannels + grp * g.inPerGroup) * g.inPlane
+                    ldb = plane
+                } else {
+                    im2col(x, group: grp, start: first, images: 0..<nb, cols: cols, into: kcol + grp * rows * cols)
+                    b = UnsafePointer(kcol + grp * rows * cols)
+                    ldb = cols
+                }
+                let c = nb == 1 ? out + (first * g.outChannels + grp * og) * plane : ktmp + grp * og * cols
+                BLAS.gemm(transA: false, transB: false, m: og, n: cols, k: rows,
+                          a: w + grp * og * rows, lda: rows, b: b, ldb: ldb, beta: 0, c: c, ldc: cols)
+            }
+            if nb > 1 {
+                scatter(ktmp, start: first, images: 0..<nb, cols: cols, bias: bias, into: out)
+            } else if let bias {
+                let img = out + first * g.outChannels * plane
+                for ch in 0..<g.outChannels {
+                    let v = bias[ch], dst = img + ch * plane
+                    for i in 0..<plane { dst[i] += v }
+                }
+            }
+        }
+    }
+
+    /// Backward, per block: dOut as [O, cols] (read in place for single images), the patch
+    /// matrix, this piece's partial `dW (+)= dOut . col^T`, then `dCol = W^T . dOut` folded back
+    /// with col2im (or, pointwise with one image, `dX += W^T . dOut` in place). The partial weight
+    /// gradients are added to `dw` in piece order at the end.
     func backward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ dOut: UnsafePointer<Float>,
                   _ dx: UnsafeMutablePointer<Float>?, _ dw: UnsafeMutablePointer<Float>?) {
         guard dx != nil || dw != nil else { return }
-        let col = Tensor(uninitialized: [dw != nil ? colCount : 0])
-        let dcol = Tensor(uninitialized: [dx != nil ? colCount : 0])
-        let dtmp = Tensor(uninitialized: [g.outChannels * chunk * g.outPlane])
-        let og = g.outPerGroup, rows = g.colRows, plane = g.outPlane
-        let pcol = col.data, pdcol = dcol.data, pdtmp = dtmp.data
-        defer { withExtendedLifetime((col, dcol, dtmp)) {} }  // the loop below uses them only by pointer
-        var start = 0
-        while start < g.batch {
-            let nb = min(chunk, g.batch - start), cols = nb * plane
-            // Phase 1, by images: dOut to [O, cols]; the patch matrix if dW needs it.
-            Parallel.forPieces(nb) { imgs in
-                gather(dOut, start: start, images: imgs, cols: cols, into: pdtmp)
-                if dw != nil {
-                    for grp in 0..<g.groups {
-                        im2col(x, group: grp, start: start, images: imgs, cols: cols, into: pcol + grp * rows * cols)
-                    }
+        let pieces = Parallel.gemmPieces
+        let colPer = colCount, tmpPer = tmpCount, wCount = g.outChannels * g.colRows
+        let col = Tensor(uninitialized: [pieces * colPer]), dtmp = Tensor(uninitialized: [pieces * tmpPer])
+        let partial = Tensor(uninitialized: [dw != nil ? pieces * wCount : 0])
+        let og = g.outPerGroup, rows = g.colRows, plane = g.outPlane, direct = isPointwise
+        let pcol = col.data, pdtmp = dtmp.data, ppart = partial.data
+        defer { withExtendedLifetime((col, dtmp, partial)) {} }  // the blocks below use them only by pointer
+        var started = [Bool](repeating: false, count: pieces)
+        started.withUnsafeMutableBufferPointer { started in
+            forEachBlock { k, first, nb in
+                let cols = nb * plane, kcol = pcol + k * colPer
+                let d: UnsafePointer<Float>, ldd: Int
+                if nb == 1 {
+                    d = dOut + first * g.outChannels * plane
+                    ldd = plane
+                } else {
+                    gather(dOut, start: first, images: 0..<nb, cols: cols, into: pdtmp + k * tmpPer)
+                    d = UnsafePointer(pdtmp + k * tmpPer)
+                    ldd = cols
                 }
-            }
-            // Phase 2: piece k owns weight columns k and images k.
-            let pieces = Parallel.gemmPieces
-            Parallel.forEach(pieces) { k in
+                let inPlace = direct && nb == 1
                 for grp in 0..<g.groups {
-                    let dtg = pdtmp + grp * og * cols
-                    if let dw {
-                        let r0 = rows * k / pieces, r1 = rows * (k + 1) / pieces
-                        if r0 < r1 { BLAS.gemm(transA: false, transB: true, m: og, n: r1 - r0, k: cols,
-                                  a: dtg, lda: cols, b: pcol + grp * rows * cols + r0 * cols, ldb: cols,
-                                  beta: 1, c: dw + grp * og * rows + r0, ldc: rows) }
+                    let dg = d + grp * og * ldd, wg = w + grp * og * rows
+                    let gcol = kcol + grp * rows * cols
+                    let xg = x + (first * g.inChannels + grp * g.inPerGroup) * g.inPlane
+                    if dw != nil {
+                        let b: UnsafePointer<Float> = inPlace ? xg : UnsafePointer(gcol)
+                        if !inPlace { im2col(x, group: grp, start: first, images: 0..<nb, cols: cols, into: gcol) }
+                        BLAS.gemm(transA: false, transB: true, m: og, n: rows, k: cols,
+                                  a: dg, lda: ldd, b: b, ldb: cols, beta: started[k] ? 1 : 0,
+                                  c: ppart + k * wCount + grp * og * rows, ldc: rows)
                     }
                     if let dx {
-                        let i0 = nb * k / pieces, i1 = nb * (k + 1) / pieces
-                        guard i0 < i1 else { continue }
-                        let gdcol = pdcol + grp * rows * cols
-                        BLAS.gemm(transA: true, transB: false, m: rows, n: (i1 - i0) * plane, k: og,
-                                  a: w + grp * og * rows, lda: rows, b: dtg + i0 * plane, ldb: cols,
-                                  beta: 0, c: gdcol + i0 * plane, ldc: cols)
-                        col2im(gdcol, group: grp, start: start, images: i0..<i1, cols: cols, into: dx)
+                        if inPlace {
+                            BLAS.gemm(transA: true, transB: false, m: rows, n: cols, k: og,
+                                      a: wg, lda: rows, b: dg, ldb: ldd,
+                                      beta: 1, c: dx + (first * g.inChannels + grp * g.inPerGroup) * g.inPlane, ldc: cols)
+                        } else {
+                            // The patch matrix is spent: its buffer takes dCol.
+                            BLAS.gemm(transA: true, transB: false, m: rows, n: cols, k: og,
+                                      a: wg, lda: rows, b: dg, ldb: ldd, beta: 0, c: gcol, ldc: cols)
+                            col2im(gcol, group: grp, start: first, images: 0..<nb, cols: cols, into: dx)
+                        }
+                    }
+                }
+                started[k] = true
+            }
+            if let dw {
+                Parallel.forRange(wCount, grain: 4096) { r in
+                    for k in 0..<pieces where started[k] {
+                        let p = ppart + k * wCount
+                        for i in r { dw[i] += p[i] }
                     }
                 }
             }
-            start += nb
         }
     }
 
@@ -270,39 +369,129 @@ struct GEMMConv {
     /// patch matrix: row `(c*kH + i)*kW + j`, column `n*outPlane + oh*outW + ow`.
     func im2col(_ x: UnsafePointer<Float>, group: Int, start: Int, images: Range<Int>, cols: Int,
                 into col: UnsafeMutablePointer<Float>) {
-        let g = self.g, taps = g.kernelH * g.kernelW
-        for r in 0..<g.colRows {
-            let cl = r / taps, i = (r % taps) / g.kernelW, j = r % g.kernelW
-            let rowsOK = g.validRows(i), colsOK = g.validColumns(j)
-            let dst = col + r * cols
-            for b in images {
-                let plane = x + ((start + b) * g.inChannels + group * g.inPerGroup + cl) * g.inPlane
-                let dImg = dst + b * g.outPlane
-                for oh in 0..<g.outH {
-                    let dRow = dImg + oh * g.outW
-                    guard rowsOK.contains(oh) else { dRow.update(repeating: 0, count: g.outW); continue }
-                    let src = plane + (oh * g.strideH - g.padH + i) * g.width - g.padW + j
-                    for ow in 0..<colsOK.lowerBound { dRow[ow] = 0 }
-                    if g.strideW == 1 {
-                        (dRow + colsOK.lowerBound).update(from: src + colsOK.lowerBound, count: colsOK.count)
-                    } else {
-                        for ow in colsOK { dRow[ow] = src[ow * g.strideW] }
-                    }
-                    for ow in colsOK.upperBound..<g.outW { dRow[ow] = 0 }
+        let g = self.g, taps = g.kernelH * g.kernelW, plane = g.outPlane
+        let channel0 = x + (start * g.inChannels + group * g.inPerGroup) * g.inPlane
+        let imageStride = g.inChannels * g.inPlane
+        if let flatTaps {
+            flatTaps.withUnsafeBufferPointer { flat in
+                for r in 0..<g.colRows {
+                    let t = flat[r % taps], channel = channel0 + (r / taps) * g.inPlane, dst = col + r * cols
+                    for b in images { flatTap(t, from: channel + b * imageStride, to: dst + b * plane) }
                 }
+            }
+            return
+        }
+        if let tapOffsets {
+            // Short rows: one table lookup per element, no per-row bookkeeping.
+            tapOffsets.withUnsafeBufferPointer { table in
+                for r in 0..<g.colRows {
+                    let offsets = table.baseAddress! + (r % taps) * plane
+                    let channel = channel0 + (r / taps) * g.inPlane, dst = col + r * cols
+                    for b in images {
+                        let src = channel + b * imageStride, d = dst + b * plane
+                        for p in 0..<plane {
+                            let o = Int(offsets[p])
+                            let v = src[max(o, 0)]
+                            d[p] = o >= 0 ? v : 0
+                        }
+                    }
+                }
+            }
+            return
+        }
+        for r in 0..<g.colRows {
+            let i = (r % taps) / g.kernelW, j = r % g.kernelW
+            let rowsOK = g.validRows(i), colsOK = g.validColumns(j)
+            let lo = colsOK.lowerBound, hi = colsOK.upperBound, outW = g.outW
+            let channel = channel0 + (r / taps) * g.inPlane, dst = col + r * cols
+            for b in images {
+                let d = dst + b * plane
+                let src = channel + b * imageStride
+                d.update(repeating: 0, count: rowsOK.lowerBound * outW)
+                for oh in rowsOK {
+                    let dRow = d + oh * outW
+                    let sRow = src + (oh * g.strideH - g.padH + i) * g.width - g.padW + j
+                    for ow in 0..<lo { dRow[ow] = 0 }
+                    if g.strideW == 1 {
+                        for ow in lo..<hi { dRow[ow] = sRow[ow] }
+                    } else {
+                        for ow in lo..<hi { dRow[ow] = sRow[ow * g.strideW] }
+                    }
+                    for ow in hi..<outW { dRow[ow] = 0 }
+                }
+                (d + rowsOK.upperBound * outW).update(repeating: 0, count: (g.outH - rowsOK.upperBound) * outW)
             }
         }
     }
 
+
+    /// The patch row of one kernel tap for one image and channel (`isFlat` geometries): one
+    /// contiguous copy, then zeros over the padding.
+    @inline(__always)
+    private func flatTap(_ t: FlatTap, from src: UnsafePointer<Float>, to d: UnsafeMutablePointer<Float>) {
+        for p in 0..<t.copy.lowerBound { d[p] = 0 }
+        (d + t.copy.lowerBound).update(from: src + t.copy.lowerBound + t.delta, count: t.copy.count)
+        for p in t.copy.upperBound..<g.outPlane { d[p] = 0 }
+        zeroPaddingColumns(d, rows: t.rows, columns: t.columns)
+    }
+
+    /// Zeros the entries of a flat patch row whose output column reads padding.
+    @inline(__always)
+    private func zeroPaddingColumns(_ d: UnsafeMutablePointer<Float>, rows: Range<Int>, columns: Range<Int>) {
+        let w = g.outW
+        guard columns.lowerBound > 0 || columns.upperBound < w else { return }
+        for oh in rows {
+            let row = d + oh * w
+            for ow in 0..<columns.lowerBound { row[ow] = 0 }
+            for ow in columns.upperBound..<w { row[ow] = 0 }
+        }
+    }
+
     /// Adds the patch-matrix gradient of images `images` back onto the input gradient: the
-    /// adjoint of `im2col`. Taps are summed in a fixed order.
-    func col2im(_ col: UnsafePointer<Float>, group: Int, start: Int, images: Range<Int>, cols: Int,
+    /// adjoint of `im2col`. Taps are summed in a fixed order. `col` is scratch: entries that
+    /// belong to padding may be overwritten.
+    func col2im(_ col: UnsafeMutablePointer<Float>, group: Int, start: Int, images: Range<Int>, cols: Int,
                 into dx: UnsafeMutablePointer<Float>) {
-        let g = self.g, cpg = g.inPerGroup
+        let g = self.g, cpg = g.inPerGroup, taps = g.kernelH * g.kernelW, plane = g.outPlane
+        if let flatTaps {
+            // Zero the padding entries, then add each tap's row as one shifted run.
+            flatTaps.withUnsafeBufferPointer { flat in
+                for b in images {
+                    for cl in 0..<cpg {
+                        let dPlane = dx + ((start + b) * g.inChannels + group * cpg + cl) * g.inPlane
+                        let src = col + cl * taps * cols + b * plane
+                        for tap in 0..<taps {
+                            let t = flat[tap], s = src + tap * cols, d = dPlane + t.delta
+                            zeroPaddingColumns(s, rows: t.rows, columns: t.columns)
+                            for p in t.copy { d[p] += s[p] }
+                        }
+                    }
+                }
+            }
+            return
+        }
+        if let tapOffsets {
+            tapOffsets.withUnsafeBufferPointer { table in
+                for b in images {
+                    for cl in 0..<cpg {
+                        let dPlane = dx + ((start + b) * g.inChannels + group * cpg + cl) * g.inPlane
+                        let src = col + cl * taps * cols + b * plane
+                        for tap in 0..<taps {
+                            let offsets = table.baseAddress! + tap * plane, s = src + tap * cols
+                            for p in 0..<plane {
+                                let o = Int(offsets[p])
+                                if o >= 0 { dPlane[o] += s[p] }
+                            }
+                        }
+                    }
+                }
+            }
+            return
+        }
         for b in images {
             for cl in 0..<cpg {
                 let plane = dx + ((start + b) * g.inChannels + group * cpg + cl) * g.inPlane
-                let src = col + cl * g.kernelH * g.kernelW * cols + b * g.outPlane
+                let src = col + cl * taps * cols + b * g.outPlane
                 g.forEachTapRow { tap, oh, inOffset, columns in
                     addRowStrided(plane + inOffset, src + tap * cols + oh * g.outW, stride: g.strideW, scale: 1, columns)
                 }
