@@ -24,8 +24,8 @@ public enum OpKind: Equatable, Sendable {
     case reshape
     /// Operands (x, weight, bias?).
     case conv2d(stride: Pair, padding: Pair, groups: Int)
-    /// Operands (x, weight, bias, running mean, running variance); `activation` follows in the
-    /// same pass.
+    /// Operands (x, weight, bias, running mean, running variance, gate?); the per-channel gate
+    /// multiplies the normalized values and `activation` follows, in the same pass.
     case batchNorm(eps: Float, momentum: Float, training: Bool, activation: Activation)
     /// Operands (x).
     case maxPool(kernel: Pair, stride: Pair, padding: Pair)
@@ -65,19 +65,21 @@ public enum OpKind: Equatable, Sendable {
 /// The tensors an op read, by identity, in the order its `OpKind` documents; at most five, held
 /// inline so that recording them allocates nothing.
 public struct Operands {
-    private let a, b, c, d, e: ObjectIdentifier?
+    private let a, b, c, d, e, f: ObjectIdentifier?
 
-    @inline(__always) public init(_ a: Tensor, _ b: Tensor? = nil, _ c: Tensor? = nil, _ d: Tensor? = nil, _ e: Tensor? = nil) {
+    @inline(__always) public init(_ a: Tensor, _ b: Tensor? = nil, _ c: Tensor? = nil, _ d: Tensor? = nil, _ e: Tensor? = nil,
+                                  _ f: Tensor? = nil) {
         self.a = ObjectIdentifier(a)
         self.b = b.map(ObjectIdentifier.init)
         self.c = c.map(ObjectIdentifier.init)
         self.d = d.map(ObjectIdentifier.init)
         self.e = e.map(ObjectIdentifier.init)
+        self.f = f.map(ObjectIdentifier.init)
     }
 
     /// The operands in order; an absent optional one (a conv without bias) is nil.
     public var all: [ObjectIdentifier?] {
-        var ids = [a, b, c, d, e]
+        var ids = [a, b, c, d, e, f]
         while let last = ids.last, last == nil { ids.removeLast() }
         return ids
     }

@@ -59,7 +59,10 @@ public struct ChannelWiring {
             case .batchNorm:
                 out = group(ids[0])
                 module = owner(tensor(ids[1]).name)
-                for id in ids.dropFirst() { axes[tensor(id).name] = ChannelAxes(rows: out, columns: nil) }
+                // Its weight, bias and running statistics; a gate operand is a channel scale.
+                for id in ids.dropFirst() where tensor(id).kind != .channelScale {
+                    axes[tensor(id).name] = ChannelAxes(rows: out, columns: nil)
+                }
             case .linear:
                 out = nil
                 module = owner(tensor(ids[1]).name)

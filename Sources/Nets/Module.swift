@@ -153,10 +153,10 @@ extension Module {
 }
 
 extension BatchNorm2d {
-    /// `act(scale * bn(x))`: fused into one pass when there is no scale.
+    /// `act(scale * bn(x))` in one pass; the scale is the batch norm's gate operand, so
+    /// `dL/dscale` comes out of its backward pass.
     func callAsFunction(_ x: Tensor, training: Bool, scale g: Tensor?, activation: Activation) -> Tensor {
-        guard let g else { return self(x, training: training, activation: activation) }
-        return scaled(self(x, training: training), g, activation)
+        self(x, training: training, activation: activation, gate: g)
     }
 }
 

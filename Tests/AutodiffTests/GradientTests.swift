@@ -109,6 +109,50 @@ final class GradientTests: XCTestCase {
         }
     }
 
+    func testGatedBatchNormMatchesItsUnfusedOps() {
+        // act(gate * bn(x)) in one op: values and gradients against batch norm, channelScale and
+        // the activation run as three ops, and (without activation: a zero gate puts every value
+        // of its channel on ReLU's kink) gradients against finite differences. The gate has a zero
+        // (a pruned channel) and a fraction.
+        let x = Tensor.randn([3, 3, 4, 5], using: &rng)
+        let gamma = Tensor.randn([3], using: &rng), beta = Tensor.randn([3], using: &rng)
+        let gate = Tensor(shape: [3], values: [1, 0, 0.6])
+        let rm = Tensor.randn([3], using: &rng), rv = Tensor.uniform([3], low: 0.5, high: 1.5, using: &rng)
+        let inputs = [x, gamma, beta, gate]
+        for training in [true, false] {
+            for act in Activation.allCases {
+                let fused = {
+                    batchNorm2d(x, weight: gamma, bias: beta, runningMean: rm, runningVar: rv, training: training,
+                                activation: act, gate: gate)
+                }
+                if act == .identity { checkGradients("gated batchnorm training \(training)", inputs: inputs, fused) }
+                let unfused = { () -> Tensor in
+                    let s = channelScale(batchNorm2d(x, weight: gamma, bias: beta, runningMean: rm, runningVar: rv,
+                                                     training: training), gate)
+                    switch act {
+                    case .identity: return s
+                    case .relu: return relu(s)
+                    case .relu6: return relu6(s)
+                    }
+                }
+                var seedRNG = RandomGenerator(seed: 3)
+                let seed = Tensor.randn(x.shape, using: &seedRNG)
+                for t in inputs { t.requiresGrad = true; t.grad = nil }
+                let y = unfused()
+                y.backward(seed: seed)
+                let expected = inputs.map { $0.grad!.values }
+                for t in inputs { t.grad = nil }
+                let z = fused()
+                assertClose(z.values, y.values, rtol: 1e-5, atol: 1e-6, "gated batchnorm \(act): values")
+                z.backward(seed: seed)
+                for (k, t) in inputs.enumerated() {
+                    assertClose(t.grad!.values, expected[k], rtol: 1e-4, atol: 1e-5, "gated batchnorm \(act): gradient \(k)")
+                    t.grad = nil
+                }
+            }
+        }
+    }
+
     func testMaxPoolPaddingIsMinusInfinity() {
         // All inputs negative: a padded border read as 0 would win every edge window.
         let x = Tensor(shape: [1, 1, 4, 4], values: (1...16).map { -Float($0) })

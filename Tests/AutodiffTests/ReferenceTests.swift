@@ -48,6 +48,20 @@ final class ReferenceTests: XCTestCase {
         }
     }
 
+    func testGatedBatchNorm() throws {
+        for c in try ReferenceFile.load("batchnorm_gated.json").cases {
+            let x = try c.tensor("x", requiresGrad: true), gate = try c.tensor("gate", requiresGrad: true)
+            let w = try c.tensor("weight", requiresGrad: true), b = try c.tensor("bias", requiresGrad: true)
+            let rm = try c.tensor("running_mean"), rv = try c.tensor("running_var")
+            let act = try XCTUnwrap(Activation(rawValue: try c.text("activation")), "\(c.name): activation")
+            let training = try c.flag("training"), momentum = try c.float("momentum"), eps = try c.float("eps")
+            try check(c, inputs: ["x": x, "weight": w, "bias": b, "gate": gate]) {
+                batchNorm2d(x, weight: w, bias: b, runningMean: rm, runningVar: rv,
+                            training: training, momentum: momentum, eps: eps, activation: act, gate: gate)
+            }
+        }
+    }
+
     func testPooling() throws {
         for c in try ReferenceFile.load("pool.json").cases {
             let x = try c.tensor("x", requiresGrad: true)

@@ -28,12 +28,13 @@ struct ReferenceTensor: Decodable {
 
 /// An attribute value: a number, a flag or a list of numbers.
 enum Attr: Decodable {
-    case number(Double), flag(Bool), list([Double])
+    case number(Double), flag(Bool), list([Double]), text(String)
 
     init(from decoder: Decoder) throws {
         let c = try decoder.singleValueContainer()
         if let b = try? c.decode(Bool.self) { self = .flag(b) }
         else if let d = try? c.decode(Double.self) { self = .number(d) }
+        else if let t = try? c.decode(String.self) { self = .text(t) }
         else { self = .list(try c.decode([Double].self)) }
     }
 }
@@ -64,6 +65,10 @@ struct ReferenceCase: Decodable {
     func pair(_ key: String) throws -> (Int, Int) {
         guard case let .list(v)? = attrs[key], v.count == 2 else { throw ShapeError(name, "attr \(key) is not a pair") }
         return (Int(v[0]), Int(v[1]))
+    }
+    func text(_ key: String) throws -> String {
+        guard case let .text(v)? = attrs[key] else { throw ShapeError(name, "attr \(key) is not a string") }
+        return v
     }
     func list(_ key: String) throws -> [Double] {
         guard case let .list(v)? = attrs[key] else { throw ShapeError(name, "attr \(key) is not a list") }

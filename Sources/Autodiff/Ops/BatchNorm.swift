@@ -6,7 +6,10 @@ import Foundation
 /// PyTorch does: `running = (1 - momentum) * running + momentum * batch`, with the unbiased batch
 /// variance. Eval mode normalizes with the running statistics. The forward kernel is one pass over
 /// the channel (after the statistics pass); the backward kernel reads the activation's derivative
-/// off the saved output, so a fused BN + ReLU costs no extra tensor.
+/// off the saved output, so a fused BN + ReLU costs no extra tensor. A per-channel gate (the
+/// search's channel scale) between the normalization and the activation costs nothing either:
+/// it folds into the channel's scale and shift, and its gradient comes from the two sums the
+/// backward pass takes anyway.
 
 /// Checks batch-norm shapes: `x` is [N, C, ...], every per-channel tensor is [C].
 public func validateBatchNorm(input: [Int], weight: [Int], bias: [Int],
@@ -19,19 +22,25 @@ public func validateBatchNorm(input: [Int], weight: [Int], bias: [Int],
     }
 }
 
-/// Batch normalization over the channels of `x`, followed by `activation`.
+/// Batch normalization over the channels of `x`, multiplied by `gate` when given, followed by
+/// `activation`: `act(gate * bn(x))`, what `channelScale` and the activation would compute after
+/// a plain batch norm, in one pass.
 /// - Parameters:
 ///   - x: [N, C, H, W]
 ///   - weight, bias: [C], the affine parameters (gamma, beta)
 ///   - runningMean, runningVar: [C] buffers; updated in place when `training`
 ///   - training: batch statistics (true) or running statistics (false)
+///   - gate: [C] per-channel multiplier, or nil; it takes a gradient when it requires one
 public func batchNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor,
                         runningMean: Tensor, runningVar: Tensor,
                         training: Bool, momentum: Float = 0.1, eps: Float = 1e-5,
-                        activation: Activation = .identity) -> Tensor {
+                        activation: Activation = .identity, gate: Tensor? = nil) -> Tensor {
     validated {
         try validateBatchNorm(input: x.shape, weight: weight.shape, bias: bias.shape,
                               runningMean: runningMean.shape, runningVar: runningVar.shape)
+        if let gate {
+            try require(gate.shape == [x.shape[1]], "batchnorm2d", "gate \(gate.shape) does not match input \(x.shape): expected [\(x.shape[1])]")
+        }
         if training {
             try require(x.count / x.shape[1] > 1, "batchnorm2d",
                         "input \(x.shape) has one value per channel; training needs more than one")
@@ -42,7 +51,7 @@ public func batchNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor,
     // Per channel: the mean used and 1/sqrt(var + eps), saved for backward.
     let stats = Tensor(uninitialized: [2, c])
     let kernel = BatchNormKernel(n: n, c: c, inner: inner, training: training, x: x.data, y: out.data,
-                                 gamma: weight.data, mean: stats.data, invStd: stats.data + c)
+                                 gamma: weight.data, gate: gate?.data, mean: stats.data, invStd: stats.data + c)
     Parallel.forEach(c) { ch in
         if training {
             let variance = kernel.batchStatistics(ch, eps: eps)
@@ -57,16 +66,18 @@ public func batchNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor,
     }
 
     let kind = OpKind.batchNorm(eps: eps, momentum: momentum, training: training, activation: activation)
-    Trace.note(kind, Operands(x, weight, bias, runningMean, runningVar), out)
-    if Tape.needsRecord(x, weight, bias) {
-        Tape.record(kind, Operands(x, weight, bias, runningMean, runningVar), out) { d in
-            withExtendedLifetime(stats) {
+    let operands = Operands(x, weight, bias, runningMean, runningVar, gate)
+    Trace.note(kind, operands, out)
+    if Tape.needsRecord(x, weight, bias, gate) {
+        Tape.record(kind, operands, out) { d in
+            withExtendedLifetime((stats, gate)) {
                 let dx = x.requiresGrad ? x.gradBuffer().data : nil
                 let dGamma = weight.requiresGrad ? weight.gradBuffer().data : nil
                 let dBeta = bias.requiresGrad ? bias.gradBuffer().data : nil
+                let dGate = gate.flatMap { $0.requiresGrad ? $0.gradBuffer().data : nil }
                 Parallel.forEach(c) { ch in
-                    activation.dispatch(BatchNormKernel.Backward(k: kernel, channel: ch, dy: d.data, dx: dx,
-                                                                 dGamma: dGamma, dBeta: dBeta))
+                    activation.dispatch(BatchNormKernel.Backward(k: kernel, channel: ch, beta: bias.data, dy: d.data, dx: dx,
+                                                                 dGamma: dGamma, dBeta: dBeta, dGate: dGate))
                 }
             }
         }
@@ -80,6 +91,8 @@ struct BatchNormKernel {
     let n: Int, c: Int, inner: Int
     let training: Bool
     let x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>, gamma: UnsafeMutablePointer<Float>
+    /// The per-channel gate, or nil for none (a gate of ones).
+    let gate: UnsafeMutablePointer<Float>?
     let mean: UnsafeMutablePointer<Float>, invStd: UnsafeMutablePointer<Float>
 
     @inline(__always) func offset(_ img: Int, _ ch: Int) -> Int { (img * c + ch) * inner }
@@ -98,12 +111,13 @@ struct BatchNormKernel {
         return q / m
     }
 
-    /// `y = act(x * scale + shift)`, `scale = gamma / std`, `shift = beta - mean * scale`.
+    /// `y = act(x * scale + shift)`, `scale = gate * gamma / std`, `shift = gate * beta - mean * scale`.
     struct Forward: ActivationKernel {
         let k: BatchNormKernel, channel: Int, beta: UnsafeMutablePointer<Float>
 
         func run<A: ActivationRule>(_ rule: A.Type) {
-            let ch = channel, scale = k.gamma[ch] * k.invStd[ch], shift = beta[ch] - k.mean[ch] * scale
+            let ch = channel, g = k.gate?[ch] ?? 1
+            let scale = g * k.gamma[ch] * k.invStd[ch], shift = g * beta[ch] - k.mean[ch] * scale
             for img in 0..<k.n {
                 let src = k.x + k.offset(img, ch), dst = k.y + k.offset(img, ch)
                 for i in 0..<k.inner { dst[i] = A.apply(src[i] * scale + shift) }
@@ -111,14 +125,17 @@ struct BatchNormKernel {
         }
     }
 
-    /// With `g = act'(y) * dy` and `xhat = (x - mean) / std`, over the channel's m values:
-    /// `dBeta += sum(g)`, `dGamma += sum(g * xhat)`,
-    /// `dx += gamma / std * (g - sum(g)/m - xhat * sum(g * xhat)/m)` in training
-    /// (the batch statistics depend on x), `dx += gamma / std * g` in eval.
+    /// With `g = act'(y) * dy`, `xhat = (x - mean) / std` and the gate `s`, over the channel's
+    /// m values: `dBeta += s * sum(g)`, `dGamma += s * sum(g * xhat)`,
+    /// `dGate += gamma * sum(g * xhat) + beta * sum(g)` (that is, `sum(g * bn(x))`),
+    /// `dx += s * gamma / std * (g - sum(g)/m - xhat * sum(g * xhat)/m)` in training
+    /// (the batch statistics depend on x), `dx += s * gamma / std * g` in eval.
     struct Backward: ActivationKernel {
         let k: BatchNormKernel, channel: Int
+        let beta: UnsafeMutablePointer<Float>
         let dy: UnsafeMutablePointer<Float>
         let dx: UnsafeMutablePointer<Float>?, dGamma: UnsafeMutablePointer<Float>?, dBeta: UnsafeMutablePointer<Float>?
+        let dGate: UnsafeMutablePointer<Float>?
 
         func run<A: ActivationRule>(_ rule: A.Type) {
             let ch = channel, mu = k.mean[ch], istd = k.invStd[ch]
@@ -141,10 +158,12 @@ struct BatchNormKernel {
                 }
             }
             sgx *= istd  // sum(g * xhat)
-            dGamma?[ch] += sgx
-            dBeta?[ch] += sg
+            let s = k.gate?[ch] ?? 1
+            dGate?[ch] += k.gamma[ch] * sgx + beta[ch] * sg
+            dGamma?[ch] += s * sgx
+            dBeta?[ch] += s * sg
             guard let dx else { return }
-            let scale = k.gamma[ch] * istd, m = Float(k.n * k.inner)
+            let scale = s * k.gamma[ch] * istd, m = Float(k.n * k.inner)
             let meanG = k.training ? sg / m : 0, meanGX = k.training ? sgx / m : 0
             for img in 0..<k.n {
                 let o = k.offset(img, ch)

@@ -15,11 +15,12 @@ public final class BatchNorm2d: Module {
         runningVar = initializer.constant([channels], 1, requiresGrad: false)
     }
 
-    /// Normalizes `x` [N, C, H, W] (batch statistics when `training`), then applies `activation`
-    /// in the same pass.
-    public func callAsFunction(_ x: Tensor, training: Bool, activation: Activation = .identity) -> Tensor {
+    /// Normalizes `x` [N, C, H, W] (batch statistics when `training`), multiplies channel `c` by
+    /// `gate[c]` when a gate is given, then applies `activation`, all in the same pass.
+    public func callAsFunction(_ x: Tensor, training: Bool, activation: Activation = .identity,
+                               gate: Tensor? = nil) -> Tensor {
         batchNorm2d(x, weight: weight, bias: bias, runningMean: runningMean, runningVar: runningVar,
-                    training: training, momentum: momentum, eps: eps, activation: activation)
+                    training: training, momentum: momentum, eps: eps, activation: activation, gate: gate)
     }
 
     public func collectState(prefix: String, into state: inout [NamedTensor]) {

@@ -2,7 +2,7 @@
 
 Writes these JSON files next to this script:
     conv2d.json, batchnorm.json, pool.json, loss.json, linear.json,
-    activation.json, sgd.json, channels.json
+    activation.json, sgd.json, channels.json, batchnorm_gated.json
 
 Each file has the form
     {"generator": "make_reference.py", "torch_version": "...", "cases": [...]}
@@ -125,6 +125,28 @@ def bn_cases():
     return cases
 
 
+def gated_bn_cases():
+    """act(gate * batch_norm(x)): the search's gated batch norm, one fused op in Swift.
+    Seeded on its own so adding it left the other files' draws unchanged."""
+    torch.manual_seed(1)
+    cases = []
+    for name, act, training in [("train_relu", "relu", True), ("train_relu6", "relu6", True),
+                                ("eval_identity", "identity", False)]:
+        x = leaf(torch.randn(3, 4, 5, 3) * 2 + 0.5)
+        w, b = leaf(torch.randn(4)), leaf(torch.randn(4))
+        gate = leaf(torch.tensor([1.0, 0.0, 0.7, 1.3]))
+        rm, rv = torch.randn(4), torch.rand(4) + 0.5
+        rm_in, rv_in = rm.clone(), rv.clone()
+        z = F.batch_norm(x, rm, rv, w, b, training=training, momentum=0.1, eps=1e-5) * gate.view(1, -1, 1, 1)
+        y = {"relu": F.relu, "relu6": F.relu6, "identity": lambda t: t}[act](z)
+        dy = backward(y)
+        attrs = {"training": training, "momentum": 0.1, "eps": 1e-5, "activation": act}
+        cases.append(case(name, "batchnorm2d_gated", attrs, x=x, weight=w, bias=b, gate=gate,
+                          running_mean=rm_in, running_var=rv_in, y=y,
+                          dy=dy, dx=x.grad, dweight=w.grad, dbias=b.grad, dgate=gate.grad))
+    return cases
+
+
 # 3. pooling ------------------------------------------------------------------
 def distinct(shape):
     """Well-separated distinct values (spacing 0.1) in random order: safe for finite differences."""
@@ -235,11 +257,13 @@ def channel_cases():
 
 
 if __name__ == "__main__":
-    write("conv2d.json", conv_cases())
-    write("batchnorm.json", bn_cases())
-    write("pool.json", pool_cases())
-    write("loss.json", loss_cases())
-    write("linear.json", linear_cases())
-    write("activation.json", activation_cases())
-    write("sgd.json", sgd_cases())
-    write("channels.json", channel_cases())
+    import sys
+    files = {"conv2d.json": conv_cases, "batchnorm.json": bn_cases, "pool.json": pool_cases,
+             "loss.json": loss_cases, "linear.json": linear_cases, "activation.json": activation_cases,
+             "sgd.json": sgd_cases, "channels.json": channel_cases,
+             "batchnorm_gated.json": gated_bn_cases}
+    # All files in this order (the draws of each follow the previous ones'), or only those named:
+    # `python3 make_reference.py batchnorm_gated.json` (a file seeded on its own).
+    for name, make in files.items():
+        if len(sys.argv) == 1 or name in sys.argv[1:]:
+            write(name, make())
