@@ -31,6 +31,9 @@ let package = Package(
                        providers: [.apt(["libpng-dev"])]),
         // HDF5's macros (H5T_NATIVE_FLOAT, H5F_ACC_TRUNC, ...) as functions Swift can call.
         .target(name: "CHDF5Macros", dependencies: ["CHDF5"]),
+        // Inner loops compiled for AVX-512, AVX2 and baseline x86-64, picked at load time
+        // (Swift itself is compiled for the baseline): the depthwise convolution's.
+        .target(name: "CKernels"),
         // JPEG and PNG decoding with libjpeg-turbo and libpng, whose error handling needs setjmp.
         .target(name: "CImageCodecs", dependencies: ["CJPEG", "CPNG"]),
 
@@ -43,7 +46,7 @@ let package = Package(
         // ArchDescent, the lowest module that knows both states; Export is handed the net.
 
         // Tensors, the tape, kernels, SGD and its learning-rate schedules. Knows nothing about layers.
-        .target(name: "Autodiff", dependencies: ["CBLAS"], swiftSettings: strictImports),
+        .target(name: "Autodiff", dependencies: ["CBLAS", "CKernels"], swiftSettings: strictImports),
         // Layers and the four nets, built from explicit width arrays.
         .target(name: "Nets", dependencies: ["Autodiff"], swiftSettings: strictImports),
         // Gates, Taylor-FO importance, the pruner, trajectories, surgery.

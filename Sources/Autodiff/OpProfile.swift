@@ -10,7 +10,8 @@ import Foundation
 public final class OpProfile {
     /// One op of the step, by its position in it.
     public struct Entry: Sendable {
-        /// The op's kind (`OpKind.name`).
+        /// The op's kind (`OpKind.name`), grouped convolutions (depthwise ones among them) as
+        /// `conv2d grouped`.
         public let kind: String
         /// Its output shape.
         public let outputShape: [Int]
@@ -49,11 +50,13 @@ public final class OpProfile {
     /// Called by `Trace.note` when an op has computed `output`.
     func forward(_ kind: OpKind, _ output: Tensor) {
         let now = monotonicSeconds()
+        let name: String
+        if case let .conv2d(_, _, groups) = kind, groups > 1 { name = "conv2d grouped" } else { name = kind.name }
         if steps == 0 {
-            entries.append(Entry(kind: kind.name, outputShape: output.shape))
+            entries.append(Entry(kind: name, outputShape: output.shape))
         } else {
-            precondition(position < entries.count && entries[position].kind == kind.name,
-                         "OpProfile: op \(position) of step \(steps + 1) is \(kind.name), not what the first step ran")
+            precondition(position < entries.count && entries[position].kind == name,
+                         "OpProfile: op \(position) of step \(steps + 1) is \(name), not what the first step ran")
         }
         entries[position].forward += now - lastMark
         positionOf[ObjectIdentifier(output)] = position

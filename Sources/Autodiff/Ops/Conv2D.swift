@@ -1,3 +1,5 @@
+import CKernels
+
 /// 2-D convolution (PyTorch's `conv2d`: cross-correlation) with stride, zero padding and groups.
 ///
 /// Dense and grouped convolutions run as im2col plus one `cblas_sgemm` per group over a chunk of
@@ -18,8 +20,9 @@ public struct Conv2DGeometry: Equatable, Sendable {
     public var colRows: Int { inPerGroup * kernelH * kernelW }
     public var outPlane: Int { outH * outW }
     public var inPlane: Int { height * width }
-    /// True for depthwise convolutions (one input channel per group), which use the direct kernel.
-    public var isDepthwise: Bool { groups > 1 && inPerGroup == 1 }
+    /// True for depthwise convolutions (one input channel per group) with kernels of at most 64
+    /// taps, which use the direct kernel (larger ones go through im2col like any grouped conv).
+    public var isDepthwise: Bool { groups > 1 && inPerGroup == 1 && kernelH * kernelW <= 64 }
     /// Floating-point operations of the forward pass (a multiply-add counts 2).
     public var forwardFLOPs: Double {
         2 * Double(batch) * Double(outChannels) * Double(colRows) * Double(outPlane)
@@ -125,6 +128,8 @@ public enum Conv2DTuning {
     /// Output rows shorter than this (in pixels) are written by im2col through a per-tap offset
     /// table instead of row by row.
     nonisolated(unsafe) public static var shortRow = 8
+    /// Channels the depthwise kernels process together (one output channel per input channel).
+    public static let depthwiseLanes = Int(NS_DEPTHWISE_LANES)
 }
 
 /// 2-D convolution.
@@ -530,18 +535,31 @@ struct GEMMConv {
 
 // MARK: - Depthwise
 
-/// Direct depthwise convolution: output channel `o` reads input channel `o / multiplier`.
-/// Each worker owns whole (image, output channel) planes.
+extension Conv2DGeometry {
+    /// The sizes the C kernels take.
+    var depthwise: ns_depthwise_geometry {
+        ns_depthwise_geometry(H: height, W: width, KH: kernelH, KW: kernelW, SH: strideH, SW: strideW,
+                              PH: padH, PW: padW, OH: outH, OW: outW, IC: inChannels, OC: outChannels)
+    }
+}
+
+/// Direct depthwise convolution: output channel `o` reads input channel `o / multiplier`. The
+/// loops are C, vectorized for the machine (`CKernels`): with one output channel per input
+/// channel, across blocks of channels (each worker owns (image, block) items forward and whole
+/// blocks backward); otherwise per plane, each worker owning whole planes.
 func depthwiseForward(_ g: Conv2DGeometry, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                       _ bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
-    let mult = g.outPerGroup, taps = g.kernelH * g.kernelW
-    Parallel.forEach(g.batch * g.outChannels, grain: max(1, 2048 / max(g.outPlane, 1))) { p in
-        let n = p / g.outChannels, o = p % g.outChannels
-        let src = x + (n * g.inChannels + o / mult) * g.inPlane
-        let dst = out + p * g.outPlane
-        dst.update(repeating: bias?[o] ?? 0, count: g.outPlane)
-        g.forEachTapRow { tap, oh, inOffset, columns in
-            addStridedRow(dst + oh * g.outW, src + inOffset, stride: g.strideW, scale: w[o * taps + tap], columns)
+    var geometry = g.depthwise
+    withUnsafePointer(to: &geometry) { geometry in
+        if g.outChannels == g.inChannels {
+            let blocks = (g.outChannels + Conv2DTuning.depthwiseLanes - 1) / Conv2DTuning.depthwiseLanes
+            Parallel.forRange(g.batch * blocks) { r in
+                ns_depthwise_forward_blocked(geometry, r.lowerBound, r.count, x, w, bias, out)
+            }
+            return
+        }
+        Parallel.forRange(g.batch * g.outChannels, grain: max(1, 4096 / max(g.outPlane, 1))) { r in
+            ns_depthwise_forward(geometry, r.lowerBound, r.count, x, w, bias, out)
         }
     }
 }
@@ -549,41 +567,28 @@ func depthwiseForward(_ g: Conv2DGeometry, _ x: UnsafePointer<Float>, _ w: Unsaf
 func depthwiseBackward(_ g: Conv2DGeometry, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                        _ dOut: UnsafePointer<Float>,
                        _ dx: UnsafeMutablePointer<Float>?, _ dw: UnsafeMutablePointer<Float>?) {
-    let mult = g.outPerGroup, taps = g.kernelH * g.kernelW
-    if let dx {
-        // Per (image, input channel) plane: add every tap of its `mult` output channels.
-        Parallel.forEach(g.batch * g.inChannels, grain: max(1, 2048 / max(g.inPlane, 1))) { p in
-            let n = p / g.inChannels, c = p % g.inChannels
-            let dPlane = dx + p * g.inPlane
-            for o in (c * mult)..<((c + 1) * mult) {
-                let src = dOut + (n * g.outChannels + o) * g.outPlane
-                g.forEachTapRow { tap, oh, inOffset, columns in
-                    addRowStrided(dPlane + inOffset, src + oh * g.outW, stride: g.strideW, scale: w[o * taps + tap], columns)
-                }
+    var geometry = g.depthwise
+    withUnsafePointer(to: &geometry) { geometry in
+        if g.outChannels == g.inChannels {
+            // Per block of channels, over the whole batch: both gradients in one pass.
+            let blocks = (g.outChannels + Conv2DTuning.depthwiseLanes - 1) / Conv2DTuning.depthwiseLanes
+            Parallel.forRange(blocks) { r in
+                ns_depthwise_backward_blocked(geometry, g.batch, r.lowerBound, r.count, x, dOut, w, dx, dw)
+            }
+            return
+        }
+        if let dx {
+            // Per (image, input channel) plane: every tap of its output channels.
+            Parallel.forRange(g.batch * g.inChannels, grain: max(1, 4096 / max(g.inPlane, 1))) { r in
+                ns_depthwise_backward_input(geometry, r.lowerBound, r.count, dOut, w, dx)
             }
         }
-    }
-    if let dw {
-        // Per output channel: each tap's correlation of dOut with the input, summed over the batch.
-        Parallel.forEach(g.outChannels) { o in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: taps) { acc in
-                acc.initialize(repeating: 0)
-                for n in 0..<g.batch {
-                    let src = x + (n * g.inChannels + o / mult) * g.inPlane
-                    let d = dOut + (n * g.outChannels + o) * g.outPlane
-                    g.forEachTapRow { tap, oh, inOffset, columns in
-                        guard let first = columns.first else { return }
-                        let dRow = d + oh * g.outW, sRow = src + inOffset
-                        if g.strideW == 1 {
-                            acc[tap] += dot(dRow + first, sRow + first, columns.count)
-                        } else {
-                            var s: Float = 0
-                            for ow in columns { s += dRow[ow] * sRow[ow * g.strideW] }
-                            acc[tap] += s
-                        }
-                    }
+        if let dw {
+            // Per output channel: each tap's correlation of dOut with the input over the batch.
+            Parallel.forRange(g.outChannels) { r in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: g.kernelH * g.kernelW * g.outW) { scratch in
+                    ns_depthwise_backward_weight(geometry, g.batch, r.lowerBound, r.count, x, dOut, scratch.baseAddress!, dw)
                 }
-                for tap in 0..<taps { dw[o * taps + tap] += acc[tap] }
             }
         }
     }

@@ -1,0 +1,236 @@
+#include "ns_kernels.h"
+
+#include <stdlib.h>
+
+#if defined(__x86_64__) && defined(__clang__)
+#define NS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define NS_CLONES
+#endif
+
+enum { MAX_TAPS = 64 };
+
+static inline long floor_div(long a, long b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+static inline long ceil_div(long a, long b) { return -floor_div(-a, b); }
+static inline long max_l(long a, long b) { return a > b ? a : b; }
+static inline long min_l(long a, long b) { return a < b ? a : b; }
+
+/// Per kernel tap: the output rows [r0, r1) and columns [c0, c1) whose reads fall inside the
+/// image, and the input offset `base` that output (0, 0) would read.
+typedef struct { long r0, r1, c0, c1, base; } tap_range;
+
+static void tap_ranges(const ns_depthwise_geometry *g, tap_range *t) {
+    for (long i = 0; i < g->KH; i++) {
+        long r0 = max_l(0, ceil_div(g->PH - i, g->SH));
+        long r1 = max_l(r0, min_l(g->OH, floor_div(g->H - 1 + g->PH - i, g->SH) + 1));
+        for (long j = 0; j < g->KW; j++) {
+            long c0 = max_l(0, ceil_div(g->PW - j, g->SW));
+            long c1 = max_l(c0, min_l(g->OW, floor_div(g->W - 1 + g->PW - j, g->SW) + 1));
+            t[i * g->KW + j] = (tap_range){r0, r1, c0, c1, (i - g->PH) * g->W + (j - g->PW)};
+        }
+    }
+}
+
+NS_CLONES
+void ns_depthwise_forward(const ns_depthwise_geometry *g, long first, long count, const float *in,
+                          const float *w, const float *bias, float *out) {
+    tap_range t[MAX_TAPS];
+    tap_ranges(g, t);
+    const long taps = g->KH * g->KW, OW = g->OW, SW = g->SW, SHW = g->SH * g->W;
+    const long plane = g->OH * OW, in_plane = g->H * g->W, mult = g->OC / g->IC;
+    for (long q = first; q < first + count; q++) {
+        const long o = q % g->OC;
+        const float *x = in + ((q / g->OC) * g->IC + o / mult) * in_plane, *wo = w + o * taps;
+        float *restrict y = out + q * plane;
+        const float b = bias ? bias[o] : 0;
+        for (long p = 0; p < plane; p++) y[p] = b;
+        for (long k = 0; k < taps; k++) {
+            const float a = wo[k];
+            const long c0 = t[k].c0, c1 = t[k].c1;
+            for (long oh = t[k].r0; oh < t[k].r1; oh++) {
+                const float *restrict s = x + oh * SHW + t[k].base;
+                float *restrict d = y + oh * OW;
+                if (SW == 1) {
+                    for (long ow = c0; ow < c1; ow++) d[ow] += a * s[ow];
+                } else {
+                    for (long ow = c0; ow < c1; ow++) d[ow] += a * s[ow * SW];
+                }
+            }
+        }
+    }
+}
+
+NS_CLONES
+void ns_depthwise_backward_input(const ns_depthwise_geometry *g, long first, long count, const float *dout,
+                                 const float *w, float *dx) {
+    tap_range t[MAX_TAPS];
+    tap_ranges(g, t);
+    const long taps = g->KH * g->KW, OW = g->OW, SW = g->SW, SHW = g->SH * g->W;
+    const long plane = g->OH * OW, in_plane = g->H * g->W, mult = g->OC / g->IC;
+    for (long q = first; q < first + count; q++) {
+        const long c = q % g->IC, img = q / g->IC;
+        float *restrict x = dx + q * in_plane;
+        for (long o = c * mult; o < (c + 1) * mult; o++) {
+            const float *dy = dout + (img * g->OC + o) * plane, *wo = w + o * taps;
+            for (long k = 0; k < taps; k++) {
+                const float a = wo[k];
+                const long c0 = t[k].c0, c1 = t[k].c1;
+                for (long oh = t[k].r0; oh < t[k].r1; oh++) {
+                    float *restrict d = x + oh * SHW + t[k].base;
+                    const float *restrict s = dy + oh * OW;
+                    if (SW == 1) {
+                        for (long ow = c0; ow < c1; ow++) d[ow] += a * s[ow];
+                    } else {
+                        for (long ow = c0; ow < c1; ow++) d[ow * SW] += a * s[ow];
+                    }
+                }
+            }
+        }
+    }
+}
+
+NS_CLONES
+void ns_depthwise_backward_weight(const ns_depthwise_geometry *g, long n, long first, long count, const float *in,
+                                  const float *dout, float *scratch, float *dw) {
+    tap_range t[MAX_TAPS];
+    tap_ranges(g, t);
+    const long taps = g->KH * g->KW, OW = g->OW, SW = g->SW, SHW = g->SH * g->W;
+    const long plane = g->OH * OW, in_plane = g->H * g->W, mult = g->OC / g->IC;
+    for (long o = first; o < first + count; o++) {
+        for (long q = 0; q < taps * OW; q++) scratch[q] = 0;
+        for (long img = 0; img < n; img++) {
+            const float *x = in + (img * g->IC + o / mult) * in_plane, *dy = dout + (img * g->OC + o) * plane;
+            for (long k = 0; k < taps; k++) {
+                float *restrict acc = scratch + k * OW;
+                const long c0 = t[k].c0, c1 = t[k].c1;
+                for (long oh = t[k].r0; oh < t[k].r1; oh++) {
+                    const float *restrict s = x + oh * SHW + t[k].base;
+                    const float *restrict d = dy + oh * OW;
+                    if (SW == 1) {
+                        for (long ow = c0; ow < c1; ow++) acc[ow] += d[ow] * s[ow];
+                    } else {
+                        for (long ow = c0; ow < c1; ow++) acc[ow] += d[ow] * s[ow * SW];
+                    }
+                }
+            }
+        }
+        for (long k = 0; k < taps; k++) {
+            float s = 0;
+            for (long ow = 0; ow < OW; ow++) s += scratch[k * OW + ow];
+            dw[o * taps + k] += s;
+        }
+    }
+}
+
+// MARK: channel-blocked kernels (OC == IC)
+
+enum { L = NS_DEPTHWISE_LANES };
+
+/// Interleaves `lanes` consecutive planes (h x w each) into buf[((y + py) * wp + x + px) * L + l],
+/// zero elsewhere (wp = w + 2 px, the buffer (h + 2 py) x wp x L).
+static void pack(const float *src, long lanes, long h, long w, long py, long px, float *restrict buf) {
+    const long wp = w + 2 * px, hp = h + 2 * py;
+    for (long q = 0; q < hp * wp * L; q++) buf[q] = 0;
+    for (long l = 0; l < lanes; l++) {
+        const float *s = src + l * h * w;
+        for (long y = 0; y < h; y++)
+            for (long x = 0; x < w; x++) buf[((y + py) * wp + x + px) * L + l] = s[y * w + x];
+    }
+}
+
+/// Weights of channels c0 ..< c0 + lanes as wt[tap * L + l], zero for missing lanes.
+static void pack_weights(const float *w, long c0, long lanes, long taps, float *restrict wt) {
+    for (long t = 0; t < taps; t++)
+        for (long l = 0; l < L; l++) wt[t * L + l] = l < lanes ? w[(c0 + l) * taps + t] : 0;
+}
+
+NS_CLONES
+void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long first, long count, const float *in,
+                                  const float *w, const float *bias, float *out) {
+    const long taps = g->KH * g->KW, OW = g->OW, plane = g->OH * OW, in_plane = g->H * g->W;
+    const long hp = g->H + 2 * g->PH, wp = g->W + 2 * g->PW, blocks = (g->OC + L - 1) / L;
+    float *xb = malloc(sizeof(float) * hp * wp * L), *yb = malloc(sizeof(float) * plane * L);
+    float wt[MAX_TAPS * L], b[L];
+    for (long item = first; item < first + count; item++) {
+        const long img = item / blocks, c0 = (item % blocks) * L;
+        const long lanes = min_l(L, g->OC - c0);
+        pack(in + (img * g->IC + c0) * in_plane, lanes, g->H, g->W, g->PH, g->PW, xb);
+        pack_weights(w, c0, lanes, taps, wt);
+        for (long l = 0; l < L; l++) b[l] = bias && l < lanes ? bias[c0 + l] : 0;
+        for (long oh = 0; oh < g->OH; oh++) {
+            for (long ow = 0; ow < OW; ow++) {
+                float acc[L];
+                for (long l = 0; l < L; l++) acc[l] = b[l];
+                for (long i = 0; i < g->KH; i++) {
+                    const float *row = xb + ((oh * g->SH + i) * wp + ow * g->SW) * L;
+                    for (long j = 0; j < g->KW; j++) {
+                        const float *xv = row + j * L, *wv = wt + (i * g->KW + j) * L;
+                        for (long l = 0; l < L; l++) acc[l] += wv[l] * xv[l];
+                    }
+                }
+                float *yv = yb + (oh * OW + ow) * L;
+                for (long l = 0; l < L; l++) yv[l] = acc[l];
+            }
+        }
+        float *dst = out + (img * g->OC + c0) * plane;
+        for (long l = 0; l < lanes; l++)
+            for (long p = 0; p < plane; p++) dst[l * plane + p] = yb[p * L + l];
+    }
+    free(xb);
+    free(yb);
+}
+
+NS_CLONES
+void ns_depthwise_backward_blocked(const ns_depthwise_geometry *g, long n, long first, long count, const float *in,
+                                   const float *dout, const float *w, float *dx, float *dw) {
+    const long taps = g->KH * g->KW, OW = g->OW, plane = g->OH * OW, in_plane = g->H * g->W;
+    const long hp = g->H + 2 * g->PH, wp = g->W + 2 * g->PW;
+    float *xb = dw ? malloc(sizeof(float) * hp * wp * L) : NULL;
+    float *dxb = dx ? malloc(sizeof(float) * hp * wp * L) : NULL;
+    float *dyb = malloc(sizeof(float) * plane * L);
+    float wt[MAX_TAPS * L], acc[MAX_TAPS * L];
+    for (long blk = first; blk < first + count; blk++) {
+        const long c0 = blk * L, lanes = min_l(L, g->OC - c0);
+        pack_weights(w, c0, lanes, taps, wt);
+        for (long q = 0; q < taps * L; q++) acc[q] = 0;
+        for (long img = 0; img < n; img++) {
+            pack(dout + (img * g->OC + c0) * plane, lanes, g->OH, OW, 0, 0, dyb);
+            if (xb) pack(in + (img * g->IC + c0) * in_plane, lanes, g->H, g->W, g->PH, g->PW, xb);
+            if (dxb) for (long q = 0; q < hp * wp * L; q++) dxb[q] = 0;
+            for (long oh = 0; oh < g->OH; oh++) {
+                for (long ow = 0; ow < OW; ow++) {
+                    const float *dv = dyb + (oh * OW + ow) * L;
+                    const long at = ((oh * g->SH) * wp + ow * g->SW) * L;
+                    for (long i = 0; i < g->KH; i++) {
+                        for (long j = 0; j < g->KW; j++) {
+                            const long t = i * g->KW + j, off = at + (i * wp + j) * L;
+                            if (dxb) {
+                                float *restrict xv = dxb + off;
+                                const float *wv = wt + t * L;
+                                for (long l = 0; l < L; l++) xv[l] += wv[l] * dv[l];
+                            }
+                            if (xb) {
+                                const float *xv = xb + off;
+                                float *restrict av = acc + t * L;
+                                for (long l = 0; l < L; l++) av[l] += dv[l] * xv[l];
+                            }
+                        }
+                    }
+                }
+            }
+            if (dxb) {
+                float *d = dx + (img * g->IC + c0) * in_plane;
+                for (long l = 0; l < lanes; l++)
+                    for (long y = 0; y < g->H; y++)
+                        for (long x = 0; x < g->W; x++)
+                            d[l * in_plane + y * g->W + x] += dxb[((y + g->PH) * wp + x + g->PW) * L + l];
+            }
+        }
+        if (dw)
+            for (long l = 0; l < lanes; l++)
+                for (long t = 0; t < taps; t++) dw[(c0 + l) * taps + t] += acc[t * L + l];
+    }
+    free(xb);
+    free(dxb);
+    free(dyb);
+}
