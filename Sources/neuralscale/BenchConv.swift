@@ -9,10 +9,12 @@ struct BenchConv: ParsableCommand {
         commandName: "conv",
         abstract: "Time VGG-11's eight 3x3 convolutions (CIFAR shapes, 3x32x32 input): forward, weight and input gradients.",
         discussion: """
-        Prints GFLOP/s per layer and the FLOP-weighted total, and in the same run the GFLOP/s of a \
-        plain cblas_sgemm (M=N=K=--gemm-size) as the yardstick. FLOPs count a multiply-add as 2; \
-        the backward pass counts twice the forward (weight and input gradients). Each figure is \
-        the best of --iterations timed runs after one warm-up run. Build with -c release.
+        Prints per layer the algorithm used (im2col and GEMM, or Winograd's F(m,3)) and GFLOP/s, \
+        the FLOP-weighted total, and in the same run the GFLOP/s of a plain cblas_sgemm \
+        (M=N=K=--gemm-size) as the yardstick. FLOPs are the direct convolution's, a multiply-add \
+        counting 2, whatever the algorithm: Winograd's layers do fewer, so their rate can exceed \
+        sgemm's. The backward pass counts twice the forward (weight and input gradients). Each \
+        figure is the best of --iterations timed runs after one warm-up run. Build with -c release.
         """
     )
 
@@ -27,6 +29,9 @@ struct BenchConv: ParsableCommand {
 
     @Option(name: .long, help: "Floats of im2col scratch per worker (Conv2DTuning.columnBudget); default: the tuned value.")
     var columnBudget: Int?
+
+    @Option(name: .long, help: winogradHelp)
+    var winograd = Conv2DTuning.Winograd.auto
 
     @Flag(name: .long, help: "Print one JSON object instead of the table.")
     var json = false
@@ -46,6 +51,7 @@ struct BenchConv: ParsableCommand {
 
     struct LayerResult: Encodable {
         let layer: String
+        let algorithm: String
         let forwardMs: Double
         let backwardMs: Double
         let gflop: Double
@@ -63,6 +69,7 @@ struct BenchConv: ParsableCommand {
 
     func run() throws {
         if let columnBudget { Conv2DTuning.columnBudget = columnBudget }
+        Conv2DTuning.winograd = winograd
         var rng = RandomGenerator(seed: 0)
         var results: [LayerResult] = []
         var totalFlop = 0.0, totalSeconds = 0.0
@@ -88,7 +95,7 @@ struct BenchConv: ParsableCommand {
             totalFlop += flop
             totalSeconds += bestF + bestB
             results.append(LayerResult(layer: "conv\(i + 1) \(l.cin)->\(l.cout) @\(l.size)x\(l.size)",
-                                       forwardMs: bestF * 1e3, backwardMs: bestB * 1e3,
+                                       algorithm: geometry.algorithm.description, forwardMs: bestF * 1e3, backwardMs: bestB * 1e3,
                                        gflop: flop / 1e9, gflops: flop / (bestF + bestB) / 1e9))
         }
         let sgemm = sgemmGFLOPs(size: gemmSize, iterations: iterations)
@@ -102,9 +109,9 @@ struct BenchConv: ParsableCommand {
             return
         }
         print("VGG-11 convolutions, batch \(batchSize), \(Parallel.workers) threads, best of \(iterations)")
-        print(pad("layer", 26) + pad("fwd ms", 10) + pad("bwd ms", 10) + pad("GFLOP", 9) + "GFLOP/s")
+        print(pad("layer", 26) + pad("algorithm", 17) + pad("fwd ms", 10) + pad("bwd ms", 10) + pad("GFLOP", 9) + "GFLOP/s")
         for r in results {
-            print(pad(r.layer, 26) + pad(fmt(r.forwardMs), 10) + pad(fmt(r.backwardMs), 10)
+            print(pad(r.layer, 26) + pad(r.algorithm, 17) + pad(fmt(r.forwardMs), 10) + pad(fmt(r.backwardMs), 10)
                   + pad(fmt(r.gflop), 9) + fmt(r.gflops))
         }
         print("total (FLOP-weighted): \(fmt(total)) GFLOP/s")

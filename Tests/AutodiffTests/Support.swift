@@ -157,19 +157,33 @@ func randnAwayFromZero(_ shape: [Int], margin: Float = 0.1, using rng: inout Ran
     return t
 }
 
-/// The im2col convolution's kernel paths, each forced by its tuning knobs: `body` runs once per
-/// combination of block size (whole images per piece, or one image per GEMM), NCHW-direct GEMMs
-/// for every plane or none, and the flat / row-by-row / offset-table patch copies. `label` names
-/// the combination for failure messages.
+/// The convolution's kernel paths, each forced by its tuning knobs: `body` runs once per
+/// combination of the im2col path's block size (whole images per piece, or one image per GEMM),
+/// NCHW-direct GEMMs for every plane or none, and the flat / row-by-row / offset-table patch
+/// copies; then with Winograd's F(2, 3) and F(4, 3) forced wherever they apply (3x3, stride 1,
+/// padding 1), in blocks of the tuned size and of one tile row. `label` names the combination
+/// for failure messages.
 func forEachConvPath(_ body: (_ label: String) throws -> Void) rethrows {
     let saved = (Conv2DTuning.columnBudget, Conv2DTuning.directPlane, Conv2DTuning.shortRow)
-    defer { (Conv2DTuning.columnBudget, Conv2DTuning.directPlane, Conv2DTuning.shortRow) = saved }
+    let savedWinograd = (Conv2DTuning.winograd, Conv2DTuning.winogradBudget, Conv2DTuning.winogradMinTiles)
+    defer {
+        (Conv2DTuning.columnBudget, Conv2DTuning.directPlane, Conv2DTuning.shortRow) = saved
+        (Conv2DTuning.winograd, Conv2DTuning.winogradBudget, Conv2DTuning.winogradMinTiles) = savedWinograd
+    }
+    Conv2DTuning.winograd = .off
     for budget in [saved.0, 1] {
         for direct in [1, Int.max] {
             for shortRow in [1, saved.2, Int.max] {
                 (Conv2DTuning.columnBudget, Conv2DTuning.directPlane, Conv2DTuning.shortRow) = (budget, direct, shortRow)
                 try body("budget \(budget), direct plane \(direct), short row \(shortRow)")
             }
+        }
+    }
+    (Conv2DTuning.columnBudget, Conv2DTuning.directPlane, Conv2DTuning.shortRow) = saved
+    for tile in [2, 4] {
+        for (budget, minTiles) in [(savedWinograd.1, savedWinograd.2), (1, 1)] {
+            (Conv2DTuning.winograd, Conv2DTuning.winogradBudget, Conv2DTuning.winogradMinTiles) = (.tile(tile), budget, minTiles)
+            try body("winograd F(\(tile),3), \(minTiles == 1 ? "one tile row per block" : "tuned blocks")")
         }
     }
 }

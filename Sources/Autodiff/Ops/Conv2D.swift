@@ -130,6 +130,69 @@ public enum Conv2DTuning {
     nonisolated(unsafe) public static var shortRow = 8
     /// Channels the depthwise kernels process together (one output channel per input channel).
     public static let depthwiseLanes = Int(NS_DEPTHWISE_LANES)
+
+    /// Whether 3x3 stride-1 padding-1 convolutions use Winograd's algorithm (`WinogradConv`).
+    public enum Winograd: Equatable, Sendable {
+        /// Where it pays: both channel counts at least `winogradMinChannels`, and the tile size
+        /// with the fewest multiplies needing at most half the direct convolution's.
+        case auto
+        /// Never: im2col and GEMM.
+        case off
+        /// Always where it applies, with output tiles of this size (2 or 4).
+        case tile(Int)
+    }
+    nonisolated(unsafe) public static var winograd = Winograd.auto
+    /// Input and output channels below which `.auto` keeps im2col: the GEMMs' inner dimension is
+    /// the input channel count, too short below this to beat im2col's 9x longer one.
+    nonisolated(unsafe) public static var winogradMinChannels = 16
+    /// Floats of transformed input and output per block (per worker), which sets the tiles per
+    /// block: the block's transforms stay in the core's cache for the GEMMs that read them.
+    nonisolated(unsafe) public static var winogradBudget = 1 << 18
+    /// The fewest tiles per block, however many channels: the GEMMs' column count.
+    nonisolated(unsafe) public static var winogradMinTiles = 128
+}
+
+/// How a convolution is computed.
+public enum Conv2DAlgorithm: Equatable, Sendable, CustomStringConvertible {
+    /// The direct depthwise kernels (`CKernels`).
+    case depthwise
+    /// im2col and GEMM (`GEMMConv`).
+    case im2col
+    /// Winograd's F(tile x tile, 3 x 3) (`WinogradConv`).
+    case winograd(tile: Int)
+
+    public var description: String {
+        switch self {
+        case .depthwise: return "depthwise"
+        case .im2col: return "im2col"
+        case let .winograd(tile): return "winograd F(\(tile),3)"
+        }
+    }
+}
+
+extension Conv2DGeometry {
+    /// The algorithm `conv2d` uses for this geometry under the current `Conv2DTuning`.
+    public var algorithm: Conv2DAlgorithm {
+        if isDepthwise { return .depthwise }
+        if let winograd = WinogradConv(self) { return .winograd(tile: winograd.tiles.m) }
+        return .im2col
+    }
+}
+
+/// Calls `body(piece, first, count)` for consecutive blocks of at most `block` items of each of
+/// the `Parallel.gemmPieces` contiguous ranges that cut `0..<count`: pieces run concurrently, a
+/// piece's blocks in order. The blocks depend only on `count`, `block` and the machine.
+func forEachPieceBlock(count: Int, block: Int, _ body: (_ piece: Int, _ first: Int, _ count: Int) -> Void) {
+    let pieces = Parallel.gemmPieces
+    Parallel.forEach(pieces) { k in
+        let hi = count * (k + 1) / pieces
+        var first = count * k / pieces
+        while first < hi {
+            let n = min(block, hi - first)
+            body(k, first, n)
+            first += n
+        }
+    }
 }
 
 /// 2-D convolution.
@@ -147,6 +210,8 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
     let out = Tensor(uninitialized: [geo.batch, geo.outChannels, geo.outH, geo.outW])
     if geo.isDepthwise {
         depthwiseForward(geo, x.data, weight.data, bias?.data, out.data)
+    } else if let winograd = WinogradConv(geo) {
+        winograd.forward(x.data, weight.data, bias?.data, out.data)
     } else {
         GEMMConv(geo).forward(x.data, weight.data, bias?.data, out.data)
     }
@@ -158,6 +223,8 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
             let dw = weight.requiresGrad ? weight.gradBuffer().data : nil
             if geo.isDepthwise {
                 depthwiseBackward(geo, x.data, weight.data, d.data, dx, dw)
+            } else if let winograd = WinogradConv(geo) {
+                winograd.backward(x.data, weight.data, d.data, dx, dw)
             } else {
                 GEMMConv(geo).backward(x.data, weight.data, d.data, dx, dw)
             }
@@ -253,18 +320,9 @@ struct GEMMConv {
     private var tmpCount: Int { block > 1 ? g.outChannels * block * g.outPlane : 0 }
 
     /// Calls `body(piece, first, count)` for every block of every piece: `count` images from
-    /// image `first`. Pieces run concurrently, a piece's blocks in order.
+    /// image `first`.
     private func forEachBlock(_ body: (_ piece: Int, _ first: Int, _ count: Int) -> Void) {
-        let pieces = Parallel.gemmPieces
-        Parallel.forEach(pieces) { k in
-            let hi = g.batch * (k + 1) / pieces
-            var first = g.batch * k / pieces
-            while first < hi {
-                let nb = min(block, hi - first)
-                body(k, first, nb)
-                first += nb
-            }
-        }
+        forEachPieceBlock(count: g.batch, block: block, body)
     }
 
     /// Forward: per block, im2col (unless pointwise with one image) and one GEMM per group, into

@@ -47,4 +47,52 @@ void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long first, lo
 void ns_depthwise_backward_blocked(const ns_depthwise_geometry *g, long n, long first, long count, const float *in,
                                    const float *dout, const float *w, float *dx, float *dw);
 
+/// A 3x3 convolution with stride 1 and padding 1 by Winograd's F(m x m, 3 x 3), m = 2 or 4: the
+/// transforms around its GEMMs (which the caller runs, one per frequency). Input and output
+/// planes are H x W; the output is cut into tiles_y x tiles_x tiles of m x m pixels
+/// (tiles_y = ceil(H / m), tiles_x = ceil(W / m)), each reading an (m + 2) x (m + 2) patch.
+/// Work is given as `rows` tile rows from global tile row `row0` (global row = image * tiles_y +
+/// ty); their T = rows * tiles_x tiles are a block's GEMM rows. Transformed values are laid out
+/// per frequency xi = v * alpha + u (alpha = m + 2) as a [T][ld] matrix, tile-major with the
+/// channels contiguous (ld >= channels rounded up to NS_WINOGRAD_LANES), frequency xi starting
+/// `xs` floats after frequency xi - 1 (an odd number of cache lines keeps the frequencies,
+/// written together, in different cache sets).
+typedef struct {
+    long m, H, W, tiles_y, tiles_x;
+} ns_winograd_geometry;
+
+/// Channels the tile transforms process together, one vector lane each.
+enum { NS_WINOGRAD_LANES = 16 };
+
+/// Floats of scratch the tile transforms need for blocks of at most `rows` tile rows.
+long ns_winograd_scratch(const ns_winograd_geometry *g, long rows);
+
+/// v = B^T d B of every tile's input patch (zero padding), from NCHW `x` with `channels` channels;
+/// lanes from `channels` up to the next multiple of NS_WINOGRAD_LANES are written as zeros.
+void ns_winograd_input(const ns_winograd_geometry *g, long channels, long row0, long rows, const float *x, float *v,
+                       long ld, long xs, float *scratch);
+
+/// out = A^T m A (+ bias[c], when bias is not NULL) for every tile, cut at the plane's edge, into
+/// NCHW `out` with `channels` channels; added to `out` when `accumulate` is nonzero. Reads the
+/// lanes up to the next multiple of NS_WINOGRAD_LANES; those beyond `channels` should be finite.
+void ns_winograd_output(const ns_winograd_geometry *g, long channels, long row0, long rows, const float *m,
+                        long ld, long xs, const float *bias, int accumulate, float *out, float *scratch);
+
+/// dm = A dy A^T for every tile of NCHW `dy` (zero beyond the plane): the adjoint of the output
+/// transform. Lanes beyond `channels` are written as zeros.
+void ns_winograd_output_grad(const ns_winograd_geometry *g, long channels, long row0, long rows, const float *dy,
+                             float *dm, long ld, long xs, float *scratch);
+
+/// u = G g G^T of the 3x3 kernels w[K][C][3][3] (frequencies `xs` floats apart): laid out
+/// u[xi][K][C] for output channels
+/// first ..< first + count, or, when `rotated` is nonzero, the kernels turned by 180 degrees as
+/// u[xi][C][K] (the convolution that gives the input gradient) for input channels
+/// first ..< first + count.
+void ns_winograd_weights(long m, long K, long C, long first, long count, int rotated, const float *w, float *u,
+                         long xs);
+
+/// dw[k][c] += G^T du[.][k][c] G for output channels k0 ..< k0 + count: the adjoint of the weight
+/// transform.
+void ns_winograd_weight_grad(long m, long K, long C, long k0, long count, const float *du, long xs, float *dw);
+
 #endif

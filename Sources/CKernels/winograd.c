@@ -1,0 +1,325 @@
+#include "ns_kernels.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__clang__)
+#define NS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define NS_CLONES
+#endif
+
+// Winograd's minimal filtering F(m x m, 3 x 3) (Lavin & Gray, "Fast Algorithms for Convolutional
+// Neural Networks", CVPR 2016): an output tile of m x m pixels is A^T [(G g G^T) . (B^T d B)] A,
+// with d the (m + 2) x (m + 2) input patch, g the 3 x 3 kernel and `.` the elementwise product.
+// F(2, 3) interpolates at 0, 1, -1 and infinity; F(4, 3) at 0, 1, -1, 2, -2 and infinity. Every
+// 2-D transform below is the 1-D one applied along rows, then along columns; the constants are
+// those matrices' entries, written out (no multiplications by 0 or 1).
+//
+// The tile transforms work on NS_WINOGRAD_LANES channels at once, one vector lane each: a
+// segment of tile rows of one image has the planes of a block of channels interleaved into a
+// zero-padded buffer (lane l of pixel p at p * LANES + l), so every patch element is one full
+// vector load whatever the plane size, and each frequency of a tile is one vector store into
+// the [T][ld] GEMM operand. Tile t of a block is (row - row0) * tiles_x + tx.
+
+enum { L = NS_WINOGRAD_LANES };
+typedef float vf __attribute__((vector_size(4 * L)));
+typedef float vf_unaligned __attribute__((vector_size(4 * L), aligned(4)));
+
+// Macros, not functions: a 64-byte vector passed by value would change the calling convention
+// between the AVX-512 and the narrower clones.
+#define LOAD(p) (*(const vf_unaligned *)(p))
+#define STORE(p, v) (*(vf_unaligned *)(p) = (v))
+
+static inline long min_l(long a, long b) { return a < b ? a : b; }
+static inline long max_l(long a, long b) { return a > b ? a : b; }
+
+/// B^T d for F(2, 3): 4 vectors read at stride s, written at stride os.
+static inline void input_1d_2(const vf *d, long s, vf *o, long os) {
+    const vf d0 = d[0], d1 = d[s], d2 = d[2 * s], d3 = d[3 * s];
+    o[0] = d0 - d2;
+    o[os] = d1 + d2;
+    o[2 * os] = d2 - d1;
+    o[3 * os] = d1 - d3;
+}
+
+/// B^T d for F(4, 3).
+static inline void input_1d_4(const vf *d, long s, vf *o, long os) {
+    const vf d0 = d[0], d1 = d[s], d2 = d[2 * s], d3 = d[3 * s], d4 = d[4 * s], d5 = d[5 * s];
+    o[0] = 4 * d0 - 5 * d2 + d4;
+    o[os] = d3 + d4 - 4 * (d1 + d2);
+    o[2 * os] = 4 * (d1 - d2) + d4 - d3;
+    o[3 * os] = 2 * (d3 - d1) + d4 - d2;
+    o[4 * os] = 2 * (d1 - d3) + d4 - d2;
+    o[5 * os] = 4 * d1 - 5 * d3 + d5;
+}
+
+/// A^T m: alpha vectors to m outputs.
+static inline void output_1d_2(const vf *d, long s, vf *o, long os) {
+    const vf m0 = d[0], m1 = d[s], m2 = d[2 * s], m3 = d[3 * s];
+    o[0] = m0 + m1 + m2;
+    o[os] = m1 - m2 - m3;
+}
+
+static inline void output_1d_4(const vf *d, long s, vf *o, long os) {
+    const vf m0 = d[0], m1 = d[s], m2 = d[2 * s], m3 = d[3 * s], m4 = d[4 * s], m5 = d[5 * s];
+    const vf p12 = m1 + m2, n12 = m1 - m2, p34 = m3 + m4, n34 = m3 - m4;
+    o[0] = m0 + p12 + p34;
+    o[os] = n12 + 2 * n34;
+    o[2 * os] = p12 + 4 * p34;
+    o[3 * os] = n12 + 8 * n34 + m5;
+}
+
+/// A y: the adjoint of output_1d, m vectors to alpha.
+static inline void output_grad_1d_2(const vf *d, long s, vf *o, long os) {
+    const vf y0 = d[0], y1 = d[s];
+    o[0] = y0;
+    o[os] = y0 + y1;
+    o[2 * os] = y0 - y1;
+    o[3 * os] = -y1;
+}
+
+static inline void output_grad_1d_4(const vf *d, long s, vf *o, long os) {
+    const vf y0 = d[0], y1 = d[s], y2 = d[2 * s], y3 = d[3 * s];
+    const vf e = y0 + y2, f = y0 + 4 * y2, p = y1 + y3, q = 2 * y1 + 8 * y3;
+    o[0] = y0;
+    o[os] = e + p;
+    o[2 * os] = e - p;
+    o[3 * os] = f + q;
+    o[4 * os] = f - q;
+    o[5 * os] = y3;
+}
+
+/// The three 2-D tile transforms, each as rows then columns of a row-major n x n array of vectors.
+static inline void input_2d(long m, const vf *d, vf *v) {
+    vf r[36];
+    const long a = m + 2;
+    for (long i = 0; i < a; i++) {
+        if (m == 2) input_1d_2(d + i * a, 1, r + i * a, 1);
+        else input_1d_4(d + i * a, 1, r + i * a, 1);
+    }
+    for (long u = 0; u < a; u++) {
+        if (m == 2) input_1d_2(r + u, a, v + u, a);
+        else input_1d_4(r + u, a, v + u, a);
+    }
+}
+
+static inline void output_2d(long m, const vf *mm, vf *y) {
+    vf r[6 * 4];  // r[v][jj]: frequency row v, output column jj
+    const long a = m + 2;
+    for (long v = 0; v < a; v++) {
+        if (m == 2) output_1d_2(mm + v * a, 1, r + v * m, 1);
+        else output_1d_4(mm + v * a, 1, r + v * m, 1);
+    }
+    for (long jj = 0; jj < m; jj++) {
+        if (m == 2) output_1d_2(r + jj, m, y + jj, m);
+        else output_1d_4(r + jj, m, y + jj, m);
+    }
+}
+
+static inline void output_grad_2d(long m, const vf *dy, vf *dm) {
+    vf r[4 * 6];  // r[ii][u]: output row ii, frequency column u
+    const long a = m + 2;
+    for (long ii = 0; ii < m; ii++) {
+        if (m == 2) output_grad_1d_2(dy + ii * m, 1, r + ii * a, 1);
+        else output_grad_1d_4(dy + ii * m, 1, r + ii * a, 1);
+    }
+    for (long u = 0; u < a; u++) {
+        if (m == 2) output_grad_1d_2(r + u, a, dm + u, a);
+        else output_grad_1d_4(r + u, a, dm + u, a);
+    }
+}
+
+// MARK: kernels (scalar: once per call, not per tile)
+
+/// G g: 3 kernel values to alpha (multiplying by the reciprocals, not dividing).
+static inline void kernel_1d(long m, const float *g, long s, float *o, long os) {
+    const float g0 = g[0], g1 = g[s], g2 = g[2 * s];
+    if (m == 2) {
+        o[0] = g0;
+        o[os] = 0.5f * (g0 + g1 + g2);
+        o[2 * os] = 0.5f * (g0 - g1 + g2);
+        o[3 * os] = g2;
+    } else {
+        const float sixth = 1.0f / 6, p = g0 + g2, q = (1.0f / 24) * g0 + (1.0f / 6) * g2, r = (1.0f / 12) * g1;
+        o[0] = 0.25f * g0;
+        o[os] = -sixth * (p + g1);
+        o[2 * os] = -sixth * (p - g1);
+        o[3 * os] = q + r;
+        o[4 * os] = q - r;
+        o[5 * os] = g2;
+    }
+}
+
+/// G^T u: the adjoint of kernel_1d, alpha values to 3.
+static inline void kernel_grad_1d(long m, const float *u, long s, float *o, long os) {
+    if (m == 2) {
+        const float u0 = u[0], u1 = u[s], u2 = u[2 * s], u3 = u[3 * s];
+        o[0] = u0 + 0.5f * (u1 + u2);
+        o[os] = 0.5f * (u1 - u2);
+        o[2 * os] = 0.5f * (u1 + u2) + u3;
+    } else {
+        const float u0 = u[0], u1 = u[s], u2 = u[2 * s], u3 = u[3 * s], u4 = u[4 * s], u5 = u[5 * s];
+        const float sixth = 1.0f / 6, p12 = u1 + u2, p34 = u3 + u4;
+        o[0] = 0.25f * u0 - sixth * p12 + (1.0f / 24) * p34;
+        o[os] = sixth * (u2 - u1) + (1.0f / 12) * (u3 - u4);
+        o[2 * os] = sixth * (p34 - p12) + u5;
+    }
+}
+
+/// Calls body(img, ty0, ty1, t0) for each run of the block's tile rows that lies in one image:
+/// tile rows ty0 ..< ty1 of image img, whose first tile is the block's tile t0.
+#define FOR_EACH_SEGMENT(g, row0, rows, ...)                                           \
+    for (long row = (row0); row < (row0) + (rows);) {                                   \
+        const long img = row / (g)->tiles_y, ty0 = row % (g)->tiles_y;                  \
+        const long ty1 = min_l((g)->tiles_y, ty0 + (row0) + (rows) - row);             \
+        const long t0 = (row - (row0)) * (g)->tiles_x;                                   \
+        __VA_ARGS__                                                                      \
+        row += ty1 - ty0;                                                                \
+    }
+
+long ns_winograd_scratch(const ns_winograd_geometry *g, long rows) {
+    const long span = min_l(rows, g->tiles_y);
+    return (span * g->m + 2) * (g->tiles_x * g->m + 2) * L;
+}
+
+/// Interleaves lanes planes (h x w each, `plane` floats apart) of rows y0 ..< y0 + n into
+/// buf[(yy * wp + xx) * L + l] = plane l at (y0 + yy, xx - px), zero outside the image and in
+/// lanes >= lanes; wp columns.
+static void pack(const float *src, long plane, long lanes, long h, long w, long y0, long n, long px, long wp,
+                 float *restrict buf) {
+    memset(buf, 0, sizeof(float) * n * wp * L);
+    const long ya = max_l(0, -y0), yb = min_l(n, h - y0);
+    for (long l = 0; l < lanes; l++) {
+        const float *s = src + l * plane;
+        for (long yy = ya; yy < yb; yy++) {
+            const float *row = s + (y0 + yy) * w;
+            float *d = buf + (yy * wp + px) * L + l;
+            for (long xx = 0; xx < w; xx++) d[xx * L] = row[xx];
+        }
+    }
+}
+
+NS_CLONES
+void ns_winograd_input(const ns_winograd_geometry *g, long channels, long row0, long rows, const float *x, float *v,
+                       long ld, long xs, float *scratch) {
+    const long m = g->m, a = m + 2, tx_n = g->tiles_x, plane = g->H * g->W, wp = tx_n * m + 2;
+    FOR_EACH_SEGMENT(g, row0, rows, {
+        const long n = (ty1 - ty0) * m + 2;
+        for (long c0 = 0; c0 < channels; c0 += L) {
+            pack(x + (img * channels + c0) * plane, plane, min_l(L, channels - c0), g->H, g->W, ty0 * m - 1, n, 1, wp,
+                 scratch);
+            for (long ty = ty0; ty < ty1; ty++) {
+                for (long tx = 0; tx < tx_n; tx++) {
+                    const float *patch = scratch + ((ty - ty0) * m * wp + tx * m) * L;
+                    vf d[36], o[36];
+                    for (long i = 0; i < a; i++)
+                        for (long j = 0; j < a; j++) d[i * a + j] = LOAD(patch + (i * wp + j) * L);
+                    input_2d(m, d, o);
+                    float *dst = v + (t0 + (ty - ty0) * tx_n + tx) * ld + c0;
+                    for (long xi = 0; xi < a * a; xi++) STORE(dst + xi * xs, o[xi]);
+                }
+            }
+        }
+    })
+}
+
+NS_CLONES
+void ns_winograd_output(const ns_winograd_geometry *g, long channels, long row0, long rows, const float *mm,
+                        long ld, long xs, const float *bias, int accumulate, float *out, float *scratch) {
+    const long m = g->m, a = m + 2, tx_n = g->tiles_x, plane = g->H * g->W, wy = tx_n * m;
+    FOR_EACH_SEGMENT(g, row0, rows, {
+        for (long c0 = 0; c0 < channels; c0 += L) {
+            const long lanes = min_l(L, channels - c0);
+            for (long ty = ty0; ty < ty1; ty++) {
+                for (long tx = 0; tx < tx_n; tx++) {
+                    const float *src = mm + (t0 + (ty - ty0) * tx_n + tx) * ld + c0;
+                    vf d[36], y[16];
+                    for (long xi = 0; xi < a * a; xi++) d[xi] = LOAD(src + xi * xs);
+                    output_2d(m, d, y);
+                    float *dst = scratch + ((ty - ty0) * m * wy + tx * m) * L;
+                    for (long ii = 0; ii < m; ii++)
+                        for (long jj = 0; jj < m; jj++) STORE(dst + (ii * wy + jj) * L, y[ii * m + jj]);
+                }
+            }
+            // De-interleave the segment's rows that are inside the plane.
+            const long y0 = ty0 * m, y1 = min_l(g->H, ty1 * m);
+            for (long l = 0; l < lanes; l++) {
+                const float b = bias ? bias[c0 + l] : 0;
+                float *o = out + (img * channels + c0 + l) * plane;
+                for (long yy = y0; yy < y1; yy++) {
+                    const float *s = scratch + ((yy - y0) * wy) * L + l;
+                    float *restrict d = o + yy * g->W;
+                    if (accumulate)
+                        for (long xx = 0; xx < g->W; xx++) d[xx] += s[xx * L] + b;
+                    else
+                        for (long xx = 0; xx < g->W; xx++) d[xx] = s[xx * L] + b;
+                }
+            }
+        }
+    })
+}
+
+NS_CLONES
+void ns_winograd_output_grad(const ns_winograd_geometry *g, long channels, long row0, long rows, const float *dy,
+                             float *dm, long ld, long xs, float *scratch) {
+    const long m = g->m, a = m + 2, tx_n = g->tiles_x, plane = g->H * g->W, wy = tx_n * m;
+    FOR_EACH_SEGMENT(g, row0, rows, {
+        const long n = (ty1 - ty0) * m;
+        for (long c0 = 0; c0 < channels; c0 += L) {
+            pack(dy + (img * channels + c0) * plane, plane, min_l(L, channels - c0), g->H, g->W, ty0 * m, n, 0, wy,
+                 scratch);
+            for (long ty = ty0; ty < ty1; ty++) {
+                for (long tx = 0; tx < tx_n; tx++) {
+                    const float *tile = scratch + ((ty - ty0) * m * wy + tx * m) * L;
+                    vf d[16], o[36];
+                    for (long ii = 0; ii < m; ii++)
+                        for (long jj = 0; jj < m; jj++) d[ii * m + jj] = LOAD(tile + (ii * wy + jj) * L);
+                    output_grad_2d(m, d, o);
+                    float *dst = dm + (t0 + (ty - ty0) * tx_n + tx) * ld + c0;
+                    for (long xi = 0; xi < a * a; xi++) STORE(dst + xi * xs, o[xi]);
+                }
+            }
+        }
+    })
+}
+
+/// U = G g G^T of one 3x3 kernel (read at element stride `gs`, row-major taps), written at
+/// stride `os` per frequency.
+static inline void kernel_2d(long m, const float *g, long gs, float *u, long os) {
+    const long a = m + 2;
+    float rows[6 * 3], taps[9];
+    for (long q = 0; q < 9; q++) taps[q] = g[q * gs];
+    // rows[v][j] = (G g[., j])[v], then U[v][u] = (G rows[v][.])[u].
+    for (long j = 0; j < 3; j++) kernel_1d(m, taps + j, 3, rows + j, 3);
+    for (long v = 0; v < a; v++) kernel_1d(m, rows + v * 3, 1, u + v * a * os, os);
+}
+
+NS_CLONES
+void ns_winograd_weights(long m, long K, long C, long first, long count, int rotated, const float *w, float *u,
+                         long xs) {
+    // The innermost loop runs along u's rows, so every frequency is written contiguously: over
+    // input channels c for u[xi][k][c], over output channels k for the rotated u[xi][c][k].
+    if (!rotated) {
+        for (long k = first; k < first + count; k++)
+            for (long c = 0; c < C; c++) kernel_2d(m, w + (k * C + c) * 9, 1, u + k * C + c, xs);
+    } else {
+        for (long c = first; c < first + count; c++)
+            for (long k = 0; k < K; k++) kernel_2d(m, w + (k * C + c) * 9 + 8, -1, u + c * K + k, xs);
+    }
+}
+
+NS_CLONES
+void ns_winograd_weight_grad(long m, long K, long C, long k0, long count, const float *du, long xs, float *dw) {
+    const long a = m + 2;
+    for (long k = k0; k < k0 + count; k++) {
+        for (long c = 0; c < C; c++) {
+            // rows[i][u] = (G^T du[., u])[i], then dg[i][j] = (G^T rows[i][.])[j].
+            const float *d = du + k * C + c;
+            float rows[3 * 6], dg[9];
+            for (long uu = 0; uu < a; uu++) kernel_grad_1d(m, d + uu * xs, a * xs, rows + uu, a);
+            for (long i = 0; i < 3; i++) kernel_grad_1d(m, rows + i * a, 1, dg + i * 3, 1);
+            float *dst = dw + (k * C + c) * 9;
+            for (long q = 0; q < 9; q++) dst[q] += dg[q];
+        }
+    }
+}

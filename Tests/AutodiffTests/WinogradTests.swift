@@ -1,0 +1,100 @@
+import Autodiff
+import XCTest
+
+/// Winograd's F(2, 3) and F(4, 3) against the im2col convolution, which the PyTorch reference and
+/// finite-difference tests pin down (they also run with Winograd forced: `forEachConvPath`).
+final class WinogradTests: XCTestCase {
+    private var rng = RandomGenerator(seed: 7)
+
+    /// The convolution's output and the gradients of input, weight and bias under `choice`.
+    private func run(_ x: Tensor, _ w: Tensor, _ b: Tensor, _ seed: Tensor, _ choice: Conv2DTuning.Winograd) -> [[Float]] {
+        let saved = Conv2DTuning.winograd
+        Conv2DTuning.winograd = choice
+        defer { Conv2DTuning.winograd = saved }
+        for t in [x, w, b] { t.requiresGrad = true; t.grad = nil }
+        let y = conv2d(x, weight: w, bias: b, padding: (1, 1))
+        y.backward(seed: seed)
+        defer { for t in [x, w, b] { t.grad = nil } }
+        return [y.values, x.grad!.values, w.grad!.values, b.grad!.values]
+    }
+
+    /// Shapes (batch, in, out, height, width): planes that tiles of 2 and 4 cut evenly and
+    /// unevenly, planes smaller than a tile, one image and several, one channel and many.
+    private let shapes: [(Int, Int, Int, Int, Int)] = [
+        (3, 5, 7, 7, 9), (1, 16, 8, 2, 2), (2, 3, 4, 1, 1), (5, 4, 4, 4, 4), (2, 6, 5, 13, 6), (1, 1, 1, 5, 5),
+        (4, 24, 20, 8, 8),
+    ]
+
+    func testMatchesIm2colForwardAndBackward() {
+        let savedBudget = (Conv2DTuning.winogradBudget, Conv2DTuning.winogradMinTiles)
+        defer { (Conv2DTuning.winogradBudget, Conv2DTuning.winogradMinTiles) = savedBudget }
+        for (n, c, k, h, wd) in shapes {
+            let x = Tensor.randn([n, c, h, wd], using: &rng), w = Tensor.randn([k, c, 3, 3], using: &rng)
+            let b = Tensor.randn([k], using: &rng), seed = Tensor.randn([n, k, h, wd], using: &rng)
+            let expected = run(x, w, b, seed, .off)
+            for tile in [2, 4] {
+                // Tuned blocks, and one tile row per block (dW summed over many blocks per piece).
+                for (budget, minTiles) in [savedBudget, (1, 1)] {
+                    (Conv2DTuning.winogradBudget, Conv2DTuning.winogradMinTiles) = (budget, minTiles)
+                    let got = run(x, w, b, seed, .tile(tile))
+                    for (i, name) in ["y", "dx", "dw", "db"].enumerated() {
+                        // The transforms round differently from the direct sums: within 1e-5 of
+                        // the largest value (F(4, 3)'s interpolation points 2 and -2 scale terms
+                        // by up to 8 before they cancel; F(2, 3) is far closer).
+                        let scale = expected[i].map(abs).max() ?? 1
+                        assertClose(got[i], expected[i], rtol: 1e-5, atol: 1e-5 * max(scale, 1),
+                                    "F(\(tile),3) \(n)x\(c)x\(h)x\(wd) -> \(k), blocks of \(minTiles == 1 ? "one row" : "tuned size"): \(name)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The same bits with one worker and with all of them: the blocks and the order the pieces'
+    /// weight-gradient sums are added in do not depend on the worker count.
+    func testBitIdenticalAcrossWorkerCounts() {
+        let x = Tensor.randn([5, 16, 12, 10], using: &rng), w = Tensor.randn([20, 16, 3, 3], using: &rng)
+        let b = Tensor.randn([20], using: &rng), seed = Tensor.randn([5, 20, 12, 10], using: &rng)
+        for tile in [2, 4] {
+            let saved = Parallel.workers
+            Parallel.workers = 1
+            let one = run(x, w, b, seed, .tile(tile))
+            Parallel.workers = max(2, saved)
+            let all = run(x, w, b, seed, .tile(tile))
+            Parallel.workers = saved
+            for i in 0..<one.count {
+                XCTAssertEqual(one[i].map(\.bitPattern), all[i].map(\.bitPattern), "F(\(tile),3): result \(i) differs")
+            }
+        }
+    }
+
+    /// `.auto` takes Winograd only for 3x3 stride-1 padding-1 ungrouped convolutions with enough
+    /// channels, and the tile with fewer multiplies: 4 on 32x32, 8x8 and 4x4 planes, 2 on 2x2
+    /// ones, none on a 1x1 plane (only the kernel's centre reads the image).
+    func testAutoChoice() throws {
+        func algorithm(_ c: Int, _ k: Int, _ plane: Int, kernel: Int = 3, stride: Int = 1, padding: Int = 1, groups: Int = 1) throws -> Conv2DAlgorithm {
+            try Conv2DGeometry.validate(input: [8, c, plane, plane], weight: [k, c / groups, kernel, kernel], bias: nil,
+                                        stride: (stride, stride), padding: (padding, padding), groups: groups).algorithm
+        }
+        let saved = Conv2DTuning.winograd
+        Conv2DTuning.winograd = .auto
+        defer { Conv2DTuning.winograd = saved }
+        let minimum = Conv2DTuning.winogradMinChannels
+        XCTAssertEqual(try algorithm(64, 64, 32), .winograd(tile: 4))
+        XCTAssertEqual(try algorithm(64, 64, 8), .winograd(tile: 4))
+        XCTAssertEqual(try algorithm(256, 256, 4), .winograd(tile: 4))
+        XCTAssertEqual(try algorithm(512, 512, 2), .winograd(tile: 2))
+        XCTAssertEqual(try algorithm(512, 512, 1), .im2col)
+        XCTAssertEqual(try algorithm(3, 64, 32), .im2col, "too few input channels")
+        XCTAssertEqual(try algorithm(minimum, minimum, 32), .winograd(tile: 4))
+        XCTAssertEqual(try algorithm(64, 64, 32, stride: 2), .im2col)
+        XCTAssertEqual(try algorithm(64, 64, 32, padding: 0), .im2col)
+        XCTAssertEqual(try algorithm(64, 64, 32, kernel: 1, padding: 0), .im2col)
+        XCTAssertEqual(try algorithm(64, 64, 32, groups: 2), .im2col)
+        XCTAssertEqual(try algorithm(64, 64, 32, groups: 64), .depthwise)
+        Conv2DTuning.winograd = .off
+        XCTAssertEqual(try algorithm(64, 64, 32), .im2col)
+        Conv2DTuning.winograd = .tile(2)
+        XCTAssertEqual(try algorithm(3, 64, 1), .winograd(tile: 2), "forced wherever it applies")
+    }
+}
