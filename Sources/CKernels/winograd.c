@@ -129,18 +129,17 @@ static inline void output_grad_2d(long m, const vf *dy, vf *dm) {
     }
 }
 
-// MARK: kernels (scalar: once per call, not per tile)
-
-/// G g: 3 kernel values to alpha (multiplying by the reciprocals, not dividing).
-static inline void kernel_1d(long m, const float *g, long s, float *o, long os) {
-    const float g0 = g[0], g1 = g[s], g2 = g[2 * s];
+/// G g: 3 kernel vectors to alpha (multiplying by the reciprocals, not dividing).
+static inline void kernel_1d(long m, const vf *g, long s, vf *o, long os) {
+    const vf g0 = g[0], g1 = g[s], g2 = g[2 * s];
     if (m == 2) {
         o[0] = g0;
         o[os] = 0.5f * (g0 + g1 + g2);
         o[2 * os] = 0.5f * (g0 - g1 + g2);
         o[3 * os] = g2;
     } else {
-        const float sixth = 1.0f / 6, p = g0 + g2, q = (1.0f / 24) * g0 + (1.0f / 6) * g2, r = (1.0f / 12) * g1;
+        const float sixth = 1.0f / 6;
+        const vf p = g0 + g2, q = (1.0f / 24) * g0 + sixth * g2, r = (1.0f / 12) * g1;
         o[0] = 0.25f * g0;
         o[os] = -sixth * (p + g1);
         o[2 * os] = -sixth * (p - g1);
@@ -150,16 +149,17 @@ static inline void kernel_1d(long m, const float *g, long s, float *o, long os) 
     }
 }
 
-/// G^T u: the adjoint of kernel_1d, alpha values to 3.
-static inline void kernel_grad_1d(long m, const float *u, long s, float *o, long os) {
+/// G^T u: the adjoint of kernel_1d, alpha vectors to 3.
+static inline void kernel_grad_1d(long m, const vf *u, long s, vf *o, long os) {
     if (m == 2) {
-        const float u0 = u[0], u1 = u[s], u2 = u[2 * s], u3 = u[3 * s];
+        const vf u0 = u[0], u1 = u[s], u2 = u[2 * s], u3 = u[3 * s];
         o[0] = u0 + 0.5f * (u1 + u2);
         o[os] = 0.5f * (u1 - u2);
         o[2 * os] = 0.5f * (u1 + u2) + u3;
     } else {
-        const float u0 = u[0], u1 = u[s], u2 = u[2 * s], u3 = u[3 * s], u4 = u[4 * s], u5 = u[5 * s];
-        const float sixth = 1.0f / 6, p12 = u1 + u2, p34 = u3 + u4;
+        const vf u0 = u[0], u1 = u[s], u2 = u[2 * s], u3 = u[3 * s], u4 = u[4 * s], u5 = u[5 * s];
+        const float sixth = 1.0f / 6;
+        const vf p12 = u1 + u2, p34 = u3 + u4;
         o[0] = 0.25f * u0 - sixth * p12 + (1.0f / 24) * p34;
         o[os] = sixth * (u2 - u1) + (1.0f / 12) * (u3 - u4);
         o[2 * os] = sixth * (p34 - p12) + u5;
@@ -283,28 +283,38 @@ void ns_winograd_output_grad(const ns_winograd_geometry *g, long channels, long 
     })
 }
 
-/// U = G g G^T of one 3x3 kernel (read at element stride `gs`, row-major taps), written at
-/// stride `os` per frequency.
-static inline void kernel_2d(long m, const float *g, long gs, float *u, long os) {
-    const long a = m + 2;
-    float rows[6 * 3], taps[9];
-    for (long q = 0; q < 9; q++) taps[q] = g[q * gs];
-    // rows[v][j] = (G g[., j])[v], then U[v][u] = (G rows[v][.])[u].
-    for (long j = 0; j < 3; j++) kernel_1d(m, taps + j, 3, rows + j, 3);
-    for (long v = 0; v < a; v++) kernel_1d(m, rows + v * 3, 1, u + v * a * os, os);
-}
-
 NS_CLONES
 void ns_winograd_weights(long m, long K, long C, long first, long count, int rotated, const float *w, float *u,
                          long xs) {
-    // The innermost loop runs along u's rows, so every frequency is written contiguously: over
-    // input channels c for u[xi][k][c], over output channels k for the rotated u[xi][c][k].
-    if (!rotated) {
-        for (long k = first; k < first + count; k++)
-            for (long c = 0; c < C; c++) kernel_2d(m, w + (k * C + c) * 9, 1, u + k * C + c, xs);
-    } else {
-        for (long c = first; c < first + count; c++)
-            for (long k = 0; k < K; k++) kernel_2d(m, w + (k * C + c) * 9 + 8, -1, u + c * K + k, xs);
+    // Vectorized along u's rows, L kernels at a time, so every frequency is written as whole
+    // vectors: over input channels c for u[xi][k][c], over output channels k for the rotated
+    // u[xi][c][k].
+    const long a = m + 2, inner = rotated ? K : C;
+    for (long o = first; o < first + count; o++) {
+        for (long i0 = 0; i0 < inner; i0 += L) {
+            const long lanes = min_l(L, inner - i0);
+            float taps[9 * L];  // taps[q][l]: tap q of the lane's kernel, turned if rotated
+            for (long l = 0; l < L; l++) {
+                const long k = rotated ? i0 + l : o, c = rotated ? o : i0 + l;
+                const float *src = w + (k * C + c) * 9;
+                for (long q = 0; q < 9; q++) taps[q * L + l] = l < lanes ? src[rotated ? 8 - q : q] : 0;
+            }
+            vf g[9], rows[6 * 3], out[36];
+            for (long q = 0; q < 9; q++) g[q] = LOAD(taps + q * L);
+            // rows[v][j] = (G g[., j])[v], then U[v][u] = (G rows[v][.])[u].
+            for (long j = 0; j < 3; j++) kernel_1d(m, g + j, 3, rows + j, 3);
+            for (long v = 0; v < a; v++) kernel_1d(m, rows + v * 3, 1, out + v * a, 1);
+            float *dst = u + o * inner + i0;
+            for (long xi = 0; xi < a * a; xi++) {
+                if (lanes == L) {
+                    STORE(dst + xi * xs, out[xi]);
+                } else {
+                    float lane[L];
+                    STORE(lane, out[xi]);
+                    for (long l = 0; l < lanes; l++) dst[xi * xs + l] = lane[l];
+                }
+            }
+        }
     }
 }
 
@@ -312,14 +322,28 @@ NS_CLONES
 void ns_winograd_weight_grad(long m, long K, long C, long k0, long count, const float *du, long xs, float *dw) {
     const long a = m + 2;
     for (long k = k0; k < k0 + count; k++) {
-        for (long c = 0; c < C; c++) {
+        for (long c0 = 0; c0 < C; c0 += L) {
+            const long lanes = min_l(L, C - c0);
+            const float *src = du + k * C + c0;
+            vf d[36], rows[3 * 6], dg[9];
+            for (long xi = 0; xi < a * a; xi++) {
+                if (lanes == L) {
+                    d[xi] = LOAD(src + xi * xs);
+                } else {
+                    float lane[L];
+                    for (long l = 0; l < L; l++) lane[l] = l < lanes ? src[xi * xs + l] : 0;
+                    d[xi] = LOAD(lane);
+                }
+            }
             // rows[i][u] = (G^T du[., u])[i], then dg[i][j] = (G^T rows[i][.])[j].
-            const float *d = du + k * C + c;
-            float rows[3 * 6], dg[9];
-            for (long uu = 0; uu < a; uu++) kernel_grad_1d(m, d + uu * xs, a * xs, rows + uu, a);
+            for (long uu = 0; uu < a; uu++) kernel_grad_1d(m, d + uu, a, rows + uu, a);
             for (long i = 0; i < 3; i++) kernel_grad_1d(m, rows + i * a, 1, dg + i * 3, 1);
-            float *dst = dw + (k * C + c) * 9;
-            for (long q = 0; q < 9; q++) dst[q] += dg[q];
+            float taps[9 * L];
+            for (long q = 0; q < 9; q++) STORE(taps + q * L, dg[q]);
+            for (long l = 0; l < lanes; l++) {
+                float *dst = dw + (k * C + c0 + l) * 9;
+                for (long q = 0; q < 9; q++) dst[q] += taps[q * L + l];
+            }
         }
     }
 }
