@@ -189,12 +189,12 @@ static void pack(const float *src, long plane, long lanes, long h, long w, long 
                  float *restrict buf) {
     memset(buf, 0, sizeof(float) * n * wp * L);
     const long ya = max_l(0, -y0), yb = min_l(n, h - y0);
-    for (long l = 0; l < lanes; l++) {
-        const float *s = src + l * plane;
-        for (long yy = ya; yy < yb; yy++) {
-            const float *row = s + (y0 + yy) * w;
-            float *d = buf + (yy * wp + px) * L + l;
-            for (long xx = 0; xx < w; xx++) d[xx * L] = row[xx];
+    // Row by row, so that the lanes' passes over a row's interleaved pixels stay in L1.
+    for (long yy = ya; yy < yb; yy++) {
+        float *d = buf + (yy * wp + px) * L;
+        for (long l = 0; l < lanes; l++) {
+            const float *row = src + l * plane + (y0 + yy) * w;
+            for (long xx = 0; xx < w; xx++) d[xx * L + l] = row[xx];
         }
     }
 }
@@ -241,18 +241,18 @@ void ns_winograd_output(const ns_winograd_geometry *g, long channels, long row0,
                         for (long jj = 0; jj < m; jj++) STORE(dst + (ii * wy + jj) * L, y[ii * m + jj]);
                 }
             }
-            // De-interleave the segment's rows that are inside the plane.
+            // De-interleave the segment's rows that are inside the plane, row by row (a row's
+            // interleaved pixels stay in L1 for the lanes' passes).
             const long y0 = ty0 * m, y1 = min_l(g->H, ty1 * m);
-            for (long l = 0; l < lanes; l++) {
-                const float b = bias ? bias[c0 + l] : 0;
-                float *o = out + (img * channels + c0 + l) * plane;
-                for (long yy = y0; yy < y1; yy++) {
-                    const float *s = scratch + ((yy - y0) * wy) * L + l;
-                    float *restrict d = o + yy * g->W;
+            for (long yy = y0; yy < y1; yy++) {
+                const float *s = scratch + ((yy - y0) * wy) * L;
+                for (long l = 0; l < lanes; l++) {
+                    const float b = bias ? bias[c0 + l] : 0;
+                    float *restrict d = out + ((img * channels + c0 + l) * plane) + yy * g->W;
                     if (accumulate)
-                        for (long xx = 0; xx < g->W; xx++) d[xx] += s[xx * L] + b;
+                        for (long xx = 0; xx < g->W; xx++) d[xx] += s[xx * L + l] + b;
                     else
-                        for (long xx = 0; xx < g->W; xx++) d[xx] = s[xx * L] + b;
+                        for (long xx = 0; xx < g->W; xx++) d[xx] = s[xx * L + l] + b;
                 }
             }
         }
