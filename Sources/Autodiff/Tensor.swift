@@ -84,6 +84,29 @@ public final class Tensor {
         grad = g
         return g
     }
+
+    /// The gradient buffer for a backward rule that writes every element: when there is no
+    /// gradient yet, a new one left uninitialized and `fresh` (the rule writes its values: zeroing
+    /// it first and adding would cost two more passes over memory); else the existing one, which
+    /// the rule adds into.
+    public func gradDestination() -> (grad: Tensor, fresh: Bool) {
+        if let g = grad { return (g, false) }
+        let g = Tensor(uninitialized: shape)
+        grad = g
+        return (g, true)
+    }
+
+    /// Takes `d`, a gradient with as many elements that its backward rule passes on unchanged,
+    /// as this tensor's gradient without copying it, when there is none yet: the gradient then
+    /// shares `d`'s storage, which nothing else may read or write afterwards (an op's output
+    /// gradient is dead once its rule has run). Returns false, taking nothing, when a gradient
+    /// already exists: the caller adds `d` into it.
+    func adoptGrad(_ d: Tensor) -> Bool {
+        guard grad == nil else { return false }
+        precondition(d.count == count, "adoptGrad: \(d.shape) does not match \(shape)")
+        grad = Tensor(shape: shape, storage: d.storage, requiresGrad: false)
+        return true
+    }
 }
 
 extension Tensor: CustomStringConvertible {

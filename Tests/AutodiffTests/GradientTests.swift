@@ -187,11 +187,31 @@ final class GradientTests: XCTestCase {
         let x = Tensor.randn([5, 4, 6, 5], using: &rng)
         let w = Tensor.randn([6, 4, 3, 3], using: &rng), b = Tensor.randn([6], using: &rng)
         let dw = Tensor.randn([4, 1, 3, 3], using: &rng), c = Tensor.randn([4], using: &rng)
+        let w1 = Tensor.randn([3, 4, 1, 1], using: &rng), x2 = Tensor.randn([5, 4, 6, 5], using: &rng)
         let gamma = Tensor.randn([4], using: &rng), beta = Tensor.randn([4], using: &rng)
         let rm = Tensor.zeros([4]), rv = Tensor.filled([4], with: 1)
         let m2 = Tensor.randn([20, 7], using: &rng), lw = Tensor.randn([3, 7], using: &rng), lb = Tensor.randn([3], using: &rng)
         let cases: [(String, [Tensor], () -> Tensor)] = [
             ("conv", [x, w, b], { conv2d(x, weight: w, bias: b, stride: (2, 1), padding: (1, 1)) }),
+            // The paths that write a fresh input gradient instead of adding into a zeroed one:
+            // Winograd's output transform and the in-place GEMM of a 1x1 convolution.
+            ("conv winograd", [x, w, b], {
+                let saved = Conv2DTuning.winograd
+                Conv2DTuning.winograd = .tile(4)
+                defer { Conv2DTuning.winograd = saved }
+                return conv2d(x, weight: w, bias: b, padding: (1, 1))
+            }),
+            ("conv 1x1 in place", [x, w1], {
+                let saved = Conv2DTuning.directPlane
+                Conv2DTuning.directPlane = 1
+                defer { Conv2DTuning.directPlane = saved }
+                return conv2d(x, weight: w1)
+            }),
+            // add passes its gradient on by sharing it: twice into one tensor must still double.
+            ("add to itself", [x], { add(x, x) }),
+            ("add same shape", [x, x2], { add(x, x2) }),
+            ("reshape", [x], { reshape(x, [5, 120]) }),
+            ("relu", [x], { relu(x) }),
             ("depthwise", [x, dw, c], { conv2d(x, weight: dw, bias: c, padding: (1, 1), groups: 4) }),
             ("add per-channel", [x, c], { add(x, c) }),
             ("mul per-channel", [x, c], { mul(x, c) }),

@@ -71,12 +71,13 @@ public func batchNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor,
     if Tape.needsRecord(x, weight, bias, gate) {
         Tape.record(kind, operands, out) { d in
             withExtendedLifetime((stats, gate)) {
-                let dx = x.requiresGrad ? x.gradBuffer().data : nil
+                let dx = x.requiresGrad ? x.gradDestination() : nil
                 let dGamma = weight.requiresGrad ? weight.gradBuffer().data : nil
                 let dBeta = bias.requiresGrad ? bias.gradBuffer().data : nil
                 let dGate = gate.flatMap { $0.requiresGrad ? $0.gradBuffer().data : nil }
                 Parallel.forEach(c) { ch in
-                    activation.dispatch(BatchNormKernel.Backward(k: kernel, channel: ch, beta: bias.data, dy: d.data, dx: dx,
+                    activation.dispatch(BatchNormKernel.Backward(k: kernel, channel: ch, beta: bias.data, dy: d.data,
+                                                                 dx: dx?.grad.data, freshDx: dx?.fresh ?? false,
                                                                  dGamma: dGamma, dBeta: dBeta, dGate: dGate))
                 }
             }
@@ -129,12 +130,14 @@ struct BatchNormKernel {
     /// m values: `dBeta += s * sum(g)`, `dGamma += s * sum(g * xhat)`,
     /// `dGate += gamma * sum(g * xhat) + beta * sum(g)` (that is, `sum(g * bn(x))`),
     /// `dx += s * gamma / std * (g - sum(g)/m - xhat * sum(g * xhat)/m)` in training
-    /// (the batch statistics depend on x), `dx += s * gamma / std * g` in eval.
+    /// (the batch statistics depend on x), `dx += s * gamma / std * g` in eval; `=` instead of
+    /// `+=` into a fresh dx.
     struct Backward: ActivationKernel {
         let k: BatchNormKernel, channel: Int
         let beta: UnsafeMutablePointer<Float>
         let dy: UnsafeMutablePointer<Float>
-        let dx: UnsafeMutablePointer<Float>?, dGamma: UnsafeMutablePointer<Float>?, dBeta: UnsafeMutablePointer<Float>?
+        let dx: UnsafeMutablePointer<Float>?, freshDx: Bool
+        let dGamma: UnsafeMutablePointer<Float>?, dBeta: UnsafeMutablePointer<Float>?
         let dGate: UnsafeMutablePointer<Float>?
 
         func run<A: ActivationRule>(_ rule: A.Type) {
@@ -168,9 +171,16 @@ struct BatchNormKernel {
             for img in 0..<k.n {
                 let o = k.offset(img, ch)
                 let src = k.x + o, d = dy + o, y = k.y + o, dst = dx + o
-                for i in 0..<k.inner {
-                    let xhat = (src[i] - mu) * istd
-                    dst[i] += scale * (A.gradient(y[i], d[i]) - meanG - xhat * meanGX)
+                if freshDx {
+                    for i in 0..<k.inner {
+                        let xhat = (src[i] - mu) * istd
+                        dst[i] = scale * (A.gradient(y[i], d[i]) - meanG - xhat * meanGX)
+                    }
+                } else {
+                    for i in 0..<k.inner {
+                        let xhat = (src[i] - mu) * istd
+                        dst[i] += scale * (A.gradient(y[i], d[i]) - meanG - xhat * meanGX)
+                    }
                 }
             }
         }

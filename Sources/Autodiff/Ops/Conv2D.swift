@@ -219,14 +219,18 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
     Trace.note(kind, Operands(x, weight, bias), out)
     if Tape.needsRecord(x, weight, bias) {
         Tape.record(kind, Operands(x, weight, bias), out) { d in
-            let dx = x.requiresGrad ? x.gradBuffer().data : nil
+            // A fresh input gradient is written by the paths that set every element once, and
+            // zeroed for those that add (the depthwise kernels, col2im).
+            let (dxTensor, dxFresh) = x.requiresGrad ? x.gradDestination() : (nil, false)
+            let dx = dxTensor?.data
             let dw = weight.requiresGrad ? weight.gradBuffer().data : nil
             if geo.isDepthwise {
+                if dxFresh { dxTensor?.zero() }
                 depthwiseBackward(geo, x.data, weight.data, d.data, dx, dw)
             } else if let winograd = WinogradConv(geo) {
-                winograd.backward(x.data, weight.data, d.data, dx, dw)
+                winograd.backward(x.data, weight.data, d.data, dx, dw, overwritingDx: dxFresh)
             } else {
-                GEMMConv(geo).backward(x.data, weight.data, d.data, dx, dw)
+                GEMMConv(geo).backward(x.data, weight.data, d.data, dx, dw, overwritingDx: dxFresh)
             }
             if let bias, bias.requiresGrad {
                 let db = bias.gradBuffer().data, pd = d.data
@@ -366,10 +370,13 @@ struct GEMMConv {
     /// Backward, per block: dOut as [O, cols] (read in place for single images), the patch
     /// matrix, this piece's partial `dW (+)= dOut . col^T`, then `dCol = W^T . dOut` folded back
     /// with col2im (or, pointwise with one image, `dX += W^T . dOut` in place). The partial weight
-    /// gradients are added to `dw` in piece order at the end.
+    /// gradients are added to `dw` in piece order at the end. With `overwritingDx`, `dx` holds
+    /// no values yet: the in-place GEMMs write it, and otherwise it is zeroed before col2im adds.
     func backward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ dOut: UnsafePointer<Float>,
-                  _ dx: UnsafeMutablePointer<Float>?, _ dw: UnsafeMutablePointer<Float>?) {
+                  _ dx: UnsafeMutablePointer<Float>?, _ dw: UnsafeMutablePointer<Float>?, overwritingDx: Bool = false) {
         guard dx != nil || dw != nil else { return }
+        let dxBeta: Float = overwritingDx && isPointwise && block == 1 ? 0 : 1
+        if let dx, overwritingDx, dxBeta == 1 { dx.update(repeating: 0, count: g.batch * g.inChannels * g.inPlane) }
         let pieces = Parallel.gemmPieces
         let colPer = colCount, tmpPer = tmpCount, wCount = g.outChannels * g.colRows
         let col = Tensor(uninitialized: [pieces * colPer]), dtmp = Tensor(uninitialized: [pieces * tmpPer])
@@ -406,7 +413,7 @@ struct GEMMConv {
                         if inPlace {
                             BLAS.gemm(transA: true, transB: false, m: rows, n: cols, k: og,
                                       a: wg, lda: rows, b: dg, ldb: ldd,
-                                      beta: 1, c: dx + (first * g.inChannels + grp * g.inPerGroup) * g.inPlane, ldc: cols)
+                                      beta: dxBeta, c: dx + (first * g.inChannels + grp * g.inPerGroup) * g.inPlane, ldc: cols)
                         } else {
                             // The patch matrix is spent: its buffer takes dCol.
                             BLAS.gemm(transA: true, transB: false, m: rows, n: cols, k: og,

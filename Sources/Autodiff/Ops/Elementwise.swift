@@ -45,12 +45,21 @@ public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
     Trace.note(.add, Operands(a, b), out)
     if Tape.needsRecord(a, b) {
         Tape.record(.add, Operands(a, b), out) { d in
-            if a.requiresGrad { accumulate(a.gradBuffer().data, d.data, d.count) }
+            // The upstream gradient passes to a unchanged: a takes it without a copy when it can.
+            var taken = false
+            if a.requiresGrad {
+                taken = a.adoptGrad(d)
+                if !taken { accumulate(a.grad!.data, d.data, d.count) }
+            }
             guard b.requiresGrad else { return }
-            let db = b.gradBuffer().data, pd = d.data
+            let pd = d.data
             switch bc {
-            case .none: accumulate(db, pd, d.count)
+            case .none:
+                if !taken && b.adoptGrad(d) { return }
+                let (db, fresh) = b.gradDestination()
+                if fresh { db.copy(from: d) } else { accumulate(db.data, pd, d.count) }
             case let .perChannel(n, c, inner):
+                let db = b.gradBuffer().data
                 Parallel.forEach(c) { ch in
                     var s: Float = 0
                     for img in 0..<n { s += sum(pd + (img * c + ch) * inner, inner) }
@@ -184,18 +193,27 @@ public func relu(_ x: Tensor) -> Tensor { activate(x, .relu, op: .relu) }
 /// `min(max(x, 0), 6)`, MobileNetV2's activation.
 public func relu6(_ x: Tensor) -> Tensor { activate(x, .relu6, op: .relu6) }
 
-/// Elementwise activation forward (`dst = act(src)`) or backward (`dx += act'(y) * d`).
+/// Elementwise activation forward (`dst = act(src)`) or backward (`dx += act'(y) * d`, or `=`
+/// into a fresh gradient).
 private struct ActivationPass: ActivationKernel {
     let count: Int
     let src: UnsafePointer<Float>, dst: UnsafeMutablePointer<Float>
     /// For backward: the upstream gradient; `src` is then the activation's output.
     let upstream: UnsafePointer<Float>?
+    /// For backward: `dst` holds no gradient yet, so it is written, not added into.
+    var fresh = false
 
     func run<A: ActivationRule>(_ rule: A.Type) {
         let src = self.src, dst = self.dst
         if let d = upstream {
-            Parallel.forRange(count, grain: elementwiseGrain) { r in
-                for i in r { dst[i] += A.gradient(src[i], d[i]) }
+            if fresh {
+                Parallel.forRange(count, grain: elementwiseGrain) { r in
+                    for i in r { dst[i] = A.gradient(src[i], d[i]) }
+                }
+            } else {
+                Parallel.forRange(count, grain: elementwiseGrain) { r in
+                    for i in r { dst[i] += A.gradient(src[i], d[i]) }
+                }
             }
         } else {
             Parallel.forRange(count, grain: elementwiseGrain) { r in
@@ -211,7 +229,8 @@ private func activate(_ x: Tensor, _ act: Activation, op: OpKind) -> Tensor {
     Trace.note(op, Operands(x), out)
     if Tape.needsRecord(x) {
         Tape.record(op, Operands(x), out) { d in
-            act.dispatch(ActivationPass(count: d.count, src: out.data, dst: x.gradBuffer().data, upstream: d.data))
+            let (dx, fresh) = x.gradDestination()
+            act.dispatch(ActivationPass(count: d.count, src: out.data, dst: dx.data, upstream: d.data, fresh: fresh))
         }
     }
     return out
@@ -226,7 +245,9 @@ public func reshape(_ x: Tensor, _ shape: [Int]) -> Tensor {
     let out = Tensor(shape: shape, storage: x.storage, requiresGrad: false)
     Trace.note(.reshape, Operands(x), out)
     if Tape.needsRecord(x) {
-        Tape.record(.reshape, Operands(x), out) { d in accumulate(x.gradBuffer().data, d.data, d.count) }
+        Tape.record(.reshape, Operands(x), out) { d in
+            if !x.adoptGrad(d) { accumulate(x.grad!.data, d.data, d.count) }
+        }
     }
     return out
 }

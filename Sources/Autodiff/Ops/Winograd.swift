@@ -125,9 +125,10 @@ struct WinogradConv {
         }
     }
 
-    /// dX += conv(dY, rotated w^T); dW += the weight gradient (either may be nil).
+    /// dX += conv(dY, rotated w^T) (`=` with `overwritingDx`: every element is written once);
+    /// dW += the weight gradient (either may be nil).
     func backward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ dOut: UnsafePointer<Float>,
-                  _ dx: UnsafeMutablePointer<Float>?, _ dw: UnsafeMutablePointer<Float>?) {
+                  _ dx: UnsafeMutablePointer<Float>?, _ dw: UnsafeMutablePointer<Float>?, overwritingDx: Bool = false) {
         guard dx != nil || dw != nil else { return }
         let k = g.outChannels, c = g.inChannels, a2 = frequencies, uxs = Self.frequencyStride(k * c)
         let rotated = dx != nil ? transformedWeights(w, rotated: true) : nil
@@ -164,7 +165,7 @@ struct WinogradConv {
                             BLAS.gemm(transA: false, transB: true, m: t, n: c, k: k, a: bufK + xi * kxs, lda: ldK,
                                       b: pr + xi * uxs, ldb: k, beta: 0, c: bufC + xi * cxs, ldc: ldC)
                         }
-                        ns_winograd_output(geometry, c, row0, rows, bufC, ldC, cxs, nil, 1, dx, scratch)
+                        ns_winograd_output(geometry, c, row0, rows, bufC, ldC, cxs, nil, overwritingDx ? 0 : 1, dx, scratch)
                     }
                     started[piece] = true
                 }
