@@ -93,6 +93,9 @@ struct BenchInfer: ParsableCommand {
     @Option(name: .long, help: "With --profile: the batch size of the profile.")
     var profileBatch = 1
 
+    @Option(name: .long, help: winogradHelp)
+    var winograd = Conv2DTuning.Winograd.auto
+
     @Flag(name: .long, help: "Print one JSON object (every measurement and profile) instead of tables.")
     var json = false
 
@@ -174,6 +177,7 @@ struct BenchInfer: ParsableCommand {
 
     func run() throws {
         if threads > 0 { Parallel.workers = threads }
+        Conv2DTuning.winograd = winograd
         if worker { return try runWorker() }
         TemporaryFiles.installSignalCleanup()
         TemporaryFiles.removeStale()
@@ -291,7 +295,8 @@ struct BenchInfer: ParsableCommand {
 
     func workerArguments(_ source: Source, size: Int, batch: Int) -> [String] {
         var a = ["bench", "infer", "--worker", "--backend", "swift", "--batch-sizes", "\(batch)", "--input-sizes", "\(size)",
-                 "--warmup", "\(warmup)", "--runs", "\(runs)", "--trials", "\(trials)", "--threads", "\(threads)", "--budget-ms", "\(budgetMs)"]
+                 "--warmup", "\(warmup)", "--runs", "\(runs)", "--trials", "\(trials)", "--threads", "\(threads)", "--budget-ms", "\(budgetMs)",
+                 "--winograd", winograd.defaultValueDescription]
         switch source {
         case let .checkpoint(p): a += ["--checkpoint", p]
         case let .fresh(m, r): a += ["--model", m.rawValue, "--ratios", "\(r)", "--dataset", dataset.rawValue]

@@ -42,6 +42,9 @@ struct BenchTrain: ParsableCommand {
         """)
     var gated = false
 
+    @Option(name: .long, help: winogradHelp)
+    var winograd = Conv2DTuning.Winograd.auto
+
     @Flag(name: .long, help: "Print one JSON object (images/s, step ms, peak memory, and the profile with --profile) instead of text.")
     var json = false
 
@@ -51,6 +54,7 @@ struct BenchTrain: ParsableCommand {
     }
 
     func run() throws {
+        Conv2DTuning.winograd = winograd
         let baseMB = ProcessMemory.residentMB
         let d = NetDescription.uniform(model, ratio: ratio, inChannels: 3, imageSize: 32, classes: 10)
         let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 0)), gated: gated)

@@ -76,6 +76,29 @@ final class GradientTests: XCTestCase {
         }
     }
 
+    /// Fewer images than GEMM pieces: the forward pass splits output channels over the pieces
+    /// (one shared patch matrix), the backward pass is the usual one. Each image of a batch must
+    /// also come out as it does alone.
+    func testConv2dSingleImage() {
+        let x = Tensor.randn([1, 4, 7, 6], using: &rng), w = Tensor.randn([5, 4, 3, 3], using: &rng)
+        let b = Tensor.randn([5], using: &rng), w1 = Tensor.randn([7, 4, 1, 1], using: &rng)
+        let wg = Tensor.randn([6, 2, 3, 3], using: &rng)
+        forEachConvPath { path in
+            checkGradients("one image, 3x3 s1 p1, \(path)", inputs: [x, w, b]) { conv2d(x, weight: w, bias: b, padding: (1, 1)) }
+            checkGradients("one image, 3x3 s2, \(path)", inputs: [x, w]) { conv2d(x, weight: w, stride: (2, 2), padding: (1, 1)) }
+            checkGradients("one image, 1x1, \(path)", inputs: [x, w1]) { conv2d(x, weight: w1) }
+            checkGradients("one image, groups 2, \(path)", inputs: [x, wg]) { conv2d(x, weight: wg, padding: (1, 1), groups: 2) }
+        }
+        let pair = Tensor.randn([2, 4, 7, 6], using: &rng)
+        let both = Tape.withoutGradients { conv2d(pair, weight: w, bias: b, stride: (2, 1), padding: (1, 1)) }
+        for img in 0..<2 {
+            let alone = Tensor(shape: [1, 4, 7, 6], values: Array(pair.values[(img * 168)..<((img + 1) * 168)]))
+            let y = Tape.withoutGradients { conv2d(alone, weight: w, bias: b, stride: (2, 1), padding: (1, 1)) }
+            let part = Array(both.values[(img * y.count)..<((img + 1) * y.count)])
+            assertClose(y.values, part, rtol: 1e-5, atol: 1e-5, "image \(img) alone and in a batch of two")
+        }
+    }
+
     func testConv2dGrouped() {
         let x = Tensor.randn([2, 4, 6, 5], using: &rng), w = Tensor.randn([6, 2, 3, 2], using: &rng)
         let b = Tensor.randn([6], using: &rng)

@@ -331,8 +331,10 @@ struct GEMMConv {
 
     /// Forward: per block, im2col (unless pointwise with one image) and one GEMM per group, into
     /// NCHW directly for single images, else into [O, cols] and scattered (adding the bias there).
+    /// Fewer images than pieces (inference) are split by output channels instead.
     func forward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                  _ out: UnsafeMutablePointer<Float>) {
+        if g.batch < Parallel.gemmPieces { return forwardSplittingChannels(x, w, bias, out) }
         let pieces = Parallel.gemmPieces
         let colPer = colCount, tmpPer = tmpCount
         let col = Tensor(uninitialized: [pieces * colPer]), tmp = Tensor(uninitialized: [pieces * tmpPer])
@@ -361,6 +363,51 @@ struct GEMMConv {
                 let img = out + first * g.outChannels * plane
                 for ch in 0..<g.outChannels {
                     let v = bias[ch], dst = img + ch * plane
+                    for i in 0..<plane { dst[i] += v }
+                }
+            }
+        }
+    }
+
+    /// Forward for fewer images than pieces: the whole batch's patch matrix (its rows cut over
+    /// the pieces), then every piece computes its range of output channels for all the images,
+    /// reading only its rows of the weights (a batch of one is bound by reading them).
+    private func forwardSplittingChannels(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                                          _ bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
+        let nb = g.batch, plane = g.outPlane, cols = nb * plane, rows = g.colRows, og = g.outPerGroup
+        let inPlace = isPointwise && nb == 1
+        let col = Tensor(uninitialized: [inPlace ? 0 : g.groups * rows * cols])
+        let tmp = Tensor(uninitialized: [nb > 1 ? g.outChannels * cols : 0])
+        let pcol = col.data, ptmp = tmp.data
+        defer { withExtendedLifetime((col, tmp)) {} }  // the pieces below use them only by pointer
+        if !inPlace {
+            Parallel.forPieces(g.groups * rows) { r in
+                for grp in (r.lowerBound / rows)...((r.upperBound - 1) / rows) {
+                    let lo = max(r.lowerBound - grp * rows, 0), hi = min(r.upperBound - grp * rows, rows)
+                    im2col(x, group: grp, start: 0, images: 0..<nb, cols: cols, into: pcol + grp * rows * cols,
+                           patchRows: lo..<hi)
+                }
+            }
+        }
+        Parallel.forPieces(g.outChannels) { channels in
+            for grp in (channels.lowerBound / og)...((channels.upperBound - 1) / og) {
+                let lo = max(channels.lowerBound, grp * og), hi = min(channels.upperBound, (grp + 1) * og)
+                let b: UnsafePointer<Float> = inPlace ? x + grp * g.inPerGroup * g.inPlane : UnsafePointer(pcol + grp * rows * cols)
+                let c = nb == 1 ? out + lo * plane : ptmp + lo * cols
+                BLAS.gemm(transA: false, transB: false, m: hi - lo, n: cols, k: rows, a: w + lo * rows, lda: rows,
+                          b: b, ldb: cols, beta: 0, c: c, ldc: cols)
+            }
+            if nb > 1 {
+                for img in 0..<nb {
+                    for ch in channels {
+                        let src = ptmp + ch * cols + img * plane, dst = out + (img * g.outChannels + ch) * plane
+                        let v = bias?[ch] ?? 0
+                        for i in 0..<plane { dst[i] = src[i] + v }
+                    }
+                }
+            } else if let bias {
+                for ch in channels {
+                    let v = bias[ch], dst = out + ch * plane
                     for i in 0..<plane { dst[i] += v }
                 }
             }
@@ -436,15 +483,16 @@ struct GEMMConv {
     }
 
     /// Writes columns of images `images` (relative to `start`) of one group's [colRows, cols]
-    /// patch matrix: row `(c*kH + i)*kW + j`, column `n*outPlane + oh*outW + ow`.
+    /// patch matrix: row `(c*kH + i)*kW + j`, column `n*outPlane + oh*outW + ow`; only the rows
+    /// `patchRows` when given.
     func im2col(_ x: UnsafePointer<Float>, group: Int, start: Int, images: Range<Int>, cols: Int,
-                into col: UnsafeMutablePointer<Float>) {
-        let g = self.g, taps = g.kernelH * g.kernelW, plane = g.outPlane
+                into col: UnsafeMutablePointer<Float>, patchRows: Range<Int>? = nil) {
+        let g = self.g, taps = g.kernelH * g.kernelW, plane = g.outPlane, patchRows = patchRows ?? 0..<g.colRows
         let channel0 = x + (start * g.inChannels + group * g.inPerGroup) * g.inPlane
         let imageStride = g.inChannels * g.inPlane
         if let flatTaps {
             flatTaps.withUnsafeBufferPointer { flat in
-                for r in 0..<g.colRows {
+                for r in patchRows {
                     let t = flat[r % taps], channel = channel0 + (r / taps) * g.inPlane, dst = col + r * cols
                     for b in images { flatTap(t, from: channel + b * imageStride, to: dst + b * plane) }
                 }
@@ -454,7 +502,7 @@ struct GEMMConv {
         if let tapOffsets {
             // Short rows: one table lookup per element, no per-row bookkeeping.
             tapOffsets.withUnsafeBufferPointer { table in
-                for r in 0..<g.colRows {
+                for r in patchRows {
                     let offsets = table.baseAddress! + (r % taps) * plane
                     let channel = channel0 + (r / taps) * g.inPlane, dst = col + r * cols
                     for b in images {
@@ -469,7 +517,7 @@ struct GEMMConv {
             }
             return
         }
-        for r in 0..<g.colRows {
+        for r in patchRows {
             let i = (r % taps) / g.kernelW, j = r % g.kernelW
             let rowsOK = g.validRows(i), colsOK = g.validColumns(j)
             let lo = colsOK.lowerBound, hi = colsOK.upperBound, outW = g.outW
