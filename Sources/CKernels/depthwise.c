@@ -14,6 +14,11 @@ static inline long floor_div(long a, long b) { return a >= 0 ? a / b : -((-a + b
 static inline long ceil_div(long a, long b) { return -floor_div(-a, b); }
 static inline long max_l(long a, long b) { return a > b ? a : b; }
 static inline long min_l(long a, long b) { return a < b ? a : b; }
+/// v clamped to [lo, hi] by comparisons, so that a NaN stays NaN.
+static inline float clamp(float v, float lo, float hi) {
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
+}
 
 /// Per kernel tap: the output rows [r0, r1) and columns [c0, c1) whose reads fall inside the
 /// image, and the input offset `base` that output (0, 0) would read.
@@ -33,7 +38,7 @@ static void tap_ranges(const ns_depthwise_geometry *g, tap_range *t) {
 
 NS_CLONES
 void ns_depthwise_forward(const ns_depthwise_geometry *g, long first, long count, const float *in,
-                          const float *w, const float *bias, float *out) {
+                          const float *w, const float *bias, float lo, float hi, float *out) {
     tap_range t[MAX_TAPS];
     tap_ranges(g, t);
     const long taps = g->KH * g->KW, OW = g->OW, SW = g->SW, SHW = g->SH * g->W;
@@ -57,6 +62,7 @@ void ns_depthwise_forward(const ns_depthwise_geometry *g, long first, long count
                 }
             }
         }
+        for (long p = 0; p < plane; p++) y[p] = clamp(y[p], lo, hi);
     }
 }
 
@@ -146,7 +152,7 @@ static void pack_weights(const float *w, long c0, long lanes, long taps, float *
 
 NS_CLONES
 void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long first, long count, const float *in,
-                                  const float *w, const float *bias, float *out) {
+                                  const float *w, const float *bias, float lo, float hi, float *out) {
     const long taps = g->KH * g->KW, OW = g->OW, plane = g->OH * OW, in_plane = g->H * g->W;
     const long hp = g->H + 2 * g->PH, wp = g->W + 2 * g->PW, blocks = (g->OC + L - 1) / L;
     float *xb = malloc(sizeof(float) * hp * wp * L), *yb = malloc(sizeof(float) * plane * L);
@@ -174,7 +180,7 @@ void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long first, lo
         }
         float *dst = out + (img * g->OC + c0) * plane;
         for (long l = 0; l < lanes; l++)
-            for (long p = 0; p < plane; p++) dst[l * plane + p] = yb[p * L + l];
+            for (long p = 0; p < plane; p++) dst[l * plane + p] = clamp(yb[p * L + l], lo, hi);
     }
     free(xb);
     free(yb);

@@ -225,7 +225,8 @@ void ns_winograd_input(const ns_winograd_geometry *g, long channels, long row0, 
 
 NS_CLONES
 void ns_winograd_output(const ns_winograd_geometry *g, long channels, long row0, long rows, const float *mm,
-                        long ld, long xs, const float *bias, int accumulate, float *out, float *scratch) {
+                        long ld, long xs, const float *bias, float lo, float hi, int accumulate, float *out,
+                        float *scratch) {
     const long m = g->m, a = m + 2, tx_n = g->tiles_x, plane = g->H * g->W, wy = tx_n * m;
     FOR_EACH_SEGMENT(g, row0, rows, {
         for (long c0 = 0; c0 < channels; c0 += L) {
@@ -249,10 +250,16 @@ void ns_winograd_output(const ns_winograd_geometry *g, long channels, long row0,
                 for (long l = 0; l < lanes; l++) {
                     const float b = bias ? bias[c0 + l] : 0;
                     float *restrict d = out + ((img * channels + c0 + l) * plane) + yy * g->W;
-                    if (accumulate)
+                    if (accumulate) {
                         for (long xx = 0; xx < g->W; xx++) d[xx] += s[xx * L + l] + b;
-                    else
-                        for (long xx = 0; xx < g->W; xx++) d[xx] = s[xx * L + l] + b;
+                    } else {
+                        // Clamped by comparisons, so a NaN stays NaN.
+                        for (long xx = 0; xx < g->W; xx++) {
+                            float v = s[xx * L + l] + b;
+                            v = v < lo ? lo : v;
+                            d[xx] = v > hi ? hi : v;
+                        }
+                    }
                 }
             }
         }

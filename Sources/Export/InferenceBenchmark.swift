@@ -108,7 +108,8 @@ public struct InferenceProfile: Codable, Sendable {
 }
 
 /// The Swift engine's inference: the net's eval graph with BN folded into the convs (what the
-/// ONNX export holds), run with the engine's own ops.
+/// ONNX export holds), run with the engine's own ops (`InferenceEngine`: frozen convolutions,
+/// activations fused into them).
 public enum EngineInference {
     /// Times `build()`'s net at batch `batch` on `inputSize` x `inputSize` inputs (nil: the
     /// net's own). Memory: the resident-set increase from before `build` (which loads or makes
@@ -118,7 +119,7 @@ public enum EngineInference {
         let before = ProcessMemory.residentMB
         let net = try build()
         let d = net.netDescription, size = inputSize ?? d.imageSize
-        let traced = try tracedGraph(net, size: size), graph = traced.foldingBatchNorms()
+        let traced = try tracedGraph(net, size: size), graph = InferenceEngine(traced.foldingBatchNorms())
         var rng = RandomGenerator(seed: 0)
         let x = Tensor.randn([batch, d.inChannels, size, size], using: &rng)
         _ = graph.run(x)
@@ -145,17 +146,17 @@ public enum EngineInference {
     /// (after `warmup`), summed per layer (node name).
     public static func profile(_ name: String, net: Network, inputSize: Int?, batch: Int, warmup: Int, runs: Int) throws -> InferenceProfile {
         let d = net.netDescription, size = inputSize ?? d.imageSize
-        let graph = try tracedGraph(net, size: size).foldingBatchNorms()
+        let engine = InferenceEngine(try tracedGraph(net, size: size).foldingBatchNorms()), graph = engine.graph
         var rng = RandomGenerator(seed: 0)
         let x = Tensor.randn([batch, d.inChannels, size, size], using: &rng)
-        for _ in 0..<warmup { _ = graph.run(x) }
+        for _ in 0..<warmup { _ = engine.run(x) }
         var seconds = [Double](repeating: 0, count: graph.nodes.count)
         var wall = 0.0
         for _ in 0..<runs {
             let start = monotonicSeconds()
             var last = start
             // Ops run one after another, so a node's time is the time since the previous value.
-            _ = graph.run(x) { v, _ in
+            _ = engine.run(x) { v, _ in
                 let now = monotonicSeconds()
                 if v > 0 { seconds[v - 1] += now - last }
                 last = now

@@ -171,29 +171,34 @@ extension InferenceGraph {
         Tape.withoutGradients {
             observe?(0, x)
             var values = [x]
-            func t(_ name: String) -> Tensor { tensors[name]! }
             for node in nodes {
-                let a = values[node.inputs[0]]
-                let y: Tensor
-                switch node.op {
-                case let .conv(w, b, stride, padding, groups):
-                    y = conv2d(a, weight: t(w), bias: b.map(t), stride: (stride, stride), padding: (padding, padding), groups: groups)
-                case let .batchNorm(p, eps):
-                    y = batchNorm2d(a, weight: t(p + ".weight"), bias: t(p + ".bias"), runningMean: t(p + ".running_mean"),
-                                    runningVar: t(p + ".running_var"), training: false, eps: eps)
-                case .relu: y = relu(a)
-                case .relu6: y = relu6(a)
-                case .add: y = add(a, values[node.inputs[1]])
-                case let .maxPool(k, s, p): y = maxPool2d(a, kernel: (k, k), stride: (s, s), padding: (p, p))
-                case .globalAvgPool: y = globalAvgPool(a)
-                case .flatten: y = flatten(a)
-                case let .linear(w, b): y = linear(a, weight: t(w), bias: t(b))
-                case let .select(channels): y = selectChannels(a, channels)
-                }
+                let y = apply(node, values)
                 observe?(values.count, y)
                 values.append(y)
             }
             return values[output]
+        }
+    }
+
+    /// `node`'s op on the values computed so far (`values[0]` the input, `values[i + 1]` node i's
+    /// output), with the graph's tensors.
+    func apply(_ node: Node, _ values: [Tensor]) -> Tensor {
+        func t(_ name: String) -> Tensor { tensors[name]! }
+        let a = values[node.inputs[0]]
+        switch node.op {
+        case let .conv(w, b, stride, padding, groups):
+            return conv2d(a, weight: t(w), bias: b.map(t), stride: (stride, stride), padding: (padding, padding), groups: groups)
+        case let .batchNorm(p, eps):
+            return batchNorm2d(a, weight: t(p + ".weight"), bias: t(p + ".bias"), runningMean: t(p + ".running_mean"),
+                               runningVar: t(p + ".running_var"), training: false, eps: eps)
+        case .relu: return relu(a)
+        case .relu6: return relu6(a)
+        case .add: return add(a, values[node.inputs[1]])
+        case let .maxPool(k, s, p): return maxPool2d(a, kernel: (k, k), stride: (s, s), padding: (p, p))
+        case .globalAvgPool: return globalAvgPool(a)
+        case .flatten: return flatten(a)
+        case let .linear(w, b): return linear(a, weight: t(w), bias: t(b))
+        case let .select(channels): return selectChannels(a, channels)
         }
     }
 

@@ -34,4 +34,32 @@ final class InferenceGraphTests: XCTestCase {
             }
         }
     }
+
+    /// The engine (frozen convolutions, activations fused into them) computes what the folded
+    /// graph computes, at batch 1 (output channels split over the cores) and batch 4, at widths
+    /// where the convolutions go through Winograd's algorithm, and on a second run with the
+    /// transformed kernels it kept from the first. Every ReLU after a conv that is its only
+    /// reader is absorbed.
+    func testEngineMatchesTheFoldedGraph() throws {
+        for arch in Architecture.allCases {
+            let d = NetDescription.uniform(arch, ratio: 0.5, inChannels: 3, imageSize: 32, classes: 5)
+            let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 3)))
+            var rng = RandomGenerator(seed: 4)
+            randomizeNormalization(net, using: &rng)
+            let folded = net.inferenceGraph.foldingBatchNorms()
+            let engine = InferenceEngine(folded)
+            for batch in [1, 4] {
+                let x = Tensor.randn([batch, 3, 32, 32], using: &rng)
+                let expected = folded.run(x).values
+                let scale = expected.map(abs).max()!
+                for pass in 1...2 {
+                    var values = 0
+                    let got = engine.run(x) { _, _ in values += 1 }.values
+                    XCTAssertEqual(values, folded.nodes.count + 1, "\(arch): every value observed")
+                    let diff = zip(expected, got).map { abs($0 - $1) }.max()!
+                    XCTAssertLessThanOrEqual(diff, 1e-4 * scale, "\(arch) batch \(batch) run \(pass): max |diff| \(diff), scale \(scale)")
+                }
+            }
+        }
+    }
 }

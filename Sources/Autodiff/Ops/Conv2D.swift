@@ -150,6 +150,10 @@ public enum Conv2DTuning {
     nonisolated(unsafe) public static var winogradBudget = 1 << 18
     /// The fewest tiles per block, however many channels: the GEMMs' column count.
     nonisolated(unsafe) public static var winogradMinTiles = 128
+    /// What reading one weight from memory costs in multiply-adds, in `.auto`'s choice of
+    /// algorithm: with few images (inference), a convolution's time goes to streaming its
+    /// weights, and Winograd's transformed kernels are (m + 2)^2 / 9 times larger.
+    nonisolated(unsafe) public static var weightStreamCost = 10
 }
 
 /// How a convolution is computed.
@@ -246,6 +250,20 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
     return out
 }
 
+/// `dst[i] = act(src[i] + v)` for `i` in `0..<count` (`src` may be `dst`): a convolution's output
+/// pass with its bias and the activation fused into it.
+@inline(__always)
+func addBiasActivating(_ activation: Activation, _ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>,
+                       _ count: Int, _ v: Float) {
+    struct Pass: ActivationKernel {
+        let src: UnsafePointer<Float>, dst: UnsafeMutablePointer<Float>, count: Int, v: Float
+        func run<A: ActivationRule>(_ rule: A.Type) {
+            for i in 0..<count { dst[i] = A.apply(src[i] + v) }
+        }
+    }
+    activation.dispatch(Pass(src: src, dst: dst, count: count, v: v))
+}
+
 // MARK: - im2col + GEMM
 
 /// The im2col/GEMM convolution of one geometry.
@@ -331,10 +349,11 @@ struct GEMMConv {
 
     /// Forward: per block, im2col (unless pointwise with one image) and one GEMM per group, into
     /// NCHW directly for single images, else into [O, cols] and scattered (adding the bias there).
-    /// Fewer images than pieces (inference) are split by output channels instead.
+    /// Fewer images than pieces (inference) are split by output channels instead. `activation`
+    /// is applied in the same pass as the bias.
     func forward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
-                 _ out: UnsafeMutablePointer<Float>) {
-        if g.batch < Parallel.gemmPieces { return forwardSplittingChannels(x, w, bias, out) }
+                 _ out: UnsafeMutablePointer<Float>, activation: Activation = .identity) {
+        if g.batch < Parallel.gemmPieces { return forwardSplittingChannels(x, w, bias, out, activation) }
         let pieces = Parallel.gemmPieces
         let colPer = colCount, tmpPer = tmpCount
         let col = Tensor(uninitialized: [pieces * colPer]), tmp = Tensor(uninitialized: [pieces * tmpPer])
@@ -358,12 +377,12 @@ struct GEMMConv {
                           a: w + grp * og * rows, lda: rows, b: b, ldb: ldb, beta: 0, c: c, ldc: cols)
             }
             if nb > 1 {
-                scatter(ktmp, start: first, images: 0..<nb, cols: cols, bias: bias, into: out)
-            } else if let bias {
+                scatter(ktmp, start: first, images: 0..<nb, cols: cols, bias: bias, activation: activation, into: out)
+            } else if bias != nil || activation != .identity {
                 let img = out + first * g.outChannels * plane
                 for ch in 0..<g.outChannels {
-                    let v = bias[ch], dst = img + ch * plane
-                    for i in 0..<plane { dst[i] += v }
+                    let dst = img + ch * plane
+                    addBiasActivating(activation, dst, dst, plane, bias?[ch] ?? 0)
                 }
             }
         }
@@ -373,7 +392,8 @@ struct GEMMConv {
     /// the pieces), then every piece computes its range of output channels for all the images,
     /// reading only its rows of the weights (a batch of one is bound by reading them).
     private func forwardSplittingChannels(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
-                                          _ bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
+                                          _ bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>,
+                                          _ activation: Activation) {
         let nb = g.batch, plane = g.outPlane, cols = nb * plane, rows = g.colRows, og = g.outPerGroup
         let inPlace = isPointwise && nb == 1
         let col = Tensor(uninitialized: [inPlace ? 0 : g.groups * rows * cols])
@@ -401,14 +421,13 @@ struct GEMMConv {
                 for img in 0..<nb {
                     for ch in channels {
                         let src = ptmp + ch * cols + img * plane, dst = out + (img * g.outChannels + ch) * plane
-                        let v = bias?[ch] ?? 0
-                        for i in 0..<plane { dst[i] = src[i] + v }
+                        addBiasActivating(activation, src, dst, plane, bias?[ch] ?? 0)
                     }
                 }
-            } else if let bias {
+            } else if bias != nil || activation != .identity {
                 for ch in channels {
-                    let v = bias[ch], dst = out + ch * plane
-                    for i in 0..<plane { dst[i] += v }
+                    let dst = out + ch * plane
+                    addBiasActivating(activation, dst, dst, plane, bias?[ch] ?? 0)
                 }
             }
         }
@@ -619,14 +638,13 @@ struct GEMMConv {
 
     /// [O, cols] -> NCHW for images `images` (relative to `start`), adding the bias.
     func scatter(_ tmp: UnsafePointer<Float>, start: Int, images: Range<Int>, cols: Int,
-                 bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>) {
+                 bias: UnsafePointer<Float>?, activation: Activation, into out: UnsafeMutablePointer<Float>) {
         let o = g.outChannels, plane = g.outPlane
         for b in images {
             for ch in 0..<o {
                 let src = tmp + ch * cols + b * plane, dst = out + ((start + b) * o + ch) * plane
-                if let bias {
-                    let v = bias[ch]
-                    for k in 0..<plane { dst[k] = src[k] + v }
+                if bias != nil || activation != .identity {
+                    addBiasActivating(activation, src, dst, plane, bias?[ch] ?? 0)
                 } else {
                     dst.update(from: src, count: plane)
                 }
@@ -661,18 +679,19 @@ extension Conv2DGeometry {
 /// channel, across blocks of channels (each worker owns (image, block) items forward and whole
 /// blocks backward); otherwise per plane, each worker owning whole planes.
 func depthwiseForward(_ g: Conv2DGeometry, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
-                      _ bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
+                      _ bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>, activation: Activation = .identity) {
     var geometry = g.depthwise
+    let (lo, hi) = activation.bounds
     withUnsafePointer(to: &geometry) { geometry in
         if g.outChannels == g.inChannels {
             let blocks = (g.outChannels + Conv2DTuning.depthwiseLanes - 1) / Conv2DTuning.depthwiseLanes
             Parallel.forRange(g.batch * blocks) { r in
-                ns_depthwise_forward_blocked(geometry, r.lowerBound, r.count, x, w, bias, out)
+                ns_depthwise_forward_blocked(geometry, r.lowerBound, r.count, x, w, bias, lo, hi, out)
             }
             return
         }
         Parallel.forRange(g.batch * g.outChannels, grain: max(1, 4096 / max(g.outPlane, 1))) { r in
-            ns_depthwise_forward(geometry, r.lowerBound, r.count, x, w, bias, out)
+            ns_depthwise_forward(geometry, r.lowerBound, r.count, x, w, bias, lo, hi, out)
         }
     }
 }

@@ -147,6 +147,15 @@ private func multiply(_ op: OpKind, _ a: Tensor, _ b: Tensor, _ bc: Broadcast) -
 public enum Activation: String, Sendable, CaseIterable {
     case identity, relu, relu6
 
+    /// The activation as a clamp to [lo, hi], for the C kernels.
+    var bounds: (lo: Float, hi: Float) {
+        switch self {
+        case .identity: return (-.infinity, .infinity)
+        case .relu: return (0, .infinity)
+        case .relu6: return (0, 6)
+        }
+    }
+
     /// Runs `kernel` specialized for this activation, so its inner loops are branch-free.
     @inline(__always) func dispatch<Result>(_ kernel: some ActivationKernel<Result>) -> Result {
         switch self {

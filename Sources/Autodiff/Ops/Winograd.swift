@@ -27,12 +27,16 @@ struct WinogradConv {
     /// Tile rows per block.
     let rowsPerBlock: Int
 
+    /// The output tile's size, m.
+    var tile: Int { tiles.m }
     var alpha: Int { tiles.m + 2 }
     var frequencies: Int { alpha * alpha }
 
     /// The Winograd convolution of `g`, or nil where it does not apply (not 3x3, stride 1,
     /// padding 1 and ungrouped) or, under `Conv2DTuning.winograd = .auto`, does not pay.
-    init?(_ g: Conv2DGeometry) {
+    /// `frozenWeights`: the transformed kernels are kept between calls (`FrozenConv2D`), so
+    /// their cost is only that of reading them.
+    init?(_ g: Conv2DGeometry, frozenWeights: Bool = false) {
         guard g.kernelH == 3, g.kernelW == 3, g.strideH == 1, g.strideW == 1, g.padH == 1, g.padW == 1,
               g.groups == 1 else { return nil }
         let m: Int
@@ -42,10 +46,16 @@ struct WinogradConv {
         case .auto:
             guard min(g.inChannels, g.outChannels) >= Conv2DTuning.winogradMinChannels else { return nil }
             // The tile with the fewest multiplies over the whole plane (ties to the smaller, the
-            // more accurate), if it needs at most half as many as the direct convolution.
-            let cost = { (m: Int) in (m + 2) * (m + 2) * ceilDiv(g.outH, m) * ceilDiv(g.outW, m) }
-            m = cost(4) < cost(2) ? 4 : 2
-            guard 2 * cost(m) <= 9 * g.outPlane else { return nil }
+            // more accurate), if it costs well under the direct convolution, counting per
+            // input-output channel pair the multiply-adds and the kernel values streamed from
+            // memory (9 for the direct kernel; alpha^2 transformed values, written and read twice
+            // unless frozen).
+            let multiplies = { (m: Int) in (m + 2) * (m + 2) * ceilDiv(g.outH, m) * ceilDiv(g.outW, m) }
+            m = multiplies(4) < multiplies(2) ? 4 : 2
+            let stream = Double(Conv2DTuning.weightStreamCost)
+            let direct = Double(9 * g.outPlane * g.batch) + 9 * stream
+            let winograd = Double(multiplies(m) * g.batch) + Double((m + 2) * (m + 2)) * stream * (frozenWeights ? 1 : 3)
+            guard winograd <= 0.75 * direct else { return nil }
         }
         precondition(m == 2 || m == 4, "WinogradConv: output tiles of \(m) (2 or 4 only)")
         self.g = g
@@ -89,7 +99,7 @@ struct WinogradConv {
 
     /// The kernels transformed: [alpha^2][K][C], or rotated [alpha^2][C][K], frequencies
     /// `frequencyStride(K * C)` apart.
-    private func transformedWeights(_ w: UnsafePointer<Float>, rotated: Bool) -> Tensor {
+    func transformedWeights(_ w: UnsafePointer<Float>, rotated: Bool) -> Tensor {
         let k = g.outChannels, c = g.inChannels, xs = Self.frequencyStride(k * c)
         let u = Tensor(uninitialized: [frequencies * xs])
         let pu = u.data, rows = rotated ? c : k
@@ -99,11 +109,12 @@ struct WinogradConv {
         return u
     }
 
-    /// out = conv(x, w) + bias.
+    /// out = act(conv(x, w) + bias); `transformed`: the kernels already transformed (else
+    /// they are, from `w`).
     func forward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
-                 _ out: UnsafeMutablePointer<Float>) {
-        let k = g.outChannels, c = g.inChannels, a2 = frequencies
-        let u = transformedWeights(w, rotated: false), uxs = Self.frequencyStride(k * c)
+                 _ out: UnsafeMutablePointer<Float>, transformed: Tensor? = nil, activation: Activation = .identity) {
+        let k = g.outChannels, c = g.inChannels, a2 = frequencies, (lo, hi) = activation.bounds
+        let u = transformed ?? transformedWeights(w, rotated: false), uxs = Self.frequencyStride(k * c)
         let ldC = Self.leading(c), ldK = Self.leading(k)
         let vxs = Self.frequencyStride(blockTiles * ldC), mxs = Self.frequencyStride(blockTiles * ldK)
         let pieces = Parallel.gemmPieces, stride = a2 * (vxs + mxs) + scratchCount
@@ -120,7 +131,7 @@ struct WinogradConv {
                     BLAS.gemm(transA: false, transB: true, m: t, n: k, k: c, a: v + xi * vxs, lda: ldC,
                               b: pu + xi * uxs, ldb: c, beta: 0, c: mm + xi * mxs, ldc: ldK)
                 }
-                ns_winograd_output(geometry, k, row0, rows, mm, ldK, mxs, bias, 0, out, scratch)
+                ns_winograd_output(geometry, k, row0, rows, mm, ldK, mxs, bias, lo, hi, 0, out, scratch)
             }
         }
     }
@@ -165,7 +176,8 @@ struct WinogradConv {
                             BLAS.gemm(transA: false, transB: true, m: t, n: c, k: k, a: bufK + xi * kxs, lda: ldK,
                                       b: pr + xi * uxs, ldb: k, beta: 0, c: bufC + xi * cxs, ldc: ldC)
                         }
-                        ns_winograd_output(geometry, c, row0, rows, bufC, ldC, cxs, nil, overwritingDx ? 0 : 1, dx, scratch)
+                        ns_winograd_output(geometry, c, row0, rows, bufC, ldC, cxs, nil, -.infinity, .infinity, overwritingDx ? 0 : 1,
+                                           dx, scratch)
                     }
                     started[piece] = true
                 }

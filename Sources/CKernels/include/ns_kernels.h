@@ -13,9 +13,10 @@ typedef struct {
 } ns_depthwise_geometry;
 
 /// Output planes q in [first, first + count) (q = image * OC + o): bias[o] (0 without bias) plus
-/// the sum over taps, in row-major tap order, of w[o * KH * KW + tap] times the input tap reads.
+/// the sum over taps, in row-major tap order, of w[o * KH * KW + tap] times the input tap reads,
+/// clamped to [lo, hi] (an activation; -inf and inf for none).
 void ns_depthwise_forward(const ns_depthwise_geometry *g, long first, long count, const float *in,
-                          const float *w, const float *bias, float *out);
+                          const float *w, const float *bias, float lo, float hi, float *out);
 
 /// Input-gradient planes q in [first, first + count) (q = image * IC + c): dx += the adjoint of
 /// the forward pass for each of channel c's output channels in order.
@@ -37,9 +38,9 @@ enum { NS_DEPTHWISE_LANES = 16 };
 /// buffer, every output pixel sums its taps for all the block's channels at once, and the result
 /// is written back as planes. Work item `item` in [first, first + count) is block
 /// item % blocks of image item / blocks (blocks = ceil(OC / lanes)). Same sums, in the same order,
-/// as `ns_depthwise_forward`.
+/// and the same clamp as `ns_depthwise_forward`.
 void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long first, long count, const float *in,
-                                  const float *w, const float *bias, float *out);
+                                  const float *w, const float *bias, float lo, float hi, float *out);
 
 /// Both gradients for OC == IC, channel blocks [first, first + count) over all `n` images:
 /// dx += the adjoint of the forward pass (when dx is not NULL) and dw += the weight gradient
@@ -73,10 +74,12 @@ void ns_winograd_input(const ns_winograd_geometry *g, long channels, long row0, 
                        long ld, long xs, float *scratch);
 
 /// out = A^T m A (+ bias[c], when bias is not NULL) for every tile, cut at the plane's edge, into
-/// NCHW `out` with `channels` channels; added to `out` when `accumulate` is nonzero. Reads the
-/// lanes up to the next multiple of NS_WINOGRAD_LANES; those beyond `channels` should be finite.
+/// NCHW `out` with `channels` channels: clamped to [lo, hi] (an activation; -inf and inf for
+/// none), or, when `accumulate` is nonzero, added to `out` unclamped. Reads the lanes up to the
+/// next multiple of NS_WINOGRAD_LANES; those beyond `channels` should be finite.
 void ns_winograd_output(const ns_winograd_geometry *g, long channels, long row0, long rows, const float *m,
-                        long ld, long xs, const float *bias, int accumulate, float *out, float *scratch);
+                        long ld, long xs, const float *bias, float lo, float hi, int accumulate, float *out,
+                        float *scratch);
 
 /// dm = A dy A^T for every tile of NCHW `dy` (zero beyond the plane): the adjoint of the output
 /// transform. Lanes beyond `channels` are written as zeros.
