@@ -69,12 +69,17 @@ final class WinogradTests: XCTestCase {
     }
 
     /// `.auto` takes Winograd only for 3x3 stride-1 padding-1 ungrouped convolutions with enough
-    /// channels, and the tile with fewer multiplies: 4 on 32x32, 8x8 and 4x4 planes, 2 on 2x2
-    /// ones, none on a 1x1 plane (only the kernel's centre reads the image).
+    /// channels, with the tile of fewer multiplies (4 on 32x32, 8x8 and 4x4 planes, 2 on 2x2 ones,
+    /// none on a 1x1 plane, where only the kernel's centre reads the image), and only where the
+    /// multiply-adds it saves outweigh streaming its larger transformed kernels: at a training
+    /// batch always, for one image only on planes with many tiles, and on more planes when the
+    /// transformed kernels are kept (frozen).
     func testAutoChoice() throws {
-        func algorithm(_ c: Int, _ k: Int, _ plane: Int, kernel: Int = 3, stride: Int = 1, padding: Int = 1, groups: Int = 1) throws -> Conv2DAlgorithm {
-            try Conv2DGeometry.validate(input: [8, c, plane, plane], weight: [k, c / groups, kernel, kernel], bias: nil,
-                                        stride: (stride, stride), padding: (padding, padding), groups: groups).algorithm
+        func algorithm(_ c: Int, _ k: Int, _ plane: Int, batch: Int = 128, kernel: Int = 3, stride: Int = 1, padding: Int = 1,
+                       groups: Int = 1, frozen: Bool = false) throws -> Conv2DAlgorithm {
+            try Conv2DGeometry.validate(input: [batch, c, plane, plane], weight: [k, c / groups, kernel, kernel], bias: nil,
+                                        stride: (stride, stride), padding: (padding, padding), groups: groups)
+                .algorithm(frozenWeights: frozen)
         }
         let saved = Conv2DTuning.winograd
         Conv2DTuning.winograd = .auto
@@ -92,6 +97,12 @@ final class WinogradTests: XCTestCase {
         XCTAssertEqual(try algorithm(64, 64, 32, kernel: 1, padding: 0), .im2col)
         XCTAssertEqual(try algorithm(64, 64, 32, groups: 2), .im2col)
         XCTAssertEqual(try algorithm(64, 64, 32, groups: 64), .depthwise)
+        // One image: 64 tiles of a 32x32 plane pay, 4 of an 8x8 one do not.
+        XCTAssertEqual(try algorithm(64, 64, 32, batch: 1), .winograd(tile: 4))
+        XCTAssertEqual(try algorithm(64, 64, 8, batch: 1), .im2col)
+        XCTAssertEqual(try algorithm(512, 512, 2, batch: 10), .im2col, "10 tiles do not repay transforming the kernels")
+        XCTAssertEqual(try algorithm(512, 512, 2, batch: 10, frozen: true), .winograd(tile: 2), "they do once kept")
+        XCTAssertEqual(try algorithm(512, 512, 2, batch: 1, frozen: true), .im2col)
         Conv2DTuning.winograd = .off
         XCTAssertEqual(try algorithm(64, 64, 32), .im2col)
         Conv2DTuning.winograd = .tile(2)

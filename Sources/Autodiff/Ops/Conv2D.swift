@@ -176,9 +176,13 @@ public enum Conv2DAlgorithm: Equatable, Sendable, CustomStringConvertible {
 
 extension Conv2DGeometry {
     /// The algorithm `conv2d` uses for this geometry under the current `Conv2DTuning`.
-    public var algorithm: Conv2DAlgorithm {
+    public var algorithm: Conv2DAlgorithm { algorithm(frozenWeights: false) }
+
+    /// The algorithm `conv2d` (or, with `frozenWeights`, `FrozenConv2D`) uses for this geometry
+    /// under the current `Conv2DTuning`.
+    public func algorithm(frozenWeights: Bool) -> Conv2DAlgorithm {
         if isDepthwise { return .depthwise }
-        if let winograd = WinogradConv(self) { return .winograd(tile: winograd.tiles.m) }
+        if let winograd = WinogradConv(self, frozenWeights: frozenWeights) { return .winograd(tile: winograd.tile) }
         return .im2col
     }
 }
