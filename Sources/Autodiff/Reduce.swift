@@ -19,25 +19,6 @@ func sum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
     return s
 }
 
-/// `sum((p[i] - center)^2)`.
-@inline(__always)
-func sumSquaredDeviations(_ p: UnsafePointer<Float>, _ n: Int, from center: Float) -> Float {
-    let raw = UnsafeRawPointer(p)
-    let c = SIMD8<Float>(repeating: center)
-    var a0 = SIMD8<Float>(), a1 = SIMD8<Float>()
-    var i = 0
-    while i + 16 <= n {
-        let v0 = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) - c
-        let v1 = raw.loadUnaligned(fromByteOffset: (i + 8) * 4, as: SIMD8<Float>.self) - c
-        a0 += v0 * v0
-        a1 += v1 * v1
-        i += 16
-    }
-    var s = (a0 + a1).sum()
-    while i < n { let v = p[i] - center; s += v * v; i += 1 }
-    return s
-}
-
 /// `sum(a[i] * (b[i] - center))`.
 @inline(__always)
 func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int, center: Float = 0) -> Float {

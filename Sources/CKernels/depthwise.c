@@ -1,6 +1,7 @@
 #include "ns_kernels.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #if defined(__x86_64__) && defined(__clang__)
 #define NS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -136,11 +137,31 @@ enum { L = NS_DEPTHWISE_LANES };
 /// zero elsewhere (wp = w + 2 px, the buffer (h + 2 py) x wp x L).
 static void pack(const float *src, long lanes, long h, long w, long py, long px, float *restrict buf) {
     const long wp = w + 2 * px, hp = h + 2 * py;
-    for (long q = 0; q < hp * wp * L; q++) buf[q] = 0;
-    for (long l = 0; l < lanes; l++) {
-        const float *s = src + l * h * w;
-        for (long y = 0; y < h; y++)
-            for (long x = 0; x < w; x++) buf[((y + py) * wp + x + px) * L + l] = s[y * w + x];
+    memset(buf, 0, sizeof(float) * py * wp * L);
+    memset(buf + (py + h) * wp * L, 0, sizeof(float) * (hp - py - h) * wp * L);
+    // Row by row, so that the lanes' passes over a row's interleaved pixels stay in L1.
+    for (long y = 0; y < h; y++) {
+        float *row = buf + (y + py) * wp * L;
+        memset(row, 0, sizeof(float) * px * L);
+        memset(row + (px + w) * L, 0, sizeof(float) * px * L);
+        if (lanes < L) memset(row + px * L, 0, sizeof(float) * w * L);
+        for (long l = 0; l < lanes; l++) {
+            const float *s = src + l * h * w + y * w;
+            float *d = row + px * L + l;
+            for (long x = 0; x < w; x++) d[x * L] = s[x];
+        }
+    }
+}
+
+/// The adjoint layout move of `pack` without padding: plane l of `dst` (h x w each, `lanes` of
+/// them) from buf[p * L + l], clamped to [lo, hi]; `accumulate`: added instead (unclamped).
+static void unpack(const float *restrict buf, long lanes, long h, long w, float lo, float hi, float *dst) {
+    for (long y = 0; y < h; y++) {
+        const float *row = buf + y * w * L;
+        for (long l = 0; l < lanes; l++) {
+            float *d = dst + l * h * w + y * w;
+            for (long x = 0; x < w; x++) d[x] = clamp(row[x * L + l], lo, hi);
+        }
     }
 }
 
@@ -178,9 +199,7 @@ void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long first, lo
                 for (long l = 0; l < L; l++) yv[l] = acc[l];
             }
         }
-        float *dst = out + (img * g->OC + c0) * plane;
-        for (long l = 0; l < lanes; l++)
-            for (long p = 0; p < plane; p++) dst[l * plane + p] = clamp(yb[p * L + l], lo, hi);
+        unpack(yb, lanes, g->OH, OW, lo, hi, out + (img * g->OC + c0) * plane);
     }
     free(xb);
     free(yb);
@@ -226,10 +245,11 @@ void ns_depthwise_backward_blocked(const ns_depthwise_geometry *g, long n, long 
             }
             if (dxb) {
                 float *d = dx + (img * g->IC + c0) * in_plane;
-                for (long l = 0; l < lanes; l++)
-                    for (long y = 0; y < g->H; y++)
-                        for (long x = 0; x < g->W; x++)
-                            d[l * in_plane + y * g->W + x] += dxb[((y + g->PH) * wp + x + g->PW) * L + l];
+                for (long y = 0; y < g->H; y++) {
+                    const float *row = dxb + ((y + g->PH) * wp + g->PW) * L;
+                    for (long l = 0; l < lanes; l++)
+                        for (long x = 0; x < g->W; x++) d[l * in_plane + y * g->W + x] += row[x * L + l];
+                }
             }
         }
         if (dw)

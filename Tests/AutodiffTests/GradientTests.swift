@@ -143,6 +143,38 @@ final class GradientTests: XCTestCase {
         }
     }
 
+    /// The batch statistics come from one pass of sums shifted by a value of the channel: a mean
+    /// 10^4 times the spread must not cancel away the variance (plain sums of squares in float
+    /// would leave nothing of it). Checked against the statistics in double precision, over
+    /// planes of whole vectors and of vectors plus a tail; the normalized values within the
+    /// float mean's rounding (10^2 * 2^-24 / 10^-2, 6e-4).
+    func testBatchNormStatisticsOfDataFarFromZero() {
+        for inner in [16 * 3, 37] {
+            let n = 5, c = 3
+            let x = Tensor.randn([n, c, 1, inner], using: &rng)
+            for i in 0..<x.count { x.data[i] = 100 + Float((i / inner) % c) + 0.01 * x.data[i] }
+            let rm = Tensor.zeros([c]), rv = Tensor.filled([c], with: 1)
+            let y = Tape.withoutGradients {
+                batchNorm2d(x, weight: Tensor.filled([c], with: 1), bias: Tensor.zeros([c]), runningMean: rm, runningVar: rv,
+                            training: true, momentum: 1)
+            }
+            for ch in 0..<c {
+                let values = (0..<n).flatMap { img in (0..<inner).map { Double(x.data[(img * c + ch) * inner + $0]) } }
+                let mean = values.reduce(0, +) / Double(values.count)
+                let variance = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(values.count)
+                XCTAssertEqual(Double(rm.data[ch]), mean, accuracy: 1e-4, "inner \(inner) channel \(ch): running mean")
+                XCTAssertEqual(Double(rv.data[ch]), variance * Double(values.count) / Double(values.count - 1),
+                               accuracy: 1e-3 * variance, "inner \(inner) channel \(ch): running variance")
+                for (k, v) in values.enumerated() {
+                    let img = k / inner, i = k % inner
+                    let expected = (v - mean) / (variance + 1e-5).squareRoot()
+                    XCTAssertEqual(Double(y.data[(img * c + ch) * inner + i]), expected, accuracy: 1e-3,
+                                   "inner \(inner) channel \(ch): normalized value \(k)")
+                }
+            }
+        }
+    }
+
     func testGatedBatchNormMatchesItsUnfusedOps() {
         // act(gate * bn(x)) in one op: values and gradients against batch norm, channelScale and
         // the activation run as three ops, and (without activation: a zero gate puts every value

@@ -1,15 +1,17 @@
+import CKernels
 import Foundation
 
 /// 2-D batch normalization, optionally fused with the activation that follows it.
 ///
 /// Training mode normalizes with the batch statistics and updates the running statistics as
 /// PyTorch does: `running = (1 - momentum) * running + momentum * batch`, with the unbiased batch
-/// variance. Eval mode normalizes with the running statistics. The forward kernel is one pass over
-/// the channel (after the statistics pass); the backward kernel reads the activation's derivative
-/// off the saved output, so a fused BN + ReLU costs no extra tensor. A per-channel gate (the
-/// search's channel scale) between the normalization and the activation costs nothing either:
-/// it folds into the channel's scale and shift, and its gradient comes from the two sums the
-/// backward pass takes anyway.
+/// variance. Eval mode normalizes with the running statistics. The passes over memory are C
+/// (`CKernels`, vectorized for the machine), channel by channel: forward, one pass of shifted
+/// sums for the statistics and one that writes the output; backward, one pass of sums and one
+/// that writes dx, finding the activation's linear range again from x (so a fused BN + ReLU
+/// reads no extra tensor). A per-channel gate (the search's channel scale) between the
+/// normalization and the activation costs nothing either: it folds into the channel's scale and
+/// offset, and its gradient comes from the two sums the backward pass takes anyway.
 
 /// Checks batch-norm shapes: `x` is [N, C, ...], every per-channel tensor is [C].
 public func validateBatchNorm(input: [Int], weight: [Int], bias: [Int],
@@ -48,21 +50,39 @@ public func batchNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor,
     }
     let n = x.shape[0], c = x.shape[1], inner = x.count / max(n * c, 1)
     let out = Tensor(uninitialized: x.shape)
-    // Per channel: the mean used and 1/sqrt(var + eps), saved for backward.
-    let stats = Tensor(uninitialized: [2, c])
-    let kernel = BatchNormKernel(n: n, c: c, inner: inner, training: training, x: x.data, y: out.data,
-                                 gamma: weight.data, gate: gate?.data, mean: stats.data, invStd: stats.data + c)
-    Parallel.forEach(c) { ch in
-        if training {
-            let variance = kernel.batchStatistics(ch, eps: eps)
-            let m = Double(n * inner)
-            runningMean.data[ch] = (1 - momentum) * runningMean.data[ch] + momentum * kernel.mean[ch]
-            runningVar.data[ch] = (1 - momentum) * runningVar.data[ch] + momentum * Float(variance * m / (m - 1))
-        } else {
-            kernel.mean[ch] = runningMean.data[ch]
-            kernel.invStd[ch] = 1 / (runningVar.data[ch] + eps).squareRoot()
+    // Per channel: the mean used, 1/sqrt(var + eps), and the forward pass's scale and offset,
+    // saved for backward.
+    let stats = Tensor(uninitialized: [4, c])
+    let mean = stats.data, invStd = stats.data + c, scale = stats.data + 2 * c, offset = stats.data + 3 * c
+    let px = x.data, grain = max(1, elementwiseGrain / max(n * inner, 1))
+    if training {
+        var variance = [Double](repeating: 0, count: c)
+        variance.withUnsafeMutableBufferPointer { v in
+            let pv = v.baseAddress!
+            Parallel.forRange(c, grain: grain) { r in
+                ns_bn_statistics(n, c, inner, r.lowerBound, r.count, px, eps, mean, invStd, pv)
+            }
         }
-        activation.dispatch(BatchNormKernel.Forward(k: kernel, channel: ch, beta: bias.data))
+        let m = Double(n * inner)
+        for ch in 0..<c {
+            runningMean.data[ch] = (1 - momentum) * runningMean.data[ch] + momentum * mean[ch]
+            runningVar.data[ch] = (1 - momentum) * runningVar.data[ch] + momentum * Float(variance[ch] * m / (m - 1))
+        }
+    } else {
+        for ch in 0..<c {
+            mean[ch] = runningMean.data[ch]
+            invStd[ch] = 1 / (runningVar.data[ch] + eps).squareRoot()
+        }
+    }
+    // y = act((x - mean) * scale + offset), scale = gate * gamma / std, offset = gate * beta.
+    for ch in 0..<c {
+        let g = gate?.data[ch] ?? 1
+        scale[ch] = g * weight.data[ch] * invStd[ch]
+        offset[ch] = g * bias.data[ch]
+    }
+    let (lo, hi) = activation.bounds, py = out.data
+    Parallel.forRange(c, grain: grain) { r in
+        ns_bn_forward(n, c, inner, r.lowerBound, r.count, px, mean, scale, offset, lo, hi, py)
     }
 
     let kind = OpKind.batchNorm(eps: eps, momentum: momentum, training: training, activation: activation)
@@ -70,119 +90,53 @@ public func batchNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor,
     Trace.note(kind, operands, out)
     if Tape.needsRecord(x, weight, bias, gate) {
         Tape.record(kind, operands, out) { d in
-            withExtendedLifetime((stats, gate)) {
-                let dx = x.requiresGrad ? x.gradDestination() : nil
-                let dGamma = weight.requiresGrad ? weight.gradBuffer().data : nil
-                let dBeta = bias.requiresGrad ? bias.gradBuffer().data : nil
-                let dGate = gate.flatMap { $0.requiresGrad ? $0.gradBuffer().data : nil }
-                Parallel.forEach(c) { ch in
-                    activation.dispatch(BatchNormKernel.Backward(k: kernel, channel: ch, beta: bias.data, dy: d.data,
-                                                                 dx: dx?.grad.data, freshDx: dx?.fresh ?? false,
-                                                                 dGamma: dGamma, dBeta: dBeta, dGate: dGate))
-                }
+            withExtendedLifetime(stats) {
+                batchNormBackward(n: n, c: c, inner: inner, training: training, activation: activation, x: x, dy: d,
+                                  weight: weight, bias: bias, gate: gate, stats: stats.data, grain: grain)
             }
         }
     }
     return out
 }
 
-/// The per-channel loops of batch norm. Channel `ch` of image `img` is the contiguous run
-/// `(img * c + ch) * inner ..< +inner`; each channel is owned by one worker.
-struct BatchNormKernel {
-    let n: Int, c: Int, inner: Int
-    let training: Bool
-    let x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>, gamma: UnsafeMutablePointer<Float>
-    /// The per-channel gate, or nil for none (a gate of ones).
-    let gate: UnsafeMutablePointer<Float>?
-    let mean: UnsafeMutablePointer<Float>, invStd: UnsafeMutablePointer<Float>
-
-    @inline(__always) func offset(_ img: Int, _ ch: Int) -> Int { (img * c + ch) * inner }
-
-    /// Two-pass mean and variance, partial sums in Double. Sets `mean` and `invStd` (from the
-    /// biased variance, as normalization uses) and returns the biased variance.
-    func batchStatistics(_ ch: Int, eps: Float) -> Double {
-        let m = Double(n * inner)
-        var s: Double = 0
-        for img in 0..<n { s += Double(sum(x + offset(img, ch), inner)) }
-        let mu = Float(s / m)
-        var q: Double = 0
-        for img in 0..<n { q += Double(sumSquaredDeviations(x + offset(img, ch), inner, from: mu)) }
-        mean[ch] = mu
-        invStd[ch] = Float(1 / (q / m + Double(eps)).squareRoot())
-        return q / m
+/// With `g = act'(y) * dy` (the activation's linear range found again from x, scale and offset),
+/// `xhat = (x - mean) / std` and the gate `s`, over the channel's m values:
+/// `dBeta += s * sum(g)`, `dGamma += s * sum(g * xhat)`,
+/// `dGate += gamma * sum(g * xhat) + beta * sum(g)` (that is, `sum(g * bn(x))`),
+/// `dx += s * gamma / std * (g - sum(g)/m - xhat * sum(g * xhat)/m)` in training (the batch
+/// statistics depend on x), `dx += s * gamma / std * g` in eval; `=` into a fresh dx.
+private func batchNormBackward(n: Int, c: Int, inner: Int, training: Bool, activation: Activation, x: Tensor, dy: Tensor,
+                               weight: Tensor, bias: Tensor, gate: Tensor?, stats: UnsafeMutablePointer<Float>, grain: Int) {
+    let mean = stats, invStd = stats + c, scale = stats + 2 * c, offset = stats + 3 * c
+    let (lo, hi) = activation.bounds, clamped: Int32 = activation == .identity ? 0 : 1
+    // Per channel: sum(g) and sum(g * (x - mean)), then the three coefficients of dx.
+    let sums = Tensor(uninitialized: [5, c])
+    let sg = sums.data, sgx = sums.data + c, ga = sums.data + 2 * c, gb = sums.data + 3 * c, gc = sums.data + 4 * c
+    let px = x.data, pd = dy.data
+    Parallel.forRange(c, grain: grain) { r in
+        ns_bn_backward_sums(n, c, inner, r.lowerBound, r.count, px, pd, mean, scale, offset, clamped, lo, hi, sg, sgx)
     }
-
-    /// `y = act(x * scale + shift)`, `scale = gate * gamma / std`, `shift = gate * beta - mean * scale`.
-    struct Forward: ActivationKernel {
-        let k: BatchNormKernel, channel: Int, beta: UnsafeMutablePointer<Float>
-
-        func run<A: ActivationRule>(_ rule: A.Type) {
-            let ch = channel, g = k.gate?[ch] ?? 1
-            let scale = g * k.gamma[ch] * k.invStd[ch], shift = g * beta[ch] - k.mean[ch] * scale
-            for img in 0..<k.n {
-                let src = k.x + k.offset(img, ch), dst = k.y + k.offset(img, ch)
-                for i in 0..<k.inner { dst[i] = A.apply(src[i] * scale + shift) }
-            }
-        }
+    let dGamma = weight.requiresGrad ? weight.gradBuffer().data : nil
+    let dBeta = bias.requiresGrad ? bias.gradBuffer().data : nil
+    let dGate = gate.flatMap { $0.requiresGrad ? $0.gradBuffer().data : nil }
+    let m = Float(n * inner)
+    for ch in 0..<c {
+        let istd = invStd[ch], sumGX = sgx[ch] * istd  // sum(g * xhat)
+        let s = gate?.data[ch] ?? 1
+        dGate?[ch] += weight.data[ch] * sumGX + bias.data[ch] * sg[ch]
+        dGamma?[ch] += s * sumGX
+        dBeta?[ch] += s * sg[ch]
+        let a = s * weight.data[ch] * istd
+        let meanG = training ? sg[ch] / m : 0, meanGX = training ? sumGX / m : 0
+        ga[ch] = a
+        gb[ch] = -a * istd * meanGX
+        gc[ch] = -a * meanG
     }
-
-    /// With `g = act'(y) * dy`, `xhat = (x - mean) / std` and the gate `s`, over the channel's
-    /// m values: `dBeta += s * sum(g)`, `dGamma += s * sum(g * xhat)`,
-    /// `dGate += gamma * sum(g * xhat) + beta * sum(g)` (that is, `sum(g * bn(x))`),
-    /// `dx += s * gamma / std * (g - sum(g)/m - xhat * sum(g * xhat)/m)` in training
-    /// (the batch statistics depend on x), `dx += s * gamma / std * g` in eval; `=` instead of
-    /// `+=` into a fresh dx.
-    struct Backward: ActivationKernel {
-        let k: BatchNormKernel, channel: Int
-        let beta: UnsafeMutablePointer<Float>
-        let dy: UnsafeMutablePointer<Float>
-        let dx: UnsafeMutablePointer<Float>?, freshDx: Bool
-        let dGamma: UnsafeMutablePointer<Float>?, dBeta: UnsafeMutablePointer<Float>?
-        let dGate: UnsafeMutablePointer<Float>?
-
-        func run<A: ActivationRule>(_ rule: A.Type) {
-            let ch = channel, mu = k.mean[ch], istd = k.invStd[ch]
-            var sg: Float = 0, sgx: Float = 0
-            for img in 0..<k.n {
-                let o = k.offset(img, ch)
-                if A.self == IdentityRule.self {
-                    sg += sum(dy + o, k.inner)
-                    sgx += dot(dy + o, k.x + o, k.inner, center: mu)
-                } else {
-                    let src = k.x + o, d = dy + o, y = k.y + o
-                    var a: Float = 0, b: Float = 0
-                    for i in 0..<k.inner {
-                        let g = A.gradient(y[i], d[i])
-                        a += g
-                        b += g * (src[i] - mu)
-                    }
-                    sg += a
-                    sgx += b
-                }
-            }
-            sgx *= istd  // sum(g * xhat)
-            let s = k.gate?[ch] ?? 1
-            dGate?[ch] += k.gamma[ch] * sgx + beta[ch] * sg
-            dGamma?[ch] += s * sgx
-            dBeta?[ch] += s * sg
-            guard let dx else { return }
-            let scale = s * k.gamma[ch] * istd, m = Float(k.n * k.inner)
-            let meanG = k.training ? sg / m : 0, meanGX = k.training ? sgx / m : 0
-            for img in 0..<k.n {
-                let o = k.offset(img, ch)
-                let src = k.x + o, d = dy + o, y = k.y + o, dst = dx + o
-                if freshDx {
-                    for i in 0..<k.inner {
-                        let xhat = (src[i] - mu) * istd
-                        dst[i] = scale * (A.gradient(y[i], d[i]) - meanG - xhat * meanGX)
-                    }
-                } else {
-                    for i in 0..<k.inner {
-                        let xhat = (src[i] - mu) * istd
-                        dst[i] += scale * (A.gradient(y[i], d[i]) - meanG - xhat * meanGX)
-                    }
-                }
-            }
-        }
+    guard x.requiresGrad else { return }
+    let (dx, fresh) = x.gradDestination()
+    let pdx = dx.data
+    Parallel.forRange(c, grain: grain) { r in
+        ns_bn_backward_input(n, c, inner, r.lowerBound, r.count, px, pd, mean, scale, offset, clamped, lo, hi, ga, gb, gc,
+                             fresh ? 0 : 1, pdx)
     }
 }

@@ -98,4 +98,31 @@ void ns_winograd_weights(long m, long K, long C, long first, long count, int rot
 /// transform.
 void ns_winograd_weight_grad(long m, long K, long C, long k0, long count, const float *du, long xs, float *dw);
 
+/// Batch norm over NCHW with `c` channels of `inner` values per image, `n` images; each function
+/// works on channels first ..< first + count. Sums are taken in a fixed order.
+///
+/// Training statistics: mean[ch], the biased variance in variance[ch] and
+/// inv_std[ch] = 1 / sqrt(variance + eps), from one pass of sums shifted by the channel's first
+/// value.
+void ns_bn_statistics(long n, long c, long inner, long first, long count, const float *x, float eps, float *mean,
+                      float *inv_std, double *variance);
+
+/// y = clamp((x - mean[ch]) * scale[ch] + offset[ch], lo, hi): the normalization (the gate folded
+/// into scale and offset) and the activation (-inf, inf for none), one pass.
+void ns_bn_forward(long n, long c, long inner, long first, long count, const float *x, const float *mean,
+                   const float *scale, const float *offset, float lo, float hi, float *y);
+
+/// The backward pass's sums: sg[ch] = sum(g), sgx[ch] = sum(g * (x - mean[ch])), with g = dy where
+/// (x - mean) * scale + offset lies strictly inside (lo, hi) when `clamped` (the activation's
+/// linear range, recomputed from x rather than read from the output), else g = dy.
+void ns_bn_backward_sums(long n, long c, long inner, long first, long count, const float *x, const float *dy,
+                         const float *mean, const float *scale, const float *offset, int clamped, float lo, float hi,
+                         float *sg, float *sgx);
+
+/// dx = ga[ch] * g + gb[ch] * (x - mean[ch]) + gc[ch] with g as in ns_bn_backward_sums, written,
+/// or added when `accumulate` is nonzero.
+void ns_bn_backward_input(long n, long c, long inner, long first, long count, const float *x, const float *dy,
+                          const float *mean, const float *scale, const float *offset, int clamped, float lo, float hi,
+                          const float *ga, const float *gb, const float *gc, int accumulate, float *dx);
+
 #endif
