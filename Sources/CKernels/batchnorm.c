@@ -1,5 +1,7 @@
 #include "ns_kernels.h"
 
+#include <stdlib.h>
+
 #if defined(__x86_64__) && defined(__clang__)
 #define NS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -10,6 +12,10 @@
 // x[(img * c + ch) * inner ..< + inner]. Sums go into 16 lanes in a fixed order (whole vectors,
 // then the tail), so every result is the same on every run, and a channel's per-image sums are
 // added in double precision.
+//
+// Planes smaller than a vector (inner < L: the last stages of the nets at 32x32) run along the
+// flat index j = ch * inner + i of a whole image instead, with each channel's parameters
+// repeated per element and per-element sums over the images, then added per channel.
 
 enum { L = 16 };
 typedef float vf __attribute__((vector_size(4 * L)));
@@ -28,9 +34,60 @@ static inline float lanes_sum(const vf *v) {
     return s;
 }
 
+/// A channel's parameter repeated for each of its `inner` elements, for channels
+/// first ..< first + count: out[(ch - first) * inner + i] = v[ch].
+static float *repeated(const float *v, long first, long count, long inner) {
+    float *out = malloc(sizeof(float) * count * inner);
+    for (long ch = 0; ch < count; ch++)
+        for (long i = 0; i < inner; i++) out[ch * inner + i] = v[first + ch];
+    return out;
+}
+
+/// Per channel, the double sum of its `inner` per-element sums.
+static void channel_sums(const float *per_element, long count, long inner, double *out) {
+    for (long ch = 0; ch < count; ch++) {
+        double s = 0;
+        for (long i = 0; i < inner; i++) s += per_element[ch * inner + i];
+        out[ch] = s;
+    }
+}
+
+// The flat kernels are inlined into each clone of their caller, so compiled for its machine.
+#define FLAT static inline __attribute__((always_inline)) void
+
+FLAT statistics_flat(long n, long c, long inner, long first, long count, const float *x, float eps, float *mean,
+                     float *inv_std, double *variance) {
+    const long len = count * inner, j0 = first * inner;
+    float *k = malloc(sizeof(float) * len), *s = calloc(len, sizeof(float)), *q = calloc(len, sizeof(float));
+    for (long j = 0; j < len; j++) k[j] = x[j0 + j - j % inner];
+    for (long img = 0; img < n; img++) {
+        const float *p = x + img * c * inner + j0;
+        for (long j = 0; j < len; j++) {
+            const float d = p[j] - k[j];
+            s[j] += d;
+            q[j] += d * d;
+        }
+    }
+    double *ss = malloc(sizeof(double) * 2 * count), *qs = ss + count;
+    channel_sums(s, count, inner, ss);
+    channel_sums(q, count, inner, qs);
+    const double m = (double)n * inner;
+    for (long ch = 0; ch < count; ch++) {
+        const double mu = ss[ch] / m, var = qs[ch] / m - mu * mu > 0 ? qs[ch] / m - mu * mu : 0;
+        mean[first + ch] = (float)(mu + k[ch * inner]);
+        inv_std[first + ch] = (float)(1 / __builtin_sqrt(var + eps));
+        variance[first + ch] = var;
+    }
+    free(k);
+    free(s);
+    free(q);
+    free(ss);
+}
+
 NS_CLONES
 void ns_bn_statistics(long n, long c, long inner, long first, long count, const float *x, float eps, float *mean,
                       float *inv_std, double *variance) {
+    if (inner < L) return statistics_flat(n, c, inner, first, count, x, eps, mean, inv_std, variance);
     const double m = (double)n * inner;
     for (long ch = first; ch < first + count; ch++) {
         // One pass of shifted sums: sum(x - k) and sum((x - k)^2) with k the channel's first value,
@@ -63,9 +120,29 @@ void ns_bn_statistics(long n, long c, long inner, long first, long count, const 
     }
 }
 
+FLAT forward_flat(long n, long c, long inner, long first, long count, const float *x, const float *mean,
+                  const float *scale, const float *offset, float lo, float hi, float *y) {
+    const long len = count * inner, j0 = first * inner;
+    float *mu = repeated(mean, first, count, inner), *a = repeated(scale, first, count, inner);
+    float *b = repeated(offset, first, count, inner);
+    for (long img = 0; img < n; img++) {
+        const float *p = x + img * c * inner + j0;
+        float *q = y + img * c * inner + j0;
+        for (long j = 0; j < len; j++) {
+            float v = (p[j] - mu[j]) * a[j] + b[j];
+            v = v < lo ? lo : v;
+            q[j] = v > hi ? hi : v;
+        }
+    }
+    free(mu);
+    free(a);
+    free(b);
+}
+
 NS_CLONES
 void ns_bn_forward(long n, long c, long inner, long first, long count, const float *x, const float *mean,
                    const float *scale, const float *offset, float lo, float hi, float *y) {
+    if (inner < L) return forward_flat(n, c, inner, first, count, x, mean, scale, offset, lo, hi, y);
     const vf lov = (vf){0} + lo, hiv = (vf){0} + hi;
     for (long ch = first; ch < first + count; ch++) {
         const float mu = mean[ch], a = scale[ch], b = offset[ch];
@@ -89,10 +166,42 @@ void ns_bn_forward(long n, long c, long inner, long first, long count, const flo
     }
 }
 
+FLAT backward_sums_flat(long n, long c, long inner, long first, long count, const float *x, const float *dy,
+                        const float *mean, const float *scale, const float *offset, int clamped, float lo, float hi,
+                        float *sg, float *sgx) {
+    const long len = count * inner, j0 = first * inner;
+    float *mu = repeated(mean, first, count, inner), *a = repeated(scale, first, count, inner);
+    float *b = repeated(offset, first, count, inner);
+    float *s = calloc(len, sizeof(float)), *t = calloc(len, sizeof(float));
+    for (long img = 0; img < n; img++) {
+        const float *p = x + img * c * inner + j0, *d = dy + img * c * inner + j0;
+        for (long j = 0; j < len; j++) {
+            const float z = (p[j] - mu[j]) * a[j] + b[j], g = !clamped || (z > lo && z < hi) ? d[j] : 0;
+            s[j] += g;
+            t[j] += g * (p[j] - mu[j]);
+        }
+    }
+    double *ss = malloc(sizeof(double) * 2 * count), *ts = ss + count;
+    channel_sums(s, count, inner, ss);
+    channel_sums(t, count, inner, ts);
+    for (long ch = 0; ch < count; ch++) {
+        sg[first + ch] = (float)ss[ch];
+        sgx[first + ch] = (float)ts[ch];
+    }
+    free(mu);
+    free(a);
+    free(b);
+    free(s);
+    free(t);
+    free(ss);
+}
+
 NS_CLONES
 void ns_bn_backward_sums(long n, long c, long inner, long first, long count, const float *x, const float *dy,
                          const float *mean, const float *scale, const float *offset, int clamped, float lo, float hi,
                          float *sg, float *sgx) {
+    if (inner < L)
+        return backward_sums_flat(n, c, inner, first, count, x, dy, mean, scale, offset, clamped, lo, hi, sg, sgx);
     const vf lov = (vf){0} + lo, hiv = (vf){0} + hi, zero = {0};
     for (long ch = first; ch < first + count; ch++) {
         const float a = scale[ch], b = offset[ch], mu = mean[ch];
@@ -122,10 +231,38 @@ void ns_bn_backward_sums(long n, long c, long inner, long first, long count, con
     }
 }
 
+FLAT backward_input_flat(long n, long c, long inner, long first, long count, const float *x, const float *dy,
+                         const float *mean, const float *scale, const float *offset, int clamped, float lo, float hi,
+                         const float *ga, const float *gb, const float *gc, int accumulate, float *dx) {
+    const long len = count * inner, j0 = first * inner;
+    float *mu = repeated(mean, first, count, inner), *a = repeated(scale, first, count, inner);
+    float *b = repeated(offset, first, count, inner), *A = repeated(ga, first, count, inner);
+    float *B = repeated(gb, first, count, inner), *C = repeated(gc, first, count, inner);
+    for (long img = 0; img < n; img++) {
+        const long o = img * c * inner + j0;
+        const float *p = x + o, *d = dy + o;
+        float *q = dx + o;
+        for (long j = 0; j < len; j++) {
+            const float z = (p[j] - mu[j]) * a[j] + b[j], g = !clamped || (z > lo && z < hi) ? d[j] : 0;
+            const float v = A[j] * g + B[j] * (p[j] - mu[j]) + C[j];
+            q[j] = accumulate ? q[j] + v : v;
+        }
+    }
+    free(mu);
+    free(a);
+    free(b);
+    free(A);
+    free(B);
+    free(C);
+}
+
 NS_CLONES
 void ns_bn_backward_input(long n, long c, long inner, long first, long count, const float *x, const float *dy,
                           const float *mean, const float *scale, const float *offset, int clamped, float lo, float hi,
                           const float *ga, const float *gb, const float *gc, int accumulate, float *dx) {
+    if (inner < L)
+        return backward_input_flat(n, c, inner, first, count, x, dy, mean, scale, offset, clamped, lo, hi, ga, gb, gc,
+                                   accumulate, dx);
     const vf lov = (vf){0} + lo, hiv = (vf){0} + hi, zero = {0};
     for (long ch = first; ch < first + count; ch++) {
         const float a = scale[ch], b = offset[ch], mu = mean[ch], A = ga[ch], B = gb[ch], C = gc[ch];

@@ -133,12 +133,17 @@ final class GradientTests: XCTestCase {
         let x = Tensor.randn([3, 2, 4, 5], using: &rng)
         let gamma = Tensor.randn([2], using: &rng), beta = Tensor.randn([2], using: &rng)
         let rm = Tensor.randn([2], using: &rng), rv = Tensor.uniform([2], low: 0.5, high: 1.5, using: &rng)
+        // Planes of a vector and a tail (4x5), and smaller than a vector (2x2, 1x1: run along
+        // the flat channel-major index).
+        let small = Tensor.randn([3, 2, 2, 2], using: &rng), single = Tensor.randn([5, 2, 1, 1], using: &rng)
         for act in Activation.allCases {
-            checkGradients("batchnorm train \(act)", inputs: [x, gamma, beta]) {
-                batchNorm2d(x, weight: gamma, bias: beta, runningMean: rm, runningVar: rv, training: true, activation: act)
-            }
-            checkGradients("batchnorm eval \(act)", inputs: [x, gamma, beta]) {
-                batchNorm2d(x, weight: gamma, bias: beta, runningMean: rm, runningVar: rv, training: false, activation: act)
+            for input in [x, small, single] {
+                checkGradients("batchnorm train \(act) \(input.shape)", inputs: [input, gamma, beta]) {
+                    batchNorm2d(input, weight: gamma, bias: beta, runningMean: rm, runningVar: rv, training: true, activation: act)
+                }
+                checkGradients("batchnorm eval \(act) \(input.shape)", inputs: [input, gamma, beta]) {
+                    batchNorm2d(input, weight: gamma, bias: beta, runningMean: rm, runningVar: rv, training: false, activation: act)
+                }
             }
         }
     }
@@ -146,10 +151,10 @@ final class GradientTests: XCTestCase {
     /// The batch statistics come from one pass of sums shifted by a value of the channel: a mean
     /// 10^4 times the spread must not cancel away the variance (plain sums of squares in float
     /// would leave nothing of it). Checked against the statistics in double precision, over
-    /// planes of whole vectors and of vectors plus a tail; the normalized values within the
-    /// float mean's rounding (10^2 * 2^-24 / 10^-2, 6e-4).
+    /// planes of whole vectors, of vectors plus a tail and of less than a vector; the normalized
+    /// values within the float mean's rounding (10^2 * 2^-24 / 10^-2, 6e-4).
     func testBatchNormStatisticsOfDataFarFromZero() {
-        for inner in [16 * 3, 37] {
+        for inner in [16 * 3, 37, 5] {
             let n = 5, c = 3
             let x = Tensor.randn([n, c, 1, inner], using: &rng)
             for i in 0..<x.count { x.data[i] = 100 + Float((i / inner) % c) + 0.01 * x.data[i] }
