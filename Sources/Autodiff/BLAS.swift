@@ -21,6 +21,23 @@ public enum BLAS {
             for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
             return
         }
+        if n == 1 {
+            // A matrix times a vector (a convolution of one image on a 1x1 map): sgemv streams A
+            // once, where sgemm would first copy all of it into its packed layout. (C is zeroed
+            // first for beta 0: sgemv scales it by beta, and 0 * NaN left in an unwritten buffer
+            // is NaN.)
+            if beta == 0 { for i in 0..<m { c[i * ldc] = 0 } }
+            cblas_sgemv(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, Int32(transA ? k : m), Int32(transA ? m : k),
+                        alpha, a, Int32(lda), b, Int32(transB ? 1 : ldb), beta, c, Int32(ldc))
+            return
+        }
+        if m == 1 {
+            // A row vector times a matrix (a linear layer on one image): C^T = op(B)^T a^T.
+            if beta == 0 { c.update(repeating: 0, count: n) }
+            cblas_sgemv(CblasRowMajor, transB ? CblasNoTrans : CblasTrans, Int32(transB ? n : k), Int32(transB ? k : n),
+                        alpha, b, Int32(ldb), a, Int32(transA ? lda : 1), beta, c, 1)
+            return
+        }
         cblas_sgemm(CblasRowMajor,
                     transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb),

@@ -110,32 +110,34 @@ private func multiply(_ op: OpKind, _ a: Tensor, _ b: Tensor, _ bc: Broadcast) -
             let pd = d.data
             switch bc {
             case .none:
-                if a.requiresGrad {
-                    let da = a.gradBuffer().data
-                    Parallel.forRange(d.count, grain: elementwiseGrain) { r in for i in r { da[i] += pd[i] * pb[i] } }
-                }
-                if b.requiresGrad {
-                    let db = b.gradBuffer().data
-                    Parallel.forRange(d.count, grain: elementwiseGrain) { r in for i in r { db[i] += pd[i] * pa[i] } }
+                for (t, other) in [(a, pb), (b, pa)] where t.requiresGrad {
+                    let (g, fresh) = t.gradDestination()
+                    let pg = g.data
+                    Parallel.forRange(d.count, grain: elementwiseGrain) { r in
+                        if fresh { for i in r { pg[i] = pd[i] * other[i] } } else { for i in r { pg[i] += pd[i] * other[i] } }
+                    }
                 }
             case let .perChannel(n, c, inner):
-                if a.requiresGrad {
-                    let da = a.gradBuffer().data
-                    Parallel.forEach(n * c, grain: max(1, elementwiseGrain / max(inner, 1))) { plane in
-                        let v = pb[plane % c], base = plane * inner
-                        for i in base..<(base + inner) { da[i] += pd[i] * v }
-                    }
-                }
-                if b.requiresGrad {
-                    let db = b.gradBuffer().data
-                    Parallel.forEach(c) { ch in
-                        var s: Float = 0
-                        for img in 0..<n {
-                            let base = (img * c + ch) * inner
-                            s += dot(pd + base, pa + base, inner)
+                // One pass per channel over its planes: da = d * b[c] (written when fresh) and
+                // db[c] += sum(d * a), summed over the images in order.
+                let da = a.requiresGrad ? a.gradDestination() : nil
+                let db = b.requiresGrad ? b.gradBuffer().data : nil
+                let pda = da?.grad.data, fresh = da?.fresh ?? false
+                Parallel.forEach(c) { ch in
+                    let v = pb[ch]
+                    var s: Float = 0
+                    for img in 0..<n {
+                        let base = (img * c + ch) * inner
+                        if let pda {
+                            if fresh {
+                                for i in base..<(base + inner) { pda[i] = pd[i] * v }
+                            } else {
+                                for i in base..<(base + inner) { pda[i] += pd[i] * v }
+                            }
                         }
-                        db[ch] += s
+                        if db != nil { s += dot(pd + base, pa + base, inner) }
                     }
+                    db?[ch] += s
                 }
             }
         }
