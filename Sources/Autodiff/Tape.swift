@@ -1,5 +1,5 @@
 /// Height and width of a 2-D op's kernel, stride or padding.
-public struct Pair: Equatable, Sendable, CustomStringConvertible {
+public struct Pair: Hashable, Sendable, CustomStringConvertible {
     public let h: Int, w: Int
     public init(_ h: Int, _ w: Int) {
         self.h = h

@@ -99,6 +99,37 @@ final class GradientTests: XCTestCase {
         }
     }
 
+    /// Maps so small that whole kernel rows or columns read only padding: the convolution runs on
+    /// the kernel part that reads the image (the centre of a 3x3 kernel on a 1x1 map; the middle
+    /// rows of one on a 1-pixel-high map; 3x3 of a 5x5 on a 2x2 map), and the left-out weights get
+    /// a gradient of exactly zero.
+    func testConv2dKernelReadingPadding() {
+        let cases: [(x: [Int], w: [Int], stride: Int, padding: Int, outside: [(Int, Int)])] = [
+            ([2, 3, 1, 1], [4, 3, 3, 3], 1, 1, [(0, 0), (0, 1), (2, 2), (1, 0)]),
+            ([2, 3, 1, 4], [4, 3, 3, 3], 1, 1, [(0, 1), (2, 0)]),
+            ([2, 3, 2, 2], [4, 3, 5, 5], 1, 2, [(0, 0), (4, 2), (2, 4)]),
+            ([1, 3, 1, 1], [4, 3, 3, 3], 2, 1, [(0, 0), (2, 2)]),
+        ]
+        forEachConvPath { path in
+            for c in cases {
+                let x = Tensor.randn(c.x, using: &rng), w = Tensor.randn(c.w, using: &rng), b = Tensor.randn([c.w[0]], using: &rng)
+                checkGradients("\(c.x) * \(c.w) s\(c.stride) p\(c.padding), \(path)", inputs: [x, w, b]) {
+                    conv2d(x, weight: w, bias: b, stride: (c.stride, c.stride), padding: (c.padding, c.padding))
+                }
+                w.requiresGrad = true
+                conv2d(x, weight: w, stride: (c.stride, c.stride), padding: (c.padding, c.padding)).backward(
+                    seed: Tensor.randn([c.x[0], c.w[0]] + [(c.x[2] + 2 * c.padding - c.w[2]) / c.stride + 1,
+                                                            (c.x[3] + 2 * c.padding - c.w[3]) / c.stride + 1], using: &rng))
+                for (i, j) in c.outside {
+                    for q in 0..<(c.w[0] * c.w[1]) {
+                        XCTAssertEqual(w.grad!.data[(q * c.w[2] + i) * c.w[3] + j], 0, "\(c.x) * \(c.w): tap (\(i), \(j)) reads only padding")
+                    }
+                }
+                w.grad = nil
+            }
+        }
+    }
+
     func testConv2dGrouped() {
         let x = Tensor.randn([2, 4, 6, 5], using: &rng), w = Tensor.randn([6, 2, 3, 2], using: &rng)
         let b = Tensor.randn([6], using: &rng)

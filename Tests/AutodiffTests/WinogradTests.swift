@@ -106,6 +106,7 @@ final class WinogradTests: XCTestCase {
         Conv2DTuning.winograd = .off
         XCTAssertEqual(try algorithm(64, 64, 32), .im2col)
         Conv2DTuning.winograd = .tile(2)
-        XCTAssertEqual(try algorithm(3, 64, 1), .winograd(tile: 2), "forced wherever it applies")
+        XCTAssertEqual(try algorithm(3, 64, 2), .winograd(tile: 2), "forced wherever it applies")
+        XCTAssertEqual(try algorithm(3, 64, 1), .im2col, "on a 1x1 map only the kernel's centre reads the image: a 1x1 convolution")
     }
 }

@@ -181,8 +181,9 @@ extension Conv2DGeometry {
     /// The algorithm `conv2d` (or, with `frozenWeights`, `FrozenConv2D`) uses for this geometry
     /// under the current `Conv2DTuning`.
     public func algorithm(frozenWeights: Bool) -> Conv2DAlgorithm {
-        if isDepthwise { return .depthwise }
-        if let winograd = WinogradConv(self, frozenWeights: frozenWeights) { return .winograd(tile: winograd.tile) }
+        let run = KernelWindow(self)?.geometry ?? self
+        if run.isDepthwise { return .depthwise }
+        if let winograd = WinogradConv(run, frozenWeights: frozenWeights) { return .winograd(tile: winograd.tile) }
         return .im2col
     }
 }
@@ -203,6 +204,62 @@ func forEachPieceBlock(count: Int, block: Int, _ body: (_ piece: Int, _ first: I
     }
 }
 
+/// The part of a kernel that reads the image: on small maps whole kernel rows or columns read
+/// only padding, for every output (a 3x3 kernel with padding 1 on a 1x1 map reads only its
+/// centre). The convolution restricted to them, its padding cut by as much, computes the same
+/// output with that many fewer multiplies and weights to read.
+struct KernelWindow {
+    let rows: Range<Int>, columns: Range<Int>
+    /// The full geometry and the restricted one.
+    let full: Conv2DGeometry, geometry: Conv2DGeometry
+
+    /// nil when every kernel row and column reads the image somewhere (or none does).
+    init?(_ g: Conv2DGeometry) {
+        let rows = (0..<g.kernelH).filter { !g.validRows($0).isEmpty }
+        let columns = (0..<g.kernelW).filter { !g.validColumns($0).isEmpty }
+        guard let r0 = rows.first, let r1 = rows.last, let c0 = columns.first, let c1 = columns.last,
+              r1 - r0 + 1 < g.kernelH || c1 - c0 + 1 < g.kernelW else { return nil }
+        let kh = r1 - r0 + 1, kw = c1 - c0 + 1, ph = g.padH - r0, pw = g.padW - c0
+        // Output (oh, ow) reads input (oh*s - ph + i', ...) = (oh*s - padH + i, ...) for i = i' + r0:
+        // the same pixels, provided the padding (the same on both sides) gives the same output size.
+        guard ph >= 0, pw >= 0, g.height + 2 * ph >= kh, g.width + 2 * pw >= kw,
+              (g.height + 2 * ph - kh) / g.strideH + 1 == g.outH,
+              (g.width + 2 * pw - kw) / g.strideW + 1 == g.outW else { return nil }
+        self.rows = r0..<(r1 + 1)
+        self.columns = c0..<(c1 + 1)
+        full = g
+        geometry = Conv2DGeometry(batch: g.batch, inChannels: g.inChannels, height: g.height, width: g.width,
+                                  outChannels: g.outChannels, kernelH: kh, kernelW: kw, strideH: g.strideH, strideW: g.strideW,
+                                  padH: ph, padW: pw, groups: g.groups, outH: g.outH, outW: g.outW)
+    }
+
+    /// The restricted kernels [O, C/groups, rows, columns] of the full ones.
+    func slice(_ weight: Tensor) -> Tensor {
+        let out = Tensor(uninitialized: [full.outChannels, full.inPerGroup, rows.count, columns.count])
+        let src = weight.data, dst = out.data, kernels = full.outChannels * full.inPerGroup
+        for q in 0..<kernels {
+            for (i, r) in rows.enumerated() {
+                for (j, c) in columns.enumerated() {
+                    dst[(q * rows.count + i) * columns.count + j] = src[(q * full.kernelH + r) * full.kernelW + c]
+                }
+            }
+        }
+        return out
+    }
+
+    /// Adds the restricted kernels' gradient into the full kernels' (zero elsewhere).
+    func addGradient(_ restricted: UnsafePointer<Float>, into full: UnsafeMutablePointer<Float>) {
+        let kernels = self.full.outChannels * self.full.inPerGroup, kh = self.full.kernelH, kw = self.full.kernelW
+        for q in 0..<kernels {
+            for (i, r) in rows.enumerated() {
+                for (j, c) in columns.enumerated() {
+                    full[(q * kh + r) * kw + c] += restricted[(q * rows.count + i) * columns.count + j]
+                }
+            }
+        }
+    }
+}
+
 /// 2-D convolution.
 /// - Parameters:
 ///   - x: [N, C, H, W]
@@ -216,12 +273,15 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
                                     stride: stride, padding: padding, groups: groups)
     }
     let out = Tensor(uninitialized: [geo.batch, geo.outChannels, geo.outH, geo.outW])
-    if geo.isDepthwise {
-        depthwiseForward(geo, x.data, weight.data, bias?.data, out.data)
-    } else if let winograd = WinogradConv(geo) {
-        winograd.forward(x.data, weight.data, bias?.data, out.data)
+    // Kernel rows and columns that read only padding are left out (`KernelWindow`).
+    let window = KernelWindow(geo), run = window?.geometry ?? geo
+    let kernels = window?.slice(weight) ?? weight
+    if run.isDepthwise {
+        depthwiseForward(run, x.data, kernels.data, bias?.data, out.data)
+    } else if let winograd = WinogradConv(run) {
+        winograd.forward(x.data, kernels.data, bias?.data, out.data)
     } else {
-        GEMMConv(geo).forward(x.data, weight.data, bias?.data, out.data)
+        GEMMConv(run).forward(x.data, kernels.data, bias?.data, out.data)
     }
     let kind = OpKind.conv2d(stride: Pair(stride), padding: Pair(padding), groups: groups)
     Trace.note(kind, Operands(x, weight, bias), out)
@@ -231,15 +291,18 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
             // zeroed for those that add (the depthwise kernels, col2im).
             let (dxTensor, dxFresh) = x.requiresGrad ? x.gradDestination() : (nil, false)
             let dx = dxTensor?.data
-            let dw = weight.requiresGrad ? weight.gradBuffer().data : nil
-            if geo.isDepthwise {
+            // A restricted kernel's gradient goes through a buffer of its own into the full one's.
+            let dKernels = weight.requiresGrad ? (window == nil ? weight.gradBuffer() : Tensor.zeros(kernels.shape)) : nil
+            let dw = dKernels?.data
+            if run.isDepthwise {
                 if dxFresh { dxTensor?.zero() }
-                depthwiseBackward(geo, x.data, weight.data, d.data, dx, dw)
-            } else if let winograd = WinogradConv(geo) {
-                winograd.backward(x.data, weight.data, d.data, dx, dw, overwritingDx: dxFresh)
+                depthwiseBackward(run, x.data, kernels.data, d.data, dx, dw)
+            } else if let winograd = WinogradConv(run) {
+                winograd.backward(x.data, kernels.data, d.data, dx, dw, overwritingDx: dxFresh)
             } else {
-                GEMMConv(geo).backward(x.data, weight.data, d.data, dx, dw, overwritingDx: dxFresh)
+                GEMMConv(run).backward(x.data, kernels.data, d.data, dx, dw, overwritingDx: dxFresh)
             }
+            if let window, let dw { window.addGradient(dw, into: weight.gradBuffer().data) }
             if let bias, bias.requiresGrad {
                 let db = bias.gradBuffer().data, pd = d.data
                 let o = geo.outChannels, plane = geo.outPlane

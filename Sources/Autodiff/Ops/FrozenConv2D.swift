@@ -15,6 +15,9 @@ public final class FrozenConv2D {
     public let activation: Activation
     /// Winograd's transformed kernels, by output tile size.
     private var transformed: [Int: Tensor] = [:]
+    /// The kernels restricted to the rows and columns that read the image, by the input's plane
+    /// (see `KernelWindow`).
+    private var restricted: [Pair: Tensor] = [:]
     private let lock = NSLock()
 
     public init(weight: Tensor, bias: Tensor?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0), groups: Int = 1,
@@ -35,24 +38,38 @@ public final class FrozenConv2D {
                                         stride: stride, padding: padding, groups: groups)
         }
         let out = Tensor(uninitialized: [geo.batch, geo.outChannels, geo.outH, geo.outW])
-        if geo.isDepthwise {
-            depthwiseForward(geo, x.data, weight.data, bias?.data, out.data, activation: activation)
-        } else if let winograd = WinogradConv(geo, frozenWeights: true) {
-            winograd.forward(x.data, weight.data, bias?.data, out.data, transformed: kernels(for: winograd), activation: activation)
+        let window = KernelWindow(geo), run = window?.geometry ?? geo
+        let kernels = window.map { restrictedKernels($0) } ?? weight
+        if run.isDepthwise {
+            depthwiseForward(run, x.data, kernels.data, bias?.data, out.data, activation: activation)
+        } else if let winograd = WinogradConv(run, frozenWeights: true) {
+            winograd.forward(x.data, kernels.data, bias?.data, out.data, transformed: transformedKernels(winograd, kernels),
+                             activation: activation)
         } else {
-            GEMMConv(geo).forward(x.data, weight.data, bias?.data, out.data, activation: activation)
+            GEMMConv(run).forward(x.data, kernels.data, bias?.data, out.data, activation: activation)
         }
         Trace.note(.conv2d(stride: Pair(stride), padding: Pair(padding), groups: groups), Operands(x, weight, bias), out)
         return out
     }
 
-    /// Winograd's transformed kernels for `winograd`'s tile size, transformed on first use.
-    private func kernels(for winograd: WinogradConv) -> Tensor {
+    /// Winograd's transformed `kernels` for `winograd`'s tile size, transformed on first use.
+    private func transformedKernels(_ winograd: WinogradConv, _ kernels: Tensor) -> Tensor {
         lock.lock()
         defer { lock.unlock() }
         if let u = transformed[winograd.tile] { return u }
-        let u = winograd.transformedWeights(weight.data, rotated: false)
+        let u = winograd.transformedWeights(kernels.data, rotated: false)
         transformed[winograd.tile] = u
         return u
+    }
+
+    /// The kernels cut to `window`, cut on first use for its input plane.
+    private func restrictedKernels(_ window: KernelWindow) -> Tensor {
+        lock.lock()
+        defer { lock.unlock() }
+        let key = Pair(window.full.height, window.full.width)
+        if let k = restricted[key] { return k }
+        let k = window.slice(weight)
+        restricted[key] = k
+        return k
     }
 }
