@@ -1,4 +1,3 @@
-import Dispatch
 import Foundation
 
 /// Splits work across the machine's cores.
@@ -20,11 +19,16 @@ public enum Parallel {
         guard count > 0 else { return }
         let chunks = min(workers, max(1, count / max(grain, 1)))
         if chunks <= 1 { body(0..<count); return }
-        DispatchQueue.concurrentPerform(iterations: chunks) { k in
+        func chunk(_ k: Int) {
             let lo = count * k / chunks, hi = count * (k + 1) / chunks
             if lo < hi { body(lo..<hi) }
         }
+        // Inside another parallel region (or beside one on another thread) the chunks run here.
+        if !pool.run(chunks, workers: workers - 1, chunk) { for k in 0..<chunks { chunk(k) } }
     }
+
+    /// The threads that run the chunks with the caller.
+    static let pool = WorkerPool()
 
     /// The number of pieces GEMM work is cut into: fixed by the machine, not by `workers`.
     ///

@@ -70,10 +70,12 @@ public final class BatchLoader: Sequence {
     /// Batch `number` (`0..<batchCount`), prepared on the calling thread (its images in
     /// parallel). Iterating the loader gives the same batches, prepared ahead.
     public func batch(_ number: Int) -> Batch {
-        makeBatch(number, isCancelled: { false })
+        makeBatch(number, inParallel: true, isCancelled: { false })
     }
 
-    fileprivate func makeBatch(_ number: Int, isCancelled: () -> Bool) -> Batch {
+    /// `inParallel`: the images over the cores (`Parallel`), else one after another on this
+    /// thread (a prefetch beside the training, whose parallel regions keep the cores).
+    fileprivate func makeBatch(_ number: Int, inParallel: Bool, isCancelled: () -> Bool) -> Batch {
         precondition(number >= 0 && number < batchCount, "BatchLoader: batch \(number) is outside 0..<\(batchCount)")
         let start = number * batchSize
         let positions = start..<Swift.min(start + batchSize, order.count)
@@ -86,7 +88,7 @@ public final class BatchLoader: Sequence {
             table.withUnsafeBufferPointer { table in
                 order.withUnsafeBufferPointer { order in
                     guard let pixelBase = pixels.baseAddress, let tableBase = table.baseAddress else { return }
-                    Parallel.forEach(positions.count) { i in
+                    func render(_ i: Int) {
                         if isCancelled() { return }
                         let position = positions.lowerBound + i
                         var draws = AugmentationDraws()
@@ -97,6 +99,11 @@ public final class BatchLoader: Sequence {
                         renderImage(source: pixelBase + order[position] * imageBytes, channels: channels,
                                     height: height, width: width, padding: augmentation?.padding ?? 0,
                                     draws: draws, table: tableBase, output: output + i * imageFloats)
+                    }
+                    if inParallel {
+                        Parallel.forEach(positions.count, render)
+                    } else {
+                        for i in 0..<positions.count { render(i) }
                     }
                 }
             }
@@ -139,7 +146,7 @@ private final class Prefetch: @unchecked Sendable {
 
     init(_ loader: BatchLoader, number: Int) {
         DispatchQueue.global(qos: .userInitiated).async { [self] in
-            result = loader.makeBatch(number, isCancelled: { self.isCancelled })
+            result = loader.makeBatch(number, inParallel: false, isCancelled: { self.isCancelled })
             finished.signal()
         }
     }

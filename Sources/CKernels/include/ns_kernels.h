@@ -125,4 +125,15 @@ void ns_bn_backward_input(long n, long c, long inner, long first, long count, co
                           const float *mean, const float *scale, const float *offset, int clamped, float lo, float hi,
                           const float *ga, const float *gb, const float *gc, int accumulate, float *dx);
 
+/// A hint to the core that the caller is spinning on a shared variable (x86's `pause`): the
+/// waiting loop yields the core's resources to its sibling and leaves it faster when the value
+/// changes.
+static inline void ns_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 #endif
