@@ -160,10 +160,13 @@ func randnAwayFromZero(_ shape: [Int], margin: Float = 0.1, using rng: inout Ran
 /// The convolution's kernel paths, each forced by its tuning knobs: `body` runs once per
 /// combination of the im2col path's block size (whole images per piece, or one image per GEMM),
 /// NCHW-direct GEMMs for every plane or none, and the flat / row-by-row / offset-table patch
-/// copies; then with Winograd's F(2, 3) and F(4, 3) forced wherever they apply (3x3, stride 1,
-/// padding 1), in blocks of the tuned size and of one tile row. `label` names the combination
-/// for failure messages.
+/// copies (fewer images than pieces: the few-column kernel for every map or none); then with
+/// Winograd's F(2, 3) and F(4, 3) forced wherever they apply (3x3, stride 1, padding 1), in
+/// blocks of the tuned size and of one tile row. `label` names the combination for failure
+/// messages.
 func forEachConvPath(_ body: (_ label: String) throws -> Void) rethrows {
+    let savedSmall = Conv2DTuning.smallColumns
+    defer { Conv2DTuning.smallColumns = savedSmall }
     let saved = (Conv2DTuning.columnBudget, Conv2DTuning.directPlane, Conv2DTuning.shortRow)
     let savedWinograd = (Conv2DTuning.winograd, Conv2DTuning.winogradBudget, Conv2DTuning.winogradMinTiles)
     defer {
@@ -175,7 +178,9 @@ func forEachConvPath(_ body: (_ label: String) throws -> Void) rethrows {
         for direct in [1, Int.max] {
             for shortRow in [1, saved.2, Int.max] {
                 (Conv2DTuning.columnBudget, Conv2DTuning.directPlane, Conv2DTuning.shortRow) = (budget, direct, shortRow)
-                try body("budget \(budget), direct plane \(direct), short row \(shortRow)")
+                // The few-column kernel with the direct GEMMs forced everywhere, sgemm otherwise.
+                Conv2DTuning.smallColumns = direct == 1 ? Int.max : 0
+                try body("budget \(budget), direct plane \(direct), short row \(shortRow), few columns \(direct == 1)")
             }
         }
     }

@@ -128,6 +128,10 @@ public enum Conv2DTuning {
     /// Output rows shorter than this (in pixels) are written by im2col through a per-tap offset
     /// table instead of row by row.
     nonisolated(unsafe) public static var shortRow = 8
+    /// Fewer images than GEMM pieces (inference) on maps of at most this many pixels (2x2, 1x1)
+    /// multiply by a kernel that reads the weights once (`ns_gemm_small_n`) instead of sgemm,
+    /// which packs them first.
+    nonisolated(unsafe) public static var smallColumns = 8
     /// Channels the depthwise kernels process together (one output channel per input channel).
     public static let depthwiseLanes = Int(NS_DEPTHWISE_LANES)
 
@@ -463,26 +467,44 @@ struct GEMMConv {
                                           _ activation: Activation) {
         let nb = g.batch, plane = g.outPlane, cols = nb * plane, rows = g.colRows, og = g.outPerGroup
         let inPlace = isPointwise && nb == 1
+        // With few columns (a 2x2 or 1x1 map) the GEMM is `ns_gemm_small_n`, which takes the
+        // patch matrix transposed.
+        let small = cols <= Conv2DTuning.smallColumns
         let col = Tensor(uninitialized: [inPlace ? 0 : g.groups * rows * cols])
+        let colT = Tensor(uninitialized: [small ? g.groups * rows * cols : 0])
         let tmp = Tensor(uninitialized: [nb > 1 ? g.outChannels * cols : 0])
-        let pcol = col.data, ptmp = tmp.data
-        defer { withExtendedLifetime((col, tmp)) {} }  // the pieces below use them only by pointer
-        if !inPlace {
+        let pcol = col.data, pcolT = colT.data, ptmp = tmp.data
+        defer { withExtendedLifetime((col, colT, tmp)) {} }  // the pieces below use them only by pointer
+        if !inPlace || small {
             Parallel.forPieces(g.groups * rows) { r in
                 for grp in (r.lowerBound / rows)...((r.upperBound - 1) / rows) {
                     let lo = max(r.lowerBound - grp * rows, 0), hi = min(r.upperBound - grp * rows, rows)
-                    im2col(x, group: grp, start: 0, images: 0..<nb, cols: cols, into: pcol + grp * rows * cols,
-                           patchRows: lo..<hi)
+                    let gcol: UnsafePointer<Float>
+                    if inPlace {
+                        gcol = x + grp * g.inPerGroup * g.inPlane
+                    } else {
+                        im2col(x, group: grp, start: 0, images: 0..<nb, cols: cols, into: pcol + grp * rows * cols,
+                               patchRows: lo..<hi)
+                        gcol = UnsafePointer(pcol + grp * rows * cols)
+                    }
+                    if small {
+                        let t = pcolT + grp * rows * cols
+                        for q in lo..<hi { for n in 0..<cols { t[n * rows + q] = gcol[q * cols + n] } }
+                    }
                 }
             }
         }
         Parallel.forPieces(g.outChannels) { channels in
             for grp in (channels.lowerBound / og)...((channels.upperBound - 1) / og) {
                 let lo = max(channels.lowerBound, grp * og), hi = min(channels.upperBound, (grp + 1) * og)
-                let b: UnsafePointer<Float> = inPlace ? x + grp * g.inPerGroup * g.inPlane : UnsafePointer(pcol + grp * rows * cols)
                 let c = nb == 1 ? out + lo * plane : ptmp + lo * cols
-                BLAS.gemm(transA: false, transB: false, m: hi - lo, n: cols, k: rows, a: w + lo * rows, lda: rows,
-                          b: b, ldb: cols, beta: 0, c: c, ldc: cols)
+                if small {
+                    ns_gemm_small_n(hi - lo, cols, rows, w + lo * rows, rows, pcolT + grp * rows * cols, rows, c, cols)
+                } else {
+                    let b: UnsafePointer<Float> = inPlace ? x + grp * g.inPerGroup * g.inPlane : UnsafePointer(pcol + grp * rows * cols)
+                    BLAS.gemm(transA: false, transB: false, m: hi - lo, n: cols, k: rows, a: w + lo * rows, lda: rows,
+                              b: b, ldb: cols, beta: 0, c: c, ldc: cols)
+                }
             }
             if nb > 1 {
                 for img in 0..<nb {

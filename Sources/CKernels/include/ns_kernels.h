@@ -136,4 +136,10 @@ static inline void ns_cpu_relax(void) {
 #endif
 }
 
+/// C[m][n] = sum over k of A[m][k] * BT[n][k] for m < M, n < N: a GEMM with few columns (N up to
+/// 8 or so) that reads each row of A once, four rows against four columns at a time, where sgemm
+/// would first copy all of A into its packed layout. Each element sums 16 lanes of products in
+/// k order, then the lanes, then the remaining k.
+void ns_gemm_small_n(long M, long N, long K, const float *A, long lda, const float *BT, long ldb, float *C, long ldc);
+
 #endif
