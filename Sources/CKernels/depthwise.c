@@ -260,3 +260,61 @@ void ns_depthwise_backward_blocked(const ns_depthwise_geometry *g, long n, long 
     free(dxb);
     free(dyb);
 }
+
+// MARK: plane kernel (forward, OC == IC, equal strides of 1 or 2)
+
+typedef float vf __attribute__((vector_size(4 * L)));
+typedef float vf_unaligned __attribute__((vector_size(4 * L), aligned(4)));
+#define LOAD(p) (*(const vf_unaligned *)(p))
+#define STORE(p, v) (*(vf_unaligned *)(p) = (v))
+
+long ns_depthwise_plane_scratch(const ns_depthwise_geometry *g) {
+    const long s = g->SH, hph = (g->H + 2 * g->PH + s - 1) / s, wph = (g->W + 2 * g->PW + s - 1) / s;
+    // s * s phase planes, the output on the phase grid, and a vector of slack after each.
+    return s * s * (hph * wph + L) + g->OH * wph + L;
+}
+
+NS_CLONES
+void ns_depthwise_forward_planes(const ns_depthwise_geometry *g, long first, long count, const float *in,
+                                 const float *w, const float *bias, float lo, float hi, float *out, float *scratch) {
+    const long s = g->SH, H = g->H, W = g->W, OH = g->OH, OW = g->OW, KH = g->KH, KW = g->KW, taps = KH * KW;
+    const long hph = (H + 2 * g->PH + s - 1) / s, wph = (W + 2 * g->PW + s - 1) / s, phase = hph * wph + L;
+    float *phases = scratch, *acc = scratch + s * s * phase;
+    // Output (y, x) sums w[i][j] * phase(i % s, j % s)[(y + i / s) * wph + x + j / s]: on the phase
+    // grid (rows wph long) every tap is one shifted run, the columns past OW wasted.
+    long offset[MAX_TAPS];
+    for (long i = 0; i < KH; i++)
+        for (long j = 0; j < KW; j++) offset[i * KW + j] = ((i % s) * s + j % s) * phase + (i / s) * wph + j / s;
+    for (long i = 0; i < s * s * phase; i++) phases[i] = 0;
+    for (long q = first; q < first + count; q++) {
+        const long c = q % g->OC;
+        const float *x = in + q * H * W, *wc = w + c * taps;
+        // Phase plane (a, b) holds padded pixel (s*y + a, s*x + b) at y * wph + x: input row
+        // y - PH, column x - PW. Only the image's pixels are written: the padding stays zero.
+        for (long y = 0; y < H; y++) {
+            const long py = y + g->PH;
+            const float *row = x + y * W;
+            for (long b = 0; b < s; b++) {
+                float *dst = phases + ((py % s) * s + b) * phase + (py / s) * wph;
+                // Phase columns x' with input column s*x' + b - PW inside [0, W).
+                const long x0 = (g->PW - b + s - 1) / s, x1 = (W - 1 + g->PW - b) / s + 1;
+                const float *src = row + s * x0 + b - g->PW;
+                if (s == 1) {
+                    memcpy(dst + x0, src, sizeof(float) * (x1 - x0));
+                } else {
+                    for (long xx = 0; xx < x1 - x0; xx++) dst[x0 + xx] = src[s * xx];
+                }
+            }
+        }
+        const long n = OH * wph;
+        const float b0 = bias ? bias[c] : 0;
+        for (long p = 0; p < n; p += L) {
+            vf sum = (vf){0} + b0;
+            for (long t = 0; t < taps; t++) sum += wc[t] * LOAD(phases + offset[t] + p);
+            STORE(acc + p, sum);
+        }
+        float *y = out + q * OH * OW;
+        for (long r = 0; r < OH; r++)
+            for (long xx = 0; xx < OW; xx++) y[r * OW + xx] = clamp(acc[r * wph + xx], lo, hi);
+    }
+}

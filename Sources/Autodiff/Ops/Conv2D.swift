@@ -772,6 +772,20 @@ func depthwiseForward(_ g: Conv2DGeometry, _ x: UnsafePointer<Float>, _ w: Unsaf
     var geometry = g.depthwise
     let (lo, hi) = activation.bounds
     withUnsafePointer(to: &geometry) { geometry in
+        if g.outChannels == g.inChannels && g.strideH == g.strideW && g.strideH <= 2 {
+            // Plane by plane: each plane copied into a padded buffer, every tap a shifted run.
+            let scratch = ns_depthwise_plane_scratch(geometry), planes = g.batch * g.outChannels
+            let chunks = min(Parallel.workers, planes)
+            let buffer = Tensor(uninitialized: [chunks * scratch])
+            let pb = buffer.data
+            withExtendedLifetime(buffer) {
+                Parallel.forEach(chunks) { k in
+                    let lo0 = planes * k / chunks, hi0 = planes * (k + 1) / chunks
+                    ns_depthwise_forward_planes(geometry, lo0, hi0 - lo0, x, w, bias, lo, hi, out, pb + k * scratch)
+                }
+            }
+            return
+        }
         if g.outChannels == g.inChannels {
             let blocks = (g.outChannels + Conv2DTuning.depthwiseLanes - 1) / Conv2DTuning.depthwiseLanes
             Parallel.forRange(g.batch * blocks) { r in

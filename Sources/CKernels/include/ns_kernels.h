@@ -42,6 +42,18 @@ enum { NS_DEPTHWISE_LANES = 16 };
 void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long first, long count, const float *in,
                                   const float *w, const float *bias, float lo, float hi, float *out);
 
+/// Floats of scratch `ns_depthwise_forward_planes` needs per call.
+long ns_depthwise_plane_scratch(const ns_depthwise_geometry *g);
+
+/// The forward pass for OC == IC and equal strides of 1 or 2, plane by plane in NCHW (planes q in
+/// [first, first + count), q = image * OC + o): the input plane copied once into a zero-padded
+/// buffer (split into stride x stride phases for stride 2), where every kernel tap is one shifted
+/// run of full vectors over the output's rows. No interleaving of channels, so small maps cost
+/// two copies of a plane instead of a transposition each way. Sums taps in row-major order after
+/// the bias, clamped to [lo, hi].
+void ns_depthwise_forward_planes(const ns_depthwise_geometry *g, long first, long count, const float *in,
+                                 const float *w, const float *bias, float lo, float hi, float *out, float *scratch);
+
 /// Both gradients for OC == IC, channel blocks [first, first + count) over all `n` images:
 /// dx += the adjoint of the forward pass (when dx is not NULL) and dw += the weight gradient
 /// (when dw is not NULL, summed over images in order).
