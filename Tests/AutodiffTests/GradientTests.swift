@@ -351,6 +351,15 @@ final class GradientTests: XCTestCase {
         checkGradients("maxpool k3 s2 p1", inputs: [x]) { maxPool2d(x, kernel: (3, 3), stride: (2, 2), padding: (1, 1)) }
         checkGradients("maxpool k2", inputs: [x]) { maxPool2d(x, kernel: (2, 2)) }
         checkGradients("maxpool k(3,2) s(1,2)", inputs: [x]) { maxPool2d(x, kernel: (3, 2), stride: (1, 2)) }
+        // Even planes: 2x2/2 windows tile them, and a fresh gradient is written window by window.
+        var evenOrder = Array(0..<(2 * 3 * 6 * 8))
+        evenOrder.shuffle(using: &rng)
+        let even = Tensor(shape: [2, 3, 6, 8], values: evenOrder.map { Float($0) * 0.1 })
+        checkGradients("maxpool k2 on even planes", inputs: [even]) { maxPool2d(even, kernel: (2, 2)) }
+        // Ties go to the first element of the window in row-major order, as in PyTorch.
+        let ties = Tensor(shape: [1, 1, 2, 2], values: [1, 3, 3, 3], requiresGrad: true)
+        maxPool2d(ties, kernel: (2, 2)).backward(seed: Tensor(shape: [1, 1, 1, 1], values: [5]))
+        XCTAssertEqual(ties.grad?.values, [0, 5, 0, 0])
         let y = Tensor.randn([2, 3, 7, 9], using: &rng)
         checkGradients("avgpool k3 s2 p1", inputs: [y]) { avgPool2d(y, kernel: (3, 3), stride: (2, 2), padding: (1, 1)) }
         checkGradients("avgpool k2", inputs: [y]) { avgPool2d(y, kernel: (2, 2)) }
