@@ -1,9 +1,29 @@
 // swift-tools-version:6.0
+import Foundation
 import PackageDescription
 
 /// Member lookups (methods in extensions, conformances) need the declaring module imported in
 /// the file that uses them, as top-level names do (SE-0444): the imports are the whole map.
 let strictImports: [SwiftSetting] = [.enableUpcomingFeature("MemberImportVisibility")]
+
+/// Open MPI, for data-parallel `train` and `descend` under `mpirun`: built in when its pkg-config
+/// file is installed (Debian's `libopenmpi-dev`; `scripts/install-deps.sh` installs it), left out
+/// otherwise, so that a machine without MPI still builds (its runs are single-process; started by
+/// `mpirun`, they say so). NEURALSCALE_MPI=0 or 1 overrides the detection.
+let mpi: Bool = {
+    let env = ProcessInfo.processInfo.environment
+    if let forced = env["NEURALSCALE_MPI"] { return forced != "0" }
+    let dirs = (env["PKG_CONFIG_PATH"] ?? "").split(separator: ":").map(String.init)
+        + ["/usr/lib/x86_64-linux-gnu/pkgconfig", "/usr/lib/aarch64-linux-gnu/pkgconfig", "/usr/lib64/pkgconfig",
+           "/usr/lib/pkgconfig", "/usr/local/lib/pkgconfig", "/usr/share/pkgconfig"]
+    return dirs.contains { FileManager.default.fileExists(atPath: $0 + "/ompi-c.pc") }
+}()
+
+/// MPI's C library and the shim that gives Swift its predefined handles (macros), when built in.
+let mpiTargets: [Target] = mpi ? [
+    .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+    .target(name: "CMPIShim", dependencies: ["CMPI"]),
+] : []
 
 let package = Package(
     name: "neuralscale",
@@ -70,6 +90,10 @@ let package = Package(
         // scripts/generate-onnx-proto.sh and committed: no build plugin.
         .target(name: "ONNX", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 exclude: ["proto"]),
+        // The processes of a data-parallel run over MPI (a ProcessGroup of the engine), when MPI
+        // is built in.
+        .target(name: "Distributed", dependencies: ["Autodiff"] + (mpi ? ["CMPIShim"] : []),
+                swiftSettings: strictImports + (mpi ? [.define("NEURALSCALE_MPI")] : [])),
         // The study as a plan of resumable runs of this tool (`neuralscale sweep`): entries, their
         // steps' command lines and outputs, and the runner that works through them.
         .target(name: "Sweep", dependencies: ["Checkpoint"], swiftSettings: strictImports),
@@ -131,6 +155,6 @@ let package = Package(
         .testTarget(name: "CommandTests", dependencies: ["NeuralScaleCommands", "Autodiff", "Nets", "Checkpoint", "Training",
                                                         "TestSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
                     swiftSettings: strictImports),
-    ],
+    ] + mpiTargets,
     swiftLanguageModes: [.v5]
 )

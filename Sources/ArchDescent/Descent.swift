@@ -226,12 +226,20 @@ public protocol DescentReporter: AnyObject {
 /// Runs the architecture descent: `iterations` pruning runs, each from a fresh net whose widths
 /// the previous run's fit gives for the target P, keeping `state.h5` after every pruning step
 /// so `--resume` continues from there.
+///
+/// Data-parallel (`group`): every process trains on its part of every batch with
+/// `TrainingStep`'s sums, the channel scales' gradients included, so the Taylor-FO scores (and
+/// the channels pruned) are the same on every process; process 0 alone locks the folder and
+/// writes the state and results, and a stop request on any process stops all at the same step.
 public final class Descent {
     public let config: DescentConfig
     public let template: NetDescription
     public let outputDirectory: String
     let train: BatchSource
     let reporter: DescentReporter?
+    let group: ProcessGroup?
+    /// Whether this process writes the search's files: the only one, or rank 0.
+    var writes: Bool { (group?.rank ?? 0) == 0 }
     /// Checked before every minibatch; true stops the run (the CLI's Ctrl-C, tests' kills).
     public var shouldStop: (_ iteration: Int, _ epoch: Int, _ batch: Int) -> Bool = { _, _, _ in false }
 
@@ -240,8 +248,9 @@ public final class Descent {
 
     /// - Parameter template: architecture, input channels, image size, classes (widths ignored).
     public init(config: DescentConfig, template: NetDescription, train: BatchSource, outputDirectory: String,
-                reporter: DescentReporter?) {
+                reporter: DescentReporter?, group: ProcessGroup? = nil) {
         self.config = config
+        self.group = group
         var t = template
         t.widths = template.architecture.uniformWidths(ratio: config.baseRatio)
         self.template = t
@@ -280,8 +289,8 @@ public final class Descent {
     public func run(resume: Bool) throws -> DescentResult {
         try config.validate()
         // The lock first: a second search into this folder stops here, before it reads or writes.
-        let folder = try RunFolder.acquire(outputDirectory)
-        defer { folder.release() }
+        let folder = writes ? try RunFolder.acquire(outputDirectory) : nil
+        defer { folder?.release() }
         try Descent.preflight(config: config, template: template, outputDirectory: outputDirectory, resume: resume)
         var state = DescentState(config: config, template: template, completed: [], seconds: [], current: nil)
         var resumed: LoadedCheckpoint?
@@ -296,15 +305,15 @@ public final class Descent {
             state.completed.append(it)
             state.seconds.append(seconds)
             state.current = nil
-            try writeIterationFiles(it)
+            if writes { try writeIterationFiles(it) }
             try saveState(state, net: nil, optimizer: nil)
-            try writeTiming(state)
+            if writes { try writeTiming(state) }
             reporter?.iterationFinished(it, of: config.iterations)
         }
         let result = try makeResult(state)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try AtomicFile.write(try encoder.encode(result), to: resultPath)
+        if writes { try AtomicFile.write(try encoder.encode(result), to: resultPath) }
         reporter?.message("search done in \(formatDuration(state.seconds.reduce(0, +))); results in \(resultPath)")
         return result
     }
@@ -345,7 +354,7 @@ public final class Descent {
         reporter?.iterationStarted(index, of: config.iterations, widths: d.widths, params: d.parameterCount,
                                    resumedAt: resuming == nil ? nil : progress.epoch + 1)
         let started = Date().timeIntervalSince1970 - progress.seconds
-        let step = TrainingStep(net: net, optimizer: opt)
+        let step = TrainingStep(net: net, optimizer: opt, group: group)
         while pruner.stop == nil {
             let epoch = progress.epoch
             opt.beginEpoch(epoch)
@@ -354,10 +363,10 @@ public final class Descent {
             for batch in train.batches(epoch: epoch) {
                 defer { b += 1 }
                 if b < progress.batch { continue }  // trained before the resume point
-                if shouldStop(index, epoch, b) { throw TrainingError.interrupted(epoch: epoch + 1, step: b) }
-                guard batch.labels.count >= 2 else { continue }
+                if stopRequested(index, epoch, b) { throw TrainingError.interrupted(epoch: epoch + 1, step: b) }
+                guard batch.globalCount >= max(2, group?.size ?? 1) else { continue }
                 // Taylor-FO scores come from the gate gradients of this step's backward pass.
-                let scored = step(batch.images, labels: batch.labels) {
+                let scored = step(batch.images, labels: batch.labels, globalCount: batch.globalCount) {
                     if pruning { pruner.accumulate() } else { pruner.discardGradients() }
                 }
                 guard scored != nil else {
@@ -395,6 +404,13 @@ public final class Descent {
                 Date().timeIntervalSince1970 - started)
     }
 
+    /// `shouldStop`, on every process at once: true when it is true on any.
+    private func stopRequested(_ iteration: Int, _ epoch: Int, _ batch: Int) -> Bool {
+        var stop: Double = shouldStop(iteration, epoch, batch) ? 1 : 0
+        group?.sum(&stop, count: 1)
+        return stop > 0
+    }
+
     /// Remaining time: this iteration from the fraction of channels pruned, later ones from the
     /// finished iterations (or this one) at the same pace.
     func eta(_ state: DescentState, pruner: Pruner, elapsed: Double) -> Double? {
@@ -409,14 +425,16 @@ public final class Descent {
         return max(0, thisTotal - elapsed) + perIteration * Double(config.iterations - state.completed.count - 1)
     }
 
-    /// Saves `state.h5`; a net with a NaN or infinite tensor is never saved (the state saved
-    /// before it is named as the one to go back to).
+    /// Saves `state.h5` (process 0 of a data-parallel run); a net with a NaN or infinite tensor
+    /// is never saved (the state saved before it is named as the one to go back to), and stops
+    /// every process alike.
     private func saveState(_ state: DescentState, net: Network?, optimizer: SGD?) throws {
         if let net, let bad = Checkpoint.nonFiniteTensor(in: net) {
             let epoch = state.current.map { $0.epoch + 1 } ?? 0, step = state.current?.batch ?? 0
             throw TrainingError.nonFiniteLoss(epoch: epoch, step: step,
                                               lastGood: FileManager.default.fileExists(atPath: statePath) ? statePath : nil, tensor: bad)
         }
+        guard writes else { return }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = String(decoding: try encoder.encode(state), as: UTF8.self)

@@ -55,11 +55,11 @@ static void channel_sums(const float *per_element, long count, long inner, doubl
 // The flat kernels are inlined into each clone of their caller, so compiled for its machine.
 #define FLAT static inline __attribute__((always_inline)) void
 
-FLAT statistics_flat(long n, long c, long inner, long first, long count, const float *x, float eps, float *mean,
-                     float *inv_std, double *variance) {
+FLAT shifted_sums_flat(long n, long c, long inner, long first, long count, const float *x, const float *shift,
+                       double *sum, double *sum_squares) {
     const long len = count * inner, j0 = first * inner;
     float *k = malloc(sizeof(float) * len), *s = calloc(len, sizeof(float)), *q = calloc(len, sizeof(float));
-    for (long j = 0; j < len; j++) k[j] = x[j0 + j - j % inner];
+    for (long j = 0; j < len; j++) k[j] = shift ? shift[first + j / inner] : 0;
     for (long img = 0; img < n; img++) {
         const float *p = x + img * c * inner + j0;
         for (long j = 0; j < len; j++) {
@@ -68,31 +68,19 @@ FLAT statistics_flat(long n, long c, long inner, long first, long count, const f
             q[j] += d * d;
         }
     }
-    double *ss = malloc(sizeof(double) * 2 * count), *qs = ss + count;
-    channel_sums(s, count, inner, ss);
-    channel_sums(q, count, inner, qs);
-    const double m = (double)n * inner;
-    for (long ch = 0; ch < count; ch++) {
-        const double mu = ss[ch] / m, var = qs[ch] / m - mu * mu > 0 ? qs[ch] / m - mu * mu : 0;
-        mean[first + ch] = (float)(mu + k[ch * inner]);
-        inv_std[first + ch] = (float)(1 / __builtin_sqrt(var + eps));
-        variance[first + ch] = var;
-    }
+    channel_sums(s, count, inner, sum + first);
+    channel_sums(q, count, inner, sum_squares + first);
     free(k);
     free(s);
     free(q);
-    free(ss);
 }
 
 NS_CLONES
-void ns_bn_statistics(long n, long c, long inner, long first, long count, const float *x, float eps, float *mean,
-                      float *inv_std, double *variance) {
-    if (inner < L) return statistics_flat(n, c, inner, first, count, x, eps, mean, inv_std, variance);
-    const double m = (double)n * inner;
+void ns_bn_shifted_sums(long n, long c, long inner, long first, long count, const float *x, const float *shift,
+                        double *sum, double *sum_squares) {
+    if (inner < L) return shifted_sums_flat(n, c, inner, first, count, x, shift, sum, sum_squares);
     for (long ch = first; ch < first + count; ch++) {
-        // One pass of shifted sums: sum(x - k) and sum((x - k)^2) with k the channel's first value,
-        // so E[(x - k)^2] - E[x - k]^2 cancels little (k lies within the data, near the mean).
-        const float k = x[ch * inner];
+        const float k = shift ? shift[ch] : 0;
         const vf kv = (vf){0} + k;
         double s = 0, q = 0;
         for (long img = 0; img < n; img++) {
@@ -113,10 +101,8 @@ void ns_bn_statistics(long n, long c, long inner, long first, long count, const 
             s += sa;
             q += sb;
         }
-        const double mu = s / m, var = q / m - mu * mu > 0 ? q / m - mu * mu : 0;
-        mean[ch] = (float)(mu + k);
-        inv_std[ch] = (float)(1 / __builtin_sqrt(var + eps));
-        variance[ch] = var;
+        sum[ch] = s;
+        sum_squares[ch] = q;
     }
 }
 

@@ -27,6 +27,9 @@ public final class BatchLoader: Sequence {
     public let normalization: Normalization
     public let seed: UInt64
     public let epoch: Int
+    /// This process's part of every batch in a data-parallel run: part `index` of `count`
+    /// contiguous slices of the batch's positions (0 of 1: the whole batch).
+    public let part: (index: Int, count: Int)
     /// `[channels, 256]`, see `Normalization.lookupTable`.
     private let table: [Float]
     private let epochSeed: UInt64
@@ -39,9 +42,13 @@ public final class BatchLoader: Sequence {
     ///   - batchSize: images per batch; the last batch keeps the remainder.
     ///   - augmentation: `nil` for evaluation (normalization only).
     ///   - shuffle: whether to permute `indices` for this epoch.
+    ///   - part: serve only this slice of every batch (see `part`); the order, and each sample's
+    ///     augmentation, are those of the whole batch.
     public init(set: ImageSet, indices: [Int], batchSize: Int, augmentation: Augmentation? = nil,
-                normalization: Normalization, shuffle: Bool, seed: UInt64, epoch: Int) {
+                normalization: Normalization, shuffle: Bool, seed: UInt64, epoch: Int, part: (index: Int, count: Int) = (0, 1)) {
         precondition(batchSize > 0, "BatchLoader: batchSize must be positive, got \(batchSize)")
+        precondition(part.count >= 1 && part.index >= 0 && part.index < part.count, "BatchLoader: part \(part) is not one of its count")
+        self.part = part
         precondition(indices.allSatisfy { $0 >= 0 && $0 < set.count }, "BatchLoader: an index is outside 0..<\(set.count)")
         self.set = set
         self.batchSize = batchSize
@@ -67,8 +74,12 @@ public final class BatchLoader: Sequence {
         RandomGenerator(seed: mixSeed(mixSeed(epochSeed, Self.augmentationStream), UInt64(position)))
     }
 
-    /// Batch `number` (`0..<batchCount`), prepared on the calling thread (its images in
-    /// parallel). Iterating the loader gives the same batches, prepared ahead.
+    /// The number of images in batch `number` as a whole, every part's together.
+    public func batchImages(_ number: Int) -> Int { Swift.min(batchSize, order.count - number * batchSize) }
+
+    /// Batch `number` (`0..<batchCount`; this process's part of it), prepared on the calling
+    /// thread (its images in parallel). Iterating the loader gives the same batches, prepared
+    /// ahead.
     public func batch(_ number: Int) -> Batch {
         makeBatch(number, inParallel: true, isCancelled: { false })
     }
@@ -77,8 +88,9 @@ public final class BatchLoader: Sequence {
     /// thread (a prefetch beside the training, whose parallel regions keep the cores).
     fileprivate func makeBatch(_ number: Int, inParallel: Bool, isCancelled: () -> Bool) -> Batch {
         precondition(number >= 0 && number < batchCount, "BatchLoader: batch \(number) is outside 0..<\(batchCount)")
-        let start = number * batchSize
-        let positions = start..<Swift.min(start + batchSize, order.count)
+        let start = number * batchSize, end = Swift.min(start + batchSize, order.count)
+        // This process's contiguous slice of the batch's positions.
+        let positions = (start + (end - start) * part.index / part.count)..<(start + (end - start) * (part.index + 1) / part.count)
         let channels = set.channels, height = set.height, width = set.width
         let imageBytes = set.imageBytes, imageFloats = imageBytes
         let images = Tensor(uninitialized: [positions.count, channels, height, width])

@@ -1,14 +1,17 @@
 import Autodiff
 import Checkpoint
 
-/// A labelled batch: images [B, C, H, W] and B class indices.
+/// A labelled batch: images [B, C, H, W] and B class indices; in a data-parallel run, this
+/// process's slice of a global batch of `globalCount` images.
 public struct Batch {
     public let images: Tensor
     public let labels: [Int32]
+    public let globalCount: Int
 
-    public init(images: Tensor, labels: [Int32]) {
+    public init(images: Tensor, labels: [Int32], globalCount: Int? = nil) {
         self.images = images
         self.labels = labels
+        self.globalCount = globalCount ?? labels.count
     }
 }
 

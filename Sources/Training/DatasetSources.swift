@@ -9,6 +9,8 @@ public final class LoaderSource: BatchSource {
     let augmentation: Augmentation?, normalization: Normalization
     let shuffle: Bool, seed: UInt64
     let dropsLoneLastImage: Bool
+    /// This process's part of every batch (`BatchLoader.part`).
+    public private(set) var part: (index: Int, count: Int) = (0, 1)
 
     public convenience init(set: ImageSet, indices: [Int], batchSize: Int, augmentation: Augmentation?,
                             normalization: Normalization, shuffle: Bool, seed: UInt64) {
@@ -39,21 +41,38 @@ public final class LoaderSource: BatchSource {
         return lone ? batches - 1 : batches
     }
 
+    /// The same source serving part `index` of `count` of every batch: a data-parallel run's
+    /// process (`BatchLoader.part`).
+    public func part(_ index: Int, of count: Int) -> LoaderSource {
+        let source = LoaderSource(set: set, indices: indices, batchSize: batchSize, augmentation: augmentation,
+                                  normalization: normalization, shuffle: shuffle, seed: seed, dropsLoneLastImage: dropsLoneLastImage)
+        source.part = (index, count)
+        return source
+    }
+
     public func batches(epoch: Int) -> AnyIterator<Batch> {
         let loader = BatchLoader(set: set, indices: indices, batchSize: batchSize, augmentation: augmentation,
-                                 normalization: normalization, shuffle: shuffle, seed: seed, epoch: epoch)
+                                 normalization: normalization, shuffle: shuffle, seed: seed, epoch: epoch, part: part)
         let iterator = loader.makeIterator()
-        var remaining = batchCount
+        var remaining = batchCount, number = 0
         return AnyIterator {
             guard remaining > 0 else { return nil }
             remaining -= 1
-            return iterator.next().map { Batch(images: $0.images, labels: $0.labels) }
+            defer { number += 1 }
+            let whole = loader.batchImages(number)
+            return iterator.next().map { Batch(images: $0.images, labels: $0.labels, globalCount: whole) }
         }
     }
 }
 
 /// The train, validation and test sources of a dataset, as `neuralscale train` uses them.
 public struct DatasetSources {
+    /// The same sources serving part `index` of `count` of every batch (a data-parallel run).
+    public func part(_ index: Int, of count: Int) -> DatasetSources {
+        DatasetSources(train: train.part(index, of: count), validation: validation?.part(index, of: count),
+                       test: test.part(index, of: count), normalization: normalization)
+    }
+
     public let train: LoaderSource
     public let validation: LoaderSource?
     public let test: LoaderSource

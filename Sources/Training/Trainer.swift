@@ -11,6 +11,12 @@ import Nets
 /// seed and the epoch number by the batch sources, and checkpoints hold the weights, BN
 /// statistics, momentum buffers and schedule position at an epoch boundary. A run killed at any
 /// point and resumed therefore repeats the interrupted epoch exactly as the uninterrupted run did.
+///
+/// Data-parallel (`group`): every process trains on its part of every batch (the sources serve
+/// their parts, `LoaderSource.part`) with `TrainingStep`'s sums, so all hold the same weights;
+/// process 0 alone takes the folder's lock and writes checkpoints, metrics and results (the
+/// others wait for it where they read them back); metrics and evaluations are summed over the
+/// processes, and a stop request on any process stops all at the same step.
 public final class Trainer {
     public let config: TrainConfig
     public let netDescription: NetDescription
@@ -18,6 +24,9 @@ public final class Trainer {
     let train: BatchSource, validation: BatchSource?, test: BatchSource?
     let reporter: TrainingReporter?
     let inputNormalization: InputNormalization?
+    let group: ProcessGroup?
+    /// Whether this process writes the run's files: the only one, or rank 0.
+    var writes: Bool { (group?.rank ?? 0) == 0 }
     /// Checked before every step; returning true stops the run with `TrainingError.interrupted`
     /// (the CLI sets it from SIGINT, tests use it to simulate a kill).
     public var shouldStop: (_ epoch: Int, _ step: Int) -> Bool = { _, _ in false }
@@ -29,8 +38,9 @@ public final class Trainer {
 
     public init(config: TrainConfig, netDescription: NetDescription, train: BatchSource, validation: BatchSource?,
                 test: BatchSource?, outputDirectory: String, inputNormalization: InputNormalization? = nil,
-                reporter: TrainingReporter? = ConsoleReporter()) {
+                reporter: TrainingReporter? = ConsoleReporter(), group: ProcessGroup? = nil) {
         self.inputNormalization = inputNormalization
+        self.group = group
         self.config = config
         self.netDescription = netDescription
         self.train = train
@@ -46,14 +56,14 @@ public final class Trainer {
     public func run(resume: Bool) throws -> TrainResult {
         try config.validate()
         // The lock first: a second run into this folder stops here, before it reads or writes.
-        let folder = try RunFolder.acquire(outputDirectory)
-        defer { folder.release() }
+        let folder = writes ? try RunFolder.acquire(outputDirectory) : nil
+        defer { folder?.release() }
         try Trainer.preflight(config: config, netDescription: netDescription, outputDirectory: outputDirectory, resume: resume)
         let (net, opt, state) = try start(resume: resume)
         var s = state
         reporter?.runStarted(config: config, params: net.parameterCount, resumedAt: s.completedEpochs)
         while s.completedEpochs < config.epochs {
-            if shouldStop(s.completedEpochs + 1, 0) { throw TrainingError.interrupted(epoch: s.completedEpochs + 1, step: 0) }
+            if stopRequested(s.completedEpochs + 1, 0) { throw TrainingError.interrupted(epoch: s.completedEpochs + 1, step: 0) }
             let metrics = try trainEpoch(net, opt, epoch: s.completedEpochs, state: s)
             // A finite loss before the last update does not make the updated weights (or the BN
             // running statistics) finite: a checkpoint is only written when every tensor is.
@@ -76,15 +86,17 @@ public final class Trainer {
             let json = try encode(s)
             // best.h5 before last.h5: a kill between the two leaves last.h5 at the previous epoch,
             // and the resumed run, which repeats this epoch exactly, writes the same best.h5 again.
-            if isBest { try Checkpoint.save(net, optimizer: opt, training: json, to: bestPath) }
-            try Checkpoint.save(net, optimizer: opt, training: json, to: lastPath)
-            try writeMetrics(s.history)
+            if writes {
+                if isBest { try Checkpoint.save(net, optimizer: opt, training: json, to: bestPath) }
+                try Checkpoint.save(net, optimizer: opt, training: json, to: lastPath)
+                try writeMetrics(s.history)
+            }
             let perEpoch = s.elapsedSeconds / Double(s.history.count)
             reporter?.epochFinished(metrics, of: config.epochs,
                                     etaSeconds: perEpoch * Double(config.epochs - s.completedEpochs), isBest: isBest)
         }
-        if shouldStop(config.epochs, train.batchCount) { throw TrainingError.interrupted(epoch: config.epochs, step: train.batchCount) }
-        try writeMetrics(s.history)  // a run killed right after its final checkpoint lacks the last line
+        if stopRequested(config.epochs, train.batchCount) { throw TrainingError.interrupted(epoch: config.epochs, step: train.batchCount) }
+        if writes { try writeMetrics(s.history) }  // a run killed right after its final checkpoint lacks the last line
         return try finish(state: s)
     }
 
@@ -150,24 +162,34 @@ public final class Trainer {
         return (loaded.network, opt, state)
     }
 
+    /// `shouldStop`, on every process at once: true when it is true on any.
+    private func stopRequested(_ epoch: Int, _ step: Int) -> Bool {
+        var stop: Double = shouldStop(epoch, step) ? 1 : 0
+        group?.sum(&stop, count: 1)
+        return stop > 0
+    }
+
     private func trainEpoch(_ net: Network, _ opt: SGD, epoch: Int, state: TrainingState) throws -> EpochMetrics {
         opt.beginEpoch(epoch)
-        let trainingStep = TrainingStep(net: net, optimizer: opt)
+        let trainingStep = TrainingStep(net: net, optimizer: opt, group: group)
         let started = Date()
         var lossSum = 0.0, correct = 0, seen = 0, step = 0
         let steps = train.batchCount
         let previousPerEpoch = state.history.isEmpty ? nil : state.elapsedSeconds / Double(state.history.count)
         for batch in train.batches(epoch: epoch) {
-            if shouldStop(epoch + 1, step) { throw TrainingError.interrupted(epoch: epoch + 1, step: step) }
+            if stopRequested(epoch + 1, step) { throw TrainingError.interrupted(epoch: epoch + 1, step: step) }
             // Batch norm needs two images per channel; a final batch of one (e.g. 33 images in
-            // batches of 32) is skipped, the same way in every epoch and every run.
-            guard batch.labels.count >= 2 else { continue }
-            guard let (logits, loss) = trainingStep(batch.images, labels: batch.labels) else {
+            // batches of 32) is skipped, the same way in every epoch and every run; so is one with
+            // fewer images than processes, which would leave a process none.
+            guard batch.globalCount >= max(2, group?.size ?? 1) else { continue }
+            guard let (logits, loss) = trainingStep(batch.images, labels: batch.labels, globalCount: batch.globalCount) else {
                 throw TrainingError.nonFiniteLoss(epoch: epoch + 1, step: step + 1, lastGood: lastGoodCheckpoint(state))
             }
-            let n = batch.labels.count
+            let n = batch.globalCount
             lossSum += Double(loss) * Double(n)
-            correct += correctPredictions(logits, labels: batch.labels)
+            var hits = Double(correctPredictions(logits, labels: batch.labels))
+            group?.sum(&hits, count: 1)
+            correct += Int(hits)
             seen += n
             step += 1
             let elapsed = Date().timeIntervalSince(started)
@@ -178,7 +200,7 @@ public final class Trainer {
                                    accuracy: Double(correct) / Double(seen), etaSeconds: eta)
         }
         let trainSeconds = Date().timeIntervalSince(started)
-        let val = try validation.map { try evaluate(net, on: $0) }
+        let val = try validation.map { try evaluate(net, on: $0, group: group) }
         return EpochMetrics(epoch: epoch + 1, trainLoss: lossSum / Double(max(seen, 1)),
                             trainAccuracy: Double(correct) / Double(max(seen, 1)),
                             validationLoss: val?.loss, validationAccuracy: val?.accuracy,
@@ -189,9 +211,11 @@ public final class Trainer {
     /// Evaluates `best.h5` on the test set and writes `result.json`, with the best epoch and
     /// validation accuracy read from `best.h5` itself.
     private func finish(state s: TrainingState) throws -> TrainResult {
+        // Every process reads best.h5: process 0 has written it by the time all are here.
+        group?.barrier()
         let best = try Checkpoint.load(bestPath)
         let bestState = try Trainer.storedState(best, path: bestPath)
-        let testFigures = try test.map { try evaluate(best.network, on: $0) }
+        let testFigures = try test.map { try evaluate(best.network, on: $0, group: group) }
         let result = TrainResult(model: config.model, dataset: config.dataset, scaling: config.scaling, ratio: config.ratio,
                                  widths: netDescription.widths, params: best.network.parameterCount,
                                  testAccuracy: testFigures?.accuracy, testLoss: testFigures?.loss,
@@ -199,7 +223,7 @@ public final class Trainer {
                                  epochs: config.epochs, seed: config.seed, wallSeconds: s.elapsedSeconds, subset: config.subset)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try AtomicFile.write(try encoder.encode(result), to: resultPath)
+        if writes { try AtomicFile.write(try encoder.encode(result), to: resultPath) }
         if let t = testFigures {
             reporter?.message(String(format: "test accuracy %.2f%%", 100 * t.accuracy)
                               + " (weights of epoch \(bestState.bestEpoch ?? s.completedEpochs)), written to \(resultPath)")
@@ -227,18 +251,21 @@ public final class Trainer {
     }
 }
 
-/// Mean loss and accuracy of `net` in eval mode over every sample of `source` (epoch 0's order).
-public func evaluate(_ net: Network, on source: BatchSource) throws -> (loss: Double, accuracy: Double) {
+/// Mean loss and accuracy of `net` in eval mode over every sample of `source` (epoch 0's order);
+/// in a data-parallel run over every process's part of it (`group`).
+public func evaluate(_ net: Network, on source: BatchSource, group: ProcessGroup? = nil) throws -> (loss: Double, accuracy: Double) {
     try Tape.withoutGradients {
-        var lossSum = 0.0, correct = 0, seen = 0
-        for batch in source.batches(epoch: 0) {
+        var totals = [0.0, 0.0, 0.0]  // loss sum, correct, seen
+        for batch in source.batches(epoch: 0) where !batch.labels.isEmpty {
             let logits = net.logits(batch.images, training: false)
             let loss = crossEntropy(logits, labels: batch.labels).scalar
-            lossSum += Double(loss) * Double(batch.labels.count)
-            correct += correctPredictions(logits, labels: batch.labels)
-            seen += batch.labels.count
+            totals[0] += Double(loss) * Double(batch.labels.count)
+            totals[1] += Double(correctPredictions(logits, labels: batch.labels))
+            totals[2] += Double(batch.labels.count)
         }
+        group?.sum(&totals, count: 3)
+        let seen = totals[2]
         guard seen > 0 else { throw TrainingError.invalidConfig("the evaluation set is empty") }
-        return (lossSum / Double(seen), Double(correct) / Double(seen))
+        return (totals[0] / seen, totals[1] / seen)
     }
 }

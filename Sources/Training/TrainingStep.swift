@@ -5,34 +5,61 @@ import Nets
 /// One SGD step on a minibatch, the one `train`, `descend` and `bench train` all run: the
 /// forward pass in training mode, the cross-entropy loss, the backward pass, a caller's hook
 /// (the search scores its gates there), then the update.
+///
+/// In a data-parallel run (`group`) every process runs it on its slice of the same global batch
+/// and computes what one process would on the whole batch: batch norm uses the global batch's
+/// statistics (`DataParallel.group`), each process's loss gradient is weighted by its share of
+/// the batch, and the gradients of every parameter and channel scale are summed over the
+/// processes before the hook and the update, so the weights stay the same everywhere.
 public final class TrainingStep {
     public let net: Network
     public let optimizer: SGD
+    public let group: ProcessGroup?
     /// When true, the wall time of the three phases is summed into `times`.
     public var timed = false
     public private(set) var times = (forward: 0.0, backward: 0.0, update: 0.0)
+    /// The tensors whose gradients are summed over the processes, in the net's fixed order.
+    private lazy var reduced: [Tensor] = net.state.filter { $0.kind != .buffer }.map(\.tensor)
 
-    public init(net: Network, optimizer: SGD) {
+    public init(net: Network, optimizer: SGD, group: ProcessGroup? = nil) {
         self.net = net
         self.optimizer = optimizer
+        self.group = group
     }
 
-    /// Runs the step on `images` [N, C, H, W] with `labels`.
+    /// Runs the step on `images` [N, C, H, W] with `labels`, this process's slice of a global
+    /// batch of `globalCount` images (nil: the images are the whole batch).
     /// - Parameter afterBackward: runs once the gradients are in, before the update.
-    /// - Returns: the logits and the mean loss, or nil when the loss is NaN or infinite; then
-    ///   nothing is updated and the tape is cleared.
-    public func callAsFunction(_ images: Tensor, labels: [Int32], afterBackward: () -> Void = {}) -> (logits: Tensor, loss: Float)? {
+    /// - Returns: the logits of these images and the mean loss over the global batch, or nil when
+    ///   that loss is NaN or infinite; then nothing is updated and the tape is cleared.
+    public func callAsFunction(_ images: Tensor, labels: [Int32], globalCount: Int? = nil,
+                               afterBackward: () -> Void = {}) -> (logits: Tensor, loss: Float)? {
         let t0 = timed ? monotonicSeconds() : 0
         optimizer.zeroGrad()
+        let previous = DataParallel.group
+        DataParallel.group = group
+        defer { DataParallel.group = previous }
         let logits = net.logits(images, training: true)
         let loss = crossEntropy(logits, labels: labels)
-        let value = loss.scalar
+        var value = loss.scalar
+        // This process's share of the global batch's mean loss.
+        let share = Float(labels.count) / Float(globalCount ?? labels.count)
+        if let group {
+            var total = value * share
+            group.sum(&total, count: 1)
+            value = total
+        }
         guard value.isFinite else {
             Tape.current.clear()
             return nil
         }
         let t1 = timed ? monotonicSeconds() : 0
-        loss.backward()
+        if let group {
+            loss.backward(seed: Tensor(shape: [], values: [share]))
+            sumGradients(over: group)
+        } else {
+            loss.backward()
+        }
         afterBackward()
         let t2 = timed ? monotonicSeconds() : 0
         optimizer.step()
@@ -43,5 +70,24 @@ public final class TrainingStep {
             times.update += t3 - t2
         }
         return (logits, value)
+    }
+
+    /// Sums the gradients over the processes: packed into one buffer in the net's order, summed
+    /// (in buckets, `ProcessGroup.sum`), and unpacked.
+    private func sumGradients(over group: ProcessGroup) {
+        let tensors = reduced.filter { $0.grad != nil }
+        let total = tensors.reduce(0) { $0 + $1.count }
+        let buffer = Tensor(uninitialized: [total])
+        var offset = 0
+        for t in tensors {
+            (buffer.data + offset).update(from: t.grad!.data, count: t.count)
+            offset += t.count
+        }
+        group.sum(buffer.data, count: total)
+        offset = 0
+        for t in tensors {
+            t.grad!.data.update(from: buffer.data + offset, count: t.count)
+            offset += t.count
+        }
     }
 }

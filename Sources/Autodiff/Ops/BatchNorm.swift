@@ -55,18 +55,18 @@ public func batchNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor,
     let stats = Tensor(uninitialized: [4, c])
     let mean = stats.data, invStd = stats.data + c, scale = stats.data + 2 * c, offset = stats.data + 3 * c
     let px = x.data, grain = max(1, elementwiseGrain / max(n * inner, 1))
+    // In a data-parallel run, training statistics are the global batch's (`DataParallel.group`).
+    let group = training ? DataParallel.group : nil
+    var count = Double(n * inner)  // values per channel the statistics are over
     if training {
-        var variance = [Double](repeating: 0, count: c)
-        variance.withUnsafeMutableBufferPointer { v in
-            let pv = v.baseAddress!
-            Parallel.forRange(c, grain: grain) { r in
-                ns_bn_statistics(n, c, inner, r.lowerBound, r.count, px, eps, mean, invStd, pv)
-            }
-        }
-        let m = Double(n * inner)
+        let (sums, batchCount) = batchStatistics(x, n: n, c: c, inner: inner, grain: grain, group: group)
+        count = batchCount
         for ch in 0..<c {
+            let mu = sums.mean[ch], variance = sums.variance[ch]
+            mean[ch] = Float(mu)
+            invStd[ch] = Float(1 / (variance + Double(eps)).squareRoot())
             runningMean.data[ch] = (1 - momentum) * runningMean.data[ch] + momentum * mean[ch]
-            runningVar.data[ch] = (1 - momentum) * runningVar.data[ch] + momentum * Float(variance[ch] * m / (m - 1))
+            runningVar.data[ch] = (1 - momentum) * runningVar.data[ch] + momentum * Float(variance * count / (count - 1))
         }
     } else {
         for ch in 0..<c {
@@ -92,11 +92,46 @@ public func batchNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor,
         Tape.record(kind, operands, out) { d in
             withExtendedLifetime(stats) {
                 batchNormBackward(n: n, c: c, inner: inner, training: training, activation: activation, x: x, dy: d,
-                                  weight: weight, bias: bias, gate: gate, stats: stats.data, grain: grain)
+                                  weight: weight, bias: bias, gate: gate, stats: stats.data, grain: grain,
+                                  group: group, count: count)
             }
         }
     }
     return out
+}
+
+/// The batch's mean and biased variance per channel, and the number of values per channel they are
+/// over. One process: one pass of sums shifted by the channel's first value. A data-parallel
+/// group: the sums over every process's slice, in two passes (the mean, then the squared
+/// deviations from it), since the processes must shift by the same value.
+private func batchStatistics(_ x: Tensor, n: Int, c: Int, inner: Int, grain: Int, group: ProcessGroup?)
+    -> (sums: (mean: [Double], variance: [Double]), count: Double) {
+    let px = x.data
+    var sums = [Double](repeating: 0, count: 2 * c + 1)  // sum, sum of squares, then the count
+    func shiftedSums(_ shift: UnsafePointer<Float>?) {
+        sums.withUnsafeMutableBufferPointer { b in
+            let s = b.baseAddress!, q = s + c
+            Parallel.forRange(c, grain: grain) { r in ns_bn_shifted_sums(n, c, inner, r.lowerBound, r.count, px, shift, s, q) }
+            s[2 * c] = Double(n * inner)
+            group?.sum(s, count: 2 * c + 1)
+        }
+    }
+    var shift = [Float](repeating: 0, count: c)
+    if group == nil {
+        for ch in 0..<c { shift[ch] = px[ch * inner] }
+    } else {
+        shiftedSums(nil)
+        for ch in 0..<c { shift[ch] = Float(sums[ch] / sums[2 * c]) }
+    }
+    shift.withUnsafeBufferPointer { shiftedSums($0.baseAddress!) }
+    let m = sums[2 * c]
+    var mean = [Double](repeating: 0, count: c), variance = [Double](repeating: 0, count: c)
+    for ch in 0..<c {
+        let mu = sums[ch] / m
+        mean[ch] = mu + Double(shift[ch])
+        variance[ch] = max(sums[c + ch] / m - mu * mu, 0)
+    }
+    return ((mean, variance), m)
 }
 
 /// With `g = act'(y) * dy` (the activation's linear range found again from x, scale and offset),
@@ -105,8 +140,12 @@ public func batchNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor,
 /// `dGate += gamma * sum(g * xhat) + beta * sum(g)` (that is, `sum(g * bn(x))`),
 /// `dx += s * gamma / std * (g - sum(g)/m - xhat * sum(g * xhat)/m)` in training (the batch
 /// statistics depend on x), `dx += s * gamma / std * g` in eval; `=` into a fresh dx.
+/// In a data-parallel run (`group`), dx takes the global batch's sums of g and g * xhat (over
+/// `count` values per channel), while dGamma, dBeta and dGate take this process's, which the
+/// gradients' own sum over the processes then adds up.
 private func batchNormBackward(n: Int, c: Int, inner: Int, training: Bool, activation: Activation, x: Tensor, dy: Tensor,
-                               weight: Tensor, bias: Tensor, gate: Tensor?, stats: UnsafeMutablePointer<Float>, grain: Int) {
+                               weight: Tensor, bias: Tensor, gate: Tensor?, stats: UnsafeMutablePointer<Float>, grain: Int,
+                               group: ProcessGroup?, count: Double) {
     let mean = stats, invStd = stats + c, scale = stats + 2 * c, offset = stats + 3 * c
     let (lo, hi) = activation.bounds, clamped: Int32 = activation == .identity ? 0 : 1
     // Per channel: sum(g) and sum(g * (x - mean)), then the three coefficients of dx.
@@ -119,13 +158,18 @@ private func batchNormBackward(n: Int, c: Int, inner: Int, training: Bool, activ
     let dGamma = weight.requiresGrad ? weight.gradBuffer().data : nil
     let dBeta = bias.requiresGrad ? bias.gradBuffer().data : nil
     let dGate = gate.flatMap { $0.requiresGrad ? $0.gradBuffer().data : nil }
-    let m = Float(n * inner)
     for ch in 0..<c {
-        let istd = invStd[ch], sumGX = sgx[ch] * istd  // sum(g * xhat)
+        let sumGX = sgx[ch] * invStd[ch]  // sum(g * xhat)
         let s = gate?.data[ch] ?? 1
         dGate?[ch] += weight.data[ch] * sumGX + bias.data[ch] * sg[ch]
         dGamma?[ch] += s * sumGX
         dBeta?[ch] += s * sg[ch]
+    }
+    if let group { group.sum(sg, count: 2 * c) }  // sg and sgx, over the global batch
+    let m = Float(count)
+    for ch in 0..<c {
+        let istd = invStd[ch], sumGX = sgx[ch] * istd
+        let s = gate?.data[ch] ?? 1
         let a = s * weight.data[ch] * istd
         let meanG = training ? sg[ch] / m : 0, meanGX = training ? sumGX / m : 0
         ga[ch] = a

@@ -113,11 +113,11 @@ void ns_winograd_weight_grad(long m, long K, long C, long k0, long count, const 
 /// Batch norm over NCHW with `c` channels of `inner` values per image, `n` images; each function
 /// works on channels first ..< first + count. Sums are taken in a fixed order.
 ///
-/// Training statistics: mean[ch], the biased variance in variance[ch] and
-/// inv_std[ch] = 1 / sqrt(variance + eps), from one pass of sums shifted by the channel's first
-/// value.
-void ns_bn_statistics(long n, long c, long inner, long first, long count, const float *x, float eps, float *mean,
-                      float *inv_std, double *variance);
+/// Per channel, sum[ch] = sum(x - shift[ch]) and sum_squares[ch] = sum((x - shift[ch])^2) (shift
+/// NULL: 0): the batch statistics' sums, shifted so that E[(x - k)^2] - E[x - k]^2 cancels little
+/// when k is near the mean.
+void ns_bn_shifted_sums(long n, long c, long inner, long first, long count, const float *x, const float *shift,
+                        double *sum, double *sum_squares);
 
 /// y = clamp((x - mean[ch]) * scale[ch] + offset[ch], lo, hi): the normalization (the gate folded
 /// into scale and offset) and the activation (-inf, inf for none), one pass.
