@@ -92,7 +92,7 @@ let package = Package(
                 exclude: ["proto"]),
         // The processes of a data-parallel run over MPI (a ProcessGroup of the engine), when MPI
         // is built in.
-        .target(name: "Distributed", dependencies: ["Autodiff"] + (mpi ? ["CMPIShim"] : []),
+        .target(name: "MessagePassing", dependencies: ["Autodiff"] + (mpi ? ["CMPIShim"] : []),
                 swiftSettings: strictImports + (mpi ? [.define("NEURALSCALE_MPI")] : [])),
         // The study as a plan of resumable runs of this tool (`neuralscale sweep`): entries, their
         // steps' command lines and outputs, and the runner that works through them.
@@ -113,7 +113,7 @@ let package = Package(
             name: "NeuralScaleCommands",
             dependencies: [
                 "Autodiff", "Nets", "Pruning", "ArchDescent", "Reporting", "Datasets", "Checkpoint", "Training", "Export",
-                "PythonBridge", "Sweep",
+                "PythonBridge", "Sweep", "MessagePassing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building neuralscale needs on Debian: OpenBLAS (cblas.h), HDF5, zlib,
-# libjpeg-turbo, libpng and pkg-config; and the Python side of the tests and of ONNX
+# libjpeg-turbo, libpng, pkg-config, and Open MPI (headers, library and mpirun: data-parallel
+# train and descend; a build without it works, single-process); and the Python side of the tests and of ONNX
 # verification (scripts/verify_onnx.py): numpy, onnx, onnxruntime and h5py from PyPI.
 # Swift 6 must already be on PATH (swift.org toolchain). Safe to run repeatedly.
 #
@@ -12,7 +13,7 @@
 set -euo pipefail
 
 # Extra Debian packages may be named as arguments (the main job adds dataset-fashion-mnist).
-packages=(libopenblas-dev libhdf5-dev zlib1g-dev libjpeg62-turbo-dev libpng-dev pkg-config "$@")
+packages=(libopenblas-dev libhdf5-dev zlib1g-dev libjpeg62-turbo-dev libpng-dev pkg-config libopenmpi-dev openmpi-bin "$@")
 # python3 and its pip from Debian when there is none on PATH.
 command -v python3 >/dev/null || packages+=(python3)
 { command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; } || packages+=(python3-pip)

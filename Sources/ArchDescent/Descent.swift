@@ -374,6 +374,7 @@ public final class Descent {
                 }
                 guard pruning else { continue }
                 let killed = pruner.step(optimizer: opt)
+                if !killed.isEmpty { try checkAgreement(group, on: net.state.filter { $0.kind == .channelScale }.map(\.tensor), what: "gates") }
                 if !killed.isEmpty || pruner.stop != nil {
                     progress.batch = b + 1
                     progress.epoch = epoch

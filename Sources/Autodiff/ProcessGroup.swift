@@ -1,5 +1,5 @@
 /// The processes of a data-parallel run as the engine sees them: ranks `0..<size` and sums over
-/// all of them. The Distributed module implements it over MPI; a single process has none.
+/// all of them. The MessagePassing module implements it over MPI; a single process has none.
 ///
 /// Sums are deterministic: every process gets the same bits, and a rerun with as many processes
 /// gets them again (the contributions are added in rank order, not in whatever order the network

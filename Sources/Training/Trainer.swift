@@ -83,6 +83,7 @@ public final class Trainer {
                 s.bestValidationAccuracy = metrics.validationAccuracy
                 s.bestEpoch = metrics.epoch
             }
+            try checkAgreement(group, on: net.parameters, what: "weights")
             let json = try encode(s)
             // best.h5 before last.h5: a kill between the two leaves last.h5 at the previous epoch,
             // and the resumed run, which repeats this epoch exactly, writes the same best.h5 again.

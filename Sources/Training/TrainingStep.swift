@@ -91,3 +91,26 @@ public final class TrainingStep {
         }
     }
 }
+
+/// Checks that every process of `group` holds the same values in `tensors` (a data-parallel
+/// run's weights, or its gates after a pruning step), as the sums over the processes guarantee:
+/// a hash of the bits per process, cut into three 21-bit pieces whose sums over the processes are
+/// exact; they are all equal exactly when each piece's sum is size times this process's piece.
+/// - Throws: `TrainingError.output` naming `what` on a process whose values differ from the
+///   others', so that a run whose processes went apart stops instead of writing one's results.
+public func checkAgreement(_ group: ProcessGroup?, on tensors: [Tensor], what: String) throws {
+    guard let group, group.size > 1 else { return }
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a over the values' bits
+    for t in tensors {
+        for i in 0..<t.count {
+            hash = (hash ^ UInt64(t.data[i].bitPattern)) &* 0x100_0000_01b3
+        }
+    }
+    let pieces = (0..<3).map { Double((hash >> (21 * UInt64($0))) & 0x1f_ffff) }
+    var sums = pieces
+    group.sum(&sums, count: 3)
+    guard zip(sums, pieces).allSatisfy({ $0 == Double(group.size) * $1 }) else {
+        throw TrainingError.output("process \(group.rank) of \(group.size) holds other \(what) than the others "
+                                   + "(their sums over the processes differ); the run stops")
+    }
+}

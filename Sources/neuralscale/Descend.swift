@@ -3,6 +3,7 @@ import ArgumentParser
 import Checkpoint
 import Datasets
 import Foundation
+import MessagePassing
 import Nets
 import Pruning
 import Reporting
@@ -120,20 +121,26 @@ struct Descend: ParsableCommand {
         let output = out ?? "checkpoints/\(model.rawValue)-\(dataset.rawValue)/descent"
         let template = NetDescription.uniform(config.model, ratio: 1, inChannels: kind.channels, imageSize: kind.imageSize,
                                               classes: kind.classes)
-        // Held from before the data is loaded to the end: a second search into --out stops at once.
-        let folder = try RunFolder.acquire(output)
-        defer { folder.release() }
-        try Descent.preflight(config: config, template: template, outputDirectory: output, resume: resume)
-        installInterruptHandler()
-        let reporter = ConsoleDescentReporter()
-        let data = try DatasetSources.load(kind, directory: dataDir, validationSplit: 0, seed: seed, subset: config.subset,
-                                           batchSize: config.batchSize, reporter: ConsoleReporter())
-        let descent = Descent(config: config, template: template, train: data.train, outputDirectory: output, reporter: reporter)
-        descent.shouldStop = { _, _, _ in interruptRequested != 0 }
-        let result = try descent.run(resume: resume)
-        try result.writeCharts(in: output)
-        print(WidthsTable.render(result, ratio: 1.0))
-        print("\nwritten: \(descent.resultPath), widths-r1.0.svg, iteration-<i>-trajectory.csv/.svg, iteration-<i>-fit.json, timing.json in \(output)")
+        // Under `mpirun`: one search run by every process, each on its part of every batch.
+        let parallel = try DataParallelRun.launch()
+        try parallel.run {
+            // Held from before the data is loaded to the end: a second search into --out stops at once.
+            let folder = parallel.leads ? try RunFolder.acquire(output) : nil
+            defer { folder?.release() }
+            try Descent.preflight(config: config, template: template, outputDirectory: output, resume: resume)
+            installInterruptHandler()
+            var data = try DatasetSources.load(kind, directory: dataDir, validationSplit: 0, seed: seed, subset: config.subset,
+                                               batchSize: config.batchSize, reporter: parallel.leads ? ConsoleReporter() : nil)
+            if let group = parallel.group { data = data.part(group.rank, of: group.size) }
+            let descent = Descent(config: config, template: template, train: data.train, outputDirectory: output,
+                                  reporter: parallel.leads ? ConsoleDescentReporter() : nil, group: parallel.group)
+            descent.shouldStop = { iteration, epoch, batch in stopRequested(at: [iteration, epoch, batch]) }
+            let result = try descent.run(resume: resume)
+            guard parallel.leads else { return }
+            try result.writeCharts(in: output)
+            print(WidthsTable.render(result, ratio: 1.0))
+            print("\nwritten: \(descent.resultPath), widths-r1.0.svg, iteration-<i>-trajectory.csv/.svg, iteration-<i>-fit.json, timing.json in \(output)")
+        }
     }
 }
 

@@ -3,6 +3,7 @@ import ArgumentParser
 import Checkpoint
 import Datasets
 import Foundation
+import MessagePassing
 import Nets
 import Training
 
@@ -22,6 +23,17 @@ func installInterruptHandler() {
     }
 }
 
+/// The position NEURALSCALE_STOP_AT names ("E:S" for `train`, "I:E:B" for `descend`: the
+/// arguments of the trainer's or the search's `shouldStop`), at which the run stops as after a
+/// Ctrl-C: the tests' way to interrupt a run (under `mpirun` too) at a chosen step.
+let stopPosition: [Int]? = ProcessInfo.processInfo.environment["NEURALSCALE_STOP_AT"].map {
+    $0.split(separator: ":").compactMap { Int($0) }
+}
+
+/// Whether the run should stop at `position`: a Ctrl-C or SIGTERM came, or NEURALSCALE_STOP_AT
+/// names this position.
+func stopRequested(at position: [Int]) -> Bool { interruptRequested != 0 || stopPosition == position }
+
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a scaled net from scratch with SGD, keeping resumable checkpoints.",
@@ -32,6 +44,11 @@ struct Train: ParsableCommand {
         written atomically; Ctrl-C stops after the current step and --resume continues exactly \
         (bit-identical to an uninterrupted run). A NaN or infinite loss stops the run and keeps \
         the last good checkpoint.
+
+        Data-parallel: `mpirun -np N neuralscale train ...` trains the one net on N processes (one \
+        host or many, --out and the data on a shared file system), each on its slice of every \
+        --batch-size batch with batch norm's statistics and the gradients summed over all: what \
+        one process computes, to rounding. Process 0 writes the files; --resume works with any N.
         """
     )
 
@@ -127,25 +144,32 @@ struct Train: ParsableCommand {
         let arch = model, kind = dataset
         let config = try makeConfig()
         let output = out ?? "checkpoints/\(model.rawValue)-\(dataset.rawValue)-\(scaling)-r\(ratio)-s\(seed)"
-        let scaled = try ScaledNet.make(arch, kind, ratio: ratio, descent: descent, iteration: iteration)
-        for line in [scaled.clampWarning, scaled.summary].compactMap({ $0 }) {
-            FileHandle.standardError.write(Data((line + "\n").utf8))
+        // Under `mpirun`: one net trained by every process, each on its part of every batch.
+        let parallel = try DataParallelRun.launch()
+        try parallel.run {
+            let scaled = try ScaledNet.make(arch, kind, ratio: ratio, descent: descent, iteration: iteration)
+            if parallel.leads {
+                for line in [scaled.clampWarning, scaled.summary].compactMap({ $0 }) {
+                    FileHandle.standardError.write(Data((line + "\n").utf8))
+                }
+            }
+            let description = scaled.description
+            // The folder is locked from here to the end (a second run into --out stops at once),
+            // and settings, net and folder are checked before the (possibly long) data loading.
+            let folder = parallel.leads ? try RunFolder.acquire(output) : nil
+            defer { folder?.release() }
+            try Trainer.preflight(config: config, netDescription: description, outputDirectory: output, resume: resume)
+            let reporter = parallel.leads ? ConsoleReporter() : nil
+            installInterruptHandler()
+            var data = try DatasetSources.load(kind, directory: dataDir, validationSplit: valSplit, seed: seed,
+                                               subset: subset, batchSize: batchSize, reporter: reporter)
+            if let group = parallel.group { data = data.part(group.rank, of: group.size) }
+            let trainer = Trainer(config: config, netDescription: description, train: data.train,
+                                  validation: data.validation, test: data.test, outputDirectory: output,
+                                  inputNormalization: data.normalization, reporter: reporter, group: parallel.group)
+            trainer.shouldStop = { epoch, step in stopRequested(at: [epoch, step]) }
+            _ = try trainer.run(resume: resume)
         }
-        let description = scaled.description
-        // The folder is locked from here to the end (a second run into --out stops at once), and
-        // settings, net and folder are checked before the (possibly long) data loading.
-        let folder = try RunFolder.acquire(output)
-        defer { folder.release() }
-        try Trainer.preflight(config: config, netDescription: description, outputDirectory: output, resume: resume)
-        let reporter = ConsoleReporter()
-        installInterruptHandler()
-        let data = try DatasetSources.load(kind, directory: dataDir, validationSplit: valSplit, seed: seed,
-                                           subset: subset, batchSize: batchSize, reporter: reporter)
-        let trainer = Trainer(config: config, netDescription: description, train: data.train,
-                              validation: data.validation, test: data.test, outputDirectory: output,
-                              inputNormalization: data.normalization, reporter: reporter)
-        trainer.shouldStop = { _, _ in interruptRequested != 0 }
-        _ = try trainer.run(resume: resume)
     }
 }
 

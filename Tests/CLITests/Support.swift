@@ -35,8 +35,15 @@ enum CLI {
     @discardableResult
     static func run(_ arguments: [String], timeout: Double = 120, environment: [String: String] = [:],
                     file: StaticString = #filePath, line: UInt = #line) throws -> CLIRun {
+        try runTool(executable, arguments, environment: environment, timeout: timeout, file: file, line: line)
+    }
+
+    /// Runs `tool arguments...` (the tool itself, or `mpirun` around it) like `run`.
+    @discardableResult
+    static func runTool(_ tool: String, _ arguments: [String], environment: [String: String] = [:], timeout: Double = 120,
+                        file: StaticString = #filePath, line: UInt = #line) throws -> CLIRun {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
+        p.executableURL = URL(fileURLWithPath: tool)
         p.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
@@ -63,7 +70,7 @@ enum CLI {
                          output: String(decoding: FileManager.default.contents(atPath: outPath) ?? Data(), as: UTF8.self),
                          errors: String(decoding: FileManager.default.contents(atPath: errPath) ?? Data(), as: UTF8.self),
                          seconds: Date().timeIntervalSince(started))
-        if timedOut { XCTFail("neuralscale \(arguments.joined(separator: " ")) ran over \(timeout) s", file: file, line: line) }
+        if timedOut { XCTFail("\(tool) \(arguments.joined(separator: " ")) ran over \(timeout) s", file: file, line: line) }
         return run
     }
 
