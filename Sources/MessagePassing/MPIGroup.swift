@@ -26,6 +26,11 @@ public final class MPIGroup: ProcessGroup {
     /// buffers stay bounded whatever the net.
     public static var bucket = 1 << 22
 
+    /// The sums' send and receive buffers, kept between calls: fresh ones would cost a page
+    /// fault per 4 KB on every step.
+    private var sendBuffer: UnsafeMutablePointer<Float>?, receiveBuffer: UnsafeMutablePointer<Float>?
+    private var bufferCapacity = 0
+
     private init(rank: Int, size: Int, localSize: Int) {
         self.rank = rank
         self.size = size
@@ -105,9 +110,14 @@ public final class MPIGroup: ProcessGroup {
         guard size > 1, count > 0 else { return }
         #if NEURALSCALE_MPI
         let share = (count + size - 1) / size
-        let send = UnsafeMutablePointer<Float>.allocate(capacity: share * size)
-        let receive = UnsafeMutablePointer<Float>.allocate(capacity: share * size)
-        defer { send.deallocate(); receive.deallocate() }
+        if bufferCapacity < share * size {
+            sendBuffer?.deallocate()
+            receiveBuffer?.deallocate()
+            bufferCapacity = share * size
+            sendBuffer = .allocate(capacity: bufferCapacity)
+            receiveBuffer = .allocate(capacity: bufferCapacity)
+        }
+        let send = sendBuffer!, receive = receiveBuffer!
         send.update(from: values, count: count)
         (send + count).update(repeating: 0, count: share * size - count)
         check(ns_mpi_alltoall_float(send, share, receive), "MPI_Alltoall")

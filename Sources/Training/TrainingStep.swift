@@ -15,9 +15,12 @@ public final class TrainingStep {
     public let net: Network
     public let optimizer: SGD
     public let group: ProcessGroup?
-    /// When true, the wall time of the three phases is summed into `times`.
+    /// When true, the wall time of the three phases is summed into `times` (the backward pass's
+    /// including the gradients' sum over the processes, which is also in `sum`).
     public var timed = false
-    public private(set) var times = (forward: 0.0, backward: 0.0, update: 0.0)
+    public private(set) var times = (forward: 0.0, backward: 0.0, update: 0.0, sum: 0.0)
+    /// Floats of gradient the last step summed over the processes.
+    public private(set) var summedFloats = 0
     /// The tensors whose gradients are summed over the processes, in the net's fixed order.
     private lazy var reduced: [Tensor] = net.state.filter { $0.kind != .buffer }.map(\.tensor)
 
@@ -56,7 +59,9 @@ public final class TrainingStep {
         let t1 = timed ? monotonicSeconds() : 0
         if let group {
             loss.backward(seed: Tensor(shape: [], values: [share]))
+            let s0 = timed ? monotonicSeconds() : 0
             sumGradients(over: group)
+            if timed { times.sum += monotonicSeconds() - s0 }
         } else {
             loss.backward()
         }
@@ -77,6 +82,7 @@ public final class TrainingStep {
     private func sumGradients(over group: ProcessGroup) {
         let tensors = reduced.filter { $0.grad != nil }
         let total = tensors.reduce(0) { $0 + $1.count }
+        summedFloats = total
         let buffer = Tensor(uninitialized: [total])
         var offset = 0
         for t in tensors {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Autodiff
 import Foundation
+import MessagePassing
 import Nets
 import Pruning
 import Training
@@ -55,16 +56,24 @@ struct BenchTrain: ParsableCommand {
 
     func run() throws {
         Conv2DTuning.winograd = winograd
+        // Under `mpirun`: the data-parallel step, each process on its slice of the batch.
+        let parallel = try DataParallelRun.launch()
+        try parallel.run { try measure(parallel) }
+    }
+
+    private func measure(_ parallel: DataParallelRun) throws {
         let baseMB = ProcessMemory.residentMB
         let d = NetDescription.uniform(model, ratio: ratio, inChannels: 3, imageSize: 32, classes: 10)
         let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 0)), gated: gated)
         let pruner = gated ? Pruner(net, settings: PruningSettings()) : nil
         let opt = SGD(parameters: net.parameters, schedule: .constant(0.05), momentum: 0.9, weightDecay: 5e-4)
         var rng = RandomGenerator(seed: 1)
-        let x = Tensor.randn([batchSize, 3, 32, 32], using: &rng)
-        let labels = (0..<batchSize).map { _ in Int32(rng.next() % 10) }
-        let step = TrainingStep(net: net, optimizer: opt)
-        let run = { _ = step(x, labels: labels) { pruner?.accumulate() } }
+        let rank = parallel.group?.rank ?? 0, processes = parallel.group?.size ?? 1
+        let first = batchSize * rank / processes, local = batchSize * (rank + 1) / processes - first
+        let x = Tensor.randn([local, 3, 32, 32], using: &rng)
+        let labels = (0..<local).map { _ in Int32(rng.next() % 10) }
+        let step = TrainingStep(net: net, optimizer: opt, group: parallel.group)
+        let run = { _ = step(x, labels: labels, globalCount: batchSize) { pruner?.accumulate() } }
         run()
         run()
         let ops = profile ? OpProfile() : nil
@@ -77,14 +86,17 @@ struct BenchTrain: ParsableCommand {
         let n = Double(steps)
         let result = BenchTrainResult(
             model: model.rawValue, ratio: ratio, batch: batchSize, threads: Parallel.workers, gated: gated,
-            params: net.parameterCount, stepMs: perStep * 1e3, imagesPerSecond: Double(batchSize) / perStep,
+            params: net.parameterCount, processes: processes, stepMs: perStep * 1e3, imagesPerSecond: Double(batchSize) / perStep,
             peakResidentMB: ProcessMemory.peakResidentMB, peakIncreaseMB: ProcessMemory.peakResidentMB - baseMB,
             openblasCore: BLAS.core,
             phases: profile ? .init(forwardMs: step.times.forward / n * 1e3, backwardMs: step.times.backward / n * 1e3,
-                                    updateMs: step.times.update / n * 1e3) : nil,
+                                    updateMs: step.times.update / n * 1e3,
+                                    sumMs: processes > 1 ? step.times.sum / n * 1e3 : nil) : nil,
+            summedMB: processes > 1 ? Double(step.summedFloats * 4) / 1_048_576 : nil,
             byKind: ops?.byKind.map { .init(kind: $0.kind, count: $0.count, forwardMs: $0.forward * 1e3, backwardMs: $0.backward * 1e3) },
             byOp: ops?.entries.map { .init(kind: $0.kind, outputShape: $0.outputShape, forwardMs: $0.forward / n * 1e3,
                                            backwardMs: $0.backward / n * 1e3) })
+        guard parallel.leads else { return }
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]
@@ -97,25 +109,35 @@ struct BenchTrain: ParsableCommand {
 
 /// What `bench train` measured.
 struct BenchTrainResult: Codable {
-    struct Phases: Codable { let forwardMs, backwardMs, updateMs: Double }
+    struct Phases: Codable {
+        let forwardMs, backwardMs, updateMs: Double
+        /// The gradients' sum over the processes (part of the backward time).
+        var sumMs: Double?
+    }
     struct KindTime: Codable { let kind: String; let count: Int; let forwardMs, backwardMs: Double }
     struct OpTime: Codable { let kind: String; let outputShape: [Int]; let forwardMs, backwardMs: Double }
     let model: String, ratio: Double, batch: Int, threads: Int, gated: Bool, params: Int
+    /// Processes of a data-parallel run (`mpirun`), each with `threads` threads.
+    var processes: Int = 1
     let stepMs, imagesPerSecond: Double
     /// The process's peak resident set, and its increase over the set before the net was built.
     let peakResidentMB, peakIncreaseMB: Double
     let openblasCore: String
     let phases: Phases?
+    /// Gradient megabytes summed over the processes per step.
+    var summedMB: Double?
     let byKind: [KindTime]?
     let byOp: [OpTime]?
 
     var text: String {
         var lines = ["\(model) " + String(format: "ratio=%g batch=%d threads=%d params=%d step=%.1fms images/s=%.1f peak-rss=%.0fMB",
                                            ratio, batch, threads, params, stepMs, imagesPerSecond, peakResidentMB)
-                     + (gated ? " gated" : "") + " openblas=\(openblasCore)"]
+                     + (gated ? " gated" : "") + " openblas=\(openblasCore)" + (processes > 1 ? " processes=\(processes)" : "")]
         if let phases {
             lines.append(String(format: "  forward %.1f ms, backward %.1f ms, SGD update %.1f ms per step",
-                                phases.forwardMs, phases.backwardMs, phases.updateMs))
+                                phases.forwardMs, phases.backwardMs, phases.updateMs)
+                         + (phases.sumMs.map { String(format: "; gradients summed over the processes in %.1f ms", $0) } ?? "")
+                         + (summedMB.map { String(format: " (%.1f MB)", $0) } ?? ""))
         }
         func row(_ cells: [String], _ widths: [Int]) -> String {
             zip(cells, widths).map { $0.padding(toLength: max($1, $0.count), withPad: " ", startingAt: 0) }.joined(separator: " ")
