@@ -62,15 +62,52 @@ public struct SweepPlan: Codable, Equatable, Sendable {
 public struct SweepStatus: Codable, Sendable {
     public struct Entry: Codable, Sendable {
         public var id: String
-        /// "done", "skipped" (done by an earlier run), "failed", "blocked" (its search failed) or "pending".
+        /// "done", "skipped" (done by an earlier run), "failed", "blocked" (its search failed),
+        /// "pending", or in an entry's own record "running" or "stopped".
         public var state: String
         public var failedStep: String?
         public var log: String?
         public var seconds: Double?
+        /// Where it ran: the host, and the Slurm job (`<array job>_<task>`) when under Slurm.
+        public var host: String?
+        public var job: String?
+
+        public init(id: String, state: String, failedStep: String? = nil, log: String? = nil, seconds: Double? = nil) {
+            self.id = id
+            self.state = state
+            self.failedStep = failedStep
+            self.log = log
+            self.seconds = seconds
+        }
     }
     public var entries: [Entry]
     public var done: Int { entries.filter { $0.state == "done" || $0.state == "skipped" }.count }
     public var failed: Int { entries.filter { $0.state == "failed" || $0.state == "blocked" }.count }
+}
+
+/// What an entry's runner last wrote about it (`<entry>/sweep-entry.json`): running, done,
+/// failed (with the step and its log) or stopped, with the host and Slurm job when there is one.
+public enum EntryRecord {
+    public static let fileName = "sweep-entry.json"
+
+    static func write(_ entry: SweepStatus.Entry, for plan: SweepEntry) {
+        var record = entry
+        record.host = ProcessInfo.processInfo.hostName
+        let env = ProcessInfo.processInfo.environment
+        record.job = env["SLURM_ARRAY_JOB_ID"].map { "\($0)_\(env["SLURM_ARRAY_TASK_ID"] ?? "?")" } ?? env["SLURM_JOB_ID"]
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        try? FileManager.default.createDirectory(atPath: plan.folder, withIntermediateDirectories: true)
+        if let data = try? encoder.encode(record) {
+            try? AtomicFile.write(data, to: URL(fileURLWithPath: plan.folder).appendingPathComponent(fileName).path)
+        }
+    }
+
+    /// The record of `entry`, if one was written.
+    public static func read(_ entry: SweepEntry) -> SweepStatus.Entry? {
+        let path = URL(fileURLWithPath: entry.folder).appendingPathComponent(fileName).path
+        return FileManager.default.contents(atPath: path).flatMap { try? JSONDecoder().decode(SweepStatus.Entry.self, from: $0) }
+    }
 }
 
 /// Runs a plan's entries, `jobs` at a time, each step a child process of `executable` with
@@ -114,21 +151,7 @@ public enum SweepRunner {
         DispatchQueue.concurrentPerform(iterations: max(1, jobs)) { _ in
             while !TemporaryFiles.stopRequested, let pick = next() {
                 guard let i = pick else { usleep(200_000); continue }  // waiting for a search
-                let entry = plan.entries[i]
-                let t0 = Date()
-                var result = SweepStatus.Entry(id: entry.id, state: entry.isDone ? "skipped" : "done")
-                for step in entry.steps where !step.isDone {
-                    let log = URL(fileURLWithPath: entry.folder).appendingPathComponent("logs/\(step.name).log").path
-                    if !runStep(step, executable: executable, threads: threads, log: log) {
-                        // Stopped by a signal: not a failure, the next run resumes the step.
-                        if TemporaryFiles.stopRequested { return }
-                        result.state = "failed"
-                        result.failedStep = step.name
-                        result.log = log
-                        break
-                    }
-                }
-                result.seconds = Date().timeIntervalSince(t0)
+                guard let result = runEntry(plan.entries[i], executable: executable, threads: threads) else { return }
                 lock.lock()
                 status.entries[i] = result
                 save()
@@ -138,6 +161,33 @@ public enum SweepRunner {
             }
         }
         return status
+    }
+
+    /// Runs `entry`'s steps that are not done, in order, stopping at the first that fails; nil
+    /// when a signal stopped it (not a failure: the next run resumes the step). Writes the entry's
+    /// state to `<entry>/sweep-entry.json` as it starts ("running") and ends, which `sweep
+    /// --status` reads.
+    public static func runEntry(_ entry: SweepEntry, executable: String, threads: Int) -> SweepStatus.Entry? {
+        let t0 = Date()
+        var result = SweepStatus.Entry(id: entry.id, state: entry.isDone ? "skipped" : "done")
+        guard !entry.isDone else { return result }
+        EntryRecord.write(.init(id: entry.id, state: "running"), for: entry)
+        for step in entry.steps where !step.isDone {
+            let log = URL(fileURLWithPath: entry.folder).appendingPathComponent("logs/\(step.name).log").path
+            if !runStep(step, executable: executable, threads: threads, log: log) {
+                if TemporaryFiles.stopRequested {
+                    EntryRecord.write(.init(id: entry.id, state: "stopped", failedStep: step.name, log: log), for: entry)
+                    return nil
+                }
+                result.state = "failed"
+                result.failedStep = step.name
+                result.log = log
+                break
+            }
+        }
+        result.seconds = Date().timeIntervalSince(t0)
+        EntryRecord.write(result, for: entry)
+        return result
     }
 
     /// Runs the plan's report over the train results that exist (nil: none does); true when it

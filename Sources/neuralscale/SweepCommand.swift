@@ -23,14 +23,26 @@ struct SweepCommand: ParsableCommand {
         once with the cores divided among them (NEURALSCALE_THREADS; results do not depend on \
         it). Ends with `report` over every train result (<out>/report); <out>/sweep-status.json \
         says what became of each entry. --dry-run writes and prints the plan only.
+
+        --executor slurm submits the entries not done yet to a Slurm cluster instead: one job \
+        array (sbatch --array=0-K%J, J = --jobs when given) whose task i runs entry i's steps \
+        (`neuralscale sweep --out OUT --entry ID`, the same resumable steps), a second array for \
+        the entries that wait for a search, started when the searches' tasks have succeeded, and \
+        a report job at the end. Scripts, entry lists, job ids (jobs.json) and the tasks' logs go to \
+        <out>/slurm; --out and this executable must be on a file system every node sees. \
+        Submitting the same command again submits only what is not done. `sweep --out OUT \
+        --status` prints every entry's state from the files the runs wrote: done, running, failed \
+        (with its log), stopped (by a signal; submitting again resumes it), queued (its task is \
+        in Slurm's queue), not run (its job left the queue without starting it: submit again), \
+        pending; with the Slurm job and host; --json for one object.
         """
     )
 
-    @Option(name: .long, help: "Comma-separated nets.")
-    var models: String
+    @Option(name: .long, help: "Comma-separated nets (required to plan a sweep).")
+    var models: String?
 
-    @Option(name: .long, help: "The dataset.")
-    var dataset: DatasetKind
+    @Option(name: .long, help: "The dataset (required to plan a sweep).")
+    var dataset: DatasetKind?
 
     @Option(name: .long, help: "Comma-separated width ratios.")
     var ratios = "0.25,0.5,0.75,1.0"
@@ -50,8 +62,36 @@ struct SweepCommand: ParsableCommand {
     @Option(name: .long, help: "Comma-separated steps, of train, export, quantize, bench (in that order).")
     var steps = "train,export,quantize,bench"
 
-    @Option(name: .long, help: "Entries run at once (the cores are divided among them).")
-    var jobs = 1
+    @Option(name: .long, help: "Entries run at once: locally the cores are divided among them (default 1); under Slurm the array's task limit (default: none).")
+    var jobs: Int?
+
+    @Option(name: .long, help: "Where the entries run: 'local' (child processes of this command) or 'slurm' (job arrays submitted with sbatch).")
+    var executor = Executor.local
+
+    @Option(name: .long, help: "With --executor slurm: the partition to submit to (default: the cluster's).")
+    var partition: String?
+
+    @Option(name: .long, help: "With --executor slurm: each task's time limit, HH:MM:SS (default: the partition's).")
+    var time: String?
+
+    @Option(name: .long, help: "With --executor slurm: cores per task; the entry's steps use them all.")
+    var cpusPerTask = 1
+
+    @Flag(name: .long, help: "Print every entry's state (done, running, failed, stopped, queued, not run, pending) from the sweep's files, and nothing else; needs only --out.")
+    var status = false
+
+    @Flag(name: .long, help: "With --status: one JSON object.")
+    var json = false
+
+    /// A Slurm task's work: run this entry of <out>/sweep.json.
+    @Option(name: .long, help: .hidden)
+    var entry: String?
+
+    /// The Slurm report job's work: the report over the results there are.
+    @Flag(name: .long, help: .hidden)
+    var reportOnly = false
+
+    enum Executor: String, ExpressibleByArgument, CaseIterable { case local, slurm }
 
     @Option(name: .long, help: "The sweep's folder.")
     var out: String
@@ -81,7 +121,10 @@ struct SweepCommand: ParsableCommand {
     var dryRun = false
 
     func spec() throws -> SweepSpec {
-        let models = try commaSeparated(self.models, flag: "--models", "nets (\(Architecture.allCases.map(\.rawValue).joined(separator: ", ")))") {
+        guard let modelList = self.models, let dataset else {
+            throw ValidationError("--models and --dataset are required to plan a sweep (--status, alone, needs only --out)")
+        }
+        let models = try commaSeparated(modelList, flag: "--models", "nets (\(Architecture.allCases.map(\.rawValue).joined(separator: ", ")))") {
             Architecture(rawValue: $0)?.rawValue
         }
         let ratios = try commaSeparated(self.ratios, flag: "--ratios", "ratios in (0, 4]") { Double($0).flatMap { $0 > 0 && $0 <= 4 ? $0 : nil } }
@@ -103,7 +146,14 @@ struct SweepCommand: ParsableCommand {
         }
         let steps = try commaSeparated(self.steps, flag: "--steps", "steps of train, export, quantize, bench") { SweepPlanner.stepOrder.contains($0) ? $0 : nil }
         guard epochs >= 1, epochs <= 100_000 else { throw ValidationError("--epochs must be >= 1, got \(epochs)") }
-        guard jobs >= 1, jobs <= 256 else { throw ValidationError("--jobs must be in 1...256, got \(jobs)") }
+        if let jobs, !(1...10_000).contains(jobs) { throw ValidationError("--jobs must be in 1...10000, got \(jobs)") }
+        guard cpusPerTask >= 1, cpusPerTask <= 1024 else { throw ValidationError("--cpus-per-task must be in 1...1024, got \(cpusPerTask)") }
+        if let time, time.isEmpty || time.contains(where: { !($0.isNumber || $0 == ":" || $0 == "-") }) {
+            throw ValidationError("--time must be like HH:MM:SS (or D-HH:MM:SS), got '\(time)'")
+        }
+        if let partition, partition.isEmpty || partition.contains(where: { $0.isWhitespace || $0 == "'" }) {
+            throw ValidationError("--partition must be a partition name, got '\(partition)'")
+        }
         guard benchTrials >= 1 else { throw ValidationError("--bench-trials must be >= 1") }
         if let subset, subset < 2 { throw ValidationError("--subset must be >= 2, got \(subset)") }
         if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be >= 1, got \(batchSize)") }
@@ -118,14 +168,31 @@ struct SweepCommand: ParsableCommand {
         return spec
     }
 
-    func validate() throws { _ = try spec() }
+    func validate() throws {
+        if status || entry != nil || reportOnly { return }
+        _ = try spec()
+    }
+
+    var planPath: String { URL(fileURLWithPath: out).appendingPathComponent("sweep.json").path }
+
+    /// The plan an earlier `sweep` wrote in --out.
+    func writtenPlan() throws -> SweepPlan {
+        guard let data = FileManager.default.contents(atPath: planPath) else {
+            throw ValidationError("\(planPath) does not exist: run the sweep (with --models and --dataset) into --out first")
+        }
+        do { return try JSONDecoder().decode(SweepPlan.self, from: data) } catch {
+            throw ValidationError("\(planPath) is not a sweep plan: \(error)")
+        }
+    }
 
     func run() throws {
+        if status { return try printStatus() }
+        if let entry { return try runEntry(entry) }
+        if reportOnly { return try runReportOnly() }
         let spec = try spec()
         let plan = SweepPlanner.plan(spec)
         let folder = try RunFolder.acquire(out)
         defer { folder.release() }
-        let planPath = URL(fileURLWithPath: out).appendingPathComponent("sweep.json").path
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         // The same command resumes: a different plan in the folder is another sweep.
@@ -144,7 +211,9 @@ struct SweepCommand: ParsableCommand {
             return
         }
         guard let executable = BenchInfer.executableForChildren() else { throw ValidationError("cannot find the neuralscale executable to run the steps") }
+        if executor == .slurm { return try submit(plan, executable: executable) }
         TemporaryFiles.installSignalCleanup()
+        let jobs = self.jobs ?? 1
         let threads = max(1, ProcessInfo.processInfo.activeProcessorCount / jobs)
         let started = Date()
         var finished = 0
@@ -175,5 +244,73 @@ struct SweepCommand: ParsableCommand {
             print("  \(e.id): \(e.state)\(e.failedStep.map { " at \($0)" } ?? "")\(e.log.map { ", log \($0)" } ?? "")")
         }
         if status.failed > 0 { throw ExitCode(1) }
+    }
+
+    /// --executor slurm: the entries not done as job arrays, and the report job.
+    private func submit(_ plan: SweepPlan, executable: String) throws {
+        let options = SlurmExecutor.Options(partition: partition, time: time, cpusPerTask: cpusPerTask, maxRunning: jobs)
+        let submissions = try SlurmExecutor.submit(plan, out: URL(fileURLWithPath: out).path, executable: executable, options: options)
+        for s in submissions {
+            let what = s.entries.isEmpty ? "the report" : "\(s.entries.count) entries (array 0-\(s.entries.count - 1))"
+            print("submitted job \(s.job): \(what)\(s.dependency.map { ", after \($0)" } ?? "") [\(s.script)]")
+        }
+        if submissions.allSatisfy(\.entries.isEmpty) { print("every entry is done: only the report was submitted") }
+        print("follow with: neuralscale sweep --out \(out) --status")
+    }
+
+    /// --entry: one entry's steps, as a Slurm task runs them.
+    private func runEntry(_ id: String) throws {
+        let plan = try writtenPlan()
+        guard let entry = plan.entries.first(where: { $0.id == id }) else {
+            throw ValidationError("--entry \(id) is not an entry of \(planPath)")
+        }
+        guard let executable = BenchInfer.executableForChildren() else { throw ValidationError("cannot find the neuralscale executable to run the steps") }
+        TemporaryFiles.installSignalCleanup()
+        let threads = ProcessInfo.processInfo.environment["NEURALSCALE_THREADS"].flatMap(Int.init)
+            ?? ProcessInfo.processInfo.activeProcessorCount
+        guard let result = SweepRunner.runEntry(entry, executable: executable, threads: threads) else {
+            FileHandle.standardError.write(Data("sweep: entry \(id) stopped by a signal; submitting again resumes it\n".utf8))
+            throw ExitCode(1)
+        }
+        print("\(id): \(result.state)\(result.failedStep.map { " at \($0) (log: \(result.log ?? "?"))" } ?? "")")
+        if result.state == "failed" { throw ExitCode(1) }
+    }
+
+    /// --report-only: the report over the results there are.
+    private func runReportOnly() throws {
+        let plan = try writtenPlan()
+        guard let executable = BenchInfer.executableForChildren() else { throw ValidationError("cannot find the neuralscale executable to run the steps") }
+        let log = URL(fileURLWithPath: out).appendingPathComponent("logs/report.log").path
+        switch SweepRunner.runReport(plan, executable: executable, log: log) {
+        case true?: print("report: \(plan.report!.output.replacingOccurrences(of: "report.json", with: "report.md"))")
+        case false?: print("report failed: see \(log)"); throw ExitCode(1)
+        case nil: print("report: no entry has a result yet")
+        }
+    }
+
+    /// --status: every entry's state from the files.
+    private func printStatus() throws {
+        let plan = try writtenPlan()
+        // Slurm's queue, when this host can ask it, tells queued entries from abandoned ones.
+        let submitted = !((try? SlurmExecutor.loadSubmissions(out)) ?? []).isEmpty
+        let status = SweepProgress.status(of: plan, out: out, active: submitted ? SweepProgress.slurmQueue() : nil)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(status), as: UTF8.self))
+            return
+        }
+        let width = max(5, plan.entries.map(\.id.count).max() ?? 5) + 2
+        print("entry".padding(toLength: width, withPad: " ", startingAt: 0) + "state")
+        for e in status.entries {
+            var detail = e.state
+            if let step = e.failedStep { detail += " at \(step)" }
+            if let job = e.job { detail += " (job \(job)\(e.host.map { " on \($0)" } ?? ""))" }
+            if let log = e.log, e.state != "done" { detail += ", log \(log)" }
+            print(e.id.padding(toLength: width, withPad: " ", startingAt: 0) + detail)
+        }
+        var counts: [String: Int] = [:]
+        for e in status.entries { counts[e.state, default: 0] += 1 }
+        print("\(plan.entries.count) entries: " + counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
     }
 }
