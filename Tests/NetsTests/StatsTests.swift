@@ -24,6 +24,7 @@ final class StatsTests: XCTestCase {
             XCTAssertEqual(d.parameterCount, e.params, "\(what): analytic params")
             let macs = net.inferenceGraph.macs
             XCTAssertEqual(macs, e.macs, "\(what): thop MACs")
+            XCTAssertEqual(d.macs, e.macs, "\(what): analytic MACs")
             XCTAssertEqual(2 * Double(macs) / 1e6, e.mflops, accuracy: 1e-9, "\(what): MFLOPs")
         }
     }

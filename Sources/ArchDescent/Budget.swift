@@ -1,0 +1,191 @@
+import Foundation
+import Nets
+
+/// What a scaled net must fit: a parameter count (a ratio's: the closest P), or a resource budget
+/// (MFLOPs, latency on a device, memory) met from below.
+public struct Budget: Sendable {
+    public enum Measure: String, Codable, Sendable {
+        case params, mflops
+        case latency = "latency_ms"
+        case memory = "memory_mb"
+
+        public var unit: String {
+            switch self {
+            case .params: return "params"
+            case .mflops: return "MFLOPs"
+            case .latency: return "ms"
+            case .memory: return "MB"
+            }
+        }
+    }
+
+    public var measure: Measure
+    public var target: Double
+    /// The net's figure in the measure's unit.
+    public var cost: @Sendable (NetDescription) throws -> Double
+    /// How the figure is obtained, for reports ("analytic", "latency table FILE (device)", ...).
+    public var model: String
+
+    /// Resource budgets are met from below; a parameter count as closely as the integers allow.
+    public var fromBelow: Bool { measure != .params }
+
+    public static func params(_ target: Int) -> Budget {
+        Budget(measure: .params, target: Double(target), cost: { Double($0.parameterCount) }, model: "analytic")
+    }
+
+    public static func mflops(_ target: Double) -> Budget {
+        Budget(measure: .mflops, target: target, cost: { $0.mflops }, model: "analytic (thop's counting)")
+    }
+
+    /// Memory from a linear model of a device, `m * P + b` MB (`advise`'s profiles).
+    public static func memory(_ target: Double, m: Double, b: Double, profile: String) -> Budget {
+        Budget(measure: .memory, target: target, cost: { m * Double($0.parameterCount) + b },
+               model: "memory = \(m) * P + \(b) MB (profile \(profile))")
+    }
+
+    public static func latency(_ target: Double, table: LatencyTable, file: String) -> Budget {
+        Budget(measure: .latency, target: target, cost: { try table.predictMs($0) },
+               model: "latency table \(file) (\(table.device))")
+    }
+
+    /// Whether `value` meets the budget (from below), with a relative slack of 1e-12.
+    func meets(_ value: Double) -> Bool { value <= target * (1 + 1e-12) }
+}
+
+/// Widths found for a budget, and what they achieve.
+public struct BudgetedWidths: Codable, Equatable, Sendable {
+    public var scaling: String
+    public var measure: Budget.Measure
+    public var target: Double
+    public var achieved: Double
+    /// `(achieved - target) / target`.
+    public var relativeError: Double
+    public var widths: [Int]
+    public var params: Int
+    public var mflops: Double
+    /// Uniform scaling: the ratio; NeuralScale: the fit's scale tau.
+    public var knob: Double
+    /// The channel multiple every width was rounded to (1: none).
+    public var multiple: Int
+}
+
+public struct BudgetError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ message: String) { description = message }
+}
+
+/// Scales a net to a budget (issue: "scale to a FLOPs, latency or memory budget"). Both scalings
+/// have one knob that every width grows with (the uniform ratio; the fit's scale tau, one to one
+/// with P), so the cost of the rounded widths grows with it too: a bisection on the knob finds the
+/// largest setting that meets the budget from below. Then single groups are nudged: while a group
+/// can take one more channel (`multiple` more) and the budget still holds, the one that brings the
+/// cost closest to the target does. With `multiple` > 1 every width is first rounded to a multiple
+/// and then re-balanced the same way (groups shrunk while the budget is exceeded).
+public enum BudgetSolver {
+    /// Stop nudging once the cost is within this share of the target.
+    public static let tolerance = 0.001
+
+    /// Uniform scaling: widths `Int(width * r)`, the largest ratio r in (0, 4] that meets the
+    /// budget, then rounding and nudging.
+    public static func uniform(template: NetDescription, budget: Budget, multiple: Int = 1) throws -> BudgetedWidths {
+        let arch = template.architecture
+        let smallest = 1.0001 / Double(arch.originalWidths.min()!)
+        return try solve(template: template, budget: budget, multiple: multiple, scaling: "uniform",
+                         knobRange: log(smallest)...log(4)) { arch.uniformWidths(ratio: exp($0)) }
+    }
+
+    /// NeuralScale: the fit's widths at scale tau, the largest tau that meets the budget.
+    public static func neuralscale(_ fit: PowerLawFit, template: NetDescription, budget: Budget, multiple: Int = 1) throws -> BudgetedWidths {
+        guard fit.groups.count == template.architecture.originalWidths.count else {
+            throw FitError("the fit has \(fit.groups.count) groups, \(template.architecture.rawValue) has \(template.architecture.originalWidths.count)")
+        }
+        // A bracket of ln tau from every group at about one channel to the largest net allowed.
+        var lo = fit.isFallback ? log(0.5 / Double(template.architecture.originalWidths.max()!)) : 0.0
+        while lo > -200 && fit.widths(scale: exp(lo)).contains(where: { $0 > 1 }) { lo -= 1 }
+        var hi = lo
+        let uniform4 = NetDescription.uniform(template.architecture, ratio: 4, inChannels: template.inChannels,
+                                              imageSize: template.imageSize, classes: template.classes).parameterCount
+        var d = template
+        while hi < 200 {
+            d.widths = fit.widths(scale: exp(hi))
+            if d.widths.contains(where: { $0 > NetDescription.maxWidth }) || d.parameterCount > uniform4 { break }
+            hi += 1
+        }
+        return try solve(template: template, budget: budget, multiple: multiple, scaling: "neuralscale", knobRange: lo...hi) {
+            fit.widths(scale: exp($0))
+        }
+    }
+
+    static func solve(template: NetDescription, budget: Budget, multiple: Int, scaling: String, knobRange: ClosedRange<Double>,
+                      widths: (Double) -> [Int]) throws -> BudgetedWidths {
+        guard budget.target.isFinite && budget.target > 0 else { throw BudgetError("the target must be > 0, got \(budget.target)") }
+        guard multiple >= 1 else { throw BudgetError("the channel multiple must be >= 1, got \(multiple)") }
+        var d = template
+        func cost(_ w: [Int]) throws -> Double { d.widths = w; return try budget.cost(d) }
+        func distance(_ c: Double) -> Double { abs(c - budget.target) }
+        var lo = knobRange.lowerBound, hi = knobRange.upperBound
+        var best: Double
+        if budget.fromBelow {
+            guard try budget.meets(cost(widths(lo))) else {
+                var smallest = template
+                smallest.widths = widths(lo)
+                let c = try budget.cost(smallest)
+                throw BudgetError(String(format: "no %@ net meets %.6g %@: the smallest (widths of about one channel) needs %.6g", scaling, budget.target, budget.measure.unit, c))
+            }
+            if try budget.meets(cost(widths(hi))) { lo = hi }
+            for _ in 0..<200 where hi - lo > 1e-12 {
+                let mid = (lo + hi) / 2
+                if try budget.meets(cost(widths(mid))) { lo = mid } else { hi = mid }
+            }
+            best = lo
+        } else {
+            // Closest: the two sides of the crossing.
+            for _ in 0..<200 where hi - lo > 1e-12 {
+                let mid = (lo + hi) / 2
+                if try cost(widths(mid)) < budget.target { lo = mid } else { hi = mid }
+            }
+            best = try distance(cost(widths(lo))) <= distance(cost(widths(hi))) ? lo : hi
+        }
+        var w = widths(best)
+        if multiple > 1 { w = w.map { max(multiple, Int((Double($0) / Double(multiple)).rounded()) * multiple) } }
+        var current = try cost(w)
+        // Shrink while over a from-below budget: the group whose step down keeps the most.
+        while budget.fromBelow && !budget.meets(current) {
+            var move: (Int, Double)?
+            for g in w.indices where w[g] - multiple >= 1 {
+                w[g] -= multiple
+                let c = try cost(w)
+                w[g] += multiple
+                if c < current && (move == nil || c > move!.1) { move = (g, c) }
+            }
+            guard let (g, c) = move else {
+                throw BudgetError("no \(scaling) net with widths in multiples of \(multiple) meets \(budget.target) \(budget.measure.unit)")
+            }
+            w[g] -= multiple
+            current = c
+        }
+        // Nudge: single groups by one step while that brings the cost closer to the target.
+        var passes = 0
+        while distance(current) > tolerance * budget.target && passes < 5000 {
+            passes += 1
+            var move: (Int, Int, Double)?
+            for g in w.indices {
+                for delta in [multiple, -multiple] where w[g] + delta >= 1 && w[g] + delta <= NetDescription.maxWidth {
+                    if budget.fromBelow && delta < 0 { continue }
+                    w[g] += delta
+                    let c = try cost(w)
+                    w[g] -= delta
+                    guard !budget.fromBelow || budget.meets(c) else { continue }
+                    if distance(c) < distance(move?.2 ?? current) { move = (g, delta, c) }
+                }
+            }
+            guard let (g, delta, c) = move else { break }
+            w[g] += delta
+            current = c
+        }
+        d.widths = w
+        return BudgetedWidths(scaling: scaling, measure: budget.measure, target: budget.target, achieved: current,
+                              relativeError: (current - budget.target) / budget.target, widths: w, params: d.parameterCount,
+                              mflops: d.mflops, knob: exp(best), multiple: multiple)
+    }
+}
