@@ -94,6 +94,16 @@ public enum BudgetSolver {
                          knobRange: log(smallest)...log(4)) { arch.uniformWidths(ratio: exp($0)) }
     }
 
+    /// The uniform net at `ratio` itself (`Int(width * ratio)`), with its figures against `budget`.
+    public static func uniform(template: NetDescription, budget: Budget, exactRatio ratio: Double) throws -> BudgetedWidths {
+        var d = template
+        d.widths = template.architecture.uniformWidths(ratio: ratio)
+        let c = try budget.cost(d)
+        return BudgetedWidths(scaling: "uniform", measure: budget.measure, target: budget.target, achieved: c,
+                              relativeError: (c - budget.target) / budget.target, widths: d.widths, params: d.parameterCount,
+                              mflops: d.mflops, knob: ratio, multiple: 1)
+    }
+
     /// NeuralScale: the fit's widths at scale tau, the largest tau that meets the budget.
     public static func neuralscale(_ fit: PowerLawFit, template: NetDescription, budget: Budget, multiple: Int = 1) throws -> BudgetedWidths {
         guard fit.groups.count == template.architecture.originalWidths.count else {

@@ -42,13 +42,18 @@ public struct LatencyTable: Codable, Equatable, Sendable {
     public struct Check: Codable, Equatable, Sendable {
         public var name: String
         public var widths: [Int]
+        public var params: Int
+        /// The sum of the net's layers' times alone (without the constant and memory term).
+        public var layersMs: Double
         public var predictedMs: Double
         public var measuredMs: Double
         public var error: Double { (predictedMs - measuredMs) / measuredMs }
 
-        public init(name: String, widths: [Int], predictedMs: Double, measuredMs: Double) {
+        public init(name: String, widths: [Int], params: Int, layersMs: Double, predictedMs: Double, measuredMs: Double) {
             self.name = name
             self.widths = widths
+            self.params = params
+            self.layersMs = layersMs
             self.predictedMs = predictedMs
             self.measuredMs = measuredMs
         }
@@ -63,10 +68,17 @@ public struct LatencyTable: Codable, Equatable, Sendable {
     public var multiple: Int
     public var entries: [Entry]
     public var constantMs: Double
+    /// Milliseconds per million parameters beyond `kneeParams`: a net whose weights no longer
+    /// fit in cache streams them from memory on every run, while a layer timed alone keeps its
+    /// own in cache.
+    public var perMParamMs: Double
+    public var kneeParams: Int
+    /// Calibration nets (the constant and per-parameter term were fitted to them) and checks.
+    public var calibration: [Check]
     public var checks: [Check]
 
     public init(model: Architecture, inChannels: Int, imageSize: Int, classes: Int, device: String, multiple: Int, entries: [Entry],
-                constantMs: Double = 0, checks: [Check] = []) {
+                constantMs: Double = 0, perMParamMs: Double = 0, kneeParams: Int = 0, calibration: [Check] = [], checks: [Check] = []) {
         self.model = model
         self.inChannels = inChannels
         self.imageSize = imageSize
@@ -75,6 +87,9 @@ public struct LatencyTable: Codable, Equatable, Sendable {
         self.multiple = multiple
         self.entries = entries
         self.constantMs = constantMs
+        self.perMParamMs = perMParamMs
+        self.kneeParams = kneeParams
+        self.calibration = calibration
         self.checks = checks
     }
 
@@ -85,6 +100,8 @@ public struct LatencyTable: Codable, Equatable, Sendable {
     public static func grid(for template: NetDescription, maxRatio: Double, multiple: Int, points: Int) -> [Entry] {
         var big = template
         big.widths = template.architecture.originalWidths.map { max(1, Int((Double($0) * maxRatio).rounded(.up))) }
+        // Every block with a projection: other widths than the uniform ones may need them anywhere.
+        big.shortcuts = big.residualBlocks.map { _ in .projection }
         var kinds: [Entry] = [], inRange: [ClosedRange<Int>] = [], outRange: [ClosedRange<Int>] = []
         for l in big.layerShapes {
             if let i = kinds.firstIndex(where: { $0.matches(l) }) {
@@ -141,14 +158,20 @@ public struct LatencyTable: Codable, Equatable, Sendable {
         return (k, k + 1, Double(x - grid[k]) / Double(grid[k + 1] - grid[k]))
     }
 
-    /// The predicted latency of `d`'s net: its layers' times plus `constantMs`.
+    /// The predicted latency of `d`'s net: its layers' times plus `constantMs` plus
+    /// `perMParamMs` per million parameters beyond `kneeParams`.
     /// - Throws: when the net is not the table's (another model or input) or has a layer of a
     ///   kind the table did not measure.
     public func predictMs(_ d: NetDescription) throws -> Double {
+        try layersMs(d) + constantMs + perMParamMs * Double(max(0, d.parameterCount - kneeParams)) / 1e6
+    }
+
+    /// The sum of `d`'s layers' times alone.
+    public func layersMs(_ d: NetDescription) throws -> Double {
         guard d.architecture == model, d.inChannels == inChannels, d.imageSize == imageSize, d.classes == classes else {
             throw LatencyTableError("the latency table was measured for \(model.rawValue) with \(inChannels)x\(imageSize)x\(imageSize) inputs and \(classes) classes, not \(d.architecture.rawValue) with \(d.inChannels)x\(d.imageSize)x\(d.imageSize) and \(d.classes)")
         }
-        var total = constantMs
+        var total = 0.0
         for l in d.layerShapes {
             guard let ms = layerMs(l) else {
                 throw LatencyTableError("the latency table has no \(l.kernel)x\(l.kernel) stride-\(l.stride) layer on \(l.inputSize)x\(l.inputSize) inputs")
@@ -176,7 +199,9 @@ public struct LatencyTable: Codable, Equatable, Sendable {
                 throw LatencyTableError("\(path): the \(e.kernel)x\(e.kernel) stride-\(e.stride) entry on \(e.inputSize)x\(e.inputSize) inputs is malformed (grids must ascend, times be finite and >= 0, one per grid point)")
             }
         }
-        guard table.constantMs.isFinite else { throw LatencyTableError("\(path): constantMs is not finite") }
+        guard table.constantMs.isFinite, table.perMParamMs.isFinite else {
+            throw LatencyTableError("\(path): constantMs and perMParamMs must be finite")
+        }
         return table
     }
 }

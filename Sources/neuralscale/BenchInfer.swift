@@ -43,6 +43,18 @@ struct BenchInfer: ParsableCommand {
         --out DIR writes bench-infer.json (every measurement and profile, with the machine, \
         threads and library versions), bench-infer.csv, latency-vs-batch.svg, \
         memory-vs-batch.svg, and with --profile profile.csv and profile-<k>-<backend>.svg.
+
+        --latency-table FILE --model M builds the per-layer latency table that sizes nets to a \
+        latency budget (--target-latency-ms): every kind of layer of M (kernel, stride, input \
+        size, depthwise or not) timed alone on ONNX Runtime at batch 1 (a Conv + Relu as the \
+        export holds it, or a Gemm) on a grid of input and output channel counts in steps of \
+        --channel-multiple up to --table-max-ratio times the net's widths, thinned to \
+        --table-points per axis; a net's predicted latency is the sum of its layers' times \
+        (bilinear between grid points) plus a constant, the measured latency of the uniform net \
+        at --table-max-ratio minus its layers' sum. The prediction is then checked against the \
+        measured latency of the uniform nets at 0.25, 0.5 and 0.75 of that ratio and of \
+        --table-checks random width configurations, and the errors printed and stored in the \
+        table. Measure with the --threads the deployment will use.
         """
     )
 
@@ -102,6 +114,27 @@ struct BenchInfer: ParsableCommand {
     @Option(name: .long, help: "Write bench-infer.json, bench-infer.csv and the SVG charts into this folder.")
     var out: String?
 
+    @Option(name: .long, help: ArgumentHelp("Build a per-layer latency table of --model on ONNX Runtime here and write it to this JSON file (for --target-latency-ms of train, stats, widths and advise).", valueName: "file"))
+    var latencyTable: String?
+
+    @Option(name: .long, help: "With --latency-table: the grid's step in channels.")
+    var channelMultiple = 8
+
+    @Option(name: .long, help: "With --latency-table: at most this many channel counts per axis of each layer kind's grid (2...64).")
+    var tablePoints = 6
+
+    @Option(name: .long, help: "With --latency-table: the largest width ratio the grid covers (wider nets are extrapolated).")
+    var tableMaxRatio = 1.0
+
+    @Option(name: .long, help: "With --latency-table: random width configurations whose measured latency checks the table (besides the uniform nets at 0.25, 0.5 and 0.75 of --table-max-ratio).")
+    var tableChecks = 10
+
+    @Option(name: .long, help: "With --latency-table: random width configurations (besides 6 uniform nets) that calibrate the constant and the memory term.")
+    var calibrationRandom = 10
+
+    @Option(name: .long, help: "With --latency-table: timed runs per layer and trial (3 trials after 5 untimed runs; the best trial's median counts).")
+    var layerRuns = 20
+
     /// Set by the parent for its child processes: run one engine measurement in this process and
     /// print it as JSON.
     @Flag(name: .long, help: .hidden)
@@ -144,6 +177,7 @@ struct BenchInfer: ParsableCommand {
     }
 
     func validate() throws {
+        if latencyTable != nil { return try validateLatencyTable() }
         guard !checkpoint.isEmpty || !onnx.isEmpty || model != nil else { throw ValidationError("give --checkpoint, --onnx or --model") }
         if backend == .swift, checkpoint.isEmpty, model == nil {
             throw ValidationError("--backend swift needs --checkpoint or --model (the engine cannot run an ONNX file)")
@@ -179,6 +213,7 @@ struct BenchInfer: ParsableCommand {
         if threads > 0 { Parallel.workers = threads }
         Conv2DTuning.winograd = winograd
         if worker { return try runWorker() }
+        if let latencyTable { return try runLatencyTable(latencyTable) }
         TemporaryFiles.installSignalCleanup()
         TemporaryFiles.removeStale()
         let batches = try parsedBatchSizes(), sizes = try parsedInputSizes(), all = try sources()

@@ -158,6 +158,8 @@ struct Widths: ParsableCommand {
     var iteration: Int?
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
+    @OptionGroup(title: "Resource budgets (instead of --ratio's parameter count)")
+    var budget: BudgetFlags
 
     func validate() throws {
         guard ratio > 0, ratio <= 4 else { throw ValidationError("--ratio must be in (0, 4], got \(ratio)") }
@@ -165,6 +167,7 @@ struct Widths: ParsableCommand {
 
     func run() throws {
         let result = try DescentResult.load(descent)
+        if budget.given || budget.channelMultiple != nil { return try runBudget(result) }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -178,6 +181,29 @@ struct Widths: ParsableCommand {
             if let clamped = scaled.clampedGroups {
                 print("warning: the fit gives less than half a channel to \(clamped.joined(separator: ", ")); they get width 1")
             }
+        }
+    }
+
+    /// Both scalings solved to a resource budget (or --ratio's P with a channel multiple).
+    func runBudget(_ result: DescentResult) throws {
+        let fit = try result.fit(iteration: iteration)
+        let (b, uniform, neuralscale) = try budget.solve(ratio: ratio, template: result.template, fit: fit)
+        let solved = [uniform] + (neuralscale.map { [$0] } ?? [])
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            struct Report: Encodable { let groups: [String]; let measure: String; let target: Double; let model: String; let nets: [BudgetedWidths] }
+            print(String(decoding: try encoder.encode(Report(groups: result.groupNames, measure: b.measure.rawValue, target: b.target,
+                                                             model: b.model, nets: solved)), as: UTF8.self))
+            return
+        }
+        print("\(result.template.architecture.rawValue) at \(b.target) \(b.measure.unit) (\(b.model))")
+        for s in solved { print("  " + s.summary) }
+        let width = max(5, result.groupNames.map(\.count).max() ?? 0)
+        print("group".padding(toLength: width + 2, withPad: " ", startingAt: 0) + "   uniform  neuralscale")
+        for (g, name) in result.groupNames.enumerated() {
+            print(name.padding(toLength: width + 2, withPad: " ", startingAt: 0)
+                + String(format: "%10d  %11@", uniform.widths[g], neuralscale.map { String($0.widths[g]) } ?? "-"))
         }
     }
 }

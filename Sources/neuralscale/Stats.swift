@@ -63,6 +63,11 @@ struct Stats: ParsableCommand {
     @Flag(name: .long, help: "With --ratios: print the table as CSV.")
     var csv = false
 
+    @OptionGroup(title: "Resource budgets (instead of --ratio's parameter count)")
+    var budget: BudgetFlags
+
+    var budgeted: Bool { budget.given || budget.channelMultiple != nil }
+
     func parsedRatios() throws -> [Double]? {
         try ratios.map { try commaSeparated($0, flag: "--ratios", "ratios in (0, 4]") { Double($0).flatMap { $0 > 0 && $0 <= 4 ? $0 : nil } } }
     }
@@ -72,6 +77,10 @@ struct Stats: ParsableCommand {
     }
 
     func validate() throws {
+        if budgeted, checkpoint != nil || ratios != nil {
+            throw ValidationError("--target-mflops, --target-latency-ms, --target-memory-mb and --channel-multiple size a net of --model; leave out --checkpoint and --ratios")
+        }
+        if budget.given, ratio != nil { throw ValidationError("give --ratio or a --target-..., not both") }
         if let ratios = try parsedRatios() {
             guard checkpoint == nil, ratio == nil, scaling == .uniform else {
                 throw ValidationError("--ratios makes a table over ratios and --scalings; leave out --checkpoint, --ratio and --scaling")
@@ -110,8 +119,17 @@ struct Stats: ParsableCommand {
             return
         }
         let net: Network
+        var solved: BudgetedWidths?
         if let checkpoint {
             net = try NetCheckpoint.load(checkpoint).prunedNetwork()
+        } else if budgeted {
+            var template = NetDescription.uniform(model!, ratio: 1, inChannels: dataset!.channels, imageSize: dataset!.imageSize,
+                                                  classes: dataset!.classes)
+            let fit = try scaling == .neuralscale ? DescentResult.load(descent!).fit(iteration: iteration) : nil
+            let s = try budget.solve(ratio: ratio ?? 1, template: template, fit: fit)
+            solved = scaling == .neuralscale ? s.neuralscale : s.uniform
+            template.widths = solved!.widths
+            net = try makeNetwork(template, initialization: .none)
         } else {
             let scaled = try ScaledNet.make(model!, dataset!, ratio: ratio ?? 1, descent: scaling == .neuralscale ? descent : nil,
                                             iteration: iteration)
@@ -129,19 +147,21 @@ struct Stats: ParsableCommand {
             struct Report: Encodable {
                 let model: String, params: Int, macs: Int, mflops: Double, cdl: Int, widths: [Int]
                 let groups: [String], inChannels: Int, imageSize: Int, classes: Int
+                let budget: BudgetedWidths?
             }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             encoder.keyEncodingStrategy = .convertToSnakeCase
             print(String(decoding: try encoder.encode(Report(
                 model: d.architecture.rawValue, params: net.parameterCount, macs: macs, mflops: 2 * Double(macs) / 1e6, cdl: cdl,
-                widths: d.widths, groups: names, inChannels: d.inChannels, imageSize: d.imageSize, classes: d.classes)), as: UTF8.self))
+                widths: d.widths, groups: names, inChannels: d.inChannels, imageSize: d.imageSize, classes: d.classes, budget: solved)), as: UTF8.self))
             return
         }
         print("\(d.architecture.rawValue), \(d.inChannels)x\(d.imageSize)x\(d.imageSize) input, \(d.classes) classes")
         print("params  \(net.parameterCount)")
         print(String(format: "MFLOPs  %.3f", 2 * Double(macs) / 1e6))
         print("CDL     \(cdl)")
+        if let solved { print("budget  " + solved.summary) }
         print("widths:")
         let width = names.map(\.count).max() ?? 0
         for (name, w) in zip(names, d.widths) { print("  " + name.padding(toLength: width + 2, withPad: " ", startingAt: 0) + "\(w)") }
