@@ -13,6 +13,12 @@ public struct ScaledNet {
     /// The descent.json the widths come from.
     public var descent: String?
 
+    public init(description: NetDescription, scaled: ScaledConfig? = nil, descent: String? = nil) {
+        self.description = description
+        self.scaled = scaled
+        self.descent = descent
+    }
+
     /// - Parameters:
     ///   - descent: a `descent.json`, checked to be a search of the same net and input; nil for
     ///     uniform scaling.

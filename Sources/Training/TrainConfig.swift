@@ -30,6 +30,9 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     /// For NeuralScale scaling: the descent.json used and its iteration (nil: the last).
     public var descent: String?
     public var descentIteration: Int?
+    /// The resource budget the widths were sized to ("mflops 76.6, multiple 8"; nil: the
+    /// ratio's parameter count). `ratio` is then the uniform net's ratio of the same P.
+    public var budget: String?
 
     public init(model: Architecture, dataset: String, scaling: Scaling = .uniform, ratio: Double, epochs: Int = 150,
                 batchSize: Int = 128, learningRate: Float = 0.1, momentum: Float = 0.9, weightDecay: Float = 5e-4,

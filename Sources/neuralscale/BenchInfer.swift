@@ -117,8 +117,8 @@ struct BenchInfer: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Build a per-layer latency table of --model on ONNX Runtime here and write it to this JSON file (for --target-latency-ms of train, stats, widths and advise).", valueName: "file"))
     var latencyTable: String?
 
-    @Option(name: .long, help: "With --latency-table: the grid's step in channels.")
-    var channelMultiple = 8
+    @Option(name: .long, help: "With --model: every width rounded to a multiple of K at the uniform net's P (as `stats --ratio R --channel-multiple K`). With --latency-table: the grid's step in channels (default 8).")
+    var channelMultiple: Int?
 
     @Option(name: .long, help: "With --latency-table: at most this many channel counts per axis of each layer kind's grid (2...64).")
     var tablePoints = 6
@@ -144,12 +144,13 @@ struct BenchInfer: ParsableCommand {
     enum Source {
         case checkpoint(String)
         case onnx(String)
-        case fresh(Architecture, Double)
+        /// A net, its ratio, and the multiple its widths are rounded to (nil: none).
+        case fresh(Architecture, Double, Int?)
 
         var name: String {
             switch self {
             case let .checkpoint(p), let .onnx(p): return p
-            case let .fresh(m, r): return "\(m.rawValue) x\(r)"
+            case let .fresh(m, r, k): return "\(m.rawValue) x\(r)" + (k.map { " k\($0)" } ?? "")
             }
         }
     }
@@ -171,7 +172,7 @@ struct BenchInfer: ParsableCommand {
         if let model {
             let models = try commaSeparated(model, flag: "--model", "nets (\(Architecture.allCases.map(\.rawValue).joined(separator: ", ")))") { Architecture(rawValue: $0) }
             let r = try commaSeparated(ratios, flag: "--ratios", "ratios in (0, 4]") { Double($0).flatMap { $0 > 0 && $0 <= 4 ? $0 : nil } }
-            for m in models { for ratio in r { s.append(.fresh(m, ratio)) } }
+            for m in models { for ratio in r { s.append(.fresh(m, ratio, channelMultiple)) } }
         }
         return s
     }
@@ -181,6 +182,10 @@ struct BenchInfer: ParsableCommand {
         guard !checkpoint.isEmpty || !onnx.isEmpty || model != nil else { throw ValidationError("give --checkpoint, --onnx or --model") }
         if backend == .swift, checkpoint.isEmpty, model == nil {
             throw ValidationError("--backend swift needs --checkpoint or --model (the engine cannot run an ONNX file)")
+        }
+        if let k = channelMultiple {
+            guard model != nil else { throw ValidationError("--channel-multiple rounds the widths of --model's nets") }
+            guard (1...512).contains(k) else { throw ValidationError("--channel-multiple must be in 1...512, got \(k)") }
         }
         _ = try parsedBatchSizes()
         _ = try parsedInputSizes()
@@ -202,8 +207,13 @@ struct BenchInfer: ParsableCommand {
     func network(_ source: Source) throws -> Network {
         switch source {
         case let .checkpoint(path): return try NetCheckpoint.load(path).prunedNetwork()
-        case let .fresh(m, ratio):
-            let d = try ScaledNet.make(m, dataset, ratio: ratio, descent: nil, iteration: nil).description
+        case let .fresh(m, ratio, multiple):
+            var d = try ScaledNet.make(m, dataset, ratio: ratio, descent: nil, iteration: nil).description
+            if let k = multiple {
+                var template = d
+                template.widths = m.originalWidths
+                d.widths = try BudgetSolver.uniform(template: template, budget: .params(d.parameterCount), multiple: k).widths
+            }
             return try makeNetwork(d, initialization: .random(RandomGenerator(seed: 0)))
         case let .onnx(path): throw ValidationError("\(path): the engine cannot run an ONNX file")
         }
@@ -334,7 +344,7 @@ struct BenchInfer: ParsableCommand {
                  "--winograd", winograd.defaultValueDescription]
         switch source {
         case let .checkpoint(p): a += ["--checkpoint", p]
-        case let .fresh(m, r): a += ["--model", m.rawValue, "--ratios", "\(r)", "--dataset", dataset.rawValue]
+        case let .fresh(m, r, k): a += ["--model", m.rawValue, "--ratios", "\(r)", "--dataset", dataset.rawValue] + (k.map { ["--channel-multiple", "\($0)"] } ?? [])
         case .onnx: break
         }
         return a

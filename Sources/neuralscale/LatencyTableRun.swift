@@ -16,7 +16,7 @@ extension BenchInfer {
             throw ValidationError("--latency-table needs --model with one net (\(Architecture.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         guard backend != .swift else { throw ValidationError("--latency-table measures ONNX Runtime; leave out --backend swift") }
-        guard (1...512).contains(channelMultiple) else { throw ValidationError("--channel-multiple must be in 1...512, got \(channelMultiple)") }
+        guard (1...512).contains(step) else { throw ValidationError("--channel-multiple must be in 1...512, got \(step)") }
         guard (2...64).contains(tablePoints) else { throw ValidationError("--table-points must be in 2...64, got \(tablePoints)") }
         guard tableMaxRatio.isFinite, tableMaxRatio > 0, tableMaxRatio <= 4 else {
             throw ValidationError("--table-max-ratio must be in (0, 4], got \(tableMaxRatio)")
@@ -28,6 +28,9 @@ extension BenchInfer {
             throw ValidationError("--runs and --trials must be >= 1, --warmup and --threads >= 0")
         }
     }
+
+    /// The grid's step: --channel-multiple, 8 by default.
+    var step: Int { channelMultiple ?? 8 }
 
     func runLatencyTable(_ file: String) throws {
         TemporaryFiles.installSignalCleanup()
@@ -42,7 +45,7 @@ extension BenchInfer {
         try AtomicFile.write(Data(), to: file)
         let started = monotonicSeconds()
         func say(_ line: String) { if !json { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
-        let layerSettings = LatencyTableMeasurement.Settings(multiple: channelMultiple, points: tablePoints, maxRatio: tableMaxRatio,
+        let layerSettings = LatencyTableMeasurement.Settings(multiple: step, points: tablePoints, maxRatio: tableMaxRatio,
                                                              threads: threads, warmup: 5, runs: layerRuns, trials: 3)
         let (entries, version) = try LatencyTableMeasurement.measureLayers(template, layerSettings) { done, total in
             let elapsed = monotonicSeconds() - started
@@ -52,12 +55,12 @@ extension BenchInfer {
         let device = "onnxruntime \(version), \(threads == 0 ? "every core" : "\(threads) thread\(threads == 1 ? "" : "s")"), batch 1, "
             + "\(ProcessInfo.processInfo.hostName) (\(ProcessInfo.processInfo.activeProcessorCount) cores)"
         var table = LatencyTable(model: arch, inChannels: template.inChannels, imageSize: template.imageSize, classes: template.classes,
-                                 device: device, multiple: channelMultiple, entries: entries)
-        let netSettings = LatencyTableMeasurement.Settings(multiple: channelMultiple, points: tablePoints, maxRatio: tableMaxRatio,
+                                 device: device, multiple: step, entries: entries)
+        let netSettings = LatencyTableMeasurement.Settings(multiple: step, points: tablePoints, maxRatio: tableMaxRatio,
                                                            threads: threads, warmup: warmup, runs: runs, trials: trials)
         // The constant and per-parameter term, fitted to the uniform nets' measured latencies.
-        let calibrationNets = LatencyTableMeasurement.calibrationNets(template, maxRatio: tableMaxRatio, multiple: channelMultiple)
-            + LatencyTableMeasurement.randomNets(template, maxRatio: tableMaxRatio, multiple: channelMultiple, count: calibrationRandom,
+        let calibrationNets = LatencyTableMeasurement.calibrationNets(template, maxRatio: tableMaxRatio, multiple: step)
+            + LatencyTableMeasurement.randomNets(template, maxRatio: tableMaxRatio, multiple: step, count: calibrationRandom,
                                                  seed: 2).map { ("calibration " + $0.0, $0.1) }
         var calibration: [(String, NetDescription, Double, Double)] = []
         for (k, (name, d)) in calibrationNets.enumerated() {
@@ -72,7 +75,7 @@ extension BenchInfer {
         }
         say(String(format: "calibrated on %d nets: constant %.3f ms, %.4f ms per million parameters beyond %d", calibration.count,
                    table.constantMs, table.perMParamMs, table.kneeParams))
-        let nets = LatencyTableMeasurement.randomNets(template, maxRatio: tableMaxRatio, multiple: channelMultiple, count: tableChecks)
+        let nets = LatencyTableMeasurement.randomNets(template, maxRatio: tableMaxRatio, multiple: step, count: tableChecks)
         for (k, (name, d)) in nets.enumerated() {
             let measured = try LatencyTableMeasurement.endToEndMs(d, netSettings, name: name)
             let check = LatencyTable.Check(name: name, widths: d.widths, params: d.parameterCount, layersMs: try table.layersMs(d),
@@ -93,7 +96,7 @@ extension BenchInfer {
         let layers = entries.reduce(0) { $0 + $1.inChannels.count * $1.outChannels.count }
         print("latency table of \(arch.rawValue) (\(template.inChannels)x\(template.imageSize)x\(template.imageSize), \(template.classes) classes) -> \(file)")
         print("  \(device)")
-        print("  \(entries.count) kinds of layer, \(layers) layers timed; channel step \(channelMultiple), up to x\(tableMaxRatio)")
+        print("  \(entries.count) kinds of layer, \(layers) layers timed; channel step \(step), up to x\(tableMaxRatio)")
         print(String(format: "  constant %.3f ms, %.4f ms per million parameters beyond %d (fitted to the calibration nets)", table.constantMs,
                      table.perMParamMs, table.kneeParams))
         print("  net                      params   layers ms   predicted ms   measured ms   error")

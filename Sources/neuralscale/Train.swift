@@ -58,8 +58,13 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "The dataset.")
     var dataset: DatasetKind
 
-    @Option(name: .long, help: "Width ratio R: uniform scaling makes every width Int(width * R); NeuralScale scaling matches that net's P.")
-    var ratio: Double
+    @Option(name: .long, help: "Width ratio R: uniform scaling makes every width Int(width * R); NeuralScale scaling matches that net's P. Required unless a --target-... is given.")
+    var ratio: Double?
+
+    @OptionGroup(title: "Resource budgets (instead of --ratio's parameter count)")
+    var budget: BudgetFlags
+
+    var budgeted: Bool { budget.given || budget.channelMultiple != nil }
 
     @Option(name: .long, help: "How widths are scaled: 'uniform' (every width times R) or 'neuralscale' (the widths of a search's fit with the uniform net's P at R; needs --descent).")
     var scaling = "uniform"
@@ -111,6 +116,12 @@ struct Train: ParsableCommand {
             throw ValidationError("--scaling \(scaling) is not one of \(Scaling.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         try validateScaling(scale, descent: descent, iteration: iteration)
+        if budget.given {
+            guard ratio == nil else { throw ValidationError("give --ratio or a --target-..., not both") }
+        } else {
+            guard let ratio else { throw ValidationError("give --ratio R or a --target-mflops, --target-latency-ms or --target-memory-mb") }
+            guard ratio > 0, ratio <= 4 else { throw ValidationError("--ratio must be in (0, 4], got \(ratio)") }
+        }
         // Bounds first: the default milestones are computed from --epochs.
         guard epochs >= 1, epochs <= 100_000 else { throw ValidationError("--epochs must be in 1...100000, got \(epochs)") }
         guard batchSize >= 2, batchSize <= 65_536 else {
@@ -120,13 +131,36 @@ struct Train: ParsableCommand {
         do { try makeConfig().validate() } catch { throw ValidationError("\(error)") }
     }
 
+    /// The net to train: the scaled net at --ratio, or the one sized to the budget, whose ratio
+    /// is the uniform net's of the same P (`sqrt(P / P0)`, the studies' S).
+    func scaledNet() throws -> (net: ScaledNet, ratio: Double, budget: BudgetedWidths?) {
+        guard budgeted else {
+            return (try ScaledNet.make(model, dataset, ratio: ratio!, descent: descent, iteration: iteration), ratio!, nil)
+        }
+        var template = NetDescription.uniform(model, ratio: 1, inChannels: dataset.channels, imageSize: dataset.imageSize,
+                                              classes: dataset.classes)
+        let p0 = Double(template.parameterCount)
+        let neuralscale = Scaling(rawValue: scaling) == .neuralscale
+        let fit = try neuralscale ? DescentResult.load(descent!).fit(iteration: iteration) : nil
+        let solved = try budget.solve(ratio: ratio ?? 1, template: template, fit: fit)
+        let chosen = neuralscale ? solved.neuralscale! : solved.uniform
+        template.widths = chosen.widths
+        do { try template.validate() } catch { throw ValidationError("the budget's widths: \(error)") }
+        let r = ratio ?? (Double(chosen.params) / p0).squareRoot()
+        return (ScaledNet(description: template, descent: neuralscale ? descent : nil), (r * 1e4).rounded() / 1e4, chosen)
+    }
+
     func makeConfig() throws -> TrainConfig {
+        let (_, ratio, solved) = try scaledNet()
         var config = TrainConfig(model: model, dataset: dataset.rawValue, scaling: Scaling(rawValue: scaling) ?? .uniform, ratio: ratio,
                                  epochs: epochs, batchSize: batchSize, learningRate: lr, momentum: momentum,
                                  weightDecay: weightDecay, milestones: try parsedMilestones(), validationSplit: valSplit,
                                  seed: seed, subset: subset)
         config.descent = descent
         config.descentIteration = iteration
+        if let solved, budget.given || solved.multiple > 1 {
+            config.budget = String(format: "%@ %.6g%@", solved.measure.rawValue, solved.target, solved.multiple > 1 ? ", multiple \(solved.multiple)" : "")
+        }
         return config
     }
 
@@ -141,15 +175,17 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        let arch = model, kind = dataset
+        let kind = dataset
         let config = try makeConfig()
-        let output = out ?? "checkpoints/\(model.rawValue)-\(dataset.rawValue)-\(scaling)-r\(ratio)-s\(seed)"
+        let budgetTag = [budget.targetMflops.map { "-mflops\($0)" }, budget.targetLatencyMs.map { "-ms\($0)" },
+                         budget.targetMemoryMb.map { "-mb\($0)" }, budget.channelMultiple.map { "-k\($0)" }].compactMap { $0 }.joined()
+        let output = out ?? "checkpoints/\(model.rawValue)-\(dataset.rawValue)-\(scaling)-r\(config.ratio)\(budgetTag)-s\(seed)"
         // Under `mpirun`: one net trained by every process, each on its part of every batch.
         let parallel = try DataParallelRun.launch()
         try parallel.run {
-            let scaled = try ScaledNet.make(arch, kind, ratio: ratio, descent: descent, iteration: iteration)
+            let (scaled, _, solved) = try scaledNet()
             if parallel.leads {
-                for line in [scaled.clampWarning, scaled.summary].compactMap({ $0 }) {
+                for line in [scaled.clampWarning, scaled.summary, solved.map { "budget: " + $0.summary }].compactMap({ $0 }) {
                     FileHandle.standardError.write(Data((line + "\n").utf8))
                 }
             }

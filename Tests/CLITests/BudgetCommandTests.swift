@@ -126,4 +126,27 @@ final class BudgetCommandTests: XCTestCase {
         try CLI.fails(["bench", "infer", "--latency-table", file, "--model", "vgg11", "--table-points", "1"], status: 64,
                       mentions: ["--table-points"])
     }
+
+    /// `train --target-mflops`: the net trained is the one sized to the budget, its ratio the
+    /// uniform net's of the same P, the budget recorded (and a resume with another refused).
+    func testTrainToABudget() throws {
+        let data = root + "/fashion"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        try CLI.writeFashionMNIST(in: data)
+        let run = ["train", "--model", "vgg11", "--dataset", "fashion-mnist", "--target-mflops", "5", "--channel-multiple", "4",
+                   "--epochs", "1", "--batch-size", "8", "--data-dir", data, "--out", root + "/t"]
+        let r = try CLI.run(run)
+        XCTAssertEqual(r.status, 0, r.text)
+        XCTAssertTrue(r.errors.contains("budget: uniform: target 5 MFLOPs"), r.errors)
+        let result = try json(CLI.run(["stats", "--checkpoint", root + "/t/best.h5", "--json"]))
+        XCTAssertLessThanOrEqual(try XCTUnwrap(result["mflops"] as? Double), 5)
+        XCTAssertGreaterThanOrEqual(try XCTUnwrap(result["mflops"] as? Double), 4.8)
+        XCTAssertTrue(try XCTUnwrap(result["widths"] as? [Int]).allSatisfy { $0 % 4 == 0 })
+        let record = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: root + "/t/result.json"))) as? [String: Any])
+        let params = try XCTUnwrap(result["params"] as? Int)
+        let p0 = Double(NetDescription.uniform(.vgg11, ratio: 1, inChannels: 1, imageSize: 32, classes: 10).parameterCount)
+        XCTAssertEqual(try XCTUnwrap(record["ratio"] as? Double), (Double(params) / p0).squareRoot(), accuracy: 1e-4)
+        try CLI.fails(run.map { $0 == "5" ? "6" : $0 } + ["--resume"], mentions: ["budget"])
+        try CLI.fails(["train", "--model", "vgg11", "--dataset", "fashion-mnist", "--out", root + "/u"], status: 64, mentions: ["--ratio"])
+    }
 }
