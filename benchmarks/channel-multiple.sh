@@ -6,19 +6,22 @@
 # (net, ratio) run one right after the other, for --rounds rounds, and the script prints the
 # median over rounds of each setting's latency divided by the unrounded one's.
 #
-#   benchmarks/channel-multiple.sh [ROUNDS=3] [THREADS=0]    (release build in .build/release)
+#   [NETS="mobilenetv2 resnet50"] [RATIOS="0.25 0.5"] benchmarks/channel-multiple.sh [ROUNDS=3] [THREADS=0]
+#   (release build in .build/release; results in benchmarks/results/channel-multiple/<ratios>/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 threads=${2:-0}
 bin=.build/release/neuralscale
-out=benchmarks/results/channel-multiple
+nets=${NETS:-mobilenetv2 resnet50}
+ratios=${RATIOS:-0.25 0.5}
+out=benchmarks/results/channel-multiple/r${ratios// /-}
 mkdir -p "$out"
 raw="$out/raw.jsonl"
 : > "$raw"
 for r in $(seq 1 "$rounds"); do
-    for net in mobilenetv2 resnet50; do
-        for ratio in 0.25 0.5; do
+    for net in $nets; do
+        for ratio in $ratios; do
             for k in 1 8 16; do
                 flags=()
                 [ "$k" = 1 ] || flags=(--channel-multiple "$k")
@@ -37,8 +40,8 @@ key = lambda r: (r["net"], r["ratio"], r["backend"], r["round"])
 base = {key(r): r["median_ms"] for r in rows if r["k"] == 1}
 print("| net | ratio | backend | params (K=1 / 8 / 16) | ms K=1 | K=8 / K=1 | K=16 / K=1 |")
 print("|---|---:|---|---|---:|---:|---:|")
-for net in ["mobilenetv2", "resnet50"]:
-    for ratio in [0.25, 0.5]:
+for net in sorted({r["net"] for r in rows}):
+    for ratio in sorted({r["ratio"] for r in rows}):
         for backend in ["ort", "swift"]:
             sel = [r for r in rows if r["net"] == net and r["ratio"] == ratio and r["backend"] == backend]
             if not sel:

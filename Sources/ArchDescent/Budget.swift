@@ -79,8 +79,8 @@ public struct BudgetError: Error, CustomStringConvertible {
 /// with P), so the cost of the rounded widths grows with it too: a bisection on the knob finds the
 /// largest setting that meets the budget from below. Then single groups are nudged: while a group
 /// can take one more channel (`multiple` more) and the budget still holds, the one that brings the
-/// cost closest to the target does. With `multiple` > 1 every width is first rounded to a multiple
-/// and then re-balanced the same way (groups shrunk while the budget is exceeded).
+/// cost closest to the target does. With `multiple` > 1 the bisection runs on the widths rounded
+/// to the multiple (still growing with the knob), and the nudges are steps of `multiple`.
 public enum BudgetSolver {
     /// Stop nudging once the cost is within this share of the target.
     public static let tolerance = 0.001
@@ -127,7 +127,13 @@ public enum BudgetSolver {
     }
 
     static func solve(template: NetDescription, budget: Budget, multiple: Int, scaling: String, knobRange: ClosedRange<Double>,
-                      widths: (Double) -> [Int]) throws -> BudgetedWidths {
+                      widths unrounded: (Double) -> [Int]) throws -> BudgetedWidths {
+        // Rounding to the multiple keeps the widths growing with the knob, so the bisection runs on
+        // the rounded widths: the net keeps the scaling's shape.
+        func widths(_ knob: Double) -> [Int] {
+            let w = unrounded(knob)
+            return multiple > 1 ? w.map { max(multiple, Int((Double($0) / Double(multiple)).rounded()) * multiple) } : w
+        }
         guard budget.target.isFinite && budget.target > 0 else { throw BudgetError("the target must be > 0, got \(budget.target)") }
         guard multiple >= 1 else { throw BudgetError("the channel multiple must be >= 1, got \(multiple)") }
         var d = template
@@ -157,23 +163,7 @@ public enum BudgetSolver {
             best = try distance(cost(widths(lo))) <= distance(cost(widths(hi))) ? lo : hi
         }
         var w = widths(best)
-        if multiple > 1 { w = w.map { max(multiple, Int((Double($0) / Double(multiple)).rounded()) * multiple) } }
         var current = try cost(w)
-        // Shrink while over a from-below budget: the group whose step down keeps the most.
-        while budget.fromBelow && !budget.meets(current) {
-            var move: (Int, Double)?
-            for g in w.indices where w[g] - multiple >= 1 {
-                w[g] -= multiple
-                let c = try cost(w)
-                w[g] += multiple
-                if c < current && (move == nil || c > move!.1) { move = (g, c) }
-            }
-            guard let (g, c) = move else {
-                throw BudgetError("no \(scaling) net with widths in multiples of \(multiple) meets \(budget.target) \(budget.measure.unit)")
-            }
-            w[g] -= multiple
-            current = c
-        }
         // Nudge: single groups by one step while that brings the cost closer to the target.
         var passes = 0
         while distance(current) > tolerance * budget.target && passes < 5000 {
