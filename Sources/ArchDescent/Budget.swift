@@ -163,6 +163,13 @@ public enum BudgetSolver {
             best = try distance(cost(widths(lo))) <= distance(cost(widths(hi))) ? lo : hi
         }
         var w = widths(best)
+        // Report the smallest knob with these widths (the uniform ratio 0.5, not 0.50195 that rounds
+        // to the same widths).
+        var below = knobRange.lowerBound
+        for _ in 0..<200 where best - below > 1e-12 {
+            let mid = (below + best) / 2
+            if widths(mid) == w { best = mid } else { below = mid }
+        }
         var current = try cost(w)
         // Nudge: single groups by one step while that brings the cost closer to the target.
         var passes = 0

@@ -72,10 +72,21 @@ struct Advise: ParsableCommand {
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
 
+    @OptionGroup(title: "Resource budgets met exactly by both scalings' widths (instead of TECS Eq. 1's ratio)")
+    var budget: BudgetFlags
+
     func validate() throws {
         if listProfiles { return }
         guard model != nil else { throw ValidationError("give --model") }
-        guard (latencyMs == nil) != (memoryMb == nil) else { throw ValidationError("give one target: --latency-ms or --memory-mb") }
+        if budget.given {
+            guard latencyMs == nil, memoryMb == nil, fit.isEmpty, !verify else {
+                throw ValidationError("a --target-... budget is solved on its own; leave out --latency-ms, --memory-mb, --fit and --verify")
+            }
+            return
+        }
+        guard (latencyMs == nil) != (memoryMb == nil) else {
+            throw ValidationError("give one target: --latency-ms or --memory-mb (TECS Eq. 1), or --target-mflops, --target-latency-ms or --target-memory-mb")
+        }
         for (flag, v) in [("--latency-ms", latencyMs), ("--memory-mb", memoryMb)] {
             if let v, !(v.isFinite && v > 0) { throw ValidationError("\(flag) must be > 0, got \(v)") }
         }
@@ -95,6 +106,7 @@ struct Advise: ParsableCommand {
             }
             return
         }
+        if budget.given { return try runBudget() }
         let device: DeviceProfile
         if fit.isEmpty {
             device = try DeviceProfile.named(profile)
@@ -136,6 +148,30 @@ struct Advise: ParsableCommand {
             let value = latencyMs != nil ? measured.median_ms : measured.memory_mb
             print(String(format: "measured here (ONNX Runtime, batch 1): %.4g %@ against %.4g predicted (%+.1f%%)", value, advice.unit,
                          uniform.predicted, 100 * (value - uniform.predicted) / uniform.predicted))
+        }
+    }
+
+    /// The widths of both scalings at a resource budget, and the uniform ratio they amount to.
+    func runBudget() throws {
+        let model = model!
+        let template = NetDescription.uniform(model, ratio: 1, inChannels: dataset.channels, imageSize: dataset.imageSize,
+                                              classes: dataset.classes)
+        let fit = try descent.map { try DescentResult.load($0).fit() }
+        let (b, uniform, neuralscale) = try budget.solve(ratio: 1, template: template, fit: fit)
+        let solved = [uniform] + (neuralscale.map { [$0] } ?? [])
+        if json {
+            struct Report: Encodable { let model: String; let dataset: String; let measure: String; let target: Double; let cost_model: String; let nets: [BudgetedWidths] }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(Report(model: model.rawValue, dataset: dataset.rawValue, measure: b.measure.rawValue,
+                                                             target: b.target, cost_model: b.model, nets: solved)), as: UTF8.self))
+            return
+        }
+        print("\(model.rawValue) on \(dataset.rawValue) at \(b.target) \(b.measure.unit) (\(b.model))")
+        print(String(format: "  uniform ratio %.4f", uniform.knob))
+        for s in solved {
+            print("  " + s.summary)
+            print("    widths \(s.widths)")
         }
     }
 }

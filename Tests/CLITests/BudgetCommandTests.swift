@@ -61,6 +61,12 @@ final class BudgetCommandTests: XCTestCase {
             XCTAssertTrue(widths.allSatisfy { $0 % 16 == 0 }, "\(widths)")
             XCTAssertLessThanOrEqual(try XCTUnwrap(net["achieved"] as? Double), half)
         }
+        // advise gives the same widths, and the uniform ratio.
+        let advice = try json(CLI.run(["advise", "--model", "vgg11", "--target-mflops", String(half), "--descent", descent, "--json"]))
+        let advised = try XCTUnwrap(advice["nets"] as? [[String: Any]])
+        XCTAssertEqual(advised.map { $0["widths"] as? [Int] }, nets.map { $0["widths"] as? [Int] })
+        XCTAssertEqual(try XCTUnwrap(advised[0]["knob"] as? Double), 0.5, accuracy: 1e-3)
+        try CLI.fails(["advise", "--model", "vgg11", "--target-mflops", "10", "--latency-ms", "3"], status: 64, mentions: ["--latency-ms"])
         let text = try CLI.run(["widths", "--descent", descent, "--target-memory-mb", "30"])
         XCTAssertEqual(text.status, 0, text.text)
         XCTAssertTrue(text.output.contains("profile cortex-a72-fp32") && text.output.contains("features.25"), text.output)
