@@ -3,9 +3,10 @@ import Foundation
 /// Per-layer latencies measured on a device (`neuralscale bench infer --latency-table`): for every
 /// kind of layer a net has (kernel, stride, input size, depthwise or not, linear or not), the
 /// time of that layer alone on a grid of input and output channel counts. A net's predicted
-/// latency is the sum of its layers' times, each interpolated on its grid, plus `constantMs`
-/// (what the layers alone do not show: pools, additions, the session's own overhead), measured
-/// as the end-to-end latency of a reference net minus its layers' sum.
+/// latency is the sum of its layers' times, each interpolated on its grid, plus what the layers
+/// alone do not show (pools, additions, the run's own cost, weights streamed from memory once
+/// the net outgrows the cache): `constantMs + perMParamMs * max(0, P - kneeParams) / 1e6`,
+/// fitted to whole nets measured end to end.
 public struct LatencyTable: Codable, Equatable, Sendable {
     /// One kind of layer and its measured grid.
     public struct Entry: Codable, Equatable, Sendable {

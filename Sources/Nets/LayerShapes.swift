@@ -62,6 +62,23 @@ extension NetDescription {
         }
         func bn(_ c: Int, _ size: Int) { bnElements += c * size * size }
         func linear(_ cin: Int, _ cout: Int) { layers.append(LayerShape(inChannels: cin, outChannels: cout, inputSize: 1, kernel: 1, linear: true)) }
+        // MobileNetV2's and ResNet-50's bottleneck: 1x1 (c -> a) + BN, 3x3 with the block's stride
+        // (a -> b; depthwise when a == b == groups) + BN, 1x1 (b -> out) + BN, and a projection
+        // shortcut (1x1 with the stride + BN). Returns the output size.
+        func bottleneck(_ c: Int, _ a: Int, _ b: Int, _ out: Int, _ s: Int, _ block: ResidualBlock, groups: Int,
+                        _ shortcut: Shortcut) -> Int {
+            _ = conv(c, a, s, k: 1)
+            bn(a, s)
+            let t = conv(a, b, s, k: 3, stride: block.stride, groups: groups)
+            bn(b, t)
+            _ = conv(b, out, t, k: 1)
+            bn(out, t)
+            if shortcut == .projection {
+                _ = conv(c, out, s, k: 1, stride: block.stride)
+                bn(out, t)
+            }
+            return t
+        }
         switch architecture {
         case .vgg11:
             var c = inChannels, s = imageSize
@@ -76,19 +93,8 @@ extension NetDescription {
             var s = conv(inChannels, w[0], imageSize, k: 3), c = w[0]
             bn(c, s)
             for (block, (m, shortcut)) in zip(residualBlocks, zip(resolvedExpansions, resolvedShortcuts)) {
-                let out = w[block.output]
-                _ = conv(c, m, s, k: 1)
-                bn(m, s)
-                let t = conv(m, m, s, k: 3, stride: block.stride, groups: m)
-                bn(m, t)
-                _ = conv(m, out, t, k: 1)
-                bn(out, t)
-                if shortcut == .projection {
-                    _ = conv(c, out, s, k: 1, stride: block.stride)
-                    bn(out, t)
-                }
-                c = out
-                s = t
+                s = bottleneck(c, m, m, w[block.output], s, block, groups: m, shortcut)
+                c = w[block.output]
             }
             _ = conv(c, w[18], s, k: 1)
             bn(w[18], s)
@@ -113,19 +119,8 @@ extension NetDescription {
             bn(c, s)
             s = (s - 1) / 2 + 1  // 3x3 max pool, stride 2, padding 1
             for (block, shortcut) in zip(residualBlocks, resolvedShortcuts) {
-                let m1 = w[block.output - 2], m2 = w[block.output - 1], out = w[block.output]
-                _ = conv(c, m1, s, k: 1)
-                bn(m1, s)
-                let t = conv(m1, m2, s, k: 3, stride: block.stride)
-                bn(m2, t)
-                _ = conv(m2, out, t, k: 1)
-                bn(out, t)
-                if shortcut == .projection {
-                    _ = conv(c, out, s, k: 1, stride: block.stride)
-                    bn(out, t)
-                }
-                c = out
-                s = t
+                s = bottleneck(c, w[block.output - 2], w[block.output - 1], w[block.output], s, block, groups: 1, shortcut)
+                c = w[block.output]
             }
             linear(c, classes)
         }

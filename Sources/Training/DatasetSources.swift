@@ -93,8 +93,11 @@ public struct DatasetSources {
     ///   `TrainingError.invalidConfig`, naming the dataset folder and files, when the split
     ///   leaves no validation image or fewer than 2 training images (batch norm needs 2), or
     ///   when `subset` is larger than the training part.
+    /// - Parameter normalization: the inputs' normalization; nil fits it on the training part
+    ///   (a trained net's own, when it is trained further, as `prune` does).
     public static func load(_ kind: DatasetKind, directory: String?, validationSplit: Double, seed: UInt64,
-                            subset: Int?, batchSize: Int, reporter: TrainingReporter?) throws -> DatasetSources {
+                            subset: Int?, batchSize: Int, reporter: TrainingReporter?,
+                            normalization: InputNormalization? = nil) throws -> DatasetSources {
         let started = Date()
         let directory = directory ?? kind.defaultDirectory
         guard validationSplit >= 0, validationSplit < 1 else {
@@ -109,7 +112,7 @@ public struct DatasetSources {
         guard data.test.count > 0 else {
             throw DatasetError.noImages(path: filesDescription(directory, kind.testFiles), detail: "the test set is empty")
         }
-        let norm = Normalization.fit(data.train, indices: trainIdx)
+        let norm = normalization.map { Normalization(mean: $0.mean, std: $0.std) } ?? Normalization.fit(data.train, indices: trainIdx)
         reporter?.message("\(kind.rawValue): \(trainIdx.count) training, \(valIdx.count) validation, "
                           + "\(data.test.count) test images, loaded in " + String(format: "%.1fs", Date().timeIntervalSince(started)))
         return DatasetSources(

@@ -50,11 +50,13 @@ struct BenchInfer: ParsableCommand {
         export holds it, or a Gemm) on a grid of input and output channel counts in steps of \
         --channel-multiple up to --table-max-ratio times the net's widths, thinned to \
         --table-points per axis; a net's predicted latency is the sum of its layers' times \
-        (bilinear between grid points) plus a constant, the measured latency of the uniform net \
-        at --table-max-ratio minus its layers' sum. The prediction is then checked against the \
-        measured latency of the uniform nets at 0.25, 0.5 and 0.75 of that ratio and of \
-        --table-checks random width configurations, and the errors printed and stored in the \
-        table. Measure with the --threads the deployment will use.
+        (bilinear between grid points) plus c0 + c1 * max(0, P - knee): what layers timed alone \
+        do not show (a net whose weights outgrow the cache streams them from memory), fitted to \
+        the measured latencies of 6 uniform nets and --calibration-random random ones. The \
+        prediction is then checked against --table-checks other random width configurations \
+        (widths in multiples of the step: other channel counts run on slower paths in ONNX \
+        Runtime), and the errors printed and stored in the table. Measure with the --threads \
+        the deployment will use.
         """
     )
 

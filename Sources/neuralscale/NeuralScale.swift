@@ -17,7 +17,7 @@ public struct NeuralScale: ParsableCommand {
         discussion: """
         Run `neuralscale help <subcommand>` for its flags.
         """,
-        subcommands: [Train.self, Eval.self, Descend.self, Widths.self, ExportONNX.self, Quantize.self, Stats.self, Report.self, SweepCommand.self, Advise.self, Fit.self, Bench.self]
+        subcommands: [Train.self, Eval.self, Descend.self, Widths.self, Prune.self, ExportONNX.self, Quantize.self, Stats.self, Report.self, SweepCommand.self, Advise.self, Fit.self, Bench.self]
     )
 
     /// ArgumentParser's `main`, with two changes to how errors thrown while running are shown:

@@ -128,7 +128,8 @@ struct Train: ParsableCommand {
             throw ValidationError("--batch-size must be in 2...65536 (batch norm needs two images), got \(batchSize)")
         }
         // Every setting, before anything is computed from it (a NaN --ratio would trap in a width).
-        do { try makeConfig().validate() } catch { throw ValidationError("\(error)") }
+        // (With a budget the ratio comes from the solved widths at run time; 1 stands in here.)
+        do { try makeConfig(ratio: ratio ?? 1, solved: nil).validate() } catch { throw ValidationError("\(error)") }
     }
 
     /// The net to train: the scaled net at --ratio, or the one sized to the budget, whose ratio
@@ -150,8 +151,8 @@ struct Train: ParsableCommand {
         return (ScaledNet(description: template, descent: neuralscale ? descent : nil), (r * 1e4).rounded() / 1e4, chosen)
     }
 
-    func makeConfig() throws -> TrainConfig {
-        let (_, ratio, solved) = try scaledNet()
+    /// The run's settings, with the net's ratio and the budget it was sized to.
+    func makeConfig(ratio: Double, solved: BudgetedWidths?) throws -> TrainConfig {
         var config = TrainConfig(model: model, dataset: dataset.rawValue, scaling: Scaling(rawValue: scaling) ?? .uniform, ratio: ratio,
                                  epochs: epochs, batchSize: batchSize, learningRate: lr, momentum: momentum,
                                  weightDecay: weightDecay, milestones: try parsedMilestones(), validationSplit: valSplit,
@@ -176,14 +177,16 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let kind = dataset
-        let config = try makeConfig()
+        // Reading --descent (and a latency table) here, not in validate: a bad file is a file
+        // error (exit status 1), not a usage error.
+        let (scaled, ratio, solved) = try scaledNet()
+        let config = try makeConfig(ratio: ratio, solved: solved)
         let budgetTag = [budget.targetMflops.map { "-mflops\($0)" }, budget.targetLatencyMs.map { "-ms\($0)" },
                          budget.targetMemoryMb.map { "-mb\($0)" }, budget.channelMultiple.map { "-k\($0)" }].compactMap { $0 }.joined()
         let output = out ?? "checkpoints/\(model.rawValue)-\(dataset.rawValue)-\(scaling)-r\(config.ratio)\(budgetTag)-s\(seed)"
         // Under `mpirun`: one net trained by every process, each on its part of every batch.
         let parallel = try DataParallelRun.launch()
         try parallel.run {
-            let (scaled, _, solved) = try scaledNet()
             if parallel.leads {
                 for line in [scaled.clampWarning, scaled.summary, solved.map { "budget: " + $0.summary }].compactMap({ $0 }) {
                     FileHandle.standardError.write(Data((line + "\n").utf8))

@@ -1,0 +1,49 @@
+import Foundation
+import XCTest
+
+/// `neuralscale prune` through the binary on a tiny Fashion-MNIST: a trained VGG-11 pruned to
+/// half its MFLOPs, the checkpoint `stats`, `eval` and `export` read, and the bad inputs.
+final class PruneCommandTests: XCTestCase {
+    var root: String!
+
+    override func setUpWithError() throws { root = try CLI.folder("prune") }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: root) }
+
+    func testPruneToHalfTheMFLOPs() throws {
+        let data = root + "/fashion"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        try CLI.writeFashionMNIST(in: data, train: 80, test: 16)
+        let train = try CLI.run(["train", "--model", "vgg11", "--dataset", "fashion-mnist", "--ratio", "0.125", "--epochs", "1",
+                                 "--batch-size", "8", "--data-dir", data, "--out", root + "/run"])
+        XCTAssertEqual(train.status, 0, train.text)
+        let before = try json(CLI.run(["stats", "--checkpoint", root + "/run/best.h5", "--json"]))
+        let mflops = try XCTUnwrap(before["mflops"] as? Double)
+        let r = try CLI.run(["prune", "--checkpoint", root + "/run/best.h5", "--target-mflops", String(mflops / 2), "--prune-every", "2",
+                             "--step-count", "4", "--batch-size", "8", "--data-dir", data, "--fine-tune-epochs", "1", "--no-latency",
+                             "--json"], timeout: 600)
+        let report = try json(r)
+        let after = try json(CLI.run(["stats", "--checkpoint", root + "/run/pruned/pruned.h5", "--json"]))
+        XCTAssertLessThanOrEqual(try XCTUnwrap(after["mflops"] as? Double), mflops / 2)
+        XCTAssertEqual(after["widths"] as? [Int], (report["after"] as? [String: Any])?["widths"] as? [Int])
+        XCTAssertGreaterThan(report["pruningSteps"] as? Int ?? 0, 0)
+        XCTAssertNotNil(report["testAccuracyFineTuned"] as? Double)
+        XCTAssertNotNil(report["testAccuracyPruned"] as? Double)
+        // Every command reads the pruned checkpoint as a trained net.
+        let eval = try CLI.run(["eval", "--checkpoint", root + "/run/pruned/pruned.h5", "--data-dir", data])
+        XCTAssertEqual(eval.status, 0, eval.text)
+        let export = try CLI.run(["export", "--checkpoint", root + "/run/pruned/pruned.h5", "--onnx", root + "/p.onnx", "--data-dir", data])
+        XCTAssertEqual(export.status, 0, export.text)
+        XCTAssertTrue(export.text.contains("verification passed"), export.text)
+
+        try CLI.fails(["prune", "--checkpoint", root + "/run/best.h5", "--target-mflops", "1e9", "--data-dir", data, "--no-latency"],
+                      status: 64, mentions: ["already meets"])
+        try CLI.fails(["prune", "--checkpoint", root + "/run/best.h5"], status: 64, mentions: ["one target"])
+        try CLI.fails(["prune", "--checkpoint", root + "/run/best.h5", "--keep", "1.5"], status: 64, mentions: ["--keep"])
+        try CLI.fails(["prune", "--checkpoint", root + "/none.h5", "--keep", "0.5"], mentions: ["none.h5"])
+    }
+
+    func json(_ r: CLIRun) throws -> [String: Any] {
+        XCTAssertEqual(r.status, 0, r.text)
+        return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any], r.text)
+    }
+}
