@@ -142,11 +142,9 @@ public enum BudgetSolver {
         var lo = knobRange.lowerBound, hi = knobRange.upperBound
         var best: Double
         if budget.fromBelow {
-            guard try budget.meets(cost(widths(lo))) else {
-                var smallest = template
-                smallest.widths = widths(lo)
-                let c = try budget.cost(smallest)
-                throw BudgetError(String(format: "no %@ net meets %.6g %@: the smallest (widths of about one channel) needs %.6g", scaling, budget.target, budget.measure.unit, c))
+            let smallest = try cost(widths(lo))
+            guard budget.meets(smallest) else {
+                throw BudgetError(String(format: "no %@ net meets %.6g %@: the smallest (widths of about one channel) needs %.6g", scaling, budget.target, budget.measure.unit, smallest))
             }
             if try budget.meets(cost(widths(hi))) { lo = hi }
             for _ in 0..<200 where hi - lo > 1e-12 {
@@ -177,8 +175,9 @@ public enum BudgetSolver {
             passes += 1
             var move: (Int, Int, Double)?
             for g in w.indices {
-                for delta in [multiple, -multiple] where w[g] + delta >= 1 && w[g] + delta <= NetDescription.maxWidth {
-                    if budget.fromBelow && delta < 0 { continue }
+                // A from-below budget only grows: the bisection left the net under it.
+                for delta in budget.fromBelow ? [multiple] : [multiple, -multiple]
+                where w[g] + delta >= 1 && w[g] + delta <= NetDescription.maxWidth {
                     w[g] += delta
                     let c = try cost(w)
                     w[g] -= delta
