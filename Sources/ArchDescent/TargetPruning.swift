@@ -43,6 +43,8 @@ public struct PruneReport: Codable, Equatable, Sendable {
     public var after: NetFigures
     public var pruningSteps: Int
     public var channelsPerStep: Int
+    /// Every group rounded down to a multiple of this at the end (1: none).
+    public var multiple: Int
     public var recoveryBatches: Int
     public var fineTuneEpochs: Int
     public var testAccuracyBefore: Double
@@ -69,13 +71,18 @@ public enum TargetPruning {
         public var recoveryBatches: Int
         public var learningRate: Float
         public var fineTuneEpochs: Int
+        /// Once the target is met, every group is pruned down to a multiple of this (1: no
+        /// rounding; a group narrower than it is left as it is).
+        public var multiple: Int
 
-        public init(target: PruneTarget, stepCount: Int, recoveryBatches: Int, learningRate: Float, fineTuneEpochs: Int) {
+        public init(target: PruneTarget, stepCount: Int, recoveryBatches: Int, learningRate: Float, fineTuneEpochs: Int,
+                    multiple: Int = 1) {
             self.target = target
             self.stepCount = stepCount
             self.recoveryBatches = recoveryBatches
             self.learningRate = learningRate
             self.fineTuneEpochs = fineTuneEpochs
+            self.multiple = multiple
         }
     }
 
@@ -118,7 +125,10 @@ public enum TargetPruning {
     /// - Throws: `TrainingError.invalidConfig` when the net already meets the target or cannot
     ///   reach it (a group would be emptied, or 99% of the channels are gone);
     ///   `TrainingError.nonFiniteLoss` when training diverges.
+    /// - Parameter stopRequested: polled after every step (Ctrl-C): true stops with
+    ///   `TrainingError.interrupted`, nothing written.
     public static func run(_ trained: Network, data: DatasetSources, settings s: Settings, checkpoint: String,
+                           stopRequested: (() -> Bool)? = nil,
                            progress: (String) -> Void) throws -> (net: Network, report: PruneReport) {
         let started = monotonicSeconds()
         let original = trained.netDescription
@@ -153,6 +163,7 @@ public enum TargetPruning {
                 guard step(batch.images, labels: batch.labels, afterBackward: { pruner.accumulate() }) != nil else {
                     throw TrainingError.nonFiniteLoss(epoch: epoch + 1, step: b + 1, lastGood: nil)
                 }
+                if let stopped = stopRequested, stopped() { throw TrainingError.interrupted(epoch: epoch + 1, step: b + 1) }
                 guard !pruner.step(optimizer: optimizer).isEmpty else {
                     if let stop = pruner.stop {
                         throw TrainingError.invalidConfig("the target \(s.target.text) cannot be reached: pruning stopped (\(stop.rawValue)) at \(pruner.widths)")
@@ -166,6 +177,28 @@ public enum TargetPruning {
                 if c <= limit { met = true; break }
             }
             epoch += 1
+        }
+        if s.multiple > 1 {
+            // One more round of scores, then each group's lowest channels beyond a multiple.
+            var scored = 0
+            while scored < s.recoveryBatches {
+                optimizer.beginEpoch(epoch)
+                for batch in data.train.batches(epoch: epoch) where scored < s.recoveryBatches {
+                    guard step(batch.images, labels: batch.labels, afterBackward: { pruner.accumulate() }) != nil else {
+                        throw TrainingError.nonFiniteLoss(epoch: epoch + 1, step: scored + 1, lastGood: nil)
+                    }
+                    scored += 1
+                }
+                epoch += 1
+            }
+            for (k, site) in gated.gateSites.enumerated() {
+                let alive = (0..<site.gate.count).filter { site.gate.data[$0] != 0 }
+                guard alive.count > s.multiple else { continue }
+                let ranked = alive.sorted { (pruner.scores[k][$0], $0) < (pruner.scores[k][$1], $1) }
+                for c in ranked.prefix(alive.count % s.multiple) { pruner.prune(group: k, channel: c, optimizer: optimizer) }
+            }
+            let d = try prunedDescription()
+            progress(String(format: "rounded to multiples of %d: %d params, %.3f MFLOPs", s.multiple, d.parameterCount, d.mflops))
         }
         let pruned = try Surgery.prune(gated)
         let accuracyPruned = try evaluate(pruned, on: data.test).accuracy
@@ -187,7 +220,7 @@ public enum TargetPruning {
             }
         }
         let report = PruneReport(checkpoint: checkpoint, target: s.target.text, before: NetFigures(original),
-                                 after: NetFigures(pruned.netDescription), pruningSteps: pruner.steps, channelsPerStep: perStep,
+                                 after: NetFigures(pruned.netDescription), pruningSteps: pruner.steps, channelsPerStep: perStep, multiple: s.multiple,
                                  recoveryBatches: s.recoveryBatches, fineTuneEpochs: s.fineTuneEpochs,
                                  testAccuracyBefore: accuracyBefore, testAccuracyPruned: accuracyPruned,
                                  testAccuracyFineTuned: accuracyFineTuned, latencyMsBefore: nil, latencyMsAfter: nil,

@@ -51,6 +51,9 @@ struct Prune: ParsableCommand {
     @Option(name: .long, help: "Learning rate of recovery training and fine-tuning (constant).")
     var lr: Float = 0.01
 
+    @Option(name: .long, help: "Once the target is met, prune every group down to a multiple of K (the lowest-scored channels; a group narrower than K stays): widths ONNX Runtime runs on its fast paths.")
+    var channelMultiple = 1
+
     @Option(name: .long, help: "Epochs of fine-tuning after surgery.")
     var fineTuneEpochs = 1
 
@@ -85,6 +88,7 @@ struct Prune: ParsableCommand {
         if let targetMflops, !(targetMflops.isFinite && targetMflops > 0) { throw ValidationError("--target-mflops must be > 0, got \(targetMflops)") }
         if let targetParams, targetParams <= 0 { throw ValidationError("--target-params must be > 0, got \(targetParams)") }
         if let keep, !(keep > 0 && keep < 1) { throw ValidationError("--keep must be in (0, 1), got \(keep)") }
+        guard (1...512).contains(channelMultiple) else { throw ValidationError("--channel-multiple must be in 1...512, got \(channelMultiple)") }
         guard (1...10_000).contains(stepCount) else { throw ValidationError("--step-count must be in 1...10000, got \(stepCount)") }
         guard (1...100_000).contains(pruneEvery) else { throw ValidationError("--prune-every must be in 1...100000, got \(pruneEvery)") }
         guard lr.isFinite, lr > 0 else { throw ValidationError("--lr must be > 0, got \(lr)") }
@@ -108,9 +112,10 @@ struct Prune: ParsableCommand {
                                            subset: subset ?? config.subset, batchSize: batchSize, reporter: nil,
                                            normalization: normalization)
         let settings = TargetPruning.Settings(target: target!, stepCount: stepCount, recoveryBatches: pruneEvery, learningRate: lr,
-                                              fineTuneEpochs: fineTuneEpochs)
+                                              fineTuneEpochs: fineTuneEpochs, multiple: channelMultiple)
         installInterruptHandler()
-        var (net, report) = try TargetPruning.run(trained, data: data, settings: settings, checkpoint: checkpoint) { line in
+        var (net, report) = try TargetPruning.run(trained, data: data, settings: settings, checkpoint: checkpoint,
+                                                  stopRequested: { stopRequested(at: []) }) { line in
             if !json { FileHandle.standardError.write(Data((line + "\n").utf8)) }
         }
         if !noLatency {

@@ -28,6 +28,14 @@ final class PruneCommandTests: XCTestCase {
         XCTAssertGreaterThan(report["pruningSteps"] as? Int ?? 0, 0)
         XCTAssertNotNil(report["testAccuracyFineTuned"] as? Double)
         XCTAssertNotNil(report["testAccuracyPruned"] as? Double)
+        // With a channel multiple every group ends a multiple of it (or narrower), still in budget.
+        let k4 = try json(CLI.run(["prune", "--checkpoint", root + "/run/best.h5", "--target-mflops", String(mflops / 2), "--prune-every", "2",
+                                   "--step-count", "4", "--batch-size", "8", "--data-dir", data, "--fine-tune-epochs", "0", "--no-latency",
+                                   "--channel-multiple", "4", "--out", root + "/k4", "--json"], timeout: 600))
+        let widths = try XCTUnwrap((k4["after"] as? [String: Any])?["widths"] as? [Int])
+        XCTAssertTrue(widths.allSatisfy { $0 % 4 == 0 || $0 < 4 }, "\(widths)")
+        XCTAssertLessThanOrEqual(try XCTUnwrap((k4["after"] as? [String: Any])?["mflops"] as? Double), mflops / 2)
+        XCTAssertNil(k4["testAccuracyFineTuned"] as? Double)
         // Every command reads the pruned checkpoint as a trained net.
         let eval = try CLI.run(["eval", "--checkpoint", root + "/run/pruned/pruned.h5", "--data-dir", data])
         XCTAssertEqual(eval.status, 0, eval.text)
