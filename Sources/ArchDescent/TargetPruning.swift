@@ -22,6 +22,14 @@ public enum PruneTarget: Equatable, Sendable {
     }
 }
 
+/// How `prune` ranks channels.
+public enum PruneImportance: String, Codable, CaseIterable, Sendable {
+    /// Taylor-FO: the gates' `(g * dL/dg)^2`, summed over the minibatches since the last step.
+    case taylor
+    /// L1 magnitude: the mean |w| of the weights that produce the channel (Li et al. 2017).
+    case magnitude
+}
+
 /// A net's size, before or after pruning.
 public struct NetFigures: Codable, Equatable, Sendable {
     public var widths: [Int]
@@ -42,6 +50,7 @@ public struct PruneReport: Codable, Equatable, Sendable {
     public var before: NetFigures
     public var after: NetFigures
     public var pruningSteps: Int
+    public var importance: PruneImportance
     public var channelsPerStep: Int
     /// Every group rounded down to a multiple of this at the end (1: none).
     public var multiple: Int
@@ -57,8 +66,8 @@ public struct PruneReport: Codable, Equatable, Sendable {
 }
 
 /// Prunes a trained net to a target the way pruning tools do (the workflow of the FYP): Taylor-FO
-/// importance of every channel (the gates' `(g * dL/dg)^2`, as the search uses), ranked over all
-/// groups; the lowest `channelsPerStep` pruned every `recoveryBatches` minibatches of training
+/// importance of every channel (the gates' `(g * dL/dg)^2`, as the search uses) or its weights'
+/// L1 magnitude, ranked over all groups; the lowest `channelsPerStep` pruned every `recoveryBatches` minibatches of training
 /// (which both recovers accuracy and scores the next step), until the net that surgery would make
 /// meets the target; then surgery to a physically smaller net and `fineTuneEpochs` epochs of
 /// SGD at a constant learning rate.
@@ -74,9 +83,11 @@ public enum TargetPruning {
         /// Once the target is met, every group is pruned down to a multiple of this (1: no
         /// rounding; a group narrower than it is left as it is).
         public var multiple: Int
+        public var importance: PruneImportance
 
         public init(target: PruneTarget, stepCount: Int, recoveryBatches: Int, learningRate: Float, fineTuneEpochs: Int,
-                    multiple: Int = 1) {
+                    multiple: Int = 1, importance: PruneImportance = .taylor) {
+            self.importance = importance
             self.target = target
             self.stepCount = stepCount
             self.recoveryBatches = recoveryBatches
@@ -101,6 +112,21 @@ public enum TargetPruning {
             }
         }
         return gated
+    }
+
+    /// Per group, per channel: the mean |w| of the weight slices (rank 2 and more) producing it.
+    static func magnitudes(_ net: Network) -> [[Double]] {
+        net.gateSites.map { site in
+            (0..<site.gate.count).map { c in
+                var sum = 0.0, n = 0
+                for t in site.dead where t.shape.count >= 2 {
+                    let row = t.count / t.shape[0], p = t.data + c * row
+                    for i in 0..<row { sum += Double(abs(p[i])) }
+                    n += row
+                }
+                return n > 0 ? sum / Double(n) : 0
+            }
+        }
     }
 
     /// The figure the target limits, of a net.
@@ -156,31 +182,58 @@ public enum TargetPruning {
         func prunedDescription() throws -> NetDescription {
             Surgery.description(gated.netDescription, keeping: try Surgery.aliveChannels(gated))
         }
+        let taylor = s.importance == .taylor
+        var magnitudeSteps = 0, sinceStep = 0
+        /// A magnitude step: the `perStep` alive channels of least magnitude over all groups.
+        func magnitudeStep() throws {
+            let scores = magnitudes(gated)
+            var ranked: [(score: Double, group: Int, channel: Int)] = []
+            for (k, site) in gated.gateSites.enumerated() {
+                for c in 0..<site.gate.count where site.gate.data[c] != 0 { ranked.append((scores[k][c], k, c)) }
+            }
+            ranked.sort { ($0.score, $0.group, $0.channel) < ($1.score, $1.group, $1.channel) }
+            let chosen = ranked.prefix(perStep)
+            var alive = pruner.widths
+            for v in chosen { alive[v.group] -= 1 }
+            guard alive.allSatisfy({ $0 >= 1 }) else {
+                throw TrainingError.invalidConfig("the target \(s.target.text) cannot be reached: the next step would empty a group (at \(pruner.widths))")
+            }
+            for v in chosen { pruner.prune(group: v.group, channel: v.channel, optimizer: optimizer) }
+            magnitudeSteps += 1
+        }
+        var steps: Int { taylor ? pruner.steps : magnitudeSteps }
         var met = false, epoch = 0
         while !met {
             optimizer.beginEpoch(epoch)
             for (b, batch) in data.train.batches(epoch: epoch).enumerated() {
-                guard step(batch.images, labels: batch.labels, afterBackward: { pruner.accumulate() }) != nil else {
+                guard step(batch.images, labels: batch.labels, afterBackward: { taylor ? pruner.accumulate() : pruner.discardGradients() }) != nil else {
                     throw TrainingError.nonFiniteLoss(epoch: epoch + 1, step: b + 1, lastGood: nil)
                 }
                 if let stopped = stopRequested, stopped() { throw TrainingError.interrupted(epoch: epoch + 1, step: b + 1) }
-                guard !pruner.step(optimizer: optimizer).isEmpty else {
-                    if let stop = pruner.stop {
-                        throw TrainingError.invalidConfig("the target \(s.target.text) cannot be reached: pruning stopped (\(stop.rawValue)) at \(pruner.widths)")
+                if taylor {
+                    guard !pruner.step(optimizer: optimizer).isEmpty else {
+                        if let stop = pruner.stop {
+                            throw TrainingError.invalidConfig("the target \(s.target.text) cannot be reached: pruning stopped (\(stop.rawValue)) at \(pruner.widths)")
+                        }
+                        continue
                     }
-                    continue
+                } else {
+                    sinceStep += 1
+                    guard sinceStep >= s.recoveryBatches else { continue }
+                    sinceStep = 0
+                    try magnitudeStep()
                 }
                 let d = try prunedDescription()
                 let c = cost(s.target, d, channels: d.widths.reduce(0, +))
-                progress(String(format: "step %d: %d channels left, %d params, %.3f MFLOPs (target %@)", pruner.steps,
+                progress(String(format: "step %d: %d channels left, %d params, %.3f MFLOPs (target %@)", steps,
                                 d.widths.reduce(0, +), d.parameterCount, d.mflops, s.target.text))
                 if c <= limit { met = true; break }
             }
             epoch += 1
         }
         if s.multiple > 1 {
-            // One more round of scores, then each group's lowest channels beyond a multiple.
-            var scored = 0
+            // One more round of scores (Taylor), then each group's lowest channels beyond a multiple.
+            var scored = taylor ? 0 : s.recoveryBatches
             while scored < s.recoveryBatches {
                 optimizer.beginEpoch(epoch)
                 for batch in data.train.batches(epoch: epoch) where scored < s.recoveryBatches {
@@ -194,7 +247,8 @@ public enum TargetPruning {
             for (k, site) in gated.gateSites.enumerated() {
                 let alive = (0..<site.gate.count).filter { site.gate.data[$0] != 0 }
                 guard alive.count > s.multiple else { continue }
-                let ranked = alive.sorted { (pruner.scores[k][$0], $0) < (pruner.scores[k][$1], $1) }
+                let scores = taylor ? pruner.scores[k] : magnitudes(gated)[k]
+                let ranked = alive.sorted { (scores[$0], $0) < (scores[$1], $1) }
                 for c in ranked.prefix(alive.count % s.multiple) { pruner.prune(group: k, channel: c, optimizer: optimizer) }
             }
             let d = try prunedDescription()
@@ -220,7 +274,7 @@ public enum TargetPruning {
             }
         }
         let report = PruneReport(checkpoint: checkpoint, target: s.target.text, before: NetFigures(original),
-                                 after: NetFigures(pruned.netDescription), pruningSteps: pruner.steps, channelsPerStep: perStep, multiple: s.multiple,
+                                 after: NetFigures(pruned.netDescription), pruningSteps: steps, importance: s.importance, channelsPerStep: perStep, multiple: s.multiple,
                                  recoveryBatches: s.recoveryBatches, fineTuneEpochs: s.fineTuneEpochs,
                                  testAccuracyBefore: accuracyBefore, testAccuracyPruned: accuracyPruned,
                                  testAccuracyFineTuned: accuracyFineTuned, latencyMsBefore: nil, latencyMsAfter: nil,

@@ -14,7 +14,8 @@ struct Prune: ParsableCommand {
         abstract: "Prune a trained net down to an MFLOPs, parameter or channel target, then fine-tune it.",
         discussion: """
         Taylor-FO importance of every channel (the square of gate times its gradient, summed over \
-        minibatches, as the search scores channels), ranked over all width groups; the lowest \
+        minibatches, as the search scores channels), or with --importance magnitude the mean |w| \
+        of the weights producing it, ranked over all width groups; the lowest \
         channels are pruned every --prune-every minibatches of training (SGD at --lr on the \
         checkpoint's own training split and input normalization), which both recovers the \
         accuracy lost and scores the next step, until the net that surgery makes meets the \
@@ -41,6 +42,9 @@ struct Prune: ParsableCommand {
 
     @Option(name: .long, help: "Prune until at most this share of the channels (all groups together) is left, in (0, 1).")
     var keep: Double?
+
+    @Option(name: .long, help: "How channels are ranked: 'taylor' (Taylor-FO gate scores over the minibatches since the last step) or 'magnitude' (mean |w| of the weights producing the channel).")
+    var importance: PruneImportance = .taylor
 
     @Option(name: .long, help: "Pruning steps the channels to remove are spread over (the run goes on until the target is met).")
     var stepCount = 10
@@ -112,7 +116,8 @@ struct Prune: ParsableCommand {
                                            subset: subset ?? config.subset, batchSize: batchSize, reporter: nil,
                                            normalization: normalization)
         let settings = TargetPruning.Settings(target: target!, stepCount: stepCount, recoveryBatches: pruneEvery, learningRate: lr,
-                                              fineTuneEpochs: fineTuneEpochs, multiple: channelMultiple)
+                                              fineTuneEpochs: fineTuneEpochs, multiple: channelMultiple,
+                                              importance: importance)
         installInterruptHandler()
         var (net, report) = try TargetPruning.run(trained, data: data, settings: settings, checkpoint: checkpoint,
                                                   stopRequested: { stopRequested(at: []) }) { line in
@@ -152,3 +157,5 @@ struct Prune: ParsableCommand {
                      report.testAccuracyFineTuned.map { String(format: ", %.2f%% after %d fine-tune epochs", 100 * $0, fineTuneEpochs) } ?? ""))
     }
 }
+
+extension PruneImportance: ExpressibleByArgument {}

@@ -36,6 +36,16 @@ final class PruneCommandTests: XCTestCase {
         XCTAssertTrue(widths.allSatisfy { $0 % 4 == 0 || $0 < 4 }, "\(widths)")
         XCTAssertLessThanOrEqual(try XCTUnwrap((k4["after"] as? [String: Any])?["mflops"] as? Double), mflops / 2)
         XCTAssertNil(k4["testAccuracyFineTuned"] as? Double)
+        // L1-magnitude importance reaches the target too.
+        let l1 = try json(CLI.run(["prune", "--checkpoint", root + "/run/best.h5", "--keep", "0.6", "--importance", "magnitude",
+                                   "--prune-every", "2", "--step-count", "3", "--batch-size", "8", "--data-dir", data,
+                                   "--fine-tune-epochs", "0", "--no-latency", "--out", root + "/l1", "--json"], timeout: 600))
+        XCTAssertEqual(l1["importance"] as? String, "magnitude")
+        let kept = try XCTUnwrap((l1["after"] as? [String: Any])?["widths"] as? [Int]).reduce(0, +)
+        let all = try XCTUnwrap((l1["before"] as? [String: Any])?["widths"] as? [Int]).reduce(0, +)
+        XCTAssertLessThanOrEqual(Double(kept), 0.6 * Double(all))
+        try CLI.fails(["prune", "--checkpoint", root + "/run/best.h5", "--keep", "0.5", "--importance", "random"], status: 64,
+                      mentions: ["--importance"])
         // Every command reads the pruned checkpoint as a trained net.
         let eval = try CLI.run(["eval", "--checkpoint", root + "/run/pruned/pruned.h5", "--data-dir", data])
         XCTAssertEqual(eval.status, 0, eval.text)
