@@ -47,7 +47,11 @@ struct BudgetFlags: ParsableArguments {
     func budget(ratio: Double, template: NetDescription) throws -> Budget {
         if let x = targetMflops { return .mflops(x) }
         if let x = targetMemoryMb {
-            let profile = try DeviceProfile.named(memoryProfile)
+            let profile: DeviceProfile
+            do { profile = try DeviceProfile.named(memoryProfile) } catch {
+                // The lookup's message names advise's flag, --profile.
+                throw ValidationError("--memory-profile " + "\(error)".replacingOccurrences(of: "--profile ", with: ""))
+            }
             guard let line = profile.memory else { throw ValidationError("--memory-profile \(memoryProfile) has no memory model") }
             guard line.m > 0 else { throw ValidationError("--memory-profile \(memoryProfile): memory does not grow with parameters (m = \(line.m))") }
             return .memory(x, m: line.m, b: line.b, profile: profile.name)

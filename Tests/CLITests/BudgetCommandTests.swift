@@ -108,6 +108,8 @@ final class BudgetCommandTests: XCTestCase {
                       mentions: ["--ratio"])
         try CLI.fails(["stats", "--model", "vgg11", "--dataset", "cifar10", "--target-mflops", "0.00001"], status: 64, mentions: ["smallest"])
         try CLI.fails(["stats", "--model", "vgg11", "--dataset", "cifar10", "--channel-multiple", "0"], status: 64, mentions: ["--channel-multiple"])
+        try CLI.fails(["stats", "--model", "vgg11", "--dataset", "cifar10", "--target-memory-mb", "30", "--memory-profile", "nope"], status: 64,
+                      mentions: ["--memory-profile nope", "cortex-a72-fp32"])
     }
 
     /// `bench infer --latency-table` on a tiny grid: a table file that `stats` reads, with its
