@@ -134,8 +134,11 @@ struct BenchInfer: ParsableCommand {
     @Option(name: .long, help: "With --latency-table: random width configurations (besides 6 uniform nets) that calibrate the constant and the memory term.")
     var calibrationRandom = 10
 
-    @Option(name: .long, help: "With --latency-table: timed runs per layer and trial (3 trials after 5 untimed runs; the best trial's median counts).")
+    @Option(name: .long, help: "With --latency-table: timed runs per layer and trial (after 5 untimed runs; the best trial's median counts).")
     var layerRuns = 20
+
+    @Option(name: .long, help: "With --latency-table: trials (fresh sessions) per layer.")
+    var layerTrials = 3
 
     /// Set by the parent for its child processes: run one engine measurement in this process and
     /// print it as JSON.

@@ -23,6 +23,7 @@ extension BenchInfer {
         }
         guard (0...1000).contains(calibrationRandom) else { throw ValidationError("--calibration-random must be in 0...1000, got \(calibrationRandom)") }
         guard (0...1000).contains(tableChecks) else { throw ValidationError("--table-checks must be in 0...1000, got \(tableChecks)") }
+        guard (1...1000).contains(layerTrials) else { throw ValidationError("--layer-trials must be in 1...1000, got \(layerTrials)") }
         guard (1...10_000).contains(layerRuns) else { throw ValidationError("--layer-runs must be in 1...10000, got \(layerRuns)") }
         guard runs >= 1, trials >= 1, warmup >= 0, threads >= 0 else {
             throw ValidationError("--runs and --trials must be >= 1, --warmup and --threads >= 0")
@@ -46,7 +47,7 @@ extension BenchInfer {
         let started = monotonicSeconds()
         func say(_ line: String) { if !json { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
         let layerSettings = LatencyTableMeasurement.Settings(multiple: step, points: tablePoints, maxRatio: tableMaxRatio,
-                                                             threads: threads, warmup: 5, runs: layerRuns, trials: 3)
+                                                             threads: threads, warmup: 5, runs: layerRuns, trials: layerTrials)
         let (entries, version) = try LatencyTableMeasurement.measureLayers(template, layerSettings) { done, total in
             let elapsed = monotonicSeconds() - started
             say(String(format: "layers %d/%d (%@ elapsed, ETA %@)", done, total, formatDuration(elapsed),
