@@ -82,8 +82,14 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     /// The fields where `other` differs, for resume errors.
     func differences(from other: TrainConfig) -> [String] {
         let a = Mirror(reflecting: self).children, b = Mirror(reflecting: other).children
+        // An optional setting reads as its value, or "none".
+        func text(_ value: Any) -> String {
+            let m = Mirror(reflecting: value)
+            guard m.displayStyle == .optional else { return "\(value)" }
+            return m.children.first.map { "\($0.value)" } ?? "none"
+        }
         return zip(a, b).compactMap { x, y in
-            "\(x.value)" == "\(y.value)" ? nil : "\(x.label ?? "?"): stored \(y.value), given \(x.value)"
+            text(x.value) == text(y.value) ? nil : "\(x.label ?? "?"): stored \(text(y.value)), given \(text(x.value))"
         }
     }
 }
