@@ -25,6 +25,9 @@ public struct Budget: Sendable {
     public var cost: @Sendable (NetDescription) throws -> Double
     /// How the figure is obtained, for reports ("analytic", "latency table FILE (device)", ...).
     public var model: String
+    /// The channel multiple the cost model is made for, the default of a solve (a latency
+    /// table's step: ONNX Runtime runs other channel counts on slower paths); 1: any width.
+    public var defaultMultiple = 1
 
     /// Resource budgets are met from below; a parameter count as closely as the integers allow.
     public var fromBelow: Bool { measure != .params }
@@ -45,7 +48,7 @@ public struct Budget: Sendable {
 
     public static func latency(_ target: Double, table: LatencyTable, file: String) -> Budget {
         Budget(measure: .latency, target: target, cost: { try table.predictMs($0) },
-               model: "latency table \(file) (\(table.device))")
+               model: "latency table \(file) (\(table.device))", defaultMultiple: table.multiple)
     }
 
     /// Whether `value` meets the budget (from below), with a relative slack of 1e-12.
@@ -67,6 +70,20 @@ public struct BudgetedWidths: Codable, Equatable, Sendable {
     public var knob: Double
     /// The channel multiple every width was rounded to (1: none).
     public var multiple: Int
+
+    /// The net `d` with its figure `achieved` against `budget`.
+    init(_ d: NetDescription, achieved: Double, budget: Budget, scaling: String, knob: Double, multiple: Int) {
+        self.scaling = scaling
+        measure = budget.measure
+        target = budget.target
+        self.achieved = achieved
+        relativeError = (achieved - budget.target) / budget.target
+        widths = d.widths
+        params = d.parameterCount
+        mflops = d.mflops
+        self.knob = knob
+        self.multiple = multiple
+    }
 }
 
 public struct BudgetError: Error, CustomStringConvertible {
@@ -98,10 +115,7 @@ public enum BudgetSolver {
     public static func uniform(template: NetDescription, budget: Budget, exactRatio ratio: Double) throws -> BudgetedWidths {
         var d = template
         d.widths = template.architecture.uniformWidths(ratio: ratio)
-        let c = try budget.cost(d)
-        return BudgetedWidths(scaling: "uniform", measure: budget.measure, target: budget.target, achieved: c,
-                              relativeError: (c - budget.target) / budget.target, widths: d.widths, params: d.parameterCount,
-                              mflops: d.mflops, knob: ratio, multiple: 1)
+        return BudgetedWidths(d, achieved: try budget.cost(d), budget: budget, scaling: "uniform", knob: ratio, multiple: 1)
     }
 
     /// NeuralScale: the fit's widths at scale tau, the largest tau that meets the budget.
@@ -190,8 +204,6 @@ public enum BudgetSolver {
             current = c
         }
         d.widths = w
-        return BudgetedWidths(scaling: scaling, measure: budget.measure, target: budget.target, achieved: current,
-                              relativeError: (current - budget.target) / budget.target, widths: w, params: d.parameterCount,
-                              mflops: d.mflops, knob: exp(best), multiple: multiple)
+        return BudgetedWidths(d, achieved: current, budget: budget, scaling: scaling, knob: exp(best), multiple: multiple)
     }
 }

@@ -70,10 +70,7 @@ struct BudgetFlags: ParsableArguments {
     /// Both scalings' widths at the budget (NeuralScale's only with a fit).
     func solve(ratio: Double, template: NetDescription, fit: PowerLawFit?) throws -> (budget: Budget, uniform: BudgetedWidths, neuralscale: BudgetedWidths?) {
         let budget = try budget(ratio: ratio, template: template)
-        // A latency table is for widths in multiples of its step (ONNX Runtime runs other channel
-        // counts on slower paths), so they are the default there.
-        var k = channelMultiple ?? 1
-        if channelMultiple == nil, targetLatencyMs != nil, let file = latencyTable { k = try LatencyTable.load(file).multiple }
+        let k = channelMultiple ?? budget.defaultMultiple
         do {
             // A ratio without a multiple keeps its own uniform widths.
             let uniform = !given && k == 1 ? try BudgetSolver.uniform(template: template, budget: budget, exactRatio: ratio)
