@@ -135,13 +135,15 @@ public enum BudgetSolver {
             if d.widths.contains(where: { $0 > NetDescription.maxWidth }) || d.parameterCount > uniform4 { break }
             hi += 1
         }
-        return try solve(template: template, budget: budget, multiple: multiple, scaling: "neuralscale", knobRange: lo...hi) {
+        return try solve(template: template, budget: budget, multiple: multiple, scaling: "neuralscale", knobRange: lo...hi,
+                         units: fit.units) {
             fit.widths(scale: exp($0))
         }
     }
 
+    /// - Parameter units: groups nudged together (a coupled fit's sets); nil: every group alone.
     static func solve(template: NetDescription, budget: Budget, multiple: Int, scaling: String, knobRange: ClosedRange<Double>,
-                      widths unrounded: (Double) -> [Int]) throws -> BudgetedWidths {
+                      units: [[Int]]? = nil, widths unrounded: (Double) -> [Int]) throws -> BudgetedWidths {
         // Rounding to the multiple keeps the widths growing with the knob, so the bisection runs on
         // the rounded widths: the net keeps the scaling's shape.
         func widths(_ knob: Double) -> [Int] {
@@ -183,24 +185,26 @@ public enum BudgetSolver {
             if widths(mid) == w { best = mid } else { below = mid }
         }
         var current = try cost(w)
-        // Nudge: single groups by one step while that brings the cost closer to the target.
+        // Nudge: single groups (a unit's groups together) by one step while that brings the cost
+        // closer to the target.
+        let units = units ?? w.indices.map { [$0] }
         var passes = 0
         while distance(current) > tolerance * budget.target && passes < 5000 {
             passes += 1
             var move: (Int, Int, Double)?
-            for g in w.indices {
+            for (u, unit) in units.enumerated() {
                 // A from-below budget only grows: the bisection left the net under it.
                 for delta in budget.fromBelow ? [multiple] : [multiple, -multiple]
-                where w[g] + delta >= 1 && w[g] + delta <= NetDescription.maxWidth {
-                    w[g] += delta
+                where w[unit[0]] + delta >= 1 && w[unit[0]] + delta <= NetDescription.maxWidth {
+                    for g in unit { w[g] += delta }
                     let c = try cost(w)
-                    w[g] -= delta
+                    for g in unit { w[g] -= delta }
                     guard !budget.fromBelow || budget.meets(c) else { continue }
-                    if distance(c) < distance(move?.2 ?? current) { move = (g, delta, c) }
+                    if distance(c) < distance(move?.2 ?? current) { move = (u, delta, c) }
                 }
             }
-            guard let (g, delta, c) = move else { break }
-            w[g] += delta
+            guard let (u, delta, c) = move else { break }
+            for g in units[u] { w[g] += delta }
             current = c
         }
         d.widths = w

@@ -24,6 +24,12 @@ public struct DescentConfig: Codable, Equatable, Sendable {
     public var subset: Int?
     public var momentum: Float = 0.9
     public var weightDecay: Float = 5e-4
+    /// `--couple-residuals`: the groups joined by identity shortcuts are pruned, fitted and sized
+    /// as one (`NetDescription.identityCoupling`), so those shortcuts stay identities. Nil (not
+    /// false) when off, so files written before the option still read as equal.
+    public var coupleResiduals: Bool?
+
+    public var couplesResiduals: Bool { coupleResiduals ?? false }
 
     public init(model: Architecture, dataset: String, iterations: Int = 15, warmupEpochs: Int = 10,
                 learningRate: Float = 0.1, batchSize: Int = 128, pruning: PruningSettings = PruningSettings(),
@@ -265,6 +271,10 @@ public final class Descent {
     /// P every iteration's config is solved for.
     public var targetParams: Int { template.parameterCount }
 
+    /// The groups pruned and fitted as one: the base net's identity-joined sets with
+    /// `--couple-residuals`, else none.
+    public var coupling: [[Int]] { config.couplesResiduals ? template.identityCoupling : [] }
+
     /// Checks settings, net and output folder before any data is loaded.
     public static func preflight(config: DescentConfig, template: NetDescription, outputDirectory: String, resume: Bool) throws {
         try config.validate()
@@ -333,7 +343,7 @@ public final class Descent {
             net = resuming.network
             opt = SGD(parameters: net.parameters, schedule: schedule, momentum: config.momentum, weightDecay: config.weightDecay)
             try opt.load(optState)
-            pruner = Pruner(net, settings: config.pruning)
+            pruner = try Pruner(net, settings: config.pruning, coupling: coupling)
             try pruner.restore(saved.pruner)
             progress = saved
         } else {
@@ -344,7 +354,7 @@ public final class Descent {
             d.widths = try startWidths(state, index: index)
             net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: mixSeed(config.seed, UInt64(index)))), gated: true)
             opt = SGD(parameters: net.parameters, schedule: schedule, momentum: config.momentum, weightDecay: config.weightDecay)
-            pruner = Pruner(net, settings: config.pruning)
+            pruner = try Pruner(net, settings: config.pruning, coupling: coupling)
             progress = DescentProgress(iteration: index, startWidths: d.widths, epoch: 0, batch: 0, pruner: pruner.state, seconds: 0)
             state.current = progress
             try saveState(state, net: net, optimizer: opt)  // a kill during warm-up resumes here
@@ -398,7 +408,8 @@ public final class Descent {
                                     channels: pruner.totalChannels - pruner.prunedChannels, of: pruner.totalChannels,
                                     params: pruner.params, seconds: progress.seconds)
         }
-        let fit = try PowerLawFit.fit(pruner.trajectory.isEmpty ? [TrajectoryRow(widths: progress.startWidths, params: d.parameterCount)] : pruner.trajectory)
+        let fit = try PowerLawFit.fit(pruner.trajectory.isEmpty ? [TrajectoryRow(widths: progress.startWidths, params: d.parameterCount)] : pruner.trajectory,
+                                      coupling: coupling.isEmpty ? nil : coupling)
         if let reason = fit.fallbackReason { reporter?.message("iteration \(index): \(reason)") }
         return (DescentIteration(index: index, startWidths: progress.startWidths, startParams: d.parameterCount,
                                  trajectory: pruner.trajectory, fit: fit, stop: pruner.stop, epochs: progress.epoch + 1),

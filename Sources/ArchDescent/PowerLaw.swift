@@ -27,21 +27,46 @@ public struct PowerLawFit: Codable, Equatable, Sendable {
     public var rows: Int
     /// Why the fit fell back to uniform scaling, or nil when it is a real fit.
     public var fallbackReason: String?
+    /// The sets of groups pruned as one (`descend --couple-residuals`): each set's groups share
+    /// one power law, so they always get the same width and the identity shortcuts between them
+    /// stay identities. Nil: every group on its own.
+    public var coupling: [[Int]]?
 
     public var isFallback: Bool { fallbackReason != nil }
 
-    public init(groups: [GroupFit], rows: Int, fallbackReason: String?) {
+    public init(groups: [GroupFit], rows: Int, fallbackReason: String?, coupling: [[Int]]? = nil) {
         self.groups = groups
         self.rows = rows
         self.fallbackReason = fallbackReason
+        self.coupling = coupling
     }
 
-    /// Least squares of `ln w_l = beta_l * ln P + ln alpha_l` for every group.
+    /// Every group in exactly one unit, ordered by first group: the coupled sets and every other
+    /// group alone. A solver moves the widths of a unit together.
+    public var units: [[Int]] {
+        let sets = coupling ?? []
+        let coupled = Set(sets.joined())
+        return (groups.indices.filter { !coupled.contains($0) }.map { [$0] } + sets.map { $0.sorted() }).sorted { $0[0] < $1[0] }
+    }
+
+    /// Least squares of `ln w_l = beta_l * ln P + ln alpha_l` for every group; the groups of a
+    /// coupled set (whose widths a coupled pruner keeps equal) take their first group's law.
     ///
     /// With fewer than `minimumRows` rows, or rows that all have the same P, it falls back as the
     /// reference does: alpha = the first row's widths, beta = 0; `widths(scale:)` then scales
     /// those widths uniformly.
-    public static func fit(_ trajectory: [TrajectoryRow]) throws -> PowerLawFit {
+    public static func fit(_ trajectory: [TrajectoryRow], coupling: [[Int]]? = nil) throws -> PowerLawFit {
+        var fit = try fit(trajectory)
+        guard let coupling, !coupling.isEmpty else { return fit }
+        fit.coupling = coupling
+        try fit.validateCoupling(laws: false)
+        for set in coupling {
+            for g in set { fit.groups[g] = fit.groups[set.min()!] }
+        }
+        return fit
+    }
+
+    private static func fit(_ trajectory: [TrajectoryRow]) throws -> PowerLawFit {
         guard let first = trajectory.first else { throw FitError("the trajectory is empty: nothing to fit") }
         guard trajectory.allSatisfy({ $0.widths.count == first.widths.count }) else {
             throw FitError("trajectory rows have different numbers of groups")
@@ -107,6 +132,24 @@ public struct PowerLawFit: Codable, Equatable, Sendable {
                 throw FitError("group \(name): beta is \(g.beta); it must be in 0...\(PowerLawFit.maxBeta)")
             }
             if let r = g.rSquared, !r.isFinite { throw FitError("group \(name): R^2 is \(r)") }
+        }
+        try validateCoupling(groupNames: groupNames)
+    }
+
+    /// Checks that the coupled sets are disjoint sets of the fit's groups, and that the groups of
+    /// each set share one law (so their widths are always equal).
+    func validateCoupling(groupNames: [String]? = nil, laws: Bool = true) throws {
+        guard let coupling else { return }
+        func name(_ g: Int) -> String { groupNames.map { "\($0[g]) (group \(g))" } ?? "group \(g)" }
+        var seen = Set<Int>()
+        for set in coupling {
+            guard set.count > 1, set.allSatisfy({ groups.indices.contains($0) && seen.insert($0).inserted }) else {
+                throw FitError("coupled groups \(set): a set needs two or more of the groups 0..<\(groups.count), each in one set only")
+            }
+            let lead = set.min()!
+            for g in set where laws && groups[g].alpha != groups[lead].alpha || groups[g].beta != groups[lead].beta {
+                throw FitError("\(name(g)) is coupled to \(name(lead)) but has another law (alpha \(groups[g].alpha), beta \(groups[g].beta))")
+            }
         }
     }
 }

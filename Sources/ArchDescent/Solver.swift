@@ -31,8 +31,9 @@ public enum WidthSolver {
     /// P(widths(tau)) grows with tau when the betas are positive, so a bisection on ln tau between
     /// a bracket that straddles the target finds the crossing; rounding makes P a step function,
     /// so the closest step on either side is kept. If that is still off by more than
-    /// `tolerance` (tiny nets, where one channel is a large step), single groups are nudged by one
-    /// channel while that brings P closer.
+    /// `tolerance` (tiny nets, where one channel is a large step), single groups (the groups of a
+    /// coupled set together: `PowerLawFit.units`) are nudged by one channel while that brings P
+    /// closer.
     /// - Parameter template: architecture, input channels, image size and classes; its widths are
     ///   ignored.
     public static func solve(_ fit: PowerLawFit, target: Int, template: NetDescription) throws -> SolvedWidths {
@@ -64,20 +65,21 @@ public enum WidthSolver {
         // Nudge single groups by one channel while that brings P closer (small nets).
         var improved = Double(abs(achieved - target)) > tolerance * Double(target)
         var passes = 0
+        let units = fit.units
         while improved && passes < 1000 {
             improved = false
             passes += 1
             var bestMove: (Int, Int, Int)?
-            for g in widths.indices {
-                for delta in [-1, 1] where widths[g] + delta >= 1 {
+            for (u, unit) in units.enumerated() {
+                for delta in [-1, 1] where widths[unit[0]] + delta >= 1 {
                     var w = widths
-                    w[g] += delta
+                    for g in unit { w[g] += delta }
                     let q = params(w)
-                    if abs(q - target) < abs((bestMove?.2 ?? achieved) - target) { bestMove = (g, delta, q) }
+                    if abs(q - target) < abs((bestMove?.2 ?? achieved) - target) { bestMove = (u, delta, q) }
                 }
             }
-            if let (g, delta, q) = bestMove {
-                widths[g] += delta
+            if let (u, delta, q) = bestMove {
+                for g in units[u] { widths[g] += delta }
                 achieved = q
                 improved = Double(abs(achieved - target)) > tolerance * Double(target)
             }

@@ -71,6 +71,22 @@ extension NetDescription {
         }
     }
 
+    /// The width groups joined by identity shortcuts: each set (more than one group, in group
+    /// order; sets ordered by their first group) is a residual stream whose channels are the same
+    /// channels in every group of it (PreAct ResNet-18 on 32x32 images: the stem and the outputs
+    /// of blocks 0 and 1, `[0, 2, 4]`, then `[6, 8]`, ...). A group in no set stands alone.
+    public var identityCoupling: [[Int]] {
+        var parent = Array(widths.indices)
+        func root(_ g: Int) -> Int { var g = g; while parent[g] != g { g = parent[g] }; return g }
+        for (b, s) in zip(residualBlocks, resolvedShortcuts) where s == .identity {
+            let a = root(b.input), c = root(b.output)
+            parent[max(a, c)] = min(a, c)
+        }
+        var sets: [Int: [Int]] = [:]
+        for g in widths.indices { sets[root(g), default: []].append(g) }
+        return sets.values.filter { $0.count > 1 }.sorted { $0[0] < $1[0] }
+    }
+
     /// Each residual block's shortcut: `shortcuts` when given, else the spec's rule.
     public var resolvedShortcuts: [Shortcut] {
         shortcuts ?? residualBlocks.map { b in

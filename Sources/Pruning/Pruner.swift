@@ -32,12 +32,26 @@ public enum PruningStop: String, Codable, Equatable, Sendable {
 /// alive channels of all groups together, and prunes the `count` lowest: their gates, the slices
 /// that produce them and those slices' momentum are set to zero, so they stay dead. Once every
 /// group has lost a channel, each step appends (widths, P) to the trajectory.
+///
+/// With a coupling (`descend --couple-residuals`), the groups of each coupled set are one unit:
+/// channel `c` of the unit is channel `c` of every group in it, scored as one gate shared by all
+/// of them would be (the square of the summed `g * dL/dg` of its groups: the first-order change of
+/// the loss when the channel goes in all of them at once), and pruned in all of them together.
+/// It is ranked by that score per filter it removes (divided by the unit's size), against single
+/// groups' channels, which remove one: ranked by the whole score, a stream through the stem
+/// (PreAct ResNet-18's first stage) outscores every other channel until some small group would
+/// empty, which ends the run before it ever loses a channel, and the run has no trajectory.
+/// Identity shortcuts between the groups then join equal channel sets, and stay identities.
 public final class Pruner {
     public let settings: PruningSettings
     let sites: [GateSite]
     /// P of a net with the given alive widths.
     let parameterCount: ([Int]) -> Int
-    /// Per group, per channel: the summed squared Taylor terms since the last pruning step.
+    /// Every group in exactly one unit, units ordered by their first group: the coupled sets, and
+    /// every other group alone.
+    public let units: [[Int]]
+    /// Per unit (per group when nothing is coupled), per channel: the summed squared Taylor terms
+    /// since the last pruning step.
     public private(set) var scores: [[Double]]
     public private(set) var batchesSinceStep = 0
     public private(set) var trajectory: [TrajectoryRow] = []
@@ -56,12 +70,53 @@ public final class Pruner {
         }
     }
 
+    /// Prunes the gates of `net` with the groups of every set of `coupling` (e.g. the net's
+    /// `identityCoupling`) as one unit.
+    /// - Throws: `NetError.invalid` when a set names a group twice or one outside the net, or its
+    ///   groups differ in width or in which channels are alive.
+    public convenience init(_ net: Network, settings: PruningSettings, coupling: [[Int]]) throws {
+        precondition(net.isGated, "Pruner: the net has no gates; build it with makeNetwork(..., gated: true)")
+        let template = net.netDescription
+        try self.init(sites: net.gateSites, settings: settings, coupling: coupling) { widths in
+            var d = template
+            d.widths = widths
+            return d.parameterCount
+        }
+    }
+
     /// Prunes arbitrary gate sites; `parameterCount` gives P for alive widths.
     public init(sites: [GateSite], settings: PruningSettings, parameterCount: @escaping ([Int]) -> Int) {
         self.settings = settings
         self.sites = sites
         self.parameterCount = parameterCount
+        units = sites.indices.map { [$0] }
         self.scores = sites.map { [Double](repeating: 0, count: $0.gate.count) }
+    }
+
+    /// Prunes arbitrary gate sites, each set of `coupling` as one unit.
+    public init(sites: [GateSite], settings: PruningSettings, coupling: [[Int]], parameterCount: @escaping ([Int]) -> Int) throws {
+        var unitOf = [Int?](repeating: nil, count: sites.count)
+        for (k, set) in coupling.enumerated() {
+            guard let first = set.first, set.allSatisfy({ sites.indices.contains($0) && unitOf[$0] == nil }) else {
+                throw NetError.invalid("coupled groups \(set): every group must be one of 0..<\(sites.count), in one set only")
+            }
+            for g in set { unitOf[g] = k }
+            let lead = sites[first].gate
+            for g in set.dropFirst() {
+                let gate = sites[g].gate
+                guard gate.count == lead.count, (0..<lead.count).allSatisfy({ (gate.data[$0] != 0) == (lead.data[$0] != 0) }) else {
+                    throw NetError.invalid("coupled groups \(first) and \(g) differ in width or alive channels (\(lead.count) and \(gate.count) channels)")
+                }
+            }
+        }
+        self.settings = settings
+        self.sites = sites
+        self.parameterCount = parameterCount
+        units = sites.indices.compactMap { g in
+            guard let k = unitOf[g] else { return [g] }
+            return coupling[k].min() == g ? coupling[k].sorted() : nil
+        }
+        self.scores = units.map { [Double](repeating: 0, count: sites[$0[0]].gate.count) }
     }
 
     /// Alive channels per group.
@@ -79,15 +134,16 @@ public final class Pruner {
     /// Adds this minibatch's `(g * dL/dg)^2` to the scores and clears the gate gradients.
     /// Call after `backward()`.
     public func accumulate() {
-        for (k, site) in sites.enumerated() {
-            guard let grad = site.gate.grad else { continue }
-            let g = site.gate.data, d = grad.data
-            for c in 0..<site.gate.count {
-                let t = Double(g[c]) * Double(d[c])
-                scores[k][c] += t * t
+        for (u, unit) in units.enumerated() {
+            let gated = unit.map { sites[$0] }.filter { $0.gate.grad != nil }
+            guard !gated.isEmpty else { continue }
+            for c in 0..<scores[u].count {
+                var t = 0.0
+                for site in gated { t += Double(site.gate.data[c]) * Double(site.gate.grad!.data[c]) }
+                scores[u][c] += t * t
             }
-            site.gate.grad = nil
         }
+        discardGradients()
         batchesSinceStep += 1
     }
 
@@ -100,16 +156,17 @@ public final class Pruner {
             stop = .reachedMaxFraction
             return []
         }
-        // Rank every alive channel by its mean score; ties break by (group, channel) so the
-        // order is the same on every run.
-        var ranked: [(score: Double, group: Int, channel: Int)] = []
-        for (k, site) in sites.enumerated() {
-            for c in 0..<site.gate.count where site.gate.data[c] != 0 {
-                ranked.append((scores[k][c] / Double(batchesSinceStep), k, c))
+        // Rank every alive channel of every unit by its mean score per filter removed; ties break
+        // by (the unit's first group, channel) so the order is the same on every run.
+        var ranked: [(score: Double, group: Int, unit: Int, channel: Int)] = []
+        for (u, unit) in units.enumerated() {
+            let gate = sites[unit[0]].gate
+            for c in 0..<gate.count where gate.data[c] != 0 {
+                ranked.append((scores[u][c] / Double(batchesSinceStep * unit.count), unit[0], u, c))
             }
         }
         ranked.sort { ($0.score, $0.group, $0.channel) < ($1.score, $1.group, $1.channel) }
-        let chosen = Array(ranked.prefix(settings.count))
+        let chosen = ranked.prefix(settings.count).flatMap { v in units[v.unit].map { (group: $0, channel: v.channel) } }
         var alive = widths
         for victim in chosen { alive[victim.group] -= 1 }
         if alive.contains(where: { $0 < 1 }) {
@@ -118,14 +175,14 @@ public final class Pruner {
         }
         for victim in chosen { prune(group: victim.group, channel: victim.channel, optimizer: optimizer) }
         steps += 1
-        scores = sites.map { [Double](repeating: 0, count: $0.gate.count) }
+        scores = scores.map { [Double](repeating: 0, count: $0.count) }
         batchesSinceStep = 0
         let w = widths
         if zip(w, sites).allSatisfy({ $0 < $1.gate.count }) {
             trajectory.append(TrajectoryRow(widths: w, params: params))
         }
         if Double(prunedChannels) >= settings.maxFraction * Double(totalChannels) { stop = .reachedMaxFraction }
-        return chosen.map { ($0.group, $0.channel) }
+        return chosen
     }
 
     /// Zeroes channel `c` of group `k`: its gate, the slices producing it, and their momentum.
@@ -144,7 +201,7 @@ public final class Pruner {
     /// Restores the state of a saved run (see `state`).
     public func restore(_ s: PrunerState) throws {
         guard s.scores.count == scores.count, zip(s.scores, scores).allSatisfy({ $0.count == $1.count }) else {
-            throw NetError.invalid("pruner state does not match the net's groups")
+            throw NetError.invalid("pruner state does not match the net's groups (\(s.scores.count) scored units, the pruner has \(scores.count))")
         }
         scores = s.scores
         batchesSinceStep = s.batchesSinceStep

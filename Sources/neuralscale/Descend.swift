@@ -93,6 +93,8 @@ struct Descend: ParsableCommand {
     var dataDir: String?
     @Option(name: .long, help: "Output folder.")
     var out: String?
+    @Flag(name: .long, help: "Prune the width groups joined by identity shortcuts (a residual stream: e.g. PreAct ResNet-18's stem and first two block outputs) as one group, so they keep one width and their shortcuts stay identities: no 1x1 projections where the default gives the two ends different widths, no channel gathers after surgery. Each stream gets one power law; descent.json records the coupling and every later use of it (train, widths, stats, advise) keeps it.")
+    var coupleResiduals = false
     @Flag(name: .long, help: "Continue the search in --out from its state.h5.")
     var resume = false
 
@@ -112,6 +114,7 @@ struct Descend: ParsableCommand {
         config.pruning.maxFraction = pruneMax ?? config.pruning.maxFraction
         config.baseRatio = baseRatio ?? config.baseRatio
         config.subset = subset ?? config.subset
+        config.coupleResiduals = coupleResiduals ? true : nil
         return config
     }
 

@@ -93,6 +93,47 @@ final class DescentTests: XCTestCase {
         }
     }
 
+    /// `--couple-residuals` on PreAct ResNet-18: every trajectory row, fit and solved config keeps
+    /// each residual stream at one width (so its shortcuts stay identities); resuming it without
+    /// the option is refused.
+    func testCoupledSearchKeepsResidualStreams() throws {
+        var coupled = config
+        coupled.model = .preactResNet18
+        coupled.coupleResiduals = true
+        coupled.pruning = PruningSettings(frequency: 2, count: 16, maxFraction: 0.8)
+        coupled.baseRatio = 0.25
+        let template = NetDescription.uniform(.preactResNet18, ratio: 1, inChannels: 1, imageSize: 32, classes: 4)
+        func run(_ name: String) -> Descent {
+            Descent(config: coupled, template: template, train: source(), outputDirectory: folder.appendingPathComponent(name).path, reporter: nil)
+        }
+        let straight = run("coupled")
+        let streams = straight.coupling
+        XCTAssertEqual(streams, [[0, 2, 4], [6, 8], [10, 12], [14, 16]])
+        let result = try straight.run(resume: false)
+        func tied(_ w: [Int]) -> Bool { streams.allSatisfy { set in set.allSatisfy { w[$0] == w[set[0]] } } }
+        for it in result.iterations {
+            XCTAssertEqual(it.fit.coupling, streams)
+            XCTAssertTrue(tied(it.startWidths), "iteration \(it.index) starts from \(it.startWidths)")
+            XCTAssertGreaterThanOrEqual(it.trajectory.count, PowerLawFit.minimumRows)
+            for row in it.trajectory { XCTAssertTrue(tied(row.widths), "iteration \(it.index): \(row.widths)") }
+            XCTAssertTrue(it.trajectory.contains { row in streams.contains { row.widths[$0[0]] < it.startWidths[$0[0]] } },
+                          "iteration \(it.index): no stream was pruned")
+        }
+        for r in result.ratios {
+            var d = template
+            d.widths = r.neuralscaleWidths
+            XCTAssertTrue(tied(r.neuralscaleWidths), "ratio \(r.ratio): \(r.neuralscaleWidths)")
+            XCTAssertEqual(d.resolvedShortcuts.filter { $0 == .identity }.count, 5, "ratio \(r.ratio): the five identity shortcuts")
+            XCTAssertLessThanOrEqual(abs(Double(r.neuralscaleParams - r.uniformParams)) / Double(r.uniformParams), 0.005, "ratio \(r.ratio)")
+        }
+
+        var plain = coupled
+        plain.coupleResiduals = nil
+        XCTAssertThrowsError(try Descent.preflight(config: plain, template: template, outputDirectory: straight.outputDirectory, resume: true)) {
+            XCTAssertTrue("\($0)".contains("other settings"), "\($0)")
+        }
+    }
+
     func testPreflightAndWrongResume() throws {
         XCTAssertThrowsError(try Descent.preflight(config: config, template: template, outputDirectory: folder.path, resume: true)) {
             XCTAssertTrue("\($0)".contains("does not exist"), "\($0)")

@@ -105,3 +105,88 @@ final class FitAndSolverTests: XCTestCase {
         XCTAssertThrowsError(try WidthSolver.solve(fit, target: 1000, template: NetDescription.uniform(.resnet50, ratio: 1, inChannels: 3, imageSize: 32, classes: 10)))
     }
 }
+
+/// `descend --couple-residuals`: a coupled fit gives every residual stream one width, through the
+/// parameter solver, the budget solver and its nudges, so the nets keep their identity shortcuts.
+final class CoupledFitTests: XCTestCase {
+    /// A fit of `template`'s net with random exponents per group and one law per stream.
+    private func coupledFit(_ template: NetDescription, _ rng: inout RandomGenerator) throws -> PowerLawFit {
+        let p0 = Double(template.parameterCount)
+        let rows = [0.3, 0.45, 0.6, 0.75, 0.9, 1.0].map { s -> TrajectoryRow in
+            TrajectoryRow(widths: template.widths.map { max(1, Int((Double($0) * s).rounded())) }, params: Int(p0 * s * s))
+        }
+        var fit = try PowerLawFit.fit(rows, coupling: template.identityCoupling)
+        // Different exponents per unit, so the widths are not uniform.
+        for unit in fit.units {
+            let beta = 0.2 + 0.6 * Double(rng.uniform())
+            for g in unit { fit.groups[g] = GroupFit(alpha: Double(template.widths[g]) / pow(p0, beta), beta: beta, rSquared: 1) }
+        }
+        return fit
+    }
+
+    /// Every set of `coupling` lies inside one identity-joined set of `widths`' net.
+    private func assertStreamsKept(_ template: NetDescription, _ widths: [Int], _ what: String) {
+        var d = template
+        d.widths = widths
+        let kept = d.identityCoupling
+        for set in template.identityCoupling {
+            XCTAssertTrue(Set(set.map { widths[$0] }).count == 1, "\(what): stream \(set) has widths \(set.map { widths[$0] })")
+            XCTAssertTrue(kept.contains { Set($0).isSuperset(of: set) }, "\(what): stream \(set) lost an identity shortcut")
+        }
+    }
+
+    func testCoupledFitsKeepStreamsTied() throws {
+        var rng = RandomGenerator(seed: 21)
+        for arch in [Architecture.preactResNet18, .mobilenetv2, .resnet50] {
+            let template = NetDescription.uniform(arch, ratio: 1, inChannels: 3, imageSize: 32, classes: 10)
+            let fit = try coupledFit(template, &rng)
+            XCTAssertEqual(fit.coupling, template.identityCoupling)
+            XCTAssertNoThrow(try fit.validate(groupNames: arch.groupNames))
+            for ratio in [0.1, 0.25, 0.5, 1.0, 1.5] {
+                let target = WidthSolver.target(ratio: ratio, for: template)
+                let solved = try WidthSolver.solve(fit, target: target, template: template)
+                XCTAssertLessThanOrEqual(abs(solved.relativeError), WidthSolver.tolerance, "\(arch) ratio \(ratio): P \(solved.params) vs \(target)")
+                assertStreamsKept(template, solved.widths, "\(arch) ratio \(ratio)")
+                var uniform = template
+                uniform.widths = arch.uniformWidths(ratio: ratio)
+                // At 0.1 every width 8 is already more than the budget.
+                for multiple in ratio < 0.25 ? [1] : [1, 8] {
+                    let budget = Budget.mflops(uniform.mflops)
+                    let b = try BudgetSolver.neuralscale(fit, template: template, budget: budget, multiple: multiple)
+                    let what = "\(arch) x\(ratio) MFLOPs, multiple \(multiple)"
+                    XCTAssertLessThanOrEqual(b.achieved, budget.target, what)
+                    if multiple == 1 { XCTAssertLessThanOrEqual(-b.relativeError, 0.01, "\(what): \(b.achieved) of \(budget.target)") }
+                    XCTAssertTrue(b.widths.allSatisfy { $0 % multiple == 0 }, what)
+                    assertStreamsKept(template, b.widths, what)
+                }
+            }
+        }
+    }
+
+    /// The coupling is part of the fit's file: it survives a round trip, an older file without it
+    /// reads as uncoupled, and an edited file whose stream members differ is refused by name.
+    func testCoupledFitFilesAreChecked() throws {
+        var rng = RandomGenerator(seed: 22)
+        let template = NetDescription.uniform(.preactResNet18, ratio: 1, inChannels: 3, imageSize: 32, classes: 10)
+        let fit = try coupledFit(template, &rng)
+        let data = try JSONEncoder().encode(fit)
+        XCTAssertEqual(try JSONDecoder().decode(PowerLawFit.self, from: data), fit)
+        var plain = fit
+        plain.coupling = nil
+        let old = try JSONEncoder().encode(plain)
+        XCTAssertFalse(String(decoding: old, as: UTF8.self).contains("coupling"))
+        XCTAssertNil(try JSONDecoder().decode(PowerLawFit.self, from: old).coupling)
+        let names = Architecture.preactResNet18.groupNames
+        var edited = fit
+        edited.groups[4].beta += 0.01
+        XCTAssertThrowsError(try edited.validate(groupNames: names)) {
+            XCTAssertTrue("\($0)".contains("\(names[4]) (group 4) is coupled to \(names[0]) (group 0)"), "\($0)")
+        }
+        edited = fit
+        edited.coupling = [[0, 2], [2, 4]]
+        XCTAssertThrowsError(try edited.validate(groupNames: names)) { XCTAssertTrue("\($0)".contains("one set only"), "\($0)") }
+        edited.coupling = [[0, 17]]
+        XCTAssertThrowsError(try edited.validate(groupNames: names))
+        XCTAssertThrowsError(try PowerLawFit.fit([TrajectoryRow(widths: [1, 2], params: 10)], coupling: [[0, 5]]))
+    }
+}
