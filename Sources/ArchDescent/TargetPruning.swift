@@ -54,6 +54,8 @@ public struct PruneReport: Codable, Equatable, Sendable {
     public var channelsPerStep: Int
     /// Every group rounded down to a multiple of this at the end (1: none).
     public var multiple: Int
+    /// `--couple-residuals`: the groups joined by identity shortcuts were pruned as one (nil: no).
+    public var coupledResiduals: Bool?
     public var recoveryBatches: Int
     public var fineTuneEpochs: Int
     public var testAccuracyBefore: Double
@@ -84,10 +86,14 @@ public enum TargetPruning {
         /// rounding; a group narrower than it is left as it is).
         public var multiple: Int
         public var importance: PruneImportance
+        /// Prune the groups joined by identity shortcuts as one (`Pruner`'s coupling), so the
+        /// pruned net keeps those shortcuts as identities instead of channel selections.
+        public var coupleResiduals: Bool
 
         public init(target: PruneTarget, stepCount: Int, recoveryBatches: Int, learningRate: Float, fineTuneEpochs: Int,
-                    multiple: Int = 1, importance: PruneImportance = .taylor) {
+                    multiple: Int = 1, importance: PruneImportance = .taylor, coupleResiduals: Bool = false) {
             self.importance = importance
+            self.coupleResiduals = coupleResiduals
             self.target = target
             self.stepCount = stepCount
             self.recoveryBatches = recoveryBatches
@@ -114,12 +120,14 @@ public enum TargetPruning {
         return gated
     }
 
-    /// Per group, per channel: the mean |w| of the weight slices (rank 2 and more) producing it.
-    static func magnitudes(_ net: Network) -> [[Double]] {
-        net.gateSites.map { site in
-            (0..<site.gate.count).map { c in
+    /// Per unit of `units` (a group, or groups pruned together), per channel: the mean |w| of
+    /// the weight slices (rank 2 and more) producing it.
+    static func magnitudes(_ net: Network, units: [[Int]]) -> [[Double]] {
+        let sites = net.gateSites
+        return units.map { unit in
+            (0..<sites[unit[0]].gate.count).map { c in
                 var sum = 0.0, n = 0
-                for t in site.dead where t.shape.count >= 2 {
+                for t in unit.flatMap({ sites[$0].dead }) where t.shape.count >= 2 {
                     let row = t.count / t.shape[0], p = t.data + c * row
                     for i in 0..<row { sum += Double(abs(p[i])) }
                     n += row
@@ -176,7 +184,9 @@ public enum TargetPruning {
         case .mflops, .params: keptShare = (limit / startCost).squareRoot()
         }
         let perStep = max(1, Int((Double(totalChannels) * (1 - keptShare) / Double(s.stepCount)).rounded(.up)))
-        let pruner = Pruner(gated, settings: PruningSettings(frequency: s.recoveryBatches, count: perStep, maxFraction: 0.99))
+        let pruner = try Pruner(gated, settings: PruningSettings(frequency: s.recoveryBatches, count: perStep, maxFraction: 0.99),
+                                coupling: s.coupleResiduals ? original.identityCoupling : [])
+        let units = pruner.units
         let optimizer = SGD(parameters: gated.parameters, schedule: .constant(s.learningRate), momentum: 0.9, weightDecay: 5e-4)
         let step = TrainingStep(net: gated, optimizer: optimizer)
         func prunedDescription() throws -> NetDescription {
@@ -184,21 +194,22 @@ public enum TargetPruning {
         }
         let taylor = s.importance == .taylor
         var magnitudeSteps = 0, sinceStep = 0
-        /// A magnitude step: the `perStep` alive channels of least magnitude over all groups.
+        /// A magnitude step: the `perStep` alive channels of least magnitude over all units.
         func magnitudeStep() throws {
-            let scores = magnitudes(gated)
-            var ranked: [(score: Double, group: Int, channel: Int)] = []
-            for (k, site) in gated.gateSites.enumerated() {
-                for c in 0..<site.gate.count where site.gate.data[c] != 0 { ranked.append((scores[k][c], k, c)) }
+            let scores = magnitudes(gated, units: units), sites = gated.gateSites
+            var ranked: [(score: Double, unit: Int, channel: Int)] = []
+            for (u, unit) in units.enumerated() {
+                let gate = sites[unit[0]].gate
+                for c in 0..<gate.count where gate.data[c] != 0 { ranked.append((scores[u][c], u, c)) }
             }
-            ranked.sort { ($0.score, $0.group, $0.channel) < ($1.score, $1.group, $1.channel) }
+            ranked.sort { ($0.score, $0.unit, $0.channel) < ($1.score, $1.unit, $1.channel) }
             let chosen = ranked.prefix(perStep)
             var alive = pruner.widths
-            for v in chosen { alive[v.group] -= 1 }
+            for v in chosen { for g in units[v.unit] { alive[g] -= 1 } }
             guard alive.allSatisfy({ $0 >= 1 }) else {
                 throw TrainingError.invalidConfig("the target \(s.target.text) cannot be reached: the next step would empty a group (at \(pruner.widths))")
             }
-            for v in chosen { pruner.prune(group: v.group, channel: v.channel, optimizer: optimizer) }
+            for v in chosen { pruner.prune(unit: v.unit, channel: v.channel, optimizer: optimizer) }
             magnitudeSteps += 1
         }
         var steps: Int { taylor ? pruner.steps : magnitudeSteps }
@@ -244,12 +255,14 @@ public enum TargetPruning {
                 }
                 epoch += 1
             }
-            for (k, site) in gated.gateSites.enumerated() {
-                let alive = (0..<site.gate.count).filter { site.gate.data[$0] != 0 }
+            let sites = gated.gateSites, magnitude = taylor ? [] : magnitudes(gated, units: units)
+            for (u, unit) in units.enumerated() {
+                let gate = sites[unit[0]].gate
+                let alive = (0..<gate.count).filter { gate.data[$0] != 0 }
                 guard alive.count > s.multiple else { continue }
-                let scores = taylor ? pruner.scores[k] : magnitudes(gated)[k]
+                let scores = taylor ? pruner.scores[u] : magnitude[u]
                 let ranked = alive.sorted { (scores[$0], $0) < (scores[$1], $1) }
-                for c in ranked.prefix(alive.count % s.multiple) { pruner.prune(group: k, channel: c, optimizer: optimizer) }
+                for c in ranked.prefix(alive.count % s.multiple) { pruner.prune(unit: u, channel: c, optimizer: optimizer) }
             }
             let d = try prunedDescription()
             progress(String(format: "rounded to multiples of %d: %d params, %.3f MFLOPs", s.multiple, d.parameterCount, d.mflops))
@@ -275,7 +288,7 @@ public enum TargetPruning {
         }
         let report = PruneReport(checkpoint: checkpoint, target: s.target.text, before: NetFigures(original),
                                  after: NetFigures(pruned.netDescription), pruningSteps: steps, importance: s.importance, channelsPerStep: perStep, multiple: s.multiple,
-                                 recoveryBatches: s.recoveryBatches, fineTuneEpochs: s.fineTuneEpochs,
+                                 coupledResiduals: s.coupleResiduals ? true : nil, recoveryBatches: s.recoveryBatches, fineTuneEpochs: s.fineTuneEpochs,
                                  testAccuracyBefore: accuracyBefore, testAccuracyPruned: accuracyPruned,
                                  testAccuracyFineTuned: accuracyFineTuned, latencyMsBefore: nil, latencyMsAfter: nil,
                                  seconds: monotonicSeconds() - started)

@@ -71,6 +71,19 @@ extension NetDescription {
         }
     }
 
+    /// How many residual blocks take each kind of shortcut.
+    public var shortcutCounts: ShortcutCounts {
+        var n = ShortcutCounts()
+        for s in resolvedShortcuts {
+            switch s {
+            case .identity: n.identity += 1
+            case .projection: n.projection += 1
+            case .select: n.selection += 1
+            }
+        }
+        return n
+    }
+
     /// The width groups joined by identity shortcuts: each set (more than one group, in group
     /// order; sets ordered by their first group) is a residual stream whose channels are the same
     /// channels in every group of it (PreAct ResNet-18 on 32x32 images: the stem and the outputs
@@ -133,5 +146,17 @@ extension NetDescription {
                 }
             }
         }
+    }
+}
+
+/// Residual blocks by shortcut: identities cost nothing, projections are 1x1 convs, selections
+/// are channel gathers (nets made by pruning surgery).
+public struct ShortcutCounts: Codable, Equatable, Sendable, CustomStringConvertible {
+    public var identity = 0, projection = 0, selection = 0
+
+    public init() {}
+
+    public var description: String {
+        "\(identity) identity, \(projection) projection (1x1 conv), \(selection) selection (gather)"
     }
 }

@@ -185,6 +185,11 @@ public final class Pruner {
         return chosen
     }
 
+    /// Zeroes channel `c` of every group of unit `u` (see `units`).
+    public func prune(unit u: Int, channel c: Int, optimizer: SGD?) {
+        for g in units[u] { prune(group: g, channel: c, optimizer: optimizer) }
+    }
+
     /// Zeroes channel `c` of group `k`: its gate, the slices producing it, and their momentum.
     public func prune(group k: Int, channel c: Int, optimizer: SGD?) {
         let site = sites[k]

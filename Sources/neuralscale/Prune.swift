@@ -21,7 +21,9 @@ struct Prune: ParsableCommand {
         accuracy lost and scores the next step, until the net that surgery makes meets the \
         target. The channels per step are the channels the target is estimated to remove, over \
         --step-count steps. Then surgery to a physically smaller net (identity shortcuts whose \
-        ends lost different channels become channel selections), --fine-tune-epochs epochs of \
+        ends lost different channels become channel selections, gathers in the exported graph; \
+        with --couple-residuals the groups joined by identity shortcuts are pruned together and \
+        the shortcuts stay identities), --fine-tune-epochs epochs of \
         SGD at --lr, and a normal checkpoint that eval, export, quantize, stats and bench infer \
         accept.
 
@@ -57,6 +59,9 @@ struct Prune: ParsableCommand {
 
     @Option(name: .long, help: "Once the target is met, prune every group down to a multiple of K (the lowest-scored channels; a group narrower than K stays): widths ONNX Runtime runs on its fast paths.")
     var channelMultiple = 1
+
+    @Flag(name: .long, help: "Prune the width groups joined by identity shortcuts (a residual stream) as one group: a channel goes from all of them or none, so those shortcuts stay identities (no channel selections, no gathers in the exported graph). A stream's channel is scored as one gate on all its groups and ranked per filter it removes.")
+    var coupleResiduals = false
 
     @Option(name: .long, help: "Epochs of fine-tuning after surgery.")
     var fineTuneEpochs = 1
@@ -117,7 +122,7 @@ struct Prune: ParsableCommand {
                                            normalization: normalization)
         let settings = TargetPruning.Settings(target: target!, stepCount: stepCount, recoveryBatches: pruneEvery, learningRate: lr,
                                               fineTuneEpochs: fineTuneEpochs, multiple: channelMultiple,
-                                              importance: importance)
+                                              importance: importance, coupleResiduals: coupleResiduals)
         installInterruptHandler()
         var (net, report) = try TargetPruning.run(trained, data: data, settings: settings, checkpoint: checkpoint,
                                                   stopRequested: { stopRequested(at: []) }) { line in
@@ -150,6 +155,9 @@ struct Prune: ParsableCommand {
         print(String(format: "  params %d -> %d, MFLOPs %.3f -> %.3f", report.before.params, report.after.params, report.before.mflops,
                      report.after.mflops))
         print("  widths \(report.before.widths) -> \(report.after.widths)")
+        if !net.netDescription.residualBlocks.isEmpty {
+            print("  shortcuts \(trained.netDescription.shortcutCounts) -> \(net.netDescription.shortcutCounts)")
+        }
         if let a = report.latencyMsBefore, let b = report.latencyMsAfter {
             print(String(format: "  latency (ONNX Runtime, batch 1, every core) %.3f -> %.3f ms", a, b))
         }

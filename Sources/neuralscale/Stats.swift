@@ -10,14 +10,16 @@ import Training
 
 struct Stats: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print a net's parameters, MFLOPs, critical datapath length and widths.",
+        abstract: "Print a net's parameters, MFLOPs, critical datapath length, shortcuts and widths.",
         discussion: """
         No data files are needed: the dataset only fixes the input channels, the image size and \
         the class count. MFLOPs are 2 x the multiply-accumulates of one image, counted the way \
         PyTorch-OpCounter (thop) counts these layers: convs and linear layers without their \
         bias, an affine BatchNorm 4 per element, activations, pools and additions 0. The \
         critical datapath length (CDL) is the number of nodes on the longest path from input to \
-        output of the exported ONNX graph (BatchNorms after convs folded, as `export` writes it).
+        output of the exported ONNX graph (BatchNorms after convs folded, as `export` writes it). \
+        Residual nets also show their shortcuts: identity, projection (a 1x1 conv, where a block's \
+        stride or widths change) or selection (a channel gather, in nets made by pruning surgery).
 
         The net is the uniform one at --ratio, the NeuralScale one of a search (--scaling \
         neuralscale --descent FILE), or the one in --checkpoint.
@@ -143,10 +145,12 @@ struct Stats: ParsableCommand {
         let macs = graph.macs
         let cdl = graph.foldingBatchNorms().criticalPathLength
         let names = d.architecture.groupNames
+        let shortcuts = d.shortcutCounts
         if json {
             struct Report: Encodable {
                 let model: String, params: Int, macs: Int, mflops: Double, cdl: Int, widths: [Int]
                 let groups: [String], inChannels: Int, imageSize: Int, classes: Int
+                let shortcuts: ShortcutCounts
                 let budget: BudgetedWidths?
             }
             let encoder = JSONEncoder()
@@ -154,13 +158,17 @@ struct Stats: ParsableCommand {
             encoder.keyEncodingStrategy = .convertToSnakeCase
             print(String(decoding: try encoder.encode(Report(
                 model: d.architecture.rawValue, params: net.parameterCount, macs: macs, mflops: 2 * Double(macs) / 1e6, cdl: cdl,
-                widths: d.widths, groups: names, inChannels: d.inChannels, imageSize: d.imageSize, classes: d.classes, budget: solved)), as: UTF8.self))
+                widths: d.widths, groups: names, inChannels: d.inChannels, imageSize: d.imageSize, classes: d.classes,
+                shortcuts: shortcuts, budget: solved)), as: UTF8.self))
             return
         }
         print("\(d.architecture.rawValue), \(d.inChannels)x\(d.imageSize)x\(d.imageSize) input, \(d.classes) classes")
         print("params  \(net.parameterCount)")
         print(String(format: "MFLOPs  %.3f", 2 * Double(macs) / 1e6))
         print("CDL     \(cdl)")
+        if !d.residualBlocks.isEmpty {
+            print("shortcuts  \(shortcuts)")
+        }
         if let solved { print("budget  " + solved.summary) }
         print("widths:")
         let width = names.map(\.count).max() ?? 0

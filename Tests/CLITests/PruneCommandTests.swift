@@ -60,6 +60,42 @@ final class PruneCommandTests: XCTestCase {
         try CLI.fails(["prune", "--checkpoint", root + "/none.h5", "--keep", "0.5"], mentions: ["none.h5"])
     }
 
+    /// A residual net pruned as it comes turns identity shortcuts whose ends lost different
+    /// channels into selections (1x1 0/1 convs in the exported graph); with --couple-residuals
+    /// every identity shortcut stays one and the exported graph has no selection.
+    func testCoupledPruneKeepsIdentityShortcuts() throws {
+        let data = root + "/fashion"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        try CLI.writeFashionMNIST(in: data, train: 64, test: 16)
+        let train = try CLI.run(["train", "--model", "preact_resnet18", "--dataset", "fashion-mnist", "--ratio", "0.125", "--epochs", "1",
+                                 "--batch-size", "8", "--data-dir", data, "--out", root + "/run"], timeout: 600)
+        XCTAssertEqual(train.status, 0, train.text)
+        var selections: [Bool: Int] = [:]
+        for coupled in [false, true] {
+            let out = root + (coupled ? "/coupled" : "/plain")
+            let report = try json(CLI.run(["prune", "--checkpoint", root + "/run/best.h5", "--keep", "0.6", "--prune-every", "2",
+                                           "--step-count", "3", "--batch-size", "8", "--data-dir", data, "--fine-tune-epochs", "0",
+                                           "--no-latency", "--out", out, "--json"] + (coupled ? ["--couple-residuals"] : []), timeout: 600))
+            XCTAssertEqual(report["coupledResiduals"] as? Bool, coupled ? true : nil)
+            let stats = try json(CLI.run(["stats", "--checkpoint", out + "/pruned.h5", "--json"]))
+            let shortcuts = try XCTUnwrap(stats["shortcuts"] as? [String: Int])
+            selections[coupled] = shortcuts["selection"]
+            let widths = try XCTUnwrap(stats["widths"] as? [Int])
+            if coupled {
+                XCTAssertEqual(shortcuts, ["identity": 5, "projection": 3, "selection": 0], "\(widths)")
+                for stream in [[0, 2, 4], [6, 8], [10, 12], [14, 16]] {
+                    XCTAssertEqual(Set(stream.map { widths[$0] }).count, 1, "stream \(stream): \(widths)")
+                }
+            }
+            let export = try CLI.run(["export", "--checkpoint", out + "/pruned.h5", "--onnx", out + "/p.onnx", "--data-dir", data])
+            XCTAssertTrue(export.text.contains("verification passed"), export.text)
+            let names = try CLI.runTool("/usr/bin/env", ["python3", "-c",
+                "import onnx, sys; print(sum('shortcut.select' in i.name for i in onnx.load(sys.argv[1]).graph.initializer))", out + "/p.onnx"])
+            XCTAssertEqual(Int(names.output.trimmingCharacters(in: .whitespacesAndNewlines)), shortcuts["selection"], names.text)
+        }
+        XCTAssertGreaterThan(selections[false] ?? 0, 0, "pruned as it comes, some identity shortcut's ends differ")
+    }
+
     func json(_ r: CLIRun) throws -> [String: Any] {
         XCTAssertEqual(r.status, 0, r.text)
         return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any], r.text)
