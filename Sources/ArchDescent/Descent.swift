@@ -210,6 +210,9 @@ public struct DescentResult: Codable, Equatable, Sendable {
             }
             for it in result.iterations {
                 do { try it.fit.validate(groupNames: result.groupNames) } catch { throw FitError("iteration \(it.index): \(error)") }
+                if let coupling = it.fit.coupling, coupling != result.template.identityCoupling {
+                    throw FitError("iteration \(it.index): coupled groups \(coupling) are not the net's residual streams \(result.template.identityCoupling)")
+                }
             }
         } catch {
             throw FitError("\(path): \(error)")
@@ -282,7 +285,13 @@ public final class Descent {
         t.widths = template.architecture.uniformWidths(ratio: config.baseRatio)
         do { try t.validate() } catch { throw TrainingError.invalidConfig("\(error) (is --base-ratio too small?)") }
         try RunFolder.checkResume(outputDirectory, file: "state.h5", resume: resume, what: "search", state: DescentState.self) { saved, state in
-            guard saved.config == config else {
+            guard saved.config.couplesResiduals == config.couplesResiduals else {
+                let with = { (on: Bool) in on ? "with --couple-residuals" : "without --couple-residuals" }
+                throw TrainingError.resume("\(state) was made \(with(saved.config.couplesResiduals)); resume it \(with(saved.config.couplesResiduals)), or start a new search in another --out")
+            }
+            var given = config
+            given.coupleResiduals = saved.config.coupleResiduals  // nil and false alike
+            guard saved.config == given else {
                 throw TrainingError.resume("\(state) was made with other settings: \(saved.config), given \(config)")
             }
         }
@@ -343,8 +352,12 @@ public final class Descent {
             net = resuming.network
             opt = SGD(parameters: net.parameters, schedule: schedule, momentum: config.momentum, weightDecay: config.weightDecay)
             try opt.load(optState)
-            pruner = try Pruner(net, settings: config.pruning, coupling: coupling)
-            try pruner.restore(saved.pruner)
+            do {
+                pruner = try Pruner(net, settings: config.pruning, coupling: coupling)
+                try pruner.restore(saved.pruner)
+            } catch {
+                throw TrainingError.resume("\(statePath): \(error)")
+            }
             progress = saved
         } else {
             // Every iteration has new widths, so the previous net's activation sizes never recur:
@@ -465,8 +478,9 @@ public final class Descent {
         for row in it.trajectory { csv += row.widths.map(String.init).joined(separator: ",") + ",\(row.params)\n" }
         try AtomicFile.write(Data(csv.utf8), to: path("iteration-\(it.index)-trajectory.csv"))
         struct GroupReport: Encodable { let group: String; let alpha, beta: Double; let rSquared: Double? }
-        struct FitReport: Encodable { let iteration, rows: Int; let fallbackReason: String?; let groups: [GroupReport] }
+        struct FitReport: Encodable { let iteration, rows: Int; let fallbackReason: String?; let coupling: [[String]]?; let groups: [GroupReport] }
         let report = FitReport(iteration: it.index, rows: it.fit.rows, fallbackReason: it.fit.fallbackReason,
+                               coupling: it.fit.coupling.map { $0.map { $0.map { names[$0] } } },
                                groups: zip(names, it.fit.groups).map { GroupReport(group: $0, alpha: $1.alpha, beta: $1.beta, rSquared: $1.rSquared) })
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -147,7 +147,7 @@ public struct PowerLawFit: Codable, Equatable, Sendable {
                 throw FitError("coupled groups \(set): a set needs two or more of the groups 0..<\(groups.count), each in one set only")
             }
             let lead = set.min()!
-            for g in set where laws && groups[g].alpha != groups[lead].alpha || groups[g].beta != groups[lead].beta {
+            for g in set where laws && (groups[g].alpha != groups[lead].alpha || groups[g].beta != groups[lead].beta) {
                 throw FitError("\(name(g)) is coupled to \(name(lead)) but has another law (alpha \(groups[g].alpha), beta \(groups[g].beta))")
             }
         }

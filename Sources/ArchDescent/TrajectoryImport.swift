@@ -63,19 +63,31 @@ public enum TrajectoryImport {
 
     /// A search result from trajectory files, one iteration per file in the order given (the last
     /// one's fit is the one `train --scaling neuralscale` and `widths` use), with the widths at
-    /// ratios 0.25, 0.5, 0.75 and 1.0.
-    public static func descent(_ model: Architecture, _ dataset: DatasetKind, files: [String]) throws -> DescentResult {
+    /// ratios 0.25, 0.5, 0.75 and 1.0. With `coupleResiduals` (trajectories of a
+    /// `descend --couple-residuals` search) the net's residual streams are fitted and sized as one.
+    /// - Throws: `FitError` naming the file; with `coupleResiduals`, when a row gives the groups of
+    ///   a stream different widths.
+    public static func descent(_ model: Architecture, _ dataset: DatasetKind, files: [String],
+                               coupleResiduals: Bool = false) throws -> DescentResult {
         let template = NetDescription.uniform(model, ratio: 1, inChannels: dataset.channels, imageSize: dataset.imageSize,
                                               classes: dataset.classes)
+        let coupling = coupleResiduals ? template.identityCoupling : []
         var iterations: [DescentIteration] = []
         for (i, file) in files.enumerated() {
             let rows = try read(file, template: template)
+            for (r, row) in rows.enumerated() {
+                for set in coupling where Set(set.map { row.widths[$0] }).count > 1 {
+                    throw FitError("\(file): row \(r + 1) gives the residual stream \(set.map { model.groupNames[$0] }) widths \(set.map { row.widths[$0] }); --couple-residuals needs the trajectory of a coupled search")
+                }
+            }
             let fit: PowerLawFit
-            do { fit = try PowerLawFit.fit(rows) } catch { throw FitError("\(file): \(error)") }
+            do { fit = try PowerLawFit.fit(rows, coupling: coupling.isEmpty ? nil : coupling) } catch { throw FitError("\(file): \(error)") }
             iterations.append(DescentIteration(index: i, startWidths: rows[0].widths, startParams: rows[0].params, trajectory: rows,
                                                fit: fit, stop: nil, epochs: 0))
         }
-        var result = DescentResult(config: DescentConfig(model: model, dataset: dataset.rawValue, iterations: files.count), template: template,
+        var config = DescentConfig(model: model, dataset: dataset.rawValue, iterations: files.count)
+        config.coupleResiduals = coupleResiduals ? true : nil
+        var result = DescentResult(config: config, template: template,
                                    groupNames: model.groupNames, iterations: iterations, ratios: [])
         result.ratios = try [0.25, 0.5, 0.75, 1.0].map { try result.scaled(ratio: $0) }
         return result

@@ -97,15 +97,18 @@ public final class Pruner {
     public init(sites: [GateSite], settings: PruningSettings, coupling: [[Int]], parameterCount: @escaping ([Int]) -> Int) throws {
         var unitOf = [Int?](repeating: nil, count: sites.count)
         for (k, set) in coupling.enumerated() {
-            guard let first = set.first, set.allSatisfy({ sites.indices.contains($0) && unitOf[$0] == nil }) else {
+            guard let first = set.first, Set(set).count == set.count, set.allSatisfy({ sites.indices.contains($0) && unitOf[$0] == nil }) else {
                 throw NetError.invalid("coupled groups \(set): every group must be one of 0..<\(sites.count), in one set only")
             }
             for g in set { unitOf[g] = k }
             let lead = sites[first].gate
             for g in set.dropFirst() {
                 let gate = sites[g].gate
-                guard gate.count == lead.count, (0..<lead.count).allSatisfy({ (gate.data[$0] != 0) == (lead.data[$0] != 0) }) else {
-                    throw NetError.invalid("coupled groups \(first) and \(g) differ in width or alive channels (\(lead.count) and \(gate.count) channels)")
+                guard gate.count == lead.count else {
+                    throw NetError.invalid("coupled groups \(first) and \(g) differ in width (\(lead.count) and \(gate.count) channels)")
+                }
+                guard (0..<lead.count).allSatisfy({ (gate.data[$0] != 0) == (lead.data[$0] != 0) }) else {
+                    throw NetError.invalid("coupled groups \(first) and \(g) differ in which channels are alive")
                 }
             }
         }

@@ -18,6 +18,10 @@ public enum WidthsTable {
                          + String(format: "%-9d%-13d%-8.3f", s.uniformWidths[g], s.neuralscaleWidths[g], f?.beta ?? 0)
                          + (f?.rSquared.map { String(format: "%.3f", $0) } ?? "-"))
         }
+        if let coupling = fit?.coupling {
+            lines.append("coupled residual streams (one width each): "
+                         + coupling.map { "[" + $0.map { result.groupNames[$0] }.joined(separator: ", ") + "]" }.joined(separator: " "))
+        }
         return lines.joined(separator: "\n")
     }
 }

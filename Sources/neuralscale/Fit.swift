@@ -33,6 +33,9 @@ struct Fit: ParsableCommand {
     @Option(name: .long, help: "Where to write the descent.json.")
     var out: String
 
+    @Flag(name: .long, help: "The trajectories are of a `descend --couple-residuals` search: fit and size each residual stream as one group (every row must give a stream's groups one width).")
+    var coupleResiduals = false
+
     @Flag(name: .long, help: "Print the fits as one JSON object (the descent.json written).")
     var json = false
 
@@ -41,7 +44,7 @@ struct Fit: ParsableCommand {
     }
 
     func run() throws {
-        let result = try TrajectoryImport.descent(model, dataset, files: trajectory)
+        let result = try TrajectoryImport.descent(model, dataset, files: trajectory, coupleResiduals: coupleResiduals)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
         let data = try encoder.encode(result)

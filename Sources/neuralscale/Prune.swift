@@ -60,7 +60,7 @@ struct Prune: ParsableCommand {
     @Option(name: .long, help: "Once the target is met, prune every group down to a multiple of K (the lowest-scored channels; a group narrower than K stays): widths ONNX Runtime runs on its fast paths.")
     var channelMultiple = 1
 
-    @Flag(name: .long, help: "Prune the width groups joined by identity shortcuts (a residual stream) as one group: a channel goes from all of them or none, so those shortcuts stay identities (no channel selections, no gathers in the exported graph). A stream's channel is scored as one gate on all its groups and ranked per filter it removes.")
+    @Flag(name: .long, help: "Prune the width groups joined by identity shortcuts (a residual stream) as one group: a channel goes from all of them or none, so those shortcuts stay identities (no new channel selections in the exported graph; selections a pruned checkpoint already has stay). A stream's channel is scored as one gate on all its groups and ranked per filter it removes. VGG-11 has no shortcuts: no effect.")
     var coupleResiduals = false
 
     @Option(name: .long, help: "Epochs of fine-tuning after surgery.")

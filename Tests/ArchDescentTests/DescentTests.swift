@@ -127,10 +127,19 @@ final class DescentTests: XCTestCase {
             XCTAssertLessThanOrEqual(abs(Double(r.neuralscaleParams - r.uniformParams)) / Double(r.uniformParams), 0.005, "ratio \(r.ratio)")
         }
 
+        // The file is read back as it was written; coupled sets other than the net's streams are refused.
+        XCTAssertEqual(try DescentResult.load(straight.resultPath), result)
+        var edited = result
+        edited.iterations[0].fit.coupling = [[0, 2]]
+        let path = folder.appendingPathComponent("edited.json").path
+        try JSONEncoder().encode(edited).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try DescentResult.load(path)) {
+            XCTAssertTrue("\($0)".contains(path) && "\($0)".contains("not the net's residual streams"), "\($0)")
+        }
         var plain = coupled
         plain.coupleResiduals = nil
         XCTAssertThrowsError(try Descent.preflight(config: plain, template: template, outputDirectory: straight.outputDirectory, resume: true)) {
-            XCTAssertTrue("\($0)".contains("other settings"), "\($0)")
+            XCTAssertTrue("\($0)".contains("made with --couple-residuals"), "\($0)")
         }
     }
 

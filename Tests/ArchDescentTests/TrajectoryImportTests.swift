@@ -56,6 +56,43 @@ final class TrajectoryImportTests: XCTestCase {
         XCTAssertEqual(try two.fit(), expected)
     }
 
+    /// `fit --couple-residuals`: a coupled search's trajectory of PreAct ResNet-18 fits each
+    /// stream as one, and the file carries the coupling; an uncoupled one is refused by row.
+    func testCoupledTrajectories() throws {
+        let folder = try temporaryFolder("fit-coupled")
+        let template = NetDescription.uniform(.preactResNet18, ratio: 1, inChannels: 3, imageSize: 32, classes: 10)
+        let streams = template.identityCoupling
+        func row(_ k: Int, tied: Bool) -> TrajectoryRow {
+            var d = template
+            d.widths = template.widths.enumerated().map { g, w in
+                // A stream's groups shrink at its first group's rate.
+                let lead = tied ? (streams.first { $0.contains(g) }?[0] ?? g) : g
+                return max(1, Int((Double(w) * pow(0.9, Double(k) * (0.5 + 0.05 * Double(lead)))).rounded()))
+            }
+            return TrajectoryRow(widths: d.widths, params: d.parameterCount)
+        }
+        func write(_ name: String, _ rows: [TrajectoryRow]) throws -> String {
+            let path = folder.appendingPathComponent(name).path
+            try Data(rows.map { $0.widths.map(String.init).joined(separator: ",") }.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: path))
+            return path
+        }
+        let coupled = try write("coupled.txt", (0..<10).map { row($0, tied: true) })
+        let result = try TrajectoryImport.descent(.preactResNet18, .cifar10, files: [coupled], coupleResiduals: true)
+        XCTAssertEqual(result.config.coupleResiduals, true)
+        XCTAssertEqual(try result.fit().coupling, streams)
+        for r in result.ratios {
+            for set in streams { XCTAssertEqual(Set(set.map { r.neuralscaleWidths[$0] }).count, 1, "ratio \(r.ratio): \(r.neuralscaleWidths)") }
+        }
+        let out = folder.appendingPathComponent("descent.json").path
+        try JSONEncoder().encode(result).write(to: URL(fileURLWithPath: out))
+        XCTAssertEqual(try DescentResult.load(out), result)
+        let plain = try write("plain.txt", (0..<10).map { row($0, tied: false) })
+        XCTAssertThrowsError(try TrajectoryImport.descent(.preactResNet18, .cifar10, files: [plain], coupleResiduals: true)) {
+            XCTAssertTrue("\($0)".contains(plain) && "\($0)".contains("row 2"), "\($0)")
+        }
+        XCTAssertNil(try TrajectoryImport.descent(.preactResNet18, .cifar10, files: [plain]).fit().coupling)
+    }
+
     func testMalformedFilesAreRefusedByLine() throws {
         let folder = try temporaryFolder("fit-bad")
         let good = rows()[0].widths.map(String.init).joined(separator: ",")

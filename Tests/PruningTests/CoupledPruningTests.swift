@@ -79,8 +79,9 @@ final class CoupledPruningTests: XCTestCase {
         XCTAssertThrowsError(try Pruner(sites: sites, settings: pruner.settings, coupling: [[0, 3]]) { _ in 0 })
         b.data[2] = 0
         XCTAssertThrowsError(try Pruner(sites: sites, settings: pruner.settings, coupling: [[0, 2]]) { _ in 0 }) {
-            XCTAssertTrue("\($0)".contains("alive channels"), "\($0)")
+            XCTAssertTrue("\($0)".contains("which channels are alive"), "\($0)")
         }
+        XCTAssertThrowsError(try Pruner(sites: sites, settings: pruner.settings, coupling: [[1, 1]]) { _ in 0 }, "a group twice")
     }
 
     /// Pruning the three residual nets by their Taylor scores with their streams coupled keeps every stream
