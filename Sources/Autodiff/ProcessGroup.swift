@@ -13,6 +13,37 @@ public protocol ProcessGroup: AnyObject {
     func sum(_ values: UnsafeMutablePointer<Double>, count: Int)
     /// Returns once every process has called it.
     func barrier()
+    /// Starts replacing `values` by their sum over the processes, as `sum` does (the same bits),
+    /// while the caller goes on computing; `values` must stay untouched until the returned sum's
+    /// `finish()`. `slot` names the buffers the exchange uses: sums in flight at once need
+    /// different slots, and a slot is reused by the next sum given it.
+    func startSum(_ values: UnsafeMutablePointer<Float>, count: Int, slot: Int) -> PendingSum
+}
+
+/// A sum over the processes in flight (`ProcessGroup.startSum`).
+public protocol PendingSum: AnyObject {
+    /// Moves the exchange on as far as the network allows, without waiting.
+    func poll()
+    /// Whether the sum is complete (the values hold it).
+    var isDone: Bool { get }
+    /// Waits for the exchange to complete; then the values hold the sum.
+    func finish()
+}
+
+extension ProcessGroup {
+    /// A group that cannot overlap its sums computes them at once.
+    public func startSum(_ values: UnsafeMutablePointer<Float>, count: Int, slot: Int) -> PendingSum {
+        sum(values, count: count)
+        return FinishedSum()
+    }
+}
+
+/// A sum computed when it was started.
+public final class FinishedSum: PendingSum {
+    public init() {}
+    public var isDone: Bool { true }
+    public func poll() {}
+    public func finish() {}
 }
 
 /// The engine's part in data parallelism: batch norm's statistics.

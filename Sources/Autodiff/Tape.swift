@@ -168,7 +168,10 @@ public final class Tape {
     /// Back-propagates from `root` (usually a scalar loss) with upstream gradient `seed`
     /// (1 for a scalar when `nil`), accumulating into `grad` of every leaf tensor that requires one
     /// (parameters, inputs), then clears the tape. Gradients of op outputs are released once used.
-    public func backward(from root: Tensor, seed: Tensor? = nil) {
+    /// - Parameter afterEach: called with each record's index (from the last down to 0) once its
+    ///   backward rule has run (or been skipped: no gradient reached it); every gradient of a
+    ///   tensor that no record below that index uses is then complete.
+    public func backward(from root: Tensor, seed: Tensor? = nil, afterEach: ((Int) -> Void)? = nil) {
         precondition(root.requiresGrad, "backward: the root tensor \(root.shape) does not require a gradient")
         let g = root.gradBuffer()
         if let seed {
@@ -179,7 +182,9 @@ public final class Tape {
             precondition(root.count == 1, "backward: root \(root.shape) is not a scalar; pass a seed gradient")
             g.data[0] += 1
         }
-        for record in records.reversed() {
+        for index in records.indices.reversed() {
+            defer { afterEach?(index) }
+            let record = records[index]
             guard let dOut = record.op.output.grad else { continue }
             if let profile = OpProfile.active {
                 let t0 = monotonicSeconds()

@@ -26,10 +26,9 @@ public final class MPIGroup: ProcessGroup {
     /// buffers stay bounded whatever the net.
     public static var bucket = 1 << 22
 
-    /// The sums' send and receive buffers, kept between calls: fresh ones would cost a page
-    /// fault per 4 KB on every step.
-    private var sendBuffer: UnsafeMutablePointer<Float>?, receiveBuffer: UnsafeMutablePointer<Float>?
-    private var bufferCapacity = 0
+    /// The sums' send and receive buffers by slot (`startSum`; -1: `sum`'s own), kept between
+    /// calls: fresh ones would cost a page fault per 4 KB on every step.
+    private var buffers: [Int: (send: UnsafeMutablePointer<Float>, receive: UnsafeMutablePointer<Float>, capacity: Int)] = [:]
 
     private init(rank: Int, size: Int, localSize: Int) {
         self.rank = rank
@@ -104,31 +103,57 @@ public final class MPIGroup: ProcessGroup {
         #endif
     }
 
-    /// One piece: split into `size` shares (padded), each process adds up its share of every
-    /// process's piece in rank order, and the shares' sums are gathered back.
+    /// One piece, summed at once on MPI_COMM_WORLD (`sum`'s own buffers).
     private func sumPiece(_ values: UnsafeMutablePointer<Float>, count: Int) {
         guard size > 1, count > 0 else { return }
         #if NEURALSCALE_MPI
         let share = (count + size - 1) / size
-        if bufferCapacity < share * size {
-            sendBuffer?.deallocate()
-            receiveBuffer?.deallocate()
-            bufferCapacity = share * size
-            sendBuffer = .allocate(capacity: bufferCapacity)
-            receiveBuffer = .allocate(capacity: bufferCapacity)
-        }
-        let send = sendBuffer!, receive = receiveBuffer!
+        let (send, receive) = buffers(slot: -1, floats: share * size)
         send.update(from: values, count: count)
         (send + count).update(repeating: 0, count: share * size - count)
         check(ns_mpi_alltoall_float(send, share, receive), "MPI_Alltoall")
-        // receive[r * share + i]: element rank * share + i of process r's piece.
-        for i in 0..<share {
-            var s = receive[i]
-            for r in 1..<size { s += receive[r * share + i] }
-            send[i] = s
-        }
+        addShares(receive, share: share, into: send)
         check(ns_mpi_allgather_float(send, share, receive), "MPI_Allgather")
         values.update(from: receive, count: count)
+        #endif
+    }
+
+    /// The send and receive buffers of `slot`, at least `floats` long.
+    private func buffers(slot: Int, floats: Int) -> (send: UnsafeMutablePointer<Float>, receive: UnsafeMutablePointer<Float>) {
+        if let b = buffers[slot], b.capacity < floats {
+            b.send.deallocate()
+            b.receive.deallocate()
+            buffers[slot] = nil
+        }
+        if buffers[slot] == nil { buffers[slot] = (.allocate(capacity: floats), .allocate(capacity: floats), floats) }
+        let b = buffers[slot]!
+        return (b.send, b.receive)
+    }
+
+    /// This process's share of the sum: `received[r * share + i]` is element `rank * share + i`
+    /// of process r's values; their sum over r, in rank order, into `sums[i]`.
+    fileprivate func addShares(_ received: UnsafeMutablePointer<Float>, share: Int, into sums: UnsafeMutablePointer<Float>) {
+        for i in 0..<share {
+            var s = received[i]
+            for r in 1..<size { s += received[r * share + i] }
+            sums[i] = s
+        }
+    }
+
+    /// The sum of `sum`, started: `values` split into `size` shares (padded); each process sends
+    /// every other its share (MPI_Ialltoall), adds up the pieces of its own share in rank order,
+    /// and the shares' sums are gathered back (MPI_Iallgather). The two exchanges move on when
+    /// polled (MPI progresses non-blocking collectives inside its calls), on a communicator of
+    /// the slot's own (see `ns_mpi_ialltoall_float`). `slot` >= 0.
+    public func startSum(_ values: UnsafeMutablePointer<Float>, count: Int, slot: Int) -> PendingSum {
+        precondition(slot >= 0, "startSum: slots are >= 0")
+        guard size > 1, count > 0 else { return FinishedSum() }
+        #if NEURALSCALE_MPI
+        let share = (count + size - 1) / size
+        let (send, receive) = buffers(slot: slot, floats: share * size)
+        return MPIPendingSum(group: self, values: values, count: count, share: share, slot: slot, send: send, receive: receive)
+        #else
+        return FinishedSum()
         #endif
     }
 
@@ -164,9 +189,69 @@ public final class MPIGroup: ProcessGroup {
         #endif
     }
 
-    private func check(_ code: Int32, _ call: String) {
+    fileprivate func check(_ code: Int32, _ call: String) {
         // With MPI's default error handler a failing call has already ended the job; this is
         // for handlers that return.
         if code != 0 { abort("\(call) failed with MPI error \(code)") }
     }
 }
+
+#if NEURALSCALE_MPI
+/// A sum of `MPIGroup.startSum` in flight: exchanging shares, then gathering the sums.
+final class MPIPendingSum: PendingSum {
+    private let group: MPIGroup
+    private let values: UnsafeMutablePointer<Float>
+    private let count: Int, share: Int, slot: Int32
+    private let send: UnsafeMutablePointer<Float>, receive: UnsafeMutablePointer<Float>
+    private var request: UnsafeMutableRawPointer?
+    private enum Phase { case exchanging, gathering, done }
+    private var phase = Phase.exchanging
+
+    init(group: MPIGroup, values: UnsafeMutablePointer<Float>, count: Int, share: Int, slot: Int, send: UnsafeMutablePointer<Float>,
+         receive: UnsafeMutablePointer<Float>) {
+        self.group = group
+        self.values = values
+        self.count = count
+        self.share = share
+        self.slot = Int32(slot)
+        self.send = send
+        self.receive = receive
+        send.update(from: values, count: count)
+        (send + count).update(repeating: 0, count: share * group.size - count)
+        group.check(ns_mpi_ialltoall_float(send, share, receive, self.slot, &request), "MPI_Ialltoall")
+    }
+
+    var isDone: Bool { phase == .done }
+
+    func poll() {
+        while phase != .done {
+            var done: Int32 = 0
+            group.check(ns_mpi_test(&request, &done), "MPI_Test")
+            guard done != 0 else { return }
+            advance()
+        }
+    }
+
+    func finish() {
+        while phase != .done {
+            group.check(ns_mpi_wait(&request), "MPI_Wait")
+            advance()
+        }
+    }
+
+    /// The exchange in flight has completed: add the shares, or take the gathered sums.
+    private func advance() {
+        switch phase {
+        case .exchanging:
+            group.addShares(receive, share: share, into: send)
+            group.check(ns_mpi_iallgather_float(send, share, receive, slot, &request), "MPI_Iallgather")
+            phase = .gathering
+        case .gathering:
+            values.update(from: receive, count: count)
+            phase = .done
+        case .done:
+            break
+        }
+    }
+}
+#endif

@@ -11,7 +11,21 @@ import Nets
 /// statistics (`DataParallel.group`), each process's loss gradient is weighted by its share of
 /// the batch, and the gradients of every parameter and channel scale are summed over the
 /// processes before the hook and the update, so the weights stay the same everywhere.
+///
+/// The sum overlaps the backward pass: the gradients go in buckets of about `bucketFloats`
+/// floats, in the order the backward pass completes them (the last layers first); a bucket's sum
+/// starts as soon as its last gradient is complete and is moved on after every backward rule,
+/// and the step waits for the unfinished ones after the pass. Each element is still added in
+/// rank order, so the weights are bit for bit those of the sum after the pass.
 public final class TrainingStep {
+    /// Floats per bucket of the overlapped gradient sum: `NEURALSCALE_GRADIENT_BUCKET_MB`
+    /// megabytes (default 4); 0 sums everything after the backward pass instead.
+    public static let defaultBucketFloats: Int = {
+        let mb = ProcessInfo.processInfo.environment["NEURALSCALE_GRADIENT_BUCKET_MB"].flatMap(Double.init) ?? 4
+        return mb.isFinite && mb > 0 ? max(1, Int(mb * 1_048_576 / 4)) : 0
+    }()
+
+    public var bucketFloats = TrainingStep.defaultBucketFloats
     public let net: Network
     public let optimizer: SGD
     public let group: ProcessGroup?
@@ -57,7 +71,10 @@ public final class TrainingStep {
             return nil
         }
         let t1 = timed ? monotonicSeconds() : 0
-        if let group {
+        if let group, bucketFloats > 0, group.size > 1 {
+            let sum = overlappedBackward(loss, seed: Tensor(shape: [], values: [share]), group: group)
+            if timed { times.sum += sum }
+        } else if let group {
             loss.backward(seed: Tensor(shape: [], values: [share]))
             let s0 = timed ? monotonicSeconds() : 0
             sumGradients(over: group)
@@ -75,6 +92,79 @@ public final class TrainingStep {
             times.update += t3 - t2
         }
         return (logits, value)
+    }
+
+    /// A bucket of the overlapped sum: its tensors, and the record index below which none of them
+    /// is used (once the backward pass has run that record, their gradients are complete).
+    private struct Bucket {
+        var tensors: [Tensor] = []
+        var floats = 0
+        var ready = Int.max
+    }
+    /// Each bucket's buffer, kept between steps.
+    private var bucketBuffers: [Tensor] = []
+    private lazy var reducedIndex: [ObjectIdentifier: Int] =
+        Dictionary(uniqueKeysWithValues: reduced.enumerated().map { (ObjectIdentifier($1), $0) })
+
+    /// The backward pass from `loss` with the gradient sum overlapped (see the type's notes).
+    /// Returns the seconds spent waiting for the sums after the pass.
+    private func overlappedBackward(_ loss: Tensor, seed: Tensor, group: ProcessGroup) -> Double {
+        let tape = Tape.current
+        // The first record that uses each tensor: its gradient is complete once the pass has run it.
+        var firstUse = [Int](repeating: Int.max, count: reduced.count)
+        for (i, op) in tape.ops.enumerated() {
+            for case let id? in op.operands.all {
+                if let k = reducedIndex[id], firstUse[k] == Int.max { firstUse[k] = i }
+            }
+        }
+        // Completion order (later first uses complete first), the net's order among ties: the
+        // same on every process, as the graph is.
+        let order = reduced.indices.filter { firstUse[$0] != Int.max }.sorted { (firstUse[$1], $0) < (firstUse[$0], $1) }
+        var buckets: [Bucket] = []
+        var current = Bucket()
+        for k in order {
+            current.tensors.append(reduced[k])
+            current.floats += reduced[k].count
+            current.ready = firstUse[k]
+            if current.floats >= bucketFloats { buckets.append(current); current = Bucket() }
+        }
+        if !current.tensors.isEmpty { buckets.append(current) }
+        while bucketBuffers.count < buckets.count { bucketBuffers.append(Tensor(uninitialized: [0])) }
+        var pending: [PendingSum] = [], packed: [[Tensor]] = []
+        summedFloats = 0
+        /// Packs bucket `b`'s gradients (those that have one: a tensor no gradient reached keeps
+        /// none, on every process alike) and starts their sum.
+        func launch(_ b: Int) {
+            let tensors = buckets[b].tensors.filter { $0.grad != nil }
+            let total = tensors.reduce(0) { $0 + $1.count }
+            if bucketBuffers[b].count < total { bucketBuffers[b] = Tensor(uninitialized: [total]) }
+            let buffer = bucketBuffers[b].data
+            var offset = 0
+            for t in tensors {
+                (buffer + offset).update(from: t.grad!.data, count: t.count)
+                offset += t.count
+            }
+            summedFloats += total
+            packed.append(tensors)
+            pending.append(group.startSum(buffer, count: total, slot: b))
+        }
+        var oldest = 0  // pending sums before it are complete
+        tape.backward(from: loss, seed: seed) { index in
+            while pending.count < buckets.count, index <= buckets[pending.count].ready { launch(pending.count) }
+            while oldest < pending.count, pending[oldest].isDone { oldest += 1 }
+            for p in pending[oldest...] { p.poll() }
+        }
+        let s0 = monotonicSeconds()
+        while pending.count < buckets.count { launch(pending.count) }
+        for (b, p) in pending.enumerated() {
+            p.finish()
+            var offset = 0
+            for t in packed[b] {
+                t.grad!.data.update(from: bucketBuffers[b].data + offset, count: t.count)
+                offset += t.count
+            }
+        }
+        return monotonicSeconds() - s0
     }
 
     /// Sums the gradients over the processes: packed into one buffer in the net's order, summed

@@ -19,6 +19,18 @@ int ns_mpi_allgather_float(const float *send, long count, float *receive);
 int ns_mpi_allgather_double(const double *send, long count, double *receive);
 /* Piece r of `send` (count floats each, size pieces) to rank r; piece r of `receive` from rank r. */
 int ns_mpi_alltoall_float(const float *send, long count, float *receive);
+/* Non-blocking forms of the two: they start the exchange and store its request in `*request`
+   (an MPI_Request allocated here); ns_mpi_test sets `*done` once it has completed (then, and
+   after ns_mpi_wait, the request is freed and `*request` is NULL). Only the main thread calls
+   them, and the buffers must stay untouched until the request completes.
+   Each `slot` (>= 0) has a communicator of its own (MPI_COMM_WORLD duplicated the first time
+   the slot is used, which every process must do at the same point): MPI requires collectives
+   on a communicator to start in the same order on every process, and a slot's exchanges start
+   when each process sees the previous one complete, which differs between processes. */
+int ns_mpi_ialltoall_float(const float *send, long count, float *receive, int slot, void **request);
+int ns_mpi_iallgather_float(const float *send, long count, float *receive, int slot, void **request);
+int ns_mpi_test(void **request, int *done);
+int ns_mpi_wait(void **request);
 /* Rank `root`'s `count` bytes at `buffer` into every process's `buffer`. */
 int ns_mpi_broadcast_bytes(void *buffer, long count, int root);
 /* Ends every process of the job with `code`. */
