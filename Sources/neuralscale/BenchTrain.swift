@@ -111,7 +111,9 @@ struct BenchTrain: ParsableCommand {
 struct BenchTrainResult: Codable {
     struct Phases: Codable {
         let forwardMs, backwardMs, updateMs: Double
-        /// The gradients' sum over the processes (part of the backward time).
+        /// The gradients' sum over the processes outside the backward pass (part of the backward
+        /// time): the whole sum with NEURALSCALE_GRADIENT_BUCKET_MB=0, else the wait for the
+        /// buckets still unfinished when the pass ends.
         var sumMs: Double?
     }
     struct KindTime: Codable { let kind: String; let count: Int; let forwardMs, backwardMs: Double }
@@ -136,7 +138,7 @@ struct BenchTrainResult: Codable {
         if let phases {
             lines.append(String(format: "  forward %.1f ms, backward %.1f ms, SGD update %.1f ms per step",
                                 phases.forwardMs, phases.backwardMs, phases.updateMs)
-                         + (phases.sumMs.map { String(format: "; gradients summed over the processes in %.1f ms", $0) } ?? "")
+                         + (phases.sumMs.map { String(format: "; %.1f ms of it waiting for the gradient sum over the processes", $0) } ?? "")
                          + (summedMB.map { String(format: " (%.1f MB)", $0) } ?? ""))
         }
         func row(_ cells: [String], _ widths: [Int]) -> String {
