@@ -7,15 +7,20 @@ Per step each host computes its 1/N of the batch (the one-host step time over N:
 split evenly, and the global batch stays the same) and then sums the gradients: the sum sends and
 receives 2 (N-1)/N times the gradient's bytes per host (an alltoall of shares, then an allgather
 of the summed shares; 4 bytes per parameter), at the link's rate, plus 2 (N - 1) message
-latencies of 50 us. The backward pass and the sum are not overlapped (the implementation sums
-after backward), so the step is their total. Printed as step ms and speed-up over one host.
+latencies of 50 us. With the sum after the backward pass (NEURALSCALE_GRADIENT_BUCKET_MB=0) the
+step is their total; overlapped (the default: 4 MB buckets started as the backward pass completes
+them) the sum hides behind the backward pass, taken as 2/3 of the step, except the last bucket's
+share, which starts when the pass ends. Printed as step ms and speed-up over one host.
+
+    scaling-model.py [--after] [NET=STEP_MS:PARAMS ...]    (--after: the sum after the pass)
 """
 import sys
 
 # Measured on the 2-core development machine (bench train, batch 128, 1 process x 2 threads).
 measured = {"vgg11": (368.3, 9231114), "mobilenetv2": (404.7, 2333410), "preact_resnet18": (1355.2, 11172170),
             "resnet50": (519.4, 23528522)}
-for arg in sys.argv[1:]:
+after = "--after" in sys.argv
+for arg in (a for a in sys.argv[1:] if a != "--after"):
     name, rest = arg.split("=")
     ms, params = rest.split(":")
     measured[name] = (float(ms), int(params))
@@ -30,6 +35,8 @@ for net, (ms, params) in measured.items():
         cells = []
         for n in hosts:
             comm = 0 if n == 1 else 2 * (n - 1) / n * grad / rate * 1e3 + 2 * (n - 1) * 0.05
-            step = ms / n + comm
+            backward = 2 / 3 * ms / n
+            last = comm * min(1.0, 4 * 2**20 / grad)
+            step = ms / n + (comm if after else max(last, comm - backward))
             cells.append(f"{step:.0f} ms ({ms / step:.1f}x)")
         print(f"| {net} | {grad / 1e6:.1f} | {link} | " + " | ".join(cells) + " |")
