@@ -62,3 +62,40 @@ final class TraceTests: XCTestCase {
         XCTAssertEqual(outer.ops.map(\.kind), [.relu, .globalAvgPool])
     }
 }
+
+/// `Tape.backward(afterEach:)`, what the overlapped gradient sum relies on: called once per
+/// record, from the last down to 0, and after record i every gradient of a tensor that no record
+/// below i reads is already final.
+final class BackwardProgressTests: XCTestCase {
+    func testGradientsAreCompleteOnceNoEarlierRecordReadsThem() {
+        var rng = RandomGenerator(seed: 5)
+        let x = Tensor.randn([2, 3, 6, 6], using: &rng)
+        let w1 = Tensor.randn([4, 3, 3, 3], using: &rng, requiresGrad: true)
+        let w2 = Tensor.randn([4, 4, 3, 3], using: &rng, requiresGrad: true)
+        let gate = Tensor.filled([4], with: 1, requiresGrad: true)
+        let fc = Tensor.randn([3, 4], using: &rng, requiresGrad: true)
+        // The gate is read twice (records 1 and 3): its gradient is final only after record 1.
+        func loss() -> Tensor {
+            let a = channelScale(relu(conv2d(x, weight: w1, bias: nil, stride: (1, 1), padding: (1, 1), groups: 1)), gate)
+            let b = channelScale(conv2d(a, weight: w2, bias: nil, stride: (1, 1), padding: (1, 1), groups: 1), gate)
+            return crossEntropy(linear(flatten(globalAvgPool(b)), weight: fc, bias: nil), labels: [0, 2])
+        }
+        let params = [w1, w2, gate, fc]
+        loss().backward()
+        let final = params.map { $0.grad!.values }
+        for p in params { p.grad = nil }
+
+        let l = loss()
+        let ops = Tape.current.ops
+        let firstUse = params.map { p in ops.firstIndex { $0.operands.all.contains(ObjectIdentifier(p)) }! }
+        XCTAssertEqual(firstUse[2], ops.firstIndex { $0.kind == .channelScale }, "the gate's first reader")
+        var seen: [Int] = []
+        Tape.current.backward(from: l) { index in
+            seen.append(index)
+            for (k, p) in params.enumerated() where firstUse[k] >= index {
+                XCTAssertEqual(p.grad?.values, final[k], "parameter \(k) not final after record \(index)")
+            }
+        }
+        XCTAssertEqual(seen, Array((0..<ops.count).reversed()))
+    }
+}
