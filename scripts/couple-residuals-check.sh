@@ -4,10 +4,12 @@
 # Fashion-MNIST, then the NeuralScale net of each at --ratio trained from scratch with two seeds
 # (and the uniform net at the same ratio), each exported to ONNX. scripts/couple_residuals_summary.py
 # prints the fits, the nets' shortcuts, sizes, ONNX node counts and test accuracies.
-# Output in benchmarks/results/couple-residuals/ (about 70 minutes on 2 cores with the defaults).
+# Output in benchmarks/results/couple-residuals/ (PreAct ResNet-18 with SUBSET=20000 EPOCHS=2: about
+# 80 minutes on 2 cores, most of it the two searches).
 #   scripts/couple-residuals-check.sh [DATA_DIR=/usr/share/datasets/fashion-mnist]
 #   environment: MODELS ("preact_resnet18 mobilenetv2"), RATIO (0.25), EPOCHS (3), SEEDS ("1 2"),
-#                WORK (a folder to keep the runs in; a rerun resumes or skips what is there)
+#                SUBSET (train on that many images; default all), WORK (a folder to keep the runs
+#                in; a rerun resumes or skips what is there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-/usr/share/datasets/fashion-mnist}
@@ -16,6 +18,7 @@ ratio=${RATIO:-0.25}
 epochs=${EPOCHS:-3}
 seeds=${SEEDS:-1 2}
 work=${WORK:-/tmp/neuralscale-couple-residuals}
+subset=(); [ -n "${SUBSET:-}" ] && subset=(--subset "$SUBSET")
 bin=.build/release/neuralscale
 out=benchmarks/results/couple-residuals
 mkdir -p "$out" "$work"
@@ -42,7 +45,7 @@ for m in $models; do
                 resume=(); [ -f "$run/last.h5" ] && resume=(--resume)
                 echo "== train $m $mode seed $seed" >&2
                 "$bin" train --model "$m" --dataset fashion-mnist --ratio "$ratio" "${scaling[@]}" --epochs "$epochs" --lr 0.05 \
-                    --seed "$seed" "${resume[@]}" --data-dir "$data" --out "$run" > "$run.train.log" 2>&1
+                    --seed "$seed" "${subset[@]}" "${resume[@]}" --data-dir "$data" --out "$run" > "$run.train.log" 2>&1
             fi
             cp "$run/result.json" "$out/$m-$mode-s$seed-result.json"
             "$bin" stats --checkpoint "$run/best.h5" --json > "$out/$m-$mode-s$seed-stats.json"
