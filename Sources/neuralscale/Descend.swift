@@ -131,6 +131,14 @@ struct Descend: ParsableCommand {
             let folder = parallel.leads ? try RunFolder.acquire(output) : nil
             defer { folder?.release() }
             try Descent.preflight(config: config, template: template, outputDirectory: output, resume: resume)
+            if coupleResiduals && parallel.leads {
+                var base = template
+                base.widths = model.uniformWidths(ratio: config.baseRatio)
+                let streams = base.identityCoupling
+                FileHandle.standardError.write(Data((streams.isEmpty
+                    ? "note: \(model.rawValue) has no identity shortcuts; --couple-residuals changes nothing\n"
+                    : "residual streams pruned as one: " + streams.map { "[" + $0.map { model.groupNames[$0] }.joined(separator: ", ") + "]" }.joined(separator: " ") + "\n").utf8))
+            }
             installInterruptHandler()
             var data = try DatasetSources.load(kind, directory: dataDir, validationSplit: 0, seed: seed, subset: config.subset,
                                                batchSize: config.batchSize, reporter: parallel.leads ? ConsoleReporter() : nil)

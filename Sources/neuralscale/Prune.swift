@@ -123,6 +123,9 @@ struct Prune: ParsableCommand {
         let settings = TargetPruning.Settings(target: target!, stepCount: stepCount, recoveryBatches: pruneEvery, learningRate: lr,
                                               fineTuneEpochs: fineTuneEpochs, multiple: channelMultiple,
                                               importance: importance, coupleResiduals: coupleResiduals)
+        if coupleResiduals && trained.netDescription.identityCoupling.isEmpty {
+            FileHandle.standardError.write(Data("note: \(checkpoint)'s net has no identity shortcuts; --couple-residuals changes nothing\n".utf8))
+        }
         installInterruptHandler()
         var (net, report) = try TargetPruning.run(trained, data: data, settings: settings, checkpoint: checkpoint,
                                                   stopRequested: { stopRequested(at: []) }) { line in
