@@ -2,6 +2,7 @@
 """Times single layers with ONNX Runtime (CPU), for `neuralscale bench infer --latency-table`.
 
   python3 scripts/layer_latency.py LAYERS.json [--threads N] [--warmup 5] [--runs 20] [--trials 3]
+      [--models A.onnx B.onnx ... [--model-warmup 10] [--model-runs 40] [--model-trials 1]]
 
 LAYERS.json is a list of layers, each {"in": C_in, "out": C_out, "size": H (= W), "kernel": k,
 "stride": s, "groups": g, "linear": bool}. Each becomes a one-layer model at batch 1, as the
@@ -15,7 +16,14 @@ planned by ONNX Runtime rather than copied out. The cost of a run itself (the ca
 which a net pays once and not per layer, is measured the same way on a model of one Relu on one
 value and printed as overhead_ms; the caller subtracts it from every layer.
 
-Prints one JSON object: {"onnxruntime_version", "threads", "overhead_ms", "ms": [one per layer]}.
+--models: whole nets (exported models, batch 1) timed the same way after the layers, each in
+--model-trials sessions of --model-warmup and --model-runs runs; "model_ms" has one list of trial
+medians per model. `bench infer --latency-table` calls this between the kinds of layer to time
+its calibration and check nets in rounds spread over the whole measurement, so that the nets and
+the layers meet the same machine (its speed drifts by tens of percent within an hour).
+
+Prints one JSON object: {"onnxruntime_version", "threads", "overhead_ms", "ms": [one per layer],
+"model_ms": [one list per model]}.
 Exit 0 on success, 1 when a layer cannot be built or run (the message names it), 2 on bad
 arguments."""
 import argparse, json, statistics, sys, time
@@ -57,6 +65,10 @@ def main():
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--models", nargs="*", default=[])
+    parser.add_argument("--model-warmup", type=int, default=10)
+    parser.add_argument("--model-runs", type=int, default=40)
+    parser.add_argument("--model-trials", type=int, default=1)
     args = parser.parse_args()
     if args.runs < 1 or args.trials < 1 or args.warmup < 0 or args.threads < 0:
         print("error: --runs and --trials must be >= 1, --warmup and --threads >= 0", file=sys.stderr)
@@ -74,26 +86,29 @@ def main():
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     options.inter_op_num_threads = 1
-    def time_model(data, shape, out_shape):
+    def trial_medians(data, shape, out_shape, trials, warmup, runs):
         x = np.random.default_rng(1).standard_normal(shape, dtype=np.float32)
-        best = None
-        for _ in range(args.trials):
+        medians = []
+        for _ in range(trials):
             session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
             # Input and output bound to buffers made once: in a net the output is an intermediate
             # that ONNX Runtime plans, not a fresh array copied out to Python on every run.
             binding = session.io_binding()
-            binding.bind_cpu_input("x", x)
-            binding.bind_ortvalue_output("y", ort.OrtValue.ortvalue_from_numpy(np.empty(out_shape, dtype=np.float32)))
-            for _ in range(args.warmup):
+            binding.bind_cpu_input(session.get_inputs()[0].name, x)
+            binding.bind_ortvalue_output(session.get_outputs()[0].name,
+                                         ort.OrtValue.ortvalue_from_numpy(np.empty(out_shape, dtype=np.float32)))
+            for _ in range(warmup):
                 session.run_with_iobinding(binding)
             trial = []
-            for _ in range(args.runs):
+            for _ in range(runs):
                 t0 = time.perf_counter()
                 session.run_with_iobinding(binding)
                 trial.append(1e3 * (time.perf_counter() - t0))
-            m = statistics.median(trial)
-            best = m if best is None else min(best, m)
-        return best
+            medians.append(statistics.median(trial))
+        return medians
+
+    def time_model(data, shape, out_shape):
+        return min(trial_medians(data, shape, out_shape, args.trials, args.warmup, args.runs))
 
     from onnx import TensorProto, helper
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])
@@ -114,7 +129,20 @@ def main():
         except Exception as e:
             print(f"error: layer {layer}: {e}", file=sys.stderr)
             return 1
-    print(json.dumps({"onnxruntime_version": ort.__version__, "threads": args.threads, "overhead_ms": overhead, "ms": times}))
+    model_ms = []
+    for path in args.models:
+        try:
+            import onnx
+            m = onnx.load(path)
+            def dims(v):
+                return [d.dim_value if d.dim_value > 0 else 1 for d in v.type.tensor_type.shape.dim]
+            model_ms.append(trial_medians(m.SerializeToString(), dims(m.graph.input[0]), dims(m.graph.output[0]),
+                                          args.model_trials, args.model_warmup, args.model_runs))
+        except Exception as e:
+            print(f"error: model {path}: {e}", file=sys.stderr)
+            return 1
+    print(json.dumps({"onnxruntime_version": ort.__version__, "threads": args.threads, "overhead_ms": overhead, "ms": times,
+                      "model_ms": model_ms}))
     return 0
 
 

@@ -30,8 +30,8 @@ public enum LatencyTableMeasurement {
     }
 
     /// Times every layer of the grid for `template`'s net. `progress` gets (layers done, layers
-    /// in all) after each kind of layer.
-    public static func measureLayers(_ template: NetDescription, _ s: Settings,
+    /// in all) after each kind of layer, and `between` runs then too (a round of the nets' timings).
+    public static func measureLayers(_ template: NetDescription, _ s: Settings, between: () throws -> Void = {},
                                      progress: (Int, Int) -> Void) throws -> (entries: [LatencyTable.Entry], version: String) {
         var entries = LatencyTable.grid(for: template, maxRatio: s.maxRatio, multiple: s.multiple, points: s.points)
         let total = entries.reduce(0) { $0 + $1.inChannels.count * $1.outChannels.count }
@@ -62,8 +62,38 @@ public enum LatencyTableMeasurement {
             entries[i].ms = e.inChannels.indices.map { a in Array(ms[(a * columns)..<((a + 1) * columns)]) }
             done += layers.count
             progress(done, total)
+            try between()
         }
         return (entries, version)
+    }
+
+    /// `d`'s net (random weights) exported to a temporary ONNX file, for `netRound`; the caller
+    /// removes it.
+    public static func exportNet(_ d: NetDescription) throws -> String {
+        let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 0)))
+        let path = TemporaryFiles.makePath("latency-net", suffix: ".onnx")
+        try ONNXExport.write(net, to: path, opset: 13)
+        return path
+    }
+
+    /// One trial of every net in `paths` on ONNX Runtime at batch 1 (scripts/layer_latency.py
+    /// --models, one process): each net's median over `max(runs, 40)` runs after
+    /// `max(warmup, 10)`, in order.
+    public static func netRound(_ paths: [String], _ s: Settings) throws -> [Double] {
+        guard !paths.isEmpty else { return [] }
+        let script = try Python.script("layer_latency.py")
+        let layers = TemporaryFiles.makePath("no-layers", suffix: ".json")
+        defer { TemporaryFiles.remove(layers) }
+        try Data("[]".utf8).write(to: URL(fileURLWithPath: layers))
+        let (status, out, err) = try Python.run([script, layers, "--threads", String(s.threads), "--trials", "1", "--runs", "1",
+                                                 "--model-warmup", String(max(s.warmup, 10)), "--model-runs", String(max(s.runs, 40)),
+                                                 "--model-trials", "1", "--models"] + paths)
+        struct Report: Decodable { let model_ms: [[Double]] }
+        guard status == 0, let r = try? JSONDecoder().decode(Report.self, from: Data(out.utf8)), r.model_ms.count == paths.count,
+              r.model_ms.allSatisfy({ $0.count == 1 }) else {
+            throw ExportError("\(script) exited with status \(status): \(err.isEmpty ? out : err)")
+        }
+        return r.model_ms.map { $0[0] }
     }
 
     /// The latency of `d`'s net (random weights) on ONNX Runtime at batch 1: the lowest of its

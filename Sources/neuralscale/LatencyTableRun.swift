@@ -48,26 +48,36 @@ extension BenchInfer {
         func say(_ line: String) { if !json { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
         let layerSettings = LatencyTableMeasurement.Settings(multiple: step, points: tablePoints, maxRatio: tableMaxRatio,
                                                              threads: threads, warmup: 5, runs: layerRuns, trials: layerTrials)
-        let (entries, version) = try LatencyTableMeasurement.measureLayers(template, layerSettings) { done, total in
+        let netSettings = LatencyTableMeasurement.Settings(multiple: step, points: tablePoints, maxRatio: tableMaxRatio,
+                                                           threads: threads, warmup: warmup, runs: runs, trials: trials)
+        // The nets that calibrate the constant and memory term, and the nets that check the table.
+        let calibrationNets = LatencyTableMeasurement.calibrationNets(template, maxRatio: tableMaxRatio, multiple: step)
+            + LatencyTableMeasurement.randomNets(template, maxRatio: tableMaxRatio, multiple: step, count: calibrationRandom,
+                                                 seed: 2).map { ("calibration " + $0.0, $0.1) }
+        let checkNets = LatencyTableMeasurement.randomNets(template, maxRatio: tableMaxRatio, multiple: step, count: tableChecks)
+        let nets = calibrationNets + checkNets
+        let paths = try nets.map { try LatencyTableMeasurement.exportNet($0.1) }
+        defer { paths.forEach(TemporaryFiles.remove) }
+        // Every net is timed in rounds between the kinds of layer (then more rounds up to
+        // --trials), and its latency is its best round: nets and layers meet the same machine,
+        // whose speed drifts by tens of percent within an hour.
+        var rounds = [[Double]](repeating: [], count: nets.count)
+        func round() throws {
+            for (i, ms) in try LatencyTableMeasurement.netRound(paths, netSettings).enumerated() { rounds[i].append(ms) }
+        }
+        let (entries, version) = try LatencyTableMeasurement.measureLayers(template, layerSettings, between: round) { done, total in
             let elapsed = monotonicSeconds() - started
-            say(String(format: "layers %d/%d (%@ elapsed, ETA %@)", done, total, formatDuration(elapsed),
+            say(String(format: "layers %d/%d and %d nets (%@ elapsed, ETA %@)", done, total, nets.count, formatDuration(elapsed),
                        formatDuration(elapsed / Double(done) * Double(total - done))))
         }
+        while (rounds.first?.count ?? trials) < trials { try round() }
+        let measured = rounds.map { $0.min() ?? .nan }
         let device = "onnxruntime \(version), \(threads == 0 ? "every core" : "\(threads) thread\(threads == 1 ? "" : "s")"), batch 1, "
             + "\(ProcessInfo.processInfo.hostName) (\(ProcessInfo.processInfo.activeProcessorCount) cores)"
         var table = LatencyTable(model: arch, inChannels: template.inChannels, imageSize: template.imageSize, classes: template.classes,
                                  device: device, multiple: step, entries: entries)
-        let netSettings = LatencyTableMeasurement.Settings(multiple: step, points: tablePoints, maxRatio: tableMaxRatio,
-                                                           threads: threads, warmup: warmup, runs: runs, trials: trials)
-        // The constant and per-parameter term, fitted to the uniform nets' measured latencies.
-        let calibrationNets = LatencyTableMeasurement.calibrationNets(template, maxRatio: tableMaxRatio, multiple: step)
-            + LatencyTableMeasurement.randomNets(template, maxRatio: tableMaxRatio, multiple: step, count: calibrationRandom,
-                                                 seed: 2).map { ("calibration " + $0.0, $0.1) }
-        var calibration: [(String, NetDescription, Double, Double)] = []
-        for (k, (name, d)) in calibrationNets.enumerated() {
-            calibration.append((name, d, try LatencyTableMeasurement.endToEndMs(d, netSettings, name: name), try table.layersMs(d)))
-            say("calibration \(k + 1)/\(calibrationNets.count) (\(formatDuration(monotonicSeconds() - started)) elapsed)")
-        }
+        // The constant and per-parameter term, fitted to the calibration nets' measured latencies.
+        let calibration = try calibrationNets.enumerated().map { k, net in (net.0, net.1, measured[k], try table.layersMs(net.1)) }
         (table.constantMs, table.perMParamMs, table.kneeParams) = LatencyTableMeasurement.calibrate(
             params: calibration.map { $0.1.parameterCount }, layersMs: calibration.map(\.3), measuredMs: calibration.map(\.2))
         table.calibration = try calibration.map { name, d, measured, _ in
@@ -76,15 +86,12 @@ extension BenchInfer {
         }
         say(String(format: "calibrated on %d nets: constant %.3f ms, %.4f ms per million parameters beyond %d", calibration.count,
                    table.constantMs, table.perMParamMs, table.kneeParams))
-        let nets = LatencyTableMeasurement.randomNets(template, maxRatio: tableMaxRatio, multiple: step, count: tableChecks)
-        for (k, (name, d)) in nets.enumerated() {
-            let measured = try LatencyTableMeasurement.endToEndMs(d, netSettings, name: name)
+        for (k, (name, d)) in checkNets.enumerated() {
             let check = LatencyTable.Check(name: name, widths: d.widths, params: d.parameterCount, layersMs: try table.layersMs(d),
-                                           predictedMs: try table.predictMs(d), measuredMs: measured)
+                                           predictedMs: try table.predictMs(d), measuredMs: measured[calibrationNets.count + k])
             table.checks.append(check)
-            let elapsed = monotonicSeconds() - started
-            say(String(format: "check %d/%d %@: predicted %.3f ms, measured %.3f ms (%+.1f%%)  (%@ elapsed)", k + 1, nets.count, name,
-                       check.predictedMs, check.measuredMs, 100 * check.error, formatDuration(elapsed)))
+            say(String(format: "check %d/%d %@: predicted %.3f ms, measured %.3f ms (%+.1f%%)", k + 1, checkNets.count, name,
+                       check.predictedMs, check.measuredMs, 100 * check.error))
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
