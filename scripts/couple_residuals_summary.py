@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Summary of scripts/couple-residuals-check.sh: per net, the default and the coupled search's
 fits (trajectory rows, R^2 of the last iteration), and for the uniform, default-NeuralScale and
-coupled-NeuralScale nets at the trained ratio: shortcuts, params, MFLOPs, ONNX Conv/Gather
-nodes, test accuracy per seed and the mean. Markdown on stdout.
+coupled-NeuralScale nets at the trained ratio: shortcuts (identity / projection / selection),
+params, MFLOPs, ONNX Conv nodes, test accuracy per seed and the mean. Markdown on stdout.
 
     scripts/couple_residuals_summary.py RESULTS_DIR MODEL...
 """
@@ -41,8 +41,8 @@ def main():
             if os.path.exists(path):
                 print(f"- search {mode}: {fit_line(load(path))}")
         print()
-        print("| net | widths | shortcuts (id/proj/gather) | params | MFLOPs | ONNX Conv | ONNX Gather | test acc. per seed | mean |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| net | widths | shortcuts (id/proj/sel) | params | MFLOPs | ONNX Conv | test acc. per seed | mean |")
+        print("|---|---|---|---|---|---|---|---|")
         for mode in ("uniform", "default", "coupled"):
             results = sorted(glob.glob(os.path.join(out, f"{m}-{mode}-s*-result.json")))
             if not results:
@@ -55,7 +55,7 @@ def main():
             s = stats["shortcuts"]
             name = {"uniform": "uniform", "default": "NeuralScale", "coupled": "NeuralScale, coupled"}[mode]
             print(f"| {name} | {stats['widths']} | {s['identity']}/{s['projection']}/{s['selection']} | {stats['params']} | "
-                  f"{stats['mflops']:.2f} | {ops.get('Conv', 0)} | {ops.get('Gather', 0)} | "
+                  f"{stats['mflops']:.2f} | {ops.get('Conv', 0)} | "
                   f"{', '.join(f'{a:.2f}%' for a in accs)} | {statistics.mean(accs):.2f}% |")
         print()
 
