@@ -64,7 +64,8 @@ public final class MPIGroup: ProcessGroup {
         return MPIGroup(rank: Int(ns_mpi_rank()), size: Int(ns_mpi_size()), localSize: max(1, local))
         #else
         throw DistributedError("started by mpirun, but this neuralscale was built without MPI: install libopenmpi-dev "
-                               + "(scripts/install-deps.sh does) and build again")
+                               + "(scripts/install-deps.sh does) and build again (if it is installed, SwiftPM reused a manifest "
+                               + "evaluated before: build with NEURALSCALE_MPI=1, or remove ~/.cache/org.swift.swiftpm/manifests)")
         #endif
     }
 
