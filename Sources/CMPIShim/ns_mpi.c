@@ -72,24 +72,26 @@ static int start(MPI_Request *r, void **request, int code) {
     return code;
 }
 
-int ns_mpi_ialltoall_float(const float *send, long count, float *receive, int slot, void **request) {
+/* Starts MPI_Ialltoall (gather = 0) or MPI_Iallgather (gather = 1) of floats on the slot's
+   communicator. */
+static int start_floats(int gather, const float *send, long count, float *receive, int slot, void **request) {
     if (count > INT_MAX) return MPI_ERR_COUNT;
     MPI_Comm comm;
     int code = slot_comm(slot, &comm);
     if (code != MPI_SUCCESS) return code;
     MPI_Request *r = malloc(sizeof(MPI_Request));
     if (!r) return MPI_ERR_NO_MEM;
-    return start(r, request, MPI_Ialltoall(send, (int)count, MPI_FLOAT, receive, (int)count, MPI_FLOAT, comm, r));
+    code = gather ? MPI_Iallgather(send, (int)count, MPI_FLOAT, receive, (int)count, MPI_FLOAT, comm, r)
+                  : MPI_Ialltoall(send, (int)count, MPI_FLOAT, receive, (int)count, MPI_FLOAT, comm, r);
+    return start(r, request, code);
+}
+
+int ns_mpi_ialltoall_float(const float *send, long count, float *receive, int slot, void **request) {
+    return start_floats(0, send, count, receive, slot, request);
 }
 
 int ns_mpi_iallgather_float(const float *send, long count, float *receive, int slot, void **request) {
-    if (count > INT_MAX) return MPI_ERR_COUNT;
-    MPI_Comm comm;
-    int code = slot_comm(slot, &comm);
-    if (code != MPI_SUCCESS) return code;
-    MPI_Request *r = malloc(sizeof(MPI_Request));
-    if (!r) return MPI_ERR_NO_MEM;
-    return start(r, request, MPI_Iallgather(send, (int)count, MPI_FLOAT, receive, (int)count, MPI_FLOAT, comm, r));
+    return start_floats(1, send, count, receive, slot, request);
 }
 
 int ns_mpi_test(void **request, int *done) {
