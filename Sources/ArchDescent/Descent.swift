@@ -443,8 +443,11 @@ public final class Descent {
         let done = Double(pruner.prunedChannels)
         guard done > 0 else { return nil }
         let warm = Double(config.warmupEpochs * train.batchCount)
-        let pruneBatches = goal / Double(config.pruning.count) * Double(config.pruning.frequency)
-        let fraction = (warm + done / Double(config.pruning.count) * Double(config.pruning.frequency)) / (warm + pruneBatches)
+        // Channels a step removes: --prune-count, or more when a step takes channels of coupled
+        // streams (one per group of the stream): the mean of the steps so far.
+        let perStep = pruner.steps > 0 ? done / Double(pruner.steps) : Double(config.pruning.count)
+        let pruneBatches = goal / perStep * Double(config.pruning.frequency)
+        let fraction = (warm + done / perStep * Double(config.pruning.frequency)) / (warm + pruneBatches)
         let thisTotal = elapsed / max(min(fraction, 1), 1e-6)
         let perIteration = state.seconds.isEmpty ? thisTotal : state.seconds.reduce(0, +) / Double(state.seconds.count)
         return max(0, thisTotal - elapsed) + perIteration * Double(config.iterations - state.completed.count - 1)
