@@ -43,11 +43,7 @@ public struct PowerLawFit: Codable, Equatable, Sendable {
 
     /// Every group in exactly one unit, ordered by first group: the coupled sets and every other
     /// group alone. A solver moves the widths of a unit together.
-    public var units: [[Int]] {
-        let sets = coupling ?? []
-        let coupled = Set(sets.joined())
-        return (groups.indices.filter { !coupled.contains($0) }.map { [$0] } + sets.map { $0.sorted() }).sorted { $0[0] < $1[0] }
-    }
+    public var units: [[Int]] { couplingUnits(coupling ?? [], groups: groups.count) }
 
     /// Least squares of `ln w_l = beta_l * ln P + ln alpha_l` for every group; the groups of a
     /// coupled set (whose widths a coupled pruner keeps equal) take their first group's law.

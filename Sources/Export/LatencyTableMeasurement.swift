@@ -67,8 +67,8 @@ public enum LatencyTableMeasurement {
         return (entries, version)
     }
 
-    /// `d`'s net (random weights) exported to a temporary ONNX file, for `netRound`; the caller
-    /// removes it.
+    /// `d`'s net (random weights) exported to a temporary ONNX file, for `netRound` and
+    /// `endToEndMs`; the caller removes it.
     public static func exportNet(_ d: NetDescription) throws -> String {
         let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 0)))
         let path = TemporaryFiles.makePath("latency-net", suffix: ".onnx")
@@ -99,10 +99,8 @@ public enum LatencyTableMeasurement {
     /// The latency of `d`'s net (random weights) on ONNX Runtime at batch 1: the lowest of its
     /// trials' medians, as layers are timed (the least disturbed trial).
     public static func endToEndMs(_ d: NetDescription, _ s: Settings, name: String) throws -> Double {
-        let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 0)))
-        let path = TemporaryFiles.makePath("latency-check", suffix: ".onnx")
+        let path = try exportNet(d)
         defer { TemporaryFiles.remove(path) }
-        try ONNXExport.write(net, to: path, opset: 13)
         return try ORTInference.measure(path, name: name, batch: 1, warmup: max(s.warmup, 10), runs: max(s.runs, 40), trials: s.trials,
                                         threads: s.threads, budget: 16.67).timing.trials.map(\.median_ms).min()!
     }

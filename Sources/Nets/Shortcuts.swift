@@ -149,6 +149,22 @@ extension NetDescription {
     }
 }
 
+extension Architecture {
+    /// Coupled sets of groups by their layers' names: `[conv1, layers.0, layers.1] [layers.2, layers.3]`.
+    public func describe(coupling: [[Int]]) -> String {
+        let names = groupNames
+        return coupling.map { "[" + $0.map { names[$0] }.joined(separator: ", ") + "]" }.joined(separator: " ")
+    }
+}
+
+/// Every one of `groups` width groups in exactly one unit, units ordered by their first group:
+/// the sets of `coupling` (each sorted) and every other group alone. What a coupled pruner prunes
+/// and a coupled fit's solvers move as one.
+public func couplingUnits(_ coupling: [[Int]], groups: Int) -> [[Int]] {
+    let coupled = Set(coupling.joined())
+    return ((0..<groups).filter { !coupled.contains($0) }.map { [$0] } + coupling.map { $0.sorted() }).sorted { $0[0] < $1[0] }
+}
+
 /// Residual blocks by shortcut: identities cost nothing, projections are 1x1 convs, selections
 /// are channel gathers (nets made by pruning surgery).
 public struct ShortcutCounts: Codable, Equatable, Sendable, CustomStringConvertible {

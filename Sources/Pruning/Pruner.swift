@@ -89,18 +89,18 @@ public final class Pruner {
         self.settings = settings
         self.sites = sites
         self.parameterCount = parameterCount
-        units = sites.indices.map { [$0] }
+        units = couplingUnits([], groups: sites.count)
         self.scores = sites.map { [Double](repeating: 0, count: $0.gate.count) }
     }
 
     /// Prunes arbitrary gate sites, each set of `coupling` as one unit.
     public init(sites: [GateSite], settings: PruningSettings, coupling: [[Int]], parameterCount: @escaping ([Int]) -> Int) throws {
-        var unitOf = [Int?](repeating: nil, count: sites.count)
-        for (k, set) in coupling.enumerated() {
-            guard let first = set.first, Set(set).count == set.count, set.allSatisfy({ sites.indices.contains($0) && unitOf[$0] == nil }) else {
+        var seen = Set<Int>()
+        for set in coupling {
+            guard let first = set.first, Set(set).count == set.count, set.allSatisfy({ sites.indices.contains($0) && !seen.contains($0) }) else {
                 throw NetError.invalid("coupled groups \(set): every group must be one of 0..<\(sites.count), in one set only")
             }
-            for g in set { unitOf[g] = k }
+            seen.formUnion(set)
             let lead = sites[first].gate
             for g in set.dropFirst() {
                 let gate = sites[g].gate
@@ -115,10 +115,7 @@ public final class Pruner {
         self.settings = settings
         self.sites = sites
         self.parameterCount = parameterCount
-        units = sites.indices.compactMap { g in
-            guard let k = unitOf[g] else { return [g] }
-            return coupling[k].min() == g ? coupling[k].sorted() : nil
-        }
+        units = couplingUnits(coupling, groups: sites.count)
         self.scores = units.map { [Double](repeating: 0, count: sites[$0[0]].gate.count) }
     }
 

@@ -1,6 +1,7 @@
 import ArchDescent
 import Checkpoint
 import Foundation
+import Nets
 
 /// Per-group uniform and NeuralScale widths of a search at one ratio, as a text table (what
 /// `neuralscale widths` and the end of `neuralscale descend` print).
@@ -20,7 +21,7 @@ public enum WidthsTable {
         }
         if let coupling = fit?.coupling {
             lines.append("coupled residual streams (one width each): "
-                         + coupling.map { "[" + $0.map { result.groupNames[$0] }.joined(separator: ", ") + "]" }.joined(separator: " "))
+                         + result.template.architecture.describe(coupling: coupling))
         }
         return lines.joined(separator: "\n")
     }

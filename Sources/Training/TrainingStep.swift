@@ -139,11 +139,7 @@ public final class TrainingStep {
             let total = tensors.reduce(0) { $0 + $1.count }
             if bucketBuffers[b].count < total { bucketBuffers[b] = Tensor(uninitialized: [total]) }
             let buffer = bucketBuffers[b].data
-            var offset = 0
-            for t in tensors {
-                (buffer + offset).update(from: t.grad!.data, count: t.count)
-                offset += t.count
-            }
+            pack(tensors, into: buffer)
             summedFloats += total
             packed.append(tensors)
             pending.append(group.startSum(buffer, count: total, slot: b))
@@ -158,11 +154,7 @@ public final class TrainingStep {
         while pending.count < buckets.count { launch(pending.count) }
         for (b, p) in pending.enumerated() {
             p.finish()
-            var offset = 0
-            for t in packed[b] {
-                t.grad!.data.update(from: bucketBuffers[b].data + offset, count: t.count)
-                offset += t.count
-            }
+            unpack(packed[b], from: bucketBuffers[b].data)
         }
         return monotonicSeconds() - s0
     }
@@ -174,15 +166,25 @@ public final class TrainingStep {
         let total = tensors.reduce(0) { $0 + $1.count }
         summedFloats = total
         let buffer = Tensor(uninitialized: [total])
+        pack(tensors, into: buffer.data)
+        group.sum(buffer.data, count: total)
+        unpack(tensors, from: buffer.data)
+    }
+
+    /// The gradients of `tensors`, one after the other, into `buffer`.
+    private func pack(_ tensors: [Tensor], into buffer: UnsafeMutablePointer<Float>) {
         var offset = 0
         for t in tensors {
-            (buffer.data + offset).update(from: t.grad!.data, count: t.count)
+            (buffer + offset).update(from: t.grad!.data, count: t.count)
             offset += t.count
         }
-        group.sum(buffer.data, count: total)
-        offset = 0
+    }
+
+    /// `pack` undone: `buffer`'s values back into the gradients of `tensors`.
+    private func unpack(_ tensors: [Tensor], from buffer: UnsafeMutablePointer<Float>) {
+        var offset = 0
         for t in tensors {
-            t.grad!.data.update(from: buffer.data + offset, count: t.count)
+            t.grad!.data.update(from: buffer + offset, count: t.count)
             offset += t.count
         }
     }

@@ -137,7 +137,7 @@ struct Descend: ParsableCommand {
                 let streams = base.identityCoupling
                 FileHandle.standardError.write(Data((streams.isEmpty
                     ? "note: \(model.rawValue) has no identity shortcuts; --couple-residuals changes nothing\n"
-                    : "residual streams pruned as one: " + streams.map { "[" + $0.map { model.groupNames[$0] }.joined(separator: ", ") + "]" }.joined(separator: " ") + "\n").utf8))
+                    : "residual streams pruned as one: " + model.describe(coupling: streams) + "\n").utf8))
             }
             installInterruptHandler()
             var data = try DatasetSources.load(kind, directory: dataDir, validationSplit: 0, seed: seed, subset: config.subset,
