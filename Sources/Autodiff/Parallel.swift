@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Splits work across the machine's cores.
@@ -18,13 +19,26 @@ public enum Parallel {
     public static func forRange(_ count: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
         guard count > 0 else { return }
         let chunks = min(workers, max(1, count / max(grain, 1)))
-        if chunks <= 1 { body(0..<count); return }
+        if chunks <= 1 || ns_serial_depth() > 0 { body(0..<count); return }
         func chunk(_ k: Int) {
             let lo = count * k / chunks, hi = count * (k + 1) / chunks
             if lo < hi { body(lo..<hi) }
         }
         // Inside another parallel region (or beside one on another thread) the chunks run here.
         if !pool.run(chunks, workers: workers - 1, chunk) { for k in 0..<chunks { chunk(k) } }
+    }
+
+    /// Runs `body` with every parallel region it starts (on this thread) run by this thread alone,
+    /// as with one worker: the same pieces in order, so the same bits. For work too small to pay
+    /// for the hand-off: a job of a few microseconds waits as long for the other threads to join
+    /// and finish as it gains, and more when the machine runs them on one core's two hardware
+    /// threads.
+    @inline(__always)
+    public static func serially<T>(_ body: () throws -> T) rethrows -> T {
+        let depth = ns_serial_depth()
+        ns_set_serial_depth(depth + 1)
+        defer { ns_set_serial_depth(depth) }
+        return try body()
     }
 
     /// The threads that run the chunks with the caller.
@@ -44,7 +58,7 @@ public enum Parallel {
     public static func forPieces(_ count: Int, pieces: Int = gemmPieces, _ body: (Range<Int>) -> Void) {
         guard count > 0 else { return }
         let piece = { (k: Int) -> Range<Int> in (count * k / pieces)..<(count * (k + 1) / pieces) }
-        if workers <= 1 {
+        if workers <= 1 || ns_serial_depth() > 0 {
             for k in 0..<pieces where !piece(k).isEmpty { body(piece(k)) }
             return
         }

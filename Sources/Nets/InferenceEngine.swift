@@ -1,4 +1,5 @@
 import Autodiff
+import Foundation
 
 /// An inference graph prepared to run many times (`bench infer`'s engine): every convolution is a
 /// `FrozenConv2D`, whose transformed kernels are computed once, and a ReLU or ReLU6 that is a
@@ -14,6 +15,17 @@ public final class InferenceEngine {
     /// Per node: an activation already applied by the convolution it reads, so it passes its
     /// input on.
     private let absorbed: [Bool]
+    /// Per node: its work for one image, in multiply-accumulates for convolutions and linear
+    /// layers and in elements touched for the others (see `serialWork`).
+    private let work: [Int]
+
+    /// Ops with less work than this (for the whole batch) run on the calling thread alone: a
+    /// parallel region costs microseconds of hand-off, and an op of a few microseconds gains less
+    /// than that from a second thread (`NEURALSCALE_SERIAL_WORK` overrides).
+    nonisolated(unsafe) public static var serialWork: Int = {
+        if let text = ProcessInfo.processInfo.environment["NEURALSCALE_SERIAL_WORK"], let n = Int(text), n >= 0 { return n }
+        return 1 << 20
+    }()
 
     public init(_ graph: InferenceGraph) {
         self.graph = graph
@@ -38,6 +50,11 @@ public final class InferenceEngine {
         }
         self.convs = convs
         self.absorbed = absorbed
+        work = graph.nodes.indices.map { i in
+            let node = graph.nodes[i], macs = graph.macs(of: i)
+            if case .batchNorm = node.op { return node.shape.reduce(1, *) }
+            return macs > 0 ? macs : node.inputs.reduce(node.shape.reduce(1, *)) { $0 + graph.shape(of: $1).reduce(1, *) }
+        }
     }
 
     /// Runs the graph on `x` [N, C, H, W]; `observe` sees every value as `InferenceGraph.run`
@@ -46,19 +63,26 @@ public final class InferenceEngine {
         Tape.withoutGradients {
             observe?(0, x)
             var values = [x]
+            let batch = x.shape[0]
             for (i, node) in graph.nodes.enumerated() {
                 let y: Tensor
-                if let conv = convs[i] {
-                    y = conv(values[node.inputs[0]])
-                } else if absorbed[i] {
+                if absorbed[i] {
                     y = values[node.inputs[0]]
+                } else if work[i] * batch < Self.serialWork {
+                    y = Parallel.serially { apply(i, values) }
                 } else {
-                    y = graph.apply(node, values)
+                    y = apply(i, values)
                 }
                 observe?(values.count, y)
                 values.append(y)
             }
             return values[graph.output]
         }
+    }
+
+    private func apply(_ i: Int, _ values: [Tensor]) -> Tensor {
+        let node = graph.nodes[i]
+        if let conv = convs[i] { return conv(values[node.inputs[0]]) }
+        return graph.apply(node, values)
     }
 }

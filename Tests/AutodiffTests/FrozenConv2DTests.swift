@@ -16,7 +16,22 @@ final class FrozenConv2DTests: XCTestCase {
             ([3, 8, 5, 5], [6, 8, 1, 1], 1, 0, 1),
             ([2, 20, 6, 6], [20, 1, 3, 3], 1, 1, 20),   // depthwise
             ([2, 4, 6, 6], [8, 1, 3, 3], 2, 1, 4),      // depthwise with multiplier 2
+            ([3, 5, 12, 12], [30, 5, 3, 3], 1, 1, 1),   // packed weights: 3 panels (the last cut), 32+32+32+32+16 columns
+            ([1, 7, 9, 9], [13, 7, 3, 3], 1, 1, 1),     // packed weights, one image: 81 columns (a tail of 1), panels split
+            ([2, 40, 4, 4], [26, 40, 1, 1], 1, 0, 1),   // packed weights, in place: 16 columns
+            ([1, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1),      // a 3x3 map: sgemm, which batches small maps
         ]
+        // The weight-packing GEMM takes the planes of at least 16 pixels of ungrouped convolutions.
+        let geometry = { (xs: [Int], ws: [Int], s: Int, p: Int, g: Int) in
+            try Conv2DGeometry.validate(input: xs, weight: ws, bias: nil, stride: (s, s), padding: (p, p), groups: g)
+        }
+        let saved0 = Conv2DTuning.winograd
+        Conv2DTuning.winograd = .off
+        XCTAssertEqual(try geometry([3, 5, 12, 12], [30, 5, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .packedGEMM)
+        XCTAssertEqual(try geometry([2, 40, 4, 4], [26, 40, 1, 1], 1, 0, 1).algorithm(frozenWeights: true), .packedGEMM)
+        XCTAssertEqual(try geometry([3, 5, 12, 12], [30, 5, 3, 3], 1, 1, 1).algorithm(frozenWeights: false), .im2col)
+        XCTAssertEqual(try geometry([1, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .im2col)
+        Conv2DTuning.winograd = saved0
         let saved = Conv2DTuning.winograd
         defer { Conv2DTuning.winograd = saved }
         for (xs, ws, stride, padding, groups) in cases {
@@ -42,6 +57,41 @@ final class FrozenConv2DTests: XCTestCase {
                     }
                 }
             }
+        }
+    }
+
+    /// Small depthwise planes (MobileNetV2's 4x4 and 2x2 maps) run channel-blocked: checked against
+    /// the convolution summed out by hand, since `conv2d` runs the same kernel.
+    func testSmallDepthwisePlanesMatchDirectSum() {
+        let lanes = Conv2DTuning.depthwiseLanes
+        for (size, stride) in [(4, 1), (4, 2), (2, 1), (3, 2)] {
+            let c = lanes + 5
+            let x = Tensor.randn([2, c, size, size], using: &rng), w = Tensor.randn([c, 1, 3, 3], using: &rng)
+            let b = Tensor.randn([c], using: &rng)
+            let geometry = try! Conv2DGeometry.validate(input: x.shape, weight: w.shape, bias: b.shape, stride: (stride, stride),
+                                                        padding: (1, 1), groups: c)
+            XCTAssertLessThanOrEqual(geometry.outPlane, Conv2DTuning.depthwiseBlockedPlane)
+            let out = (size + 2 - 3) / stride + 1
+            var expected = [Float](repeating: 0, count: 2 * c * out * out)
+            for n in 0..<2 {
+                for ch in 0..<c {
+                    for oh in 0..<out {
+                        for ow in 0..<out {
+                            var sum = b.data[ch]
+                            for i in 0..<3 {
+                                for j in 0..<3 {
+                                    let ih = oh * stride - 1 + i, iw = ow * stride - 1 + j
+                                    guard (0..<size).contains(ih), (0..<size).contains(iw) else { continue }
+                                    sum += w.data[ch * 9 + i * 3 + j] * x.data[((n * c + ch) * size + ih) * size + iw]
+                                }
+                            }
+                            expected[((n * c + ch) * out + oh) * out + ow] = max(sum, 0)
+                        }
+                    }
+                }
+            }
+            let frozen = FrozenConv2D(weight: w, bias: b, stride: (stride, stride), padding: (1, 1), groups: c, activation: .relu)
+            assertClose(frozen(x).values, expected, rtol: 1e-5, atol: 1e-5, "\(size)x\(size) stride \(stride)")
         }
     }
 }

@@ -18,6 +18,9 @@ public final class FrozenConv2D {
     /// The kernels restricted to the rows and columns that read the image, by the input's plane
     /// (see `KernelWindow`).
     private var restricted: [Pair: Tensor] = [:]
+    /// The kernels packed for `PackedGEMMConv`, by the input's plane when cut to a window, else
+    /// under (0, 0).
+    private var packed: [Pair: Tensor] = [:]
     private let lock = NSLock()
 
     public init(weight: Tensor, bias: Tensor?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0), groups: Int = 1,
@@ -45,6 +48,10 @@ public final class FrozenConv2D {
         } else if let winograd = WinogradConv(run, frozenWeights: true) {
             winograd.forward(x.data, kernels.data, bias?.data, out.data, transformed: transformedKernels(winograd, kernels),
                              activation: activation)
+        } else if let gemm = PackedGEMMConv(run) {
+            let key = window.map { Pair($0.full.height, $0.full.width) } ?? Pair(0, 0)
+            gemm.forward(x.data, packed: packedKernels(gemm, kernels, key: key).data, bias?.data, out.data,
+                         activation: activation)
         } else {
             GEMMConv(run).forward(x.data, kernels.data, bias?.data, out.data, activation: activation)
         }
@@ -60,6 +67,16 @@ public final class FrozenConv2D {
         let u = winograd.transformedWeights(kernels.data, rotated: false)
         transformed[winograd.tile] = u
         return u
+    }
+
+    /// `kernels` packed for `gemm`, packed on first use for `key`.
+    private func packedKernels(_ gemm: PackedGEMMConv, _ kernels: Tensor, key: Pair) -> Tensor {
+        lock.lock()
+        defer { lock.unlock() }
+        if let p = packed[key] { return p }
+        let p = gemm.pack(kernels.data)
+        packed[key] = p
+        return p
     }
 
     /// The kernels cut to `window`, cut on first use for its input plane.

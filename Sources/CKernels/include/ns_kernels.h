@@ -148,6 +148,25 @@ static inline void ns_cpu_relax(void) {
 #endif
 }
 
+/// A GEMM with the left operand packed once (a frozen convolution's weights):
+/// C[m][n] = clamp(sum over k in order of A[m][k] * B[k][n] + bias[m], lo, hi) (a NaN stays NaN),
+/// for the rows of panels [p0, p1) (`ns_pgemm_panel_rows()` rows each, the last one cut at M)
+/// and all N columns; B [K x N] and C [M x N] row-major with leading dimensions ldb and ldc.
+/// `ap` holds `ns_pgemm_packed_count(M, K)` floats written by `ns_pgemm_pack`; `scratch`
+/// `ns_pgemm_scratch_count(K)` floats. `bias` may be NULL. Each element is computed alike
+/// whatever the panels or columns of a call, so splits do not change the result.
+long ns_pgemm_panel_rows(void);
+long ns_pgemm_packed_count(long M, long K);
+long ns_pgemm_scratch_count(long K);
+void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap);
+void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
+              const float *bias, float lo, float hi, long p0, long p1, float *scratch);
+
+/// The calling thread's depth of `Parallel.serially` scopes (0: outside any): work started inside
+/// one runs on the calling thread alone.
+int ns_serial_depth(void);
+void ns_set_serial_depth(int depth);
+
 /// C[m][n] = sum over k of A[m][k] * BT[n][k] for m < M, n < N: a GEMM with few columns (N up to
 /// 8 or so) that reads each row of A once, four rows against four columns at a time, where sgemm
 /// would first copy all of A into its packed layout. Each element sums 16 lanes of products in

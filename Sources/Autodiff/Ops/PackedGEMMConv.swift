@@ -1,0 +1,76 @@
+import CKernels
+
+/// The im2col convolution of a `FrozenConv2D` whose weights are packed once (`ns_pgemm_pack`):
+/// per image, the patch matrix (none for a 1x1 stride-1 convolution: the image is its own) times
+/// the packed weights, written straight into the NCHW output with the bias and the activation
+/// applied in the same pass. One image at a time (an inference of one image) splits the
+/// weights' panels over the GEMM pieces; a batch splits its images.
+///
+/// For output planes of at least `minPlane` pixels, ungrouped: smaller planes waste most of a
+/// 16-column tile, and the blocked sgemm path (`GEMMConv`) batches their images instead.
+struct PackedGEMMConv {
+    static let minPlane = 16
+
+    let g: Conv2DGeometry
+
+    init?(_ g: Conv2DGeometry) {
+        guard g.groups == 1, !g.isDepthwise, g.outPlane >= Self.minPlane else { return nil }
+        self.g = g
+    }
+
+    /// Floats of the packed weights.
+    var packedCount: Int { ns_pgemm_packed_count(g.outChannels, g.colRows) }
+
+    /// `weight` [O, C, kH, kW] packed for `forward`.
+    func pack(_ weight: UnsafePointer<Float>) -> Tensor {
+        let packed = Tensor(uninitialized: [packedCount])
+        ns_pgemm_pack(g.outChannels, g.colRows, weight, g.colRows, packed.data)
+        return packed
+    }
+
+    private var isPointwise: Bool {
+        g.kernelH == 1 && g.kernelW == 1 && g.strideH == 1 && g.strideW == 1 && g.padH == 0 && g.padW == 0
+    }
+
+    func forward(_ x: UnsafePointer<Float>, packed: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
+                 _ out: UnsafeMutablePointer<Float>, activation: Activation) {
+        let (lo, hi) = activation.bounds
+        let m = g.outChannels, k = g.colRows, plane = g.outPlane, pointwise = isPointwise
+        let pieces = Parallel.gemmPieces, panelRows = ns_pgemm_panel_rows()
+        let panels = (m + panelRows - 1) / panelRows
+        let scratchCount = ns_pgemm_scratch_count(k), colCount = pointwise ? 0 : k * plane
+        let im2col = GEMMConv(g)
+        let perImage = min(g.batch, pieces)
+        let scratch = Tensor(uninitialized: [pieces * scratchCount]), col = Tensor(uninitialized: [perImage * colCount])
+        let pscratch = scratch.data, pcol = col.data
+        defer { withExtendedLifetime((scratch, col)) {} }  // the pieces below use them only by pointer
+        let imageIn = g.inChannels * g.inPlane, imageOut = m * plane
+        if g.batch < pieces {
+            // Few images: each image's patch matrix (rows cut over the pieces), then its panels.
+            for img in 0..<g.batch {
+                let b: UnsafePointer<Float> = pointwise ? x + img * imageIn : UnsafePointer(pcol)
+                if !pointwise {
+                    Parallel.forPieces(k) { rows in
+                        im2col.im2col(x, group: 0, start: img, images: 0..<1, cols: plane, into: pcol, patchRows: rows)
+                    }
+                }
+                forEachPieceBlock(count: panels, block: panels) { piece, first, count in
+                    ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, lo, hi,
+                             first, first + count, pscratch + piece * scratchCount)
+                }
+            }
+            return
+        }
+        forEachPieceBlock(count: g.batch, block: 1) { piece, img, _ in
+            let b: UnsafePointer<Float>
+            if pointwise {
+                b = x + img * imageIn
+            } else {
+                im2col.im2col(x, group: 0, start: img, images: 0..<1, cols: plane, into: pcol + piece * colCount)
+                b = UnsafePointer(pcol + piece * colCount)
+            }
+            ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, lo, hi, 0, panels,
+                     pscratch + piece * scratchCount)
+        }
+    }
+}

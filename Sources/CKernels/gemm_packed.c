@@ -1,0 +1,152 @@
+#include "ns_kernels.h"
+
+#include <string.h>
+
+// A GEMM whose left operand (a frozen convolution's weights) is packed once and reused for every
+// call: C = act(A . B + bias) with B read in place (an image's patch matrix, or the image itself
+// for a 1x1 convolution) and C written in place (the output image), the bias and activation
+// applied while the tile is still in registers. sgemm packs both operands on every call, which
+// for the small GEMMs of an inference of one image costs as much as the multiplication.
+//
+// A tile is `mr` rows of C against 16 or 32 columns: per k, one or two vectors of B's row k and a
+// broadcast of each row's A value. Every element of C sums its K products in k order in one
+// accumulator, then adds the bias: the result does not depend on how the rows, columns or images
+// are split over threads.
+
+enum { NR = 16 };
+typedef float vf __attribute__((vector_size(4 * NR)));
+typedef float vf_unaligned __attribute__((vector_size(4 * NR), aligned(4)));
+typedef int vi __attribute__((vector_size(4 * NR)));
+#define LOAD(p) (*(const vf_unaligned *)(p))
+#define STORE(p, v) (*(vf_unaligned *)(p) = (v))
+#define SELECT(m, a, b) ((vf)(((vi)(a) & (m)) | ((vi)(b) & ~(m))))
+
+#if defined(__x86_64__) && defined(__clang__)
+#define WIDE_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+#define NARROW_TARGET __attribute__((target("avx2,fma")))
+#else
+#define WIDE_TARGET
+#define NARROW_TARGET
+#endif
+
+/// Rows per panel: 12 with 32 vector registers (24 accumulators of a 12 x 32 tile), 4 otherwise.
+static long panel_rows(void) {
+#if defined(__x86_64__) && defined(__clang__)
+    static long rows = 0;
+    if (rows == 0) rows = __builtin_cpu_supports("avx512f") ? 12 : 4;
+    return rows;
+#else
+    return 4;
+#endif
+}
+
+long ns_pgemm_panel_rows(void) { return panel_rows(); }
+
+long ns_pgemm_packed_count(long M, long K) {
+    const long mr = panel_rows();
+    return (M + mr - 1) / mr * mr * K;
+}
+
+void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) {
+    const long mr = panel_rows(), panels = (M + mr - 1) / mr;
+    for (long p = 0; p < panels; p++) {
+        float *dst = ap + p * K * mr;
+        for (long k = 0; k < K; k++)
+            for (long r = 0; r < mr; r++) {
+                const long m = p * mr + r;
+                dst[k * mr + r] = m < M ? A[m * lda + k] : 0;
+            }
+    }
+}
+
+/// The accumulators stay in registers only when the loops over them are unrolled.
+#define UNROLL _Pragma("clang loop unroll(full)")
+
+/// One tile: `rows` (<= MR) rows of C from panel `ap` against V vectors of columns of B.
+#define TILE(MR, V)                                                                                                   \
+    static inline __attribute__((always_inline)) void tile_##MR##_##V(                                                \
+        long K, const float *restrict ap, const float *restrict b, long ldb, float *restrict c, long ldc, long rows,  \
+        const float *bias, float lo, float hi) {                                                                      \
+        vf acc[MR][V];                                                                                                \
+        UNROLL for (int r = 0; r < MR; r++)                                                                           \
+            UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};                                                   \
+        for (long k = 0; k < K; k++) {                                                                                \
+            vf bv[V];                                                                                                 \
+            UNROLL for (int v = 0; v < V; v++) bv[v] = LOAD(b + k * ldb + v * NR);                                    \
+            UNROLL for (int r = 0; r < MR; r++) {                                                                     \
+                const float a = ap[k * MR + r];                                                                       \
+                UNROLL for (int v = 0; v < V; v++) acc[r][v] += a * bv[v];                                            \
+            }                                                                                                         \
+        }                                                                                                             \
+        const vf vlo = (vf){0} + lo, vhi = (vf){0} + hi;                                                              \
+        UNROLL for (int r = 0; r < MR; r++) {                                                                         \
+            if (r >= rows) break;                                                                                     \
+            const float add = bias ? bias[r] : 0;                                                                     \
+            for (int v = 0; v < V; v++) {                                                                             \
+                vf y = acc[r][v] + add;                                                                               \
+                y = SELECT(y < vlo, vlo, y); /* comparisons keep a NaN a NaN */                                       \
+                y = SELECT(y > vhi, vhi, y);                                                                          \
+                STORE(c + r * ldc + v * NR, y);                                                                       \
+            }                                                                                                         \
+        }                                                                                                             \
+    }
+
+TILE(12, 2)
+TILE(12, 1)
+TILE(4, 2)
+TILE(4, 1)
+
+/// Panels [p0, p1) of C against all N columns: blocks of 32 columns, then one of 16, then the
+/// last < 16 columns through `scratch` (K * 16 + MR * 16 floats): B's columns copied zero-padded,
+/// the tile computed there and its valid columns copied out.
+#define BODY(NAME, TARGET, MR)                                                                                        \
+    TARGET static void NAME(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,   \
+                            const float *bias, float lo, float hi, long p0, long p1, float *scratch) {                \
+        long n0 = 0;                                                                                                  \
+        for (; n0 + 2 * NR <= N; n0 += 2 * NR)                                                                        \
+            for (long p = p0; p < p1; p++) {                                                                          \
+                const long m = p * MR;                                                                                \
+                tile_##MR##_2(K, ap + p * K * MR, B + n0, ldb, C + m * ldc + n0, ldc, M - m, bias ? bias + m : 0, lo, \
+                              hi);                                                                                    \
+            }                                                                                                         \
+        for (; n0 + NR <= N; n0 += NR)                                                                                \
+            for (long p = p0; p < p1; p++) {                                                                          \
+                const long m = p * MR;                                                                                \
+                tile_##MR##_1(K, ap + p * K * MR, B + n0, ldb, C + m * ldc + n0, ldc, M - m, bias ? bias + m : 0, lo, \
+                              hi);                                                                                    \
+            }                                                                                                         \
+        if (n0 < N) {                                                                                                 \
+            const long w = N - n0;                                                                                    \
+            float *b = scratch, *c = scratch + K * NR;                                                                \
+            for (long k = 0; k < K; k++) {                                                                            \
+                memcpy(b + k * NR, B + k * ldb + n0, sizeof(float) * w);                                              \
+                memset(b + k * NR + w, 0, sizeof(float) * (NR - w));                                                 \
+            }                                                                                                         \
+            for (long p = p0; p < p1; p++) {                                                                          \
+                const long m = p * MR, rows = M - m < MR ? M - m : MR;                                                \
+                tile_##MR##_1(K, ap + p * K * MR, b, NR, c, NR, rows, bias ? bias + m : 0, lo, hi);                   \
+                for (long r = 0; r < rows; r++) memcpy(C + (m + r) * ldc + n0, c + r * NR, sizeof(float) * w);        \
+            }                                                                                                         \
+        }                                                                                                             \
+    }
+
+BODY(pgemm_wide, WIDE_TARGET, 12)
+BODY(pgemm_narrow, NARROW_TARGET, 4)
+BODY(pgemm_default, , 4)
+
+long ns_pgemm_scratch_count(long K) { return K * NR + panel_rows() * NR; }
+
+void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
+              const float *bias, float lo, float hi, long p0, long p1, float *scratch) {
+#if defined(__x86_64__) && defined(__clang__)
+    if (panel_rows() == 12) {
+        pgemm_wide(M, N, K, ap, B, ldb, C, ldc, bias, lo, hi, p0, p1, scratch);
+        return;
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        pgemm_narrow(M, N, K, ap, B, ldb, C, ldc, bias, lo, hi, p0, p1, scratch);
+        return;
+    }
+#endif
+    pgemm_default(M, N, K, ap, B, ldb, C, ldc, bias, lo, hi, p0, p1, scratch);
+}
