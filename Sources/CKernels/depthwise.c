@@ -133,36 +133,103 @@ void ns_depthwise_backward_weight(const ns_depthwise_geometry *g, long n, long f
 
 enum { L = NS_DEPTHWISE_LANES };
 
+typedef float vf __attribute__((vector_size(4 * L)));
+typedef float vf_unaligned __attribute__((vector_size(4 * L), aligned(4)));
+typedef int vi __attribute__((vector_size(4 * L)));
+#define LOAD(p) (*(const vf_unaligned *)(p))
+#define STORE(p, v) (*(vf_unaligned *)(p) = (v))
+#define SELECT(m, a, b) ((vf)(((vi)(a) & (m)) | ((vi)(b) & ~(m))))
+
+/// One stage of a 16 x 16 transpose: rows a and b (b's index = a's + m) swap the elements
+/// (a, c) and (b, c ^ m) for every column c with bit m set.
+#define SWAP_1(a, b)                                                                                                  \
+    do {                                                                                                              \
+        const vf t = __builtin_shufflevector(a, b, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);         \
+        b = __builtin_shufflevector(a, b, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);                  \
+        a = t;                                                                                                        \
+    } while (0)
+#define SWAP_2(a, b)                                                                                                  \
+    do {                                                                                                              \
+        const vf t = __builtin_shufflevector(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);         \
+        b = __builtin_shufflevector(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);                 \
+        a = t;                                                                                                        \
+    } while (0)
+#define SWAP_4(a, b)                                                                                                  \
+    do {                                                                                                              \
+        const vf t = __builtin_shufflevector(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);         \
+        b = __builtin_shufflevector(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);                 \
+        a = t;                                                                                                        \
+    } while (0)
+#define SWAP_8(a, b)                                                                                                  \
+    do {                                                                                                              \
+        const vf t = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);           \
+        b = __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);               \
+        a = t;                                                                                                        \
+    } while (0)
+
+/// r[i][j] becomes r[j][i].
+static inline __attribute__((always_inline)) void transpose16(vf r[16]) {
+    for (int i = 0; i < 16; i += 2) SWAP_1(r[i], r[i + 1]);
+    for (int i = 0; i < 16; i += 4) { SWAP_2(r[i], r[i + 2]); SWAP_2(r[i + 1], r[i + 3]); }
+    for (int i = 0; i < 16; i += 8)
+        for (int k = 0; k < 4; k++) SWAP_4(r[i + k], r[i + k + 4]);
+    for (int k = 0; k < 8; k++) SWAP_8(r[k], r[k + 8]);
+}
+
+static inline void fill(float *d, long n, float v) {
+    for (long i = 0; i < n; i++) d[i] = v;
+}
+
 /// Interleaves `lanes` consecutive planes (h x w each) into buf[((y + py) * wp + x + px) * L + l],
-/// zero elsewhere (wp = w + 2 px, the buffer (h + 2 py) x wp x L).
-static void pack(const float *src, long lanes, long h, long w, long py, long px, float *restrict buf) {
-    const long wp = w + 2 * px, hp = h + 2 * py;
-    memset(buf, 0, sizeof(float) * py * wp * L);
-    memset(buf + (py + h) * wp * L, 0, sizeof(float) * (hp - py - h) * wp * L);
-    // Row by row, so that the lanes' passes over a row's interleaved pixels stay in L1.
+/// `pad` elsewhere (wp = w + 2 px, the buffer (h + 2 py) x wp x L): 16 pixels at a time through a
+/// transpose in registers, the last few one by one.
+static inline __attribute__((always_inline)) void pack_padding(const float *src, long lanes, long h, long w, long py,
+                                                               long px, float pad, float *restrict buf) {
+    const long wp = w + 2 * px, hp = h + 2 * py, plane = h * w;
+    fill(buf, py * wp * L, pad);
+    fill(buf + (py + h) * wp * L, (hp - py - h) * wp * L, pad);
     for (long y = 0; y < h; y++) {
         float *row = buf + (y + py) * wp * L;
-        memset(row, 0, sizeof(float) * px * L);
-        memset(row + (px + w) * L, 0, sizeof(float) * px * L);
-        if (lanes < L) memset(row + px * L, 0, sizeof(float) * w * L);
-        for (long l = 0; l < lanes; l++) {
-            const float *s = src + l * h * w + y * w;
-            float *d = row + px * L + l;
-            for (long x = 0; x < w; x++) d[x * L] = s[x];
-        }
+        fill(row, px * L, pad);
+        fill(row + (px + w) * L, px * L, pad);
+    }
+    long p = 0;
+    for (; p + L <= plane; p += L) {
+        vf r[16];
+        for (long l = 0; l < L; l++) r[l] = l < lanes ? LOAD(src + l * plane + p) : (vf){0};
+        transpose16(r);
+        for (long q = 0; q < L; q++) STORE(buf + (((p + q) / w + py) * wp + (p + q) % w + px) * L, r[q]);
+    }
+    for (; p < plane; p++) {
+        float *d = buf + ((p / w + py) * wp + p % w + px) * L;
+        for (long l = 0; l < L; l++) d[l] = l < lanes ? src[l * plane + p] : 0;
     }
 }
 
+/// `pack_padding` with zeros.
+static inline __attribute__((always_inline)) void pack(const float *src, long lanes, long h, long w, long py, long px,
+                                                       float *restrict buf) {
+    pack_padding(src, lanes, h, w, py, px, 0, buf);
+}
+
 /// The adjoint layout move of `pack` without padding: plane l of `dst` (h x w each, `lanes` of
-/// them) from buf[p * L + l], clamped to [lo, hi]; `accumulate`: added instead (unclamped).
-static void unpack(const float *restrict buf, long lanes, long h, long w, float lo, float hi, float *dst) {
-    for (long y = 0; y < h; y++) {
-        const float *row = buf + y * w * L;
+/// them) from buf[p * L + l], clamped to [lo, hi] (a NaN stays NaN).
+static inline __attribute__((always_inline)) void unpack(const float *restrict buf, long lanes, long h, long w, float lo,
+                                                         float hi, float *dst) {
+    const long plane = h * w;
+    const vf vlo = (vf){0} + lo, vhi = (vf){0} + hi;
+    long p = 0;
+    for (; p + L <= plane; p += L) {
+        vf r[16];
+        for (long q = 0; q < L; q++) r[q] = LOAD(buf + (p + q) * L);
+        transpose16(r);
         for (long l = 0; l < lanes; l++) {
-            float *d = dst + l * h * w + y * w;
-            for (long x = 0; x < w; x++) d[x] = clamp(row[x * L + l], lo, hi);
+            vf v = SELECT(r[l] < vlo, vlo, r[l]);
+            STORE(dst + l * plane + p, SELECT(v > vhi, vhi, v));
         }
     }
+    for (; p < plane; p++)
+        for (long l = 0; l < lanes; l++) dst[l * plane + p] = clamp(buf[p * L + l], lo, hi);
 }
 
 /// Weights of channels c0 ..< c0 + lanes as wt[tap * L + l], zero for missing lanes.
@@ -200,6 +267,35 @@ void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long first, lo
             }
         }
         unpack(yb, lanes, g->OH, OW, lo, hi, out + (img * g->OC + c0) * plane);
+    }
+    free(xb);
+    free(yb);
+}
+
+NS_CLONES
+void ns_maxpool_blocked(const ns_depthwise_geometry *g, long first, long count, const float *in, float *out) {
+    const long OW = g->OW, plane = g->OH * OW, in_plane = g->H * g->W;
+    const long wp = g->W + 2 * g->PW, hp = g->H + 2 * g->PH, blocks = (g->OC + L - 1) / L;
+    float *xb = malloc(sizeof(float) * hp * wp * L), *yb = malloc(sizeof(float) * plane * L);
+    for (long item = first; item < first + count; item++) {
+        const long img = item / blocks, c0 = (item % blocks) * L, lanes = min_l(L, g->OC - c0);
+        // Padding at the lowest finite value: never above an element, and finite for the probe.
+        pack_padding(in + (img * g->IC + c0) * in_plane, lanes, g->H, g->W, g->PH, g->PW, -__FLT_MAX__, xb);
+        for (long oh = 0; oh < g->OH; oh++) {
+            for (long ow = 0; ow < OW; ow++) {
+                vf best = (vf){0} - __FLT_MAX__, probe = (vf){0};
+                for (long i = 0; i < g->KH; i++) {
+                    const float *row = xb + ((oh * g->SH + i) * wp + ow * g->SW) * L;
+                    for (long j = 0; j < g->KW; j++) {
+                        const vf v = LOAD(row + j * L);
+                        best = SELECT(v > best, v, best);
+                        probe += 0 * v;
+                    }
+                }
+                STORE(yb + (oh * OW + ow) * L, best + probe);
+            }
+        }
+        unpack(yb, lanes, g->OH, OW, -__builtin_inff(), __builtin_inff(), out + (img * g->OC + c0) * plane);
     }
     free(xb);
     free(yb);
@@ -263,10 +359,20 @@ void ns_depthwise_backward_blocked(const ns_depthwise_geometry *g, long n, long 
 
 // MARK: plane kernel (forward, OC == IC, equal strides of 1 or 2)
 
-typedef float vf __attribute__((vector_size(4 * L)));
-typedef float vf_unaligned __attribute__((vector_size(4 * L), aligned(4)));
-#define LOAD(p) (*(const vf_unaligned *)(p))
-#define STORE(p, v) (*(vf_unaligned *)(p) = (v))
+
+/// ev[i] = src[2 i], od[i] = src[2 i + 1] for i < pairs.
+static inline void deinterleave(const float *src, long pairs, float *restrict ev, float *restrict od) {
+    long i = 0;
+    for (; i + L <= pairs; i += L) {
+        const vf a = LOAD(src + 2 * i), b = LOAD(src + 2 * i + L);
+        STORE(ev + i, __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
+        STORE(od + i, __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31));
+    }
+    for (; i < pairs; i++) {
+        ev[i] = src[2 * i];
+        od[i] = src[2 * i + 1];
+    }
+}
 
 long ns_depthwise_plane_scratch(const ns_depthwise_geometry *g) {
     const long s = g->SH, hph = (g->H + 2 * g->PH + s - 1) / s, wph = (g->W + 2 * g->PW + s - 1) / s;
@@ -294,6 +400,16 @@ void ns_depthwise_forward_planes(const ns_depthwise_geometry *g, long first, lon
         for (long y = 0; y < H; y++) {
             const long py = y + g->PH;
             const float *row = x + y * W;
+            if (s == 2) {
+                // Padded column x + PW goes to phase (x + PW) % 2 at (x + PW) / 2: from the first
+                // column whose padded index is even, pairs split into phases 0 and 1 side by side.
+                float *d0 = phases + (py % 2) * 2 * phase + (py / 2) * wph, *d1 = d0 + phase;
+                const long xs = g->PW & 1, at = (xs + g->PW) / 2, pairs = (W - xs) / 2;
+                if (xs) d1[g->PW / 2] = row[0];
+                deinterleave(row + xs, pairs, d0 + at, d1 + at);
+                if (xs + 2 * pairs < W) d0[(W - 1 + g->PW) / 2] = row[W - 1];
+                continue;
+            }
             for (long b = 0; b < s; b++) {
                 float *dst = phases + ((py % s) * s + b) * phase + (py / s) * wph;
                 // Phase columns x' with input column s*x' + b - PW inside [0, W).

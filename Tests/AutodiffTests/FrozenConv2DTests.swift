@@ -94,4 +94,37 @@ final class FrozenConv2DTests: XCTestCase {
             assertClose(frozen(x).values, expected, rtol: 1e-5, atol: 1e-5, "\(size)x\(size) stride \(stride)")
         }
     }
+
+    /// Stride-2 patch rows are copied 16 at a time (a 7x7/2 stem, a 3x3/2 downsampling): checked
+    /// against the convolution summed out by hand, on the training path and the frozen one.
+    func testStrideTwoMatchesDirectSum() {
+        for (xs, k, pad) in [([2, 3, 36, 34], 7, 3), ([1, 4, 33, 40], 3, 1)] {
+            let x = Tensor.randn(xs, using: &rng), w = Tensor.randn([5, xs[1], k, k], using: &rng)
+            let oh = (xs[2] + 2 * pad - k) / 2 + 1, ow = (xs[3] + 2 * pad - k) / 2 + 1
+            var expected = [Float](repeating: 0, count: xs[0] * 5 * oh * ow)
+            for n in 0..<xs[0] {
+                for o in 0..<5 {
+                    for y in 0..<oh {
+                        for xo in 0..<ow {
+                            var sum: Float = 0
+                            for c in 0..<xs[1] {
+                                for i in 0..<k {
+                                    for j in 0..<k {
+                                        let ih = 2 * y - pad + i, iw = 2 * xo - pad + j
+                                        guard (0..<xs[2]).contains(ih), (0..<xs[3]).contains(iw) else { continue }
+                                        sum += w.data[((o * xs[1] + c) * k + i) * k + j] * x.data[((n * xs[1] + c) * xs[2] + ih) * xs[3] + iw]
+                                    }
+                                }
+                            }
+                            expected[((n * 5 + o) * oh + y) * ow + xo] = sum
+                        }
+                    }
+                }
+            }
+            let plain = Tape.withoutGradients { conv2d(x, weight: w, stride: (2, 2), padding: (pad, pad)) }
+            assertClose(plain.values, expected, rtol: 1e-4, atol: 1e-4, "\(xs) \(k)x\(k)/2 conv2d")
+            let frozen = FrozenConv2D(weight: w, bias: nil, stride: (2, 2), padding: (pad, pad))
+            assertClose(frozen(x).values, expected, rtol: 1e-4, atol: 1e-4, "\(xs) \(k)x\(k)/2 frozen")
+        }
+    }
 }

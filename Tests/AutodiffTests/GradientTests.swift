@@ -264,6 +264,33 @@ final class GradientTests: XCTestCase {
         checkGradients("maxpool negative padded", inputs: [x]) { maxPool2d(x, kernel: (3, 3), stride: (2, 2), padding: (1, 1)) }
     }
 
+    /// The general path runs across blocks of channels: more channels than one block (the last
+    /// partial), planes larger than a transpose's 16 pixels and not a multiple of it, every
+    /// window's maximum checked against the window read by hand; an infinity makes its windows NaN.
+    func testMaxPoolAcrossChannelBlocks() {
+        let c = Conv2DTuning.depthwiseLanes + 3, h = 7, w = 5
+        let x = Tensor.randn([2, c, h, w], using: &rng)
+        x.data[(1 * c + 17) * h * w + 2 * w + 3] = .infinity
+        let y = maxPool2d(x, kernel: (3, 3), stride: (2, 2), padding: (1, 1))
+        XCTAssertEqual(y.shape, [2, c, 4, 3])
+        for plane in 0..<(2 * c) {
+            for oh in 0..<4 {
+                for ow in 0..<3 {
+                    var best = -Float.infinity, finite = true
+                    for ih in max(0, 2 * oh - 1)..<min(h, 2 * oh + 2) {
+                        for iw in max(0, 2 * ow - 1)..<min(w, 2 * ow + 2) {
+                            let v = x.data[plane * h * w + ih * w + iw]
+                            best = max(best, v)
+                            finite = finite && v.isFinite
+                        }
+                    }
+                    let got = y.data[(plane * 4 + oh) * 3 + ow]
+                    if finite { XCTAssertEqual(got, best, "plane \(plane) (\(oh), \(ow))") } else { XCTAssertTrue(got.isNaN) }
+                }
+            }
+        }
+    }
+
     func testMaxPoolPropagatesNaN() {
         let x = Tensor(shape: [1, 1, 4, 4], values: (1...16).map { Float($0) })
         x.data[5] = .nan

@@ -634,6 +634,19 @@ struct GEMMConv {
             }
             return
         }
+        if g.strideH == 2 && g.strideW == 2 {
+            // Stride 2: each channel split once into the phases of its padded plane, where every
+            // patch row is runs of contiguous pixels.
+            let count = ns_im2col_s2_scratch(g.height, g.width, g.padH, g.padW)
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { scratch in
+                for b in images {
+                    ns_im2col_s2(channel0 + b * imageStride, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW,
+                                 g.outH, g.outW, patchRows.lowerBound, patchRows.upperBound, col + b * plane, cols,
+                                 scratch.baseAddress!)
+                }
+            }
+            return
+        }
         for r in patchRows {
             let i = (r % taps) / g.kernelW, j = r % g.kernelW
             let rowsOK = g.validRows(i), colsOK = g.validColumns(j)

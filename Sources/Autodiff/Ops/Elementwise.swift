@@ -247,6 +247,23 @@ private func activate(_ x: Tensor, _ act: Activation, op: OpKind) -> Tensor {
     return out
 }
 
+/// `act(a + b)` for tensors of one shape in one pass, for inference (an engine's residual sum
+/// and the ReLU after it): records nothing for backward.
+public func addActivating(_ a: Tensor, _ b: Tensor, _ act: Activation) -> Tensor {
+    validated { try require(a.shape == b.shape, "add", "shapes \(a.shape) and \(b.shape) differ") }
+    struct Pass: ActivationKernel {
+        let a: UnsafePointer<Float>, b: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, count: Int
+        func run<A: ActivationRule>(_ rule: A.Type) {
+            let a = self.a, b = self.b, out = self.out
+            Parallel.forRange(count, grain: elementwiseGrain) { r in for i in r { out[i] = A.apply(a[i] + b[i]) } }
+        }
+    }
+    let out = Tensor(uninitialized: a.shape)
+    act.dispatch(Pass(a: a.data, b: b.data, out: out.data, count: a.count))
+    Trace.note(.add, Operands(a, b), out)
+    return out
+}
+
 /// The same elements under a new shape with as many elements. Shares storage with `x`.
 public func reshape(_ x: Tensor, _ shape: [Int]) -> Tensor {
     validated {

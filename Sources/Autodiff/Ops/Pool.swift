@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Pooling: max pool, average pool and global average pool over NCHW planes.
@@ -54,9 +55,9 @@ public func maxPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil
     let out = Tensor(uninitialized: [x.shape[0], x.shape[1], g.outH, g.outW])
     let px = x.data, po = out.data
     let pairs = g.kernelH == 2 && g.kernelW == 2 && g.strideH == 2 && g.strideW == 2 && g.padH == 0 && g.padW == 0
-    Parallel.forEach(g.planes, grain: max(1, 4096 / max(g.outPlane, 1))) { p in
-        let src = px + p * g.inPlane, dst = po + p * g.outPlane
-        if pairs {  // VGG's and most nets' 2x2/2 pooling: straight-line code
+    if pairs {  // VGG's and most nets' 2x2/2 pooling: straight-line code
+        Parallel.forEach(g.planes, grain: max(1, 4096 / max(g.outPlane, 1))) { p in
+            let src = px + p * g.inPlane, dst = po + p * g.outPlane
             for oh in 0..<g.outH {
                 let a = src + 2 * oh * g.width, b = a + g.width, o = dst + oh * g.outW
                 for ow in 0..<g.outW {
@@ -64,17 +65,17 @@ public func maxPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil
                     o[ow] = fmaxf(fmaxf(v0, v1), fmaxf(v2, v3)) + nanProbe(v0 + v1 + v2 + v3)
                 }
             }
-            return
         }
-        for oh in 0..<g.outH {
-            for ow in 0..<g.outW {
-                // The clipped window is never empty (padding <= kernel / 2).
-                var best = -Float.infinity, total: Float = 0
-                for ih in g.rows(oh) {
-                    let row = src + ih * g.width
-                    for iw in g.columns(ow) { best = fmaxf(best, row[iw]); total += row[iw] }  // branch-free
-                }
-                dst[oh * g.outW + ow] = best + nanProbe(total)
+    } else {
+        // Other windows (ResNet-50's 3x3/2 with padding): across blocks of channels, vectorized.
+        let channels = x.shape[1], lanes = Conv2DTuning.depthwiseLanes
+        var geometry = ns_depthwise_geometry(H: g.height, W: g.width, KH: g.kernelH, KW: g.kernelW, SH: g.strideH,
+                                             SW: g.strideW, PH: g.padH, PW: g.padW, OH: g.outH, OW: g.outW,
+                                             IC: channels, OC: channels)
+        let items = x.shape[0] * ((channels + lanes - 1) / lanes)
+        withUnsafePointer(to: &geometry) { geometry in
+            Parallel.forRange(items, grain: max(1, 4096 / max(g.outPlane * lanes, 1))) { r in
+                ns_maxpool_blocked(geometry, r.lowerBound, r.count, px, po)
             }
         }
     }

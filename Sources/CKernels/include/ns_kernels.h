@@ -42,6 +42,11 @@ enum { NS_DEPTHWISE_LANES = 16 };
 void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long first, long count, const float *in,
                                   const float *w, const float *bias, float lo, float hi, float *out);
 
+/// Max pooling over windows of `g` (OC == IC channels, no weights), blocked as
+/// `ns_depthwise_forward_blocked`: padding never wins, and an output is NaN when its window holds
+/// a NaN or an infinity (a divergence made visible, as `maxPool2d` promises).
+void ns_maxpool_blocked(const ns_depthwise_geometry *g, long first, long count, const float *in, float *out);
+
 /// Floats of scratch `ns_depthwise_forward_planes` needs per call.
 long ns_depthwise_plane_scratch(const ns_depthwise_geometry *g);
 
@@ -161,6 +166,14 @@ long ns_pgemm_scratch_count(long K);
 void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap);
 void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
               const float *bias, float lo, float hi, long p0, long p1, float *scratch);
+
+/// Rows [r0, r1) of the patch matrix of a stride-2 convolution of one image (`x` its first
+/// channel's plane, H x W; row r = (c * KH + i) * KW + j at col + r * ldcol, OH * OW columns):
+/// each channel split once into the four phases of its zero-padded plane, in `scratch`
+/// (`ns_im2col_s2_scratch` floats), where every row is OH contiguous runs.
+long ns_im2col_s2_scratch(long H, long W, long PH, long PW);
+void ns_im2col_s2(const float *x, long H, long W, long KH, long KW, long PH, long PW, long OH, long OW, long r0,
+                  long r1, float *col, long ldcol, float *scratch);
 
 /// The calling thread's depth of `Parallel.serially` scopes (0: outside any): work started inside
 /// one runs on the calling thread alone.
