@@ -3,7 +3,7 @@
 #include <string.h>
 
 // A GEMM whose left operand (a frozen convolution's weights) is packed once and reused for every
-// call: C = act(A . B + bias) with B read in place (an image's patch matrix, or the image itself
+// call: C = act(A . B + bias [+ R]) with B read in place (an image's patch matrix, or the image itself
 // for a 1x1 convolution) and C written in place (the output image), the bias and activation
 // applied while the tile is still in registers. sgemm packs both operands on every call, which
 // for the small GEMMs of an inference of one image costs as much as the multiplication.
@@ -22,9 +22,11 @@ typedef int vi __attribute__((vector_size(4 * NR)));
 #define SELECT(m, a, b) ((vf)(((vi)(a) & (m)) | ((vi)(b) & ~(m))))
 
 #if defined(__x86_64__) && defined(__clang__)
+#define NS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define WIDE_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
 #define NARROW_TARGET __attribute__((target("avx2,fma")))
 #else
+#define NS_CLONES
 #define WIDE_TARGET
 #define NARROW_TARGET
 #endif
@@ -66,7 +68,7 @@ void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) {
 #define TILE(MR, V)                                                                                                   \
     static inline __attribute__((always_inline)) void tile_##MR##_##V(                                                \
         long K, const float *restrict ap, const float *restrict b, long ldb, float *restrict c, long ldc, long rows,  \
-        const float *bias, float lo, float hi) {                                                                      \
+        const float *bias, const float *addend, long ldr, float lo, float hi) {                                       \
         vf acc[MR][V];                                                                                                \
         UNROLL for (int r = 0; r < MR; r++)                                                                           \
             UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};                                                   \
@@ -84,6 +86,7 @@ void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) {
             const float add = bias ? bias[r] : 0;                                                                     \
             for (int v = 0; v < V; v++) {                                                                             \
                 vf y = acc[r][v] + add;                                                                               \
+                if (addend) y += LOAD(addend + r * ldr + v * NR);                                                     \
                 y = SELECT(y < vlo, vlo, y); /* comparisons keep a NaN a NaN */                                       \
                 y = SELECT(y > vhi, vhi, y);                                                                          \
                 STORE(c + r * ldc + v * NR, y);                                                                       \
@@ -97,34 +100,40 @@ TILE(4, 2)
 TILE(4, 1)
 
 /// Panels [p0, p1) of C against all N columns: blocks of 32 columns, then one of 16, then the
-/// last < 16 columns through `scratch` (K * 16 + MR * 16 floats): B's columns copied zero-padded,
-/// the tile computed there and its valid columns copied out.
+/// last < 16 columns through `scratch` (K * 16 + 2 * MR * 16 floats): B's columns (and R's)
+/// copied zero-padded, the tile computed there and its valid columns copied out.
 #define BODY(NAME, TARGET, MR)                                                                                        \
     TARGET static void NAME(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,   \
-                            const float *bias, float lo, float hi, long p0, long p1, float *scratch) {                \
+                            const float *bias, const float *R, float lo, float hi, long p0, long p1,                  \
+                            float *scratch) {                                                                         \
         long n0 = 0;                                                                                                  \
         for (; n0 + 2 * NR <= N; n0 += 2 * NR)                                                                        \
             for (long p = p0; p < p1; p++) {                                                                          \
                 const long m = p * MR;                                                                                \
-                tile_##MR##_2(K, ap + p * K * MR, B + n0, ldb, C + m * ldc + n0, ldc, M - m, bias ? bias + m : 0, lo, \
-                              hi);                                                                                    \
+                tile_##MR##_2(K, ap + p * K * MR, B + n0, ldb, C + m * ldc + n0, ldc, M - m, bias ? bias + m : 0,     \
+                              R ? R + m * ldc + n0 : 0, ldc, lo, hi);                                                 \
             }                                                                                                         \
         for (; n0 + NR <= N; n0 += NR)                                                                                \
             for (long p = p0; p < p1; p++) {                                                                          \
                 const long m = p * MR;                                                                                \
-                tile_##MR##_1(K, ap + p * K * MR, B + n0, ldb, C + m * ldc + n0, ldc, M - m, bias ? bias + m : 0, lo, \
-                              hi);                                                                                    \
+                tile_##MR##_1(K, ap + p * K * MR, B + n0, ldb, C + m * ldc + n0, ldc, M - m, bias ? bias + m : 0,     \
+                              R ? R + m * ldc + n0 : 0, ldc, lo, hi);                                                 \
             }                                                                                                         \
         if (n0 < N) {                                                                                                 \
             const long w = N - n0;                                                                                    \
-            float *b = scratch, *c = scratch + K * NR;                                                                \
+            float *b = scratch, *c = scratch + K * NR, *a = c + MR * NR;                                              \
             for (long k = 0; k < K; k++) {                                                                            \
                 memcpy(b + k * NR, B + k * ldb + n0, sizeof(float) * w);                                              \
                 memset(b + k * NR + w, 0, sizeof(float) * (NR - w));                                                 \
             }                                                                                                         \
             for (long p = p0; p < p1; p++) {                                                                          \
                 const long m = p * MR, rows = M - m < MR ? M - m : MR;                                                \
-                tile_##MR##_1(K, ap + p * K * MR, b, NR, c, NR, rows, bias ? bias + m : 0, lo, hi);                   \
+                if (R)                                                                                                \
+                    for (long r = 0; r < rows; r++) {                                                                 \
+                        memcpy(a + r * NR, R + (m + r) * ldc + n0, sizeof(float) * w);                                \
+                        memset(a + r * NR + w, 0, sizeof(float) * (NR - w));                                         \
+                    }                                                                                                 \
+                tile_##MR##_1(K, ap + p * K * MR, b, NR, c, NR, rows, bias ? bias + m : 0, R ? a : 0, NR, lo, hi);    \
                 for (long r = 0; r < rows; r++) memcpy(C + (m + r) * ldc + n0, c + r * NR, sizeof(float) * w);        \
             }                                                                                                         \
         }                                                                                                             \
@@ -134,19 +143,82 @@ BODY(pgemm_wide, WIDE_TARGET, 12)
 BODY(pgemm_narrow, NARROW_TARGET, 4)
 BODY(pgemm_default, , 4)
 
-long ns_pgemm_scratch_count(long K) { return K * NR + panel_rows() * NR; }
+long ns_pgemm_scratch_count(long K) { return K * NR + 2 * panel_rows() * NR; }
 
 void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
-              const float *bias, float lo, float hi, long p0, long p1, float *scratch) {
+              const float *bias, const float *addend, float lo, float hi, long p0, long p1, float *scratch) {
 #if defined(__x86_64__) && defined(__clang__)
     if (panel_rows() == 12) {
-        pgemm_wide(M, N, K, ap, B, ldb, C, ldc, bias, lo, hi, p0, p1, scratch);
+        pgemm_wide(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch);
         return;
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        pgemm_narrow(M, N, K, ap, B, ldb, C, ldc, bias, lo, hi, p0, p1, scratch);
+        pgemm_narrow(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch);
         return;
     }
 #endif
-    pgemm_default(M, N, K, ap, B, ldb, C, ldc, bias, lo, hi, p0, p1, scratch);
+    pgemm_default(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch);
+}
+
+// MARK: narrow: a handful of columns (an image's 3x3, 2x2 or 1x1 map)
+
+// With N < 16 columns a tile of 16 columns wastes most of its lanes. Here the lanes run over 16
+// rows of C instead: A is packed in panels of 16 rows, k-major (ap[(p K + k) 16 + r]), and per k
+// one vector of A multiplies each column's B[k][n], broadcast. A is read once, as a GEMM this
+// small is bound by reading it. Each element sums its K products in k order in one lane, then
+// adds the bias (and the addend).
+
+enum { NP = 16 };
+
+long ns_pgemm_narrow_packed_count(long M, long K) { return (M + NP - 1) / NP * NP * K; }
+
+void ns_pgemm_narrow_pack(long M, long K, const float *A, long lda, float *ap) {
+    const long panels = (M + NP - 1) / NP;
+    for (long p = 0; p < panels; p++)
+        for (long k = 0; k < K; k++)
+            for (long r = 0; r < NP; r++) {
+                const long m = p * NP + r;
+                ap[(p * K + k) * NP + r] = m < M ? A[m * lda + k] : 0;
+            }
+}
+
+static inline __attribute__((always_inline)) void narrow_panel(long NC, long M, long K, const float *restrict ap,
+                                                               const float *restrict B, long ldb, float *C, long ldc,
+                                                               const float *bias, const float *addend, float lo,
+                                                               float hi, long p) {
+    vf acc[NP];
+    UNROLL for (long n = 0; n < NC; n++) acc[n] = (vf){0};
+    const float *a = ap + p * K * NP;
+    for (long k = 0; k < K; k++) {
+        const vf av = LOAD(a + k * NP);
+        UNROLL for (long n = 0; n < NC; n++) acc[n] += av * B[k * ldb + n];
+    }
+    float t[NP][NP];
+    UNROLL for (long n = 0; n < NC; n++) STORE(t[n], acc[n]);
+    const long m0 = p * NP, rows = M - m0 < NP ? M - m0 : NP;
+    for (long r = 0; r < rows; r++) {
+        const float add = bias ? bias[m0 + r] : 0;
+        for (long n = 0; n < NC; n++) {
+            float y = t[n][r] + add;
+            if (addend) y += addend[(m0 + r) * ldc + n];
+            y = y < lo ? lo : y;
+            C[(m0 + r) * ldc + n] = y > hi ? hi : y;
+        }
+    }
+}
+
+#define NARROW_CASE(NC)                                                                                               \
+    case NC:                                                                                                          \
+        for (long p = p0; p < p1; p++) narrow_panel(NC, M, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p);           \
+        break;
+
+NS_CLONES
+void ns_pgemm_narrow(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
+                     const float *bias, const float *addend, float lo, float hi, long p0, long p1) {
+    switch (N) {
+        NARROW_CASE(1) NARROW_CASE(2) NARROW_CASE(3) NARROW_CASE(4) NARROW_CASE(5) NARROW_CASE(6) NARROW_CASE(7)
+        NARROW_CASE(8) NARROW_CASE(9) NARROW_CASE(10) NARROW_CASE(11) NARROW_CASE(12) NARROW_CASE(13)
+        NARROW_CASE(14) NARROW_CASE(15)
+    default: break;
+    }
 }

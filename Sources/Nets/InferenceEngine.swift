@@ -2,9 +2,10 @@ import Autodiff
 import Foundation
 
 /// An inference graph prepared to run many times (`bench infer`'s engine): every convolution is a
-/// `FrozenConv2D`, whose transformed or packed kernels are computed once, and a ReLU or ReLU6 that
-/// is a convolution's or a residual sum's only reader is applied in that op's output pass (as ONNX
-/// Runtime fuses Conv and Relu) instead of as a pass of its own.
+/// `FrozenConv2D`, whose transformed or packed kernels are computed once; a residual sum that is a
+/// convolution's only reader is added in that convolution's output pass, and a ReLU or ReLU6 that
+/// is a convolution's or a sum's only reader is applied there too (as ONNX Runtime fuses Conv, Add
+/// and Relu), instead of as passes of their own.
 ///
 /// The graph's tensors must not change while the engine is in use: build it from a graph with
 /// batch norms folded (`foldingBatchNorms`), whose conv weights are its own.
@@ -12,9 +13,12 @@ public final class InferenceEngine {
     public let graph: InferenceGraph
     /// Per node: its frozen convolution, or nil for other ops.
     private let convs: [FrozenConv2D?]
-    /// Per node: an activation already applied by the convolution it reads, so it passes its
-    /// input on.
-    private let absorbed: [Bool]
+    /// Per node: the value it passes on unchanged when an op before it has done its work (a
+    /// convolution that added the residual and applied the activation), else nil.
+    private let forwarded: [Int?]
+    /// Per node: for a convolution that absorbs the sum after it, the value it adds (the sum's
+    /// other operand).
+    private let residuals: [Int?]
     /// Per node: the activation a convolution or a sum applies in its own pass (its reader's,
     /// absorbed).
     private let activations: [Activation]
@@ -32,33 +36,43 @@ public final class InferenceEngine {
 
     public init(_ graph: InferenceGraph) {
         self.graph = graph
-        var readers = [[Int]](repeating: [], count: graph.nodes.count + 1)
+        let count = graph.nodes.count
+        var readers = [[Int]](repeating: [], count: count + 1)
         for (i, node) in graph.nodes.enumerated() { for v in node.inputs { readers[v].append(i) } }
-        var convs = [FrozenConv2D?](repeating: nil, count: graph.nodes.count)
-        var absorbed = [Bool](repeating: false, count: graph.nodes.count)
-        var activations = [Activation](repeating: .identity, count: graph.nodes.count)
-        for (i, node) in graph.nodes.enumerated() {
+        /// The node that alone reads value `v` (not the graph's output), if any.
+        func soleReader(_ v: Int) -> Int? { readers[v].count == 1 && v != graph.output ? readers[v][0] : nil }
+        var forwarded = [Int?](repeating: nil, count: count)
+        var residuals = [Int?](repeating: nil, count: count)
+        var activations = [Activation](repeating: .identity, count: count)
+        for (i, node) in graph.nodes.enumerated() where forwarded[i] == nil {
+            var last = i  // the node whose value the fused op's output stands for
             switch node.op {
-            case .conv, .add: break
+            case .conv:
+                if let k = soleReader(i + 1), case .add = graph.nodes[k].op, graph.nodes[k].inputs.count == 2,
+                   let other = graph.nodes[k].inputs.first(where: { $0 != i + 1 }), other < i + 1 {
+                    residuals[i] = other
+                    forwarded[k] = i + 1
+                    last = k
+                }
+            case .add: break
             default: continue
             }
-            var activation = Activation.identity
-            if readers[i + 1].count == 1, i + 1 != graph.output {
-                let reader = readers[i + 1][0]
+            if let reader = soleReader(last + 1) {
                 switch graph.nodes[reader].op {
-                case .relu: activation = .relu
-                case .relu6: activation = .relu6
+                case .relu: activations[i] = .relu
+                case .relu6: activations[i] = .relu6
                 default: break
                 }
-                if activation != .identity { absorbed[reader] = true }
+                if activations[i] != .identity { forwarded[reader] = i + 1 }
             }
-            activations[i] = activation
-            guard case let .conv(w, b, stride, padding, groups) = node.op else { continue }
-            convs[i] = FrozenConv2D(weight: graph.tensors[w]!, bias: b.map { graph.tensors[$0]! }, stride: (stride, stride),
-                                    padding: (padding, padding), groups: groups, activation: activation)
         }
-        self.convs = convs
-        self.absorbed = absorbed
+        convs = graph.nodes.indices.map { i in
+            guard case let .conv(w, b, stride, padding, groups) = graph.nodes[i].op else { return nil }
+            return FrozenConv2D(weight: graph.tensors[w]!, bias: b.map { graph.tensors[$0]! }, stride: (stride, stride),
+                                padding: (padding, padding), groups: groups, activation: activations[i])
+        }
+        self.forwarded = forwarded
+        self.residuals = residuals
         self.activations = activations
         work = graph.nodes.indices.map { i in
             let node = graph.nodes[i], macs = graph.macs(of: i)
@@ -68,7 +82,7 @@ public final class InferenceEngine {
     }
 
     /// Runs the graph on `x` [N, C, H, W]; `observe` sees every value as `InferenceGraph.run`
-    /// reports them (an absorbed activation's value is the output of the op that applied it).
+    /// reports them (a sum or an activation done by an op before it has that op's output as its value).
     public func run(_ x: Tensor, observe: ((Int, Tensor) -> Void)? = nil) -> Tensor {
         Tape.withoutGradients {
             observe?(0, x)
@@ -76,8 +90,8 @@ public final class InferenceEngine {
             let batch = x.shape[0]
             for (i, node) in graph.nodes.enumerated() {
                 let y: Tensor
-                if absorbed[i] {
-                    y = values[node.inputs[0]]
+                if let v = forwarded[i] {
+                    y = values[v]
                 } else if work[i] * batch < Self.serialWork {
                     y = Parallel.serially { apply(i, values) }
                 } else {
@@ -92,7 +106,7 @@ public final class InferenceEngine {
 
     private func apply(_ i: Int, _ values: [Tensor]) -> Tensor {
         let node = graph.nodes[i]
-        if let conv = convs[i] { return conv(values[node.inputs[0]]) }
+        if let conv = convs[i] { return conv(values[node.inputs[0]], adding: residuals[i].map { values[$0] }) }
         if case .add = node.op, activations[i] != .identity {
             return addActivating(values[node.inputs[0]], values[node.inputs[1]], activations[i])
         }

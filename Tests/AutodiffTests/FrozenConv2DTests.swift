@@ -19,7 +19,10 @@ final class FrozenConv2DTests: XCTestCase {
             ([3, 5, 12, 12], [30, 5, 3, 3], 1, 1, 1),   // packed weights: 3 panels (the last cut), 32+32+32+32+16 columns
             ([1, 7, 9, 9], [13, 7, 3, 3], 1, 1, 1),     // packed weights, one image: 81 columns (a tail of 1), panels split
             ([2, 40, 4, 4], [26, 40, 1, 1], 1, 0, 1),   // packed weights, in place: 16 columns
-            ([1, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1),      // a 3x3 map: sgemm, which batches small maps
+            ([1, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1),      // one image on a 3x3 map: the narrow kernel (9 columns)
+            ([1, 40, 2, 2], [37, 40, 1, 1], 1, 0, 1),   // narrow, in place, 3 panels (the last cut), 4 columns
+            ([1, 20, 2, 2], [18, 20, 3, 3], 1, 1, 1),   // narrow on a 2x2 map (its kernel cut to the window)
+            ([2, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1),      // small maps of a batch: sgemm, which puts images side by side
         ]
         // The weight-packing GEMM takes the planes of at least 16 pixels of ungrouped convolutions.
         let geometry = { (xs: [Int], ws: [Int], s: Int, p: Int, g: Int) in
@@ -30,7 +33,8 @@ final class FrozenConv2DTests: XCTestCase {
         XCTAssertEqual(try geometry([3, 5, 12, 12], [30, 5, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .packedGEMM)
         XCTAssertEqual(try geometry([2, 40, 4, 4], [26, 40, 1, 1], 1, 0, 1).algorithm(frozenWeights: true), .packedGEMM)
         XCTAssertEqual(try geometry([3, 5, 12, 12], [30, 5, 3, 3], 1, 1, 1).algorithm(frozenWeights: false), .im2col)
-        XCTAssertEqual(try geometry([1, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .im2col)
+        XCTAssertEqual(try geometry([1, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .packedGEMM)
+        XCTAssertEqual(try geometry([2, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .im2col)
         Conv2DTuning.winograd = saved0
         let saved = Conv2DTuning.winograd
         defer { Conv2DTuning.winograd = saved }
@@ -55,6 +59,18 @@ final class FrozenConv2DTests: XCTestCase {
                         assertClose(frozen(x), expected, rtol: 1e-5, atol: 1e-5,
                                     "\(xs) * \(ws) s\(stride) p\(padding) g\(groups), \(choice), \(activation), run \(run)")
                     }
+                    // A residual sum before the activation: in the output pass or after it.
+                    let residual = Tensor.randn(plain.shape, using: &rng)
+                    let summed = (0..<plain.count).map { i -> Float in
+                        let v = plain.data[i] + residual.data[i]
+                        switch activation {
+                        case .identity: return v
+                        case .relu: return max(v, 0)
+                        case .relu6: return min(max(v, 0), 6)
+                        }
+                    }
+                    assertClose(frozen(x, adding: residual).values, summed, rtol: 1e-5, atol: 1e-5,
+                                "\(xs) * \(ws) s\(stride) p\(padding) g\(groups), \(choice), \(activation), with a residual")
                 }
             }
         }

@@ -18,9 +18,13 @@ public final class FrozenConv2D {
     /// The kernels restricted to the rows and columns that read the image, by the input's plane
     /// (see `KernelWindow`).
     private var restricted: [Pair: Tensor] = [:]
-    /// The kernels packed for `PackedGEMMConv`, by the input's plane when cut to a window, else
-    /// under (0, 0).
-    private var packed: [Pair: Tensor] = [:]
+    /// The kernels packed for `PackedGEMMConv`, by layout and by the input's plane when cut to a
+    /// window.
+    private var packed: [PackKey: Tensor] = [:]
+    private struct PackKey: Hashable {
+        let window: Pair?
+        let narrow: Bool
+    }
     private let lock = NSLock()
 
     public init(weight: Tensor, bias: Tensor?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0), groups: Int = 1,
@@ -33,29 +37,40 @@ public final class FrozenConv2D {
         self.activation = activation
     }
 
+    /// `act(conv2d(x) + bias)`, or with `residual` `act(conv2d(x) + bias + residual)` (a residual
+    /// sum and the activation after it): added in the output pass where the weights are packed
+    /// (`PackedGEMMConv`), else by a pass after the convolution.
     /// - Parameter x: [N, C, H, W]
+    /// - Parameter residual: [N, O, outH, outW], or nil.
     /// - Returns: [N, O, outH, outW]
-    public func callAsFunction(_ x: Tensor) -> Tensor {
+    public func callAsFunction(_ x: Tensor, adding residual: Tensor? = nil) -> Tensor {
         let geo = validated {
             try Conv2DGeometry.validate(input: x.shape, weight: weight.shape, bias: bias?.shape,
                                         stride: stride, padding: padding, groups: groups)
         }
         let out = Tensor(uninitialized: [geo.batch, geo.outChannels, geo.outH, geo.outW])
+        if let residual {
+            validated { try require(residual.shape == out.shape, "conv2d", "residual \(residual.shape) must be the output's \(out.shape)") }
+        }
         let window = KernelWindow(geo), run = window?.geometry ?? geo
         let kernels = window.map { restrictedKernels($0) } ?? weight
+        // Without the packed path a residual is added after, so the activation waits for it.
+        let packed = !run.isDepthwise && WinogradConv(run, frozenWeights: true) == nil ? PackedGEMMConv(run) : nil
+        let act = residual == nil || packed != nil ? activation : .identity
         if run.isDepthwise {
-            depthwiseForward(run, x.data, kernels.data, bias?.data, out.data, activation: activation)
+            depthwiseForward(run, x.data, kernels.data, bias?.data, out.data, activation: act)
         } else if let winograd = WinogradConv(run, frozenWeights: true) {
             winograd.forward(x.data, kernels.data, bias?.data, out.data, transformed: transformedKernels(winograd, kernels),
-                             activation: activation)
-        } else if let gemm = PackedGEMMConv(run) {
-            let key = window.map { Pair($0.full.height, $0.full.width) } ?? Pair(0, 0)
-            gemm.forward(x.data, packed: packedKernels(gemm, kernels, key: key).data, bias?.data, out.data,
-                         activation: activation)
+                             activation: act)
+        } else if let gemm = packed {
+            let key = PackKey(window: window.map { Pair($0.full.height, $0.full.width) }, narrow: gemm.narrow)
+            gemm.forward(x.data, packed: packedKernels(gemm, kernels, key: key).data, bias?.data, adding: residual?.data,
+                         out.data, activation: act)
         } else {
-            GEMMConv(run).forward(x.data, kernels.data, bias?.data, out.data, activation: activation)
+            GEMMConv(run).forward(x.data, kernels.data, bias?.data, out.data, activation: act)
         }
         Trace.note(.conv2d(stride: Pair(stride), padding: Pair(padding), groups: groups), Operands(x, weight, bias), out)
+        if let residual, packed == nil { return addActivating(out, residual, activation) }
         return out
     }
 
@@ -70,7 +85,7 @@ public final class FrozenConv2D {
     }
 
     /// `kernels` packed for `gemm`, packed on first use for `key`.
-    private func packedKernels(_ gemm: PackedGEMMConv, _ kernels: Tensor, key: Pair) -> Tensor {
+    private func packedKernels(_ gemm: PackedGEMMConv, _ kernels: Tensor, key: PackKey) -> Tensor {
         lock.lock()
         defer { lock.unlock() }
         if let p = packed[key] { return p }

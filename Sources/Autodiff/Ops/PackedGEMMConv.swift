@@ -6,25 +6,36 @@ import CKernels
 /// applied in the same pass. One image at a time (an inference of one image) splits the
 /// weights' panels over the GEMM pieces; a batch splits its images.
 ///
-/// For output planes of at least `minPlane` pixels, ungrouped: smaller planes waste most of a
-/// 16-column tile, and the blocked sgemm path (`GEMMConv`) batches their images instead.
+/// Ungrouped convolutions on output planes of at least `minPlane` pixels; smaller planes (a 3x3,
+/// 2x2 or 1x1 map) of fewer images than GEMM pieces (one image) go through the narrow kernel,
+/// whose vectors run over 16 output channels (`ns_pgemm_narrow`). Small planes of a batch are
+/// left to the blocked sgemm path (`GEMMConv`), which puts the images side by side.
 struct PackedGEMMConv {
     static let minPlane = 16
 
     let g: Conv2DGeometry
+    /// The plane is too small for 16-column tiles: the narrow kernel.
+    let narrow: Bool
 
     init?(_ g: Conv2DGeometry) {
-        guard g.groups == 1, !g.isDepthwise, g.outPlane >= Self.minPlane else { return nil }
+        guard g.groups == 1, !g.isDepthwise, g.outPlane >= Self.minPlane || g.batch < Parallel.gemmPieces else { return nil }
         self.g = g
+        narrow = g.outPlane < Self.minPlane
     }
 
     /// Floats of the packed weights.
-    var packedCount: Int { ns_pgemm_packed_count(g.outChannels, g.colRows) }
+    var packedCount: Int {
+        narrow ? ns_pgemm_narrow_packed_count(g.outChannels, g.colRows) : ns_pgemm_packed_count(g.outChannels, g.colRows)
+    }
 
     /// `weight` [O, C, kH, kW] packed for `forward`.
     func pack(_ weight: UnsafePointer<Float>) -> Tensor {
         let packed = Tensor(uninitialized: [packedCount])
-        ns_pgemm_pack(g.outChannels, g.colRows, weight, g.colRows, packed.data)
+        if narrow {
+            ns_pgemm_narrow_pack(g.outChannels, g.colRows, weight, g.colRows, packed.data)
+        } else {
+            ns_pgemm_pack(g.outChannels, g.colRows, weight, g.colRows, packed.data)
+        }
         return packed
     }
 
@@ -32,11 +43,12 @@ struct PackedGEMMConv {
         g.kernelH == 1 && g.kernelW == 1 && g.strideH == 1 && g.strideW == 1 && g.padH == 0 && g.padW == 0
     }
 
+    /// `out = act(conv(x) + bias (+ addend))`, `addend` shaped as `out`.
     func forward(_ x: UnsafePointer<Float>, packed: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
-                 _ out: UnsafeMutablePointer<Float>, activation: Activation) {
+                 adding addend: UnsafePointer<Float>? = nil, _ out: UnsafeMutablePointer<Float>, activation: Activation) {
         let (lo, hi) = activation.bounds
         let m = g.outChannels, k = g.colRows, plane = g.outPlane, pointwise = isPointwise
-        let pieces = Parallel.gemmPieces, panelRows = ns_pgemm_panel_rows()
+        let pieces = Parallel.gemmPieces, panelRows = narrow ? 16 : ns_pgemm_panel_rows()
         let panels = (m + panelRows - 1) / panelRows
         let scratchCount = ns_pgemm_scratch_count(k), colCount = pointwise ? 0 : k * plane
         let im2col = GEMMConv(g)
@@ -54,9 +66,15 @@ struct PackedGEMMConv {
                         im2col.im2col(x, group: 0, start: img, images: 0..<1, cols: plane, into: pcol, patchRows: rows)
                     }
                 }
+                let addendImage = addend.map { $0 + img * imageOut }
                 forEachPieceBlock(count: panels, block: panels) { piece, first, count in
-                    ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, lo, hi,
-                             first, first + count, pscratch + piece * scratchCount)
+                    if narrow {
+                        ns_pgemm_narrow(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, addendImage,
+                                        lo, hi, first, first + count)
+                    } else {
+                        ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, addendImage,
+                                 lo, hi, first, first + count, pscratch + piece * scratchCount)
+                    }
                 }
             }
             return
@@ -69,8 +87,8 @@ struct PackedGEMMConv {
                 im2col.im2col(x, group: 0, start: img, images: 0..<1, cols: plane, into: pcol + piece * colCount)
                 b = UnsafePointer(pcol + piece * colCount)
             }
-            ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, lo, hi, 0, panels,
-                     pscratch + piece * scratchCount)
+            ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, addend.map { $0 + img * imageOut },
+                     lo, hi, 0, panels, pscratch + piece * scratchCount)
         }
     }
 }

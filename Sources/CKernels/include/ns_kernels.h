@@ -154,7 +154,8 @@ static inline void ns_cpu_relax(void) {
 }
 
 /// A GEMM with the left operand packed once (a frozen convolution's weights):
-/// C[m][n] = clamp(sum over k in order of A[m][k] * B[k][n] + bias[m], lo, hi) (a NaN stays NaN),
+/// C[m][n] = clamp(sum over k in order of A[m][k] * B[k][n] + bias[m] (+ addend[m][n]), lo, hi) (a
+/// NaN stays NaN; `addend` [M x N] with leading dimension ldc, or NULL),
 /// for the rows of panels [p0, p1) (`ns_pgemm_panel_rows()` rows each, the last one cut at M)
 /// and all N columns; B [K x N] and C [M x N] row-major with leading dimensions ldb and ldc.
 /// `ap` holds `ns_pgemm_packed_count(M, K)` floats written by `ns_pgemm_pack`; `scratch`
@@ -165,7 +166,15 @@ long ns_pgemm_packed_count(long M, long K);
 long ns_pgemm_scratch_count(long K);
 void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap);
 void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
-              const float *bias, float lo, float hi, long p0, long p1, float *scratch);
+              const float *bias, const float *addend, float lo, float hi, long p0, long p1, float *scratch);
+
+/// The same product for N < 16 columns (an image's small map), the lanes over 16 rows of C:
+/// A packed by `ns_pgemm_narrow_pack` (`ns_pgemm_narrow_packed_count(M, K)` floats) in panels of
+/// 16 rows, read once. Panels [p0, p1).
+long ns_pgemm_narrow_packed_count(long M, long K);
+void ns_pgemm_narrow_pack(long M, long K, const float *A, long lda, float *ap);
+void ns_pgemm_narrow(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
+                     const float *bias, const float *addend, float lo, float hi, long p0, long p1);
 
 /// Rows [r0, r1) of the patch matrix of a stride-2 convolution of one image (`x` its first
 /// channel's plane, H x W; row r = (c * KH + i) * KW + j at col + r * ldcol, OH * OW columns):
