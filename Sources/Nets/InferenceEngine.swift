@@ -22,8 +22,8 @@ public final class InferenceEngine {
     /// Per node: the activation a convolution or a sum applies in its own pass (its reader's,
     /// absorbed).
     private let activations: [Activation]
-    /// Per node: its work for one image, in multiply-accumulates for convolutions and linear
-    /// layers and in elements touched for the others (see `serialWork`).
+    /// Per node: its work for one image, in multiply-accumulates for dense convolutions and linear
+    /// layers, and 16 per element read or written for the others (see `serialWork`).
     private let work: [Int]
 
     /// Ops with less work than this (for the whole batch) run on the calling thread alone: a
@@ -75,9 +75,15 @@ public final class InferenceEngine {
         self.residuals = residuals
         self.activations = activations
         work = graph.nodes.indices.map { i in
-            let node = graph.nodes[i], macs = graph.macs(of: i)
-            if case .batchNorm = node.op { return node.shape.reduce(1, *) }
-            return macs > 0 ? macs : node.inputs.reduce(node.shape.reduce(1, *)) { $0 + graph.shape(of: $1).reduce(1, *) }
+            let node = graph.nodes[i]
+            // Elements moved weigh as a 16th of a dense multiply-accumulate does not: a depthwise
+            // convolution or an elementwise pass is bound by memory.
+            let elements = 16 * node.inputs.reduce(node.shape.reduce(1, *)) { $0 + graph.shape(of: $1).reduce(1, *) }
+            switch node.op {
+            case let .conv(_, _, _, _, groups) where groups > 1: return max(graph.macs(of: i), elements)
+            case .conv, .linear: return graph.macs(of: i)
+            default: return elements
+            }
         }
     }
 
