@@ -251,19 +251,38 @@ void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long first, lo
         pack(in + (img * g->IC + c0) * in_plane, lanes, g->H, g->W, g->PH, g->PW, xb);
         pack_weights(w, c0, lanes, taps, wt);
         for (long l = 0; l < L; l++) b[l] = bias && l < lanes ? bias[c0 + l] : 0;
+        const vf bv = LOAD(b);
         for (long oh = 0; oh < g->OH; oh++) {
-            for (long ow = 0; ow < OW; ow++) {
-                float acc[L];
-                for (long l = 0; l < L; l++) acc[l] = b[l];
+            long ow = 0;
+            // Four output pixels at a time: four independent chains of multiply-adds, where one
+            // pixel alone would wait on each add's latency.
+            for (; ow + 4 <= OW; ow += 4) {
+                vf a0 = bv, a1 = bv, a2 = bv, a3 = bv;
+                const long step = g->SW * L;
                 for (long i = 0; i < g->KH; i++) {
                     const float *row = xb + ((oh * g->SH + i) * wp + ow * g->SW) * L;
                     for (long j = 0; j < g->KW; j++) {
-                        const float *xv = row + j * L, *wv = wt + (i * g->KW + j) * L;
-                        for (long l = 0; l < L; l++) acc[l] += wv[l] * xv[l];
+                        const vf wv = LOAD(wt + (i * g->KW + j) * L);
+                        const float *xv = row + j * L;
+                        a0 += wv * LOAD(xv);
+                        a1 += wv * LOAD(xv + step);
+                        a2 += wv * LOAD(xv + 2 * step);
+                        a3 += wv * LOAD(xv + 3 * step);
                     }
                 }
                 float *yv = yb + (oh * OW + ow) * L;
-                for (long l = 0; l < L; l++) yv[l] = acc[l];
+                STORE(yv, a0);
+                STORE(yv + L, a1);
+                STORE(yv + 2 * L, a2);
+                STORE(yv + 3 * L, a3);
+            }
+            for (; ow < OW; ow++) {
+                vf acc = bv;
+                for (long i = 0; i < g->KH; i++) {
+                    const float *row = xb + ((oh * g->SH + i) * wp + ow * g->SW) * L;
+                    for (long j = 0; j < g->KW; j++) acc += LOAD(wt + (i * g->KW + j) * L) * LOAD(row + j * L);
+                }
+                STORE(yb + (oh * OW + ow) * L, acc);
             }
         }
         unpack(yb, lanes, g->OH, OW, lo, hi, out + (img * g->OC + c0) * plane);
@@ -401,13 +420,12 @@ void ns_depthwise_forward_planes(const ns_depthwise_geometry *g, long first, lon
             const long py = y + g->PH;
             const float *row = x + y * W;
             if (s == 2) {
-                // Padded column x + PW goes to phase (x + PW) % 2 at (x + PW) / 2: from the first
-                // column whose padded index is even, pairs split into phases 0 and 1 side by side.
+                // Padded column x + PW goes to phase (x + PW) % 2 at (x + PW) / 2: the row's even
+                // columns all go to one phase and its odd columns to the other, each side by side.
                 float *d0 = phases + (py % 2) * 2 * phase + (py / 2) * wph, *d1 = d0 + phase;
-                const long xs = g->PW & 1, at = (xs + g->PW) / 2, pairs = (W - xs) / 2;
-                if (xs) d1[g->PW / 2] = row[0];
-                deinterleave(row + xs, pairs, d0 + at, d1 + at);
-                if (xs + 2 * pairs < W) d0[(W - 1 + g->PW) / 2] = row[W - 1];
+                const long odd = g->PW & 1;
+                deinterleave(row, W / 2, (odd ? d1 : d0) + g->PW / 2, (odd ? d0 : d1) + (g->PW + 1) / 2);
+                if (W & 1) (((W - 1 + g->PW) & 1) ? d1 : d0)[(W - 1 + g->PW) / 2] = row[W - 1];
                 continue;
             }
             for (long b = 0; b < s; b++) {
@@ -424,7 +442,23 @@ void ns_depthwise_forward_planes(const ns_depthwise_geometry *g, long first, lon
         }
         const long n = OH * wph;
         const float b0 = bias ? bias[c] : 0;
-        for (long p = 0; p < n; p += L) {
+        long p = 0;
+        // Four vectors at a time: four independent chains of multiply-adds.
+        for (; p + 4 * L <= n; p += 4 * L) {
+            vf s0 = (vf){0} + b0, s1 = s0, s2 = s0, s3 = s0;
+            for (long t = 0; t < taps; t++) {
+                const float *x = phases + offset[t] + p, wt = wc[t];
+                s0 += wt * LOAD(x);
+                s1 += wt * LOAD(x + L);
+                s2 += wt * LOAD(x + 2 * L);
+                s3 += wt * LOAD(x + 3 * L);
+            }
+            STORE(acc + p, s0);
+            STORE(acc + p + L, s1);
+            STORE(acc + p + 2 * L, s2);
+            STORE(acc + p + 3 * L, s3);
+        }
+        for (; p < n; p += L) {
             vf sum = (vf){0} + b0;
             for (long t = 0; t < taps; t++) sum += wc[t] * LOAD(phases + offset[t] + p);
             STORE(acc + p, sum);

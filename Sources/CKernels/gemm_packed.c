@@ -68,7 +68,7 @@ void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) {
 #define TILE(MR, V)                                                                                                   \
     static inline __attribute__((always_inline)) void tile_##MR##_##V(                                                \
         long K, const float *restrict ap, const float *restrict b, long ldb, float *restrict c, long ldc, long rows,  \
-        const float *bias, const float *addend, long ldr, float lo, float hi) {                                       \
+        const float *bias, const float *addend, long ldr, float lo, float hi, int stream) {                           \
         vf acc[MR][V];                                                                                                \
         UNROLL for (int r = 0; r < MR; r++)                                                                           \
             UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};                                                   \
@@ -89,7 +89,10 @@ void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) {
                 if (addend) y += LOAD(addend + r * ldr + v * NR);                                                     \
                 y = SELECT(y < vlo, vlo, y); /* comparisons keep a NaN a NaN */                                       \
                 y = SELECT(y > vhi, vhi, y);                                                                          \
-                STORE(c + r * ldc + v * NR, y);                                                                       \
+                if (stream)                                                                                           \
+                    __builtin_nontemporal_store(y, (vf *)(c + r * ldc + v * NR));                                     \
+                else                                                                                                  \
+                    STORE(c + r * ldc + v * NR, y);                                                                   \
             }                                                                                                         \
         }                                                                                                             \
     }
@@ -105,19 +108,21 @@ TILE(4, 1)
 #define BODY(NAME, TARGET, MR)                                                                                        \
     TARGET static void NAME(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,   \
                             const float *bias, const float *R, float lo, float hi, long p0, long p1,                  \
-                            float *scratch) {                                                                         \
+                            float *scratch, int streaming) {                                                          \
+        /* Streaming stores need 64-byte aligned rows. */                                                             \
+        const int stream = streaming && ((unsigned long)C % 64 == 0) && (ldc % 16 == 0);                              \
         long n0 = 0;                                                                                                  \
         for (; n0 + 2 * NR <= N; n0 += 2 * NR)                                                                        \
             for (long p = p0; p < p1; p++) {                                                                          \
                 const long m = p * MR;                                                                                \
                 tile_##MR##_2(K, ap + p * K * MR, B + n0, ldb, C + m * ldc + n0, ldc, M - m, bias ? bias + m : 0,     \
-                              R ? R + m * ldc + n0 : 0, ldc, lo, hi);                                                 \
+                              R ? R + m * ldc + n0 : 0, ldc, lo, hi, stream);                                         \
             }                                                                                                         \
         for (; n0 + NR <= N; n0 += NR)                                                                                \
             for (long p = p0; p < p1; p++) {                                                                          \
                 const long m = p * MR;                                                                                \
                 tile_##MR##_1(K, ap + p * K * MR, B + n0, ldb, C + m * ldc + n0, ldc, M - m, bias ? bias + m : 0,     \
-                              R ? R + m * ldc + n0 : 0, ldc, lo, hi);                                                 \
+                              R ? R + m * ldc + n0 : 0, ldc, lo, hi, stream);                                         \
             }                                                                                                         \
         if (n0 < N) {                                                                                                 \
             const long w = N - n0;                                                                                    \
@@ -133,7 +138,7 @@ TILE(4, 1)
                         memcpy(a + r * NR, R + (m + r) * ldc + n0, sizeof(float) * w);                                \
                         memset(a + r * NR + w, 0, sizeof(float) * (NR - w));                                         \
                     }                                                                                                 \
-                tile_##MR##_1(K, ap + p * K * MR, b, NR, c, NR, rows, bias ? bias + m : 0, R ? a : 0, NR, lo, hi);    \
+                tile_##MR##_1(K, ap + p * K * MR, b, NR, c, NR, rows, bias ? bias + m : 0, R ? a : 0, NR, lo, hi, 0); \
                 for (long r = 0; r < rows; r++) memcpy(C + (m + r) * ldc + n0, c + r * NR, sizeof(float) * w);        \
             }                                                                                                         \
         }                                                                                                             \
@@ -146,18 +151,21 @@ BODY(pgemm_default, , 4)
 long ns_pgemm_scratch_count(long K) { return K * NR + 2 * panel_rows() * NR; }
 
 void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
-              const float *bias, const float *addend, float lo, float hi, long p0, long p1, float *scratch) {
+              const float *bias, const float *addend, float lo, float hi, long p0, long p1, float *scratch,
+              int streaming) {
 #if defined(__x86_64__) && defined(__clang__)
     if (panel_rows() == 12) {
-        pgemm_wide(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch);
-        return;
+        pgemm_wide(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming);
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        pgemm_narrow(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming);
+    } else {
+        pgemm_default(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming);
     }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        pgemm_narrow(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch);
-        return;
-    }
+    // Streaming stores are weakly ordered: done before the caller reports the work finished.
+    if (streaming) __builtin_ia32_sfence();
+#else
+    pgemm_default(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming);
 #endif
-    pgemm_default(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch);
 }
 
 // MARK: narrow: a handful of columns (an image's 3x3, 2x2 or 1x1 map)

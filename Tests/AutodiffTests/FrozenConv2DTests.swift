@@ -36,9 +36,11 @@ final class FrozenConv2DTests: XCTestCase {
         XCTAssertEqual(try geometry([1, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .packedGEMM)
         XCTAssertEqual(try geometry([2, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .im2col)
         Conv2DTuning.winograd = saved0
-        let saved = Conv2DTuning.winograd
-        defer { Conv2DTuning.winograd = saved }
-        for (xs, ws, stride, padding, groups) in cases {
+        let saved = Conv2DTuning.winograd, savedStreaming = Conv2DTuning.streamingBytes
+        defer { Conv2DTuning.winograd = saved; Conv2DTuning.streamingBytes = savedStreaming }
+        // Once more with every output written by streaming stores (a batch's large outputs are).
+        for ((xs, ws, stride, padding, groups), streaming) in cases.map({ ($0, false) }) + cases.map({ ($0, true) }) {
+            Conv2DTuning.streamingBytes = streaming ? 0 : savedStreaming
             let x = Tensor.randn(xs, using: &rng), w = Tensor.randn(ws, using: &rng), b = Tensor.randn([ws[0]], using: &rng)
             for choice in [Conv2DTuning.Winograd.off, .tile(2), .tile(4)] {
                 Conv2DTuning.winograd = choice
@@ -76,18 +78,17 @@ final class FrozenConv2DTests: XCTestCase {
         }
     }
 
-    /// Small depthwise planes (MobileNetV2's 4x4 and 2x2 maps) run channel-blocked: checked against
-    /// the convolution summed out by hand, since `conv2d` runs the same kernel.
-    func testSmallDepthwisePlanesMatchDirectSum() {
+    /// Depthwise convolutions against the convolution summed out by hand (`conv2d` runs the same
+    /// kernels): small planes run channel-blocked (MobileNetV2's 4x4 and 2x2 maps), larger ones
+    /// plane by plane, at stride 2 through the padded plane's phases (odd and even widths and
+    /// paddings).
+    func testDepthwiseMatchesDirectSum() {
         let lanes = Conv2DTuning.depthwiseLanes
-        for (size, stride) in [(4, 1), (4, 2), (2, 1), (3, 2)] {
+        for (size, stride, pad) in [(4, 1, 1), (4, 2, 1), (2, 1, 1), (3, 2, 1), (9, 2, 1), (12, 2, 0), (11, 2, 2), (33, 2, 1), (10, 1, 1)] {
             let c = lanes + 5
             let x = Tensor.randn([2, c, size, size], using: &rng), w = Tensor.randn([c, 1, 3, 3], using: &rng)
             let b = Tensor.randn([c], using: &rng)
-            let geometry = try! Conv2DGeometry.validate(input: x.shape, weight: w.shape, bias: b.shape, stride: (stride, stride),
-                                                        padding: (1, 1), groups: c)
-            XCTAssertLessThanOrEqual(geometry.outPlane, Conv2DTuning.depthwiseBlockedPlane)
-            let out = (size + 2 - 3) / stride + 1
+            let out = (size + 2 * pad - 3) / stride + 1
             var expected = [Float](repeating: 0, count: 2 * c * out * out)
             for n in 0..<2 {
                 for ch in 0..<c {
@@ -96,7 +97,7 @@ final class FrozenConv2DTests: XCTestCase {
                             var sum = b.data[ch]
                             for i in 0..<3 {
                                 for j in 0..<3 {
-                                    let ih = oh * stride - 1 + i, iw = ow * stride - 1 + j
+                                    let ih = oh * stride - pad + i, iw = ow * stride - pad + j
                                     guard (0..<size).contains(ih), (0..<size).contains(iw) else { continue }
                                     sum += w.data[ch * 9 + i * 3 + j] * x.data[((n * c + ch) * size + ih) * size + iw]
                                 }
@@ -106,8 +107,8 @@ final class FrozenConv2DTests: XCTestCase {
                     }
                 }
             }
-            let frozen = FrozenConv2D(weight: w, bias: b, stride: (stride, stride), padding: (1, 1), groups: c, activation: .relu)
-            assertClose(frozen(x).values, expected, rtol: 1e-5, atol: 1e-5, "\(size)x\(size) stride \(stride)")
+            let frozen = FrozenConv2D(weight: w, bias: b, stride: (stride, stride), padding: (pad, pad), groups: c, activation: .relu)
+            assertClose(frozen(x).values, expected, rtol: 1e-5, atol: 1e-5, "\(size)x\(size) stride \(stride) padding \(pad)")
         }
     }
 

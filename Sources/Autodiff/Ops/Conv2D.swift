@@ -137,6 +137,10 @@ public enum Conv2DTuning {
     /// into a padded buffer, one per row) outweigh its few pixels' arithmetic (MobileNetV2's 4x4
     /// and 2x2 maps at batch 32: 0.2 ms a layer instead of 1.0).
     nonisolated(unsafe) public static var depthwiseBlockedPlane = 16
+    /// Outputs of frozen convolutions (`PackedGEMMConv`, a batch) of at least this many bytes are
+    /// written with streaming stores, past the caches: their lines are not read first, which for
+    /// MobileNetV2's 1x1 expansions at batch 32 (12 MB each) took 40% of the layer's time.
+    nonisolated(unsafe) public static var streamingBytes = 8 << 20
     /// Channels the depthwise kernels process together (one output channel per input channel).
     public static let depthwiseLanes = Int(NS_DEPTHWISE_LANES)
 

@@ -73,12 +73,13 @@ struct PackedGEMMConv {
                                         lo, hi, first, first + count)
                     } else {
                         ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, addendImage,
-                                 lo, hi, first, first + count, pscratch + piece * scratchCount)
+                                 lo, hi, first, first + count, pscratch + piece * scratchCount, 0)
                     }
                 }
             }
             return
         }
+        let streaming: Int32 = g.batch * imageOut * MemoryLayout<Float>.size >= Conv2DTuning.streamingBytes ? 1 : 0
         forEachPieceBlock(count: g.batch, block: 1) { piece, img, _ in
             let b: UnsafePointer<Float>
             if pointwise {
@@ -88,7 +89,7 @@ struct PackedGEMMConv {
                 b = UnsafePointer(pcol + piece * colCount)
             }
             ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, addend.map { $0 + img * imageOut },
-                     lo, hi, 0, panels, pscratch + piece * scratchCount)
+                     lo, hi, 0, panels, pscratch + piece * scratchCount, streaming)
         }
     }
 }
