@@ -141,6 +141,9 @@ public enum Conv2DTuning {
     /// written with streaming stores, past the caches: their lines are not read first, which for
     /// MobileNetV2's 1x1 expansions at batch 32 (12 MB each) took 40% of the layer's time.
     nonisolated(unsafe) public static var streamingBytes = 8 << 20
+    /// Training convolutions whose products are at most this deep (input channels times kernel
+    /// taps) run forward on the packed-weight tiles (`PackedGEMMConv`) instead of sgemm.
+    nonisolated(unsafe) public static var packedMaxDepth = 32
     /// Channels the depthwise kernels process together (one output channel per input channel).
     public static let depthwiseLanes = Int(NS_DEPTHWISE_LANES)
 
@@ -297,6 +300,11 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
         depthwiseForward(run, x.data, kernels.data, bias?.data, out.data)
     } else if let winograd = WinogradConv(run) {
         winograd.forward(x.data, kernels.data, bias?.data, out.data)
+    } else if run.colRows <= Conv2DTuning.packedMaxDepth, run.batch >= Parallel.gemmPieces, let gemm = PackedGEMMConv(run) {
+        // Few input channels (a first layer): sgemm's blocking is made for deep products, the
+        // packed tiles are not; packing these weights costs nothing.
+        let packed = gemm.pack(kernels.data)
+        gemm.forward(x.data, packed: packed.data, bias?.data, out.data, activation: .identity)
     } else {
         GEMMConv(run).forward(x.data, kernels.data, bias?.data, out.data)
     }
