@@ -1,12 +1,7 @@
 #include "ns_kernels.h"
+#include "simd.h"
 
 #include <stdlib.h>
-
-#if defined(__x86_64__) && defined(__clang__)
-#define NS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define NS_CLONES
-#endif
 
 // Batch norm's passes over memory, channel by channel: channel ch of image img is the run
 // x[(img * c + ch) * inner ..< + inner]. Sums go into 16 lanes in a fixed order (whole vectors,
@@ -17,14 +12,7 @@
 // flat index j = ch * inner + i of a whole image instead, with each channel's parameters
 // repeated per element and per-element sums over the images, then added per channel.
 
-enum { L = 16 };
-typedef float vf __attribute__((vector_size(4 * L)));
-typedef float vf_unaligned __attribute__((vector_size(4 * L), aligned(4)));
-typedef int vi __attribute__((vector_size(4 * L)));
-#define LOAD(p) (*(const vf_unaligned *)(p))
-#define STORE(p, v) (*(vf_unaligned *)(p) = (v))
-/// Lanes of a where mask m is set, else of b (m from a comparison: all ones or zeros per lane).
-#define SELECT(m, a, b) ((vf)(((vi)(a) & (m)) | ((vi)(b) & ~(m))))
+enum { L = NS_LANES };
 
 /// The lanes of *v added in order (by pointer: a 64-byte vector passed by value would change
 /// the calling convention between the AVX-512 and the narrower clones).

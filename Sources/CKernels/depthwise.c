@@ -1,13 +1,8 @@
 #include "ns_kernels.h"
+#include "simd.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-#if defined(__x86_64__) && defined(__clang__)
-#define NS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define NS_CLONES
-#endif
 
 enum { MAX_TAPS = 64 };
 
@@ -132,48 +127,35 @@ void ns_depthwise_backward_weight(const ns_depthwise_geometry *g, long n, long f
 // MARK: channel-blocked kernels (OC == IC)
 
 enum { L = NS_DEPTHWISE_LANES };
-
-typedef float vf __attribute__((vector_size(4 * L)));
-typedef float vf_unaligned __attribute__((vector_size(4 * L), aligned(4)));
-typedef int vi __attribute__((vector_size(4 * L)));
-#define LOAD(p) (*(const vf_unaligned *)(p))
-#define STORE(p, v) (*(vf_unaligned *)(p) = (v))
-#define SELECT(m, a, b) ((vf)(((vi)(a) & (m)) | ((vi)(b) & ~(m))))
+_Static_assert(L == NS_LANES, "a block of channels is one vector");
 
 /// One stage of a 16 x 16 transpose: rows a and b (b's index = a's + m) swap the elements
-/// (a, c) and (b, c ^ m) for every column c with bit m set.
-#define SWAP_1(a, b)                                                                                                  \
+/// (a, c) and (b, c ^ m) for every column c with bit m set; A_m and B_m are the two shuffles.
+#define SWAP(a, b, A, B)                                                                                              \
     do {                                                                                                              \
-        const vf t = __builtin_shufflevector(a, b, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);         \
-        b = __builtin_shufflevector(a, b, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);                  \
+        const vf t = __builtin_shufflevector(a, b, A);                                                                \
+        b = __builtin_shufflevector(a, b, B);                                                                         \
         a = t;                                                                                                        \
     } while (0)
-#define SWAP_2(a, b)                                                                                                  \
-    do {                                                                                                              \
-        const vf t = __builtin_shufflevector(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);         \
-        b = __builtin_shufflevector(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);                 \
-        a = t;                                                                                                        \
-    } while (0)
-#define SWAP_4(a, b)                                                                                                  \
-    do {                                                                                                              \
-        const vf t = __builtin_shufflevector(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);         \
-        b = __builtin_shufflevector(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);                 \
-        a = t;                                                                                                        \
-    } while (0)
-#define SWAP_8(a, b)                                                                                                  \
-    do {                                                                                                              \
-        const vf t = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);           \
-        b = __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);               \
-        a = t;                                                                                                        \
-    } while (0)
+#define A_1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
+#define B_1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
+#define A_2 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define B_2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define A_4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
+#define B_4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
+#define A_8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define B_8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
 
 /// r[i][j] becomes r[j][i].
 static inline __attribute__((always_inline)) void transpose16(vf r[16]) {
-    for (int i = 0; i < 16; i += 2) SWAP_1(r[i], r[i + 1]);
-    for (int i = 0; i < 16; i += 4) { SWAP_2(r[i], r[i + 2]); SWAP_2(r[i + 1], r[i + 3]); }
+    for (int i = 0; i < 16; i += 2) SWAP(r[i], r[i + 1], A_1, B_1);
+    for (int i = 0; i < 16; i += 4) {
+        SWAP(r[i], r[i + 2], A_2, B_2);
+        SWAP(r[i + 1], r[i + 3], A_2, B_2);
+    }
     for (int i = 0; i < 16; i += 8)
-        for (int k = 0; k < 4; k++) SWAP_4(r[i + k], r[i + k + 4]);
-    for (int k = 0; k < 8; k++) SWAP_8(r[k], r[k + 8]);
+        for (int k = 0; k < 4; k++) SWAP(r[i + k], r[i + k + 4], A_4, B_4);
+    for (int k = 0; k < 8; k++) SWAP(r[k], r[k + 8], A_8, B_8);
 }
 
 static inline void fill(float *d, long n, float v) {

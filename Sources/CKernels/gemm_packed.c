@@ -1,4 +1,5 @@
 #include "ns_kernels.h"
+#include "simd.h"
 
 #include <string.h>
 
@@ -13,20 +14,12 @@
 // accumulator, then adds the bias: the result does not depend on how the rows, columns or images
 // are split over threads.
 
-enum { NR = 16 };
-typedef float vf __attribute__((vector_size(4 * NR)));
-typedef float vf_unaligned __attribute__((vector_size(4 * NR), aligned(4)));
-typedef int vi __attribute__((vector_size(4 * NR)));
-#define LOAD(p) (*(const vf_unaligned *)(p))
-#define STORE(p, v) (*(vf_unaligned *)(p) = (v))
-#define SELECT(m, a, b) ((vf)(((vi)(a) & (m)) | ((vi)(b) & ~(m))))
+enum { NR = NS_LANES };
 
 #if defined(__x86_64__) && defined(__clang__)
-#define NS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define WIDE_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
 #define NARROW_TARGET __attribute__((target("avx2,fma")))
 #else
-#define NS_CLONES
 #define WIDE_TARGET
 #define NARROW_TARGET
 #endif

@@ -1,20 +1,12 @@
 #include "ns_kernels.h"
-
-#if defined(__x86_64__) && defined(__clang__)
-#define NS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define NS_CLONES
-#endif
+#include "simd.h"
 
 // A GEMM with a handful of columns: a convolution of one image on a 2x2 or 1x1 map, whose time
 // is reading its weights. sgemm copies the whole weight matrix into its packed layout first, which
 // doubles that traffic; here each row of A is read once, four rows at a time, and multiplied with
 // up to four columns of B at once (B, a few kilobytes, stays in L1).
 
-enum { L = 16 };
-typedef float vf __attribute__((vector_size(4 * L)));
-typedef float vf_unaligned __attribute__((vector_size(4 * L), aligned(4)));
-#define LOAD(p) (*(const vf_unaligned *)(p))
+enum { L = NS_LANES };
 
 /// The lanes of *v added in order (by pointer: a 64-byte vector passed by value would change
 /// the calling convention between the AVX-512 and the narrower clones).

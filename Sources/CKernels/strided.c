@@ -1,10 +1,5 @@
 #include "ns_kernels.h"
-
-#if defined(__x86_64__) && defined(__clang__)
-#define NS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define NS_CLONES
-#endif
+#include "simd.h"
 
 long ns_im2col_s2_scratch(long H, long W, long PH, long PW) {
     return 4 * ((H + 2 * PH + 1) / 2 + 1) * ((W + 2 * PW + 1) / 2 + 1);

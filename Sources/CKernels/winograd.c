@@ -1,12 +1,7 @@
 #include "ns_kernels.h"
+#include "simd.h"
 
 #include <string.h>
-
-#if defined(__x86_64__) && defined(__clang__)
-#define NS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define NS_CLONES
-#endif
 
 // Winograd's minimal filtering F(m x m, 3 x 3) (Lavin & Gray, "Fast Algorithms for Convolutional
 // Neural Networks", CVPR 2016): an output tile of m x m pixels is A^T [(G g G^T) . (B^T d B)] A,
@@ -22,13 +17,7 @@
 // the [T][ld] GEMM operand. Tile t of a block is (row - row0) * tiles_x + tx.
 
 enum { L = NS_WINOGRAD_LANES };
-typedef float vf __attribute__((vector_size(4 * L)));
-typedef float vf_unaligned __attribute__((vector_size(4 * L), aligned(4)));
-
-// Macros, not functions: a 64-byte vector passed by value would change the calling convention
-// between the AVX-512 and the narrower clones.
-#define LOAD(p) (*(const vf_unaligned *)(p))
-#define STORE(p, v) (*(vf_unaligned *)(p) = (v))
+_Static_assert(L == NS_LANES, "a block of channels is one vector");
 
 static inline long min_l(long a, long b) { return a < b ? a : b; }
 static inline long max_l(long a, long b) { return a > b ? a : b; }
