@@ -450,3 +450,50 @@ void ns_depthwise_forward_planes(const ns_depthwise_geometry *g, long first, lon
             for (long xx = 0; xx < OW; xx++) y[r * OW + xx] = clamp(acc[r * wph + xx], lo, hi);
     }
 }
+
+// MARK: 2x2/2 max pooling backward
+
+/// One window: the gradient to the first element (row-major) equal to the maximum m, or to the
+/// first when none is (a NaN window); the others get 0.
+static inline void window2x2(float a, float b, float c, float d, float m, float v, float *da, float *db, float *dc,
+                             float *dd) {
+    const int ea = a == m, eb = !ea && b == m, ec = !ea && !eb && c == m, ed = !ea && !eb && !ec && d == m;
+    *da = ea || !(eb || ec || ed) ? v : 0;
+    *db = eb ? v : 0;
+    *dc = ec ? v : 0;
+    *dd = ed ? v : 0;
+}
+
+NS_CLONES
+void ns_maxpool2x2_backward(long first, long count, long H, long W, const float *x, const float *y, const float *dy,
+                            float *dx) {
+    const long OH = H / 2, OW = W / 2;
+    const vf zero = (vf){0};
+    for (long p = first; p < first + count; p++) {
+        const float *xp = x + p * H * W, *yp = y + p * OH * OW, *gp = dy + p * OH * OW;
+        float *dp = dx + p * H * W;
+        for (long oh = 0; oh < OH; oh++) {
+            const float *r0 = xp + 2 * oh * W, *r1 = r0 + W, *ym = yp + oh * OW, *gm = gp + oh * OW;
+            float *d0 = dp + 2 * oh * W, *d1 = d0 + W;
+            long ow = 0;
+            for (; ow + L <= OW; ow += L) {
+                const vf a0 = LOAD(r0 + 2 * ow), a1 = LOAD(r0 + 2 * ow + L), b0 = LOAD(r1 + 2 * ow), b1 = LOAD(r1 + 2 * ow + L);
+                const vf a = __builtin_shufflevector(a0, a1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                const vf b = __builtin_shufflevector(a0, a1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+                const vf c = __builtin_shufflevector(b0, b1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                const vf d = __builtin_shufflevector(b0, b1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+                const vf m = LOAD(ym + ow), v = LOAD(gm + ow);
+                const vi ea = a == m, eb = ~ea & (b == m), ec = ~ea & ~eb & (c == m), ed = ~ea & ~eb & ~ec & (d == m);
+                const vf ga = SELECT(ea | ~(eb | ec | ed), v, zero), gb = SELECT(eb, v, zero);
+                const vf gc = SELECT(ec, v, zero), gd = SELECT(ed, v, zero);
+                STORE(d0 + 2 * ow, __builtin_shufflevector(ga, gb, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
+                STORE(d0 + 2 * ow + L, __builtin_shufflevector(ga, gb, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31));
+                STORE(d1 + 2 * ow, __builtin_shufflevector(gc, gd, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
+                STORE(d1 + 2 * ow + L, __builtin_shufflevector(gc, gd, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31));
+            }
+            for (; ow < OW; ow++)
+                window2x2(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1], ym[ow], gm[ow], d0 + 2 * ow,
+                          d0 + 2 * ow + 1, d1 + 2 * ow, d1 + 2 * ow + 1);
+        }
+    }
+}

@@ -90,20 +90,8 @@ public func maxPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil
             if pairs && g.height % 2 == 0 && g.width % 2 == 0 && x.grad == nil {
                 // 2x2/2 windows tile the plane: a fresh gradient is written whole, window by window.
                 let dx = x.gradDestination().grad.data
-                Parallel.forEach(g.planes, grain: max(1, 4096 / max(g.outPlane, 1))) { p in
-                    let src = px + p * g.inPlane, dst = dx + p * g.inPlane
-                    let outp = po + p * g.outPlane, dOut = pd + p * g.outPlane
-                    for oh in 0..<g.outH {
-                        for ow in 0..<g.outW {
-                            let i00 = 2 * oh * g.width + 2 * ow, i01 = i00 + 1, i10 = i00 + g.width, i11 = i10 + 1
-                            let m = outp[oh * g.outW + ow], v = dOut[oh * g.outW + ow]
-                            let first = src[i00] == m ? 0 : src[i01] == m ? 1 : src[i10] == m ? 2 : src[i11] == m ? 3 : 0
-                            dst[i00] = first == 0 ? v : 0
-                            dst[i01] = first == 1 ? v : 0
-                            dst[i10] = first == 2 ? v : 0
-                            dst[i11] = first == 3 ? v : 0
-                        }
-                    }
+                Parallel.forRange(g.planes, grain: max(1, 4096 / max(g.outPlane, 1))) { r in
+                    ns_maxpool2x2_backward(r.lowerBound, r.count, g.height, g.width, px, po, pd, dx)
                 }
                 return
             }

@@ -47,6 +47,13 @@ void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long first, lo
 /// a NaN or an infinity (a divergence made visible, as `maxPool2d` promises).
 void ns_maxpool_blocked(const ns_depthwise_geometry *g, long first, long count, const float *in, float *out);
 
+/// The gradient of 2x2/2 max pooling on planes [first, first + count) of H x W (both even), for
+/// x, its pooled y and y's gradient dy: each window's gradient goes to its first element
+/// (row-major) equal to the maximum, as PyTorch's kernel picks, or to its first element when none
+/// is (a NaN window); dx is written whole.
+void ns_maxpool2x2_backward(long first, long count, long H, long W, const float *x, const float *y, const float *dy,
+                            float *dx);
+
 /// Floats of scratch `ns_depthwise_forward_planes` needs per call.
 long ns_depthwise_plane_scratch(const ns_depthwise_geometry *g);
 
