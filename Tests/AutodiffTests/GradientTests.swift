@@ -138,6 +138,27 @@ final class GradientTests: XCTestCase {
         }
     }
 
+    /// Shallow convolutions (a first layer: products at most `packedMaxDepth` deep) run forward on
+    /// the packed tiles and their weight gradient as dot products, summed over several images per
+    /// piece: both against the sgemm path, on planes large enough for one image per block.
+    func testShallowConvolutionMatchesTheSgemmPath() {
+        let x = Tensor.randn([7, 3, 17, 16], using: &rng), w = Tensor.randn([5, 3, 3, 3], using: &rng)
+        let b = Tensor.randn([5], using: &rng), seed = Tensor.randn([7, 5, 17, 16], using: &rng)
+        let saved = Conv2DTuning.packedMaxDepth
+        defer { Conv2DTuning.packedMaxDepth = saved }
+        var results: [[[Float]]] = []
+        for depth in [saved, 0] {
+            Conv2DTuning.packedMaxDepth = depth
+            for t in [x, w, b] { t.requiresGrad = true; t.grad = nil }
+            let y = conv2d(x, weight: w, bias: b, padding: (1, 1))
+            y.backward(seed: seed)
+            results.append([y.values, x.grad!.values, w.grad!.values])
+        }
+        for (k, what) in ["output", "input gradient", "weight gradient"].enumerated() {
+            assertClose(results[0][k], results[1][k], rtol: 1e-5, atol: 1e-4, "shallow convolution: \(what)")
+        }
+    }
+
     func testConv2dDepthwise() {
         let x = Tensor.randn([2, 3, 7, 6], using: &rng), w = Tensor.randn([3, 1, 3, 3], using: &rng)
         let b = Tensor.randn([3], using: &rng)

@@ -142,7 +142,8 @@ public enum Conv2DTuning {
     /// MobileNetV2's 1x1 expansions at batch 32 (12 MB each) took 40% of the layer's time.
     nonisolated(unsafe) public static var streamingBytes = 8 << 20
     /// Training convolutions whose products are at most this deep (input channels times kernel
-    /// taps) run forward on the packed-weight tiles (`PackedGEMMConv`) instead of sgemm.
+    /// taps) run forward on the packed-weight tiles (`PackedGEMMConv`) instead of sgemm, and
+    /// their weight gradient as dot products along the pixels (`ns_gemm_small_n`).
     nonisolated(unsafe) public static var packedMaxDepth = 32
     /// Channels the depthwise kernels process together (one output channel per input channel).
     public static let depthwiseLanes = Int(NS_DEPTHWISE_LANES)
@@ -558,8 +559,10 @@ struct GEMMConv {
         let col = Tensor(uninitialized: [pieces * colPer]), dtmp = Tensor(uninitialized: [pieces * tmpPer])
         let partial = Tensor(uninitialized: [dw != nil ? pieces * wCount : 0])
         let og = g.outPerGroup, rows = g.colRows, plane = g.outPlane, direct = isPointwise
-        let pcol = col.data, pdtmp = dtmp.data, ppart = partial.data
-        defer { withExtendedLifetime((col, dtmp, partial)) {} }  // the blocks below use them only by pointer
+        let shallow = dw != nil && rows <= Conv2DTuning.packedMaxDepth
+        let shallowSum = Tensor(uninitialized: [shallow ? pieces * og * rows : 0])
+        let pcol = col.data, pdtmp = dtmp.data, ppart = partial.data, pshallow = shallowSum.data
+        defer { withExtendedLifetime((col, dtmp, partial, shallowSum)) {} }  // the blocks below use them only by pointer
         var started = [Bool](repeating: false, count: pieces)
         started.withUnsafeMutableBufferPointer { started in
             forEachBlock { k, first, nb in
@@ -581,9 +584,18 @@ struct GEMMConv {
                     if dw != nil {
                         let b: UnsafePointer<Float> = inPlace ? xg : UnsafePointer(gcol)
                         if !inPlace { im2col(x, group: grp, start: first, images: 0..<nb, cols: cols, into: gcol) }
-                        BLAS.gemm(transA: false, transB: true, m: og, n: rows, k: cols,
-                                  a: dg, lda: ldd, b: b, ldb: cols, beta: started[k] ? 1 : 0,
-                                  c: ppart + k * wCount + grp * og * rows, ldc: rows)
+                        let c = ppart + k * wCount + grp * og * rows
+                        if shallow {
+                            // Few patch rows (a first layer): dot products along the pixels, at
+                            // full vector width, where sgemm's blocking leaves a 27-wide product
+                            // at a third of its speed.
+                            let t = started[k] ? pshallow + k * og * rows : c
+                            ns_gemm_small_n(og, rows, cols, dg, ldd, b, cols, t, rows)
+                            if started[k] { for i in 0..<(og * rows) { c[i] += t[i] } }
+                        } else {
+                            BLAS.gemm(transA: false, transB: true, m: og, n: rows, k: cols,
+                                      a: dg, lda: ldd, b: b, ldb: cols, beta: started[k] ? 1 : 0, c: c, ldc: rows)
+                        }
                     }
                     if let dx {
                         if inPlace {

@@ -199,9 +199,11 @@ void ns_im2col_s2(const float *x, long H, long W, long KH, long KW, long PH, lon
 int ns_serial_depth(void);
 void ns_set_serial_depth(int depth);
 
-/// C[m][n] = sum over k of A[m][k] * BT[n][k] for m < M, n < N: a GEMM with few columns (N up to
-/// 8 or so) that reads each row of A once, four rows against four columns at a time, where sgemm
-/// would first copy all of A into its packed layout. Each element sums 16 lanes of products in
+/// C[m][n] = sum over k of A[m][k] * BT[n][k] for m < M, n < N: dot products along k, four rows
+/// against four columns at a time. For GEMMs with few columns (N up to 8 or so), it reads each row
+/// of A once where sgemm would first copy all of A into its packed layout; for a shallow
+/// convolution's weight gradient (N up to 32, k over the pixels) it runs at full vector width
+/// where sgemm's blocking does not. Each element sums 16 lanes of products in
 /// k order, then the lanes, then the remaining k.
 void ns_gemm_small_n(long M, long N, long K, const float *A, long lda, const float *BT, long ldb, float *C, long ldc);
 
