@@ -464,33 +464,50 @@ static inline void window2x2(float a, float b, float c, float d, float m, float 
     *dd = ed ? v : 0;
 }
 
+/// 16 windows: their top rows' pixels at pt0 (16) then pt1 (16) and bottom rows' at pu0, pu1
+/// (each pair of consecutive pixels one window), maxima at pm, upstream gradients at pv; the
+/// gradients written in the same layout to dt0, dt1, du0, du1. (Pointers: a 64-byte vector
+/// passed by value would change the calling convention between the clones.)
+static inline __attribute__((always_inline)) void gradient16(const float *pt0, const float *pt1, const float *pu0,
+                                                             const float *pu1, const float *pm, const float *pv,
+                                                             float *dt0, float *dt1, float *du0, float *du1) {
+    const vf zero = (vf){0}, t0 = LOAD(pt0), t1 = LOAD(pt1), u0 = LOAD(pu0), u1 = LOAD(pu1), m = LOAD(pm), v = LOAD(pv);
+    const vf a = __builtin_shufflevector(t0, t1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const vf b = __builtin_shufflevector(t0, t1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const vf c = __builtin_shufflevector(u0, u1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const vf d = __builtin_shufflevector(u0, u1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const vi ea = a == m, eb = ~ea & (b == m), ec = ~ea & ~eb & (c == m), ed = ~ea & ~eb & ~ec & (d == m);
+    const vf ga = SELECT(ea | ~(eb | ec | ed), v, zero), gb = SELECT(eb, v, zero);
+    const vf gc = SELECT(ec, v, zero), gd = SELECT(ed, v, zero);
+    STORE(dt0, __builtin_shufflevector(ga, gb, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
+    STORE(dt1, __builtin_shufflevector(ga, gb, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31));
+    STORE(du0, __builtin_shufflevector(gc, gd, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
+    STORE(du1, __builtin_shufflevector(gc, gd, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31));
+}
+
 NS_CLONES
 void ns_maxpool2x2_backward(long first, long count, long H, long W, const float *x, const float *y, const float *dy,
                             float *dx) {
     const long OH = H / 2, OW = W / 2;
-    const vf zero = (vf){0};
     for (long p = first; p < first + count; p++) {
         const float *xp = x + p * H * W, *yp = y + p * OH * OW, *gp = dy + p * OH * OW;
         float *dp = dx + p * H * W;
-        for (long oh = 0; oh < OH; oh++) {
+        long oh = 0;
+        if (W == L)
+            // Rows of 16 (8 windows): two output rows per vector, from input rows 2 oh and 2 oh + 2
+            // (the windows' top rows) and 2 oh + 1 and 2 oh + 3 (their bottom rows).
+            for (; oh + 2 <= OH; oh += 2) {
+                const float *r = xp + 2 * oh * W;
+                float *d = dp + 2 * oh * W;
+                gradient16(r, r + 2 * W, r + W, r + 3 * W, yp + oh * OW, gp + oh * OW, d, d + 2 * W, d + W, d + 3 * W);
+            }
+        for (; oh < OH; oh++) {
             const float *r0 = xp + 2 * oh * W, *r1 = r0 + W, *ym = yp + oh * OW, *gm = gp + oh * OW;
             float *d0 = dp + 2 * oh * W, *d1 = d0 + W;
             long ow = 0;
-            for (; ow + L <= OW; ow += L) {
-                const vf a0 = LOAD(r0 + 2 * ow), a1 = LOAD(r0 + 2 * ow + L), b0 = LOAD(r1 + 2 * ow), b1 = LOAD(r1 + 2 * ow + L);
-                const vf a = __builtin_shufflevector(a0, a1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-                const vf b = __builtin_shufflevector(a0, a1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-                const vf c = __builtin_shufflevector(b0, b1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-                const vf d = __builtin_shufflevector(b0, b1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-                const vf m = LOAD(ym + ow), v = LOAD(gm + ow);
-                const vi ea = a == m, eb = ~ea & (b == m), ec = ~ea & ~eb & (c == m), ed = ~ea & ~eb & ~ec & (d == m);
-                const vf ga = SELECT(ea | ~(eb | ec | ed), v, zero), gb = SELECT(eb, v, zero);
-                const vf gc = SELECT(ec, v, zero), gd = SELECT(ed, v, zero);
-                STORE(d0 + 2 * ow, __builtin_shufflevector(ga, gb, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
-                STORE(d0 + 2 * ow + L, __builtin_shufflevector(ga, gb, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31));
-                STORE(d1 + 2 * ow, __builtin_shufflevector(gc, gd, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
-                STORE(d1 + 2 * ow + L, __builtin_shufflevector(gc, gd, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31));
-            }
+            for (; ow + L <= OW; ow += L)
+                gradient16(r0 + 2 * ow, r0 + 2 * ow + L, r1 + 2 * ow, r1 + 2 * ow + L, ym + ow, gm + ow, d0 + 2 * ow,
+                           d0 + 2 * ow + L, d1 + 2 * ow, d1 + 2 * ow + L);
             for (; ow < OW; ow++)
                 window2x2(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1], ym[ow], gm[ow], d0 + 2 * ow,
                           d0 + 2 * ow + 1, d1 + 2 * ow, d1 + 2 * ow + 1);

@@ -313,33 +313,37 @@ final class GradientTests: XCTestCase {
     }
 
     /// 2x2/2 pooling's gradient on rows wide enough for the vector path (16 windows at a time,
-    /// then a tail): each window's gradient goes to its first element equal to the maximum, ties
-    /// included, and to its first element in a NaN window; checked window by window.
+    /// then a tail) and on rows of 16 (two output rows a vector, then an odd last row): each
+    /// window's gradient goes to its first element equal to the maximum, ties included, and to its
+    /// first element in a NaN window; checked window by window.
     func testMaxPool2x2GradientPicksTheFirstMaximum() {
-        let x = Tensor.randn([2, 3, 4, 36], using: &rng)
-        // Ties: windows whose maximum appears twice or four times; a NaN window.
-        for (plane, oh, ow) in [(0, 0, 0), (1, 1, 5), (5, 1, 17), (3, 0, 16)] {
-            let at = plane * 4 * 36 + 2 * oh * 36 + 2 * ow
-            x.data[at + 1] = 9; x.data[at + 36] = 9
-            if ow == 0 { x.data[at] = 9; x.data[at + 37] = 9 }
-        }
-        x.data[4 * 4 * 36 + 2 * 36 + 2 * 7 + 1] = .nan  // plane 4, window (1, 7)
-        x.requiresGrad = true
-        let y = maxPool2d(x, kernel: (2, 2))
-        let seed = Tensor.randn(y.shape, using: &rng)
-        y.backward(seed: seed)
-        var expected = [Float](repeating: 0, count: x.count)
-        for plane in 0..<6 {
-            for oh in 0..<2 {
-                for ow in 0..<18 {
-                    let at = plane * 4 * 36 + 2 * oh * 36 + 2 * ow
-                    let window = [at, at + 1, at + 36, at + 37], m = y.data[(plane * 2 + oh) * 18 + ow]
-                    let first = window.first { x.data[$0] == m } ?? at
-                    expected[first] = seed.data[(plane * 2 + oh) * 18 + ow]
+        for (h, w) in [(4, 36), (6, 16)] {
+            let oh = h / 2, ow = w / 2
+            let x = Tensor.randn([2, 3, h, w], using: &rng)
+            // Ties: windows whose maximum appears twice or four times; a NaN window.
+            for (plane, r, c) in [(0, 0, 0), (1, 1, 5), (5, 1, ow - 1), (3, 0, ow - 2), (2, oh - 1, 3)] {
+                let at = plane * h * w + 2 * r * w + 2 * c
+                x.data[at + 1] = 9
+                x.data[at + w] = 9
+                if c == 0 { x.data[at] = 9; x.data[at + w + 1] = 9 }
+            }
+            x.data[4 * h * w + 2 * w + 2 * 7 + 1] = .nan  // plane 4, window (1, 7)
+            x.requiresGrad = true
+            let y = maxPool2d(x, kernel: (2, 2))
+            let seed = Tensor.randn(y.shape, using: &rng)
+            y.backward(seed: seed)
+            var expected = [Float](repeating: 0, count: x.count)
+            for plane in 0..<6 {
+                for r in 0..<oh {
+                    for c in 0..<ow {
+                        let at = plane * h * w + 2 * r * w + 2 * c, out = (plane * oh + r) * ow + c
+                        let window = [at, at + 1, at + w, at + w + 1], m = y.data[out]
+                        expected[window.first { x.data[$0] == m } ?? at] = seed.data[out]
+                    }
                 }
             }
+            XCTAssertEqual(x.grad!.values.map { $0.bitPattern }, expected.map { $0.bitPattern }, "\(h)x\(w)")
         }
-        XCTAssertEqual(x.grad!.values.map { $0.bitPattern }, expected.map { $0.bitPattern })
     }
 
     func testMaxPoolPropagatesNaN() {
