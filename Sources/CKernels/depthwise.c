@@ -366,8 +366,8 @@ static inline void deinterleave(const float *src, long pairs, float *restrict ev
     long i = 0;
     for (; i + L <= pairs; i += L) {
         const vf a = LOAD(src + 2 * i), b = LOAD(src + 2 * i + L);
-        STORE(ev + i, __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
-        STORE(od + i, __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31));
+        STORE(ev + i, EVENS(a, b));
+        STORE(od + i, ODDS(a, b));
     }
     for (; i < pairs; i++) {
         ev[i] = src[2 * i];
@@ -472,17 +472,14 @@ static inline __attribute__((always_inline)) void gradient16(const float *pt0, c
                                                              const float *pu1, const float *pm, const float *pv,
                                                              float *dt0, float *dt1, float *du0, float *du1) {
     const vf zero = (vf){0}, t0 = LOAD(pt0), t1 = LOAD(pt1), u0 = LOAD(pu0), u1 = LOAD(pu1), m = LOAD(pm), v = LOAD(pv);
-    const vf a = __builtin_shufflevector(t0, t1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const vf b = __builtin_shufflevector(t0, t1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    const vf c = __builtin_shufflevector(u0, u1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const vf d = __builtin_shufflevector(u0, u1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const vf a = EVENS(t0, t1), b = ODDS(t0, t1), c = EVENS(u0, u1), d = ODDS(u0, u1);
     const vi ea = a == m, eb = ~ea & (b == m), ec = ~ea & ~eb & (c == m), ed = ~ea & ~eb & ~ec & (d == m);
     const vf ga = SELECT(ea | ~(eb | ec | ed), v, zero), gb = SELECT(eb, v, zero);
     const vf gc = SELECT(ec, v, zero), gd = SELECT(ed, v, zero);
-    STORE(dt0, __builtin_shufflevector(ga, gb, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
-    STORE(dt1, __builtin_shufflevector(ga, gb, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31));
-    STORE(du0, __builtin_shufflevector(gc, gd, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
-    STORE(du1, __builtin_shufflevector(gc, gd, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31));
+    STORE(dt0, ZIP_LO(ga, gb));
+    STORE(dt1, ZIP_HI(ga, gb));
+    STORE(du0, ZIP_LO(gc, gd));
+    STORE(du1, ZIP_HI(gc, gd));
 }
 
 NS_CLONES

@@ -37,22 +37,22 @@ static long panel_rows(void) {
 
 long ns_pgemm_panel_rows(void) { return panel_rows(); }
 
-long ns_pgemm_packed_count(long M, long K) {
-    const long mr = panel_rows();
-    return (M + mr - 1) / mr * mr * K;
-}
+/// Floats of A [M x K] in panels of `mr` rows.
+static long packed_count(long M, long K, long mr) { return (M + mr - 1) / mr * mr * K; }
 
-void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) {
-    const long mr = panel_rows(), panels = (M + mr - 1) / mr;
-    for (long p = 0; p < panels; p++) {
-        float *dst = ap + p * K * mr;
+/// A in panels of `mr` rows, k-major: ap[(p K + k) mr + r] = A[p mr + r][k], zero past row M.
+static void pack_panels(long M, long K, const float *A, long lda, long mr, float *ap) {
+    for (long p = 0; p < (M + mr - 1) / mr; p++)
         for (long k = 0; k < K; k++)
             for (long r = 0; r < mr; r++) {
                 const long m = p * mr + r;
-                dst[k * mr + r] = m < M ? A[m * lda + k] : 0;
+                ap[(p * K + k) * mr + r] = m < M ? A[m * lda + k] : 0;
             }
-    }
 }
+
+long ns_pgemm_packed_count(long M, long K) { return packed_count(M, K, panel_rows()); }
+
+void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) { pack_panels(M, K, A, lda, panel_rows(), ap); }
 
 /// The accumulators stay in registers only when the loops over them are unrolled.
 #define UNROLL _Pragma("clang loop unroll(full)")
@@ -141,7 +141,7 @@ BODY(pgemm_wide, WIDE_TARGET, 12)
 BODY(pgemm_narrow, NARROW_TARGET, 4)
 BODY(pgemm_default, , 4)
 
-long ns_pgemm_scratch_count(long K) { return K * NR + 2 * panel_rows() * NR; }
+long ns_pgemm_scratch_count(long K, long N) { return N % NR ? K * NR + 2 * panel_rows() * NR : 0; }
 
 void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
               const float *bias, const float *addend, float lo, float hi, long p0, long p1, float *scratch,
@@ -169,19 +169,12 @@ void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb,
 // small is bound by reading it. Each element sums its K products in k order in one lane, then
 // adds the bias (and the addend).
 
-enum { NP = 16 };
+enum { NP = NS_PGEMM_NARROW_ROWS };
+_Static_assert(NP == NS_LANES, "a narrow panel's rows are one vector");
 
-long ns_pgemm_narrow_packed_count(long M, long K) { return (M + NP - 1) / NP * NP * K; }
+long ns_pgemm_narrow_packed_count(long M, long K) { return packed_count(M, K, NP); }
 
-void ns_pgemm_narrow_pack(long M, long K, const float *A, long lda, float *ap) {
-    const long panels = (M + NP - 1) / NP;
-    for (long p = 0; p < panels; p++)
-        for (long k = 0; k < K; k++)
-            for (long r = 0; r < NP; r++) {
-                const long m = p * NP + r;
-                ap[(p * K + k) * NP + r] = m < M ? A[m * lda + k] : 0;
-            }
-}
+void ns_pgemm_narrow_pack(long M, long K, const float *A, long lda, float *ap) { pack_panels(M, K, A, lda, NP, ap); }
 
 static inline __attribute__((always_inline)) void narrow_panel(long NC, long M, long K, const float *restrict ap,
                                                                const float *restrict B, long ldb, float *C, long ldc,

@@ -21,5 +21,11 @@ typedef int vi __attribute__((vector_size(4 * NS_LANES)));
 #define STORE(p, v) (*(vf_unaligned *)(p) = (v))
 /// Lanes of a where mask m is set, else of b (m from a comparison: all ones or zeros per lane).
 #define SELECT(m, a, b) ((vf)(((vi)(a) & (m)) | ((vi)(b) & ~(m))))
+/// The even and the odd lanes of the 32 lanes a ++ b.
+#define EVENS(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+#define ODDS(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)
+/// EVENS and ODDS undone: a[0], b[0], a[1], b[1], ... in two vectors.
+#define ZIP_LO(a, b) __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23)
+#define ZIP_HI(a, b) __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31)
 
 #endif

@@ -23,6 +23,8 @@ public struct Conv2DGeometry: Equatable, Sendable {
     /// True for depthwise convolutions (one input channel per group) with kernels of at most 64
     /// taps, which use the direct kernel (larger ones go through im2col like any grouped conv).
     public var isDepthwise: Bool { groups > 1 && inPerGroup == 1 && kernelH * kernelW <= 64 }
+    /// True when the input is its own patch matrix: 1x1 kernel, stride 1, no padding.
+    var isPointwise: Bool { kernelH == 1 && kernelW == 1 && strideH == 1 && strideW == 1 && padH == 0 && padW == 0 }
     /// Floating-point operations of the forward pass (a multiply-add counts 2).
     public var forwardFLOPs: Double {
         2 * Double(batch) * Double(outChannels) * Double(colRows) * Double(outPlane)
@@ -424,10 +426,7 @@ struct GEMMConv {
         return table
     }
 
-    /// True when the input is its own patch matrix: 1x1 kernel, stride 1, no padding.
-    private var isPointwise: Bool {
-        g.kernelH == 1 && g.kernelW == 1 && g.strideH == 1 && g.strideW == 1 && g.padH == 0 && g.padW == 0
-    }
+    private var isPointwise: Bool { g.isPointwise }
 
     /// Floats of one block's patch matrix, all groups.
     private var colCount: Int { g.groups * g.colRows * block * g.outPlane }

@@ -54,12 +54,13 @@ public final class FrozenConv2D {
         }
         let window = KernelWindow(geo), run = window?.geometry ?? geo
         let kernels = window.map { restrictedKernels($0) } ?? weight
+        let winograd = run.isDepthwise ? nil : WinogradConv(run, frozenWeights: true)
+        let packed = run.isDepthwise || winograd != nil ? nil : PackedGEMMConv(run)
         // Without the packed path a residual is added after, so the activation waits for it.
-        let packed = !run.isDepthwise && WinogradConv(run, frozenWeights: true) == nil ? PackedGEMMConv(run) : nil
         let act = residual == nil || packed != nil ? activation : .identity
         if run.isDepthwise {
             depthwiseForward(run, x.data, kernels.data, bias?.data, out.data, activation: act)
-        } else if let winograd = WinogradConv(run, frozenWeights: true) {
+        } else if let winograd {
             winograd.forward(x.data, kernels.data, bias?.data, out.data, transformed: transformedKernels(winograd, kernels),
                              activation: act)
         } else if let gemm = packed {

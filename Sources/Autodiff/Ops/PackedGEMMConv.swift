@@ -39,18 +39,14 @@ struct PackedGEMMConv {
         return packed
     }
 
-    private var isPointwise: Bool {
-        g.kernelH == 1 && g.kernelW == 1 && g.strideH == 1 && g.strideW == 1 && g.padH == 0 && g.padW == 0
-    }
-
     /// `out = act(conv(x) + bias (+ addend))`, `addend` shaped as `out`.
     func forward(_ x: UnsafePointer<Float>, packed: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                  adding addend: UnsafePointer<Float>? = nil, _ out: UnsafeMutablePointer<Float>, activation: Activation) {
         let (lo, hi) = activation.bounds
-        let m = g.outChannels, k = g.colRows, plane = g.outPlane, pointwise = isPointwise
-        let pieces = Parallel.gemmPieces, panelRows = narrow ? 16 : ns_pgemm_panel_rows()
+        let m = g.outChannels, k = g.colRows, plane = g.outPlane, pointwise = g.isPointwise
+        let pieces = Parallel.gemmPieces, panelRows = narrow ? Int(NS_PGEMM_NARROW_ROWS) : ns_pgemm_panel_rows()
         let panels = (m + panelRows - 1) / panelRows
-        let scratchCount = ns_pgemm_scratch_count(k), colCount = pointwise ? 0 : k * plane
+        let scratchCount = narrow ? 0 : ns_pgemm_scratch_count(k, plane), colCount = pointwise ? 0 : k * plane
         let im2col = GEMMConv(g)
         let perImage = min(g.batch, pieces)
         let scratch = Tensor(uninitialized: [pieces * scratchCount]), col = Tensor(uninitialized: [perImage * colCount])

@@ -166,13 +166,14 @@ static inline void ns_cpu_relax(void) {
 /// for the rows of panels [p0, p1) (`ns_pgemm_panel_rows()` rows each, the last one cut at M)
 /// and all N columns; B [K x N] and C [M x N] row-major with leading dimensions ldb and ldc.
 /// `ap` holds `ns_pgemm_packed_count(M, K)` floats written by `ns_pgemm_pack`; `scratch`
-/// `ns_pgemm_scratch_count(K)` floats. `bias` may be NULL. Each element is computed alike
-/// whatever the panels or columns of a call, so splits do not change the result. `streaming`
+/// `ns_pgemm_scratch_count(K, N)` floats (none when N is a multiple of 16). `bias` may be NULL.
+/// Each element is computed alike whatever the panels or columns of a call, so splits do not
+/// change the result. `streaming`
 /// nonzero writes C with non-temporal stores (where its rows are 64-byte aligned), for outputs
 /// far larger than the caches, whose lines would otherwise be read before being overwritten.
 long ns_pgemm_panel_rows(void);
 long ns_pgemm_packed_count(long M, long K);
-long ns_pgemm_scratch_count(long K);
+long ns_pgemm_scratch_count(long K, long N);
 void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap);
 void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
               const float *bias, const float *addend, float lo, float hi, long p0, long p1, float *scratch,
@@ -181,6 +182,7 @@ void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb,
 /// The same product for N < 16 columns (an image's small map), the lanes over 16 rows of C:
 /// A packed by `ns_pgemm_narrow_pack` (`ns_pgemm_narrow_packed_count(M, K)` floats) in panels of
 /// 16 rows, read once. Panels [p0, p1).
+enum { NS_PGEMM_NARROW_ROWS = 16 };
 long ns_pgemm_narrow_packed_count(long M, long K);
 void ns_pgemm_narrow_pack(long M, long K, const float *A, long lda, float *ap);
 void ns_pgemm_narrow(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
