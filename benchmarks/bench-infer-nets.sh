@@ -16,6 +16,10 @@ cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results/bench-infer-nets}
 shift $(( $# >= 1 ? 1 : 0 ))
 rounds=${ROUNDS:-5}
+if ! [[ "$rounds" =~ ^[1-9][0-9]*$ ]]; then
+    echo "bench-infer-nets.sh: ROUNDS must be a whole number of rounds, at least 1 (got '$rounds')" >&2
+    exit 2
+fi
 swift build -c release >/dev/null
 for k in $(seq 1 "$rounds"); do
     echo "round $k of $rounds" >&2
