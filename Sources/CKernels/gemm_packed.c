@@ -24,18 +24,23 @@ enum { NR = NS_LANES };
 #define NARROW_TARGET
 #endif
 
-/// Rows per panel: 12 with 32 vector registers (24 accumulators of a 12 x 32 tile), 4 otherwise.
-static long panel_rows(void) {
+/// Rows per panel for a product of M rows: with 32 vector registers, 12 (24 accumulators of a
+/// 12 x 32 tile) or 8 (16 accumulators), whichever pads M to fewer rows (8 on a tie: as fast per
+/// row, measured); 4 otherwise. A 16-channel layer on 12-row panels computes 24 rows, a third
+/// of them padding.
+static long panel_rows(long M) {
 #if defined(__x86_64__) && defined(__clang__)
-    static long rows = 0;
-    if (rows == 0) rows = __builtin_cpu_supports("avx512f") ? 12 : 4;
-    return rows;
+    static int wide = -1;
+    if (wide < 0) wide = __builtin_cpu_supports("avx512f");
+    if (!wide) return 4;
+    return (M + 7) / 8 * 8 <= (M + 11) / 12 * 12 ? 8 : 12;
 #else
+    (void)M;
     return 4;
 #endif
 }
 
-long ns_pgemm_panel_rows(void) { return panel_rows(); }
+long ns_pgemm_panel_rows(long M) { return panel_rows(M); }
 
 /// Floats of A [M x K] in panels of `mr` rows.
 static long packed_count(long M, long K, long mr) { return (M + mr - 1) / mr * mr * K; }
@@ -50,9 +55,9 @@ static void pack_panels(long M, long K, const float *A, long lda, long mr, float
             }
 }
 
-long ns_pgemm_packed_count(long M, long K) { return packed_count(M, K, panel_rows()); }
+long ns_pgemm_packed_count(long M, long K) { return packed_count(M, K, panel_rows(M)); }
 
-void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) { pack_panels(M, K, A, lda, panel_rows(), ap); }
+void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) { pack_panels(M, K, A, lda, panel_rows(M), ap); }
 
 /// The accumulators stay in registers only when the loops over them are unrolled.
 #define UNROLL _Pragma("clang loop unroll(full)")
@@ -92,6 +97,8 @@ void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) { pack_p
 
 TILE(12, 2)
 TILE(12, 1)
+TILE(8, 2)
+TILE(8, 1)
 TILE(4, 2)
 TILE(4, 1)
 
@@ -138,16 +145,21 @@ TILE(4, 1)
     }
 
 BODY(pgemm_wide, WIDE_TARGET, 12)
+BODY(pgemm_wide8, WIDE_TARGET, 8)
 BODY(pgemm_narrow, NARROW_TARGET, 4)
 BODY(pgemm_default, , 4)
 
-long ns_pgemm_scratch_count(long K, long N) { return N % NR ? K * NR + 2 * panel_rows() * NR : 0; }
+/// Enough for the tallest panel (12 rows).
+long ns_pgemm_scratch_count(long K, long N) { return N % NR ? K * NR + 2 * 12 * NR : 0; }
 
 void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
               const float *bias, const float *addend, float lo, float hi, long p0, long p1, float *scratch,
               int streaming) {
 #if defined(__x86_64__) && defined(__clang__)
-    if (panel_rows() == 12) {
+    const long mr = panel_rows(M);
+    if (mr == 8) {
+        pgemm_wide8(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming);
+    } else if (mr == 12) {
         pgemm_wide(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming);
     } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         pgemm_narrow(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming);
@@ -215,4 +227,192 @@ void ns_pgemm_narrow(long M, long N, long K, const float *ap, const float *B, lo
         NARROW_CASE(14) NARROW_CASE(15)
     default: break;
     }
+}
+
+// MARK: implicit: a convolution without its patch matrix
+
+// For a stride-1 convolution whose output is the input's size (kernel 2 p + 1, padding p), the
+// patch matrix's row for channel c and tap (i, j) at output pixel q is the input plane at
+// q + (i - PH) W + (j - PW), or 0 where that tap falls in the padding: 32 consecutive pixels
+// read 32 consecutive floats of the plane, masked. At stride 2 the same holds in the plane's four
+// phases (pixels of even or odd row and column), each of the output's size: tap (i, j) reads
+// phase ((i - PH) mod 2, (j - PW) mod 2) shifted by ((i - PH) div 2, (j - PW) div 2). The tiles
+// load B's rows that way instead of from an im2col copy (which costs as much as the product on an
+// image's small layers), and compute every element as `ns_pgemm` does: the same products in the
+// same order, so the same bits.
+
+#if defined(__x86_64__) && defined(__clang__)
+#include <immintrin.h>
+
+enum { MAX_TAPS = 64 };
+
+/// Per tap: where it reads (from the pixel's own position in its channel's source) and its shift
+/// in rows and columns of the output, by which it falls in the padding.
+struct taps {
+    long count, offset[MAX_TAPS];
+    int dy[MAX_TAPS], dx[MAX_TAPS];
+};
+
+static void tap_table(long OH, long OW, long W, long KH, long KW, long PH, long PW, long stride, struct taps *t) {
+    t->count = KH * KW;
+    for (long i = 0; i < KH; i++)
+        for (long j = 0; j < KW; j++) {
+            const long k = i * KW + j, u = i - PH, v = j - PW;
+            if (stride == 1) {
+                t->dy[k] = (int)u, t->dx[k] = (int)v;
+                t->offset[k] = u * W + v;
+            } else {
+                const long a = u & 1, b = v & 1;  // the phase; (u - a) / 2 rounds down
+                t->dy[k] = (int)((u - a) / 2), t->dx[k] = (int)((v - b) / 2);
+                t->offset[k] = (a * 2 + b) * OH * OW + t->dy[k] * OW + t->dx[k];
+            }
+        }
+}
+
+/// The masks of the output pixels [q0, q0 + 32) per tap: lane set where the tap reads the image
+/// (and the pixel is below OH OW).
+WIDE_TARGET static void tap_masks(long q0, long OH, long OW, const struct taps *t, __mmask16 masks[][2]) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i w = _mm512_set1_epi32((int)OW), h = _mm512_set1_epi32((int)OH);
+    for (int v = 0; v < 2; v++) {
+        const long first = q0 + 16 * v;
+        __m512i ox = _mm512_add_epi32(_mm512_set1_epi32((int)(first % OW)), lane);
+        __m512i oy = _mm512_set1_epi32((int)(first / OW));
+        for (__mmask16 wrap; (wrap = _mm512_cmpge_epi32_mask(ox, w));) {
+            ox = _mm512_mask_sub_epi32(ox, wrap, ox, w);
+            oy = _mm512_mask_add_epi32(oy, wrap, oy, _mm512_set1_epi32(1));
+        }
+        const __mmask16 inside = _mm512_cmplt_epi32_mask(_mm512_add_epi32(_mm512_set1_epi32((int)first), lane),
+                                                         _mm512_set1_epi32((int)(OH * OW)));
+        for (long k = 0; k < t->count; k++) {
+            const __mmask16 row = _mm512_cmplt_epu32_mask(_mm512_add_epi32(oy, _mm512_set1_epi32(t->dy[k])), h);
+            const __mmask16 col = _mm512_cmplt_epu32_mask(_mm512_add_epi32(ox, _mm512_set1_epi32(t->dx[k])), w);
+            masks[k][v] = inside & row & col;
+        }
+    }
+}
+
+/// One tile of `rows` (<= MR) output channels against V vectors of pixels (the vectors' lanes
+/// cut by `store`): per channel of the source and tap, B's row loaded from the source.
+#define ITILE(MR, V)                                                                                                  \
+    WIDE_TARGET static inline __attribute__((always_inline)) void itile_##MR##_##V(                                  \
+        long C, long ldx, const struct taps *t, __mmask16 masks[][2], const float *restrict ap,                      \
+        const float *restrict x, float *restrict c, long ldc, long rows, const float *bias, const float *addend,     \
+        float lo, float hi, const __mmask16 *store, int stream) {                                                    \
+        vf acc[MR][V];                                                                                                \
+        UNROLL for (int r = 0; r < MR; r++)                                                                           \
+            UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};                                                   \
+        const long taps = t->count;                                                                                   \
+        for (long ch = 0; ch < C; ch++) {                                                                             \
+            const float *xc = x + ch * ldx;                                                                           \
+            for (long k = 0; k < taps; k++, ap += MR) {                                                               \
+                const float *s = xc + t->offset[k];                                                                   \
+                vf bv[V];                                                                                             \
+                UNROLL for (int v = 0; v < V; v++) bv[v] = (vf)_mm512_maskz_loadu_ps(masks[k][v], s + v * NR);       \
+                UNROLL for (int r = 0; r < MR; r++) {                                                                 \
+                    const float a = ap[r];                                                                            \
+                    UNROLL for (int v = 0; v < V; v++) acc[r][v] += a * bv[v];                                        \
+                }                                                                                                     \
+            }                                                                                                         \
+        }                                                                                                             \
+        const vf vlo = (vf){0} + lo, vhi = (vf){0} + hi;                                                              \
+        UNROLL for (int r = 0; r < MR; r++) {                                                                         \
+            if (r >= rows) break;                                                                                     \
+            const float add = bias ? bias[r] : 0;                                                                     \
+            for (int v = 0; v < V; v++) {                                                                             \
+                vf y = acc[r][v] + add;                                                                               \
+                if (addend) y += (vf)_mm512_maskz_loadu_ps(store[v], addend + r * ldc + v * NR);                      \
+                y = SELECT(y < vlo, vlo, y); /* comparisons keep a NaN a NaN */                                       \
+                y = SELECT(y > vhi, vhi, y);                                                                          \
+                if (stream && store[v] == 0xffff)                                                                     \
+                    __builtin_nontemporal_store(y, (vf *)(c + r * ldc + v * NR));                                     \
+                else                                                                                                  \
+                    _mm512_mask_storeu_ps(c + r * ldc + v * NR, store[v], (__m512)y);                                \
+            }                                                                                                         \
+        }                                                                                                             \
+    }
+
+ITILE(12, 2)
+ITILE(12, 1)
+ITILE(8, 2)
+ITILE(8, 1)
+
+/// Panels [p0, p1) against every block of 32 output pixels (16 for a last block of at most 16).
+#define IBODY(NAME, MR)                                                                                               \
+    WIDE_TARGET static void NAME(long M, long C, long OH, long OW, long ldx, const struct taps *t, const float *ap,  \
+                                 const float *x, float *out, const float *bias, const float *R, float lo, float hi,   \
+                                 long p0, long p1, int streaming) {                                                   \
+        const long N = OH * OW, K = C * t->count;                                                                     \
+        /* Streaming stores need 64-byte aligned rows. */                                                             \
+        const int stream = streaming && ((unsigned long)out % 64 == 0) && (N % 16 == 0);                             \
+        __mmask16 masks[MAX_TAPS][2];                                                                                 \
+        for (long q0 = 0; q0 < N; q0 += 2 * NR) {                                                                     \
+            tap_masks(q0, OH, OW, t, masks);                                                                          \
+            const long left = N - q0;                                                                                 \
+            const __mmask16 store[2] = {                                                                              \
+                left >= NR ? 0xffff : (__mmask16)((1u << left) - 1),                                                  \
+                left >= 2 * NR ? 0xffff : left <= NR ? 0 : (__mmask16)((1u << (left - NR)) - 1)};                     \
+            for (long p = p0; p < p1; p++) {                                                                          \
+                const long m = p * MR;                                                                                \
+                if (left > NR)                                                                                        \
+                    itile_##MR##_2(C, ldx, t, masks, ap + p * K * MR, x + q0, out + m * N + q0, N, M - m,             \
+                                   bias ? bias + m : 0, R ? R + m * N + q0 : 0, lo, hi, store, stream);               \
+                else                                                                                                  \
+                    itile_##MR##_1(C, ldx, t, masks, ap + p * K * MR, x + q0, out + m * N + q0, N, M - m,             \
+                                   bias ? bias + m : 0, R ? R + m * N + q0 : 0, lo, hi, store, stream);               \
+            }                                                                                                         \
+        }                                                                                                             \
+    }
+
+IBODY(pconv_wide, 12)
+IBODY(pconv_wide8, 8)
+#endif
+
+int ns_pconv_available(long H, long W, long KH, long KW, long PH, long PW, long stride) {
+#if defined(__x86_64__) && defined(__clang__)
+    if (panel_rows(16) == 4 || KH * KW > MAX_TAPS) return 0;
+    if (stride == 1) return KH == 2 * PH + 1 && KW == 2 * PW + 1;
+    // Every phase the output's size.
+    return stride == 2 && H % 2 == 0 && W % 2 == 0 && (KH == 2 * PH + 1 || KH == 2 * PH + 2) &&
+           (KW == 2 * PW + 1 || KW == 2 * PW + 2);
+#else
+    (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)stride;
+    return 0;
+#endif
+}
+
+NS_CLONES
+void ns_pconv_phases(const float *x, long H, long W, long c0, long c1, float *phases) {
+    const long OH = H / 2, OW = W / 2;
+    for (long c = c0; c < c1; c++)
+        for (long y = 0; y < H; y++) {
+            const float *row = x + (c * H + y) * W;
+            float *even = phases + ((c * 4 + (y % 2) * 2) * OH + y / 2) * OW, *odd = even + OH * OW;
+            long ox = 0;
+            for (; ox + NS_LANES <= OW; ox += NS_LANES) {
+                const vf a = LOAD(row + 2 * ox), b = LOAD(row + 2 * ox + NS_LANES);
+                STORE(even + ox, EVENS(a, b));
+                STORE(odd + ox, ODDS(a, b));
+            }
+            for (; ox < OW; ox++) even[ox] = row[2 * ox], odd[ox] = row[2 * ox + 1];
+        }
+}
+
+void ns_pconv(long M, long C, long H, long W, long KH, long KW, long PH, long PW, long stride, const float *ap,
+              const float *x, float *out, const float *bias, const float *addend, float lo, float hi, long p0, long p1,
+              int streaming) {
+#if defined(__x86_64__) && defined(__clang__)
+    const long OH = stride == 1 ? H : H / 2, OW = stride == 1 ? W : W / 2;
+    struct taps t;
+    tap_table(OH, OW, W, KH, KW, PH, PW, stride, &t);
+    const long ldx = stride == 1 ? H * W : 4 * OH * OW;
+    if (panel_rows(M) == 8)
+        pconv_wide8(M, C, OH, OW, ldx, &t, ap, x, out, bias, addend, lo, hi, p0, p1, streaming);
+    else
+        pconv_wide(M, C, OH, OW, ldx, &t, ap, x, out, bias, addend, lo, hi, p0, p1, streaming);
+    if (streaming) __builtin_ia32_sfence();
+#else
+    (void)M, (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)stride, (void)ap, (void)x;
+    (void)out, (void)bias, (void)addend, (void)lo, (void)hi, (void)p0, (void)p1, (void)streaming;
+#endif
 }

@@ -16,9 +16,15 @@ final class FrozenConv2DTests: XCTestCase {
             ([3, 8, 5, 5], [6, 8, 1, 1], 1, 0, 1),
             ([2, 20, 6, 6], [20, 1, 3, 3], 1, 1, 20),   // depthwise
             ([2, 4, 6, 6], [8, 1, 3, 3], 2, 1, 4),      // depthwise with multiplier 2
-            ([3, 5, 12, 12], [30, 5, 3, 3], 1, 1, 1),   // packed weights: 3 panels (the last cut), 32+32+32+32+16 columns
+            ([3, 5, 12, 12], [30, 5, 3, 3], 1, 1, 1),   // packed weights: 4 panels of 8 (the last cut), 32+32+32+32+16 columns
             ([1, 7, 9, 9], [13, 7, 3, 3], 1, 1, 1),     // packed weights, one image: 81 columns (a tail of 1), panels split
+            ([1, 7, 9, 9], [35, 7, 3, 3], 1, 1, 1),     // the same on 3 panels of 12 (fewer rows than 5 of 8), the last cut
+            ([2, 5, 6, 6], [12, 5, 3, 3], 1, 1, 1),     // one panel of 12, 32+4 columns
             ([2, 40, 4, 4], [26, 40, 1, 1], 1, 0, 1),   // packed weights, in place: 16 columns
+            ([1, 3, 7, 9], [11, 3, 5, 5], 1, 2, 1),     // read from the image (no patch matrix), 5x5 taps, 32+31 pixels
+            ([1, 6, 10, 8], [20, 6, 3, 3], 2, 1, 1),    // stride 2 from the image's phases, one image (20 pixels)
+            ([3, 4, 12, 12], [9, 4, 1, 1], 2, 0, 1),    // a 1x1 stride-2 shortcut from the phases, a batch
+            ([2, 3, 8, 8], [10, 3, 4, 4], 2, 1, 1),     // an even kernel at stride 2 (kernel 2 p + 2)
             ([1, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1),      // one image on a 3x3 map: the narrow kernel (9 columns)
             ([1, 40, 2, 2], [37, 40, 1, 1], 1, 0, 1),   // narrow, in place, 3 panels (the last cut), 4 columns
             ([1, 20, 2, 2], [18, 20, 3, 3], 1, 1, 1),   // narrow on a 2x2 map (its kernel cut to the window)

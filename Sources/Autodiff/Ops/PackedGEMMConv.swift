@@ -16,11 +16,16 @@ struct PackedGEMMConv {
     let g: Conv2DGeometry
     /// The plane is too small for 16-column tiles: the narrow kernel.
     let narrow: Bool
+    /// A stride-1 convolution that keeps the plane's size, or a stride-2 one that halves it, on a
+    /// machine with `ns_pconv`: the tiles read the image (or its phases) itself, no patch matrix.
+    let implicit: Bool
 
     init?(_ g: Conv2DGeometry) {
         guard g.groups == 1, !g.isDepthwise, g.outPlane >= Self.minPlane || g.batch < Parallel.gemmPieces else { return nil }
         self.g = g
         narrow = g.outPlane < Self.minPlane
+        implicit = !narrow && !g.isPointwise && g.strideH == g.strideW
+            && ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, g.strideH) != 0
     }
 
     /// Floats of the packed weights.
@@ -44,9 +49,13 @@ struct PackedGEMMConv {
                  adding addend: UnsafePointer<Float>? = nil, _ out: UnsafeMutablePointer<Float>, activation: Activation) {
         let (lo, hi) = activation.bounds
         let m = g.outChannels, k = g.colRows, plane = g.outPlane, pointwise = g.isPointwise
-        let pieces = Parallel.gemmPieces, panelRows = narrow ? Int(NS_PGEMM_NARROW_ROWS) : ns_pgemm_panel_rows()
+        let pieces = Parallel.gemmPieces, panelRows = narrow ? Int(NS_PGEMM_NARROW_ROWS) : ns_pgemm_panel_rows(m)
         let panels = (m + panelRows - 1) / panelRows
         let scratchCount = narrow ? 0 : ns_pgemm_scratch_count(k, plane), colCount = pointwise ? 0 : k * plane
+        if implicit {
+            implicitForward(x, packed: packed, bias, adding: addend, out, lo: lo, hi: hi, panels: panels)
+            return
+        }
         let im2col = GEMMConv(g)
         let perImage = min(g.batch, pieces)
         let scratch = Tensor(uninitialized: [pieces * scratchCount]), col = Tensor(uninitialized: [perImage * colCount])
@@ -86,6 +95,43 @@ struct PackedGEMMConv {
             }
             ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, addend.map { $0 + img * imageOut },
                      lo, hi, 0, panels, pscratch + piece * scratchCount, streaming)
+        }
+    }
+
+    /// `forward` through `ns_pconv`: one image's panels split over the pieces, or whole images.
+    /// At stride 2 each image is split into its phases first (all channels at once for one image,
+    /// by each piece for its own images).
+    private func implicitForward(_ x: UnsafePointer<Float>, packed: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
+                                 adding addend: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>,
+                                 lo: Float, hi: Float, panels: Int) {
+        let g = self.g, imageIn = g.inChannels * g.inPlane, imageOut = g.outChannels * g.outPlane
+        let strided = g.strideH == 2, pieces = Parallel.gemmPieces
+        let phases = Tensor(uninitialized: [strided ? min(g.batch, pieces) * imageIn : 0]), pphases = phases.data
+        defer { withExtendedLifetime(phases) {} }  // the pieces below use it only by pointer
+        let conv = { (img: Int, source: UnsafePointer<Float>, first: Int, end: Int, streaming: Int32) in
+            ns_pconv(g.outChannels, g.inChannels, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, g.strideH,
+                     packed, source, out + img * imageOut, bias, addend.map { $0 + img * imageOut }, lo, hi,
+                     first, end, streaming)
+        }
+        if g.batch < pieces {
+            for img in 0..<g.batch {
+                let image = x + img * imageIn
+                if strided {
+                    Parallel.forPieces(g.inChannels) { c in
+                        ns_pconv_phases(image, g.height, g.width, c.lowerBound, c.upperBound, pphases)
+                    }
+                }
+                forEachPieceBlock(count: panels, block: panels) { _, first, count in
+                    conv(img, strided ? UnsafePointer(pphases) : image, first, first + count, 0)
+                }
+            }
+            return
+        }
+        let streaming: Int32 = g.batch * imageOut * MemoryLayout<Float>.size >= Conv2DTuning.streamingBytes ? 1 : 0
+        forEachPieceBlock(count: g.batch, block: 1) { piece, img, _ in
+            let image = x + img * imageIn
+            if strided { ns_pconv_phases(image, g.height, g.width, 0, g.inChannels, pphases + piece * imageIn) }
+            conv(img, strided ? UnsafePointer(pphases + piece * imageIn) : image, 0, panels, streaming)
         }
     }
 }

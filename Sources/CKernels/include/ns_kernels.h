@@ -163,7 +163,7 @@ static inline void ns_cpu_relax(void) {
 /// A GEMM with the left operand packed once (a frozen convolution's weights):
 /// C[m][n] = clamp(sum over k in order of A[m][k] * B[k][n] + bias[m] (+ addend[m][n]), lo, hi) (a
 /// NaN stays NaN; `addend` [M x N] with leading dimension ldc, or NULL),
-/// for the rows of panels [p0, p1) (`ns_pgemm_panel_rows()` rows each, the last one cut at M)
+/// for the rows of panels [p0, p1) (`ns_pgemm_panel_rows(M)` rows each, the last one cut at M)
 /// and all N columns; B [K x N] and C [M x N] row-major with leading dimensions ldb and ldc.
 /// `ap` holds `ns_pgemm_packed_count(M, K)` floats written by `ns_pgemm_pack`; `scratch`
 /// `ns_pgemm_scratch_count(K, N)` floats (none when N is a multiple of 16). `bias` may be NULL.
@@ -171,13 +171,29 @@ static inline void ns_cpu_relax(void) {
 /// change the result. `streaming`
 /// nonzero writes C with non-temporal stores (where its rows are 64-byte aligned), for outputs
 /// far larger than the caches, whose lines would otherwise be read before being overwritten.
-long ns_pgemm_panel_rows(void);
+long ns_pgemm_panel_rows(long M);
 long ns_pgemm_packed_count(long M, long K);
 long ns_pgemm_scratch_count(long K, long N);
 void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap);
 void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
               const float *bias, const float *addend, float lo, float hi, long p0, long p1, float *scratch,
               int streaming);
+
+/// `ns_pgemm` for a convolution of one image without its patch matrix: the product of `ap` (M x
+/// K, K = C KH KW, packed by `ns_pgemm_pack`) and the image's patch matrix, each row read from
+/// the image where the tap falls (masked at the padding), for the output rows of panels [p0, p1).
+/// At stride 1 the output is the input's size (kernel 2 PH + 1 by 2 PW + 1) and x is the image
+/// [C, H, W]; at stride 2 (H and W even, kernel 2 P + 1 or 2 P + 2) the output is H/2 x W/2 and x
+/// the image's phases written by `ns_pconv_phases`. out and addend [M, OH, OW]. The same
+/// products in the same order as `ns_pgemm` on the patch matrix: the same bits. Only where
+/// `ns_pconv_available` says so (AVX-512, at most 64 taps, such a geometry).
+int ns_pconv_available(long H, long W, long KH, long KW, long PH, long PW, long stride);
+void ns_pconv(long M, long C, long H, long W, long KH, long KW, long PH, long PW, long stride, const float *ap,
+              const float *x, float *out, const float *bias, const float *addend, float lo, float hi, long p0, long p1,
+              int streaming);
+/// Channels [c0, c1) of x [C, H, W] (H, W even) split into the four phases of each plane:
+/// phases[c][2 a + b][y][x] = x[c][2 y + a][2 x + b].
+void ns_pconv_phases(const float *x, long H, long W, long c0, long c1, float *phases);
 
 /// The same product for N < 16 columns (an image's small map), the lanes over 16 rows of C:
 /// A packed by `ns_pgemm_narrow_pack` (`ns_pgemm_narrow_packed_count(M, K)` floats) in panels of
