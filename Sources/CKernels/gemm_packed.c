@@ -188,35 +188,50 @@ long ns_pgemm_narrow_packed_count(long M, long K) { return packed_count(M, K, NP
 
 void ns_pgemm_narrow_pack(long M, long K, const float *A, long lda, float *ap) { pack_panels(M, K, A, lda, NP, ap); }
 
-static inline __attribute__((always_inline)) void narrow_panel(long NC, long M, long K, const float *restrict ap,
-                                                               const float *restrict B, long ldb, float *C, long ldc,
-                                                               const float *bias, const float *addend, float lo,
-                                                               float hi, long p) {
-    vf acc[NP];
-    UNROLL for (long n = 0; n < NC; n++) acc[n] = (vf){0};
+/// Panels [p, p + GP) against NC columns: GP * NC accumulators, enough independent sums (about 8)
+/// to keep the multiply-adds' latency hidden when NC is 1 or 2 (a 1x1 map's matrix-vector
+/// product). Each element still sums its K products in k order in one lane.
+static inline __attribute__((always_inline)) void narrow_panels(long NC, long GP, long M, long K,
+                                                                const float *restrict ap, const float *restrict B,
+                                                                long ldb, float *C, long ldc, const float *bias,
+                                                                const float *addend, float lo, float hi, long p) {
+    vf acc[GP][NC];
+    UNROLL for (long g = 0; g < GP; g++)
+        UNROLL for (long n = 0; n < NC; n++) acc[g][n] = (vf){0};
     const float *a = ap + p * K * NP;
     for (long k = 0; k < K; k++) {
-        const vf av = LOAD(a + k * NP);
-        UNROLL for (long n = 0; n < NC; n++) acc[n] += av * B[k * ldb + n];
+        vf av[GP];
+        UNROLL for (long g = 0; g < GP; g++) av[g] = LOAD(a + (g * K + k) * NP);
+        UNROLL for (long n = 0; n < NC; n++) {
+            const float b = B[k * ldb + n];
+            UNROLL for (long g = 0; g < GP; g++) acc[g][n] += av[g] * b;
+        }
     }
-    float t[NP][NP];
-    UNROLL for (long n = 0; n < NC; n++) STORE(t[n], acc[n]);
-    const long m0 = p * NP, rows = M - m0 < NP ? M - m0 : NP;
-    for (long r = 0; r < rows; r++) {
-        const float add = bias ? bias[m0 + r] : 0;
-        for (long n = 0; n < NC; n++) {
-            float y = t[n][r] + add;
-            if (addend) y += addend[(m0 + r) * ldc + n];
-            y = y < lo ? lo : y;
-            C[(m0 + r) * ldc + n] = y > hi ? hi : y;
+    UNROLL for (long g = 0; g < GP; g++) {
+        float t[NP][NP];
+        UNROLL for (long n = 0; n < NC; n++) STORE(t[n], acc[g][n]);
+        const long m0 = (p + g) * NP, rows = M - m0 < NP ? M - m0 : NP;
+        for (long r = 0; r < rows; r++) {
+            const float add = bias ? bias[m0 + r] : 0;
+            for (long n = 0; n < NC; n++) {
+                float y = t[n][r] + add;
+                if (addend) y += addend[(m0 + r) * ldc + n];
+                y = y < lo ? lo : y;
+                C[(m0 + r) * ldc + n] = y > hi ? hi : y;
+            }
         }
     }
 }
 
+/// Panels grouped for about 8 accumulators, the rest one at a time.
 #define NARROW_CASE(NC)                                                                                               \
-    case NC:                                                                                                          \
-        for (long p = p0; p < p1; p++) narrow_panel(NC, M, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p);           \
-        break;
+    case NC: {                                                                                                        \
+        enum { GP = (8 + NC - 1) / NC };                                                                              \
+        long p = p0;                                                                                                  \
+        for (; p + GP <= p1; p += GP) narrow_panels(NC, GP, M, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p);       \
+        for (; p < p1; p++) narrow_panels(NC, 1, M, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p);                  \
+        break;                                                                                                        \
+    }
 
 NS_CLONES
 void ns_pgemm_narrow(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,

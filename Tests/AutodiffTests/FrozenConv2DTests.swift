@@ -28,6 +28,7 @@ final class FrozenConv2DTests: XCTestCase {
             ([1, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1),      // one image on a 3x3 map: the narrow kernel (9 columns)
             ([1, 40, 2, 2], [37, 40, 1, 1], 1, 0, 1),   // narrow, in place, 3 panels (the last cut), 4 columns
             ([1, 20, 2, 2], [18, 20, 3, 3], 1, 1, 1),   // narrow on a 2x2 map (its kernel cut to the window)
+            ([1, 8, 2, 2], [150, 8, 1, 1], 2, 0, 1),    // narrow on a 1x1 map: 8 panels together, then 2 alone
             ([2, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1),      // small maps of a batch: sgemm, which puts images side by side
         ]
         // The weight-packing GEMM takes the planes of at least 16 pixels of ungrouped convolutions.
@@ -80,6 +81,20 @@ final class FrozenConv2DTests: XCTestCase {
                     assertClose(frozen(x, adding: residual).values, summed, rtol: 1e-5, atol: 1e-5,
                                 "\(xs) * \(ws) s\(stride) p\(padding) g\(groups), \(choice), \(activation), with a residual")
                 }
+            }
+        }
+    }
+
+    /// One convolution called with inputs of several shapes in turn (batch sizes, planes that cut
+    /// the kernel to a window, a plane for the narrow kernel): each shape keeps its own plan.
+    func testShapesInTurnKeepTheirPlans() {
+        let w = Tensor.randn([20, 6, 3, 3], using: &rng), b = Tensor.randn([20], using: &rng)
+        let frozen = FrozenConv2D(weight: w, bias: b, stride: (1, 1), padding: (1, 1), activation: .relu)
+        let inputs = [[1, 6, 8, 8], [3, 6, 8, 8], [1, 6, 1, 1], [1, 6, 3, 3], [2, 6, 12, 10]].map { Tensor.randn($0, using: &rng) }
+        for round in 1...2 {
+            for x in inputs {
+                let expected = Tape.withoutGradients { relu(conv2d(x, weight: w, bias: b, stride: (1, 1), padding: (1, 1))) }
+                assertClose(frozen(x), expected, rtol: 1e-5, atol: 1e-5, "\(x.shape), round \(round)")
             }
         }
     }

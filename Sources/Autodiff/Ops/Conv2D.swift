@@ -151,7 +151,7 @@ public enum Conv2DTuning {
     public static let depthwiseLanes = Int(NS_DEPTHWISE_LANES)
 
     /// Whether 3x3 stride-1 padding-1 convolutions use Winograd's algorithm (`WinogradConv`).
-    public enum Winograd: Equatable, Sendable {
+    public enum Winograd: Hashable, Sendable {
         /// Where it pays: both channel counts at least `winogradMinChannels`, and the tile size
         /// with the fewest multiplies needing at most half the direct convolution's.
         case auto

@@ -13,13 +13,45 @@ public final class FrozenConv2D {
     public let bias: Tensor?
     public let stride: (Int, Int), padding: (Int, Int), groups: Int
     public let activation: Activation
-    /// Winograd's transformed kernels, by output tile size.
+    /// What the convolution of one input shape runs, decided on the first call with that shape
+    /// (and `Conv2DTuning.winograd`): an inference calls it with the same shape every time, and
+    /// deciding (the kernel window, the algorithm, the kept kernels, im2col's tables) cost
+    /// microseconds per call, as much as an image's small layers compute.
+    private var plans: [PlanKey: Plan] = [:]
+    private var last: (key: PlanKey, plan: Plan)?
+    private struct PlanKey: Hashable {
+        let shape: [Int]
+        let winograd: Conv2DTuning.Winograd
+    }
+    private final class Plan {
+        /// The call's geometry, validated.
+        let geometry: Conv2DGeometry
+        /// The geometry run: the call's restricted to its `KernelWindow`.
+        let run: Conv2DGeometry
+        /// The weights, cut to the window.
+        let kernels: Tensor
+        let path: Path
+        enum Path {
+            case depthwise
+            /// With the transformed kernels.
+            case winograd(WinogradConv, Tensor)
+            /// With the packed kernels.
+            case packed(PackedGEMMConv, Tensor)
+            case gemm(GEMMConv)
+        }
+
+        init(geometry: Conv2DGeometry, run: Conv2DGeometry, kernels: Tensor, path: Path) {
+            self.geometry = geometry
+            self.run = run
+            self.kernels = kernels
+            self.path = path
+        }
+    }
+    /// The kernels kept across plans (one per batch size, say): Winograd's transformed ones by
+    /// output tile size, the ones restricted to a window by the input's plane, the packed ones
+    /// by layout and window.
     private var transformed: [Int: Tensor] = [:]
-    /// The kernels restricted to the rows and columns that read the image, by the input's plane
-    /// (see `KernelWindow`).
     private var restricted: [Pair: Tensor] = [:]
-    /// The kernels packed for `PackedGEMMConv`, by layout and by the input's plane when cut to a
-    /// window.
     private var packed: [PackKey: Tensor] = [:]
     private struct PackKey: Hashable {
         let window: Pair?
@@ -44,65 +76,74 @@ public final class FrozenConv2D {
     /// - Parameter residual: [N, O, outH, outW], or nil.
     /// - Returns: [N, O, outH, outW]
     public func callAsFunction(_ x: Tensor, adding residual: Tensor? = nil) -> Tensor {
-        let geo = validated {
-            try Conv2DGeometry.validate(input: x.shape, weight: weight.shape, bias: bias?.shape,
-                                        stride: stride, padding: padding, groups: groups)
-        }
+        let plan = self.plan(x.shape), geo = plan.geometry
         let out = Tensor(uninitialized: [geo.batch, geo.outChannels, geo.outH, geo.outW])
         if let residual {
             validated { try require(residual.shape == out.shape, "conv2d", "residual \(residual.shape) must be the output's \(out.shape)") }
         }
-        let window = KernelWindow(geo), run = window?.geometry ?? geo
-        let kernels = window.map { restrictedKernels($0) } ?? weight
-        let winograd = run.isDepthwise ? nil : WinogradConv(run, frozenWeights: true)
-        let packed = run.isDepthwise || winograd != nil ? nil : PackedGEMMConv(run)
+        var packed = false
+        if case .packed = plan.path { packed = true }
         // Without the packed path a residual is added after, so the activation waits for it.
-        let act = residual == nil || packed != nil ? activation : .identity
-        if run.isDepthwise {
-            depthwiseForward(run, x.data, kernels.data, bias?.data, out.data, activation: act)
-        } else if let winograd {
-            winograd.forward(x.data, kernels.data, bias?.data, out.data, transformed: transformedKernels(winograd, kernels),
-                             activation: act)
-        } else if let gemm = packed {
-            let key = PackKey(window: window.map { Pair($0.full.height, $0.full.width) }, narrow: gemm.narrow)
-            gemm.forward(x.data, packed: packedKernels(gemm, kernels, key: key).data, bias?.data, adding: residual?.data,
-                         out.data, activation: act)
-        } else {
-            GEMMConv(run).forward(x.data, kernels.data, bias?.data, out.data, activation: act)
+        let act = residual == nil || packed ? activation : .identity
+        switch plan.path {
+        case .depthwise:
+            depthwiseForward(plan.run, x.data, plan.kernels.data, bias?.data, out.data, activation: act)
+        case let .winograd(winograd, transformed):
+            winograd.forward(x.data, plan.kernels.data, bias?.data, out.data, transformed: transformed, activation: act)
+        case let .packed(gemm, kernels):
+            gemm.forward(x.data, packed: kernels.data, bias?.data, adding: residual?.data, out.data, activation: act)
+        case let .gemm(gemm):
+            gemm.forward(x.data, plan.kernels.data, bias?.data, out.data, activation: act)
         }
         Trace.note(.conv2d(stride: Pair(stride), padding: Pair(padding), groups: groups), Operands(x, weight, bias), out)
-        if let residual, packed == nil { return addActivating(out, residual, activation) }
+        if let residual, !packed { return addActivating(out, residual, activation) }
         return out
     }
 
-    /// Winograd's transformed `kernels` for `winograd`'s tile size, transformed on first use.
-    private func transformedKernels(_ winograd: WinogradConv, _ kernels: Tensor) -> Tensor {
+    /// The plan for input `shape`, made on first use (where the shapes are checked).
+    private func plan(_ shape: [Int]) -> Plan {
+        let key = PlanKey(shape: shape, winograd: Conv2DTuning.winograd)
         lock.lock()
         defer { lock.unlock() }
-        if let u = transformed[winograd.tile] { return u }
-        let u = winograd.transformedWeights(kernels.data, rotated: false)
-        transformed[winograd.tile] = u
-        return u
+        if let last, last.key == key { return last.plan }
+        if let plan = plans[key] {
+            last = (key, plan)
+            return plan
+        }
+        let geo = validated {
+            try Conv2DGeometry.validate(input: shape, weight: weight.shape, bias: bias?.shape,
+                                        stride: stride, padding: padding, groups: groups)
+        }
+        let plan = makePlan(geo)
+        plans[key] = plan
+        last = (key, plan)
+        return plan
     }
 
-    /// `kernels` packed for `gemm`, packed on first use for `key`.
-    private func packedKernels(_ gemm: PackedGEMMConv, _ kernels: Tensor, key: PackKey) -> Tensor {
-        lock.lock()
-        defer { lock.unlock() }
-        if let p = packed[key] { return p }
-        let p = gemm.pack(kernels.data)
-        packed[key] = p
-        return p
-    }
-
-    /// The kernels cut to `window`, cut on first use for its input plane.
-    private func restrictedKernels(_ window: KernelWindow) -> Tensor {
-        lock.lock()
-        defer { lock.unlock() }
-        let key = Pair(window.full.height, window.full.width)
-        if let k = restricted[key] { return k }
-        let k = window.slice(weight)
-        restricted[key] = k
-        return k
+    /// Called with `lock` held.
+    private func makePlan(_ geo: Conv2DGeometry) -> Plan {
+        let window = KernelWindow(geo), run = window?.geometry ?? geo
+        let plane = window.map { Pair($0.full.height, $0.full.width) }
+        var kernels = weight
+        if let window, let plane {
+            kernels = restricted[plane] ?? window.slice(weight)
+            restricted[plane] = kernels
+        }
+        let path: Plan.Path
+        if run.isDepthwise {
+            path = .depthwise
+        } else if let winograd = WinogradConv(run, frozenWeights: true) {
+            let u = transformed[winograd.tile] ?? winograd.transformedWeights(kernels.data, rotated: false)
+            transformed[winograd.tile] = u
+            path = .winograd(winograd, u)
+        } else if let gemm = PackedGEMMConv(run) {
+            let key = PackKey(window: plane, narrow: gemm.narrow)
+            let p = packed[key] ?? gemm.pack(kernels.data)
+            packed[key] = p
+            path = .packed(gemm, p)
+        } else {
+            path = .gemm(GEMMConv(run))
+        }
+        return Plan(geometry: geo, run: run, kernels: kernels, path: path)
     }
 }

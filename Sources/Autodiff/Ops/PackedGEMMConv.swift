@@ -1,9 +1,10 @@
 import CKernels
 
 /// The im2col convolution of a `FrozenConv2D` whose weights are packed once (`ns_pgemm_pack`):
-/// per image, the patch matrix (none for a 1x1 stride-1 convolution: the image is its own) times
-/// the packed weights, written straight into the NCHW output with the bias and the activation
-/// applied in the same pass. One image at a time (an inference of one image) splits the
+/// per image, the patch matrix (none for a 1x1 stride-1 convolution: the image is its own; none
+/// either where `ns_pconv` reads its rows from the image, a "same" stride-1 or a halving stride-2
+/// convolution on AVX-512) times the packed weights, written straight into the NCHW output with
+/// the bias and the activation applied in the same pass. One image at a time (an inference of one image) splits the
 /// weights' panels over the GEMM pieces; a batch splits its images.
 ///
 /// Ungrouped convolutions on output planes of at least `minPlane` pixels; smaller planes (a 3x3,
@@ -19,6 +20,9 @@ struct PackedGEMMConv {
     /// A stride-1 convolution that keeps the plane's size, or a stride-2 one that halves it, on a
     /// machine with `ns_pconv`: the tiles read the image (or its phases) itself, no patch matrix.
     let implicit: Bool
+    /// The patch matrix's copy where it is needed (built once: its tables cost as much as a
+    /// small map's copy).
+    let im2col: GEMMConv?
 
     init?(_ g: Conv2DGeometry) {
         guard g.groups == 1, !g.isDepthwise, g.outPlane >= Self.minPlane || g.batch < Parallel.gemmPieces else { return nil }
@@ -26,6 +30,7 @@ struct PackedGEMMConv {
         narrow = g.outPlane < Self.minPlane
         implicit = !narrow && !g.isPointwise && g.strideH == g.strideW
             && ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, g.strideH) != 0
+        im2col = implicit || g.isPointwise ? nil : GEMMConv(g)
     }
 
     /// Floats of the packed weights.
@@ -56,17 +61,17 @@ struct PackedGEMMConv {
             implicitForward(x, packed: packed, bias, adding: addend, out, lo: lo, hi: hi, panels: panels)
             return
         }
-        let im2col = GEMMConv(g)
         let perImage = min(g.batch, pieces)
-        let scratch = Tensor(uninitialized: [pieces * scratchCount]), col = Tensor(uninitialized: [perImage * colCount])
-        let pscratch = scratch.data, pcol = col.data
+        let scratch = scratchCount > 0 ? Tensor(uninitialized: [pieces * scratchCount]) : nil
+        let col = colCount > 0 ? Tensor(uninitialized: [perImage * colCount]) : nil
+        let pscratch = scratch?.data, pcol = col?.data
         defer { withExtendedLifetime((scratch, col)) {} }  // the pieces below use them only by pointer
         let imageIn = g.inChannels * g.inPlane, imageOut = m * plane
         if g.batch < pieces {
             // Few images: each image's patch matrix (rows cut over the pieces), then its panels.
             for img in 0..<g.batch {
-                let b: UnsafePointer<Float> = pointwise ? x + img * imageIn : UnsafePointer(pcol)
-                if !pointwise {
+                let b: UnsafePointer<Float> = pointwise ? x + img * imageIn : UnsafePointer(pcol!)
+                if let im2col, let pcol {
                     Parallel.forPieces(k) { rows in
                         im2col.im2col(x, group: 0, start: img, images: 0..<1, cols: plane, into: pcol, patchRows: rows)
                     }
@@ -78,7 +83,7 @@ struct PackedGEMMConv {
                                         lo, hi, first, first + count)
                     } else {
                         ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, addendImage,
-                                 lo, hi, first, first + count, pscratch + piece * scratchCount, 0)
+                                 lo, hi, first, first + count, pscratch.map { $0 + piece * scratchCount }, 0)
                     }
                 }
             }
@@ -86,15 +91,13 @@ struct PackedGEMMConv {
         }
         let streaming: Int32 = g.batch * imageOut * MemoryLayout<Float>.size >= Conv2DTuning.streamingBytes ? 1 : 0
         forEachPieceBlock(count: g.batch, block: 1) { piece, img, _ in
-            let b: UnsafePointer<Float>
-            if pointwise {
-                b = x + img * imageIn
-            } else {
+            var b = x + img * imageIn
+            if let im2col, let pcol {
                 im2col.im2col(x, group: 0, start: img, images: 0..<1, cols: plane, into: pcol + piece * colCount)
                 b = UnsafePointer(pcol + piece * colCount)
             }
             ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, addend.map { $0 + img * imageOut },
-                     lo, hi, 0, panels, pscratch + piece * scratchCount, streaming)
+                     lo, hi, 0, panels, pscratch.map { $0 + piece * scratchCount }, streaming)
         }
     }
 
