@@ -38,3 +38,15 @@ void ns_im2col_s2(const float *x, long H, long W, long KH, long KW, long PH, lon
         }
     }
 }
+
+NS_CLONES
+void ns_im2col_table(const float *x, long HW, const int *table, long taps, long plane, long r0, long r1, float *col) {
+    for (long r = r0; r < r1;) {
+        const long c = r / taps, end = (c + 1) * taps < r1 ? (c + 1) * taps : r1, n = (end - r) * plane;
+        const float *src = x + c * HW;
+        const int *t = table + (r - c * taps) * plane;
+        float *d = col + r * plane;
+        for (long j = 0; j < n; j++) d[j] = t[j] >= 0 ? src[t[j]] : 0;
+        r = end;
+    }
+}

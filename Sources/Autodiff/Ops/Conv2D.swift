@@ -642,6 +642,12 @@ struct GEMMConv {
         if let tapOffsets {
             // Short rows: one table lookup per element, no per-row bookkeeping.
             tapOffsets.withUnsafeBufferPointer { table in
+                if images.count == 1, cols == plane {
+                    // One image: a channel's rows are one run of the table.
+                    ns_im2col_table(channel0 + images.lowerBound * imageStride, g.inPlane, table.baseAddress, taps, plane,
+                                    patchRows.lowerBound, patchRows.upperBound, col + images.lowerBound * plane)
+                    return
+                }
                 for r in patchRows {
                     let offsets = table.baseAddress! + (r % taps) * plane
                     let channel = channel0 + (r / taps) * g.inPlane, dst = col + r * cols

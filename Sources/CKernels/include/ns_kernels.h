@@ -204,6 +204,11 @@ void ns_pgemm_narrow_pack(long M, long K, const float *A, long lda, float *ap);
 void ns_pgemm_narrow(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
                      const float *bias, const float *addend, float lo, float hi, long p0, long p1);
 
+/// Rows [r0, r1) of one image's patch matrix (row r at col + r * plane) from a table of input
+/// offsets per tap and output pixel (table[t * plane + p], -1 for padding): row c * taps + t,
+/// pixel p is x[c * HW + table[t * plane + p]], or 0.
+void ns_im2col_table(const float *x, long HW, const int *table, long taps, long plane, long r0, long r1, float *col);
+
 /// Rows [r0, r1) of the patch matrix of a stride-2 convolution of one image (`x` its first
 /// channel's plane, H x W; row r = (c * KH + i) * KW + j at col + r * ldcol, OH * OW columns):
 /// each channel split once into the four phases of its zero-padded plane, in `scratch`
