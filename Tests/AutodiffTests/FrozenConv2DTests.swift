@@ -29,7 +29,8 @@ final class FrozenConv2DTests: XCTestCase {
             ([1, 40, 2, 2], [37, 40, 1, 1], 1, 0, 1),   // narrow, in place, 3 panels (the last cut), 4 columns
             ([1, 20, 2, 2], [18, 20, 3, 3], 1, 1, 1),   // narrow on a 2x2 map (its kernel cut to the window)
             ([1, 8, 2, 2], [150, 8, 1, 1], 2, 0, 1),    // narrow on a 1x1 map: 8 panels together, then 2 alone
-            ([2, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1),      // small maps of a batch: sgemm, which puts images side by side
+            ([2, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1),      // small maps of a batch, few weights: narrow, image by image
+            ([3, 40, 2, 2], [37, 40, 1, 1], 1, 0, 1),   // the same in place, 3 panels (the last cut)
         ]
         // The weight-packing GEMM takes the planes of at least 16 pixels of ungrouped convolutions.
         let geometry = { (xs: [Int], ws: [Int], s: Int, p: Int, g: Int) in
@@ -41,7 +42,12 @@ final class FrozenConv2DTests: XCTestCase {
         XCTAssertEqual(try geometry([2, 40, 4, 4], [26, 40, 1, 1], 1, 0, 1).algorithm(frozenWeights: true), .packedGEMM)
         XCTAssertEqual(try geometry([3, 5, 12, 12], [30, 5, 3, 3], 1, 1, 1).algorithm(frozenWeights: false), .im2col)
         XCTAssertEqual(try geometry([1, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .packedGEMM)
+        XCTAssertEqual(try geometry([2, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .packedGEMM)
+        let savedWeights = Conv2DTuning.narrowBatchWeights
+        Conv2DTuning.narrowBatchWeights = 5 * 54 - 1
         XCTAssertEqual(try geometry([2, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .im2col)
+        XCTAssertEqual(try geometry([1, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .packedGEMM)
+        Conv2DTuning.narrowBatchWeights = savedWeights
         Conv2DTuning.winograd = saved0
         let saved = Conv2DTuning.winograd, savedStreaming = Conv2DTuning.streamingBytes
         defer { Conv2DTuning.winograd = saved; Conv2DTuning.streamingBytes = savedStreaming }
@@ -97,6 +103,23 @@ final class FrozenConv2DTests: XCTestCase {
                 assertClose(frozen(x), expected, rtol: 1e-5, atol: 1e-5, "\(x.shape), round \(round)")
             }
         }
+    }
+
+    /// Small maps of a batch whose weights are too many for the narrow kernel's image-by-image
+    /// pass: sgemm with the images side by side, the activation and a residual after it.
+    func testSmallMapsOfABatchWithManyWeights() {
+        let saved = Conv2DTuning.narrowBatchWeights
+        Conv2DTuning.narrowBatchWeights = 0
+        defer { Conv2DTuning.narrowBatchWeights = saved }
+        let x = Tensor.randn([3, 6, 3, 3], using: &rng), w = Tensor.randn([5, 6, 3, 3], using: &rng), b = Tensor.randn([5], using: &rng)
+        let geometry = try! Conv2DGeometry.validate(input: x.shape, weight: w.shape, bias: b.shape, stride: (1, 1), padding: (1, 1), groups: 1)
+        XCTAssertEqual(geometry.algorithm(frozenWeights: true), .im2col)
+        let frozen = FrozenConv2D(weight: w, bias: b, stride: (1, 1), padding: (1, 1), activation: .relu6)
+        let plain = Tape.withoutGradients { conv2d(x, weight: w, bias: b, stride: (1, 1), padding: (1, 1)) }
+        assertClose(frozen(x), Tape.withoutGradients { relu6(plain) }, rtol: 1e-5, atol: 1e-5, "sgemm path")
+        let residual = Tensor.randn(plain.shape, using: &rng)
+        let summed = (0..<plain.count).map { min(max(plain.data[$0] + residual.data[$0], 0), 6) }
+        assertClose(frozen(x, adding: residual).values, summed, rtol: 1e-5, atol: 1e-5, "sgemm path with a residual")
     }
 
     /// Depthwise convolutions against the convolution summed out by hand (`conv2d` runs the same

@@ -139,6 +139,12 @@ public enum Conv2DTuning {
     /// into a padded buffer, one per row) outweigh its few pixels' arithmetic (MobileNetV2's 4x4
     /// and 2x2 maps at batch 32: 0.2 ms a layer instead of 1.0).
     nonisolated(unsafe) public static var depthwiseBlockedPlane = 16
+    /// Frozen convolutions on planes too small for 16-column tiles (4x4 and smaller) run image by
+    /// image on the narrow kernel (`ns_pgemm_narrow`) also for a batch when their weights are at
+    /// most this many floats: they stay in the core's cache from one image to the next (1 MB,
+    /// half a core's L2 here). Larger ones go through sgemm with the images side by side, which
+    /// reads them once per batch. ResNet-50 x0.25's last nine blocks at batch 32: 1.55 -> 1.22 ms.
+    nonisolated(unsafe) public static var narrowBatchWeights = 1 << 18
     /// Outputs of frozen convolutions (`PackedGEMMConv`, a batch) of at least this many bytes are
     /// written with streaming stores, past the caches: their lines are not read first, which for
     /// MobileNetV2's 1x1 expansions at batch 32 (12 MB each) took 40% of the layer's time.

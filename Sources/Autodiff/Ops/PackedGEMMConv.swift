@@ -8,9 +8,11 @@ import CKernels
 /// weights' panels over the GEMM pieces; a batch splits its images.
 ///
 /// Ungrouped convolutions on output planes of at least `minPlane` pixels; smaller planes (a 3x3,
-/// 2x2 or 1x1 map) of fewer images than GEMM pieces (one image) go through the narrow kernel,
-/// whose vectors run over 16 output channels (`ns_pgemm_narrow`). Small planes of a batch are
-/// left to the blocked sgemm path (`GEMMConv`), which puts the images side by side.
+/// 2x2 or 1x1 map) go through the narrow kernel, whose vectors run over 16 output channels
+/// (`ns_pgemm_narrow`), image by image: for one image always, for a batch when the weights fit
+/// in a core's cache (`Conv2DTuning.narrowBatchWeights`). Small planes of a batch with more
+/// weights are left to the blocked sgemm path (`GEMMConv`), which puts the images side by side
+/// and reads the weights once.
 struct PackedGEMMConv {
     static let minPlane = 16
 
@@ -25,7 +27,9 @@ struct PackedGEMMConv {
     let im2col: GEMMConv?
 
     init?(_ g: Conv2DGeometry) {
-        guard g.groups == 1, !g.isDepthwise, g.outPlane >= Self.minPlane || g.batch < Parallel.gemmPieces else { return nil }
+        guard g.groups == 1, !g.isDepthwise,
+              g.outPlane >= Self.minPlane || g.batch < Parallel.gemmPieces
+                || g.outChannels * g.colRows <= Conv2DTuning.narrowBatchWeights else { return nil }
         self.g = g
         narrow = g.outPlane < Self.minPlane
         implicit = !narrow && !g.isPointwise && g.strideH == g.strideW
@@ -96,8 +100,13 @@ struct PackedGEMMConv {
                 im2col.im2col(x, group: 0, start: img, images: 0..<1, cols: plane, into: pcol + piece * colCount)
                 b = UnsafePointer(pcol + piece * colCount)
             }
-            ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, addend.map { $0 + img * imageOut },
-                     lo, hi, 0, panels, pscratch.map { $0 + piece * scratchCount }, streaming)
+            if narrow {
+                ns_pgemm_narrow(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias,
+                                addend.map { $0 + img * imageOut }, lo, hi, 0, panels)
+            } else {
+                ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, addend.map { $0 + img * imageOut },
+                         lo, hi, 0, panels, pscratch.map { $0 + piece * scratchCount }, streaming)
+            }
         }
     }
 
