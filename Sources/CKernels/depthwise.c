@@ -511,3 +511,89 @@ void ns_maxpool2x2_backward(long first, long count, long H, long W, const float 
         }
     }
 }
+
+// MARK: read in place (AVX-512)
+
+// The plane kernel without the padded copy: every tap of 16 output pixels is one masked load
+// from the plane (or, at stride 2, from its four phases), the padding masked off
+// (`implicit.h`). The same sums in the same order as `ns_depthwise_forward_planes`.
+
+#if defined(__x86_64__) && defined(__clang__)
+#include "implicit.h"
+#endif
+
+int ns_depthwise_implicit_available(const ns_depthwise_geometry *g) {
+#if defined(__x86_64__) && defined(__clang__)
+    const long s = g->SH;
+    if (!__builtin_cpu_supports("avx512f") || g->OC != g->IC || g->SW != s || g->KH * g->KW > NS_IMPLICIT_MAX_TAPS)
+        return 0;
+    if (s == 1) return g->KH == 2 * g->PH + 1 && g->KW == 2 * g->PW + 1;
+    return s == 2 && g->H % 2 == 0 && g->W % 2 == 0 && (g->KH == 2 * g->PH + 1 || g->KH == 2 * g->PH + 2) &&
+           (g->KW == 2 * g->PW + 1 || g->KW == 2 * g->PW + 2);
+#else
+    (void)g;
+    return 0;
+#endif
+}
+
+/// Output vectors computed together: four independent chains of multiply-adds.
+enum { IV = 4 };
+
+long ns_depthwise_implicit_scratch(const ns_depthwise_geometry *g) {
+    const long vectors = (g->OH * g->OW + L - 1) / L, padded = (vectors + IV - 1) / IV * IV;
+    // The phases of one plane at stride 2, then the masks (16 bits each) per vector and tap.
+    return (g->SH == 2 ? g->H * g->W : 0) + (padded * g->KH * g->KW + 1) / 2;
+}
+
+#if defined(__x86_64__) && defined(__clang__)
+__attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))) void
+ns_depthwise_forward_implicit(const ns_depthwise_geometry *g, long first, long count, const float *in, const float *w,
+                              const float *bias, float lo, float hi, float *out, float *scratch) {
+    const long s = g->SH, H = g->H, W = g->W, OH = g->OH, OW = g->OW, N = OH * OW, taps = g->KH * g->KW;
+    const long vectors = (N + L - 1) / L, padded = (vectors + IV - 1) / IV * IV;
+    struct ns_taps t;
+    ns_tap_table(OH, OW, W, g->KH, g->KW, g->PH, g->PW, s, &t);
+    float *phases = scratch;
+    __mmask16 *masks = (__mmask16 *)(scratch + (s == 2 ? H * W : 0));
+    for (long v = 0; v < padded; v++) {
+        if (v < vectors)
+            ns_tap_masks(v * L, OH, OW, &t, masks + v * taps, 1);
+        else
+            for (long k = 0; k < taps; k++) masks[v * taps + k] = 0;
+    }
+    const vf vlo = (vf){0} + lo, vhi = (vf){0} + hi;
+    for (long q = first; q < first + count; q++) {
+        const long c = q % g->OC;
+        const float *src = in + q * H * W, *wc = w + c * taps;
+        if (s == 2) {
+            for (long y = 0; y < H; y++) {
+                float *even = phases + ((y % 2) * 2 * OH + y / 2) * OW;
+                deinterleave(src + y * W, W / 2, even, even + OH * OW);
+            }
+            src = phases;
+        }
+        const float b0 = bias ? bias[c] : 0;
+        float *y = out + q * N;
+        for (long v0 = 0; v0 < vectors; v0 += IV) {
+            vf acc[IV];
+            for (int u = 0; u < IV; u++) acc[u] = (vf){0} + b0;
+            const __mmask16 *m = masks + v0 * taps;
+            for (long k = 0; k < taps; k++) {
+                const float wt = wc[k], *x = src + t.offset[k] + v0 * L;
+                for (int u = 0; u < IV; u++) acc[u] += wt * (vf)_mm512_maskz_loadu_ps(m[u * taps + k], x + u * L);
+            }
+            for (int u = 0; u < IV && v0 + u < vectors; u++) {
+                vf v = SELECT(acc[u] < vlo, vlo, acc[u]);  // comparisons keep a NaN a NaN
+                v = SELECT(v > vhi, vhi, v);
+                const long left = N - (v0 + u) * L;
+                _mm512_mask_storeu_ps(y + (v0 + u) * L, left >= L ? 0xffff : (__mmask16)((1u << left) - 1), (__m512)v);
+            }
+        }
+    }
+}
+#else
+void ns_depthwise_forward_implicit(const ns_depthwise_geometry *g, long first, long count, const float *in,
+                                   const float *w, const float *bias, float lo, float hi, float *out, float *scratch) {
+    (void)g, (void)first, (void)count, (void)in, (void)w, (void)bias, (void)lo, (void)hi, (void)out, (void)scratch;
+}
+#endif

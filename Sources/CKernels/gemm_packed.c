@@ -257,61 +257,15 @@ void ns_pgemm_narrow(long M, long N, long K, const float *ap, const float *B, lo
 // same order, so the same bits.
 
 #if defined(__x86_64__) && defined(__clang__)
-#include <immintrin.h>
+#include "implicit.h"
 
-enum { MAX_TAPS = 64 };
-
-/// Per tap: where it reads (from the pixel's own position in its channel's source) and its shift
-/// in rows and columns of the output, by which it falls in the padding.
-struct taps {
-    long count, offset[MAX_TAPS];
-    int dy[MAX_TAPS], dx[MAX_TAPS];
-};
-
-static void tap_table(long OH, long OW, long W, long KH, long KW, long PH, long PW, long stride, struct taps *t) {
-    t->count = KH * KW;
-    for (long i = 0; i < KH; i++)
-        for (long j = 0; j < KW; j++) {
-            const long k = i * KW + j, u = i - PH, v = j - PW;
-            if (stride == 1) {
-                t->dy[k] = (int)u, t->dx[k] = (int)v;
-                t->offset[k] = u * W + v;
-            } else {
-                const long a = u & 1, b = v & 1;  // the phase; (u - a) / 2 rounds down
-                t->dy[k] = (int)((u - a) / 2), t->dx[k] = (int)((v - b) / 2);
-                t->offset[k] = (a * 2 + b) * OH * OW + t->dy[k] * OW + t->dx[k];
-            }
-        }
-}
-
-/// The masks of the output pixels [q0, q0 + 32) per tap: lane set where the tap reads the image
-/// (and the pixel is below OH OW).
-WIDE_TARGET static void tap_masks(long q0, long OH, long OW, const struct taps *t, __mmask16 masks[][2]) {
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i w = _mm512_set1_epi32((int)OW), h = _mm512_set1_epi32((int)OH);
-    for (int v = 0; v < 2; v++) {
-        const long first = q0 + 16 * v;
-        __m512i ox = _mm512_add_epi32(_mm512_set1_epi32((int)(first % OW)), lane);
-        __m512i oy = _mm512_set1_epi32((int)(first / OW));
-        for (__mmask16 wrap; (wrap = _mm512_cmpge_epi32_mask(ox, w));) {
-            ox = _mm512_mask_sub_epi32(ox, wrap, ox, w);
-            oy = _mm512_mask_add_epi32(oy, wrap, oy, _mm512_set1_epi32(1));
-        }
-        const __mmask16 inside = _mm512_cmplt_epi32_mask(_mm512_add_epi32(_mm512_set1_epi32((int)first), lane),
-                                                         _mm512_set1_epi32((int)(OH * OW)));
-        for (long k = 0; k < t->count; k++) {
-            const __mmask16 row = _mm512_cmplt_epu32_mask(_mm512_add_epi32(oy, _mm512_set1_epi32(t->dy[k])), h);
-            const __mmask16 col = _mm512_cmplt_epu32_mask(_mm512_add_epi32(ox, _mm512_set1_epi32(t->dx[k])), w);
-            masks[k][v] = inside & row & col;
-        }
-    }
-}
+enum { MAX_TAPS = NS_IMPLICIT_MAX_TAPS };
 
 /// One tile of `rows` (<= MR) output channels against V vectors of pixels (the vectors' lanes
 /// cut by `store`): per channel of the source and tap, B's row loaded from the source.
 #define ITILE(MR, V)                                                                                                  \
     WIDE_TARGET static inline __attribute__((always_inline)) void itile_##MR##_##V(                                  \
-        long C, long ldx, const struct taps *t, __mmask16 masks[][2], const float *restrict ap,                      \
+        long C, long ldx, const struct ns_taps *t, __mmask16 masks[][2], const float *restrict ap,                      \
         const float *restrict x, float *restrict c, long ldc, long rows, const float *bias, const float *addend,     \
         float lo, float hi, const __mmask16 *store, int stream) {                                                    \
         vf acc[MR][V];                                                                                                \
@@ -354,7 +308,7 @@ ITILE(8, 1)
 
 /// Panels [p0, p1) against every block of 32 output pixels (16 for a last block of at most 16).
 #define IBODY(NAME, MR)                                                                                               \
-    WIDE_TARGET static void NAME(long M, long C, long OH, long OW, long ldx, const struct taps *t, const float *ap,  \
+    WIDE_TARGET static void NAME(long M, long C, long OH, long OW, long ldx, const struct ns_taps *t, const float *ap,  \
                                  const float *x, float *out, const float *bias, const float *R, float lo, float hi,   \
                                  long p0, long p1, int streaming) {                                                   \
         const long N = OH * OW, K = C * t->count;                                                                     \
@@ -362,7 +316,8 @@ ITILE(8, 1)
         const int stream = streaming && ((unsigned long)out % 64 == 0) && (N % 16 == 0);                             \
         __mmask16 masks[MAX_TAPS][2];                                                                                 \
         for (long q0 = 0; q0 < N; q0 += 2 * NR) {                                                                     \
-            tap_masks(q0, OH, OW, t, masks);                                                                          \
+            ns_tap_masks(q0, OH, OW, t, &masks[0][0], 2);                                                             \
+            ns_tap_masks(q0 + NR, OH, OW, t, &masks[0][1], 2);                                                        \
             const long left = N - q0;                                                                                 \
             const __mmask16 store[2] = {                                                                              \
                 left >= NR ? 0xffff : (__mmask16)((1u << left) - 1),                                                  \
@@ -418,8 +373,8 @@ void ns_pconv(long M, long C, long H, long W, long KH, long KW, long PH, long PW
               int streaming) {
 #if defined(__x86_64__) && defined(__clang__)
     const long OH = stride == 1 ? H : H / 2, OW = stride == 1 ? W : W / 2;
-    struct taps t;
-    tap_table(OH, OW, W, KH, KW, PH, PW, stride, &t);
+    struct ns_taps t;
+    ns_tap_table(OH, OW, W, KH, KW, PH, PW, stride, &t);
     const long ldx = stride == 1 ? H * W : 4 * OH * OW;
     if (panel_rows(M) == 8)
         pconv_wide8(M, C, OH, OW, ldx, &t, ap, x, out, bias, addend, lo, hi, p0, p1, streaming);

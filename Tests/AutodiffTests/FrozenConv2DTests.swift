@@ -125,10 +125,12 @@ final class FrozenConv2DTests: XCTestCase {
     /// Depthwise convolutions against the convolution summed out by hand (`conv2d` runs the same
     /// kernels): small planes run channel-blocked (MobileNetV2's 4x4 and 2x2 maps), larger ones
     /// plane by plane, at stride 2 through the padded plane's phases (odd and even widths and
-    /// paddings).
+    /// paddings), or with AVX-512 read in place (a "same" stride-1 plane, 14x14: 13 vectors, the
+    /// last cut; an even plane halved at stride 2).
     func testDepthwiseMatchesDirectSum() {
         let lanes = Conv2DTuning.depthwiseLanes
-        for (size, stride, pad) in [(4, 1, 1), (4, 2, 1), (2, 1, 1), (3, 2, 1), (9, 2, 1), (12, 2, 0), (11, 2, 2), (33, 2, 1), (10, 1, 1)] {
+        for (size, stride, pad) in [(4, 1, 1), (4, 2, 1), (2, 1, 1), (3, 2, 1), (9, 2, 1), (12, 2, 0), (11, 2, 2), (33, 2, 1), (10, 1, 1),
+                                    (14, 1, 1), (16, 2, 1)] {
             let c = lanes + 5
             let x = Tensor.randn([2, c, size, size], using: &rng), w = Tensor.randn([c, 1, 3, 3], using: &rng)
             let b = Tensor.randn([c], using: &rng)

@@ -831,15 +831,22 @@ func depthwiseForward(_ g: Conv2DGeometry, _ x: UnsafePointer<Float>, _ w: Unsaf
     withUnsafePointer(to: &geometry) { geometry in
         if g.outChannels == g.inChannels && g.strideH == g.strideW && g.strideH <= 2
             && g.outPlane > Conv2DTuning.depthwiseBlockedPlane {
-            // Plane by plane: each plane copied into a padded buffer, every tap a shifted run.
-            let scratch = ns_depthwise_plane_scratch(geometry), planes = g.batch * g.outChannels
+            // Plane by plane: each tap a masked load from the plane (or its phases) where the
+            // machine has them, else each plane copied into a padded buffer, every tap a shifted run.
+            let implicit = ns_depthwise_implicit_available(geometry) != 0
+            let scratch = implicit ? ns_depthwise_implicit_scratch(geometry) : ns_depthwise_plane_scratch(geometry)
+            let planes = g.batch * g.outChannels
             let chunks = min(Parallel.workers, planes)
             let buffer = Tensor(uninitialized: [chunks * scratch])
             let pb = buffer.data
             withExtendedLifetime(buffer) {
                 Parallel.forEach(chunks) { k in
                     let lo0 = planes * k / chunks, hi0 = planes * (k + 1) / chunks
-                    ns_depthwise_forward_planes(geometry, lo0, hi0 - lo0, x, w, bias, lo, hi, out, pb + k * scratch)
+                    if implicit {
+                        ns_depthwise_forward_implicit(geometry, lo0, hi0 - lo0, x, w, bias, lo, hi, out, pb + k * scratch)
+                    } else {
+                        ns_depthwise_forward_planes(geometry, lo0, hi0 - lo0, x, w, bias, lo, hi, out, pb + k * scratch)
+                    }
                 }
             }
             return

@@ -66,6 +66,16 @@ long ns_depthwise_plane_scratch(const ns_depthwise_geometry *g);
 void ns_depthwise_forward_planes(const ns_depthwise_geometry *g, long first, long count, const float *in,
                                  const float *w, const float *bias, float lo, float hi, float *out, float *scratch);
 
+/// `ns_depthwise_forward_planes` without the padded copy, where `ns_depthwise_implicit_available`
+/// says so (AVX-512; stride 1 with the output the input's size, or stride 2 halving an even
+/// plane): every tap of 16 output pixels one masked load from the plane (or its four phases).
+/// The same sums in the same order, so the same bits. `scratch`:
+/// `ns_depthwise_implicit_scratch` floats per call.
+int ns_depthwise_implicit_available(const ns_depthwise_geometry *g);
+long ns_depthwise_implicit_scratch(const ns_depthwise_geometry *g);
+void ns_depthwise_forward_implicit(const ns_depthwise_geometry *g, long first, long count, const float *in,
+                                   const float *w, const float *bias, float lo, float hi, float *out, float *scratch);
+
 /// Both gradients for OC == IC, channel blocks [first, first + count) over all `n` images:
 /// dx += the adjoint of the forward pass (when dx is not NULL) and dw += the weight gradient
 /// (when dw is not NULL, summed over images in order).
