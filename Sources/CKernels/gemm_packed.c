@@ -62,6 +62,39 @@ void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) { pack_p
 /// The accumulators stay in registers only when the loops over them are unrolled.
 #define UNROLL _Pragma("clang loop unroll(full)")
 
+/// One k of a tile: every row's A value (`arow[r]`) times the V vectors of B's row in `bv`.
+#define TILE_STEP(MR, V, arow)                                                                                        \
+    UNROLL for (int r = 0; r < MR; r++) {                                                                             \
+        const float a = (arow)[r];                                                                                    \
+        UNROLL for (int v = 0; v < V; v++) acc[r][v] += a * bv[v];                                                    \
+    }
+
+/// A tile's output, its first `rows` rows: the bias, the addend (`ADDEND(p, v)` loads vector v
+/// at p; rows `ldr` apart), the clamp to [lo, hi] (comparisons keep a NaN a NaN), then
+/// `OUT(p, v, y)` stores vector v at p.
+#define TILE_OUTPUT(MR, V, ldr, ADDEND, OUT)                                                                          \
+    {                                                                                                                 \
+        const vf vlo = (vf){0} + lo, vhi = (vf){0} + hi;                                                              \
+        UNROLL for (int r = 0; r < MR; r++) {                                                                         \
+            if (r >= rows) break;                                                                                     \
+            const float add = bias ? bias[r] : 0;                                                                     \
+            for (int v = 0; v < V; v++) {                                                                             \
+                vf y = acc[r][v] + add;                                                                               \
+                if (addend) y += ADDEND(addend + r * (ldr) + v * NR, v);                                              \
+                y = SELECT(y < vlo, vlo, y);                                                                          \
+                y = SELECT(y > vhi, vhi, y);                                                                          \
+                OUT(c + r * ldc + v * NR, v, y);                                                                      \
+            }                                                                                                         \
+        }                                                                                                             \
+    }
+
+#define PLAIN_LOAD(p, v) LOAD(p)
+#define PLAIN_OUT(p, v, y)                                                                                            \
+    if (stream)                                                                                                       \
+        __builtin_nontemporal_store(y, (vf *)(p));                                                                    \
+    else                                                                                                              \
+        STORE(p, y)
+
 /// One tile: `rows` (<= MR) rows of C from panel `ap` against V vectors of columns of B.
 #define TILE(MR, V)                                                                                                   \
     static inline __attribute__((always_inline)) void tile_##MR##_##V(                                                \
@@ -73,26 +106,9 @@ void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) { pack_p
         for (long k = 0; k < K; k++) {                                                                                \
             vf bv[V];                                                                                                 \
             UNROLL for (int v = 0; v < V; v++) bv[v] = LOAD(b + k * ldb + v * NR);                                    \
-            UNROLL for (int r = 0; r < MR; r++) {                                                                     \
-                const float a = ap[k * MR + r];                                                                       \
-                UNROLL for (int v = 0; v < V; v++) acc[r][v] += a * bv[v];                                            \
-            }                                                                                                         \
+            TILE_STEP(MR, V, ap + k * MR)                                                                             \
         }                                                                                                             \
-        const vf vlo = (vf){0} + lo, vhi = (vf){0} + hi;                                                              \
-        UNROLL for (int r = 0; r < MR; r++) {                                                                         \
-            if (r >= rows) break;                                                                                     \
-            const float add = bias ? bias[r] : 0;                                                                     \
-            for (int v = 0; v < V; v++) {                                                                             \
-                vf y = acc[r][v] + add;                                                                               \
-                if (addend) y += LOAD(addend + r * ldr + v * NR);                                                     \
-                y = SELECT(y < vlo, vlo, y); /* comparisons keep a NaN a NaN */                                       \
-                y = SELECT(y > vhi, vhi, y);                                                                          \
-                if (stream)                                                                                           \
-                    __builtin_nontemporal_store(y, (vf *)(c + r * ldc + v * NR));                                     \
-                else                                                                                                  \
-                    STORE(c + r * ldc + v * NR, y);                                                                   \
-            }                                                                                                         \
-        }                                                                                                             \
+        TILE_OUTPUT(MR, V, ldr, PLAIN_LOAD, PLAIN_OUT)                                                                \
     }
 
 TILE(12, 2)
@@ -261,13 +277,21 @@ void ns_pgemm_narrow(long M, long N, long K, const float *ap, const float *B, lo
 
 enum { MAX_TAPS = NS_IMPLICIT_MAX_TAPS };
 
+/// Vector v of a tile whose lanes `store[v]` selects (a last block of pixels may be cut).
+#define MASKED_LOAD(p, v) ((vf)_mm512_maskz_loadu_ps(store[v], p))
+#define MASKED_OUT(p, v, y)                                                                                           \
+    if (stream && store[v] == 0xffff)                                                                                 \
+        __builtin_nontemporal_store(y, (vf *)(p));                                                                    \
+    else                                                                                                              \
+        _mm512_mask_storeu_ps(p, store[v], (__m512)(y))
+
 /// One tile of `rows` (<= MR) output channels against V vectors of pixels (the vectors' lanes
 /// cut by `store`): per channel of the source and tap, B's row loaded from the source.
 #define ITILE(MR, V)                                                                                                  \
-    WIDE_TARGET static inline __attribute__((always_inline)) void itile_##MR##_##V(                                  \
-        long C, long ldx, const struct ns_taps *t, __mmask16 masks[][2], const float *restrict ap,                      \
-        const float *restrict x, float *restrict c, long ldc, long rows, const float *bias, const float *addend,     \
-        float lo, float hi, const __mmask16 *store, int stream) {                                                    \
+    WIDE_TARGET static inline __attribute__((always_inline)) void itile_##MR##_##V(                                   \
+        long C, long ldx, const struct ns_taps *t, __mmask16 masks[][2], const float *restrict ap,                    \
+        const float *restrict x, float *restrict c, long ldc, long rows, const float *bias, const float *addend,      \
+        float lo, float hi, const __mmask16 *store, int stream) {                                                     \
         vf acc[MR][V];                                                                                                \
         UNROLL for (int r = 0; r < MR; r++)                                                                           \
             UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};                                                   \
@@ -277,28 +301,11 @@ enum { MAX_TAPS = NS_IMPLICIT_MAX_TAPS };
             for (long k = 0; k < taps; k++, ap += MR) {                                                               \
                 const float *s = xc + t->offset[k];                                                                   \
                 vf bv[V];                                                                                             \
-                UNROLL for (int v = 0; v < V; v++) bv[v] = (vf)_mm512_maskz_loadu_ps(masks[k][v], s + v * NR);       \
-                UNROLL for (int r = 0; r < MR; r++) {                                                                 \
-                    const float a = ap[r];                                                                            \
-                    UNROLL for (int v = 0; v < V; v++) acc[r][v] += a * bv[v];                                        \
-                }                                                                                                     \
+                UNROLL for (int v = 0; v < V; v++) bv[v] = (vf)_mm512_maskz_loadu_ps(masks[k][v], s + v * NR);        \
+                TILE_STEP(MR, V, ap)                                                                                  \
             }                                                                                                         \
         }                                                                                                             \
-        const vf vlo = (vf){0} + lo, vhi = (vf){0} + hi;                                                              \
-        UNROLL for (int r = 0; r < MR; r++) {                                                                         \
-            if (r >= rows) break;                                                                                     \
-            const float add = bias ? bias[r] : 0;                                                                     \
-            for (int v = 0; v < V; v++) {                                                                             \
-                vf y = acc[r][v] + add;                                                                               \
-                if (addend) y += (vf)_mm512_maskz_loadu_ps(store[v], addend + r * ldc + v * NR);                      \
-                y = SELECT(y < vlo, vlo, y); /* comparisons keep a NaN a NaN */                                       \
-                y = SELECT(y > vhi, vhi, y);                                                                          \
-                if (stream && store[v] == 0xffff)                                                                     \
-                    __builtin_nontemporal_store(y, (vf *)(c + r * ldc + v * NR));                                     \
-                else                                                                                                  \
-                    _mm512_mask_storeu_ps(c + r * ldc + v * NR, store[v], (__m512)y);                                \
-            }                                                                                                         \
-        }                                                                                                             \
+        TILE_OUTPUT(MR, V, ldc, MASKED_LOAD, MASKED_OUT)                                                              \
     }
 
 ITILE(12, 2)
