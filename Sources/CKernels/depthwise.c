@@ -525,7 +525,7 @@ void ns_maxpool2x2_backward(long first, long count, long H, long W, const float 
 int ns_depthwise_implicit_available(const ns_depthwise_geometry *g) {
 #if defined(__x86_64__) && defined(__clang__)
     const long s = g->SH;
-    if (!__builtin_cpu_supports("avx512f") || g->OC != g->IC || g->SW != s || g->KH * g->KW > NS_IMPLICIT_MAX_TAPS)
+    if (!__builtin_cpu_supports("avx512f") || ns_portable_kernels() || g->OC != g->IC || g->SW != s || g->KH * g->KW > NS_IMPLICIT_MAX_TAPS)
         return 0;
     if (s == 1) return g->KH == 2 * g->PH + 1 && g->KW == 2 * g->PW + 1;
     return s == 2 && g->H % 2 == 0 && g->W % 2 == 0 && (g->KH == 2 * g->PH + 1 || g->KH == 2 * g->PH + 2) &&

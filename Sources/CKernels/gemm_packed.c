@@ -32,7 +32,7 @@ static long panel_rows(long M) {
 #if defined(__x86_64__) && defined(__clang__)
     static int wide = -1;
     if (wide < 0) wide = __builtin_cpu_supports("avx512f");
-    if (!wide) return 4;
+    if (!wide || ns_portable_kernels()) return 4;
     return (M + 7) / 8 * 8 <= (M + 11) / 12 * 12 ? 8 : 12;
 #else
     (void)M;

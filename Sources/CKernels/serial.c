@@ -5,3 +5,9 @@ static _Thread_local int serial_depth;
 int ns_serial_depth(void) { return serial_depth; }
 
 void ns_set_serial_depth(int depth) { serial_depth = depth; }
+
+static int portable;
+
+int ns_portable_kernels(void) { return portable; }
+
+void ns_set_portable_kernels(int on) { portable = on; }

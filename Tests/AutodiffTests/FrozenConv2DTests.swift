@@ -91,6 +91,17 @@ final class FrozenConv2DTests: XCTestCase {
         }
     }
 
+    /// The same cases on the paths a machine without AVX-512 takes (4-row panels, im2col, the
+    /// depthwise planes through a padded copy), which this machine would otherwise never run.
+    func testPortablePaths() {
+        Conv2DTuning.portableKernels = true
+        defer { Conv2DTuning.portableKernels = false }
+        testMatchesConvolutionThenActivation()
+        testDepthwiseMatchesDirectSum()
+        testShapesInTurnKeepTheirPlans()
+        testSmallMapsOfABatchWithManyWeights()
+    }
+
     /// One convolution called with inputs of several shapes in turn (batch sizes, planes that cut
     /// the kernel to a window, a plane for the narrow kernel): each shape keeps its own plan.
     func testShapesInTurnKeepTheirPlans() {

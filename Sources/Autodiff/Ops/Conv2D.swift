@@ -139,6 +139,15 @@ public enum Conv2DTuning {
     /// into a padded buffer, one per row) outweigh its few pixels' arithmetic (MobileNetV2's 4x4
     /// and 2x2 maps at batch 32: 0.2 ms a layer instead of 1.0).
     nonisolated(unsafe) public static var depthwiseBlockedPlane = 16
+    /// For tests: the kernels take the paths of a machine without AVX-512 where the choice is
+    /// made by hand (the packed GEMM's 4-row panels, im2col instead of reading in place, the
+    /// depthwise planes through a padded copy), so that those paths are covered on any machine.
+    /// Frozen convolutions decide their path on their first call with a shape under the setting
+    /// of that time.
+    public static var portableKernels: Bool {
+        get { ns_portable_kernels() != 0 }
+        set { ns_set_portable_kernels(newValue ? 1 : 0) }
+    }
     /// Frozen convolutions on planes too small for 16-column tiles (4x4 and smaller) run image by
     /// image on the narrow kernel (`ns_pgemm_narrow`) also for a batch when their weights are at
     /// most this many floats: they stay in the core's cache from one image to the next (1 MB,

@@ -14,14 +14,15 @@ public final class FrozenConv2D {
     public let stride: (Int, Int), padding: (Int, Int), groups: Int
     public let activation: Activation
     /// What the convolution of one input shape runs, decided on the first call with that shape
-    /// (and `Conv2DTuning.winograd`): an inference calls it with the same shape every time, and
-    /// deciding (the kernel window, the algorithm, the kept kernels, im2col's tables) cost
-    /// microseconds per call, as much as an image's small layers compute.
+    /// (and `Conv2DTuning.winograd` and `.portableKernels`): an inference calls it with the same
+    /// shape every time, and deciding (the kernel window, the algorithm, the kept kernels,
+    /// im2col's tables) cost microseconds per call, as much as an image's small layers compute.
     private var plans: [PlanKey: Plan] = [:]
     private var last: (key: PlanKey, plan: Plan)?
     private struct PlanKey: Hashable {
         let shape: [Int]
         let winograd: Conv2DTuning.Winograd
+        let portable: Bool
     }
     private final class Plan {
         /// The call's geometry, validated.
@@ -56,6 +57,8 @@ public final class FrozenConv2D {
     private struct PackKey: Hashable {
         let window: Pair?
         let narrow: Bool
+        /// The panels' layout depends on it.
+        let portable: Bool
     }
     private let lock = NSLock()
 
@@ -102,7 +105,7 @@ public final class FrozenConv2D {
 
     /// The plan for input `shape`, made on first use (where the shapes are checked).
     private func plan(_ shape: [Int]) -> Plan {
-        let key = PlanKey(shape: shape, winograd: Conv2DTuning.winograd)
+        let key = PlanKey(shape: shape, winograd: Conv2DTuning.winograd, portable: Conv2DTuning.portableKernels)
         lock.lock()
         defer { lock.unlock() }
         if let last, last.key == key { return last.plan }
@@ -137,7 +140,7 @@ public final class FrozenConv2D {
             transformed[winograd.tile] = u
             path = .winograd(winograd, u)
         } else if let gemm = PackedGEMMConv(run) {
-            let key = PackKey(window: plane, narrow: gemm.narrow)
+            let key = PackKey(window: plane, narrow: gemm.narrow, portable: Conv2DTuning.portableKernels)
             let p = packed[key] ?? gemm.pack(kernels.data)
             packed[key] = p
             path = .packed(gemm, p)

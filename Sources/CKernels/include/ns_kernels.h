@@ -232,6 +232,12 @@ void ns_im2col_s2(const float *x, long H, long W, long KH, long KW, long PH, lon
 int ns_serial_depth(void);
 void ns_set_serial_depth(int depth);
 
+/// Nonzero: the kernels whose AVX-512 paths are chosen by hand (the packed GEMM's panels, the
+/// in-place convolutions) take the paths of a machine without AVX-512, so that tests cover
+/// those on any machine. Set before any weights are packed.
+int ns_portable_kernels(void);
+void ns_set_portable_kernels(int on);
+
 /// C[m][n] = sum over k of A[m][k] * BT[n][k] for m < M, n < N: dot products along k, four rows
 /// against four columns at a time. For GEMMs with few columns (N up to 8 or so), it reads each row
 /// of A once where sgemm would first copy all of A into its packed layout; for a shallow
