@@ -67,4 +67,11 @@ final class InferenceGraphTests: XCTestCase {
             }
         } }
     }
+
+    /// The same on the paths a machine without AVX-512 takes (`Conv2DTuning.portableKernels`).
+    func testEngineOnPortablePathsMatchesTheFoldedGraph() throws {
+        Conv2DTuning.portableKernels = true
+        defer { Conv2DTuning.portableKernels = false }
+        try testEngineMatchesTheFoldedGraph()
+    }
 }
