@@ -19,8 +19,8 @@ public final class InferenceEngine {
     /// Per node: for a convolution that absorbs the sum after it, the value it adds (the sum's
     /// other operand).
     private let residuals: [Int?]
-    /// Per node: the activation a convolution or a sum applies in its own pass (its reader's,
-    /// absorbed).
+    /// Per node: the activation a convolution, a sum or a batch norm applies in its own pass (its
+    /// reader's, absorbed).
     private let activations: [Activation]
     /// Per node: its work for one image, in multiply-accumulates for dense convolutions and linear
     /// layers, and 16 per element read or written for the others (see `serialWork`).
@@ -64,7 +64,7 @@ public final class InferenceEngine {
                     forwarded[k] = i + 1
                     last = k
                 }
-            case .add: break
+            case .add, .batchNorm: break
             default: continue
             }
             if let reader = soleReader(last + 1) {
@@ -134,8 +134,17 @@ public final class InferenceEngine {
     private func apply(_ i: Int, _ values: [Tensor]) -> Tensor {
         let node = graph.nodes[i]
         if let conv = convs[i] { return conv(values[node.inputs[0]], adding: residuals[i].map { values[$0] }) }
-        if case .add = node.op, activations[i] != .identity {
-            return addActivating(values[node.inputs[0]], values[node.inputs[1]], activations[i])
+        if activations[i] != .identity {
+            switch node.op {
+            case .add: return addActivating(values[node.inputs[0]], values[node.inputs[1]], activations[i])
+            case let .batchNorm(p, eps):
+                // A batch norm the convolution before it could not absorb (a pre-activation
+                // block's, whose input is also the shortcut): its ReLU in the same pass.
+                func t(_ name: String) -> Tensor { graph.tensors[p + name]! }
+                return batchNorm2d(values[node.inputs[0]], weight: t(".weight"), bias: t(".bias"), runningMean: t(".running_mean"),
+                                   runningVar: t(".running_var"), training: false, eps: eps, activation: activations[i])
+            default: break
+            }
         }
         return graph.apply(node, values)
     }
