@@ -73,7 +73,8 @@ final class WinogradTests: XCTestCase {
     /// none on a 1x1 plane, where only the kernel's centre reads the image), and only where the
     /// multiply-adds it saves outweigh streaming its larger transformed kernels: at a training
     /// batch always, for one image only on planes with many tiles, and on more planes when the
-    /// transformed kernels are kept (frozen).
+    /// transformed kernels are kept (frozen), where 16-channel layers and small maps with few
+    /// weights keep the packed path.
     func testAutoChoice() throws {
         func algorithm(_ c: Int, _ k: Int, _ plane: Int, batch: Int = 128, kernel: Int = 3, stride: Int = 1, padding: Int = 1,
                        groups: Int = 1, frozen: Bool = false) throws -> Conv2DAlgorithm {
@@ -103,6 +104,14 @@ final class WinogradTests: XCTestCase {
         XCTAssertEqual(try algorithm(512, 512, 2, batch: 10), .im2col, "10 tiles do not repay transforming the kernels")
         XCTAssertEqual(try algorithm(512, 512, 2, batch: 10, frozen: true), .winograd(tile: 2), "they do once kept")
         XCTAssertEqual(try algorithm(512, 512, 2, batch: 1, frozen: true), .packedGEMM, "one image on a 2x2 map: the weights read once")
+        // Frozen: the other path reads the image in place, so Winograd needs more channels, and
+        // small maps whose weights stay in cache go image by image through the narrow kernel.
+        let frozenMinimum = Conv2DTuning.frozenWinogradMinChannels
+        XCTAssertGreaterThan(frozenMinimum, minimum)
+        XCTAssertEqual(try algorithm(minimum, minimum, 32, batch: 32, frozen: true), .packedGEMM)
+        XCTAssertEqual(try algorithm(frozenMinimum, frozenMinimum, 32, batch: 32, frozen: true), .winograd(tile: 4))
+        XCTAssertEqual(try algorithm(128, 128, 2, batch: 32, frozen: true), .packedGEMM, "147k weights: narrow")
+        XCTAssertEqual(try algorithm(512, 512, 2, batch: 32, frozen: true), .winograd(tile: 2), "2.4M weights: sgemm's alternative")
         Conv2DTuning.winograd = .off
         XCTAssertEqual(try algorithm(64, 64, 32), .im2col)
         Conv2DTuning.winograd = .tile(2)

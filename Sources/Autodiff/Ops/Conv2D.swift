@@ -179,6 +179,13 @@ public enum Conv2DTuning {
     /// Input and output channels below which `.auto` keeps im2col: the GEMMs' inner dimension is
     /// the input channel count, too short below this to beat im2col's 9x longer one.
     nonisolated(unsafe) public static var winogradMinChannels = 16
+    /// The same for frozen convolutions (`FrozenConv2D`), whose other path reads the image in
+    /// place with the weights packed once: 16-channel layers ran faster there at batch 32
+    /// (PreAct ResNet-18 x0.25's 32x32 layers 1.06-1.10 -> 0.81-0.98 ms, ResNet-50 x0.25's first
+    /// stage 0.063-0.067 -> 0.048-0.050 ms a layer), 32 channels and more on Winograd's. Frozen
+    /// convolutions on maps the narrow kernel takes (`PackedGEMMConv.narrow`) skip Winograd too
+    /// (VGG-11 x0.25's 2x2 layers at batch 32: 0.26-0.29 -> 0.22 ms).
+    nonisolated(unsafe) public static var frozenWinogradMinChannels = 32
     /// Floats of transformed input and output per block (per worker), which sets the tiles per
     /// block: the block's transforms stay in the core's cache for the GEMMs that read them.
     nonisolated(unsafe) public static var winogradBudget = 1 << 18

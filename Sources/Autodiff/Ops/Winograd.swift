@@ -44,7 +44,11 @@ struct WinogradConv {
         case .off: return nil
         case let .tile(size): m = size
         case .auto:
-            guard min(g.inChannels, g.outChannels) >= Conv2DTuning.winogradMinChannels else { return nil }
+            let minChannels = frozenWeights ? Conv2DTuning.frozenWinogradMinChannels : Conv2DTuning.winogradMinChannels
+            guard min(g.inChannels, g.outChannels) >= minChannels else { return nil }
+            // Frozen weights on maps too small for 16-pixel tiles: the narrow kernel, which
+            // reads the weights once per image, where it applies.
+            if frozenWeights, let packed = PackedGEMMConv(g), packed.narrow { return nil }
             // The tile with the fewest multiplies over the whole plane (ties to the smaller, the
             // more accurate), if it costs well under the direct convolution, counting per
             // input-output channel pair the multiply-adds and the kernel values streamed from
