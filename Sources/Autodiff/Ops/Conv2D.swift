@@ -150,10 +150,12 @@ public enum Conv2DTuning {
     }
     /// Frozen convolutions on planes too small for 16-column tiles (4x4 and smaller) run image by
     /// image on the narrow kernel (`ns_pgemm_narrow`) also for a batch when their weights are at
-    /// most this many floats: they stay in the core's cache from one image to the next (1 MB,
-    /// half a core's L2 here). Larger ones go through sgemm with the images side by side, which
-    /// reads them once per batch. ResNet-50 x0.25's last nine blocks at batch 32: 1.55 -> 1.22 ms.
-    nonisolated(unsafe) public static var narrowBatchWeights = 1 << 18
+    /// most this many floats (4 MB: they stream from the caches from one image to the next).
+    /// Larger ones go through sgemm with the images side by side, which reads them once per
+    /// batch. ResNet-50 x0.25's last nine blocks at batch 32: 1.55 -> 1.22 ms (at 1 MB); 4 MB
+    /// rather than 1 MB, profiled at batch 32, alternating: MobileNetV2 x1.0 13.2 -> 12.6 ms,
+    /// ResNet-50 x1.0 29.6-30.2 -> 28.8-29.2 ms; 16 MB no better.
+    nonisolated(unsafe) public static var narrowBatchWeights = 1 << 20
     /// Outputs of frozen convolutions (`PackedGEMMConv`, a batch) of at least this many bytes are
     /// written with streaming stores, past the caches: their lines are not read first, which for
     /// MobileNetV2's 1x1 expansions at batch 32 (12 MB each) took 40% of the layer's time.

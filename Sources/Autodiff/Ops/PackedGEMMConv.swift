@@ -9,8 +9,8 @@ import CKernels
 ///
 /// Ungrouped convolutions on output planes of at least `minPlane` pixels; smaller planes (a 3x3,
 /// 2x2 or 1x1 map) go through the narrow kernel, whose vectors run over 16 output channels
-/// (`ns_pgemm_narrow`), image by image: for one image always, for a batch when the weights fit
-/// in a core's cache (`Conv2DTuning.narrowBatchWeights`). Small planes of a batch with more
+/// (`ns_pgemm_narrow`), image by image: for one image always, for a batch when the weights are
+/// few enough to stay in the caches (`Conv2DTuning.narrowBatchWeights`). Small planes of a batch with more
 /// weights are left to the blocked sgemm path (`GEMMConv`), which puts the images side by side
 /// and reads the weights once.
 struct PackedGEMMConv {
