@@ -360,21 +360,6 @@ void ns_depthwise_backward_blocked(const ns_depthwise_geometry *g, long n, long 
 
 // MARK: plane kernel (forward, OC == IC, equal strides of 1 or 2)
 
-
-/// ev[i] = src[2 i], od[i] = src[2 i + 1] for i < pairs.
-static inline void deinterleave(const float *src, long pairs, float *restrict ev, float *restrict od) {
-    long i = 0;
-    for (; i + L <= pairs; i += L) {
-        const vf a = LOAD(src + 2 * i), b = LOAD(src + 2 * i + L);
-        STORE(ev + i, EVENS(a, b));
-        STORE(od + i, ODDS(a, b));
-    }
-    for (; i < pairs; i++) {
-        ev[i] = src[2 * i];
-        od[i] = src[2 * i + 1];
-    }
-}
-
 long ns_depthwise_plane_scratch(const ns_depthwise_geometry *g) {
     const long s = g->SH, hph = (g->H + 2 * g->PH + s - 1) / s, wph = (g->W + 2 * g->PW + s - 1) / s;
     // s * s phase planes, the output on the phase grid, and a vector of slack after each.
@@ -406,7 +391,7 @@ void ns_depthwise_forward_planes(const ns_depthwise_geometry *g, long first, lon
                 // columns all go to one phase and its odd columns to the other, each side by side.
                 float *d0 = phases + (py % 2) * 2 * phase + (py / 2) * wph, *d1 = d0 + phase;
                 const long odd = g->PW & 1;
-                deinterleave(row, W / 2, (odd ? d1 : d0) + g->PW / 2, (odd ? d0 : d1) + (g->PW + 1) / 2);
+                ns_deinterleave(row, W / 2, (odd ? d1 : d0) + g->PW / 2, (odd ? d0 : d1) + (g->PW + 1) / 2);
                 if (W & 1) (((W - 1 + g->PW) & 1) ? d1 : d0)[(W - 1 + g->PW) / 2] = row[W - 1];
                 continue;
             }
@@ -566,10 +551,7 @@ ns_depthwise_forward_implicit(const ns_depthwise_geometry *g, long first, long c
         const long c = q % g->OC;
         const float *src = in + q * H * W, *wc = w + c * taps;
         if (s == 2) {
-            for (long y = 0; y < H; y++) {
-                float *even = phases + ((y % 2) * 2 * OH + y / 2) * OW;
-                deinterleave(src + y * W, W / 2, even, even + OH * OW);
-            }
+            ns_pconv_phases(src, H, W, 0, 1, phases);
             src = phases;
         }
         const float b0 = bias ? bias[c] : 0;

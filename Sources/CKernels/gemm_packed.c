@@ -364,14 +364,8 @@ void ns_pconv_phases(const float *x, long H, long W, long c0, long c1, float *ph
     for (long c = c0; c < c1; c++)
         for (long y = 0; y < H; y++) {
             const float *row = x + (c * H + y) * W;
-            float *even = phases + ((c * 4 + (y % 2) * 2) * OH + y / 2) * OW, *odd = even + OH * OW;
-            long ox = 0;
-            for (; ox + NS_LANES <= OW; ox += NS_LANES) {
-                const vf a = LOAD(row + 2 * ox), b = LOAD(row + 2 * ox + NS_LANES);
-                STORE(even + ox, EVENS(a, b));
-                STORE(odd + ox, ODDS(a, b));
-            }
-            for (; ox < OW; ox++) even[ox] = row[2 * ox], odd[ox] = row[2 * ox + 1];
+            float *even = phases + ((c * 4 + (y % 2) * 2) * OH + y / 2) * OW;
+            ns_deinterleave(row, OW, even, even + OH * OW);
         }
 }
 

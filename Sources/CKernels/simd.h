@@ -28,4 +28,18 @@ typedef int vi __attribute__((vector_size(4 * NS_LANES)));
 #define ZIP_LO(a, b) __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23)
 #define ZIP_HI(a, b) __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31)
 
+/// ev[i] = src[2 i], od[i] = src[2 i + 1] for i < pairs (a row split by column parity).
+static inline void ns_deinterleave(const float *src, long pairs, float *restrict ev, float *restrict od) {
+    long i = 0;
+    for (; i + NS_LANES <= pairs; i += NS_LANES) {
+        const vf a = LOAD(src + 2 * i), b = LOAD(src + 2 * i + NS_LANES);
+        STORE(ev + i, EVENS(a, b));
+        STORE(od + i, ODDS(a, b));
+    }
+    for (; i < pairs; i++) {
+        ev[i] = src[2 * i];
+        od[i] = src[2 * i + 1];
+    }
+}
+
 #endif

@@ -134,18 +134,8 @@ public final class InferenceEngine {
     private func apply(_ i: Int, _ values: [Tensor]) -> Tensor {
         let node = graph.nodes[i]
         if let conv = convs[i] { return conv(values[node.inputs[0]], adding: residuals[i].map { values[$0] }) }
-        if activations[i] != .identity {
-            switch node.op {
-            case .add: return addActivating(values[node.inputs[0]], values[node.inputs[1]], activations[i])
-            case let .batchNorm(p, eps):
-                // A batch norm the convolution before it could not absorb (a pre-activation
-                // block's, whose input is also the shortcut): its ReLU in the same pass.
-                func t(_ name: String) -> Tensor { graph.tensors[p + name]! }
-                return batchNorm2d(values[node.inputs[0]], weight: t(".weight"), bias: t(".bias"), runningMean: t(".running_mean"),
-                                   runningVar: t(".running_var"), training: false, eps: eps, activation: activations[i])
-            default: break
-            }
-        }
-        return graph.apply(node, values)
+        // A sum or a batch norm (a pre-activation block's, which no convolution absorbs) applies
+        // its sole-reader ReLU in the same pass.
+        return graph.apply(node, values, activation: activations[i])
     }
 }

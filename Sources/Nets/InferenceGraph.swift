@@ -181,19 +181,25 @@ extension InferenceGraph {
     }
 
     /// `node`'s op on the values computed so far (`values[0]` the input, `values[i + 1]` node i's
-    /// output), with the graph's tensors.
-    func apply(_ node: Node, _ values: [Tensor]) -> Tensor {
+    /// output), with the graph's tensors. `activation`: a ReLU or ReLU6 applied in the op's own
+    /// pass, for a batch norm or a sum whose only reader it is (`InferenceEngine`); other ops take
+    /// none.
+    func apply(_ node: Node, _ values: [Tensor], activation: Activation = .identity) -> Tensor {
         func t(_ name: String) -> Tensor { tensors[name]! }
         let a = values[node.inputs[0]]
+        switch node.op {
+        case .batchNorm, .add: break
+        default: precondition(activation == .identity, "InferenceGraph.apply: \(node.op.name) applies no activation")
+        }
         switch node.op {
         case let .conv(w, b, stride, padding, groups):
             return conv2d(a, weight: t(w), bias: b.map(t), stride: (stride, stride), padding: (padding, padding), groups: groups)
         case let .batchNorm(p, eps):
             return batchNorm2d(a, weight: t(p + ".weight"), bias: t(p + ".bias"), runningMean: t(p + ".running_mean"),
-                               runningVar: t(p + ".running_var"), training: false, eps: eps)
+                               runningVar: t(p + ".running_var"), training: false, eps: eps, activation: activation)
         case .relu: return relu(a)
         case .relu6: return relu6(a)
-        case .add: return add(a, values[node.inputs[1]])
+        case .add: return activation == .identity ? add(a, values[node.inputs[1]]) : addActivating(a, values[node.inputs[1]], activation)
         case let .maxPool(k, s, p): return maxPool2d(a, kernel: (k, k), stride: (s, s), padding: (p, p))
         case .globalAvgPool: return globalAvgPool(a)
         case .flatten: return flatten(a)

@@ -230,7 +230,7 @@ extension Conv2DGeometry {
         let run = KernelWindow(self)?.geometry ?? self
         if run.isDepthwise { return .depthwise }
         if let winograd = WinogradConv(run, frozenWeights: frozenWeights) { return .winograd(tile: winograd.tile) }
-        if frozenWeights, PackedGEMMConv(run) != nil { return .packedGEMM }
+        if frozenWeights, PackedGEMMConv.takes(run) { return .packedGEMM }
         return .im2col
     }
 }

@@ -4,15 +4,15 @@ import CKernels
 /// per image, the patch matrix (none for a 1x1 stride-1 convolution: the image is its own; none
 /// either where `ns_pconv` reads its rows from the image, a "same" stride-1 or a halving stride-2
 /// convolution on AVX-512) times the packed weights, written straight into the NCHW output with
-/// the bias and the activation applied in the same pass. One image at a time (an inference of one image) splits the
-/// weights' panels over the GEMM pieces; a batch splits its images.
+/// the bias and the activation applied in the same pass. One image at a time (an inference of
+/// one image) splits the weights' panels over the GEMM pieces; a batch splits its images.
 ///
 /// Ungrouped convolutions on output planes of at least `minPlane` pixels; smaller planes (a 3x3,
 /// 2x2 or 1x1 map) go through the narrow kernel, whose vectors run over 16 output channels
 /// (`ns_pgemm_narrow`), image by image: for one image always, for a batch when the weights are
-/// few enough to stay in the caches (`Conv2DTuning.narrowBatchWeights`). Small planes of a batch with more
-/// weights are left to the blocked sgemm path (`GEMMConv`), which puts the images side by side
-/// and reads the weights once.
+/// few enough to stay in the caches (`Conv2DTuning.narrowBatchWeights`). Small planes of a batch
+/// with more weights are left to the blocked sgemm path (`GEMMConv`), which puts the images side
+/// by side and reads the weights once.
 struct PackedGEMMConv {
     static let minPlane = 16
 
@@ -26,10 +26,17 @@ struct PackedGEMMConv {
     /// small map's copy).
     let im2col: GEMMConv?
 
+    /// Whether `g` runs here (what `init` checks, without building anything).
+    static func takes(_ g: Conv2DGeometry) -> Bool {
+        g.groups == 1 && !g.isDepthwise
+            && (g.outPlane >= minPlane || g.batch < Parallel.gemmPieces || g.outChannels * g.colRows <= Conv2DTuning.narrowBatchWeights)
+    }
+
+    /// Whether `g` runs here on the narrow kernel.
+    static func takesNarrow(_ g: Conv2DGeometry) -> Bool { takes(g) && g.outPlane < minPlane }
+
     init?(_ g: Conv2DGeometry) {
-        guard g.groups == 1, !g.isDepthwise,
-              g.outPlane >= Self.minPlane || g.batch < Parallel.gemmPieces
-                || g.outChannels * g.colRows <= Conv2DTuning.narrowBatchWeights else { return nil }
+        guard Self.takes(g) else { return nil }
         self.g = g
         narrow = g.outPlane < Self.minPlane
         implicit = !narrow && !g.isPointwise && g.strideH == g.strideW

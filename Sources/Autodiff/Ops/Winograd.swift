@@ -48,7 +48,7 @@ struct WinogradConv {
             guard min(g.inChannels, g.outChannels) >= minChannels else { return nil }
             // Frozen weights on maps too small for 16-pixel tiles: the narrow kernel, which
             // reads the weights once per image, where it applies.
-            if frozenWeights, let packed = PackedGEMMConv(g), packed.narrow { return nil }
+            if frozenWeights, PackedGEMMConv.takesNarrow(g) { return nil }
             // The tile with the fewest multiplies over the whole plane (ties to the smaller, the
             // more accurate), if it costs well under the direct convolution, counting per
             // input-output channel pair the multiply-adds and the kernel values streamed from
