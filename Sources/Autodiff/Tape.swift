@@ -171,14 +171,21 @@ public final class Tape {
     /// - Parameter afterEach: called with each record's index (from the last down to 0) once its
     ///   backward rule has run (or been skipped: no gradient reached it); every gradient of a
     ///   tensor that no record below that index uses is then complete.
-    public func backward(from root: Tensor, seed: Tensor? = nil, afterEach: ((Int) -> Void)? = nil) {
+    /// - Parameter takingSeed: take `seed` itself as the root's gradient instead of adding it into
+    ///   a zeroed buffer (two passes over the root's size saved); backward rules may then
+    ///   overwrite it, so the caller must not use it afterwards.
+    public func backward(from root: Tensor, seed: Tensor? = nil, takingSeed: Bool = false,
+                         afterEach: ((Int) -> Void)? = nil) {
         precondition(root.requiresGrad, "backward: the root tensor \(root.shape) does not require a gradient")
-        let g = root.gradBuffer()
         if let seed {
             precondition(seed.shape == root.shape,
                          "backward: seed shape \(seed.shape) does not match root shape \(root.shape)")
-            for i in 0..<g.count { g.data[i] += seed.data[i] }
+            if !(takingSeed && root.adoptGrad(seed)) {
+                let g = root.gradBuffer()
+                for i in 0..<g.count { g.data[i] += seed.data[i] }
+            }
         } else {
+            let g = root.gradBuffer()
             precondition(root.count == 1, "backward: root \(root.shape) is not a scalar; pass a seed gradient")
             g.data[0] += 1
         }
@@ -205,5 +212,11 @@ extension Tensor {
     /// Back-propagates from this tensor through the current tape; see `Tape.backward`.
     public func backward(seed: Tensor? = nil) {
         Tape.current.backward(from: self, seed: seed)
+    }
+
+    /// Back-propagates with `seed` taken as this tensor's gradient, not copied: the backward
+    /// rules may overwrite it, so the caller must not use it afterwards (see `Tape.backward`).
+    public func backward(takingSeed seed: Tensor) {
+        Tape.current.backward(from: self, seed: seed, takingSeed: true)
     }
 }

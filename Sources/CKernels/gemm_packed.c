@@ -1,6 +1,7 @@
 #include "ns_kernels.h"
 #include "simd.h"
 
+#include <math.h>
 #include <string.h>
 
 // A GEMM whose left operand (a frozen convolution's weights) is packed once and reused for every
@@ -286,10 +287,11 @@ enum { MAX_TAPS = NS_IMPLICIT_MAX_TAPS };
         _mm512_mask_storeu_ps(p, store[v], (__m512)(y))
 
 /// One tile of `rows` (<= MR) output channels against V vectors of pixels (the vectors' lanes
-/// cut by `store`): per channel of the source and tap, B's row loaded from the source.
+/// cut by `store`): per channel of the source and tap, B's row loaded from the source, vector v
+/// of tap k masked by masks[k ms + v].
 #define ITILE(MR, V)                                                                                                  \
     WIDE_TARGET static inline __attribute__((always_inline)) void itile_##MR##_##V(                                   \
-        long C, long ldx, const struct ns_taps *t, __mmask16 masks[][2], const float *restrict ap,                    \
+        long C, long ldx, const struct ns_taps *t, const __mmask16 *masks, long ms, const float *restrict ap,         \
         const float *restrict x, float *restrict c, long ldc, long rows, const float *bias, const float *addend,      \
         float lo, float hi, const __mmask16 *store, int stream) {                                                     \
         vf acc[MR][V];                                                                                                \
@@ -301,7 +303,7 @@ enum { MAX_TAPS = NS_IMPLICIT_MAX_TAPS };
             for (long k = 0; k < taps; k++, ap += MR) {                                                               \
                 const float *s = xc + t->offset[k];                                                                   \
                 vf bv[V];                                                                                             \
-                UNROLL for (int v = 0; v < V; v++) bv[v] = (vf)_mm512_maskz_loadu_ps(masks[k][v], s + v * NR);        \
+                UNROLL for (int v = 0; v < V; v++) bv[v] = (vf)_mm512_maskz_loadu_ps(masks[k * ms + v], s + v * NR);  \
                 TILE_STEP(MR, V, ap)                                                                                  \
             }                                                                                                         \
         }                                                                                                             \
@@ -332,10 +334,10 @@ ITILE(8, 1)
             for (long p = p0; p < p1; p++) {                                                                          \
                 const long m = p * MR;                                                                                \
                 if (left > NR)                                                                                        \
-                    itile_##MR##_2(C, ldx, t, masks, ap + p * K * MR, x + q0, out + m * N + q0, N, M - m,             \
+                    itile_##MR##_2(C, ldx, t, &masks[0][0], 2, ap + p * K * MR, x + q0, out + m * N + q0, N, M - m,             \
                                    bias ? bias + m : 0, R ? R + m * N + q0 : 0, lo, hi, store, stream);               \
                 else                                                                                                  \
-                    itile_##MR##_1(C, ldx, t, masks, ap + p * K * MR, x + q0, out + m * N + q0, N, M - m,             \
+                    itile_##MR##_1(C, ldx, t, &masks[0][0], 2, ap + p * K * MR, x + q0, out + m * N + q0, N, M - m,             \
                                    bias ? bias + m : 0, R ? R + m * N + q0 : 0, lo, hi, store, stream);               \
             }                                                                                                         \
         }                                                                                                             \
@@ -343,7 +345,116 @@ ITILE(8, 1)
 
 IBODY(pconv_wide, 12)
 IBODY(pconv_wide8, 8)
+
+// Few output channels (at most 4: an input gradient of a first layer, the convolution of its
+// output gradient with the flipped kernels): a panel of exactly M rows against blocks of V
+// vectors of pixels, where 8- or 12-row panels would compute mostly padding.
+ITILE(1, 8)
+ITILE(2, 8)
+ITILE(3, 8)
+ITILE(4, 6)
+
+#define FBODY(MR, V)                                                                                                  \
+    WIDE_TARGET static void pconv_few_##MR(long C, long OH, long OW, long ldx, const struct ns_taps *t,               \
+                                           const float *ap, const float *x, float *out) {                             \
+        const long N = OH * OW;                                                                                       \
+        __mmask16 masks[MAX_TAPS * V], store[V];                                                                      \
+        for (long q0 = 0; q0 < N; q0 += V * NR) {                                                                     \
+            for (long v = 0; v < V; v++) {                                                                            \
+                const long left = N - q0 - v * NR;                                                                    \
+                ns_tap_masks(q0 + v * NR, OH, OW, t, masks + v, V);                                                   \
+                store[v] = left >= NR ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);                       \
+            }                                                                                                         \
+            itile_##MR##_##V(C, ldx, t, masks, V, ap, x + q0, out + q0, N, MR, 0, 0, -INFINITY, INFINITY, store, 0);  \
+        }                                                                                                             \
+    }
+
+FBODY(1, 8)
+FBODY(2, 8)
+FBODY(3, 8)
+FBODY(4, 6)
+
+/// Rows m0 ..< m0 + R of dy against patch rows n0 ..< n0 + NC (R <= 4, NC <= 6), each patch row
+/// read from its source `src[n]` (advancing `adv[n]` floats per vector of pixels) under its
+/// masks: 24 accumulators of 16 lanes, carried in `lanes`.
+WIDE_TARGET static inline __attribute__((always_inline)) void dw_block(long R, long NC, long m0, long n0, long N,
+                                                                       long V, long HW, const float *dy,
+                                                                       const float *const *src, const long *adv,
+                                                                       const __mmask16 *masks, float *lanes) {
+    vf acc[4][6];
+    for (long r = 0; r < R; r++)
+        for (long n = 0; n < NC; n++) acc[r][n] = LOAD(lanes + ((m0 + r) * N + n0 + n) * NR);
+    for (long v = 0; v < V; v++) {
+        const long left = HW - v * NR;
+        const __mmask16 inside = left >= NR ? 0xffff : (__mmask16)((1u << left) - 1);
+        vf a[4];
+        for (long r = 0; r < R; r++) a[r] = (vf)_mm512_maskz_loadu_ps(inside, dy + (m0 + r) * HW + v * NR);
+        for (long n = 0; n < NC; n++) {
+            const vf b = (vf)_mm512_maskz_loadu_ps(masks[v * N + n0 + n], src[n0 + n] + v * adv[n0 + n]);
+            for (long r = 0; r < R; r++) acc[r][n] += a[r] * b;
+        }
+    }
+    for (long r = 0; r < R; r++)
+        for (long n = 0; n < NC; n++) STORE(lanes + ((m0 + r) * N + n0 + n) * NR, acc[r][n]);
+}
 #endif
+
+long ns_conv_dw_masks_count(long C, long H, long W, long KH, long KW, int ones) {
+    return (H * W + NR - 1) / NR * (C * KH * KW + (ones ? 1 : 0));
+}
+
+void ns_conv_dw_masks(long C, long H, long W, long KH, long KW, long PH, long PW, int ones, unsigned short *masks) {
+#if defined(__x86_64__) && defined(__clang__)
+    struct ns_taps t;
+    ns_tap_table(H, W, W, KH, KW, PH, PW, 1, &t);
+    const long HW = H * W, V = (HW + NR - 1) / NR, N = C * t.count + (ones ? 1 : 0);
+    for (long v = 0; v < V; v++) {
+        __mmask16 m[MAX_TAPS];
+        ns_tap_masks(v * NR, H, W, &t, m, 1);
+        for (long n = 0; n < C * t.count; n++) masks[v * N + n] = m[n % t.count];
+        const long left = HW - v * NR;
+        if (ones) masks[v * N + N - 1] = left >= NR ? 0xffff : (__mmask16)((1u << left) - 1);
+    }
+#else
+    (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)ones, (void)masks;
+#endif
+}
+
+#if defined(__x86_64__) && defined(__clang__)
+WIDE_TARGET static void dw_lanes(long M, long N, long HW, const float *const *src, const long *adv,
+                                 const __mmask16 *masks, const float *dy, float *lanes) {
+    const long V = (HW + NR - 1) / NR;
+    for (long m0 = 0; m0 < M; m0 += 4) {
+        const long R = M - m0 < 4 ? M - m0 : 4;
+        for (long n0 = 0; n0 < N; n0 += 6) {
+            const long NC = N - n0 < 6 ? N - n0 : 6;
+            // Constant trip counts for the common blocks, so the accumulators stay in registers.
+            if (R == 4 && NC == 6) dw_block(4, 6, m0, n0, N, V, HW, dy, src, adv, masks, lanes);
+            else if (R == 4 && NC == 4) dw_block(4, 4, m0, n0, N, V, HW, dy, src, adv, masks, lanes);
+            else dw_block(R, NC, m0, n0, N, V, HW, dy, src, adv, masks, lanes);
+        }
+    }
+}
+#endif
+
+void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH, long PW, int ones,
+                      const unsigned short *masks, const float *dy, const float *x, float *lanes) {
+#if defined(__x86_64__) && defined(__clang__)
+    static const float one[NR] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    struct ns_taps t;
+    ns_tap_table(H, W, W, KH, KW, PH, PW, 1, &t);
+    const long HW = H * W, N = C * t.count + (ones ? 1 : 0);
+    const float *src[2 * MAX_TAPS + 1];
+    long adv[2 * MAX_TAPS + 1];
+    if (N > 2 * MAX_TAPS + 1) return;
+    for (long n = 0; n < C * t.count; n++) src[n] = x + (n / t.count) * HW + t.offset[n % t.count], adv[n] = NR;
+    if (ones) src[N - 1] = one, adv[N - 1] = 0;
+    dw_lanes(M, N, HW, src, adv, masks, dy, lanes);
+#else
+    (void)M, (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)ones, (void)masks, (void)dy;
+    (void)x, (void)lanes;
+#endif
+}
 
 int ns_pconv_available(long H, long W, long KH, long KW, long PH, long PW, long stride) {
 #if defined(__x86_64__) && defined(__clang__)
@@ -385,5 +496,26 @@ void ns_pconv(long M, long C, long H, long W, long KH, long KW, long PH, long PW
 #else
     (void)M, (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)stride, (void)ap, (void)x;
     (void)out, (void)bias, (void)addend, (void)lo, (void)hi, (void)p0, (void)p1, (void)streaming;
+#endif
+}
+
+int ns_pconv_few_available(long M, long H, long W, long KH, long KW, long PH, long PW) {
+    return M >= 1 && M <= NS_PCONV_FEW_ROWS && ns_pconv_available(H, W, KH, KW, PH, PW, 1);
+}
+
+void ns_pconv_few(long M, long C, long H, long W, long KH, long KW, long PH, long PW, const float *ap, const float *x,
+                  float *out) {
+#if defined(__x86_64__) && defined(__clang__)
+    struct ns_taps t;
+    ns_tap_table(H, W, W, KH, KW, PH, PW, 1, &t);
+    switch (M) {
+    case 1: pconv_few_1(C, H, W, H * W, &t, ap, x, out); break;
+    case 2: pconv_few_2(C, H, W, H * W, &t, ap, x, out); break;
+    case 3: pconv_few_3(C, H, W, H * W, &t, ap, x, out); break;
+    case 4: pconv_few_4(C, H, W, H * W, &t, ap, x, out); break;
+    default: break;
+    }
+#else
+    (void)M, (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)ap, (void)x, (void)out;
 #endif
 }

@@ -13,7 +13,9 @@ struct BenchConv: ParsableCommand {
         the FLOP-weighted total, and in the same run the GFLOP/s of a plain cblas_sgemm \
         (M=N=K=--gemm-size) as the yardstick. FLOPs are the direct convolution's, a multiply-add \
         counting 2, whatever the algorithm: Winograd's layers do fewer, so their rate can exceed \
-        sgemm's. The backward pass counts twice the forward (weight and input gradients). Each \
+        sgemm's. The backward pass counts twice the forward (weight and input gradients); its time is \
+        the convolution's backward rule, the upstream gradient handed over without a copy; "dW ms" \
+        times it again without the input gradient (a first layer's case), not counted in the total. Each \
         figure is the best of --iterations timed runs after one warm-up run. Build with -c release.
         """
     )
@@ -33,6 +35,10 @@ struct BenchConv: ParsableCommand {
     @Option(name: .long, help: winogradHelp)
     var winograd = Conv2DTuning.Winograd.auto
 
+    @Option(name: .long, parsing: .upToNextOption,
+            help: "Layers to time, numbered 1-8 as in the table (e.g. --layers 1 7); default: all eight.")
+    var layers: [Int] = []
+
     @Flag(name: .long, help: "Print one JSON object instead of the table.")
     var json = false
 
@@ -41,6 +47,9 @@ struct BenchConv: ParsableCommand {
         guard iterations >= 1 else { throw ValidationError("--iterations must be >= 1, got \(iterations)") }
         if let columnBudget, columnBudget < 1 { throw ValidationError("--column-budget must be >= 1, got \(columnBudget)") }
         guard gemmSize >= 64 else { throw ValidationError("--gemm-size must be >= 64, got \(gemmSize)") }
+        for l in layers where !(1...Self.layers.count).contains(l) {
+            throw ValidationError("--layers takes layer numbers 1-\(Self.layers.count), got \(l)")
+        }
     }
 
     /// VGG-11's convolutions on 32x32 input: (in, out, spatial size).
@@ -54,6 +63,8 @@ struct BenchConv: ParsableCommand {
         let algorithm: String
         let forwardMs: Double
         let backwardMs: Double
+        /// The backward pass with the weight's and the bias's gradients only (no input gradient).
+        let weightGradientMs: Double
         let gflop: Double
         let gflops: Double
     }
@@ -73,20 +84,34 @@ struct BenchConv: ParsableCommand {
         var rng = RandomGenerator(seed: 0)
         var results: [LayerResult] = []
         var totalFlop = 0.0, totalSeconds = 0.0
-        for (i, l) in Self.layers.enumerated() {
+        for (i, l) in Self.layers.enumerated() where layers.isEmpty || layers.contains(i + 1) {
             let x = Tensor.randn([batchSize, l.cin, l.size, l.size], using: &rng, requiresGrad: true)
             let w = Tensor.randn([l.cout, l.cin, 3, 3], std: 0.05, using: &rng, requiresGrad: true)
             let b = Tensor.zeros([l.cout], requiresGrad: true)
             let seed = Tensor.randn([batchSize, l.cout, l.size, l.size], using: &rng)
-            var bestF = Double.infinity, bestB = Double.infinity
+            var bestF = Double.infinity, bestB = Double.infinity, bestW = Double.infinity
             for it in 0...iterations {
-                x.grad = nil; w.grad = nil; b.grad = nil
-                let t0 = monotonicSeconds()
-                let y = conv2d(x, weight: w, bias: b, stride: (1, 1), padding: (1, 1))
-                let t1 = monotonicSeconds()
-                y.backward(seed: seed)
-                let t2 = monotonicSeconds()
-                if it > 0 { bestF = min(bestF, t1 - t0); bestB = min(bestB, t2 - t1) }
+                // Both gradients, then the weight's (and bias's) alone, as for a first layer.
+                for inputGradient in [true, false] {
+                    x.requiresGrad = inputGradient
+                    x.grad = nil; w.grad = nil; b.grad = nil
+                    // The upstream gradient is handed to the tape, not copied (as PyTorch's
+                    // `y.backward(dy)`): the timed backward is the convolution's rule alone.
+                    let dy = Tensor(uninitialized: seed.shape)
+                    dy.copy(from: seed)
+                    let t0 = monotonicSeconds()
+                    let y = conv2d(x, weight: w, bias: b, stride: (1, 1), padding: (1, 1))
+                    let t1 = monotonicSeconds()
+                    y.backward(takingSeed: dy)
+                    let t2 = monotonicSeconds()
+                    guard it > 0 else { continue }
+                    if inputGradient {
+                        bestF = min(bestF, t1 - t0)
+                        bestB = min(bestB, t2 - t1)
+                    } else {
+                        bestW = min(bestW, t2 - t1)
+                    }
+                }
             }
             // Forward, plus the weight and input gradients at the forward's cost each.
             let geometry = try Conv2DGeometry.validate(input: x.shape, weight: w.shape, bias: b.shape,
@@ -96,6 +121,7 @@ struct BenchConv: ParsableCommand {
             totalSeconds += bestF + bestB
             results.append(LayerResult(layer: "conv\(i + 1) \(l.cin)->\(l.cout) @\(l.size)x\(l.size)",
                                        algorithm: geometry.algorithm.description, forwardMs: bestF * 1e3, backwardMs: bestB * 1e3,
+                                       weightGradientMs: bestW * 1e3,
                                        gflop: flop / 1e9, gflops: flop / (bestF + bestB) / 1e9))
         }
         let sgemm = sgemmGFLOPs(size: gemmSize, iterations: iterations)
@@ -109,10 +135,11 @@ struct BenchConv: ParsableCommand {
             return
         }
         print("VGG-11 convolutions, batch \(batchSize), \(Parallel.workers) threads, best of \(iterations)")
-        print(pad("layer", 26) + pad("algorithm", 17) + pad("fwd ms", 10) + pad("bwd ms", 10) + pad("GFLOP", 9) + "GFLOP/s")
+        print(pad("layer", 26) + pad("algorithm", 17) + pad("fwd ms", 10) + pad("bwd ms", 10) + pad("(dW ms)", 10)
+              + pad("GFLOP", 9) + "GFLOP/s")
         for r in results {
             print(pad(r.layer, 26) + pad(r.algorithm, 17) + pad(fmt(r.forwardMs), 10) + pad(fmt(r.backwardMs), 10)
-                  + pad(fmt(r.gflop), 9) + fmt(r.gflops))
+                  + pad(fmt(r.weightGradientMs), 10) + pad(fmt(r.gflop), 9) + fmt(r.gflops))
         }
         print("total (FLOP-weighted): \(fmt(total)) GFLOP/s")
         print("plain sgemm \(gemmSize)^3: \(fmt(sgemm)) GFLOP/s (OpenBLAS \(BLAS.core) kernels)")

@@ -41,6 +41,7 @@ final class FrozenConv2DTests: XCTestCase {
         XCTAssertEqual(try geometry([3, 5, 12, 12], [30, 5, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .packedGEMM)
         XCTAssertEqual(try geometry([2, 40, 4, 4], [26, 40, 1, 1], 1, 0, 1).algorithm(frozenWeights: true), .packedGEMM)
         XCTAssertEqual(try geometry([3, 5, 12, 12], [30, 5, 3, 3], 1, 1, 1).algorithm(frozenWeights: false), .im2col)
+        XCTAssertEqual(try geometry([64, 3, 12, 12], [30, 3, 3, 3], 1, 1, 1).algorithm(frozenWeights: false), .shallow)
         XCTAssertEqual(try geometry([1, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .packedGEMM)
         XCTAssertEqual(try geometry([2, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .packedGEMM)
         let savedWeights = Conv2DTuning.narrowBatchWeights

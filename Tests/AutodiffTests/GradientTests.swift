@@ -139,23 +139,38 @@ final class GradientTests: XCTestCase {
     }
 
     /// Shallow convolutions (a first layer: products at most `packedMaxDepth` deep) run forward on
-    /// the packed tiles and their weight gradient as dot products, summed over several images per
-    /// piece: both against the sgemm path, on planes large enough for one image per block.
+    /// the packed tiles, their weight and bias gradients as lane sums along the pixels of several
+    /// images per piece, and a fresh input gradient of at most 4 channels as the convolution of
+    /// the output gradient with the flipped kernels: all against the sgemm path. Planes large
+    /// enough for one image per block (17x16) and smaller ones, several per block, whose pixel
+    /// counts leave a tail of lanes (15x13); 1 to 4 input channels (4 in a 1x1 convolution); a 5x5
+    /// kernel.
     func testShallowConvolutionMatchesTheSgemmPath() {
-        let x = Tensor.randn([7, 3, 17, 16], using: &rng), w = Tensor.randn([5, 3, 3, 3], using: &rng)
-        let b = Tensor.randn([5], using: &rng), seed = Tensor.randn([7, 5, 17, 16], using: &rng)
+        let cases: [(x: [Int], w: [Int], pad: Int)] = [
+            ([7, 3, 17, 16], [5, 3, 3, 3], 1), ([5, 1, 15, 13], [6, 1, 3, 3], 1),
+            ([3, 2, 16, 17], [9, 2, 3, 3], 1), ([3, 1, 17, 16], [4, 1, 5, 5], 2), ([2, 4, 16, 17], [6, 4, 1, 1], 0),
+        ]
         let saved = Conv2DTuning.packedMaxDepth
-        defer { Conv2DTuning.packedMaxDepth = saved }
-        var results: [[[Float]]] = []
-        for depth in [saved, 0] {
-            Conv2DTuning.packedMaxDepth = depth
-            for t in [x, w, b] { t.requiresGrad = true; t.grad = nil }
-            let y = conv2d(x, weight: w, bias: b, padding: (1, 1))
-            y.backward(seed: seed)
-            results.append([y.values, x.grad!.values, w.grad!.values])
-        }
-        for (k, what) in ["output", "input gradient", "weight gradient"].enumerated() {
-            assertClose(results[0][k], results[1][k], rtol: 1e-5, atol: 1e-4, "shallow convolution: \(what)")
+        defer { Conv2DTuning.packedMaxDepth = saved; Conv2DTuning.portableKernels = false }
+        for c in cases {
+            let x = Tensor.randn(c.x, using: &rng), w = Tensor.randn(c.w, using: &rng)
+            let b = Tensor.randn([c.w[0]], using: &rng), seed = Tensor.randn([c.x[0], c.w[0], c.x[2], c.x[3]], using: &rng)
+            // The in-place kernels (AVX-512), the patch-matrix lane sums (any machine), sgemm.
+            var results: [[[Float]]] = []
+            for (depth, portable) in [(saved, false), (saved, true), (0, false)] {
+                Conv2DTuning.packedMaxDepth = depth
+                Conv2DTuning.portableKernels = portable
+                for t in [x, w, b] { t.requiresGrad = true; t.grad = nil }
+                let y = conv2d(x, weight: w, bias: b, padding: (c.pad, c.pad))
+                y.backward(seed: seed)
+                results.append([y.values, x.grad!.values, w.grad!.values, b.grad!.values])
+            }
+            for path in 0..<2 {
+                for (k, what) in ["output", "input gradient", "weight gradient", "bias gradient"].enumerated() {
+                    assertClose(results[path][k], results[2][k], rtol: 1e-5, atol: 1e-4,
+                                "shallow convolution \(c.x) * \(c.w), \(path == 0 ? "in place" : "portable"): \(what)")
+                }
+            }
         }
     }
 

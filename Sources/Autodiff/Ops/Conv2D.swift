@@ -162,7 +162,7 @@ public enum Conv2DTuning {
     nonisolated(unsafe) public static var streamingBytes = 8 << 20
     /// Training convolutions whose products are at most this deep (input channels times kernel
     /// taps) run forward on the packed-weight tiles (`PackedGEMMConv`) instead of sgemm, and
-    /// their weight gradient as dot products along the pixels (`ns_gemm_small_n`).
+    /// their weight gradient as dot products along the pixels (`ns_gemm_nt_lanes`).
     nonisolated(unsafe) public static var packedMaxDepth = 32
     /// Channels the depthwise kernels process together (one output channel per input channel).
     public static let depthwiseLanes = Int(NS_DEPTHWISE_LANES)
@@ -209,6 +209,11 @@ public enum Conv2DAlgorithm: Equatable, Sendable, CustomStringConvertible {
     case packedGEMM
     /// Winograd's F(tile x tile, 3 x 3) (`WinogradConv`).
     case winograd(tile: Int)
+    /// A training convolution at most `Conv2DTuning.packedMaxDepth` deep (a first layer): forward
+    /// on the packed tiles (with at least an image per piece), the weight gradient as lane sums along the pixels (both reading the
+    /// image in place where they can), and a fresh input gradient of a few channels as a
+    /// convolution with the flipped kernels.
+    case shallow
 
     public var description: String {
         switch self {
@@ -216,6 +221,7 @@ public enum Conv2DAlgorithm: Equatable, Sendable, CustomStringConvertible {
         case .im2col: return "im2col"
         case .packedGEMM: return "im2col, packed weights"
         case let .winograd(tile): return "winograd F(\(tile),3)"
+        case .shallow: return "shallow"
         }
     }
 }
@@ -231,6 +237,7 @@ extension Conv2DGeometry {
         if run.isDepthwise { return .depthwise }
         if let winograd = WinogradConv(run, frozenWeights: frozenWeights) { return .winograd(tile: winograd.tile) }
         if frozenWeights, PackedGEMMConv.takes(run) { return .packedGEMM }
+        if !frozenWeights, run.colRows <= Conv2DTuning.packedMaxDepth { return .shallow }
         return .im2col
     }
 }
@@ -346,27 +353,31 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
             // A restricted kernel's gradient goes through a buffer of its own into the full one's.
             let dKernels = weight.requiresGrad ? (window == nil ? weight.gradBuffer() : Tensor.zeros(kernels.shape)) : nil
             let dw = dKernels?.data
+            let db = bias?.requiresGrad == true ? bias?.gradBuffer().data : nil
             if run.isDepthwise {
                 if dxFresh { dxTensor?.zero() }
                 depthwiseBackward(run, x.data, kernels.data, d.data, dx, dw)
+                if let db { addBiasGradient(geo, d.data, db) }
             } else if let winograd = WinogradConv(run) {
                 winograd.backward(x.data, kernels.data, d.data, dx, dw, overwritingDx: dxFresh)
+                if let db { addBiasGradient(geo, d.data, db) }
             } else {
-                GEMMConv(run).backward(x.data, kernels.data, d.data, dx, dw, overwritingDx: dxFresh)
+                GEMMConv(run).backward(x.data, kernels.data, d.data, dx, dw, db, overwritingDx: dxFresh)
             }
             if let window, let dw { window.addGradient(dw, into: weight.gradBuffer().data) }
-            if let bias, bias.requiresGrad {
-                let db = bias.gradBuffer().data, pd = d.data
-                let o = geo.outChannels, plane = geo.outPlane
-                Parallel.forEach(o) { ch in
-                    var s: Float = 0
-                    for n in 0..<geo.batch { s += sum(pd + (n * o + ch) * plane, plane) }
-                    db[ch] += s
-                }
-            }
         }
     }
     return out
+}
+
+/// `db[o] += ` the sum of `d` [N, O, outH, outW] over its images and pixels: a bias's gradient.
+func addBiasGradient(_ g: Conv2DGeometry, _ d: UnsafePointer<Float>, _ db: UnsafeMutablePointer<Float>) {
+    let o = g.outChannels, plane = g.outPlane
+    Parallel.forEach(o) { ch in
+        var s: Float = 0
+        for n in 0..<g.batch { s += sum(d + (n * o + ch) * plane, plane) }
+        db[ch] += s
+    }
 }
 
 /// `dst[i] = act(src[i] + v)` for `i` in `0..<count` (`src` may be `dst`): a convolution's output
@@ -572,26 +583,55 @@ struct GEMMConv {
     /// with col2im (or, pointwise with one image, `dX += W^T . dOut` in place). The partial weight
     /// gradients are added to `dw` in piece order at the end. With `overwritingDx`, `dx` holds
     /// no values yet: the in-place GEMMs write it, and otherwise it is zeroed before col2im adds.
+    /// `db` (the bias's gradient) gets the sums of `dOut` added.
+    ///
+    /// Shallow convolutions (at most `packedMaxDepth` patch rows: a first layer) take their weight
+    /// gradient as dot products along the pixels at full vector width (`ns_gemm_nt_lanes`), where
+    /// sgemm's blocking leaves a 27-wide product at a third of its speed: 16 lanes per element
+    /// summed over all the images of a piece, with a row of ones under the patch rows for the
+    /// bias's sums in the same pass over `dOut`.
     func backward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ dOut: UnsafePointer<Float>,
-                  _ dx: UnsafeMutablePointer<Float>?, _ dw: UnsafeMutablePointer<Float>?, overwritingDx: Bool = false) {
+                  _ dx: UnsafeMutablePointer<Float>?, _ dw: UnsafeMutablePointer<Float>?,
+                  _ db: UnsafeMutablePointer<Float>? = nil, overwritingDx: Bool = false) {
+        let shallow = dw != nil && g.colRows <= Conv2DTuning.packedMaxDepth
+        if let db, !shallow { addBiasGradient(g, dOut, db) }
         guard dx != nil || dw != nil else { return }
+        // A fresh input gradient of a few channels (a first layer's) as the "same" convolution of
+        // dOut with the flipped kernels, read in place (`ns_pconv_few`): no dCol, no col2im.
+        let flipped = dx != nil && overwritingDx ? flippedKernels(w) : nil
         let dxBeta: Float = overwritingDx && isPointwise && block == 1 ? 0 : 1
-        if let dx, overwritingDx, dxBeta == 1 { dx.update(repeating: 0, count: g.batch * g.inChannels * g.inPlane) }
-        let pieces = Parallel.gemmPieces
-        let colPer = colCount, tmpPer = tmpCount, wCount = g.outChannels * g.colRows
-        let col = Tensor(uninitialized: [pieces * colPer]), dtmp = Tensor(uninitialized: [pieces * tmpPer])
-        let partial = Tensor(uninitialized: [dw != nil ? pieces * wCount : 0])
+        if let dx, overwritingDx, dxBeta == 1, flipped == nil {
+            dx.update(repeating: 0, count: g.batch * g.inChannels * g.inPlane)
+        }
+        let pieces = Parallel.gemmPieces, lanes = Int(NS_GEMM_LANES)
         let og = g.outPerGroup, rows = g.colRows, plane = g.outPlane, direct = isPointwise
-        let shallow = dw != nil && rows <= Conv2DTuning.packedMaxDepth
-        let shallowSum = Tensor(uninitialized: [shallow ? pieces * og * rows : 0])
-        let pcol = col.data, pdtmp = dtmp.data, ppart = partial.data, pshallow = shallowSum.data
-        defer { withExtendedLifetime((col, dtmp, partial, shallowSum)) {} }  // the blocks below use them only by pointer
+        // Rows of a group's block of the patch matrix: a shallow one's bias takes a row of ones.
+        let groupRows = shallow && db != nil ? rows + 1 : rows
+        let colPer = g.groups * groupRows * block * plane, tmpPer = tmpCount, wCount = g.outChannels * rows
+        let col = Tensor(uninitialized: [pieces * colPer]), dtmp = Tensor(uninitialized: [pieces * tmpPer])
+        let partial = Tensor(uninitialized: [dw != nil && !shallow ? pieces * wCount : 0])
+        let lanePer = g.outChannels * groupRows * lanes
+        let laneSums = Tensor.zeros([shallow ? pieces * lanePer : 0])
+        // A shallow "same" stride-1 convolution's weight gradient reads the patch rows from the
+        // image in place (`ns_conv_dw_lanes`), where the masked loads exist: no im2col.
+        let ones: Int32 = groupRows > rows ? 1 : 0
+        let dwMasks: [UInt16]? = shallow && g.strideH == 1 && g.strideW == 1
+            && ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, 1) != 0
+            ? {
+                var m = [UInt16](repeating: 0, count: ns_conv_dw_masks_count(g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW, ones))
+                ns_conv_dw_masks(g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, ones, &m)
+                return m
+            }() : nil
+        // dOut gathered as [O, cols] only for the paths that read it so.
+        let gathers = (dw != nil && dwMasks == nil) || (dx != nil && flipped == nil)
+        let pcol = col.data, pdtmp = dtmp.data, ppart = partial.data, planes = laneSums.data
+        defer { withExtendedLifetime((col, dtmp, partial, laneSums)) {} }  // the blocks below use them only by pointer
         var started = [Bool](repeating: false, count: pieces)
         started.withUnsafeMutableBufferPointer { started in
             forEachBlock { k, first, nb in
                 let cols = nb * plane, kcol = pcol + k * colPer
                 let d: UnsafePointer<Float>, ldd: Int
-                if nb == 1 {
+                if nb == 1 || !gathers {
                     d = dOut + first * g.outChannels * plane
                     ldd = plane
                 } else {
@@ -602,25 +642,36 @@ struct GEMMConv {
                 let inPlace = direct && nb == 1
                 for grp in 0..<g.groups {
                     let dg = d + grp * og * ldd, wg = w + grp * og * rows
-                    let gcol = kcol + grp * rows * cols
-                    let xg = x + (first * g.inChannels + grp * g.inPerGroup) * g.inPlane
-                    if dw != nil {
-                        let b: UnsafePointer<Float> = inPlace ? xg : UnsafePointer(gcol)
-                        if !inPlace { im2col(x, group: grp, start: first, images: 0..<nb, cols: cols, into: gcol) }
-                        let c = ppart + k * wCount + grp * og * rows
+                    let gcol = kcol + grp * groupRows * cols
+                    if dw != nil, let dwMasks {
+                        for i in 0..<nb {
+                            ns_conv_dw_lanes(og, g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW,
+                                             ones, dwMasks, dOut + ((first + i) * g.outChannels + grp * og) * plane,
+                                             x + ((first + i) * g.inChannels + grp * g.inPerGroup) * g.inPlane,
+                                             planes + k * lanePer + grp * og * groupRows * lanes)
+                        }
+                    } else if dw != nil {
+                        // In place unless the row of ones must follow the patch rows.
+                        let readsX = inPlace && groupRows == rows
+                        let b: UnsafePointer<Float> = readsX ? x + (first * g.inChannels + grp * g.inPerGroup) * g.inPlane
+                                                             : UnsafePointer(gcol)
+                        if !readsX { im2col(x, group: grp, start: first, images: 0..<nb, cols: cols, into: gcol) }
                         if shallow {
-                            // Few patch rows (a first layer): dot products along the pixels, at
-                            // full vector width, where sgemm's blocking leaves a 27-wide product
-                            // at a third of its speed.
-                            let t = started[k] ? pshallow + k * og * rows : c
-                            ns_gemm_small_n(og, rows, cols, dg, ldd, b, cols, t, rows)
-                            if started[k] { for i in 0..<(og * rows) { c[i] += t[i] } }
+                            if groupRows > rows { (gcol + rows * cols).update(repeating: 1, count: cols) }
+                            ns_gemm_nt_lanes(og, groupRows, cols, dg, ldd, b, cols, planes + k * lanePer + grp * og * groupRows * lanes)
                         } else {
                             BLAS.gemm(transA: false, transB: true, m: og, n: rows, k: cols,
-                                      a: dg, lda: ldd, b: b, ldb: cols, beta: started[k] ? 1 : 0, c: c, ldc: rows)
+                                      a: dg, lda: ldd, b: b, ldb: cols, beta: started[k] ? 1 : 0,
+                                      c: ppart + k * wCount + grp * og * rows, ldc: rows)
                         }
                     }
-                    if let dx {
+                    if let dx, let flipped {
+                        for i in 0..<nb {
+                            ns_pconv_few(g.inChannels, g.outChannels, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW,
+                                         flipped.data, dOut + (first + i) * g.outChannels * plane,
+                                         dx + (first + i) * g.inChannels * g.inPlane)
+                        }
+                    } else if let dx {
                         if inPlace {
                             BLAS.gemm(transA: true, transB: false, m: rows, n: cols, k: og,
                                       a: wg, lda: rows, b: dg, ldb: ldd,
@@ -635,7 +686,16 @@ struct GEMMConv {
                 }
                 started[k] = true
             }
-            if let dw {
+            if shallow, let dw {
+                // Each element's lanes, piece by piece in order.
+                for k in 0..<pieces where started[k] {
+                    for o in 0..<g.outChannels {
+                        let s = planes + k * lanePer + o * groupRows * lanes
+                        ns_lanes_add(rows, s, dw + o * rows)
+                        if let db { ns_lanes_add(1, s + rows * lanes, db + o) }
+                    }
+                }
+            } else if let dw {
                 Parallel.forRange(wCount, grain: 4096) { r in
                     for k in 0..<pieces where started[k] {
                         let p = ppart + k * wCount
@@ -644,6 +704,23 @@ struct GEMMConv {
                 }
             }
         }
+    }
+
+    /// The kernels for `ns_pconv_few`'s input gradient, where it applies (a shallow convolution
+    /// of one group, at most `NS_PCONV_FEW_ROWS` input channels, stride 1, output the input's size): for input channel
+    /// c, output channel o and tap t, `[(o taps + t) C + c] = w[o][c][taps - 1 - t]`.
+    private func flippedKernels(_ w: UnsafePointer<Float>) -> Tensor? {
+        guard g.groups == 1, g.strideH == 1, g.strideW == 1, g.colRows <= Conv2DTuning.packedMaxDepth,
+              ns_pconv_few_available(g.inChannels, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW) != 0
+        else { return nil }
+        let taps = g.kernelH * g.kernelW, c = g.inChannels
+        let f = Tensor(uninitialized: [g.outChannels * taps * c])
+        for o in 0..<g.outChannels {
+            for ch in 0..<c {
+                for t in 0..<taps { f.data[(o * taps + t) * c + ch] = w[(o * c + ch) * taps + taps - 1 - t] }
+            }
+        }
+        return f
     }
 
     /// Writes columns of images `images` (relative to `start`) of one group's [colRows, cols]

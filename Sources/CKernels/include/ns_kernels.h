@@ -201,6 +201,27 @@ int ns_pconv_available(long H, long W, long KH, long KW, long PH, long PW, long 
 void ns_pconv(long M, long C, long H, long W, long KH, long KW, long PH, long PW, long stride, const float *ap,
               const float *x, float *out, const float *bias, const float *addend, float lo, float hi, long p0, long p1,
               int streaming);
+/// `ns_pconv` at stride 1 for at most NS_PCONV_FEW_ROWS output channels (M), without bias or
+/// activation: out [M, H, W] = ap . patches(x), x [C, H, W], ap [C KH KW][M] (k-major: the M
+/// weights of patch row k at ap[k M], as `ns_pgemm_pack` would pack panels of exactly M rows).
+/// A panel of exactly M rows against 96 or 128 pixels at a time: the input gradient of a
+/// first layer (3 input channels), the convolution of its output gradient with the flipped
+/// kernels. Each element sums its C KH KW products in order. Only where
+/// `ns_pconv_few_available` says so (AVX-512, such a geometry).
+enum { NS_PCONV_FEW_ROWS = 4 };
+int ns_pconv_few_available(long M, long H, long W, long KH, long KW, long PH, long PW);
+void ns_pconv_few(long M, long C, long H, long W, long KH, long KW, long PH, long PW, const float *ap, const float *x,
+                  float *out);
+/// `ns_gemm_nt_lanes` for a shallow convolution's weight gradient without its patch matrix: for
+/// one image, lanes[(m N + n) 16 + l] += the products of dy [M, H W] and the patch rows n of x
+/// [C, H, W] (n = c KH KW + tap, read in place under their masks; with `ones`, a last row of
+/// ones for the bias's sums, N = C KH KW + 1). Stride 1, output the input's size, where
+/// `ns_pconv_available` says so (C KH KW at most 128). `masks` (`ns_conv_dw_masks_count`
+/// entries) from `ns_conv_dw_masks`, once per geometry.
+long ns_conv_dw_masks_count(long C, long H, long W, long KH, long KW, int ones);
+void ns_conv_dw_masks(long C, long H, long W, long KH, long KW, long PH, long PW, int ones, unsigned short *masks);
+void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH, long PW, int ones,
+                      const unsigned short *masks, const float *dy, const float *x, float *lanes);
 /// Channels [c0, c1) of x [C, H, W] (H, W even) split into the four phases of each plane:
 /// phases[c][2 a + b][y][x] = x[c][2 y + a][2 x + b].
 void ns_pconv_phases(const float *x, long H, long W, long c0, long c1, float *phases);
@@ -245,5 +266,15 @@ void ns_set_portable_kernels(int on);
 /// where sgemm's blocking does not. Each element sums 16 lanes of products in
 /// k order, then the lanes, then the remaining k.
 void ns_gemm_small_n(long M, long N, long K, const float *A, long lda, const float *BT, long ldb, float *C, long ldc);
+
+/// Partial sums of A . B^T (A [M, K], B [N, K], both row-major) kept in 16 lanes per element and
+/// accumulated across calls: lanes[(m N + n) 16 + l] += sum over k = l (mod 16) of A[m][k] B[n][k],
+/// the last K % 16 products in the first lanes. For the weight gradient of a shallow
+/// convolution (N up to about 32 patch rows, K an image's pixels), summed over the images of a
+/// piece without reducing the lanes per image. `ns_lanes_add` then adds
+/// each element's 16 lanes, in order, to out[i] for i < count.
+enum { NS_GEMM_LANES = 16 };
+void ns_gemm_nt_lanes(long M, long N, long K, const float *A, long lda, const float *B, long ldb, float *lanes);
+void ns_lanes_add(long count, const float *lanes, float *out);
 
 #endif
