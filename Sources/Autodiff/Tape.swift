@@ -20,6 +20,10 @@ public enum OpKind: Equatable, Sendable {
     case channelScale
     /// Operands (x).
     case relu, relu6
+    /// `act(a + b)`, times `scale[c]` when `scaled`; operands (a, b, scale?). Recorded by training
+    /// steps only: while a `Trace` is active `residualSum` runs as `add`, the activation and
+    /// `channelScale`.
+    case residualSum(activation: Activation, scaled: Bool)
     /// The same elements under the output's shape; operands (x).
     case reshape
     /// Operands (x, weight, bias?).
@@ -48,6 +52,7 @@ public enum OpKind: Equatable, Sendable {
         case .channelScale: return "channel_scale"
         case .relu: return "relu"
         case .relu6: return "relu6"
+        case .residualSum: return "residual_sum"
         case .reshape: return "reshape"
         case .conv2d: return "conv2d"
         case .batchNorm: return "batchnorm2d"

@@ -76,8 +76,9 @@ public struct ChannelWiring {
                 out = group(ids[0])
             case .selectChannels:
                 out = nil
-            case .mul, .matmul, .crossEntropy:
-                preconditionFailure("ChannelWiring: a net's forward pass has no \(op.kind.name)")
+            case .mul, .matmul, .crossEntropy, .residualSum:
+                // (A traced `residualSum` runs as its add, activation and channel scale.)
+                preconditionFailure("ChannelWiring: a net's traced forward pass has no \(op.kind.name)")
             }
             if let out { groups[ObjectIdentifier(op.output)] = out }
             if let module { modules[ObjectIdentifier(op.output)] = module }

@@ -137,8 +137,9 @@ extension InferenceGraph {
                 append(.linear(weight: weight, bias: name(ids[2])), [value(ids[0])], module)
             case let .selectChannels(channels):
                 append(.select(channels), [value(ids[0])], parent(module) + ".shortcut")
-            case .mul, .avgPool, .matmul, .crossEntropy:
-                preconditionFailure("InferenceGraph: the nets' inference graphs have no \(op.kind.name)")
+            case .mul, .avgPool, .matmul, .crossEntropy, .residualSum:
+                // (A traced `residualSum` runs as its add, activation and channel scale.)
+                preconditionFailure("InferenceGraph: the nets' traced graphs have no \(op.kind.name)")
             }
             values[ObjectIdentifier(op.output)] = nodes.count
         }

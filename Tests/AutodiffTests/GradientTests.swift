@@ -27,6 +27,55 @@ final class GradientTests: XCTestCase {
         checkGradients("channelScale", inputs: [x, g]) { channelScale(x, g) }
     }
 
+    /// The fused residual sum (add, activation, per-channel gate) against central differences on
+    /// planes of 1, 4 and 20 pixels (its three loops), every activation, with and without a
+    /// scale; and against the three separate ops: the same output bits, the same gradients.
+    func testResidualSum() {
+        for shape in [[3, 5, 1, 1], [2, 3, 2, 2], [2, 3, 4, 5]] {
+            // a + b at least 0.1 from the ReLU's kink, farther than the differences' step.
+            let b = Tensor.randn(shape, using: &rng)
+            let z = Tensor.randn(shape, using: &rng).values.map { $0 + ($0 < 0 ? -0.1 : 0.1) }
+            let a = Tensor(shape: shape, values: zip(z, b.values).map { $0 - $1 })
+            // Gates as the search has them (1, 0 for a pruned channel) and others.
+            let s = Tensor(shape: [shape[1]], values: (0..<shape[1]).map { [1, 0, 0.5, -0.7, 2][$0 % 5] })
+            for act in Activation.allCases {
+                checkGradients("residualSum \(act) \(shape)", inputs: [a, b]) { residualSum(a, b, activation: act) }
+                checkGradients("residualSum \(act) scaled \(shape)", inputs: [a, b, s]) {
+                    residualSum(a, b, activation: act, scale: s)
+                }
+                var results: [[[Float]]] = []
+                for fused in [true, false] {
+                    for t in [a, b, s] { t.requiresGrad = true; t.grad = nil }
+                    let y: Tensor
+                    if fused {
+                        y = residualSum(a, b, activation: act, scale: s)
+                    } else {
+                        let z = add(a, b)
+                        y = channelScale(act == .identity ? z : act == .relu ? relu(z) : relu6(z), s)
+                    }
+                    y.backward(seed: Tensor.filled(shape, with: 0.3))
+                    results.append([y.values, a.grad!.values, b.grad!.values, s.grad!.values])
+                }
+                XCTAssertEqual(results[0][0], results[1][0], "residualSum \(act) \(shape): output bits")
+                for (k, what) in ["a", "b", "scale"].enumerated() {
+                    assertClose(results[0][k + 1], results[1][k + 1], rtol: 1e-5, atol: 1e-5, "residualSum \(act) \(shape): \(what)'s gradient")
+                }
+            }
+        }
+        // An input added to itself takes the gradient twice.
+        let x = Tensor.randn([2, 3, 2, 2], using: &rng)
+        checkGradients("residualSum x + x", inputs: [x]) { residualSum(x, x, activation: .relu) }
+    }
+
+    /// While a trace is active the residual sum runs as the ops an exported graph knows.
+    func testResidualSumTracesAsItsOps() {
+        let a = Tensor.randn([2, 3, 2, 2], using: &rng), b = Tensor.randn([2, 3, 2, 2], using: &rng)
+        let s = Tensor.filled([3], with: 1)
+        let (y, trace) = Tape.withoutGradients { Trace.record { residualSum(a, b, activation: .relu6, scale: s) } }
+        XCTAssertEqual(trace.ops.map(\.kind), [.add, .relu6, .channelScale])
+        XCTAssertEqual(y.values, Tape.withoutGradients { residualSum(a, b, activation: .relu6, scale: s) }.values)
+    }
+
     func testSelectChannels() {
         let x = Tensor.randn([2, 5, 3, 4], using: &rng)
         checkGradients("select channels", inputs: [x]) { selectChannels(x, [4, -1, 0, 0, 2, -1]) }

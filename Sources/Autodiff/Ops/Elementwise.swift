@@ -247,6 +247,149 @@ private func activate(_ x: Tensor, _ act: Activation, op: OpKind) -> Tensor {
     return out
 }
 
+/// `act(a + b)` times `scale[c]` per channel when a scale is given: a residual sum with its
+/// activation and the search's gate on it (ResNet-50's block output), in one pass each way
+/// where separately they take three. Exactly the values of `channelScale(act(add(a, b)), scale)`;
+/// while a `Trace` is active it runs as those ops, so traces (exported graphs, channel wiring)
+/// see the ops they know. `a` and `b` have one shape [N, C, ...]; `scale` is [C].
+public func residualSum(_ a: Tensor, _ b: Tensor, activation act: Activation, scale: Tensor? = nil) -> Tensor {
+    if Trace.active != nil {
+        let z = add(a, b)
+        let y = act == .identity ? z : activate(z, act, op: act == .relu ? .relu : .relu6)
+        return scale.map { channelScale(y, $0) } ?? y
+    }
+    validated {
+        try require(a.shape == b.shape, "add", "shapes \(a.shape) and \(b.shape) differ")
+        if let scale {
+            try require(scale.shape.count == 1 && a.shape.count >= 2 && a.shape[1] == scale.shape[0], "channel_scale",
+                        "scale \(scale.shape) must be a [C] vector matching channel dim 1 of input \(a.shape)")
+        }
+    }
+    let recording = Tape.needsRecord(a, b, scale)
+    let out = Tensor(uninitialized: a.shape)
+    // Scaled, the activation's output is kept for backward (unscaled, it is the output).
+    let y = scale != nil && recording ? Tensor(uninitialized: a.shape) : out
+    let n = a.shape.first ?? 1, channels = scale?.count ?? 1, inner = a.count / max(n * channels, 1)
+    act.dispatch(ResidualPass(a: a.data, b: b.data, y: y.data, scale: scale?.data, out: out.data,
+                              batch: n, channels: channels, inner: inner))
+    let kind = OpKind.residualSum(activation: act, scaled: scale != nil)
+    Trace.note(kind, Operands(a, b, scale), out)
+    guard recording else { return out }
+    Tape.record(kind, Operands(a, b, scale), out) { d in
+        // dz = act'(y) * d * scale, into a's gradient when it has none yet.
+        let aFresh = a.requiresGrad && a.grad == nil
+        let dz = aFresh ? a.gradDestination().grad : Tensor(uninitialized: a.shape)
+        let planeSums = Tensor(uninitialized: [scale?.requiresGrad == true ? n * channels : 0])
+        act.dispatch(ResidualGradientPass(y: y.data, scale: scale?.data, d: d.data, dz: dz.data,
+                                          planeSums: planeSums.count > 0 ? planeSums.data : nil,
+                                          batch: n, channels: channels, inner: inner))
+        if let scale, planeSums.count > 0 {
+            // Per channel in image order, the channels side by side.
+            let ds = scale.gradBuffer().data, sums = planeSums.data
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: channels) { t in
+                let t = t.baseAddress!
+                t.initialize(repeating: 0, count: channels)
+                for img in 0..<n {
+                    let row = sums + img * channels
+                    for c in 0..<channels { t[c] += row[c] }
+                }
+                for c in 0..<channels { ds[c] += t[c] }
+            }
+        }
+        if a.requiresGrad, !aFresh { accumulate(a.grad!.data, dz.data, dz.count) }
+        guard b.requiresGrad else { return }
+        if !a.requiresGrad && b.adoptGrad(dz) { return }
+        let (db, fresh) = b.gradDestination()
+        if fresh { db.copy(from: dz) } else { accumulate(db.data, dz.data, dz.count) }
+    }
+    return out
+}
+
+/// `residualSum` forward: y = act(a + b), out = y * scale[c] (`y` may be `out` when unscaled).
+private struct ResidualPass: ActivationKernel {
+    let a: UnsafePointer<Float>, b: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>
+    let scale: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>
+    let batch: Int, channels: Int, inner: Int
+
+    func run<A: ActivationRule>(_ rule: A.Type) {
+        let a = self.a, b = self.b, y = self.y, out = self.out, inner = self.inner, channels = self.channels
+        guard let scale else {
+            Parallel.forRange(batch * channels * inner, grain: elementwiseGrain) { r in
+                for i in r { out[i] = A.apply(a[i] + b[i]) }
+            }
+            return
+        }
+        let keep = y != out
+        Parallel.forRange(batch, grain: max(1, elementwiseGrain / max(channels * inner, 1))) { images in
+            for img in images {
+                let base = img * channels * inner
+                let pa = a + base, pb = b + base, py = y + base, po = out + base
+                if inner == 1 {
+                    // 1x1 maps: along the channels, a vector of scales at a time.
+                    for c in 0..<channels {
+                        let t = A.apply(pa[c] + pb[c])
+                        if keep { py[c] = t }
+                        po[c] = t * scale[c]
+                    }
+                    continue
+                }
+                for c in 0..<channels {
+                    let v = scale[c], p = c * inner
+                    for i in p..<(p + inner) {
+                        let t = A.apply(pa[i] + pb[i])
+                        if keep { py[i] = t }
+                        po[i] = t * v
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `residualSum` backward: dz = act'(y) * d * scale[c]; with `planeSums` (one per image and
+/// channel) also the sum of d * y over each plane, which the caller adds up per channel in image
+/// order (so the split over threads does not change it).
+private struct ResidualGradientPass: ActivationKernel {
+    let y: UnsafePointer<Float>, scale: UnsafePointer<Float>?, d: UnsafePointer<Float>
+    let dz: UnsafeMutablePointer<Float>, planeSums: UnsafeMutablePointer<Float>?
+    let batch: Int, channels: Int, inner: Int
+
+    func run<A: ActivationRule>(_ rule: A.Type) {
+        let y = self.y, d = self.d, dz = self.dz, inner = self.inner, channels = self.channels
+        guard let scale else {
+            Parallel.forRange(batch * channels * inner, grain: elementwiseGrain) { r in
+                for i in r { dz[i] = A.gradient(y[i], d[i]) }
+            }
+            return
+        }
+        let planeSums = self.planeSums
+        Parallel.forRange(batch, grain: max(1, elementwiseGrain / max(channels * inner, 1))) { images in
+            for img in images {
+                let base = img * channels * inner
+                let py = y + base, pd = d + base, pz = dz + base, sums = planeSums.map { $0 + img * channels }
+                if inner == 1 {
+                    // 1x1 maps: along the channels.
+                    for c in 0..<channels { pz[c] = A.gradient(py[c], pd[c] * scale[c]) }
+                    if let sums { for c in 0..<channels { sums[c] = pd[c] * py[c] } }
+                    continue
+                }
+                for c in 0..<channels {
+                    let v = scale[c], p = c * inner
+                    for i in p..<(p + inner) { pz[i] = A.gradient(py[i], pd[i] * v) }
+                    guard let sums else { continue }
+                    if inner >= 16 {
+                        sums[c] = dot(pd + p, py + p, inner)
+                    } else {
+                        var t: Float = 0
+                        for i in p..<(p + inner) { t += pd[i] * py[i] }
+                        sums[c] = t
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `act(a + b)` for tensors of one shape in one pass, for inference (an engine's residual sum
 /// and the ReLU after it): records nothing for backward.
 public func addActivating(_ a: Tensor, _ b: Tensor, _ act: Activation) -> Tensor {

@@ -52,7 +52,7 @@ public final class ResNet50: Network {
             o = bn2(conv2(o), training: training, scale: scale2, activation: .relu)
             o = bn3(conv3(o), training: training)
             let s = down.map { conv, bn in bn(conv(x), training: training) } ?? selection.map { selectChannels(x, $0) } ?? x
-            return scaled(relu(add(o, s)), outputScale, .identity)
+            return residualSum(o, s, activation: .relu, scale: outputScale)
         }
 
 
