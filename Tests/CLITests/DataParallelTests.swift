@@ -145,6 +145,34 @@ final class DataParallelTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/c/descent.json"))
     }
 
+    /// A search with 2 processes prunes the channels one process prunes, while rounding leaves
+    /// the Taylor ranks apart: the same gates after 4 pruning steps (stopped after 9 batches), weights
+    /// within 1e-4. (Scores summed from each process's own gate gradients instead of the summed
+    /// ones would pick other channels from the first step.) Later the runs part: the weights
+    /// differ in the 6th digit by then, enough to swap two channels whose scores are that close,
+    /// and every later step depends on the swap; each process count reproduces its own search.
+    func testSearchPrunesAsOneProcessWhileRanksAreApart() throws {
+        let search = ["descend", "--model", "vgg11", "--dataset", "fashion-mnist", "--data-dir", data, "--iterations", "1",
+                      "--warmup", "0", "--prune-every", "2", "--prune-count", "8", "--batch-size", "12", "--base-ratio", "0.125"]
+        // 8 batches an epoch: stopped before the 10th.
+        let stop = ["NEURALSCALE_STOP_AT": "0:1:1"]
+        let one = try CLI.run(search + ["--out", root + "/one"], environment: stop)
+        XCTAssertTrue(one.errors.contains("interrupted at epoch 2, step 1"), one.text + one.errors)
+        let two = try mpirun(2, search + ["--out", root + "/two"], environment: stop)
+        XCTAssertTrue(two.errors.contains("interrupted at epoch 2, step 1"), two.text + two.errors)
+        let a = try Checkpoint.load(root + "/one/state.h5").network.state, b = try Checkpoint.load(root + "/two/state.h5").network.state
+        XCTAssertEqual(a.map(\.name), b.map(\.name))
+        var gates = 0, pruned = 0
+        for (s, t) in zip(a, b) where s.kind == .channelScale {
+            gates += 1
+            pruned += s.tensor.values.filter { $0 == 0 }.count
+            XCTAssertEqual(s.tensor.values, t.tensor.values, "\(s.name): 2 processes pruned other channels than one")
+        }
+        XCTAssertEqual(gates, 8)
+        XCTAssertEqual(pruned, 32, "4 pruning steps of 8 channels")
+        XCTAssertLessThan(try compare(root + "/one/state.h5", root + "/two/state.h5").weights, 1e-4)
+    }
+
     /// A process killed mid-run ends the job with an error, no hang, and the last checkpoint
     /// stays valid (and resumes).
     func testKilledProcessEndsTheJob() throws {
