@@ -210,9 +210,9 @@ public enum Conv2DAlgorithm: Equatable, Sendable, CustomStringConvertible {
     /// Winograd's F(tile x tile, 3 x 3) (`WinogradConv`).
     case winograd(tile: Int)
     /// A training convolution at most `Conv2DTuning.packedMaxDepth` deep (a first layer): forward
-    /// on the packed tiles (with at least an image per piece), the weight gradient as lane sums along the pixels (both reading the
-    /// image in place where they can), and a fresh input gradient of a few channels as a
-    /// convolution with the flipped kernels.
+    /// on the packed tiles (with at least an image per piece), the weight gradient as lane sums
+    /// along the pixels (both reading the image in place where they can), and a fresh input
+    /// gradient of a few channels as a convolution with the flipped kernels.
     case shallow
 
     public var description: String {
@@ -607,14 +607,9 @@ struct GEMMConv {
         let og = g.outPerGroup, rows = g.colRows, plane = g.outPlane, direct = isPointwise
         // Rows of a group's block of the patch matrix: a shallow one's bias takes a row of ones.
         let groupRows = shallow && db != nil ? rows + 1 : rows
-        let colPer = g.groups * groupRows * block * plane, tmpPer = tmpCount, wCount = g.outChannels * rows
-        let col = Tensor(uninitialized: [pieces * colPer]), dtmp = Tensor(uninitialized: [pieces * tmpPer])
-        let partial = Tensor(uninitialized: [dw != nil && !shallow ? pieces * wCount : 0])
-        let lanePer = g.outChannels * groupRows * lanes
-        let laneSums = Tensor.zeros([shallow ? pieces * lanePer : 0])
+        let ones: Int32 = groupRows > rows ? 1 : 0
         // A shallow "same" stride-1 convolution's weight gradient reads the patch rows from the
         // image in place (`ns_conv_dw_lanes`), where the masked loads exist: no im2col.
-        let ones: Int32 = groupRows > rows ? 1 : 0
         let dwMasks: [UInt16]? = shallow && g.strideH == 1 && g.strideW == 1
             && ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, 1) != 0
             ? {
@@ -622,16 +617,21 @@ struct GEMMConv {
                 ns_conv_dw_masks(g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, ones, &m)
                 return m
             }() : nil
-        // dOut gathered as [O, cols] only for the paths that read it so.
-        let gathers = (dw != nil && dwMasks == nil) || (dx != nil && flipped == nil)
-        let pcol = col.data, pdtmp = dtmp.data, ppart = partial.data, planes = laneSums.data
+        // The patch matrix, and dOut gathered as [O, cols], only for the paths that use them.
+        let usesPatches = (dw != nil && dwMasks == nil) || (dx != nil && flipped == nil)
+        let colPer = usesPatches ? g.groups * groupRows * block * plane : 0, tmpPer = usesPatches ? tmpCount : 0
+        let wCount = g.outChannels * rows, lanePer = g.outChannels * groupRows * lanes
+        let col = Tensor(uninitialized: [pieces * colPer]), dtmp = Tensor(uninitialized: [pieces * tmpPer])
+        let partial = Tensor(uninitialized: [dw != nil && !shallow ? pieces * wCount : 0])
+        let laneSums = Tensor.zeros([shallow ? pieces * lanePer : 0])
+        let pcol = col.data, pdtmp = dtmp.data, ppart = partial.data, psums = laneSums.data
         defer { withExtendedLifetime((col, dtmp, partial, laneSums)) {} }  // the blocks below use them only by pointer
         var started = [Bool](repeating: false, count: pieces)
         started.withUnsafeMutableBufferPointer { started in
             forEachBlock { k, first, nb in
                 let cols = nb * plane, kcol = pcol + k * colPer
                 let d: UnsafePointer<Float>, ldd: Int
-                if nb == 1 || !gathers {
+                if nb == 1 || !usesPatches {
                     d = dOut + first * g.outChannels * plane
                     ldd = plane
                 } else {
@@ -648,7 +648,7 @@ struct GEMMConv {
                             ns_conv_dw_lanes(og, g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW,
                                              ones, dwMasks, dOut + ((first + i) * g.outChannels + grp * og) * plane,
                                              x + ((first + i) * g.inChannels + grp * g.inPerGroup) * g.inPlane,
-                                             planes + k * lanePer + grp * og * groupRows * lanes)
+                                             psums + k * lanePer + grp * og * groupRows * lanes)
                         }
                     } else if dw != nil {
                         // In place unless the row of ones must follow the patch rows.
@@ -658,7 +658,7 @@ struct GEMMConv {
                         if !readsX { im2col(x, group: grp, start: first, images: 0..<nb, cols: cols, into: gcol) }
                         if shallow {
                             if groupRows > rows { (gcol + rows * cols).update(repeating: 1, count: cols) }
-                            ns_gemm_nt_lanes(og, groupRows, cols, dg, ldd, b, cols, planes + k * lanePer + grp * og * groupRows * lanes)
+                            ns_gemm_nt_lanes(og, groupRows, cols, dg, ldd, b, cols, psums + k * lanePer + grp * og * groupRows * lanes)
                         } else {
                             BLAS.gemm(transA: false, transB: true, m: og, n: rows, k: cols,
                                       a: dg, lda: ldd, b: b, ldb: cols, beta: started[k] ? 1 : 0,
@@ -690,7 +690,7 @@ struct GEMMConv {
                 // Each element's lanes, piece by piece in order.
                 for k in 0..<pieces where started[k] {
                     for o in 0..<g.outChannels {
-                        let s = planes + k * lanePer + o * groupRows * lanes
+                        let s = psums + k * lanePer + o * groupRows * lanes
                         ns_lanes_add(rows, s, dw + o * rows)
                         if let db { ns_lanes_add(1, s + rows * lanes, db + o) }
                     }
@@ -707,8 +707,9 @@ struct GEMMConv {
     }
 
     /// The kernels for `ns_pconv_few`'s input gradient, where it applies (a shallow convolution
-    /// of one group, at most `NS_PCONV_FEW_ROWS` input channels, stride 1, output the input's size): for input channel
-    /// c, output channel o and tap t, `[(o taps + t) C + c] = w[o][c][taps - 1 - t]`.
+    /// of one group, at most `NS_PCONV_FEW_ROWS` input channels, stride 1, output the input's
+    /// size): for input channel c, output channel o and tap t, `[(o taps + t) C + c] =
+    /// w[o][c][taps - 1 - t]`.
     private func flippedKernels(_ w: UnsafePointer<Float>) -> Tensor? {
         guard g.groups == 1, g.strideH == 1, g.strideW == 1, g.colRows <= Conv2DTuning.packedMaxDepth,
               ns_pconv_few_available(g.inChannels, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW) != 0
