@@ -497,6 +497,47 @@ void ns_maxpool2x2_backward(long first, long count, long H, long W, const float 
     }
 }
 
+/// 2x2/2 max pooling of 16 windows into o: their top rows' 32 inputs at t0 and t1 (16 each),
+/// their bottom rows' at u0 and u1. The larger of each pair as `fmaxf` picks it (the first on a
+/// tie), then 0 times the window's sum added, which turns the output NaN where an input is NaN
+/// or infinite (`fmaxf` alone would drop a NaN). Pointers, not vectors, as arguments (see simd.h).
+static inline __attribute__((always_inline)) void pool16(const float *t0, const float *t1, const float *u0,
+                                                         const float *u1, float *o) {
+    const vf tt0 = LOAD(t0), tt1 = LOAD(t1), uu0 = LOAD(u0), uu1 = LOAD(u1);
+    const vf a = EVENS(tt0, tt1), b = ODDS(tt0, tt1), c = EVENS(uu0, uu1), d = ODDS(uu0, uu1);
+    const vf ab = SELECT(a >= b, a, b), cd = SELECT(c >= d, c, d);
+    STORE(o, SELECT(ab >= cd, ab, cd) + 0 * (a + b + c + d));
+}
+
+static inline float pool1(float a, float b, float c, float d) {
+    const float ab = a >= b ? a : b, cd = c >= d ? c : d;
+    return (ab >= cd ? ab : cd) + 0 * (a + b + c + d);
+}
+
+NS_CLONES
+void ns_maxpool2x2_forward(long first, long count, long H, long W, const float *x, float *y) {
+    const long OH = H / 2, OW = W / 2;
+    for (long p = first; p < first + count; p++) {
+        const float *xp = x + p * H * W;
+        float *yp = y + p * OH * OW;
+        long oh = 0;
+        if (W == L)
+            // Rows of 16 (8 windows): two output rows per vector (see the backward pass).
+            for (; oh + 2 <= OH; oh += 2) {
+                const float *r = xp + 2 * oh * W;
+                pool16(r, r + 2 * W, r + W, r + 3 * W, yp + oh * OW);
+            }
+        for (; oh < OH; oh++) {
+            const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
+            float *o = yp + oh * OW;
+            long ow = 0;
+            for (; ow + L <= OW; ow += L)
+                pool16(r0 + 2 * ow, r0 + 2 * ow + L, r1 + 2 * ow, r1 + 2 * ow + L, o + ow);
+            for (; ow < OW; ow++) o[ow] = pool1(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]);
+        }
+    }
+}
+
 // MARK: read in place (AVX-512)
 
 // The plane kernel without the padded copy: every tap of 16 output pixels is one masked load

@@ -410,6 +410,35 @@ final class GradientTests: XCTestCase {
         }
     }
 
+    /// 2x2/2 pooling forward (the C kernel) window by window: rows of 16 (two output rows a
+    /// vector), wide rows (16 windows a vector, then a tail), odd sizes (the last row and column
+    /// dropped, rows of 3 windows); an infinity or a NaN makes its window NaN.
+    func testMaxPool2x2Forward() {
+        for (h, w) in [(6, 16), (4, 36), (7, 33), (5, 7)] {
+            let oh = h / 2, ow = w / 2
+            let x = Tensor.randn([2, 3, h, w], using: &rng)
+            x.data[1 * h * w + 2 * w + 3] = .infinity
+            x.data[4 * h * w + 1] = .nan
+            x.data[5 * h * w + w] = -.infinity
+            let y = maxPool2d(x, kernel: (2, 2))
+            XCTAssertEqual(y.shape, [2, 3, oh, ow])
+            for plane in 0..<6 {
+                for r in 0..<oh {
+                    for c in 0..<ow {
+                        let at = plane * h * w + 2 * r * w + 2 * c
+                        let window = [x.data[at], x.data[at + 1], x.data[at + w], x.data[at + w + 1]]
+                        let got = y.data[(plane * oh + r) * ow + c]
+                        if window.allSatisfy(\.isFinite) {
+                            XCTAssertEqual(got, window.max()!, "\(h)x\(w) plane \(plane) (\(r), \(c))")
+                        } else {
+                            XCTAssertTrue(got.isNaN, "\(h)x\(w) plane \(plane) (\(r), \(c)): \(window) gave \(got)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     func testMaxPoolPropagatesNaN() {
         let x = Tensor(shape: [1, 1, 4, 4], values: (1...16).map { Float($0) })
         x.data[5] = .nan

@@ -47,6 +47,11 @@ void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long first, lo
 /// a NaN or an infinity (a divergence made visible, as `maxPool2d` promises).
 void ns_maxpool_blocked(const ns_depthwise_geometry *g, long first, long count, const float *in, float *out);
 
+/// 2x2/2 max pooling of planes [first, first + count) of H x W into y (H/2 x W/2 each, an odd
+/// last row or column dropped): the maximum as `fmaxf` picks it, NaN where a window holds a NaN
+/// or an infinity.
+void ns_maxpool2x2_forward(long first, long count, long H, long W, const float *x, float *y);
+
 /// The gradient of 2x2/2 max pooling on planes [first, first + count) of H x W (both even), for
 /// x, its pooled y and y's gradient dy: each window's gradient goes to its first element
 /// (row-major) equal to the maximum, as PyTorch's kernel picks, or to its first element when none
