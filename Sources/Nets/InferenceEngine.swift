@@ -114,7 +114,7 @@ public final class InferenceEngine {
             observe?(0, x)
             var values = [x]
             let batch = x.shape[0]
-            for (i, node) in graph.nodes.enumerated() {
+            for i in graph.nodes.indices {
                 let y: Tensor
                 if let v = forwarded[i] {
                     y = values[v]
