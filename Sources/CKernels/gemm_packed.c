@@ -424,16 +424,9 @@ void ns_conv_dw_masks(long C, long H, long W, long KH, long KW, long PH, long PW
 WIDE_TARGET static void dw_lanes(long M, long N, long HW, const float *const *src, const long *adv,
                                  const __mmask16 *masks, const float *dy, float *lanes) {
     const long V = (HW + NR - 1) / NR;
-    for (long m0 = 0; m0 < M; m0 += 4) {
-        const long R = M - m0 < 4 ? M - m0 : 4;
-        for (long n0 = 0; n0 < N; n0 += 6) {
-            const long NC = N - n0 < 6 ? N - n0 : 6;
-            // Constant trip counts for the common blocks, so the accumulators stay in registers.
-            if (R == 4 && NC == 6) dw_block(4, 6, m0, n0, N, V, HW, dy, src, adv, masks, lanes);
-            else if (R == 4 && NC == 4) dw_block(4, 4, m0, n0, N, V, HW, dy, src, adv, masks, lanes);
-            else dw_block(R, NC, m0, n0, N, V, HW, dy, src, adv, masks, lanes);
-        }
-    }
+#define DW_BLOCK(R, NC, m0, n0) dw_block(R, NC, m0, n0, N, V, HW, dy, src, adv, masks, lanes)
+    NS_FOR_EACH_BLOCK(M, N, 6, 4, 3, DW_BLOCK)
+#undef DW_BLOCK
 }
 #endif
 

@@ -16,6 +16,18 @@ static inline float lanes_sum(const vf *v) {
     return s;
 }
 
+/// acc[r][n] += rows m0 + r of A times rows n0 + n of B (lane by lane) over the whole vectors
+/// of k from k on, leaving k at the first that does not fill one.
+#define DOT_VECTORS(R, NC, A, lda, B, ldb)                                                                            \
+    for (; k + L <= K; k += L) {                                                                                      \
+        vf a[4];                                                                                                      \
+        for (long r = 0; r < (R); r++) a[r] = LOAD((A) + (m0 + r) * (lda) + k);                                       \
+        for (long n = 0; n < (NC); n++) {                                                                             \
+            const vf b = LOAD((B) + (n0 + n) * (ldb) + k);                                                            \
+            for (long r = 0; r < (R); r++) acc[r][n] += a[r] * b;                                                     \
+        }                                                                                                             \
+    }
+
 /// Rows m0 ..< m0 + R of C against columns n0 ..< n0 + NC, R and NC at most 4.
 static inline __attribute__((always_inline)) void block(long R, long NC, long m0, long n0, long K, const float *A,
                                                         long lda, const float *BT, long ldb, float *C, long ldc) {
@@ -23,14 +35,7 @@ static inline __attribute__((always_inline)) void block(long R, long NC, long m0
     for (long r = 0; r < 4; r++)
         for (long n = 0; n < 4; n++) acc[r][n] = (vf){0};
     long k = 0;
-    for (; k + L <= K; k += L) {
-        vf a[4];
-        for (long r = 0; r < R; r++) a[r] = LOAD(A + (m0 + r) * lda + k);
-        for (long n = 0; n < NC; n++) {
-            const vf b = LOAD(BT + (n0 + n) * ldb + k);
-            for (long r = 0; r < R; r++) acc[r][n] += a[r] * b;
-        }
-    }
+    DOT_VECTORS(R, NC, A, lda, BT, ldb)
     for (long r = 0; r < R; r++) {
         for (long n = 0; n < NC; n++) {
             float s = lanes_sum(&acc[r][n]);
@@ -43,17 +48,9 @@ static inline __attribute__((always_inline)) void block(long R, long NC, long m0
 
 NS_CLONES
 void ns_gemm_small_n(long M, long N, long K, const float *A, long lda, const float *BT, long ldb, float *C, long ldc) {
-    for (long m0 = 0; m0 < M; m0 += 4) {
-        const long R = M - m0 < 4 ? M - m0 : 4;
-        for (long n0 = 0; n0 < N; n0 += 4) {
-            const long NC = N - n0 < 4 ? N - n0 : 4;
-            // Constant trip counts for the common full blocks, so the accumulators stay in registers.
-            if (R == 4 && NC == 4) block(4, 4, m0, n0, K, A, lda, BT, ldb, C, ldc);
-            else if (R == 4 && NC == 1) block(4, 1, m0, n0, K, A, lda, BT, ldb, C, ldc);
-            else if (R == 4 && NC == 2) block(4, 2, m0, n0, K, A, lda, BT, ldb, C, ldc);
-            else block(R, NC, m0, n0, K, A, lda, BT, ldb, C, ldc);
-        }
-    }
+#define SMALL_BLOCK(R, NC, m0, n0) block(R, NC, m0, n0, K, A, lda, BT, ldb, C, ldc)
+    NS_FOR_EACH_BLOCK(M, N, 4, 1, 2, SMALL_BLOCK)
+#undef SMALL_BLOCK
 }
 
 // MARK: lane sums: the weight gradient of a shallow convolution
@@ -70,14 +67,7 @@ static inline __attribute__((always_inline)) void lane_block(long R, long NC, lo
     for (long r = 0; r < R; r++)
         for (long n = 0; n < NC; n++) acc[r][n] = LOAD(lanes + ((m0 + r) * N + n0 + n) * L);
     long k = 0;
-    for (; k + L <= K; k += L) {
-        vf a[4];
-        for (long r = 0; r < R; r++) a[r] = LOAD(A + (m0 + r) * lda + k);
-        for (long n = 0; n < NC; n++) {
-            const vf b = LOAD(B + (n0 + n) * ldb + k);
-            for (long r = 0; r < R; r++) acc[r][n] += a[r] * b;
-        }
-    }
+    DOT_VECTORS(R, NC, A, lda, B, ldb)
     if (k < K) {
         vf a[4], b[6];
         for (long r = 0; r < R; r++) {
@@ -97,17 +87,9 @@ static inline __attribute__((always_inline)) void lane_block(long R, long NC, lo
 
 NS_CLONES
 void ns_gemm_nt_lanes(long M, long N, long K, const float *A, long lda, const float *B, long ldb, float *lanes) {
-    for (long m0 = 0; m0 < M; m0 += 4) {
-        const long R = M - m0 < 4 ? M - m0 : 4;
-        for (long n0 = 0; n0 < N; n0 += 6) {
-            const long NC = N - n0 < 6 ? N - n0 : 6;
-            // Constant trip counts for the common blocks, so the accumulators stay in registers.
-            if (R == 4 && NC == 6) lane_block(4, 6, m0, n0, N, K, A, lda, B, ldb, lanes);
-            else if (R == 4 && NC == 4) lane_block(4, 4, m0, n0, N, K, A, lda, B, ldb, lanes);
-            else if (R == 4 && NC == 3) lane_block(4, 3, m0, n0, N, K, A, lda, B, ldb, lanes);
-            else lane_block(R, NC, m0, n0, N, K, A, lda, B, ldb, lanes);
-        }
-    }
+#define LANE_BLOCK(R, NC, m0, n0) lane_block(R, NC, m0, n0, N, K, A, lda, B, ldb, lanes)
+    NS_FOR_EACH_BLOCK(M, N, 6, 4, 3, LANE_BLOCK)
+#undef LANE_BLOCK
 }
 
 void ns_lanes_add(long count, const float *lanes, float *out) {

@@ -28,6 +28,21 @@ typedef int vi __attribute__((vector_size(4 * NS_LANES)));
 #define ZIP_LO(a, b) __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23)
 #define ZIP_HI(a, b) __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31)
 
+/// BLOCK(R, NC, m0, n0) over an M x N result in blocks of 4 rows by NB columns (R, NC: the
+/// block's rows and columns), with constant R and NC for full blocks and for 4-row blocks of T1
+/// or T2 columns (the accumulators then stay in registers), variable ones otherwise.
+#define NS_FOR_EACH_BLOCK(M, N, NB, T1, T2, BLOCK)                                                                    \
+    for (long m0 = 0; m0 < (M); m0 += 4) {                                                                            \
+        const long R = (M) - m0 < 4 ? (M) - m0 : 4;                                                                   \
+        for (long n0 = 0; n0 < (N); n0 += (NB)) {                                                                     \
+            const long NC = (N) - n0 < (NB) ? (N) - n0 : (NB);                                                        \
+            if (R == 4 && NC == (NB)) BLOCK(4, NB, m0, n0);                                                           \
+            else if (R == 4 && NC == (T1)) BLOCK(4, T1, m0, n0);                                                      \
+            else if (R == 4 && NC == (T2)) BLOCK(4, T2, m0, n0);                                                      \
+            else BLOCK(R, NC, m0, n0);                                                                                \
+        }                                                                                                             \
+    }
+
 /// ev[i] = src[2 i], od[i] = src[2 i + 1] for i < pairs (a row split by column parity).
 static inline void ns_deinterleave(const float *src, long pairs, float *restrict ev, float *restrict od) {
     long i = 0;
