@@ -28,6 +28,8 @@ final class FrozenConv2DTests: XCTestCase {
             ([1, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1),      // one image on a 3x3 map: the narrow kernel (9 columns)
             ([1, 40, 2, 2], [37, 40, 1, 1], 1, 0, 1),   // narrow, in place, 3 panels (the last cut), 4 columns
             ([1, 20, 2, 2], [18, 20, 3, 3], 1, 1, 1),   // narrow on a 2x2 map (its kernel cut to the window)
+            ([9, 6, 2, 2], [5, 6, 3, 3], 1, 1, 1),      // a batch on a 2x2 map: one GEMM, kernels expanded
+            ([8, 4, 2, 3], [7, 4, 3, 3], 1, 1, 1),      // the same on a 2x3 map
             ([1, 8, 2, 2], [150, 8, 1, 1], 2, 0, 1),    // narrow on a 1x1 map: 8 panels together, then 2 alone
             ([2, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1),      // small maps of a batch, few weights: narrow, image by image
             ([3, 40, 2, 2], [37, 40, 1, 1], 1, 0, 1),   // the same in place, 3 panels (the last cut)
@@ -39,6 +41,8 @@ final class FrozenConv2DTests: XCTestCase {
         let saved0 = Conv2DTuning.winograd
         Conv2DTuning.winograd = .off
         XCTAssertEqual(try geometry([3, 5, 12, 12], [30, 5, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .packedGEMM)
+        XCTAssertEqual(try geometry([9, 6, 2, 2], [5, 6, 3, 3], 1, 1, 1).algorithm(frozenWeights: true), .denseMap)
+        XCTAssertEqual(try geometry([9, 6, 2, 2], [5, 6, 3, 3], 1, 1, 1).algorithm(frozenWeights: false), .im2col)
         XCTAssertEqual(try geometry([2, 40, 4, 4], [26, 40, 1, 1], 1, 0, 1).algorithm(frozenWeights: true), .packedGEMM)
         XCTAssertEqual(try geometry([3, 5, 12, 12], [30, 5, 3, 3], 1, 1, 1).algorithm(frozenWeights: false), .im2col)
         XCTAssertEqual(try geometry([64, 3, 12, 12], [30, 3, 3, 3], 1, 1, 1).algorithm(frozenWeights: false), .shallow)

@@ -110,7 +110,8 @@ final class WinogradTests: XCTestCase {
         XCTAssertGreaterThan(frozenMinimum, minimum)
         XCTAssertEqual(try algorithm(minimum, minimum, 32, batch: 32, frozen: true), .packedGEMM)
         XCTAssertEqual(try algorithm(frozenMinimum, frozenMinimum, 32, batch: 32, frozen: true), .winograd(tile: 4))
-        XCTAssertEqual(try algorithm(128, 128, 2, batch: 32, frozen: true), .packedGEMM, "147k weights: narrow")
+        XCTAssertEqual(try algorithm(128, 128, 2, batch: 32, frozen: true), .denseMap, "262k expanded weights: one GEMM")
+        XCTAssertEqual(try algorithm(128, 128, 2, batch: 4, frozen: true), .packedGEMM, "a small batch: narrow")
         XCTAssertEqual(try algorithm(512, 512, 2, batch: 32, frozen: true), .winograd(tile: 2), "2.4M weights: sgemm's alternative")
         Conv2DTuning.winograd = .off
         XCTAssertEqual(try algorithm(64, 64, 32), .im2col)

@@ -160,6 +160,15 @@ public enum Conv2DTuning {
     /// written with streaming stores, past the caches: their lines are not read first, which for
     /// MobileNetV2's 1x1 expansions at batch 32 (12 MB each) took 40% of the layer's time.
     nonisolated(unsafe) public static var streamingBytes = 8 << 20
+    /// Frozen convolutions on maps of fewer pixels than their kernel window has taps run as one
+    /// GEMM of the batch with expanded kernels (`DenseMapConv`) from this many images on, when
+    /// the expanded kernels have at most `denseMapMaxWeights` values. Batch 32, alternating
+    /// builds: 3x3 convolutions on ResNet-50 x0.25's 2x2 maps (64 channels, 65 K expanded
+    /// values) 0.062 -> 0.040 ms, the net 2.29-2.40 -> 2.18-2.22 ms; VGG-11 x1.0's 512-channel ones
+    /// (4.2 M) slower than Winograd's F(2,3) (the net 30.7-31.1 -> 32.2-32.5 ms), ResNet-50
+    /// x1.0's 256-channel ones (1 M) too (29.5 -> 30.2 ms).
+    nonisolated(unsafe) public static var denseMapMinBatch = 8
+    nonisolated(unsafe) public static var denseMapMaxWeights = 1 << 19
     /// Training convolutions whose products are at most this deep (input channels times kernel
     /// taps) run forward on the packed-weight tiles (`PackedGEMMConv`) instead of sgemm, and
     /// their weight gradient as dot products along the pixels (`ns_gemm_nt_lanes`).
@@ -209,6 +218,9 @@ public enum Conv2DAlgorithm: Equatable, Sendable, CustomStringConvertible {
     case packedGEMM
     /// Winograd's F(tile x tile, 3 x 3) (`WinogradConv`).
     case winograd(tile: Int)
+    /// One GEMM of a batch with the kernels expanded over a map smaller than their window
+    /// (`DenseMapConv`): frozen weights only.
+    case denseMap
     /// A training convolution at most `Conv2DTuning.packedMaxDepth` deep (a first layer): forward
     /// on the packed tiles (with at least an image per piece), the weight gradient as lane sums
     /// along the pixels (both reading the image in place where they can), and a fresh input
@@ -222,6 +234,7 @@ public enum Conv2DAlgorithm: Equatable, Sendable, CustomStringConvertible {
         case .packedGEMM: return "im2col, packed weights"
         case let .winograd(tile): return "winograd F(\(tile),3)"
         case .shallow: return "shallow"
+        case .denseMap: return "dense map"
         }
     }
 }
@@ -235,6 +248,7 @@ extension Conv2DGeometry {
     public func algorithm(frozenWeights: Bool) -> Conv2DAlgorithm {
         let run = KernelWindow(self)?.geometry ?? self
         if run.isDepthwise { return .depthwise }
+        if frozenWeights, DenseMapConv.takes(run) { return .denseMap }
         if let winograd = WinogradConv(run, frozenWeights: frozenWeights) { return .winograd(tile: winograd.tile) }
         if frozenWeights, PackedGEMMConv.takes(run) { return .packedGEMM }
         if !frozenWeights, run.colRows <= Conv2DTuning.packedMaxDepth { return .shallow }

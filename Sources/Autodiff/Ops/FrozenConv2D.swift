@@ -38,6 +38,8 @@ public final class FrozenConv2D {
             case winograd(WinogradConv, Tensor)
             /// With the packed kernels.
             case packed(PackedGEMMConv, Tensor)
+            /// With the expanded kernels.
+            case dense(DenseMapConv, Tensor)
             case gemm(GEMMConv)
         }
 
@@ -54,6 +56,8 @@ public final class FrozenConv2D {
     private var transformed: [Int: Tensor] = [:]
     private var restricted: [Pair: Tensor] = [:]
     private var packed: [PackKey: Tensor] = [:]
+    /// The kernels expanded over a small map (`DenseMapConv`), by the input's plane.
+    private var expanded: [Pair: Tensor] = [:]
     private struct PackKey: Hashable {
         let window: Pair?
         let narrow: Bool
@@ -85,7 +89,10 @@ public final class FrozenConv2D {
             validated { try require(residual.shape == out.shape, "conv2d", "residual \(residual.shape) must be the output's \(out.shape)") }
         }
         var packed = false
-        if case .packed = plan.path { packed = true }
+        switch plan.path {
+        case .packed, .dense: packed = true
+        default: break
+        }
         // Without the packed path a residual is added after, so the activation waits for it.
         let act = residual == nil || packed ? activation : .identity
         switch plan.path {
@@ -95,6 +102,8 @@ public final class FrozenConv2D {
             winograd.forward(x.data, plan.kernels.data, bias?.data, out.data, transformed: transformed, activation: act)
         case let .packed(gemm, kernels):
             gemm.forward(x.data, packed: kernels.data, bias?.data, adding: residual?.data, out.data, activation: act)
+        case let .dense(conv, expanded):
+            conv.forward(x.data, expanded: expanded.data, bias?.data, adding: residual?.data, out.data, activation: act)
         case let .gemm(gemm):
             gemm.forward(x.data, plan.kernels.data, bias?.data, out.data, activation: act)
         }
@@ -135,6 +144,10 @@ public final class FrozenConv2D {
         let path: Plan.Path
         if run.isDepthwise {
             path = .depthwise
+        } else if let dense = DenseMapConv(run) {
+            let e = expanded[plane ?? Pair(run.height, run.width)] ?? dense.expand(kernels.data)
+            expanded[plane ?? Pair(run.height, run.width)] = e
+            path = .dense(dense, e)
         } else if let winograd = WinogradConv(run, frozenWeights: true) {
             let u = transformed[winograd.tile] ?? winograd.transformedWeights(kernels.data, rotated: false)
             transformed[winograd.tile] = u
