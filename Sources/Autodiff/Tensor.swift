@@ -107,6 +107,17 @@ public final class Tensor {
         grad = Tensor(shape: shape, storage: d.storage, requiresGrad: false)
         return true
     }
+
+    /// Adds `d` (as many elements) into this tensor's gradient: takes `d` itself when there is no
+    /// gradient yet and `mayTake` (see `adoptGrad`), else copies it into a fresh gradient or adds
+    /// it into the existing one. Returns whether it took `d`, which nothing may then write.
+    @discardableResult
+    func receiveGrad(_ d: Tensor, mayTake: Bool = true) -> Bool {
+        if mayTake && adoptGrad(d) { return true }
+        let (g, fresh) = gradDestination()
+        if fresh { g.copy(from: d) } else { accumulate(g.data, d.data, d.count) }
+        return false
+    }
 }
 
 extension Tensor: CustomStringConvertible {

@@ -609,7 +609,7 @@ ns_depthwise_forward_implicit(const ns_depthwise_geometry *g, long first, long c
                 vf v = SELECT(acc[u] < vlo, vlo, acc[u]);  // comparisons keep a NaN a NaN
                 v = SELECT(v > vhi, vhi, v);
                 const long left = N - (v0 + u) * L;
-                _mm512_mask_storeu_ps(y + (v0 + u) * L, left >= L ? 0xffff : (__mmask16)((1u << left) - 1), (__m512)v);
+                _mm512_mask_storeu_ps(y + (v0 + u) * L, ns_first_lanes(left), (__m512)v);
             }
         }
     }

@@ -328,17 +328,15 @@ ITILE(8, 1)
             ns_tap_masks(q0, OH, OW, t, &masks[0][0], 2);                                                             \
             ns_tap_masks(q0 + NR, OH, OW, t, &masks[0][1], 2);                                                        \
             const long left = N - q0;                                                                                 \
-            const __mmask16 store[2] = {                                                                              \
-                left >= NR ? 0xffff : (__mmask16)((1u << left) - 1),                                                  \
-                left >= 2 * NR ? 0xffff : left <= NR ? 0 : (__mmask16)((1u << (left - NR)) - 1)};                     \
+            const __mmask16 store[2] = {ns_first_lanes(left), ns_first_lanes(left - NR)};                              \
             for (long p = p0; p < p1; p++) {                                                                          \
                 const long m = p * MR;                                                                                \
                 if (left > NR)                                                                                        \
-                    itile_##MR##_2(C, ldx, t, &masks[0][0], 2, ap + p * K * MR, x + q0, out + m * N + q0, N, M - m,             \
-                                   bias ? bias + m : 0, R ? R + m * N + q0 : 0, lo, hi, store, stream);               \
+                    itile_##MR##_2(C, ldx, t, &masks[0][0], 2, ap + p * K * MR, x + q0, out + m * N + q0, N,          \
+                                   M - m, bias ? bias + m : 0, R ? R + m * N + q0 : 0, lo, hi, store, stream);        \
                 else                                                                                                  \
-                    itile_##MR##_1(C, ldx, t, &masks[0][0], 2, ap + p * K * MR, x + q0, out + m * N + q0, N, M - m,             \
-                                   bias ? bias + m : 0, R ? R + m * N + q0 : 0, lo, hi, store, stream);               \
+                    itile_##MR##_1(C, ldx, t, &masks[0][0], 2, ap + p * K * MR, x + q0, out + m * N + q0, N,          \
+                                   M - m, bias ? bias + m : 0, R ? R + m * N + q0 : 0, lo, hi, store, stream);        \
             }                                                                                                         \
         }                                                                                                             \
     }
@@ -361,9 +359,8 @@ ITILE(4, 6)
         __mmask16 masks[MAX_TAPS * V], store[V];                                                                      \
         for (long q0 = 0; q0 < N; q0 += V * NR) {                                                                     \
             for (long v = 0; v < V; v++) {                                                                            \
-                const long left = N - q0 - v * NR;                                                                    \
                 ns_tap_masks(q0 + v * NR, OH, OW, t, masks + v, V);                                                   \
-                store[v] = left >= NR ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);                       \
+                store[v] = ns_first_lanes(N - q0 - v * NR);                                                           \
             }                                                                                                         \
             itile_##MR##_##V(C, ldx, t, masks, V, ap, x + q0, out + q0, N, MR, 0, 0, -INFINITY, INFINITY, store, 0);  \
         }                                                                                                             \
@@ -385,8 +382,7 @@ WIDE_TARGET static inline __attribute__((always_inline)) void dw_block(long R, l
     for (long r = 0; r < R; r++)
         for (long n = 0; n < NC; n++) acc[r][n] = LOAD(lanes + ((m0 + r) * N + n0 + n) * NR);
     for (long v = 0; v < V; v++) {
-        const long left = HW - v * NR;
-        const __mmask16 inside = left >= NR ? 0xffff : (__mmask16)((1u << left) - 1);
+        const __mmask16 inside = ns_first_lanes(HW - v * NR);
         vf a[4];
         for (long r = 0; r < R; r++) a[r] = (vf)_mm512_maskz_loadu_ps(inside, dy + (m0 + r) * HW + v * NR);
         for (long n = 0; n < NC; n++) {
@@ -412,8 +408,7 @@ void ns_conv_dw_masks(long C, long H, long W, long KH, long KW, long PH, long PW
         __mmask16 m[MAX_TAPS];
         ns_tap_masks(v * NR, H, W, &t, m, 1);
         for (long n = 0; n < C * t.count; n++) masks[v * N + n] = m[n % t.count];
-        const long left = HW - v * NR;
-        if (ones) masks[v * N + N - 1] = left >= NR ? 0xffff : (__mmask16)((1u << left) - 1);
+        if (ones) masks[v * N + N - 1] = ns_first_lanes(HW - v * NR);
     }
 #else
     (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)ones, (void)masks;

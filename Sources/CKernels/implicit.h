@@ -37,6 +37,10 @@ static inline void ns_tap_table(long OH, long OW, long W, long KH, long KW, long
         }
 }
 
+/// The mask of a vector's first `n` lanes: all 16 from n = 16 on, none for n <= 0 (a last,
+/// partial vector of pixels).
+static inline __mmask16 ns_first_lanes(long n) { return n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
 /// The masks of the 16 output pixels from `first`, per tap (at masks[k * step]): lane set where
 /// the tap reads the image and the pixel is below OH OW.
 __attribute__((target("avx512f"))) static inline void ns_tap_masks(long first, long OH, long OW,

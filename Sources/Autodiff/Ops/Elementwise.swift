@@ -46,18 +46,12 @@ public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
     if Tape.needsRecord(a, b) {
         Tape.record(.add, Operands(a, b), out) { d in
             // The upstream gradient passes to a unchanged: a takes it without a copy when it can.
-            var taken = false
-            if a.requiresGrad {
-                taken = a.adoptGrad(d)
-                if !taken { accumulate(a.grad!.data, d.data, d.count) }
-            }
+            let taken = a.requiresGrad && a.receiveGrad(d)
             guard b.requiresGrad else { return }
             let pd = d.data
             switch bc {
             case .none:
-                if !taken && b.adoptGrad(d) { return }
-                let (db, fresh) = b.gradDestination()
-                if fresh { db.copy(from: d) } else { accumulate(db.data, pd, d.count) }
+                b.receiveGrad(d, mayTake: !taken)
             case let .perChannel(n, c, inner):
                 let db = b.gradBuffer().data
                 Parallel.forEach(c) { ch in
@@ -276,9 +270,8 @@ public func residualSum(_ a: Tensor, _ b: Tensor, activation act: Activation, sc
     Trace.note(kind, Operands(a, b, scale), out)
     guard recording else { return out }
     Tape.record(kind, Operands(a, b, scale), out) { d in
-        // dz = act'(y) * d * scale, into a's gradient when it has none yet.
-        let aFresh = a.requiresGrad && a.grad == nil
-        let dz = aFresh ? a.gradDestination().grad : Tensor(uninitialized: a.shape)
+        // dz = act'(y) * d * scale, passed to both summands as `add` passes its gradient.
+        let dz = Tensor(uninitialized: a.shape)
         let planeSums = Tensor(uninitialized: [scale?.requiresGrad == true ? n * channels : 0])
         act.dispatch(ResidualGradientPass(y: y.data, scale: scale?.data, d: d.data, dz: dz.data,
                                           planeSums: planeSums.count > 0 ? planeSums.data : nil,
@@ -296,11 +289,8 @@ public func residualSum(_ a: Tensor, _ b: Tensor, activation act: Activation, sc
                 for c in 0..<channels { ds[c] += t[c] }
             }
         }
-        if a.requiresGrad, !aFresh { accumulate(a.grad!.data, dz.data, dz.count) }
-        guard b.requiresGrad else { return }
-        if !a.requiresGrad && b.adoptGrad(dz) { return }
-        let (db, fresh) = b.gradDestination()
-        if fresh { db.copy(from: dz) } else { accumulate(db.data, dz.data, dz.count) }
+        let taken = a.requiresGrad && a.receiveGrad(dz)
+        if b.requiresGrad { b.receiveGrad(dz, mayTake: !taken) }
     }
     return out
 }
@@ -417,7 +407,7 @@ public func reshape(_ x: Tensor, _ shape: [Int]) -> Tensor {
     Trace.note(.reshape, Operands(x), out)
     if Tape.needsRecord(x) {
         Tape.record(.reshape, Operands(x), out) { d in
-            if !x.adoptGrad(d) { accumulate(x.grad!.data, d.data, d.count) }
+            x.receiveGrad(d)
         }
     }
     return out

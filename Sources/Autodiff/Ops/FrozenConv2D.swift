@@ -41,6 +41,14 @@ public final class FrozenConv2D {
             /// With the expanded kernels.
             case dense(DenseMapConv, Tensor)
             case gemm(GEMMConv)
+
+            /// Whether the path adds a residual (and then the activation) in its own output pass.
+            var addsResidual: Bool {
+                switch self {
+                case .packed, .dense: return true
+                case .depthwise, .winograd, .gemm: return false
+                }
+            }
         }
 
         init(geometry: Conv2DGeometry, run: Conv2DGeometry, kernels: Tensor, path: Path) {
@@ -88,13 +96,9 @@ public final class FrozenConv2D {
         if let residual {
             validated { try require(residual.shape == out.shape, "conv2d", "residual \(residual.shape) must be the output's \(out.shape)") }
         }
-        var packed = false
-        switch plan.path {
-        case .packed, .dense: packed = true
-        default: break
-        }
-        // Without the packed path a residual is added after, so the activation waits for it.
-        let act = residual == nil || packed ? activation : .identity
+        // Where the path does not add a residual, it is added after, so the activation waits for it.
+        let addsResidual = plan.path.addsResidual
+        let act = residual == nil || addsResidual ? activation : .identity
         switch plan.path {
         case .depthwise:
             depthwiseForward(plan.run, x.data, plan.kernels.data, bias?.data, out.data, activation: act)
@@ -108,7 +112,7 @@ public final class FrozenConv2D {
             gemm.forward(x.data, plan.kernels.data, bias?.data, out.data, activation: act)
         }
         Trace.note(.conv2d(stride: Pair(stride), padding: Pair(padding), groups: groups), Operands(x, weight, bias), out)
-        if let residual, !packed { return addActivating(out, residual, activation) }
+        if let residual, !addsResidual { return addActivating(out, residual, activation) }
         return out
     }
 
@@ -145,8 +149,9 @@ public final class FrozenConv2D {
         if run.isDepthwise {
             path = .depthwise
         } else if let dense = DenseMapConv(run) {
-            let e = expanded[plane ?? Pair(run.height, run.width)] ?? dense.expand(kernels.data)
-            expanded[plane ?? Pair(run.height, run.width)] = e
+            let key = Pair(geo.height, geo.width)
+            let e = expanded[key] ?? dense.expand(kernels.data)
+            expanded[key] = e
             path = .dense(dense, e)
         } else if let winograd = WinogradConv(run, frozenWeights: true) {
             let u = transformed[winograd.tile] ?? winograd.transformedWeights(kernels.data, rotated: false)

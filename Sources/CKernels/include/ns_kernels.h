@@ -276,8 +276,8 @@ void ns_gemm_small_n(long M, long N, long K, const float *A, long lda, const flo
 /// accumulated across calls: lanes[(m N + n) 16 + l] += sum over k = l (mod 16) of A[m][k] B[n][k],
 /// the last K % 16 products in the first lanes. For the weight gradient of a shallow
 /// convolution (N up to about 32 patch rows, K an image's pixels), summed over the images of a
-/// piece without reducing the lanes per image. `ns_lanes_add` then adds
-/// each element's 16 lanes, in order, to out[i] for i < count.
+/// piece without reducing the lanes per image. `ns_lanes_add` then adds each element's 16 lanes,
+/// in order, to out[i] for i < count.
 enum { NS_GEMM_LANES = 16 };
 void ns_gemm_nt_lanes(long M, long N, long K, const float *A, long lda, const float *B, long ldb, float *lanes);
 void ns_lanes_add(long count, const float *lanes, float *out);
