@@ -30,8 +30,9 @@ extension BenchInfer {
         }
     }
 
-    /// The grid's step: --channel-multiple, 8 by default.
-    var step: Int { channelMultiple ?? 8 }
+    /// The grid's step: --channel-multiple, by default ONNX Runtime's NCHWc block on this CPU
+    /// (16 with AVX-512, else 8).
+    var step: Int { channelMultiple ?? LatencyTableMeasurement.defaultStep }
 
     func runLatencyTable(_ file: String) throws {
         TemporaryFiles.installSignalCleanup()

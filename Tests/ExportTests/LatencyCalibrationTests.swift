@@ -24,4 +24,15 @@ final class LatencyCalibrationTests: XCTestCase {
         XCTAssertLessThan(c.constantMs, 0.1)
         XCTAssertGreaterThan(c.constantMs, -0.1)
     }
+
+    /// The default step follows the CPU's NCHWc block: 16 floats with AVX-512F only.
+    func testDefaultStepIsTheNCHWcBlock() {
+        let avx512 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512vl\nbugs\t\t: spectre_v1\n"
+        let avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512_vnni_like\n"
+        let arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
+        XCTAssertEqual(LatencyTableMeasurement.nchwcBlock(cpuinfo: avx512), 16)
+        XCTAssertEqual(LatencyTableMeasurement.nchwcBlock(cpuinfo: avx2), 8)
+        XCTAssertEqual(LatencyTableMeasurement.nchwcBlock(cpuinfo: arm), 8)
+        XCTAssertEqual(LatencyTableMeasurement.nchwcBlock(cpuinfo: ""), 8)
+    }
 }
