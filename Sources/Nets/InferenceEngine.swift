@@ -76,10 +76,16 @@ public final class InferenceEngine {
                 if activations[i] != .identity { forwarded[reader] = i + 1 }
             }
         }
+        // Weights that fit in the caches stay there from one run to the next.
+        let weightBytes = graph.nodes.reduce(0) { total, node in
+            guard case let .conv(w, _, _, _, _) = node.op else { return total }
+            return total + graph.tensors[w]!.count * MemoryLayout<Float>.size
+        }
+        let cached = weightBytes <= Conv2DTuning.cachedWeightBytes
         convs = graph.nodes.indices.map { i in
             guard case let .conv(w, b, stride, padding, groups) = graph.nodes[i].op else { return nil }
             return FrozenConv2D(weight: graph.tensors[w]!, bias: b.map { graph.tensors[$0]! }, stride: (stride, stride),
-                                padding: (padding, padding), groups: groups, activation: activations[i])
+                                padding: (padding, padding), groups: groups, activation: activations[i], weightsCached: cached)
         }
         var lastReader = [Int](repeating: -1, count: count + 1)
         for (i, node) in graph.nodes.enumerated() {

@@ -67,5 +67,16 @@ struct BenchOps: ParsableCommand {
                   + String(format: "%-9.2f%-11.1f%-9.2f%.1f", bestF * 1e3, fwdTraffic * bytes / bestF / 1e9,
                            bestB * 1e3, bwdTraffic * bytes / bestB / 1e9))
         }
+        // What every parallel region costs before any work: handing it to the other threads and
+        // waiting for them (an inference of one image runs dozens of regions).
+        if Parallel.workers > 1 {
+            var best = Double.infinity
+            for _ in 0...iterations {
+                let regions = 2000, t0 = monotonicSeconds()
+                for _ in 0..<regions { Parallel.forEach(Parallel.workers) { _ in } }
+                best = min(best, (monotonicSeconds() - t0) / Double(regions))
+            }
+            print(String(format: "parallel region hand-off   %.2f us per empty region of %d threads", best * 1e6, Parallel.workers))
+        }
     }
 }

@@ -77,10 +77,10 @@ final class WinogradTests: XCTestCase {
     /// weights keep the packed path.
     func testAutoChoice() throws {
         func algorithm(_ c: Int, _ k: Int, _ plane: Int, batch: Int = 128, kernel: Int = 3, stride: Int = 1, padding: Int = 1,
-                       groups: Int = 1, frozen: Bool = false) throws -> Conv2DAlgorithm {
+                       groups: Int = 1, frozen: Bool = false, cached: Bool = false) throws -> Conv2DAlgorithm {
             try Conv2DGeometry.validate(input: [batch, c, plane, plane], weight: [k, c / groups, kernel, kernel], bias: nil,
                                         stride: (stride, stride), padding: (padding, padding), groups: groups)
-                .algorithm(frozenWeights: frozen)
+                .algorithm(frozenWeights: frozen, weightsCached: cached)
         }
         let saved = Conv2DTuning.winograd
         Conv2DTuning.winograd = .auto
@@ -113,6 +113,16 @@ final class WinogradTests: XCTestCase {
         XCTAssertEqual(try algorithm(128, 128, 2, batch: 32, frozen: true), .denseMap, "262k expanded weights: one GEMM")
         XCTAssertEqual(try algorithm(128, 128, 2, batch: 4, frozen: true), .packedGEMM, "a small batch: narrow")
         XCTAssertEqual(try algorithm(512, 512, 2, batch: 32, frozen: true), .winograd(tile: 2), "2.4M weights: sgemm's alternative")
+        // Frozen weights that stay cached (an engine's small net) cost nothing to read: one image of
+        // an 8x8 map pays for Winograd; not below the size where its passes' fixed costs dominate;
+        // on a 4x4 map with F(2,3), whose two tile rows the two pieces split (F(4,3) has one row).
+        XCTAssertEqual(try algorithm(64, 64, 8, batch: 1, frozen: true), .packedGEMM)
+        XCTAssertEqual(try algorithm(64, 64, 8, batch: 1, frozen: true, cached: true), .winograd(tile: 4))
+        XCTAssertEqual(try algorithm(32, 32, 4, batch: 1, frozen: true, cached: true), .packedGEMM, "147K multiply-adds")
+        XCTAssertEqual(try algorithm(128, 128, 4, batch: 1, frozen: true, cached: true), .winograd(tile: 2))
+        XCTAssertEqual(try algorithm(128, 128, 4, batch: Parallel.gemmPieces, frozen: true, cached: true), .winograd(tile: 4),
+                       "an image per piece")
+        XCTAssertEqual(try algorithm(64, 64, 8, batch: 1, cached: true), .im2col, "weights that change are not kept")
         Conv2DTuning.winograd = .off
         XCTAssertEqual(try algorithm(64, 64, 32), .im2col)
         Conv2DTuning.winograd = .tile(2)

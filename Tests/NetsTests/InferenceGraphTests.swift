@@ -45,7 +45,27 @@ final class InferenceGraphTests: XCTestCase {
         // a side, whose planes leave tails in every kernel's vector blocks (the packed GEMM's
         // columns, the depthwise and pooling layouts); and at 33 px, odd maps (33, 17, 9, 5),
         // which stride-2 layers cannot read in place (their phases differ in size).
-        for arch in Architecture.allCases { for size in [32, 40, 33] {
+        try checkEngine(sizes: [32, 40, 33])
+    }
+
+    /// The same with every net's weights taken as cached (`Conv2DTuning.cachedWeightBytes`), so
+    /// that one image's 3x3 layers on small maps run through Winograd's F(4,3) and, on 4x4 maps,
+    /// F(2,3) (checked: PreAct ResNet-18 x0.5's 128- and 256-channel layers).
+    func testEngineWithCachedWeightsMatchesTheFoldedGraph() throws {
+        let saved = Conv2DTuning.cachedWeightBytes
+        Conv2DTuning.cachedWeightBytes = .max
+        defer { Conv2DTuning.cachedWeightBytes = saved }
+        func choice(_ c: Int, _ plane: Int) throws -> Conv2DAlgorithm {
+            try Conv2DGeometry.validate(input: [1, c, plane, plane], weight: [c, c, 3, 3], bias: nil, stride: (1, 1), padding: (1, 1),
+                                        groups: 1).algorithm(frozenWeights: true, weightsCached: true)
+        }
+        XCTAssertEqual(try choice(128, 8), .winograd(tile: 4))
+        XCTAssertEqual(try choice(256, 4), .winograd(tile: 2))
+        try checkEngine(sizes: [32])
+    }
+
+    private func checkEngine(sizes: [Int]) throws {
+        for arch in Architecture.allCases { for size in sizes {
             let d = NetDescription.uniform(arch, ratio: 0.5, inChannels: 3, imageSize: 32, classes: 5)
             let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 3)))
             var rng = RandomGenerator(seed: 4)

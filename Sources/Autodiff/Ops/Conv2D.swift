@@ -1,4 +1,5 @@
 import CKernels
+import Foundation
 
 /// 2-D convolution (PyTorch's `conv2d`: cross-correlation) with stride, zero padding and groups.
 ///
@@ -206,6 +207,20 @@ public enum Conv2DTuning {
     /// algorithm: with few images (inference), a convolution's time goes to streaming its
     /// weights, and Winograd's transformed kernels are (m + 2)^2 / 9 times larger.
     nonisolated(unsafe) public static var weightStreamCost = 10
+    /// Bytes of weights up to which an inference engine's net keeps them in the caches between
+    /// runs (then `weightStreamCost` does not apply to its convolutions): a quarter of the
+    /// last-level cache, room for Winograd's 4x larger transformed kernels (8 MB where the cache
+    /// size is not reported).
+    nonisolated(unsafe) public static var cachedWeightBytes: Int = {
+        let llc = max(sysconf(Int32(_SC_LEVEL3_CACHE_SIZE)), sysconf(Int32(_SC_LEVEL2_CACHE_SIZE)))
+        return llc > 0 ? llc / 4 : 8 << 20
+    }()
+    /// The fewest multiply-accumulates (direct) of a call for which cached weights count as free
+    /// in `.auto`'s choice: below it Winograd's transforms and sixteen small GEMMs cost more than
+    /// they save (ResNet-50 x0.25's 32-channel 3x3 layers on 4x4 maps at batch 1, 147 K: 0.0033 ms
+    /// direct, 0.0052 ms by F(2,3); PreAct ResNet-18 x0.25's 64-channel layers on 8x8, 2.4 M: 0.025
+    /// ms direct, 0.019-0.021 ms by F(4,3)).
+    nonisolated(unsafe) public static var cachedWinogradMinMACs = 1 << 20
 }
 
 /// How a convolution is computed.
@@ -243,13 +258,16 @@ extension Conv2DGeometry {
     /// The algorithm `conv2d` uses for this geometry under the current `Conv2DTuning`.
     public var algorithm: Conv2DAlgorithm { algorithm(frozenWeights: false) }
 
-    /// The algorithm `conv2d` (or, with `frozenWeights`, `FrozenConv2D`) uses for this geometry
-    /// under the current `Conv2DTuning`.
-    public func algorithm(frozenWeights: Bool) -> Conv2DAlgorithm {
+    /// The algorithm `conv2d` (or, with `frozenWeights`, `FrozenConv2D`, whose weights stay in
+    /// the caches between calls with `weightsCached`) uses for this geometry under the current
+    /// `Conv2DTuning`.
+    public func algorithm(frozenWeights: Bool, weightsCached: Bool = false) -> Conv2DAlgorithm {
         let run = KernelWindow(self)?.geometry ?? self
         if run.isDepthwise { return .depthwise }
         if frozenWeights, DenseMapConv.takes(run) { return .denseMap }
-        if let winograd = WinogradConv(run, frozenWeights: frozenWeights) { return .winograd(tile: winograd.tile) }
+        if let winograd = WinogradConv(run, frozenWeights: frozenWeights, weightsCached: weightsCached) {
+            return .winograd(tile: winograd.tile)
+        }
         if frozenWeights, PackedGEMMConv.takes(run) { return .packedGEMM }
         if !frozenWeights, run.colRows <= Conv2DTuning.packedMaxDepth { return .shallow }
         return .im2col

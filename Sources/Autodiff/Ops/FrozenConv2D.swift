@@ -13,6 +13,9 @@ public final class FrozenConv2D {
     public let bias: Tensor?
     public let stride: (Int, Int), padding: (Int, Int), groups: Int
     public let activation: Activation
+    /// Whether the weights stay in the caches between calls (a net whose weights fit there):
+    /// `.auto` then counts nothing for reading Winograd's larger transformed kernels.
+    public let weightsCached: Bool
     /// What the convolution of one input shape runs, decided on the first call with that shape
     /// (and `Conv2DTuning.winograd` and `.portableKernels`): an inference calls it with the same
     /// shape every time, and deciding (the kernel window, the algorithm, the kept kernels,
@@ -75,13 +78,14 @@ public final class FrozenConv2D {
     private let lock = NSLock()
 
     public init(weight: Tensor, bias: Tensor?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0), groups: Int = 1,
-                activation: Activation = .identity) {
+                activation: Activation = .identity, weightsCached: Bool = false) {
         self.weight = weight
         self.bias = bias
         self.stride = stride
         self.padding = padding
         self.groups = groups
         self.activation = activation
+        self.weightsCached = weightsCached
     }
 
     /// `act(conv2d(x) + bias)`, or with `residual` `act(conv2d(x) + bias + residual)` (a residual
@@ -153,7 +157,7 @@ public final class FrozenConv2D {
             let e = expanded[key] ?? dense.expand(kernels.data)
             expanded[key] = e
             path = .dense(dense, e)
-        } else if let winograd = WinogradConv(run, frozenWeights: true) {
+        } else if let winograd = WinogradConv(run, frozenWeights: true, weightsCached: weightsCached) {
             let u = transformed[winograd.tile] ?? winograd.transformedWeights(kernels.data, rotated: false)
             transformed[winograd.tile] = u
             path = .winograd(winograd, u)

@@ -35,8 +35,9 @@ struct WinogradConv {
     /// The Winograd convolution of `g`, or nil where it does not apply (not 3x3, stride 1,
     /// padding 1 and ungrouped) or, under `Conv2DTuning.winograd = .auto`, does not pay.
     /// `frozenWeights`: the transformed kernels are kept between calls (`FrozenConv2D`), so
-    /// their cost is only that of reading them.
-    init?(_ g: Conv2DGeometry, frozenWeights: Bool = false) {
+    /// their cost is only that of reading them; `weightsCached`: and they stay in the caches
+    /// between calls (a net whose weights fit there), so reading them costs nothing.
+    init?(_ g: Conv2DGeometry, frozenWeights: Bool = false, weightsCached: Bool = false) {
         guard g.kernelH == 3, g.kernelW == 3, g.strideH == 1, g.strideW == 1, g.padH == 1, g.padW == 1,
               g.groups == 1 else { return nil }
         let m: Int
@@ -55,8 +56,16 @@ struct WinogradConv {
             // memory (9 for the direct kernel; alpha^2 transformed values, written and read twice
             // unless frozen).
             let multiplies = { (m: Int) in (m + 2) * (m + 2) * ceilDiv(g.outH, m) * ceilDiv(g.outW, m) }
-            m = multiplies(4) < multiplies(2) ? 4 : 2
-            let stream = Double(Conv2DTuning.weightStreamCost)
+            var tile = multiplies(4) < multiplies(2) ? 4 : 2
+            // The pieces split the batch's rows of tiles: one image of a 4x4 map has a single row
+            // of 4x4 tiles, which would leave every core but one idle.
+            if tile == 4, g.batch * ceilDiv(g.outH, 4) < Parallel.gemmPieces { tile = 2 }
+            m = tile
+            // Cached weights cost nothing to read, where the convolution is large enough for
+            // Winograd's three passes to pay for their own fixed costs.
+            let macs = g.batch * g.outPlane * g.inChannels * g.outChannels * 9
+            let free = frozenWeights && weightsCached && macs >= Conv2DTuning.cachedWinogradMinMACs
+            let stream = free ? 0 : Double(Conv2DTuning.weightStreamCost)
             let direct = Double(9 * g.outPlane * g.batch) + 9 * stream
             let winograd = Double(multiplies(m) * g.batch) + Double((m + 2) * (m + 2)) * stream * (frozenWeights ? 1 : 3)
             guard winograd <= 0.75 * direct else { return nil }
