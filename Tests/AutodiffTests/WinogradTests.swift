@@ -1,4 +1,5 @@
 import Autodiff
+import Foundation
 import XCTest
 
 /// Winograd's F(2, 3) and F(4, 3) against the im2col convolution, which the PyTorch reference and
@@ -128,5 +129,24 @@ final class WinogradTests: XCTestCase {
         Conv2DTuning.winograd = .tile(2)
         XCTAssertEqual(try algorithm(3, 64, 2), .winograd(tile: 2), "forced wherever it applies")
         XCTAssertEqual(try algorithm(3, 64, 1), .shallow, "on a 1x1 map only the kernel's centre reads the image: a 1x1 convolution")
+    }
+
+    /// The last-level cache comes from sysfs: the highest level's size of one instance, with K/M
+    /// suffixes, instruction caches skipped; nil without a readable directory.
+    func testLastLevelCacheFromSysfs() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("sysfs-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        for (index, level, type, size) in [(0, 1, "Data", "32K"), (1, 1, "Instruction", "32K"), (2, 2, "Unified", "1024K"),
+                                           (3, 3, "Unified", "32768K"), (4, 4, "Instruction", "64M")] {
+            let dir = "\(root)/index\(index)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try "\(level)\n".write(toFile: dir + "/level", atomically: true, encoding: .utf8)
+            try "\(type)\n".write(toFile: dir + "/type", atomically: true, encoding: .utf8)
+            try "\(size)\n".write(toFile: dir + "/size", atomically: true, encoding: .utf8)
+        }
+        XCTAssertEqual(Conv2DTuning.lastLevelCacheBytes(sysfs: root), 32 << 20)
+        try "2M\n".write(toFile: root + "/index3/size", atomically: true, encoding: .utf8)
+        XCTAssertEqual(Conv2DTuning.lastLevelCacheBytes(sysfs: root), 2 << 20)
+        XCTAssertNil(Conv2DTuning.lastLevelCacheBytes(sysfs: root + "/none"))
     }
 }

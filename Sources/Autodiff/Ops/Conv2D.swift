@@ -209,12 +209,30 @@ public enum Conv2DTuning {
     nonisolated(unsafe) public static var weightStreamCost = 10
     /// Bytes of weights up to which an inference engine's net keeps them in the caches between
     /// runs (then `weightStreamCost` does not apply to its convolutions): a quarter of the
-    /// last-level cache, room for Winograd's 4x larger transformed kernels (8 MB where the cache
-    /// size is not reported).
+    /// last-level cache a core reaches (`lastLevelCacheBytes`), room for Winograd's 4x larger
+    /// transformed kernels; 8 MB where the size is not reported.
     nonisolated(unsafe) public static var cachedWeightBytes: Int = {
-        let llc = max(sysconf(Int32(_SC_LEVEL3_CACHE_SIZE)), sysconf(Int32(_SC_LEVEL2_CACHE_SIZE)))
-        return llc > 0 ? llc / 4 : 8 << 20
+        guard let llc = lastLevelCacheBytes() else { return 8 << 20 }
+        return llc / 4
     }()
+
+    /// The size of the largest cache of CPU 0 as Linux's sysfs describes it (one instance, what a
+    /// core reaches: 32 MB on this EPYC VM), or nil. Not glibc's `_SC_LEVEL3_CACHE_SIZE`, which on
+    /// AMD CPUs reports the L3 of every core complex of the host together (320 MB here).
+    public static func lastLevelCacheBytes(sysfs: String = "/sys/devices/system/cpu/cpu0/cache") -> Int? {
+        var best: (level: Int, bytes: Int)?
+        for index in (try? FileManager.default.contentsOfDirectory(atPath: sysfs)) ?? [] where index.hasPrefix("index") {
+            func read(_ name: String) -> String? {
+                (try? String(contentsOfFile: "\(sysfs)/\(index)/\(name)", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            guard let level = read("level").flatMap({ Int($0) }), let text = read("size"), read("type") != "Instruction" else { continue }
+            let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+            let scale = text.last.flatMap { units[$0] } ?? 1
+            guard let number = Int(scale == 1 ? text : String(text.dropLast())), number > 0 else { continue }
+            if best == nil || level > best!.level { best = (level, number * scale) }
+        }
+        return best?.bytes
+    }
     /// The fewest multiply-accumulates (direct) of a call for which cached weights count as free
     /// in `.auto`'s choice: below it Winograd's transforms and sixteen small GEMMs cost more than
     /// they save (ResNet-50 x0.25's 32-channel 3x3 layers on 4x4 maps at batch 1, 147 K: 0.0033 ms
