@@ -143,7 +143,7 @@ public enum EngineInference {
     }
 
     /// Per-layer times of `net`'s folded eval graph: every node timed on each of `runs` runs
-    /// (after `warmup`), summed per layer (node name).
+    /// (after `warmup`), summed per layer (node name); a convolution's op names its algorithm.
     public static func profile(_ name: String, net: Network, inputSize: Int?, batch: Int, warmup: Int, runs: Int) throws -> InferenceProfile {
         let d = net.netDescription, size = inputSize ?? d.imageSize
         let engine = InferenceEngine(try tracedGraph(net, size: size).foldingBatchNorms()), graph = engine.graph
@@ -167,7 +167,8 @@ public enum EngineInference {
         for (i, node) in graph.nodes.enumerated() {
             if ms[node.name] == nil { order.append(node.name) }
             ms[node.name, default: 0] += 1e3 * seconds[i] / Double(runs)
-            let op = node.op.name
+            // A convolution with the algorithm the engine runs it with ("Conv (winograd F(4,3))").
+            let op = engine.convolutionAlgorithm(node: i, batch: batch).map { "\(node.op.name) (\($0))" } ?? node.op.name
             if !(ops[node.name] ?? []).contains(op) { ops[node.name, default: []].append(op) }
             macs[node.name, default: 0] += batch * graph.macs(of: i)
         }

@@ -58,6 +58,10 @@ final class BenchInferTests: XCTestCase {
             XCTAssertTrue(layers.contains { $0["layer"] as? String == "features.0" && ($0["macs"] as? Int ?? 0) > 0 }, "\(layers)")
             macs.append(layers.reduce(0) { $0 + ($1["macs"] as! Int) })
         }
+        // The engine's convolutions name the algorithm they run.
+        let engineLayers = try XCTUnwrap(profiles[0]["layers"] as? [[String: Any]])
+        let first = try XCTUnwrap(engineLayers.first { $0["layer"] as? String == "features.0" })
+        XCTAssertTrue((first["ops"] as? [String] ?? []).contains { $0.hasPrefix("Conv (") && $0.hasSuffix(")") }, "\(first)")
         XCTAssertEqual(macs[0], macs[1])
         XCTAssertEqual(macs[1], macs[2])
 

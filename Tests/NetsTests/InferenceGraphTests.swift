@@ -61,6 +61,10 @@ final class InferenceGraphTests: XCTestCase {
         }
         XCTAssertEqual(try choice(128, 8), .winograd(tile: 4))
         XCTAssertEqual(try choice(256, 4), .winograd(tile: 2))
+        let d = NetDescription.uniform(.preactResNet18, ratio: 0.5, inChannels: 3, imageSize: 32, classes: 5)
+        let engine = InferenceEngine(try makeNetwork(d, initialization: .random(RandomGenerator(seed: 3))).inferenceGraph.foldingBatchNorms())
+        let algorithms = engine.graph.nodes.indices.compactMap { engine.convolutionAlgorithm(node: $0, batch: 1) }
+        XCTAssertTrue(algorithms.contains(.winograd(tile: 4)) && algorithms.contains(.winograd(tile: 2)), "\(algorithms)")
         try checkEngine(sizes: [32])
     }
 

@@ -233,6 +233,7 @@ public enum Conv2DTuning {
         }
         return best?.bytes
     }
+
     /// The fewest multiply-accumulates (direct) of a call for which cached weights count as free
     /// in `.auto`'s choice: below it Winograd's transforms and sixteen small GEMMs cost more than
     /// they save (ResNet-50 x0.25's 32-channel 3x3 layers on 4x4 maps at batch 1, 147 K: 0.0033 ms
@@ -264,7 +265,7 @@ public enum Conv2DAlgorithm: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .depthwise: return "depthwise"
         case .im2col: return "im2col"
-        case .packedGEMM: return "im2col, packed weights"
+        case .packedGEMM: return "packed GEMM"
         case let .winograd(tile): return "winograd F(\(tile),3)"
         case .shallow: return "shallow"
         case .denseMap: return "dense map"

@@ -120,6 +120,13 @@ public final class FrozenConv2D {
         return out
     }
 
+    /// The algorithm a call on input `shape` runs (`Conv2DGeometry.algorithm` for these weights).
+    /// - Throws: `ShapeError` when the shape does not fit the weights.
+    public func algorithm(for shape: [Int]) throws -> Conv2DAlgorithm {
+        try Conv2DGeometry.validate(input: shape, weight: weight.shape, bias: bias?.shape, stride: stride, padding: padding, groups: groups)
+            .algorithm(frozenWeights: true, weightsCached: weightsCached)
+    }
+
     /// The plan for input `shape`, made on first use (where the shapes are checked).
     private func plan(_ shape: [Int]) -> Plan {
         let key = PlanKey(shape: shape, winograd: Conv2DTuning.winograd, portable: Conv2DTuning.portableKernels)
