@@ -11,7 +11,9 @@ struct BenchOps: ParsableCommand {
         discussion: """
         Each op runs on an activation of shape [--batch-size, --channels, --size, --size] \
         (default: VGG-11's first conv output at batch 128). GB/s counts one read of every input \
-        and one write of every output per pass (a lower bound on the traffic). Best of --iterations.
+        and one write of every output per pass (a lower bound on the traffic). Best of --iterations. \
+        With more than one thread, then the cost of an empty parallel region (handing it to the \
+        other threads and waiting for them), best of --iterations rounds of 2000.
         """
     )
 
