@@ -113,7 +113,7 @@ public final class InferenceEngine {
     /// The algorithm node `i`'s convolution runs on a batch of `batch` images (nil for other ops).
     public func convolutionAlgorithm(node i: Int, batch: Int) -> Conv2DAlgorithm? {
         guard let conv = convs[i] else { return nil }
-        return try? conv.algorithm(for: [batch] + graph.shape(of: graph.nodes[i].inputs[0]))
+        return conv.algorithm(for: [batch] + graph.shape(of: graph.nodes[i].inputs[0]))
     }
 
     /// What a dropped value's slot holds.

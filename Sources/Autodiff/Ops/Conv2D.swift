@@ -220,13 +220,13 @@ public enum Conv2DTuning {
     /// core reaches: 32 MB on this EPYC VM), or nil. Not glibc's `_SC_LEVEL3_CACHE_SIZE`, which on
     /// AMD CPUs reports the L3 of every core complex of the host together (320 MB here).
     public static func lastLevelCacheBytes(sysfs: String = "/sys/devices/system/cpu/cpu0/cache") -> Int? {
+        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
         var best: (level: Int, bytes: Int)?
         for index in (try? FileManager.default.contentsOfDirectory(atPath: sysfs)) ?? [] where index.hasPrefix("index") {
             func read(_ name: String) -> String? {
                 (try? String(contentsOfFile: "\(sysfs)/\(index)/\(name)", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
             }
             guard let level = read("level").flatMap({ Int($0) }), let text = read("size"), read("type") != "Instruction" else { continue }
-            let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
             let scale = text.last.flatMap { units[$0] } ?? 1
             guard let number = Int(scale == 1 ? text : String(text.dropLast())), number > 0 else { continue }
             if best == nil || level > best!.level { best = (level, number * scale) }

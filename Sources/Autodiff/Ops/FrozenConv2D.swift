@@ -45,6 +45,17 @@ public final class FrozenConv2D {
             case dense(DenseMapConv, Tensor)
             case gemm(GEMMConv)
 
+            /// The algorithm the path runs.
+            var algorithm: Conv2DAlgorithm {
+                switch self {
+                case .depthwise: return .depthwise
+                case let .winograd(conv, _): return .winograd(tile: conv.tile)
+                case .packed: return .packedGEMM
+                case .dense: return .denseMap
+                case .gemm: return .im2col
+                }
+            }
+
             /// Whether the path adds a residual (and then the activation) in its own output pass.
             var addsResidual: Bool {
                 switch self {
@@ -120,12 +131,8 @@ public final class FrozenConv2D {
         return out
     }
 
-    /// The algorithm a call on input `shape` runs (`Conv2DGeometry.algorithm` for these weights).
-    /// - Throws: `ShapeError` when the shape does not fit the weights.
-    public func algorithm(for shape: [Int]) throws -> Conv2DAlgorithm {
-        try Conv2DGeometry.validate(input: shape, weight: weight.shape, bias: bias?.shape, stride: stride, padding: padding, groups: groups)
-            .algorithm(frozenWeights: true, weightsCached: weightsCached)
-    }
+    /// The algorithm a call on input `shape` runs: its plan's (made now if no call has made it).
+    public func algorithm(for shape: [Int]) -> Conv2DAlgorithm { plan(shape).path.algorithm }
 
     /// The plan for input `shape`, made on first use (where the shapes are checked).
     private func plan(_ shape: [Int]) -> Plan {

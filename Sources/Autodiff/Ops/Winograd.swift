@@ -63,7 +63,7 @@ struct WinogradConv {
             m = tile
             // Cached weights cost nothing to read, where the convolution is large enough for
             // Winograd's three passes to pay for their own fixed costs.
-            let macs = g.batch * g.outPlane * g.inChannels * g.outChannels * 9
+            let macs = g.batch * g.outChannels * g.outPlane * g.colRows
             let free = frozenWeights && weightsCached && macs >= Conv2DTuning.cachedWinogradMinMACs
             let stream = free ? 0 : Double(Conv2DTuning.weightStreamCost)
             let direct = Double(9 * g.outPlane * g.batch) + 9 * stream
