@@ -453,24 +453,83 @@ static inline void window2x2(float a, float b, float c, float d, float m, float 
 /// (each pair of consecutive pixels one window), maxima at pm, upstream gradients at pv; the
 /// gradients written in the same layout to dt0, dt1, du0, du1. (Pointers: a 64-byte vector
 /// passed by value would change the calling convention between the clones.)
+/// The gradients of 16 windows (their pixels in `pool16`'s layout t0, t1, u0, u1, maxima m,
+/// upstream gradients v) into dt0, dt1, du0, du1, in the same layout.
+#define GRADIENT_PAIRS(t0, t1, u0, u1, m, v, dt0, dt1, du0, du1)                                                      \
+    const vf dt0##_a = EVENS(t0, t1), dt0##_b = ODDS(t0, t1), dt0##_c = EVENS(u0, u1), dt0##_d = ODDS(u0, u1);         \
+    const vi dt0##_ea = dt0##_a == (m), dt0##_eb = ~dt0##_ea & (dt0##_b == (m)),                                       \
+             dt0##_ec = ~dt0##_ea & ~dt0##_eb & (dt0##_c == (m)),                                                      \
+             dt0##_ed = ~dt0##_ea & ~dt0##_eb & ~dt0##_ec & (dt0##_d == (m));                                          \
+    const vf dt0##_ga = SELECT(dt0##_ea | ~(dt0##_eb | dt0##_ec | dt0##_ed), v, (vf){0}),                              \
+             dt0##_gb = SELECT(dt0##_eb, v, (vf){0}), dt0##_gc = SELECT(dt0##_ec, v, (vf){0}),                         \
+             dt0##_gd = SELECT(dt0##_ed, v, (vf){0});                                                                  \
+    const vf dt0 = ZIP_LO(dt0##_ga, dt0##_gb), dt1 = ZIP_HI(dt0##_ga, dt0##_gb), du0 = ZIP_LO(dt0##_gc, dt0##_gd),     \
+             du1 = ZIP_HI(dt0##_gc, dt0##_gd)
+
 static inline __attribute__((always_inline)) void gradient16(const float *pt0, const float *pt1, const float *pu0,
                                                              const float *pu1, const float *pm, const float *pv,
                                                              float *dt0, float *dt1, float *du0, float *du1) {
-    const vf zero = (vf){0}, t0 = LOAD(pt0), t1 = LOAD(pt1), u0 = LOAD(pu0), u1 = LOAD(pu1), m = LOAD(pm), v = LOAD(pv);
-    const vf a = EVENS(t0, t1), b = ODDS(t0, t1), c = EVENS(u0, u1), d = ODDS(u0, u1);
-    const vi ea = a == m, eb = ~ea & (b == m), ec = ~ea & ~eb & (c == m), ed = ~ea & ~eb & ~ec & (d == m);
-    const vf ga = SELECT(ea | ~(eb | ec | ed), v, zero), gb = SELECT(eb, v, zero);
-    const vf gc = SELECT(ec, v, zero), gd = SELECT(ed, v, zero);
-    STORE(dt0, ZIP_LO(ga, gb));
-    STORE(dt1, ZIP_HI(ga, gb));
-    STORE(du0, ZIP_LO(gc, gd));
-    STORE(du1, ZIP_HI(gc, gd));
+    const vf t0 = LOAD(pt0), t1 = LOAD(pt1), u0 = LOAD(pu0), u1 = LOAD(pu1), m = LOAD(pm), v = LOAD(pv);
+    GRADIENT_PAIRS(t0, t1, u0, u1, m, v, gt0, gt1, gu0, gu1);
+    STORE(dt0, gt0);
+    STORE(dt1, gt1);
+    STORE(du0, gu0);
+    STORE(du1, gu1);
 }
+
+// The inverses of `pool16_rowpairs`' gathers (below): the top and bottom rows' pixels t, u of 16
+// windows back into the first (A) or second (B) of the two row-pair vectors they came from.
+#define ROWPAIRS4_A(t, u) __builtin_shufflevector(t, u, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
+#define ROWPAIRS4_B(t, u) __builtin_shufflevector(t, u, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31)
+#define ROWPAIRS2_A(t, u) __builtin_shufflevector(t, u, 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23)
+#define ROWPAIRS2_B(t, u) __builtin_shufflevector(t, u, 8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31)
+#define ROWPAIRS1_A(t, u) __builtin_shufflevector(t, u, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23)
+#define ROWPAIRS1_B(t, u) __builtin_shufflevector(t, u, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31)
+#define TOPS4(a, b) __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
+#define BOTTOMS4(a, b) __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31)
+#define TOPS2(a, b) __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27)
+#define BOTTOMS2(a, b) __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31)
+#define TOPS1(a, b) __builtin_shufflevector(a, b, 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29)
+#define BOTTOMS1(a, b) __builtin_shufflevector(a, b, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31)
+
+/// The gradients of the 16 windows of `pool16_rowpairs` (OW = W / 2 a constant 1, 2 or 4 in
+/// W, the macros' suffix) from the 64 inputs at x, maxima at y and upstream gradients at dy to
+/// the 64 floats at dx.
+#define GRADIENT_ROWPAIRS(W, x, y, dy, dx)                                                                             \
+    do {                                                                                                               \
+        const vf v0 = LOAD(x), v1 = LOAD((x) + 16), v2 = LOAD((x) + 32), v3 = LOAD((x) + 48);                          \
+        const vf t0 = TOPS##W(v0, v1), t1 = TOPS##W(v2, v3), u0 = BOTTOMS##W(v0, v1), u1 = BOTTOMS##W(v2, v3);         \
+        const vf m = LOAD(y), v = LOAD(dy);                                                                            \
+        GRADIENT_PAIRS(t0, t1, u0, u1, m, v, gt0, gt1, gu0, gu1);                                                      \
+        STORE(dx, ROWPAIRS##W##_A(gt0, gu0));                                                                          \
+        STORE((dx) + 16, ROWPAIRS##W##_B(gt0, gu0));                                                                   \
+        STORE((dx) + 32, ROWPAIRS##W##_A(gt1, gu1));                                                                   \
+        STORE((dx) + 48, ROWPAIRS##W##_B(gt1, gu1));                                                                   \
+    } while (0)
 
 NS_CLONES
 void ns_maxpool2x2_backward(long first, long count, long H, long W, const float *x, const float *y, const float *dy,
                             float *dx) {
     const long OH = H / 2, OW = W / 2;
+    if (H % 2 == 0 && (W == 2 || W == 4 || W == 8)) {
+        // Small planes: all the planes' windows as one stream, as in the forward pass.
+        const float *xs = x + first * H * W, *ys = y + first * OH * OW, *gs = dy + first * OH * OW;
+        float *ds = dx + first * H * W;
+        const long n = count * OH * OW;
+        long i = 0;
+        if (OW == 4)
+            for (; i + L <= n; i += L) GRADIENT_ROWPAIRS(4, xs + 4 * i, ys + i, gs + i, ds + 4 * i);
+        else if (OW == 2)
+            for (; i + L <= n; i += L) GRADIENT_ROWPAIRS(2, xs + 4 * i, ys + i, gs + i, ds + 4 * i);
+        else
+            for (; i + L <= n; i += L) GRADIENT_ROWPAIRS(1, xs + 4 * i, ys + i, gs + i, ds + 4 * i);
+        for (; i < n; i++) {
+            const long at = 4 * OW * (i / OW) + 2 * (i % OW);
+            const float *r0 = xs + at, *r1 = r0 + W;
+            window2x2(r0[0], r0[1], r1[0], r1[1], ys[i], gs[i], ds + at, ds + at + 1, ds + at + W, ds + at + W + 1);
+        }
+        return;
+    }
     for (long p = first; p < first + count; p++) {
         const float *xp = x + p * H * W, *yp = y + p * OH * OW, *gp = dy + p * OH * OW;
         float *dp = dx + p * H * W;
@@ -501,12 +560,36 @@ void ns_maxpool2x2_backward(long first, long count, long H, long W, const float 
 /// their bottom rows' at u0 and u1. The larger of each pair as `fmaxf` picks it (the first on a
 /// tie), then 0 times the window's sum added, which turns the output NaN where an input is NaN
 /// or infinite (`fmaxf` alone would drop a NaN). Pointers, not vectors, as arguments (see simd.h).
+#define POOL_PAIRS(o, tt0, tt1, uu0, uu1)                                                                            \
+    do {                                                                                                               \
+        const vf a = EVENS(tt0, tt1), b = ODDS(tt0, tt1), c = EVENS(uu0, uu1), d = ODDS(uu0, uu1);                     \
+        const vf ab = SELECT(a >= b, a, b), cd = SELECT(c >= d, c, d);                                                 \
+        STORE(o, SELECT(ab >= cd, ab, cd) + 0 * (a + b + c + d));                                                      \
+    } while (0)
+
 static inline __attribute__((always_inline)) void pool16(const float *t0, const float *t1, const float *u0,
                                                          const float *u1, float *o) {
     const vf tt0 = LOAD(t0), tt1 = LOAD(t1), uu0 = LOAD(u0), uu1 = LOAD(u1);
-    const vf a = EVENS(tt0, tt1), b = ODDS(tt0, tt1), c = EVENS(uu0, uu1), d = ODDS(uu0, uu1);
-    const vf ab = SELECT(a >= b, a, b), cd = SELECT(c >= d, c, d);
-    STORE(o, SELECT(ab >= cd, ab, cd) + 0 * (a + b + c + d));
+    POOL_PAIRS(o, tt0, tt1, uu0, uu1);
+}
+
+/// 16 windows of planes 2, 4 or 8 columns wide (OW = 1, 2, 4) with an even number of rows: then
+/// every output's window is the 2x2 block at 4 times its index in the planes' row pairs (4·OW
+/// floats each: the top row, then the bottom one), whatever plane it belongs to, so 16 outputs
+/// read the 64 inputs at x; their top rows' and bottom rows' pixels are gathered into the layout
+/// `pool16` reads.
+static inline __attribute__((always_inline)) void pool16_rowpairs(const float *x, long OW, float *o) {
+    const vf v0 = LOAD(x), v1 = LOAD(x + 16), v2 = LOAD(x + 32), v3 = LOAD(x + 48);
+    if (OW == 4) {
+        const vf t0 = TOPS4(v0, v1), t1 = TOPS4(v2, v3), u0 = BOTTOMS4(v0, v1), u1 = BOTTOMS4(v2, v3);
+        POOL_PAIRS(o, t0, t1, u0, u1);
+    } else if (OW == 2) {
+        const vf t0 = TOPS2(v0, v1), t1 = TOPS2(v2, v3), u0 = BOTTOMS2(v0, v1), u1 = BOTTOMS2(v2, v3);
+        POOL_PAIRS(o, t0, t1, u0, u1);
+    } else {
+        const vf t0 = TOPS1(v0, v1), t1 = TOPS1(v2, v3), u0 = BOTTOMS1(v0, v1), u1 = BOTTOMS1(v2, v3);
+        POOL_PAIRS(o, t0, t1, u0, u1);
+    }
 }
 
 static inline float pool1(float a, float b, float c, float d) {
@@ -517,6 +600,25 @@ static inline float pool1(float a, float b, float c, float d) {
 NS_CLONES
 void ns_maxpool2x2_forward(long first, long count, long H, long W, const float *x, float *y) {
     const long OH = H / 2, OW = W / 2;
+    if (H % 2 == 0 && (W == 2 || W == 4 || W == 8)) {
+        // Small planes (VGG's and ResNets' last maps): the windows of all the planes as one
+        // stream, 16 at a time (`pool16_rowpairs`), instead of a few scalar windows per plane.
+        const float *xs = x + first * H * W;
+        float *ys = y + first * OH * OW;
+        const long n = count * OH * OW;
+        long i = 0;
+        if (OW == 4)
+            for (; i + L <= n; i += L) pool16_rowpairs(xs + 4 * i, 4, ys + i);
+        else if (OW == 2)
+            for (; i + L <= n; i += L) pool16_rowpairs(xs + 4 * i, 2, ys + i);
+        else
+            for (; i + L <= n; i += L) pool16_rowpairs(xs + 4 * i, 1, ys + i);
+        for (; i < n; i++) {
+            const float *r0 = xs + 4 * OW * (i / OW) + 2 * (i % OW), *r1 = r0 + W;
+            ys[i] = pool1(r0[0], r0[1], r1[0], r1[1]);
+        }
+        return;
+    }
     for (long p = first; p < first + count; p++) {
         const float *xp = x + p * H * W;
         float *yp = y + p * OH * OW;

@@ -377,27 +377,29 @@ final class GradientTests: XCTestCase {
     }
 
     /// 2x2/2 pooling's gradient on rows wide enough for the vector path (16 windows at a time,
-    /// then a tail) and on rows of 16 (two output rows a vector, then an odd last row): each
+    /// then a tail), on rows of 16 (two output rows a vector, then an odd last row) and on planes
+    /// 8, 4 and 2 wide (all planes' windows as one stream, 16 a vector, then a tail): each
     /// window's gradient goes to its first element equal to the maximum, ties included, and to its
     /// first element in a NaN window; checked window by window.
     func testMaxPool2x2GradientPicksTheFirstMaximum() {
-        for (h, w) in [(4, 36), (6, 16)] {
+        for (channels, h, w) in [(3, 4, 36), (3, 6, 16), (5, 4, 8), (7, 6, 4), (11, 2, 2), (3, 4, 2)] {
             let oh = h / 2, ow = w / 2
-            let x = Tensor.randn([2, 3, h, w], using: &rng)
+            let x = Tensor.randn([2, channels, h, w], using: &rng)
             // Ties: windows whose maximum appears twice or four times; a NaN window.
-            for (plane, r, c) in [(0, 0, 0), (1, 1, 5), (5, 1, ow - 1), (3, 0, ow - 2), (2, oh - 1, 3)] {
+            for (plane, r, c) in [(0, 0, 0), (1, 1 % oh, 5 % ow), (5, 1 % oh, ow - 1), (3, 0, max(ow - 2, 0)),
+                                  (2, oh - 1, 3 % ow)] {
                 let at = plane * h * w + 2 * r * w + 2 * c
                 x.data[at + 1] = 9
                 x.data[at + w] = 9
                 if c == 0 { x.data[at] = 9; x.data[at + w + 1] = 9 }
             }
-            x.data[4 * h * w + 2 * w + 2 * 7 + 1] = .nan  // plane 4, window (1, 7)
+            x.data[4 * h * w + 2 * (1 % oh) * w + 2 * (7 % ow) + 1] = .nan  // plane 4, window (1, 7)
             x.requiresGrad = true
             let y = maxPool2d(x, kernel: (2, 2))
             let seed = Tensor.randn(y.shape, using: &rng)
             y.backward(seed: seed)
             var expected = [Float](repeating: 0, count: x.count)
-            for plane in 0..<6 {
+            for plane in 0..<2 * channels {
                 for r in 0..<oh {
                     for c in 0..<ow {
                         let at = plane * h * w + 2 * r * w + 2 * c, out = (plane * oh + r) * ow + c
@@ -406,23 +408,25 @@ final class GradientTests: XCTestCase {
                     }
                 }
             }
-            XCTAssertEqual(x.grad!.values.map { $0.bitPattern }, expected.map { $0.bitPattern }, "\(h)x\(w)")
+            XCTAssertEqual(x.grad!.values.map { $0.bitPattern }, expected.map { $0.bitPattern }, "\(channels)x\(h)x\(w)")
         }
     }
 
     /// 2x2/2 pooling forward (the C kernel) window by window: rows of 16 (two output rows a
     /// vector), wide rows (16 windows a vector, then a tail), odd sizes (the last row and column
-    /// dropped, rows of 3 windows); an infinity or a NaN makes its window NaN.
+    /// dropped, rows of 3 windows), planes 8, 4 and 2 wide (all planes' windows as one stream, 16
+    /// a vector, then a tail); an infinity or a NaN makes its window NaN.
     func testMaxPool2x2Forward() {
-        for (h, w) in [(6, 16), (4, 36), (7, 33), (5, 7)] {
+        for (c, h, w) in [(3, 6, 16), (3, 4, 36), (3, 7, 33), (3, 5, 7), (5, 4, 8), (3, 8, 8), (7, 6, 4), (11, 2, 2),
+                          (3, 4, 2), (3, 3, 4)] {
             let oh = h / 2, ow = w / 2
-            let x = Tensor.randn([2, 3, h, w], using: &rng)
+            let x = Tensor.randn([2, c, h, w], using: &rng)
             x.data[1 * h * w + 2 * w + 3] = .infinity
             x.data[4 * h * w + 1] = .nan
             x.data[5 * h * w + w] = -.infinity
             let y = maxPool2d(x, kernel: (2, 2))
-            XCTAssertEqual(y.shape, [2, 3, oh, ow])
-            for plane in 0..<6 {
+            XCTAssertEqual(y.shape, [2, c, oh, ow])
+            for plane in 0..<2 * c {
                 for r in 0..<oh {
                     for c in 0..<ow {
                         let at = plane * h * w + 2 * r * w + 2 * c
