@@ -52,17 +52,19 @@ struct DenseMapConv {
         return e
     }
 
-    /// `out = act(conv(x) + bias (+ addend))`: the images split over the pieces, one sgemm each
-    /// (images as rows), then the bias, addend and activation over the piece's outputs.
+    /// `out = act(conv(x) + bias (+ addend))`: the output channels split over the pieces, one
+    /// sgemm each over the whole batch (images as rows; each piece reads only its part of the
+    /// expanded kernels), then the bias, addend and activation over the piece's outputs.
     func forward(_ x: UnsafePointer<Float>, expanded: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                  adding addend: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>, activation: Activation) {
         let rows = self.rows, columns = self.columns, plane = g.outPlane
-        Parallel.forPieces(g.batch) { images in
-            BLAS.gemm(transA: false, transB: true, m: images.count, n: rows, k: columns,
-                      a: x + images.lowerBound * columns, lda: columns, b: expanded, ldb: columns,
-                      beta: 0, c: out + images.lowerBound * rows, ldc: rows)
-            for n in images {
-                for o in 0..<g.outChannels {
+        Parallel.forPieces(g.outChannels) { channels in
+            let first = channels.lowerBound * plane
+            BLAS.gemm(transA: false, transB: true, m: g.batch, n: channels.count * plane, k: columns,
+                      a: x, lda: columns, b: expanded + first * columns, ldb: columns,
+                      beta: 0, c: out + first, ldc: rows)
+            for n in 0..<g.batch {
+                for o in channels {
                     let at = (n * g.outChannels + o) * plane, dst = out + at
                     if let addend {
                         for k in 0..<plane { dst[k] += addend[at + k] }
