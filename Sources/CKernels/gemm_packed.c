@@ -207,11 +207,13 @@ void ns_pgemm_narrow_pack(long M, long K, const float *A, long lda, float *ap) {
 
 /// Panels [p, p + GP) against NC columns: GP * NC accumulators, enough independent sums (about 8)
 /// to keep the multiply-adds' latency hidden when NC is 1 or 2 (a 1x1 map's matrix-vector
-/// product). Each element still sums its K products in k order in one lane.
+/// product). Each element still sums its K products in k order in one lane. Column n belongs to
+/// image n / P of C (and of the addend), `cstride` floats apart, at column n mod P.
 static inline __attribute__((always_inline)) void narrow_panels(long NC, long GP, long M, long K,
                                                                 const float *restrict ap, const float *restrict B,
-                                                                long ldb, float *C, long ldc, const float *bias,
-                                                                const float *addend, float lo, float hi, long p) {
+                                                                long ldb, float *C, long ldc, long P, long cstride,
+                                                                const float *bias, const float *addend, float lo,
+                                                                float hi, long p) {
     vf acc[GP][NC];
     UNROLL for (long g = 0; g < GP; g++)
         UNROLL for (long n = 0; n < NC; n++) acc[g][n] = (vf){0};
@@ -224,6 +226,8 @@ static inline __attribute__((always_inline)) void narrow_panels(long NC, long GP
             UNROLL for (long g = 0; g < GP; g++) acc[g][n] += av[g] * b;
         }
     }
+    long at[NP];
+    for (long n = 0; n < NC; n++) at[n] = n / P * cstride + n % P;
     UNROLL for (long g = 0; g < GP; g++) {
         float t[NP][NP];
         UNROLL for (long n = 0; n < NC; n++) STORE(t[n], acc[g][n]);
@@ -232,9 +236,9 @@ static inline __attribute__((always_inline)) void narrow_panels(long NC, long GP
             const float add = bias ? bias[m0 + r] : 0;
             for (long n = 0; n < NC; n++) {
                 float y = t[n][r] + add;
-                if (addend) y += addend[(m0 + r) * ldc + n];
+                if (addend) y += addend[(m0 + r) * ldc + at[n]];
                 y = y < lo ? lo : y;
-                C[(m0 + r) * ldc + n] = y > hi ? hi : y;
+                C[(m0 + r) * ldc + at[n]] = y > hi ? hi : y;
             }
         }
     }
@@ -245,20 +249,27 @@ static inline __attribute__((always_inline)) void narrow_panels(long NC, long GP
     case NC: {                                                                                                        \
         enum { GP = (8 + NC - 1) / NC };                                                                              \
         long p = p0;                                                                                                  \
-        for (; p + GP <= p1; p += GP) narrow_panels(NC, GP, M, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p);       \
-        for (; p < p1; p++) narrow_panels(NC, 1, M, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p);                  \
+        for (; p + GP <= p1; p += GP)                                                                                 \
+            narrow_panels(NC, GP, M, K, ap, B, ldb, C, ldc, P, cstride, bias, addend, lo, hi, p);                     \
+        for (; p < p1; p++) narrow_panels(NC, 1, M, K, ap, B, ldb, C, ldc, P, cstride, bias, addend, lo, hi, p);      \
         break;                                                                                                        \
     }
 
 NS_CLONES
-void ns_pgemm_narrow(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
-                     const float *bias, const float *addend, float lo, float hi, long p0, long p1) {
+void ns_pgemm_narrow_images(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
+                            long P, long cstride, const float *bias, const float *addend, float lo, float hi, long p0,
+                            long p1) {
     switch (N) {
         NARROW_CASE(1) NARROW_CASE(2) NARROW_CASE(3) NARROW_CASE(4) NARROW_CASE(5) NARROW_CASE(6) NARROW_CASE(7)
         NARROW_CASE(8) NARROW_CASE(9) NARROW_CASE(10) NARROW_CASE(11) NARROW_CASE(12) NARROW_CASE(13)
-        NARROW_CASE(14) NARROW_CASE(15)
+        NARROW_CASE(14) NARROW_CASE(15) NARROW_CASE(16)
     default: break;
     }
+}
+
+void ns_pgemm_narrow(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
+                     const float *bias, const float *addend, float lo, float hi, long p0, long p1) {
+    ns_pgemm_narrow_images(M, N, K, ap, B, ldb, C, ldc, N, 0, bias, addend, lo, hi, p0, p1);
 }
 
 // MARK: implicit: a convolution without its patch matrix

@@ -33,6 +33,11 @@ final class FrozenConv2DTests: XCTestCase {
             ([1, 8, 2, 2], [150, 8, 1, 1], 2, 0, 1),    // narrow on a 1x1 map: 8 panels together, then 2 alone
             ([2, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1),      // small maps of a batch, few weights: narrow, image by image
             ([3, 40, 2, 2], [37, 40, 1, 1], 1, 0, 1),   // the same in place, 3 panels (the last cut)
+            // Small maps of a batch, several images a call (`ns_pgemm_narrow_images`):
+            ([11, 12, 2, 2], [37, 12, 1, 1], 1, 0, 1),  // 1x1 in place: calls of 4, 4 and 3 images (16, 16, 12 columns)
+            ([9, 10, 4, 4], [20, 10, 1, 1], 2, 0, 1),   // a 1x1 stride-2 shortcut onto 2x2: patch matrices side by side
+            ([5, 6, 2, 2], [9, 6, 3, 3], 1, 1, 1),      // 3x3 on 2x2 below the dense map's batch: calls of 4 and 1
+            ([19, 6, 1, 1], [21, 6, 1, 1], 1, 0, 1),    // 1x1 maps: calls of 16 and 3 images
         ]
         // The weight-packing GEMM takes the planes of at least 16 pixels of ungrouped convolutions.
         let geometry = { (xs: [Int], ws: [Int], s: Int, p: Int, g: Int) in

@@ -100,6 +100,10 @@ struct PackedGEMMConv {
             }
             return
         }
+        if narrow && Self.imagesPerCall(plane) > 1 {
+            narrowImagesForward(x, packed: packed, bias, adding: addend, out, lo: lo, hi: hi, panels: panels)
+            return
+        }
         let streaming: Int32 = g.batch * imageOut * MemoryLayout<Float>.size >= Conv2DTuning.streamingBytes ? 1 : 0
         forEachPieceBlock(count: g.batch, block: 1) { piece, img, _ in
             var b = x + img * imageIn
@@ -114,6 +118,41 @@ struct PackedGEMMConv {
                 ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, addend.map { $0 + img * imageOut },
                          lo, hi, 0, panels, pscratch.map { $0 + piece * scratchCount }, streaming)
             }
+        }
+    }
+
+    /// Images of a batch the narrow kernel takes together on output planes of `plane` pixels: as
+    /// many as fill its 16 columns (4 of a 2x2 map), so each of its reads of the weights serves
+    /// them all.
+    static func imagesPerCall(_ plane: Int) -> Int { max(1, Int(NS_PGEMM_NARROW_ROWS) / max(plane, 1)) }
+
+    /// A batch on the narrow kernel, `imagesPerCall` images at a time: their patch matrices (or,
+    /// for a 1x1 stride-1 convolution, the images themselves) side by side in one scratch matrix,
+    /// the product written into each image's output (`ns_pgemm_narrow_images`). Every element is
+    /// the same sum in the same order as image by image.
+    private func narrowImagesForward(_ x: UnsafePointer<Float>, packed: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
+                                     adding addend: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>,
+                                     lo: Float, hi: Float, panels: Int) {
+        let g = self.g, k = g.colRows, plane = g.outPlane, m = g.outChannels
+        let perCall = Self.imagesPerCall(plane), calls = (g.batch + perCall - 1) / perCall
+        let imageIn = g.inChannels * g.inPlane, imageOut = m * plane, scratchCount = k * perCall * plane
+        let scratch = Tensor(uninitialized: [Parallel.gemmPieces * scratchCount]), pscratch = scratch.data
+        defer { withExtendedLifetime(scratch) {} }  // the pieces below use it only by pointer
+        forEachPieceBlock(count: calls, block: 1) { piece, call, _ in
+            let first = call * perCall, images = min(perCall, g.batch - first), columns = images * plane
+            let b = pscratch + piece * scratchCount
+            if let im2col {
+                im2col.im2col(x, group: 0, start: first, images: 0..<images, cols: columns, into: b)
+            } else {
+                for r in 0..<k {
+                    for i in 0..<images {
+                        let src = x + (first + i) * imageIn + r * plane, dst = b + r * columns + i * plane
+                        for q in 0..<plane { dst[q] = src[q] }
+                    }
+                }
+            }
+            ns_pgemm_narrow_images(m, columns, k, packed, b, columns, out + first * imageOut, plane, plane, imageOut,
+                                   bias, addend.map { $0 + first * imageOut }, lo, hi, 0, panels)
         }
     }
 

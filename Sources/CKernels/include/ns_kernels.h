@@ -239,6 +239,12 @@ long ns_pgemm_narrow_packed_count(long M, long K);
 void ns_pgemm_narrow_pack(long M, long K, const float *A, long lda, float *ap);
 void ns_pgemm_narrow(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
                      const float *bias, const float *addend, float lo, float hi, long p0, long p1);
+/// The same for N <= 16 columns from several images of P columns each (a batch's small maps side
+/// by side in B): column n is written to image n / P of C and read from the same of the addend,
+/// `cstride` floats apart, at column n mod P. The weights are read once for all of them.
+void ns_pgemm_narrow_images(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
+                            long P, long cstride, const float *bias, const float *addend, float lo, float hi, long p0,
+                            long p1);
 
 /// Rows [r0, r1) of one image's patch matrix (row r at col + r * plane) from a table of input
 /// offsets per tap and output pixel (table[t * plane + p], -1 for padding): row c * taps + t,
