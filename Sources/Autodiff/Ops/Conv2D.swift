@@ -149,14 +149,16 @@ public enum Conv2DTuning {
         get { ns_portable_kernels() != 0 }
         set { ns_set_portable_kernels(newValue ? 1 : 0) }
     }
-    /// Frozen convolutions on planes too small for 16-column tiles (4x4 and smaller) run image by
-    /// image on the narrow kernel (`ns_pgemm_narrow`) also for a batch when their weights are at
-    /// most this many floats (4 MB: they stream from the caches from one image to the next).
-    /// Larger ones go through sgemm with the images side by side, which reads them once per
-    /// batch. ResNet-50 x0.25's last nine blocks at batch 32: 1.55 -> 1.22 ms (at 1 MB); 4 MB
-    /// rather than 1 MB, profiled at batch 32, alternating: MobileNetV2 x1.0 13.2 -> 12.6 ms,
-    /// ResNet-50 x1.0 29.6-30.2 -> 28.8-29.2 ms; 16 MB no better.
-    nonisolated(unsafe) public static var narrowBatchWeights = 1 << 20
+    /// Frozen convolutions on planes too small for 16-column tiles (4x4 and smaller) run on the
+    /// narrow kernel (`ns_pgemm_narrow`, images side by side up to 16 columns) also for a batch
+    /// when their weights are at most this many floats (16 MB). Larger ones go through sgemm with
+    /// the images side by side, which reads them once per batch. ResNet-50 x0.25's last nine
+    /// blocks at batch 32: 1.55 -> 1.22 ms (image by image, at 1 MB); 4 MB rather than 1 MB,
+    /// profiled at batch 32, alternating: MobileNetV2 x1.0 13.2 -> 12.6 ms, ResNet-50 x1.0
+    /// 29.6-30.2 -> 28.8-29.2 ms; 16 MB then no better. With the images side by side (1x1 maps
+    /// 16 a call), 16 MB rather than 4: ResNet-50 x1.0's last stride-2 shortcut (2 M weights)
+    /// 1.47-1.58 -> 1.12-1.18 ms at batch 32 (3 alternating rounds).
+    nonisolated(unsafe) public static var narrowBatchWeights = 1 << 22
     /// Outputs of frozen convolutions (`PackedGEMMConv`, a batch) of at least this many bytes are
     /// written with streaming stores, past the caches: their lines are not read first, which for
     /// MobileNetV2's 1x1 expansions at batch 32 (12 MB each) took 40% of the layer's time.
