@@ -469,6 +469,18 @@ int ns_pconv_available(long H, long W, long KH, long KW, long PH, long PW, long 
 }
 
 NS_CLONES
+void ns_pconv_even_phase(const float *x, long H, long W, long c0, long c1, float *phases) {
+    const long OH = H / 2, OW = W / 2;
+    for (long c = c0; c < c1; c++)
+        for (long y = 0; y < H; y += 2) {
+            const float *row = x + (c * H + y) * W;
+            float *even = phases + (c * 4 * OH + y / 2) * OW;
+            long i = 0;
+            for (; i + NS_LANES <= OW; i += NS_LANES) STORE(even + i, EVENS(LOAD(row + 2 * i), LOAD(row + 2 * i + NS_LANES)));
+            for (; i < OW; i++) even[i] = row[2 * i];
+        }
+}
+
 void ns_pconv_phases(const float *x, long H, long W, long c0, long c1, float *phases) {
     const long OH = H / 2, OW = W / 2;
     for (long c = c0; c < c1; c++)

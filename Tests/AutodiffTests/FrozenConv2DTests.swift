@@ -24,6 +24,7 @@ final class FrozenConv2DTests: XCTestCase {
             ([1, 3, 7, 9], [11, 3, 5, 5], 1, 2, 1),     // read from the image (no patch matrix), 5x5 taps, 32+31 pixels
             ([1, 6, 10, 8], [20, 6, 3, 3], 2, 1, 1),    // stride 2 from the image's phases, one image (20 pixels)
             ([3, 4, 12, 12], [9, 4, 1, 1], 2, 0, 1),    // a 1x1 stride-2 shortcut from the phases, a batch
+            ([3, 40, 12, 12], [9, 40, 1, 1], 2, 0, 1),  // the same, deeper than conv2d's own packed path takes
             ([2, 3, 8, 8], [10, 3, 4, 4], 2, 1, 1),     // an even kernel at stride 2 (kernel 2 p + 2)
             ([1, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1),      // one image on a 3x3 map: the narrow kernel (9 columns)
             ([1, 40, 2, 2], [37, 40, 1, 1], 1, 0, 1),   // narrow, in place, 3 panels (the last cut), 4 columns

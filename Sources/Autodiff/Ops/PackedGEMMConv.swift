@@ -164,6 +164,8 @@ struct PackedGEMMConv {
                                  lo: Float, hi: Float, panels: Int) {
         let g = self.g, imageIn = g.inChannels * g.inPlane, imageOut = g.outChannels * g.outPlane
         let strided = g.strideH == 2, pieces = Parallel.gemmPieces
+        // A 1x1 kernel (padding 0) reads only the even rows' even columns: that phase alone.
+        let split = g.kernelH == 1 && g.kernelW == 1 ? ns_pconv_even_phase : ns_pconv_phases
         let phases = Tensor(uninitialized: [strided ? min(g.batch, pieces) * imageIn : 0]), pphases = phases.data
         defer { withExtendedLifetime(phases) {} }  // the pieces below use it only by pointer
         let conv = { (img: Int, source: UnsafePointer<Float>, first: Int, end: Int, streaming: Int32) in
@@ -176,7 +178,7 @@ struct PackedGEMMConv {
                 let image = x + img * imageIn
                 if strided {
                     Parallel.forPieces(g.inChannels) { c in
-                        ns_pconv_phases(image, g.height, g.width, c.lowerBound, c.upperBound, pphases)
+                        split(image, g.height, g.width, c.lowerBound, c.upperBound, pphases)
                     }
                 }
                 forEachPieceBlock(count: panels, block: panels) { _, first, count in
@@ -188,7 +190,7 @@ struct PackedGEMMConv {
         let streaming: Int32 = g.batch * imageOut * MemoryLayout<Float>.size >= Conv2DTuning.streamingBytes ? 1 : 0
         forEachPieceBlock(count: g.batch, block: 1) { piece, img, _ in
             let image = x + img * imageIn
-            if strided { ns_pconv_phases(image, g.height, g.width, 0, g.inChannels, pphases + piece * imageIn) }
+            if strided { split(image, g.height, g.width, 0, g.inChannels, pphases + piece * imageIn) }
             conv(img, strided ? UnsafePointer(pphases + piece * imageIn) : image, 0, panels, streaming)
         }
     }

@@ -230,6 +230,9 @@ void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH,
 /// Channels [c0, c1) of x [C, H, W] (H, W even) split into the four phases of each plane:
 /// phases[c][2 a + b][y][x] = x[c][2 y + a][2 x + b].
 void ns_pconv_phases(const float *x, long H, long W, long c0, long c1, float *phases);
+/// Only the first of those phases (even rows, even columns), all a 1x1 stride-2 convolution reads;
+/// the others are left as they were.
+void ns_pconv_even_phase(const float *x, long H, long W, long c0, long c1, float *phases);
 
 /// The same product for N < 16 columns (an image's small map), the lanes over 16 rows of C:
 /// A packed by `ns_pgemm_narrow_pack` (`ns_pgemm_narrow_packed_count(M, K)` floats) in panels of
