@@ -161,8 +161,12 @@ public enum Conv2DTuning {
     nonisolated(unsafe) public static var narrowBatchWeights = 1 << 22
     /// Outputs of frozen convolutions (`PackedGEMMConv`, a batch) of at least this many bytes are
     /// written with streaming stores, past the caches: their lines are not read first, which for
-    /// MobileNetV2's 1x1 expansions at batch 32 (12 MB each) took 40% of the layer's time.
-    nonisolated(unsafe) public static var streamingBytes = 8 << 20
+    /// MobileNetV2's 1x1 expansions at batch 32 (12 MB each) took 40% of the layer's time. 2 MB
+    /// rather than 8 (engine profile at batch 32, 3-4 alternating rounds): MobileNetV2 x1.0's
+    /// first block's 4 MB 1x1 outputs 0.66-0.82 -> 0.51-0.55 ms and 0.36-0.49 -> 0.20-0.24 ms,
+    /// the net 12.7-14.1 -> 12.4-13.1 ms; PreAct ResNet-18 x0.25's 2 MB 16-channel layers no
+    /// slower (3.8-7.0 -> 3.9-4.4 ms together, a noisy sitting).
+    nonisolated(unsafe) public static var streamingBytes = 2 << 20
     /// Frozen convolutions on maps of fewer pixels than their kernel window has taps run as one
     /// GEMM of the batch with expanded kernels (`DenseMapConv`) from this many images on, when
     /// the expanded kernels have at most `denseMapMaxWeights` values. Batch 32, alternating
