@@ -7,9 +7,11 @@
 #   ROUNDS=5 benchmarks/bench-infer-nets.sh [OUT_DIR] [extra bench infer flags...]
 #
 # The machine is shared and noisy (ONNX Runtime's own batch-1 latency moves 2x between minutes),
-# so the whole table is measured ROUNDS times (default 5) and summary.md gives, per net and batch,
-# the median of the rounds' engine/ORT ratios and their range (round-<k>/ holds each round's
-# files). The studies' protocol is --warmup 20 --runs 80 --trials 5; the defaults here are
+# so `bench infer` runs the two backends' trials in pairs, one right after the other (its default
+# --alternate), and the whole table is measured ROUNDS times (default 5); summary.md gives, per net
+# and batch, the median of all the pairs' engine/ORT ratios over all rounds and their range
+# (round-<k>/ holds each round's files; a round run with --no-alternate counts its one ratio of
+# medians). The studies' protocol is --warmup 20 --runs 80 --trials 5; the defaults here are
 # shorter, override them as extra flags.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,18 +29,23 @@ for k in $(seq 1 "$rounds"); do
         --batch-sizes 1,32 --warmup 3 --runs 20 --trials 3 --out "$out/round-$k" "$@" >/dev/null
 done
 python3 - "$out" "$rounds" <<'PY'
-import csv, statistics, sys
+import csv, json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 ratios, ms = {}, {}
 for k in range(1, rounds + 1):
     rows = list(csv.DictReader(open(f"{out}/round-{k}/bench-infer.csv")))
     by = {(r["model"], int(r["batch"]), r["backend"]): float(r["median_ms"]) for r in rows}
+    paired = {(p["model"], p["batch"]): p["ratios"] for p in json.load(open(f"{out}/round-{k}/bench-infer.json")).get("paired", [])}
     for (model, batch, backend), t in by.items():
         ms.setdefault((model, batch, backend), []).append(t)
-        if backend == "swift" and (model, batch, "ort") in by:
+        if backend == "swift" and (model, batch) in paired:
+            ratios.setdefault((model, batch), []).extend(paired[(model, batch)])
+        elif backend == "swift" and (model, batch, "ort") in by:
             ratios.setdefault((model, batch), []).append(t / by[(model, batch, "ort")])
-lines = [f"Engine / ONNX Runtime median latency, {rounds} rounds (below 1: the engine is faster)", "",
-         "| net | batch | engine ms (median of rounds) | ORT ms | engine / ORT (median) | range |",
+pairs = max(len(r) for r in ratios.values()) if ratios else 0
+lines = [f"Engine / ONNX Runtime median latency, {rounds} rounds, {pairs} paired trials per setting in all "
+         "(below 1: the engine is faster)", "",
+         "| net | batch | engine ms (median of rounds) | ORT ms | engine / ORT (median of pairs) | range |",
          "| --- | ---: | ---: | ---: | ---: | --- |"]
 at_most = 0
 for (model, batch), r in ratios.items():

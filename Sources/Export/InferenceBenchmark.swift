@@ -79,6 +79,56 @@ public struct InferenceTiming: Codable, Sendable {
     }
 }
 
+extension InferenceTiming {
+    /// Measurements of one trial each (one process each), as one measurement of all their
+    /// trials: the mean of the trials' means (each has the same runs), the median of their
+    /// medians, the median of their p90s, and the median of their memory figures.
+    public static func merging(_ parts: [InferenceTiming]) -> InferenceTiming {
+        precondition(!parts.isEmpty, "nothing to merge")
+        let trials = parts.flatMap(\.trials)
+        func median(_ v: [Double]) -> Double { InferenceTiming.Trial(v).median_ms }
+        var t = parts[0]
+        t.trials = trials
+        t.mean_ms = trials.map(\.mean_ms).reduce(0, +) / Double(trials.count)
+        t.median_ms = median(trials.map(\.median_ms))
+        t.p90_ms = median(trials.map(\.p90_ms))
+        t.images_per_s = 1e3 * Double(t.batch) / t.mean_ms
+        t.budget_share = t.mean_ms / t.budget_ms
+        t.memory_mb = median(parts.map(\.memory_mb))
+        t.describe(params: t.params, macs: t.macs)
+        return t
+    }
+}
+
+/// The engine's latency over ONNX Runtime's for one net, input size and batch size, from trials
+/// run in pairs (the engine's trial k and ONNX Runtime's one right after the other, the order
+/// swapped every pair), so that both sides of a ratio saw the same state of a noisy machine.
+public struct PairedRatio: Codable, Sendable, Equatable {
+    public var model: String
+    public var input_size: Int
+    public var batch: Int
+    /// Per pair, in order: the engine trial's median latency over ONNX Runtime's.
+    public var ratios: [Double]
+    /// The median of `ratios` (the mean of the middle two for an even count).
+    public var median_ratio: Double
+
+    public init(model: String, inputSize: Int, batch: Int, ratios: [Double]) {
+        self.model = model
+        input_size = inputSize
+        self.batch = batch
+        self.ratios = ratios
+        let s = ratios.sorted(), n = s.count
+        median_ratio = n == 0 ? .nan : n % 2 == 1 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2
+    }
+
+    /// The pairs of `engine` (trials of the engine) and `ort` (ONNX Runtime's), trial by trial.
+    public init(engine: [InferenceTiming], ort: [InferenceTiming]) {
+        precondition(engine.count == ort.count && !engine.isEmpty, "one ONNX Runtime trial per engine trial")
+        self.init(model: engine[0].model, inputSize: engine[0].input_size, batch: engine[0].batch,
+                  ratios: zip(engine, ort).map { $0.median_ms / $1.median_ms })
+    }
+}
+
 /// Per-layer inference time: one layer (a module of the net: its conv, BN, activation, ...
 /// share its name) with the kernels that ran for it, its multiply-accumulates for the batch and
 /// the GFLOP/s it achieved (2 * MACs / time).

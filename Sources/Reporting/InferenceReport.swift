@@ -22,24 +22,32 @@ public enum InferenceReport {
     }
 
     /// The engine's median latency over ONNX Runtime's (fp32) for every model, input size and
-    /// batch size measured on both; empty when there is no such pair.
-    public static func ratios(_ timings: [InferenceTiming]) -> [(model: String, inputSize: Int, batch: Int, ratio: Double)] {
+    /// batch size measured on both; empty when there is no such pair. Where the trials ran in
+    /// pairs (`paired`), the median of the pairs' ratios and their range.
+    public static func ratios(_ timings: [InferenceTiming], paired: [PairedRatio] = [])
+        -> [(model: String, inputSize: Int, batch: Int, ratio: Double, range: ClosedRange<Double>?)] {
         timings.filter { $0.backend == "swift" }.compactMap { s in
+            if let p = paired.first(where: { $0.model == s.model && $0.input_size == s.input_size && $0.batch == s.batch }),
+               let lo = p.ratios.min(), let hi = p.ratios.max() {
+                return (s.model, s.input_size, s.batch, p.median_ratio, lo...hi)
+            }
             guard let o = timings.first(where: { $0.backend == "ort" && $0.precision == "fp32" && $0.model == s.model
                                                  && $0.input_size == s.input_size && $0.batch == s.batch }) else { return nil }
-            return (s.model, s.input_size, s.batch, s.median_ms / o.median_ms)
+            return (s.model, s.input_size, s.batch, s.median_ms / o.median_ms, nil)
         }
     }
 
-    public static func ratioTable(_ timings: [InferenceTiming]) -> String {
-        let rows = ratios(timings)
+    public static func ratioTable(_ timings: [InferenceTiming], paired: [PairedRatio] = []) -> String {
+        let rows = ratios(timings, paired: paired)
         guard !rows.isEmpty else { return "" }
         let names = shortNames(rows.map(\.model))
         let width = max(5, names.map(\.count).max() ?? 5)
-        var out = "engine / ONNX Runtime (fp32), median latency (below 1: the engine is faster)\n"
+        var out = "engine / ONNX Runtime (fp32), median latency (below 1: the engine is faster)"
+            + (paired.isEmpty ? "\n" : "; trials in pairs, one right after the other: the median of the pairs' ratios (range)\n")
         for (r, name) in zip(rows, names) {
             out += name.padding(toLength: width + 2, withPad: " ", startingAt: 0)
-                + String(format: "size %4d  batch %4d  %6.2fx\n", r.inputSize, r.batch, r.ratio)
+                + String(format: "size %4d  batch %4d  %6.2fx", r.inputSize, r.batch, r.ratio)
+                + (r.range.map { String(format: "  (%.2f-%.2f)", $0.lowerBound, $0.upperBound) } ?? "") + "\n"
         }
         return out
     }

@@ -101,6 +101,10 @@ struct BenchInfer: ParsableCommand {
     @Option(name: .long, help: "A real-time budget in ms per batch (16.67: 60 frames/s); the share of it each configuration takes is reported.")
     var budgetMs = 16.67
 
+    @Flag(name: .long, inversion: .prefixedNo,
+          help: "With both backends on a net: run the engine's trial k and ONNX Runtime's one right after the other (the order swapped every pair, each trial a fresh process), and take the engine/ONNX Runtime ratio per pair (the median of the pairs' ratios and their range), so that both sides of a ratio see the same state of a noisy machine; the figures per backend are then over trials (mean of means, median of medians and of p90s). --no-alternate runs all of the engine's trials, then all of ONNX Runtime's.")
+    var alternate = true
+
     @Flag(name: .long, help: "Also time every layer (ONNX Runtime's profiler; the engine's per-op timing).")
     var profile = false
 
@@ -233,6 +237,7 @@ struct BenchInfer: ParsableCommand {
         TemporaryFiles.removeStale()
         let batches = try parsedBatchSizes(), sizes = try parsedInputSizes(), all = try sources()
         var timings: [InferenceTiming] = [], profiles: [InferenceProfile] = [], skipped: [String] = [], ortVersion: String?
+        var paired: [PairedRatio] = []
         let executable = Self.executableForChildren()
         let backends = all.map { s -> [String] in
             if case .onnx = s { return ["ort"] }
@@ -283,15 +288,41 @@ struct BenchInfer: ParsableCommand {
                     skip("\(source.name): \(error)", configurations: batches.count * sourceBackends.count)
                     continue
                 }
+                if alternate && sourceBackends.contains("swift") && sourceBackends.contains("ort") {
+                    let model = TemporaryFiles.makePath("bench", suffix: ".onnx")
+                    defer { TemporaryFiles.remove(model) }
+                    try ONNXExport.write(net, to: model, opset: 13, inputSize: inputSize)
+                    for b in batches {
+                        var engine: [InferenceTiming] = [], ort: [InferenceTiming] = []
+                        for k in 0..<trials {
+                            for onEngine in k % 2 == 0 ? [true, false] : [false, true] {
+                                if onEngine {
+                                    engine.append(try engineTiming(source, size: inputSize, batch: b, trials: 1, executable: executable))
+                                } else {
+                                    let (t, version) = try ORTInference.measure(model, name: source.name, batch: b, warmup: warmup, runs: runs,
+                                                                                trials: 1, threads: threads, budget: budgetMs)
+                                    ortVersion = version
+                                    ort.append(t)
+                                }
+                            }
+                        }
+                        let e = InferenceTiming.merging(engine), o = InferenceTiming.merging(ort)
+                        timings += [e, o]
+                        paired.append(PairedRatio(engine: engine, ort: ort))
+                        progress(e)
+                        progress(o)
+                    }
+                    if profile {
+                        profiles.append(try EngineInference.profile(source.name, net: net, inputSize: inputSize, batch: profileBatch,
+                                                                    warmup: warmup, runs: runs))
+                        profiles.append(try ORTInference.profile(model, name: source.name, batch: profileBatch, warmup: warmup, runs: runs,
+                                                                 threads: threads))
+                    }
+                    continue
+                }
                 if sourceBackends.contains("swift") {
                     for b in batches {
-                        let t: InferenceTiming
-                        if let executable {
-                            t = try EngineInference.inChild(executable, workerArguments(source, size: inputSize, batch: b))
-                        } else {
-                            t = try EngineInference.measure(source.name, build: { try network(source) }, inputSize: inputSize, batch: b,
-                                                            warmup: warmup, runs: runs, trials: trials, budget: budgetMs, inChild: false)
-                        }
+                        let t = try engineTiming(source, size: inputSize, batch: b, trials: trials, executable: executable)
                         timings.append(t)
                         progress(t)
                     }
@@ -319,8 +350,8 @@ struct BenchInfer: ParsableCommand {
             }
         }
         guard !timings.isEmpty else { throw ValidationError("nothing could be measured: \(skipped.joined(separator: "; "))") }
-        let report = Report(machine: .current(onnxruntime: ortVersion), budget_ms: budgetMs, timings: timings, profiles: profiles,
-                            skipped: skipped)
+        let report = Report(machine: .current(onnxruntime: ortVersion), budget_ms: budgetMs, timings: timings, paired: paired,
+                            profiles: profiles, skipped: skipped)
         if let out { try write(report, to: out) }
         if json {
             let encoder = JSONEncoder()
@@ -329,7 +360,7 @@ struct BenchInfer: ParsableCommand {
             return
         }
         print(InferenceReport.table(timings), terminator: "")
-        let ratios = InferenceReport.ratioTable(timings)
+        let ratios = InferenceReport.ratioTable(timings, paired: paired)
         if !ratios.isEmpty { print("\n" + ratios, terminator: "") }
         for p in profiles { print("\n" + InferenceReport.profileTable(p), terminator: "") }
         if let out { print("\nwrote \(out)/bench-infer.json, bench-infer.csv, latency-vs-batch.svg, memory-vs-batch.svg" + (profiles.isEmpty ? "" : ", profile.csv, profile-*.svg")) }
@@ -343,7 +374,17 @@ struct BenchInfer: ParsableCommand {
         print(String(decoding: try JSONEncoder().encode(t), as: UTF8.self))
     }
 
-    func workerArguments(_ source: Source, size: Int, batch: Int) -> [String] {
+    /// `trials` trials of the engine on `source`: in a child process (`executable`), or here when
+    /// there is no executable to run (the in-process command tests).
+    func engineTiming(_ source: Source, size: Int, batch: Int, trials: Int, executable: String?) throws -> InferenceTiming {
+        if let executable {
+            return try EngineInference.inChild(executable, workerArguments(source, size: size, batch: batch, trials: trials))
+        }
+        return try EngineInference.measure(source.name, build: { try network(source) }, inputSize: size, batch: batch,
+                                           warmup: warmup, runs: runs, trials: trials, budget: budgetMs, inChild: false)
+    }
+
+    func workerArguments(_ source: Source, size: Int, batch: Int, trials: Int) -> [String] {
         var a = ["bench", "infer", "--worker", "--backend", "swift", "--batch-sizes", "\(batch)", "--input-sizes", "\(size)",
                  "--warmup", "\(warmup)", "--runs", "\(runs)", "--trials", "\(trials)", "--threads", "\(threads)", "--budget-ms", "\(budgetMs)",
                  "--winograd", winograd.defaultValueDescription]
@@ -373,6 +414,8 @@ struct BenchInfer: ParsableCommand {
         let machine: MachineInfo
         let budget_ms: Double
         let timings: [InferenceTiming]
+        /// The engine/ONNX Runtime ratios of trials run in pairs (`--alternate`).
+        let paired: [PairedRatio]
         let profiles: [InferenceProfile]
         let skipped: [String]
     }

@@ -24,10 +24,23 @@ final class BenchInferTests: XCTestCase {
         let r = try report(try CLI.run(["bench", "infer", "--checkpoint", best, "--onnx", int8, "--batch-sizes", "1,4", "--warmup", "1",
                                         "--runs", "3", "--trials", "2", "--budget-ms", "10", "--profile", "--out", out, "--json"]))
         let timings = try XCTUnwrap(r["timings"] as? [[String: Any]])
-        XCTAssertEqual(timings.map { $0["backend"] as? String }, ["swift", "swift", "ort", "ort", "ort", "ort"])
+        // The checkpoint's trials in pairs (engine, ONNX Runtime), batch by batch; the int8 model on ONNX Runtime alone.
+        XCTAssertEqual(timings.map { $0["backend"] as? String }, ["swift", "ort", "swift", "ort", "ort", "ort"])
         XCTAssertEqual(timings.map { $0["model"] as? String }, [best, best, best, best, int8, int8])
         XCTAssertEqual(timings.map { $0["precision"] as? String }, ["fp32", "fp32", "fp32", "fp32", "int8", "int8"])
-        XCTAssertEqual(timings.map { $0["batch"] as? Int }, [1, 4, 1, 4, 1, 4])
+        XCTAssertEqual(timings.map { $0["batch"] as? Int }, [1, 1, 4, 4, 1, 4])
+        // Each pair's ratio is its engine trial's median over its ONNX Runtime trial's.
+        let paired = try XCTUnwrap(r["paired"] as? [[String: Any]])
+        XCTAssertEqual(paired.map { $0["batch"] as? Int }, [1, 4])
+        for (p, at) in zip(paired, [0, 2]) {
+            XCTAssertEqual(p["model"] as? String, best)
+            let medians = { (t: [String: Any]) in (t["trials"] as! [[String: Any]]).map { $0["median_ms"] as! Double } }
+            let expected = zip(medians(timings[at]), medians(timings[at + 1])).map { $0 / $1 }
+            let ratios = try XCTUnwrap(p["ratios"] as? [Double])
+            XCTAssertEqual(ratios.count, 2)
+            for (a, b) in zip(ratios, expected) { XCTAssertEqual(a, b, accuracy: 1e-12 * b) }
+            XCTAssertEqual(p["median_ratio"] as? Double ?? -1, (expected[0] + expected[1]) / 2, accuracy: 1e-12)
+        }
         for t in timings {
             XCTAssertEqual((t["trials"] as? [Any])?.count, 2)
             let mean = t["mean_ms"] as? Double ?? -1, p90 = t["p90_ms"] as? Double ?? -1
@@ -80,6 +93,17 @@ final class BenchInferTests: XCTestCase {
         XCTAssertNotNil(machine["onnxruntime"] as? String)
         XCTAssertTrue((machine["openblas"] as? String ?? "").contains("OpenBLAS"))
         XCTAssertEqual((saved["timings"] as? [Any])?.count, 6)
+        XCTAssertEqual((saved["paired"] as? [Any])?.count, 2)
+
+        // --no-alternate: all of the engine's trials, then all of ONNX Runtime's; no pairs.
+        let apart = try report(try CLI.run(["bench", "infer", "--checkpoint", best, "--batch-sizes", "1,2", "--warmup", "0", "--runs", "1",
+                                            "--trials", "1", "--no-alternate", "--json"]))
+        XCTAssertEqual((apart["timings"] as? [[String: Any]])?.map { $0["backend"] as? String }, ["swift", "swift", "ort", "ort"])
+        XCTAssertEqual((apart["paired"] as? [Any])?.count, 0)
+        // The table says where the ratio comes from.
+        let table = try CLI.run(["bench", "infer", "--checkpoint", best, "--batch-sizes", "1", "--warmup", "0", "--runs", "1", "--trials", "3"])
+        XCTAssertEqual(table.status, 0, table.text)
+        XCTAssertTrue(table.output.contains("trials in pairs") && table.output.contains("x  ("), table.output)
     }
 
     /// Nets ending in global pooling run on other input sizes; VGG-11 and a fixed-size ONNX
@@ -148,7 +172,7 @@ final class BenchInferTests: XCTestCase {
         let r = try CLI.run(["bench", "infer", "--help"])
         XCTAssertEqual(r.status, 0, r.text)
         for flag in ["--checkpoint", "--onnx", "--model", "--ratios", "--backend", "--batch-sizes", "--input-sizes", "--threads", "--warmup",
-                     "--runs", "--trials", "--budget-ms", "--profile", "--profile-batch", "--json", "--out"] {
+                     "--runs", "--trials", "--budget-ms", "--profile", "--profile-batch", "--json", "--out", "--alternate", "--no-alternate"] {
             XCTAssertTrue(r.output.contains(flag), "--help does not mention \(flag)")
         }
         XCTAssertFalse(r.output.contains("--worker"))
