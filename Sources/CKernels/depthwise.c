@@ -165,9 +165,10 @@ static inline void fill(float *d, long n, float v) {
 /// Interleaves `lanes` consecutive planes (h x w each) into buf[((y + py) * wp + x + px) * L + l],
 /// `pad` elsewhere (wp = w + 2 px, the buffer (h + 2 py) x wp x L): 16 pixels at a time through a
 /// transpose in registers, the last few one by one.
-static inline __attribute__((always_inline)) void pack_padding(const float *src, long lanes, long h, long w, long py,
-                                                               long px, float pad, float *restrict buf) {
-    const long wp = w + 2 * px, hp = h + 2 * py, plane = h * w;
+/// The padding of `pack_padding`'s buffer: what it writes outside the planes.
+static inline __attribute__((always_inline)) void pad_borders(long h, long w, long py, long px, float pad,
+                                                              float *restrict buf) {
+    const long wp = w + 2 * px, hp = h + 2 * py;
     fill(buf, py * wp * L, pad);
     fill(buf + (py + h) * wp * L, (hp - py - h) * wp * L, pad);
     for (long y = 0; y < h; y++) {
@@ -175,17 +176,33 @@ static inline __attribute__((always_inline)) void pack_padding(const float *src,
         fill(row, px * L, pad);
         fill(row + (px + w) * L, px * L, pad);
     }
-    long p = 0;
+}
+
+/// `pack_padding` inside the borders only (a buffer whose borders `pad_borders` wrote before).
+static inline __attribute__((always_inline)) void pack_inside(const float *src, long lanes, long h, long w, long py,
+                                                              long px, float *restrict buf) {
+    const long wp = w + 2 * px, plane = h * w;
+    long p = 0, y = 0, x = 0;  // pixel p = y w + x
     for (; p + L <= plane; p += L) {
         vf r[16];
         for (long l = 0; l < L; l++) r[l] = l < lanes ? LOAD(src + l * plane + p) : (vf){0};
         transpose16(r);
-        for (long q = 0; q < L; q++) STORE(buf + (((p + q) / w + py) * wp + (p + q) % w + px) * L, r[q]);
+        for (long q = 0; q < L; q++) {
+            STORE(buf + ((y + py) * wp + x + px) * L, r[q]);
+            if (++x == w) x = 0, y++;
+        }
     }
     for (; p < plane; p++) {
-        float *d = buf + ((p / w + py) * wp + p % w + px) * L;
+        float *d = buf + ((y + py) * wp + x + px) * L;
         for (long l = 0; l < L; l++) d[l] = l < lanes ? src[l * plane + p] : 0;
+        if (++x == w) x = 0, y++;
     }
+}
+
+static inline __attribute__((always_inline)) void pack_padding(const float *src, long lanes, long h, long w, long py,
+                                                               long px, float pad, float *restrict buf) {
+    pad_borders(h, w, py, px, pad, buf);
+    pack_inside(src, lanes, h, w, py, px, buf);
 }
 
 /// `pack_padding` with zeros.
@@ -221,18 +238,25 @@ static void pack_weights(const float *w, long c0, long lanes, long taps, float *
 }
 
 NS_CLONES
-void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long first, long count, const float *in,
+void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long n, long first, long count, const float *in,
                                   const float *w, const float *bias, float lo, float hi, float *out) {
     const long taps = g->KH * g->KW, OW = g->OW, plane = g->OH * OW, in_plane = g->H * g->W;
-    const long hp = g->H + 2 * g->PH, wp = g->W + 2 * g->PW, blocks = (g->OC + L - 1) / L;
+    const long hp = g->H + 2 * g->PH, wp = g->W + 2 * g->PW;
     float *xb = malloc(sizeof(float) * hp * wp * L), *yb = malloc(sizeof(float) * plane * L);
     float wt[MAX_TAPS * L], b[L];
+    pad_borders(g->H, g->W, g->PH, g->PW, 0, xb);
+    // Items block by block (the images of a block of channels one after another), so a block's
+    // weights and bias are gathered once per run of its images.
+    long packed = -1;
     for (long item = first; item < first + count; item++) {
-        const long img = item / blocks, c0 = (item % blocks) * L;
+        const long img = item % n, block = item / n, c0 = block * L;
         const long lanes = min_l(L, g->OC - c0);
-        pack(in + (img * g->IC + c0) * in_plane, lanes, g->H, g->W, g->PH, g->PW, xb);
-        pack_weights(w, c0, lanes, taps, wt);
-        for (long l = 0; l < L; l++) b[l] = bias && l < lanes ? bias[c0 + l] : 0;
+        pack_inside(in + (img * g->IC + c0) * in_plane, lanes, g->H, g->W, g->PH, g->PW, xb);
+        if (block != packed) {
+            pack_weights(w, c0, lanes, taps, wt);
+            for (long l = 0; l < L; l++) b[l] = bias && l < lanes ? bias[c0 + l] : 0;
+            packed = block;
+        }
         const vf bv = LOAD(b);
         for (long oh = 0; oh < g->OH; oh++) {
             long ow = 0;
@@ -278,10 +302,11 @@ void ns_maxpool_blocked(const ns_depthwise_geometry *g, long first, long count, 
     const long OW = g->OW, plane = g->OH * OW, in_plane = g->H * g->W;
     const long wp = g->W + 2 * g->PW, hp = g->H + 2 * g->PH, blocks = (g->OC + L - 1) / L;
     float *xb = malloc(sizeof(float) * hp * wp * L), *yb = malloc(sizeof(float) * plane * L);
+    // Padding at the lowest finite value: never above an element, and finite for the probe.
+    pad_borders(g->H, g->W, g->PH, g->PW, -__FLT_MAX__, xb);
     for (long item = first; item < first + count; item++) {
         const long img = item / blocks, c0 = (item % blocks) * L, lanes = min_l(L, g->OC - c0);
-        // Padding at the lowest finite value: never above an element, and finite for the probe.
-        pack_padding(in + (img * g->IC + c0) * in_plane, lanes, g->H, g->W, g->PH, g->PW, -__FLT_MAX__, xb);
+        pack_inside(in + (img * g->IC + c0) * in_plane, lanes, g->H, g->W, g->PH, g->PW, xb);
         for (long oh = 0; oh < g->OH; oh++) {
             for (long ow = 0; ow < OW; ow++) {
                 vf best = (vf){0} - __FLT_MAX__, probe = (vf){0};
@@ -722,3 +747,28 @@ void ns_depthwise_forward_implicit(const ns_depthwise_geometry *g, long first, l
     (void)g, (void)first, (void)count, (void)in, (void)w, (void)bias, (void)lo, (void)hi, (void)out, (void)scratch;
 }
 #endif
+
+// MARK: global average pooling
+
+NS_CLONES
+void ns_plane_means(long first, long count, long plane, const float *x, float scale, float *y) {
+    long p = first;
+    if (plane % L == 0)
+        // 16 planes at a time: each block of 16 pixels transposed, so that one vector holds
+        // pixel q of all 16 planes, then added pixel after pixel.
+        for (; p + L <= first + count; p += L) {
+            vf s = (vf){0};
+            for (long c = 0; c < plane; c += L) {
+                vf r[16];
+                for (long l = 0; l < L; l++) r[l] = LOAD(x + (p + l) * plane + c);
+                transpose16(r);
+                for (long q = 0; q < L; q++) s += r[q];
+            }
+            STORE(y + p, s * scale);
+        }
+    for (; p < first + count; p++) {
+        float s = 0;
+        for (long i = 0; i < plane; i++) s += x[p * plane + i];
+        y[p] = s * scale;
+    }
+}

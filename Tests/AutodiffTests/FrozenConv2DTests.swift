@@ -153,7 +153,8 @@ final class FrozenConv2DTests: XCTestCase {
         let lanes = Conv2DTuning.depthwiseLanes
         for (size, stride, pad) in [(4, 1, 1), (4, 2, 1), (2, 1, 1), (3, 2, 1), (9, 2, 1), (12, 2, 0), (11, 2, 2), (33, 2, 1), (10, 1, 1),
                                     (14, 1, 1), (16, 2, 1)] {
-            let c = lanes + 5
+            // Four blocks of channels (the last cut): every thread runs more than one block's images.
+            let c = 3 * lanes + 5
             let x = Tensor.randn([2, c, size, size], using: &rng), w = Tensor.randn([c, 1, 3, 3], using: &rng)
             let b = Tensor.randn([c], using: &rng)
             let out = (size + 2 * pad - 3) / stride + 1

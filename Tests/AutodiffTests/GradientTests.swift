@@ -443,6 +443,28 @@ final class GradientTests: XCTestCase {
         }
     }
 
+    /// Global average pooling adds each plane's pixels one after another, in order, whatever the
+    /// plane size (16 planes a vector on planes of 16, 64 and 256 pixels, then a tail of planes;
+    /// other sizes plane by plane): the same bits as that plain loop.
+    func testGlobalAvgPoolAddsPixelsInOrder() {
+        for shape in [[3, 7, 4, 4], [2, 9, 8, 8], [1, 17, 16, 16], [2, 5, 3, 3], [1, 3, 7, 5]] {
+            let x = Tensor.randn(shape, using: &rng)
+            let plane = shape[2] * shape[3], scale = 1 / Float(plane)
+            let expected = (0..<shape[0] * shape[1]).map { p -> Float in
+                var s: Float = 0
+                for i in 0..<plane { s += x.data[p * plane + i] }
+                return s * scale
+            }
+            let y = globalAvgPool(x)
+            XCTAssertEqual(y.shape, [shape[0], shape[1], 1, 1])
+            if plane % 16 == 0 {
+                XCTAssertEqual(y.values.map(\.bitPattern), expected.map(\.bitPattern), "\(shape)")
+            } else {
+                assertClose(y.values, expected, rtol: 1e-6, atol: 1e-6, "\(shape)")
+            }
+        }
+    }
+
     func testMaxPoolPropagatesNaN() {
         let x = Tensor(shape: [1, 1, 4, 4], values: (1...16).map { Float($0) })
         x.data[5] = .nan

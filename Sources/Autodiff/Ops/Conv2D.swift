@@ -1007,7 +1007,7 @@ func depthwiseForward(_ g: Conv2DGeometry, _ x: UnsafePointer<Float>, _ w: Unsaf
         if g.outChannels == g.inChannels {
             let blocks = (g.outChannels + Conv2DTuning.depthwiseLanes - 1) / Conv2DTuning.depthwiseLanes
             Parallel.forRange(g.batch * blocks) { r in
-                ns_depthwise_forward_blocked(geometry, r.lowerBound, r.count, x, w, bias, lo, hi, out)
+                ns_depthwise_forward_blocked(geometry, g.batch, r.lowerBound, r.count, x, w, bias, lo, hi, out)
             }
             return
         }

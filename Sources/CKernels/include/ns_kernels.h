@@ -36,14 +36,21 @@ enum { NS_DEPTHWISE_LANES = 16 };
 /// The forward pass for one output channel per input channel (OC == IC), vectorized across
 /// blocks of NS_DEPTHWISE_LANES channels: a block's planes are interleaved into a zero-padded
 /// buffer, every output pixel sums its taps for all the block's channels at once, and the result
-/// is written back as planes. Work item `item` in [first, first + count) is block
-/// item % blocks of image item / blocks (blocks = ceil(OC / lanes)). Same sums, in the same order,
-/// and the same clamp as `ns_depthwise_forward`.
-void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long first, long count, const float *in,
+/// is written back as planes. Work item `item` in [first, first + count) is image item % n (of the
+/// n in the batch) of block item / n (ceil(OC / lanes) blocks): a block's images in a row, so its
+/// weights are gathered once. Same sums, in the same order, and the same clamp as
+/// `ns_depthwise_forward`.
+void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long n, long first, long count, const float *in,
                                   const float *w, const float *bias, float lo, float hi, float *out);
 
+/// Global average pooling of planes [first, first + count) of `plane` pixels each:
+/// y[p] = (x[p][0] + x[p][1] + ... ) * scale, the pixels added one after another in order (so
+/// the same bits however the planes are split), 16 planes a vector where `plane` is a multiple
+/// of 16.
+void ns_plane_means(long first, long count, long plane, const float *x, float scale, float *y);
+
 /// Max pooling over windows of `g` (OC == IC channels, no weights), blocked as
-/// `ns_depthwise_forward_blocked`: padding never wins, and an output is NaN when its window holds
+/// `ns_depthwise_forward_blocked` (item: block item % blocks of image item / blocks): padding never wins, and an output is NaN when its window holds
 /// a NaN or an infinity (a divergence made visible, as `maxPool2d` promises).
 void ns_maxpool_blocked(const ns_depthwise_geometry *g, long first, long count, const float *in, float *out);
 
