@@ -530,3 +530,49 @@ void ns_pconv_few(long M, long C, long H, long W, long KH, long KW, long PH, lon
     (void)M, (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)ap, (void)x, (void)out;
 #endif
 }
+
+// MARK: rows: a product whose left operand is read in place, row by row
+
+/// One tile of C: MR rows of A (row-major, `lda` apart; each element broadcast) against V vectors
+/// of columns of B (row-major). Every element sums its K products in k order in one accumulator.
+#define RTILE(MR, V)                                                                                                  \
+    static inline __attribute__((always_inline)) void rtile_##MR##_##V(long K, const float *restrict a, long lda,     \
+                                                                       const float *restrict b, long ldb,             \
+                                                                       float *restrict c, long ldc) {                 \
+        vf acc[MR][V];                                                                                                \
+        UNROLL for (int r = 0; r < MR; r++)                                                                           \
+            UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};                                                   \
+        for (long k = 0; k < K; k++) {                                                                                \
+            vf bv[V];                                                                                                 \
+            UNROLL for (int v = 0; v < V; v++) bv[v] = LOAD(b + k * ldb + v * NR);                                    \
+            UNROLL for (int r = 0; r < MR; r++) {                                                                     \
+                const float x = a[r * lda + k];                                                                       \
+                UNROLL for (int v = 0; v < V; v++) acc[r][v] += x * bv[v];                                            \
+            }                                                                                                         \
+        }                                                                                                             \
+        UNROLL for (int r = 0; r < MR; r++)                                                                           \
+            UNROLL for (int v = 0; v < V; v++) STORE(c + r * ldc + v * NR, acc[r][v]);                                \
+    }
+
+RTILE(12, 2)
+RTILE(12, 1)
+RTILE(4, 2)
+RTILE(4, 1)
+RTILE(1, 2)
+RTILE(1, 1)
+
+/// Rows of C in tiles of 12, then 4, then 1, against the V vectors of columns at n0.
+#define RTILE_ROWS(V, n0)                                                                                             \
+    do {                                                                                                              \
+        long m = 0;                                                                                                   \
+        for (; m + 12 <= M; m += 12) rtile_12_##V(K, A + m * lda, lda, B + (n0), ldb, C + m * ldc + (n0), ldc);       \
+        for (; m + 4 <= M; m += 4) rtile_4_##V(K, A + m * lda, lda, B + (n0), ldb, C + m * ldc + (n0), ldc);          \
+        for (; m < M; m++) rtile_1_##V(K, A + m * lda, lda, B + (n0), ldb, C + m * ldc + (n0), ldc);                  \
+    } while (0)
+
+NS_CLONES
+void ns_gemm_rows(long M, long N, long K, const float *A, long lda, const float *B, long ldb, float *C, long ldc) {
+    long n0 = 0;
+    for (; n0 + 2 * NR <= N; n0 += 2 * NR) RTILE_ROWS(2, n0);
+    for (; n0 + NR <= N; n0 += NR) RTILE_ROWS(1, n0);
+}

@@ -103,7 +103,9 @@ final class WinogradTests: XCTestCase {
         XCTAssertEqual(try algorithm(64, 64, 32, batch: 1), .winograd(tile: 4))
         XCTAssertEqual(try algorithm(64, 64, 8, batch: 1), .im2col)
         XCTAssertEqual(try algorithm(512, 512, 2, batch: 10), .im2col, "10 tiles do not repay transforming the kernels")
-        XCTAssertEqual(try algorithm(512, 512, 2, batch: 10, frozen: true), .winograd(tile: 2), "they do once kept")
+        XCTAssertEqual(try algorithm(768, 768, 2, batch: 10, frozen: true), .winograd(tile: 2), "they do once kept")
+        XCTAssertEqual(try algorithm(512, 512, 2, batch: 10, frozen: true), .packedGEMM,
+                       "2.4M weights, at most narrowBatchWeights: the narrow kernel, 4 images a call")
         XCTAssertEqual(try algorithm(512, 512, 2, batch: 1, frozen: true), .packedGEMM, "one image on a 2x2 map: the weights read once")
         // Frozen: the other path reads the image in place, so Winograd needs more channels, and
         // small maps whose weights stay in cache go image by image through the narrow kernel.
@@ -113,7 +115,8 @@ final class WinogradTests: XCTestCase {
         XCTAssertEqual(try algorithm(frozenMinimum, frozenMinimum, 32, batch: 32, frozen: true), .winograd(tile: 4))
         XCTAssertEqual(try algorithm(128, 128, 2, batch: 32, frozen: true), .denseMap, "262k expanded weights: one GEMM")
         XCTAssertEqual(try algorithm(128, 128, 2, batch: 4, frozen: true), .packedGEMM, "a small batch: narrow")
-        XCTAssertEqual(try algorithm(512, 512, 2, batch: 32, frozen: true), .winograd(tile: 2), "2.4M weights: sgemm's alternative")
+        XCTAssertEqual(try algorithm(512, 512, 2, batch: 32, frozen: true), .packedGEMM, "2.4M weights: narrow, images side by side")
+        XCTAssertEqual(try algorithm(768, 768, 2, batch: 32, frozen: true), .winograd(tile: 2), "5.3M weights: sgemm's alternative")
         // Frozen weights that stay cached (an engine's small net) cost nothing to read: one image of
         // an 8x8 map pays for Winograd; not below the size where its passes' fixed costs dominate;
         // on a 4x4 map with F(2,3), whose two tile rows the two pieces split (F(4,3) has one row).

@@ -37,7 +37,7 @@ public final class FrozenConv2D {
         let path: Path
         enum Path {
             case depthwise
-            /// With the transformed kernels.
+            /// With the transformed kernels, laid out for the products (`WinogradConv.frozenKernels`).
             case winograd(WinogradConv, Tensor)
             /// With the packed kernels.
             case packed(PackedGEMMConv, Tensor)
@@ -117,8 +117,8 @@ public final class FrozenConv2D {
         switch plan.path {
         case .depthwise:
             depthwiseForward(plan.run, x.data, plan.kernels.data, bias?.data, out.data, activation: act)
-        case let .winograd(winograd, transformed):
-            winograd.forward(x.data, plan.kernels.data, bias?.data, out.data, transformed: transformed, activation: act)
+        case let .winograd(winograd, frozen):
+            winograd.forward(x.data, plan.kernels.data, bias?.data, out.data, frozen: frozen, activation: act)
         case let .packed(gemm, kernels):
             gemm.forward(x.data, packed: kernels.data, bias?.data, adding: residual?.data, out.data, activation: act)
         case let .dense(conv, expanded):
@@ -172,7 +172,7 @@ public final class FrozenConv2D {
             expanded[key] = e
             path = .dense(dense, e)
         } else if let winograd = WinogradConv(run, frozenWeights: true, weightsCached: weightsCached) {
-            let u = transformed[winograd.tile] ?? winograd.transformedWeights(kernels.data, rotated: false)
+            let u = transformed[winograd.tile] ?? winograd.frozenKernels(winograd.transformedWeights(kernels.data, rotated: false))
             transformed[winograd.tile] = u
             path = .winograd(winograd, u)
         } else if let gemm = PackedGEMMConv(run) {

@@ -122,13 +122,31 @@ struct WinogradConv {
         return u
     }
 
+    /// The transformed kernels `u` ([alpha^2][K][C], `transformedWeights`) laid out for a frozen
+    /// convolution's products (`ns_gemm_rows`): per frequency [C][ldK], the output channels
+    /// contiguous and zero past K, frequencies `frequencyStride(C * ldK)` apart.
+    func frozenKernels(_ u: Tensor) -> Tensor {
+        let k = g.outChannels, c = g.inChannels, ldK = Self.leading(k)
+        let uxs = Self.frequencyStride(k * c), fxs = Self.frequencyStride(c * ldK)
+        let f = Tensor.zeros([frequencies * fxs])
+        let pu = u.data, pf = f.data
+        for xi in 0..<frequencies {
+            for o in 0..<k {
+                for i in 0..<c { pf[xi * fxs + i * ldK + o] = pu[xi * uxs + o * c + i] }
+            }
+        }
+        return f
+    }
+
     /// out = act(conv(x, w) + bias); `transformed`: the kernels already transformed (else
-    /// they are, from `w`).
+    /// they are, from `w`); `frozen`: the same laid out by `frozenKernels`, multiplied without
+    /// sgemm (whose packing of them on every call cost more than the products on small maps).
     func forward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
-                 _ out: UnsafeMutablePointer<Float>, transformed: Tensor? = nil, activation: Activation = .identity) {
+                 _ out: UnsafeMutablePointer<Float>, transformed: Tensor? = nil, frozen: Tensor? = nil,
+                 activation: Activation = .identity) {
         let k = g.outChannels, c = g.inChannels, a2 = frequencies, (lo, hi) = activation.bounds
-        let u = transformed ?? transformedWeights(w, rotated: false), uxs = Self.frequencyStride(k * c)
-        let ldC = Self.leading(c), ldK = Self.leading(k)
+        let u = frozen ?? transformed ?? transformedWeights(w, rotated: false), uxs = Self.frequencyStride(k * c)
+        let ldC = Self.leading(c), ldK = Self.leading(k), fxs = Self.frequencyStride(c * ldK), inPlace = frozen != nil
         let vxs = Self.frequencyStride(blockTiles * ldC), mxs = Self.frequencyStride(blockTiles * ldK)
         let pieces = Parallel.gemmPieces, stride = a2 * (vxs + mxs) + scratchCount
         let work = Tensor(uninitialized: [pieces * stride])
@@ -141,8 +159,12 @@ struct WinogradConv {
                 let t = rows * tiles.tiles_x
                 ns_winograd_input(geometry, c, row0, rows, x, v, ldC, vxs, scratch)
                 for xi in 0..<a2 {
-                    BLAS.gemm(transA: false, transB: true, m: t, n: k, k: c, a: v + xi * vxs, lda: ldC,
-                              b: pu + xi * uxs, ldb: c, beta: 0, c: mm + xi * mxs, ldc: ldK)
+                    if inPlace {
+                        ns_gemm_rows(t, ldK, c, v + xi * vxs, ldC, pu + xi * fxs, ldK, mm + xi * mxs, ldK)
+                    } else {
+                        BLAS.gemm(transA: false, transB: true, m: t, n: k, k: c, a: v + xi * vxs, lda: ldC,
+                                  b: pu + xi * uxs, ldb: c, beta: 0, c: mm + xi * mxs, ldc: ldK)
+                    }
                 }
                 ns_winograd_output(geometry, k, row0, rows, mm, ldK, mxs, bias, lo, hi, 0, out, scratch)
             }

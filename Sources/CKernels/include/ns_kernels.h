@@ -249,6 +249,13 @@ long ns_pgemm_narrow_packed_count(long M, long K);
 void ns_pgemm_narrow_pack(long M, long K, const float *A, long lda, float *ap);
 void ns_pgemm_narrow(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
                      const float *bias, const float *addend, float lo, float hi, long p0, long p1);
+/// C [M x N] = A [M x K] . B [K x N], all row-major, N a multiple of 16, with neither operand
+/// packed: A read in place row by row (each element broadcast), B's rows 16 or 32 columns at a
+/// time. For products too small for sgemm's packing to pay, whose B is laid out once (a frozen
+/// Winograd convolution's transformed kernels against a block's tiles). Each element sums its K
+/// products in k order.
+void ns_gemm_rows(long M, long N, long K, const float *A, long lda, const float *B, long ldb, float *C, long ldc);
+
 /// The same for N <= 16 columns from several images of P columns each (a batch's small maps side
 /// by side in B): column n is written to image n / P of C and read from the same of the addend,
 /// `cstride` floats apart, at column n mod P. The weights are read once for all of them.
