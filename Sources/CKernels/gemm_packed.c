@@ -576,3 +576,16 @@ void ns_gemm_rows(long M, long N, long K, const float *A, long lda, const float 
     for (; n0 + 2 * NR <= N; n0 += 2 * NR) RTILE_ROWS(2, n0);
     for (; n0 + NR <= N; n0 += NR) RTILE_ROWS(1, n0);
 }
+
+void ns_gather_images(long rows, long plane, long images, const float *src, long stride, float *dst) {
+    const long columns = images * plane;
+    if (plane == 4) {
+        // 16-byte rows (a 2x2 map): one 128-bit copy each.
+        for (long r = 0; r < rows; r++)
+            for (long i = 0; i < images; i++) memcpy(dst + r * columns + i * 4, src + i * stride + r * 4, 16);
+        return;
+    }
+    for (long r = 0; r < rows; r++)
+        for (long i = 0; i < images; i++)
+            for (long q = 0; q < plane; q++) dst[r * columns + i * plane + q] = src[i * stride + r * plane + q];
+}

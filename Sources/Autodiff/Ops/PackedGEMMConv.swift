@@ -144,12 +144,7 @@ struct PackedGEMMConv {
             if let im2col {
                 im2col.im2col(x, group: 0, start: first, images: 0..<images, cols: columns, into: b)
             } else {
-                for r in 0..<k {
-                    for i in 0..<images {
-                        let src = x + (first + i) * imageIn + r * plane, dst = b + r * columns + i * plane
-                        for q in 0..<plane { dst[q] = src[q] }
-                    }
-                }
+                ns_gather_images(k, plane, images, x + first * imageIn, imageIn, b)
             }
             ns_pgemm_narrow_images(m, columns, k, packed, b, columns, out + first * imageOut, plane, plane, imageOut,
                                    bias, addend.map { $0 + first * imageOut }, lo, hi, 0, panels)

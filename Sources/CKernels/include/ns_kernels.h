@@ -249,6 +249,10 @@ long ns_pgemm_narrow_packed_count(long M, long K);
 void ns_pgemm_narrow_pack(long M, long K, const float *A, long lda, float *ap);
 void ns_pgemm_narrow(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
                      const float *bias, const float *addend, float lo, float hi, long p0, long p1);
+/// Rows [0, rows) of `images` matrices [rows x plane] (`stride` floats apart from src) side by
+/// side: dst[r][i * plane + q] = src[i * stride + r * plane + q] (dst rows images * plane long).
+void ns_gather_images(long rows, long plane, long images, const float *src, long stride, float *dst);
+
 /// C [M x N] = A [M x K] . B [K x N], all row-major, N a multiple of 16, with neither operand
 /// packed: A read in place row by row (each element broadcast), B's rows 16 or 32 columns at a
 /// time. For products too small for sgemm's packing to pay, whose B is laid out once (a frozen
