@@ -556,18 +556,29 @@ void ns_pconv_few(long M, long C, long H, long W, long KH, long KW, long PH, lon
 
 RTILE(12, 2)
 RTILE(12, 1)
+RTILE(8, 2)
+RTILE(8, 1)
 RTILE(4, 2)
 RTILE(4, 1)
+RTILE(3, 2)
+RTILE(3, 1)
+RTILE(2, 2)
+RTILE(2, 1)
 RTILE(1, 2)
 RTILE(1, 1)
 
-/// Rows of C in tiles of 12, then 4, then 1, against the V vectors of columns at n0.
+/// Rows of C in tiles of 12, then at most one each of 8, 4, 3 or 2, and 1 (each tile reads B's
+/// columns once: a few rows, one image's tiles, in as few passes as can be), against the V
+/// vectors of columns at n0.
 #define RTILE_ROWS(V, n0)                                                                                             \
     do {                                                                                                              \
         long m = 0;                                                                                                   \
         for (; m + 12 <= M; m += 12) rtile_12_##V(K, A + m * lda, lda, B + (n0), ldb, C + m * ldc + (n0), ldc);       \
-        for (; m + 4 <= M; m += 4) rtile_4_##V(K, A + m * lda, lda, B + (n0), ldb, C + m * ldc + (n0), ldc);          \
-        for (; m < M; m++) rtile_1_##V(K, A + m * lda, lda, B + (n0), ldb, C + m * ldc + (n0), ldc);                  \
+        if (m + 8 <= M) rtile_8_##V(K, A + m * lda, lda, B + (n0), ldb, C + m * ldc + (n0), ldc), m += 8;             \
+        if (m + 4 <= M) rtile_4_##V(K, A + m * lda, lda, B + (n0), ldb, C + m * ldc + (n0), ldc), m += 4;             \
+        if (m + 3 <= M) rtile_3_##V(K, A + m * lda, lda, B + (n0), ldb, C + m * ldc + (n0), ldc), m += 3;             \
+        if (m + 2 <= M) rtile_2_##V(K, A + m * lda, lda, B + (n0), ldb, C + m * ldc + (n0), ldc), m += 2;             \
+        if (m < M) rtile_1_##V(K, A + m * lda, lda, B + (n0), ldb, C + m * ldc + (n0), ldc);                          \
     } while (0)
 
 NS_CLONES
