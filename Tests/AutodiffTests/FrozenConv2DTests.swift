@@ -34,6 +34,11 @@ final class FrozenConv2DTests: XCTestCase {
             ([1, 8, 2, 2], [150, 8, 1, 1], 2, 0, 1),    // narrow on a 1x1 map: 8 panels together, then 2 alone
             ([2, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1),      // small maps of a batch, few weights: narrow, image by image
             ([3, 40, 2, 2], [37, 40, 1, 1], 1, 0, 1),   // the same in place, 3 panels (the last cut)
+            // Winograd's products of a few tiles (one tile row per thread): 3 tiles of F(2,3) a block,
+            // 11 (8 + 3) with 48 output channels (32 + 16 columns), 7 (4 + 3) of F(4,3).
+            ([1, 16, 4, 6], [20, 16, 3, 3], 1, 1, 1),
+            ([1, 16, 4, 22], [40, 16, 3, 3], 1, 1, 1),
+            ([1, 16, 8, 28], [20, 16, 3, 3], 1, 1, 1),
             // Small maps of a batch, several images a call (`ns_pgemm_narrow_images`):
             ([11, 12, 2, 2], [37, 12, 1, 1], 1, 0, 1),  // 1x1 in place: calls of 4, 4 and 3 images (16, 16, 12 columns)
             ([9, 10, 4, 4], [20, 10, 1, 1], 2, 0, 1),   // a 1x1 stride-2 shortcut onto 2x2: patch matrices side by side
