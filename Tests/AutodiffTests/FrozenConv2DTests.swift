@@ -30,6 +30,7 @@ final class FrozenConv2DTests: XCTestCase {
             ([1, 40, 2, 2], [37, 40, 1, 1], 1, 0, 1),   // narrow, in place, 3 panels (the last cut), 4 columns
             ([1, 20, 2, 2], [18, 20, 3, 3], 1, 1, 1),   // narrow on a 2x2 map (its kernel cut to the window)
             ([9, 6, 2, 2], [5, 6, 3, 3], 1, 1, 1),      // a batch on a 2x2 map: one GEMM, kernels expanded
+            ([13, 6, 2, 2], [24, 6, 3, 3], 1, 1, 1),    // the same, 48 columns a piece: read in place (12 + 1 rows)
             ([8, 4, 2, 3], [7, 4, 3, 3], 1, 1, 1),      // the same on a 2x3 map
             ([1, 8, 2, 2], [150, 8, 1, 1], 2, 0, 1),    // narrow on a 1x1 map: 8 panels together, then 2 alone
             ([2, 6, 3, 3], [5, 6, 3, 3], 1, 1, 1),      // small maps of a batch, few weights: narrow, image by image

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// A frozen convolution of a batch on a map of fewer pixels than its kernel window has taps (a
@@ -27,8 +28,9 @@ struct DenseMapConv {
     private var rows: Int { g.outChannels * g.outPlane }
     private var columns: Int { g.inChannels * g.inPlane }
 
-    /// The kernels [O, C, kH, kW] expanded: `[o·P + p][c·Q + q]` = w[o][c][i][j] for the tap (i, j)
-    /// that output pixel p reads input pixel q through, else 0.
+    /// The kernels [O, C, kH, kW] expanded, input-major: `[c·Q + q][o·P + p]` = w[o][c][i][j] for
+    /// the tap (i, j) that output pixel p reads input pixel q through, else 0 (the product's right
+    /// operand as it is read, row by row).
     func expand(_ w: UnsafePointer<Float>) -> Tensor {
         let e = Tensor.zeros([rows * columns])
         let taps = g.kernelH * g.kernelW
@@ -42,7 +44,7 @@ struct DenseMapConv {
                         let q = iy * g.width + ix
                         for o in 0..<g.outChannels {
                             for c in 0..<g.inChannels {
-                                e.data[(o * g.outPlane + p) * columns + c * g.inPlane + q] = w[(o * g.inChannels + c) * taps + i * g.kernelW + j]
+                                e.data[(c * g.inPlane + q) * rows + o * g.outPlane + p] = w[(o * g.inChannels + c) * taps + i * g.kernelW + j]
                             }
                         }
                     }
@@ -53,16 +55,20 @@ struct DenseMapConv {
     }
 
     /// `out = act(conv(x) + bias (+ addend))`: the output channels split over the pieces, one
-    /// sgemm each over the whole batch (images as rows; each piece reads only its part of the
-    /// expanded kernels), then the bias, addend and activation over the piece's outputs.
+    /// product each over the whole batch (images as rows; each piece reads only its columns of the
+    /// expanded kernels: `ns_gemm_rows`, both operands read in place, where they are whole vectors,
+    /// else sgemm), then the bias, addend and activation over the piece's outputs.
     func forward(_ x: UnsafePointer<Float>, expanded: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                  adding addend: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>, activation: Activation) {
         let rows = self.rows, columns = self.columns, plane = g.outPlane
         Parallel.forPieces(g.outChannels) { channels in
-            let first = channels.lowerBound * plane
-            BLAS.gemm(transA: false, transB: true, m: g.batch, n: channels.count * plane, k: columns,
-                      a: x, lda: columns, b: expanded + first * columns, ldb: columns,
-                      beta: 0, c: out + first, ldc: rows)
+            let first = channels.lowerBound * plane, n = channels.count * plane
+            if n % Int(NS_WINOGRAD_LANES) == 0 {
+                ns_gemm_rows(g.batch, n, columns, x, columns, expanded + first, rows, out + first, rows)
+            } else {
+                BLAS.gemm(transA: false, transB: false, m: g.batch, n: n, k: columns, a: x, lda: columns,
+                          b: expanded + first, ldb: rows, beta: 0, c: out + first, ldc: rows)
+            }
             for n in 0..<g.batch {
                 for o in channels {
                     let at = (n * g.outChannels + o) * plane, dst = out + at
