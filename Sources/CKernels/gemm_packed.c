@@ -63,11 +63,23 @@ void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) { pack_p
 /// The accumulators stay in registers only when the loops over them are unrolled.
 #define UNROLL _Pragma("clang loop unroll(full)")
 
-/// One k of a tile: every row's A value (`arow[r]`) times the V vectors of B's row in `bv`.
-#define TILE_STEP(MR, V, arow)                                                                                        \
+/// One k of a tile: every row's A value (`arow[r * astride]`) times the V vectors of B's row in `bv`.
+#define TILE_STEP(MR, V, arow, astride)                                                                               \
     UNROLL for (int r = 0; r < MR; r++) {                                                                             \
-        const float a = (arow)[r];                                                                                    \
-        UNROLL for (int v = 0; v < V; v++) acc[r][v] += a * bv[v];                                                    \
+        const float a_r = (arow)[r * (astride)];                                                                      \
+        UNROLL for (int v = 0; v < V; v++) acc[r][v] += a_r * bv[v];                                                  \
+    }
+
+/// A tile's sums `acc[MR][V]` from zero over K steps: per k, V vectors of B's row k (`b`, rows
+/// `ldb` apart) times the rows' A values at `arow` (an expression of k), `astride` apart.
+#define TILE_PRODUCTS(MR, V, arow, astride)                                                                           \
+    vf acc[MR][V];                                                                                                    \
+    UNROLL for (int r = 0; r < MR; r++)                                                                               \
+        UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};                                                       \
+    for (long k = 0; k < K; k++) {                                                                                    \
+        vf bv[V];                                                                                                     \
+        UNROLL for (int v = 0; v < V; v++) bv[v] = LOAD(b + k * ldb + v * NR);                                        \
+        TILE_STEP(MR, V, arow, astride)                                                                               \
     }
 
 /// A tile's output, its first `rows` rows: the bias, the addend (`ADDEND(p, v)` loads vector v
@@ -101,14 +113,7 @@ void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) { pack_p
     static inline __attribute__((always_inline)) void tile_##MR##_##V(                                                \
         long K, const float *restrict ap, const float *restrict b, long ldb, float *restrict c, long ldc, long rows,  \
         const float *bias, const float *addend, long ldr, float lo, float hi, int stream) {                           \
-        vf acc[MR][V];                                                                                                \
-        UNROLL for (int r = 0; r < MR; r++)                                                                           \
-            UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};                                                   \
-        for (long k = 0; k < K; k++) {                                                                                \
-            vf bv[V];                                                                                                 \
-            UNROLL for (int v = 0; v < V; v++) bv[v] = LOAD(b + k * ldb + v * NR);                                    \
-            TILE_STEP(MR, V, ap + k * MR)                                                                             \
-        }                                                                                                             \
+        TILE_PRODUCTS(MR, V, ap + k * MR, 1)                                                                          \
         TILE_OUTPUT(MR, V, ldr, PLAIN_LOAD, PLAIN_OUT)                                                                \
     }
 
@@ -315,7 +320,7 @@ enum { MAX_TAPS = NS_IMPLICIT_MAX_TAPS };
                 const float *s = xc + t->offset[k];                                                                   \
                 vf bv[V];                                                                                             \
                 UNROLL for (int v = 0; v < V; v++) bv[v] = (vf)_mm512_maskz_loadu_ps(masks[k * ms + v], s + v * NR);  \
-                TILE_STEP(MR, V, ap)                                                                                  \
+                TILE_STEP(MR, V, ap, 1)                                                                               \
             }                                                                                                         \
         }                                                                                                             \
         TILE_OUTPUT(MR, V, ldc, MASKED_LOAD, MASKED_OUT)                                                              \
@@ -536,20 +541,10 @@ void ns_pconv_few(long M, long C, long H, long W, long KH, long KW, long PH, lon
 /// One tile of C: MR rows of A (row-major, `lda` apart; each element broadcast) against V vectors
 /// of columns of B (row-major). Every element sums its K products in k order in one accumulator.
 #define RTILE(MR, V)                                                                                                  \
-    static inline __attribute__((always_inline)) void rtile_##MR##_##V(long K, const float *restrict a, long lda,     \
+    static inline __attribute__((always_inline)) void rtile_##MR##_##V(long K, const float *restrict ar, long lda,    \
                                                                        const float *restrict b, long ldb,             \
                                                                        float *restrict c, long ldc) {                 \
-        vf acc[MR][V];                                                                                                \
-        UNROLL for (int r = 0; r < MR; r++)                                                                           \
-            UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};                                                   \
-        for (long k = 0; k < K; k++) {                                                                                \
-            vf bv[V];                                                                                                 \
-            UNROLL for (int v = 0; v < V; v++) bv[v] = LOAD(b + k * ldb + v * NR);                                    \
-            UNROLL for (int r = 0; r < MR; r++) {                                                                     \
-                const float x = a[r * lda + k];                                                                       \
-                UNROLL for (int v = 0; v < V; v++) acc[r][v] += x * bv[v];                                            \
-            }                                                                                                         \
-        }                                                                                                             \
+        TILE_PRODUCTS(MR, V, ar + k, lda)                                                                             \
         UNROLL for (int r = 0; r < MR; r++)                                                                           \
             UNROLL for (int v = 0; v < V; v++) STORE(c + r * ldc + v * NR, acc[r][v]);                                \
     }

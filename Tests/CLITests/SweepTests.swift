@@ -120,7 +120,7 @@ final class SweepTests: XCTestCase {
         try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--steps", "train,fly", "--out", out], status: 64, mentions: ["--steps"])
         try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--descent", "resnet50=x.json", "--out", out], status: 64,
                       mentions: ["--descent"])
-        try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--descent", "vgg11=\(root)/none.json", "--out", out], status: 64,
+        try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--descent", "vgg11=\(root!)/none.json", "--out", out], status: 64,
                       mentions: ["none.json", "no such file"])
         try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--jobs", "0", "--out", out], status: 64, mentions: ["--jobs"])
     }
