@@ -279,28 +279,28 @@ void ns_winograd_output_grad(const ns_winograd_geometry *g, long channels, long 
     })
 }
 
-NS_CLONES
-void ns_winograd_weights(long m, long K, long C, long first, long count, int rotated, const float *w, float *u,
-                         long xs) {
+/// u = G g G^T laid out u[xi][k][c] (`byInput` 0, rows k) or u[xi][c][k] (1, rows c), rows `ld`
+/// floats apart, the kernels turned by 180 degrees when `turned`.
+static inline __attribute__((always_inline)) void winograd_weights(long m, long K, long C, long first, long count, int byInput, int turned, const float *w,
+                             float *u, long xs, long ld) {
     // Vectorized along u's rows, L kernels at a time, so every frequency is written as whole
-    // vectors: over input channels c for u[xi][k][c], over output channels k for the rotated
-    // u[xi][c][k].
-    const long a = m + 2, inner = rotated ? K : C;
+    // vectors: over input channels c for u[xi][k][c], over output channels k for u[xi][c][k].
+    const long a = m + 2, inner = byInput ? K : C;
     for (long o = first; o < first + count; o++) {
         for (long i0 = 0; i0 < inner; i0 += L) {
             const long lanes = min_l(L, inner - i0);
-            float taps[9 * L];  // taps[q][l]: tap q of the lane's kernel, turned if rotated
+            float taps[9 * L];  // taps[q][l]: tap q of the lane's kernel, turned if asked
             for (long l = 0; l < L; l++) {
-                const long k = rotated ? i0 + l : o, c = rotated ? o : i0 + l;
+                const long k = byInput ? i0 + l : o, c = byInput ? o : i0 + l;
                 const float *src = w + (k * C + c) * 9;
-                for (long q = 0; q < 9; q++) taps[q * L + l] = l < lanes ? src[rotated ? 8 - q : q] : 0;
+                for (long q = 0; q < 9; q++) taps[q * L + l] = l < lanes ? src[turned ? 8 - q : q] : 0;
             }
             vf g[9], rows[6 * 3], out[36];
             for (long q = 0; q < 9; q++) g[q] = LOAD(taps + q * L);
             // rows[v][j] = (G g[., j])[v], then U[v][u] = (G rows[v][.])[u].
             for (long j = 0; j < 3; j++) kernel_1d(m, g + j, 3, rows + j, 3);
             for (long v = 0; v < a; v++) kernel_1d(m, rows + v * 3, 1, out + v * a, 1);
-            float *dst = u + o * inner + i0;
+            float *dst = u + o * ld + i0;
             for (long xi = 0; xi < a * a; xi++) {
                 if (lanes == L) {
                     STORE(dst + xi * xs, out[xi]);
@@ -312,6 +312,18 @@ void ns_winograd_weights(long m, long K, long C, long first, long count, int rot
             }
         }
     }
+}
+
+NS_CLONES
+void ns_winograd_weights(long m, long K, long C, long first, long count, int rotated, const float *w, float *u,
+                         long xs) {
+    winograd_weights(m, K, C, first, count, rotated != 0, rotated != 0, w, u, xs, rotated ? K : C);
+}
+
+NS_CLONES
+void ns_winograd_weights_by_input(long m, long K, long C, long first, long count, const float *w, float *u, long xs,
+                                  long ld) {
+    winograd_weights(m, K, C, first, count, 1, 0, w, u, xs, ld);
 }
 
 NS_CLONES

@@ -37,7 +37,7 @@ public final class FrozenConv2D {
         let path: Path
         enum Path {
             case depthwise
-            /// With the transformed kernels, laid out for the products (`WinogradConv.frozenKernels`).
+            /// With the transformed kernels, laid out for the products (`WinogradConv.kernelsByInput`).
             case winograd(WinogradConv, Tensor)
             /// With the packed kernels.
             case packed(PackedGEMMConv, Tensor)
@@ -172,7 +172,7 @@ public final class FrozenConv2D {
             expanded[key] = e
             path = .dense(dense, e)
         } else if let winograd = WinogradConv(run, frozenWeights: true, weightsCached: weightsCached) {
-            let u = transformed[winograd.tile] ?? winograd.frozenKernels(winograd.transformedWeights(kernels.data, rotated: false))
+            let u = transformed[winograd.tile] ?? winograd.kernelsByInput(kernels.data)
             transformed[winograd.tile] = u
             path = .winograd(winograd, u)
         } else if let gemm = PackedGEMMConv(run) {

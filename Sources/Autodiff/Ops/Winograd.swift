@@ -122,37 +122,38 @@ struct WinogradConv {
         return u
     }
 
-    /// The transformed kernels `u` ([alpha^2][K][C], `transformedWeights`) laid out for a frozen
-    /// convolution's products (`ns_gemm_rows`): per frequency [C][ldK], the output channels
-    /// contiguous and zero past K, frequencies `frequencyStride(C * ldK)` apart.
-    func frozenKernels(_ u: Tensor) -> Tensor {
-        let k = g.outChannels, c = g.inChannels, ldK = Self.leading(k)
-        let uxs = Self.frequencyStride(k * c), fxs = Self.frequencyStride(c * ldK)
-        let f = Tensor.zeros([frequencies * fxs])
-        let pu = u.data, pf = f.data
-        for xi in 0..<frequencies {
-            for o in 0..<k {
-                for i in 0..<c { pf[xi * fxs + i * ldK + o] = pu[xi * uxs + o * c + i] }
-            }
+    /// The kernels transformed and laid out for the forward products (`ns_gemm_rows`): per
+    /// frequency [C][ldK], the output channels contiguous and zero past K, frequencies
+    /// `frequencyStride(C * ldK)` apart.
+    func kernelsByInput(_ w: UnsafePointer<Float>) -> Tensor {
+        let k = g.outChannels, c = g.inChannels, ldK = Self.leading(k), xs = Self.frequencyStride(c * ldK)
+        let u = Tensor.zeros([frequencies * xs])
+        let pu = u.data
+        Parallel.forRange(c, grain: max(1, 4096 / max(k, 1))) { r in
+            ns_winograd_weights_by_input(tiles.m, k, c, r.lowerBound, r.count, w, pu, xs, ldK)
         }
-        return f
+        return u
     }
 
-    /// out = act(conv(x, w) + bias); `transformed`: the kernels already transformed (else
-    /// they are, from `w`); `frozen`: the same laid out by `frozenKernels`, multiplied without
-    /// sgemm (whose packing of them on every call cost more than the products on small maps).
+    /// out = act(conv(x, w) + bias). `frozen`: the kernels transformed by `kernelsByInput`, kept
+    /// by a frozen convolution; each frequency's product then reads them and the block's tiles in
+    /// place (`ns_gemm_rows`): sgemm packs the kernels again on every call, which on a small
+    /// map's block costs more than the products. Without, the kernels are transformed from `w`
+    /// and the products are sgemm's (training: tried on `ns_gemm_rows` too, ResNet-50 x0.25 at
+    /// batch 128 trained at 1336-1346 against 1413-1769 images/s, 3 alternating rounds).
     func forward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
-                 _ out: UnsafeMutablePointer<Float>, transformed: Tensor? = nil, frozen: Tensor? = nil,
-                 activation: Activation = .identity) {
+                 _ out: UnsafeMutablePointer<Float>, frozen: Tensor? = nil, activation: Activation = .identity) {
         let k = g.outChannels, c = g.inChannels, a2 = frequencies, (lo, hi) = activation.bounds
-        let u = frozen ?? transformed ?? transformedWeights(w, rotated: false), uxs = Self.frequencyStride(k * c)
-        let ldC = Self.leading(c), ldK = Self.leading(k), fxs = Self.frequencyStride(c * ldK), inPlace = frozen != nil
+        let u = frozen ?? transformedWeights(w, rotated: false)
+        let ldC = Self.leading(c), ldK = Self.leading(k)
+        let uxs = Self.frequencyStride(frozen != nil ? c * ldK : k * c), inPlace = frozen != nil
         let vxs = Self.frequencyStride(blockTiles * ldC), mxs = Self.frequencyStride(blockTiles * ldK)
         let pieces = Parallel.gemmPieces, stride = a2 * (vxs + mxs) + scratchCount
         let work = Tensor(uninitialized: [pieces * stride])
         let pu = UnsafePointer(u.data), pw = work.data
         defer { withExtendedLifetime((u, work)) {} }  // the blocks below use them only by pointer
-        for piece in 0..<pieces { zeroPadding(pw + piece * stride + a2 * vxs, channels: k, ld: ldK, xs: mxs) }
+        // sgemm writes the K columns only; the output transform reads whole vectors.
+        if !inPlace { for piece in 0..<pieces { zeroPadding(pw + piece * stride + a2 * vxs, channels: k, ld: ldK, xs: mxs) } }
         withUnsafePointer(to: tiles) { geometry in
             forEachPieceBlock(count: tileRows, block: rowsPerBlock) { piece, row0, rows in
                 let v = pw + piece * stride, mm = v + a2 * vxs, scratch = mm + a2 * mxs
@@ -160,7 +161,7 @@ struct WinogradConv {
                 ns_winograd_input(geometry, c, row0, rows, x, v, ldC, vxs, scratch)
                 for xi in 0..<a2 {
                     if inPlace {
-                        ns_gemm_rows(t, ldK, c, v + xi * vxs, ldC, pu + xi * fxs, ldK, mm + xi * mxs, ldK)
+                        ns_gemm_rows(t, ldK, c, v + xi * vxs, ldC, pu + xi * uxs, ldK, mm + xi * mxs, ldK)
                     } else {
                         BLAS.gemm(transA: false, transB: true, m: t, n: k, k: c, a: v + xi * vxs, lda: ldC,
                                   b: pu + xi * uxs, ldb: c, beta: 0, c: mm + xi * mxs, ldc: ldK)

@@ -139,6 +139,11 @@ void ns_winograd_output_grad(const ns_winograd_geometry *g, long channels, long 
 /// first ..< first + count.
 void ns_winograd_weights(long m, long K, long C, long first, long count, int rotated, const float *w, float *u,
                          long xs);
+/// The same kernels not turned, laid out u[xi][C][ld] (output channels contiguous, rows `ld`
+/// floats apart; lanes K ..< ld left as they were), for input channels first ..< first + count:
+/// the right operand of `ns_gemm_rows` for the forward products.
+void ns_winograd_weights_by_input(long m, long K, long C, long first, long count, const float *w, float *u, long xs,
+                                  long ld);
 
 /// dw[k][c] += G^T du[.][k][c] G for output channels k0 ..< k0 + count: the adjoint of the weight
 /// transform.
