@@ -4,7 +4,7 @@ import Foundation
 /// A frozen convolution of a batch on a map of fewer pixels than its kernel window has taps (a
 /// 3x3 kernel on a 2x2 map, ResNet-50's third stage at 32x32 inputs): as one GEMM of the
 /// images, each [C, H, W] read as one row of C·H·W values, with the kernels expanded once to
-/// `[O·outH·outW, C·H·W]` (the weight joining output pixel p to input pixel q, or zero where no
+/// `[C·H·W, O·outH·outW]` (the weight joining input pixel q to output pixel p, or zero where no
 /// tap does). On a 2x2 map each output pixel reads 4 of the 9 taps: im2col's product computes
 /// all 9, the 5 zero ones included; this one the 4, with no patch matrix and no transforms.
 /// For one image the expanded kernels (16 values per input and output channel against 9) cost

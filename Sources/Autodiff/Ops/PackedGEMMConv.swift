@@ -9,10 +9,11 @@ import CKernels
 ///
 /// Ungrouped convolutions on output planes of at least `minPlane` pixels; smaller planes (a 3x3,
 /// 2x2 or 1x1 map) go through the narrow kernel, whose vectors run over 16 output channels
-/// (`ns_pgemm_narrow`), image by image: for one image always, for a batch when the weights are
-/// few enough to stay in the caches (`Conv2DTuning.narrowBatchWeights`). Small planes of a batch
-/// with more weights are left to the blocked sgemm path (`GEMMConv`), which puts the images side
-/// by side and reads the weights once.
+/// (`ns_pgemm_narrow`): for one image always; for a batch, as many images side by side as fill
+/// its 16 columns (`ns_pgemm_narrow_images`: 4 of a 2x2 map, 16 of a 1x1; one at a time on a 3x3
+/// map), when the weights are at most `Conv2DTuning.narrowBatchWeights`. Small planes of a batch
+/// with more weights are left to the blocked sgemm path (`GEMMConv`), which puts all the images
+/// side by side and reads the weights once.
 struct PackedGEMMConv {
     static let minPlane = 16
 
