@@ -576,6 +576,8 @@ RTILE(1, 1)
         if (m < M) rtile_1_##V(K, A + m * lda, lda, B + (n0), ldb, C + m * ldc + (n0), ldc);                          \
     } while (0)
 
+_Static_assert(NS_GEMM_ROWS_COLUMNS == NR, "ns_gemm_rows' columns come in whole vectors");
+
 NS_CLONES
 void ns_gemm_rows(long M, long N, long K, const float *A, long lda, const float *B, long ldb, float *C, long ldc) {
     long n0 = 0;

@@ -281,8 +281,9 @@ void ns_winograd_output_grad(const ns_winograd_geometry *g, long channels, long 
 
 /// u = G g G^T laid out u[xi][k][c] (`byInput` 0, rows k) or u[xi][c][k] (1, rows c), rows `ld`
 /// floats apart, the kernels turned by 180 degrees when `turned`.
-static inline __attribute__((always_inline)) void winograd_weights(long m, long K, long C, long first, long count, int byInput, int turned, const float *w,
-                             float *u, long xs, long ld) {
+static inline __attribute__((always_inline)) void winograd_weights(long m, long K, long C, long first, long count,
+                                                                   int byInput, int turned, const float *w, float *u,
+                                                                   long xs, long ld) {
     // Vectorized along u's rows, L kernels at a time, so every frequency is written as whole
     // vectors: over input channels c for u[xi][k][c], over output channels k for u[xi][c][k].
     const long a = m + 2, inner = byInput ? K : C;

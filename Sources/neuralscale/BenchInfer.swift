@@ -288,10 +288,17 @@ struct BenchInfer: ParsableCommand {
                     skip("\(source.name): \(error)", configurations: batches.count * sourceBackends.count)
                     continue
                 }
-                if alternate && sourceBackends.contains("swift") && sourceBackends.contains("ort") {
-                    let model = TemporaryFiles.makePath("bench", suffix: ".onnx")
-                    defer { TemporaryFiles.remove(model) }
-                    try ONNXExport.write(net, to: model, opset: 13, inputSize: inputSize)
+                // The net exported once for ONNX Runtime, for its timings and its profile.
+                let model = sourceBackends.contains("ort") ? TemporaryFiles.makePath("bench", suffix: ".onnx") : nil
+                defer { if let model { TemporaryFiles.remove(model) } }
+                if let model { try ONNXExport.write(net, to: model, opset: 13, inputSize: inputSize) }
+                func ortTiming(_ model: String, batch: Int, trials: Int) throws -> InferenceTiming {
+                    let (t, version) = try ORTInference.measure(model, name: source.name, batch: batch, warmup: warmup, runs: runs,
+                                                                trials: trials, threads: threads, budget: budgetMs)
+                    ortVersion = version
+                    return t
+                }
+                if alternate, sourceBackends.contains("swift"), let model {
                     for b in batches {
                         var engine: [InferenceTiming] = [], ort: [InferenceTiming] = []
                         for k in 0..<trials {
@@ -299,10 +306,7 @@ struct BenchInfer: ParsableCommand {
                                 if onEngine {
                                     engine.append(try engineTiming(source, size: inputSize, batch: b, trials: 1, executable: executable))
                                 } else {
-                                    let (t, version) = try ORTInference.measure(model, name: source.name, batch: b, warmup: warmup, runs: runs,
-                                                                                trials: 1, threads: threads, budget: budgetMs)
-                                    ortVersion = version
-                                    ort.append(t)
+                                    ort.append(try ortTiming(model, batch: b, trials: 1))
                                 }
                             }
                         }
@@ -312,37 +316,28 @@ struct BenchInfer: ParsableCommand {
                         progress(e)
                         progress(o)
                     }
-                    if profile {
-                        profiles.append(try EngineInference.profile(source.name, net: net, inputSize: inputSize, batch: profileBatch,
-                                                                    warmup: warmup, runs: runs))
-                        profiles.append(try ORTInference.profile(model, name: source.name, batch: profileBatch, warmup: warmup, runs: runs,
-                                                                 threads: threads))
+                } else {
+                    if sourceBackends.contains("swift") {
+                        for b in batches {
+                            let t = try engineTiming(source, size: inputSize, batch: b, trials: trials, executable: executable)
+                            timings.append(t)
+                            progress(t)
+                        }
                     }
-                    continue
-                }
-                if sourceBackends.contains("swift") {
-                    for b in batches {
-                        let t = try engineTiming(source, size: inputSize, batch: b, trials: trials, executable: executable)
-                        timings.append(t)
-                        progress(t)
-                    }
-                    if profile {
-                        profiles.append(try EngineInference.profile(source.name, net: net, inputSize: inputSize, batch: profileBatch,
-                                                                    warmup: warmup, runs: runs))
+                    if let model {
+                        for b in batches {
+                            let t = try ortTiming(model, batch: b, trials: trials)
+                            timings.append(t)
+                            progress(t)
+                        }
                     }
                 }
-                if sourceBackends.contains("ort") {
-                    let model = TemporaryFiles.makePath("bench", suffix: ".onnx")
-                    defer { TemporaryFiles.remove(model) }
-                    try ONNXExport.write(net, to: model, opset: 13, inputSize: inputSize)
-                    for b in batches {
-                        let (t, version) = try ORTInference.measure(model, name: source.name, batch: b, warmup: warmup, runs: runs,
-                                                                    trials: trials, threads: threads, budget: budgetMs)
-                        ortVersion = version
-                        timings.append(t)
-                        progress(t)
+                if profile {
+                    if sourceBackends.contains("swift") {
+                        profiles.append(try EngineInference.profile(source.name, net: net, inputSize: inputSize, batch: profileBatch,
+                                                                    warmup: warmup, runs: runs))
                     }
-                    if profile {
+                    if let model {
                         profiles.append(try ORTInference.profile(model, name: source.name, batch: profileBatch, warmup: warmup, runs: runs,
                                                                  threads: threads))
                     }

@@ -73,7 +73,7 @@ struct BenchOps: ParsableCommand {
         // waiting for them (an inference of one image runs dozens of regions).
         if Parallel.workers > 1 {
             var best = Double.infinity
-            for _ in 0...iterations {
+            for _ in 0..<iterations {
                 let regions = 2000, t0 = monotonicSeconds()
                 for _ in 0..<regions { Parallel.forEach(Parallel.workers) { _ in } }
                 best = min(best, (monotonicSeconds() - t0) / Double(regions))

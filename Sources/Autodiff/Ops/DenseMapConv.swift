@@ -62,11 +62,11 @@ struct DenseMapConv {
                  adding addend: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>, activation: Activation) {
         let rows = self.rows, columns = self.columns, plane = g.outPlane
         Parallel.forPieces(g.outChannels) { channels in
-            let first = channels.lowerBound * plane, n = channels.count * plane
-            if n % Int(NS_WINOGRAD_LANES) == 0 {
-                ns_gemm_rows(g.batch, n, columns, x, columns, expanded + first, rows, out + first, rows)
+            let first = channels.lowerBound * plane, width = channels.count * plane
+            if width % Int(NS_GEMM_ROWS_COLUMNS) == 0 {
+                ns_gemm_rows(g.batch, width, columns, x, columns, expanded + first, rows, out + first, rows)
             } else {
-                BLAS.gemm(transA: false, transB: false, m: g.batch, n: n, k: columns, a: x, lda: columns,
+                BLAS.gemm(transA: false, transB: false, m: g.batch, n: width, k: columns, a: x, lda: columns,
                           b: expanded + first, ldb: rows, beta: 0, c: out + first, ldc: rows)
             }
             for n in 0..<g.batch {

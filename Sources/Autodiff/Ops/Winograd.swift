@@ -144,9 +144,8 @@ struct WinogradConv {
     func forward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                  _ out: UnsafeMutablePointer<Float>, frozen: Tensor? = nil, activation: Activation = .identity) {
         let k = g.outChannels, c = g.inChannels, a2 = frequencies, (lo, hi) = activation.bounds
-        let u = frozen ?? transformedWeights(w, rotated: false)
-        let ldC = Self.leading(c), ldK = Self.leading(k)
-        let uxs = Self.frequencyStride(frozen != nil ? c * ldK : k * c), inPlace = frozen != nil
+        let u = frozen ?? transformedWeights(w, rotated: false), inPlace = frozen != nil
+        let ldC = Self.leading(c), ldK = Self.leading(k), uxs = Self.frequencyStride(inPlace ? c * ldK : k * c)
         let vxs = Self.frequencyStride(blockTiles * ldC), mxs = Self.frequencyStride(blockTiles * ldK)
         let pieces = Parallel.gemmPieces, stride = a2 * (vxs + mxs) + scratchCount
         let work = Tensor(uninitialized: [pieces * stride])

@@ -50,8 +50,9 @@ void ns_depthwise_forward_blocked(const ns_depthwise_geometry *g, long n, long f
 void ns_plane_means(long first, long count, long plane, const float *x, float scale, float *y);
 
 /// Max pooling over windows of `g` (OC == IC channels, no weights), blocked as
-/// `ns_depthwise_forward_blocked` (item: block item % blocks of image item / blocks): padding never wins, and an output is NaN when its window holds
-/// a NaN or an infinity (a divergence made visible, as `maxPool2d` promises).
+/// `ns_depthwise_forward_blocked` (but item: block item % blocks of image item / blocks): padding
+/// never wins, and an output is NaN when its window holds a NaN or an infinity (a divergence made
+/// visible, as `maxPool2d` promises).
 void ns_maxpool_blocked(const ns_depthwise_geometry *g, long first, long count, const float *in, float *out);
 
 /// 2x2/2 max pooling of planes [first, first + count) of H x W into y (H/2 x W/2 each, an odd
@@ -258,11 +259,12 @@ void ns_pgemm_narrow(long M, long N, long K, const float *ap, const float *B, lo
 /// side: dst[r][i * plane + q] = src[i * stride + r * plane + q] (dst rows images * plane long).
 void ns_gather_images(long rows, long plane, long images, const float *src, long stride, float *dst);
 
-/// C [M x N] = A [M x K] . B [K x N], all row-major, N a multiple of 16, with neither operand
-/// packed: A read in place row by row (each element broadcast), B's rows 16 or 32 columns at a
-/// time. For products too small for sgemm's packing to pay, whose B is laid out once (a frozen
+/// C [M x N] = A [M x K] . B [K x N], all row-major, N a multiple of NS_GEMM_ROWS_COLUMNS, with
+/// neither operand packed: A read in place row by row (each element broadcast), B's rows 16 or 32
+/// columns at a time. For products too small for sgemm's packing to pay, whose B is laid out once (a frozen
 /// Winograd convolution's transformed kernels against a block's tiles). Each element sums its K
 /// products in k order.
+enum { NS_GEMM_ROWS_COLUMNS = 16 };
 void ns_gemm_rows(long M, long N, long K, const float *A, long lda, const float *B, long ldb, float *C, long ldc);
 
 /// The same for N <= 16 columns from several images of P columns each (a batch's small maps side
