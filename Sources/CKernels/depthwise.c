@@ -748,6 +748,118 @@ void ns_depthwise_forward_implicit(const ns_depthwise_geometry *g, long first, l
 }
 #endif
 
+// MARK: planes side by side (AVX-512)
+
+int ns_depthwise_packed_available(const ns_depthwise_geometry *g) {
+    const long P = g->H * g->W;
+    return ns_depthwise_implicit_available(g) && g->SH == 1 && P >= 1 && L % P == 0 && g->OC * P % L == 0;
+}
+
+long ns_depthwise_packed_weights(const ns_depthwise_geometry *g) {
+    return (g->OC * g->H * g->W / L) * (g->KH * g->KW + 1) * L;
+}
+
+void ns_depthwise_pack_weights(const ns_depthwise_geometry *g, const float *w, const float *bias, float *wexp) {
+    const long P = g->H * g->W, per = L / P, groups = g->OC / per, taps = g->KH * g->KW;
+    float *bexp = wexp + groups * taps * L;
+    for (long gr = 0; gr < groups; gr++)
+        for (long l = 0; l < L; l++) {
+            const long c = gr * per + l / P;
+            for (long t = 0; t < taps; t++) wexp[(gr * taps + t) * L + l] = w[c * taps + t];
+            bexp[gr * L + l] = bias ? bias[c] : 0;
+        }
+}
+
+#if defined(__x86_64__) && defined(__clang__)
+__attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))) void
+ns_depthwise_forward_packed(const ns_depthwise_geometry *g, long batch, long first, long count, const float *in,
+                            const float *wexp, float lo, float hi, float *out) {
+    const long P = g->H * g->W, groups = g->OC * P / L, taps = g->KH * g->KW;
+    const float *bexp = wexp + groups * taps * L;
+    // Every plane lies within one vector, so each tap is a permutation of the vector's lanes:
+    // lane l (pixel l mod P of its channel) takes lane l + the tap's shift in the flat plane,
+    // or zero where the tap falls outside the plane.
+    __m512i index[NS_IMPLICIT_MAX_TAPS];
+    __mmask16 mask[NS_IMPLICIT_MAX_TAPS];
+    for (long i = 0; i < g->KH; i++)
+        for (long j = 0; j < g->KW; j++) {
+            const long t = i * g->KW + j, dy = i - g->PH, dx = j - g->PW;
+            int lanes[16];
+            unsigned m = 0;
+            for (long l = 0; l < L; l++) {
+                const long y = (l % P) / g->W + dy, x = (l % P) % g->W + dx;
+                const int inside = y >= 0 && y < g->H && x >= 0 && x < g->W;
+                m |= (unsigned)inside << l;
+                lanes[l] = inside ? (int)(l + dy * g->W + dx) : 0;
+            }
+            index[t] = _mm512_loadu_si512(lanes);
+            mask[t] = (__mmask16)m;
+        }
+    const vf vlo = (vf){0} + lo, vhi = (vf){0} + hi;
+    // Items group-major (item = group batch + image), so that a group's weights, read once from
+    // memory, serve a run of images; IV items at a time, independent chains of multiply-adds:
+    // IV images of a group with its weights in registers, else IV items each with its own
+    // group's (a batch of one image: IV groups).
+    const long end = first + count;
+    long item = first;
+    while (item < end) {
+        const long gr = item / batch, run_end = (gr + 1) * batch < end ? (gr + 1) * batch : end;
+        if (item + IV <= run_end) {
+            const float *wg = wexp + gr * taps * L;
+            vf acc[IV];
+            __m512 x[IV];
+            for (int u = 0; u < IV; u++) {
+                acc[u] = LOAD(bexp + gr * L);
+                x[u] = _mm512_loadu_ps(in + ((item + u) % batch * groups + gr) * L);
+            }
+            for (long t = 0; t < taps; t++) {
+                const vf wt = LOAD(wg + t * L);
+                for (int u = 0; u < IV; u++) acc[u] += wt * (vf)_mm512_maskz_permutexvar_ps(mask[t], index[t], x[u]);
+            }
+            for (int u = 0; u < IV; u++) {
+                vf r = SELECT(acc[u] < vlo, vlo, acc[u]);  // comparisons keep a NaN a NaN
+                STORE(out + ((item + u) % batch * groups + gr) * L, SELECT(r > vhi, vhi, r));
+            }
+            item += IV;
+        } else if (item + IV <= end) {
+            vf acc[IV];
+            __m512 x[IV];
+            const float *wg[IV];
+            long v[IV];
+            for (int u = 0; u < IV; u++) {
+                const long gu = (item + u) / batch;
+                v[u] = (item + u) % batch * groups + gu;
+                wg[u] = wexp + gu * taps * L;
+                acc[u] = LOAD(bexp + gu * L);
+                x[u] = _mm512_loadu_ps(in + v[u] * L);
+            }
+            for (long t = 0; t < taps; t++)
+                for (int u = 0; u < IV; u++)
+                    acc[u] += LOAD(wg[u] + t * L) * (vf)_mm512_maskz_permutexvar_ps(mask[t], index[t], x[u]);
+            for (int u = 0; u < IV; u++) {
+                vf r = SELECT(acc[u] < vlo, vlo, acc[u]);
+                STORE(out + v[u] * L, SELECT(r > vhi, vhi, r));
+            }
+            item += IV;
+        } else {
+            const long v = item % batch * groups + gr;
+            const float *wg = wexp + gr * taps * L;
+            const __m512 x = _mm512_loadu_ps(in + v * L);
+            vf acc = LOAD(bexp + gr * L);
+            for (long t = 0; t < taps; t++) acc += LOAD(wg + t * L) * (vf)_mm512_maskz_permutexvar_ps(mask[t], index[t], x);
+            vf r = SELECT(acc < vlo, vlo, acc);
+            STORE(out + v * L, SELECT(r > vhi, vhi, r));
+            item++;
+        }
+    }
+}
+#else
+void ns_depthwise_forward_packed(const ns_depthwise_geometry *g, long batch, long first, long count, const float *in,
+                                 const float *wexp, float lo, float hi, float *out) {
+    (void)g, (void)batch, (void)first, (void)count, (void)in, (void)wexp, (void)lo, (void)hi, (void)out;
+}
+#endif
+
 // MARK: global average pooling
 
 NS_CLONES

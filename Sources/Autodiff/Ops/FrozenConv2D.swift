@@ -37,6 +37,9 @@ public final class FrozenConv2D {
         let path: Path
         enum Path {
             case depthwise
+            /// Planes that fit a vector side by side, with the weights laid out for them
+            /// (`depthwisePackedForward`).
+            case depthwisePacked(Tensor)
             /// With the transformed kernels, laid out for the products (`WinogradConv.kernelsByInput`).
             case winograd(WinogradConv, Tensor)
             /// With the packed kernels.
@@ -48,7 +51,7 @@ public final class FrozenConv2D {
             /// The algorithm the path runs.
             var algorithm: Conv2DAlgorithm {
                 switch self {
-                case .depthwise: return .depthwise
+                case .depthwise, .depthwisePacked: return .depthwise
                 case let .winograd(conv, _): return .winograd(tile: conv.tile)
                 case .packed: return .packedGEMM
                 case .dense: return .denseMap
@@ -60,7 +63,7 @@ public final class FrozenConv2D {
             var addsResidual: Bool {
                 switch self {
                 case .packed, .dense: return true
-                case .depthwise, .winograd, .gemm: return false
+                case .depthwise, .depthwisePacked, .winograd, .gemm: return false
                 }
             }
         }
@@ -117,6 +120,8 @@ public final class FrozenConv2D {
         switch plan.path {
         case .depthwise:
             depthwiseForward(plan.run, x.data, plan.kernels.data, bias?.data, out.data, activation: act)
+        case let .depthwisePacked(weights):
+            depthwisePackedForward(plan.run, x.data, weights.data, out.data, activation: act)
         case let .winograd(winograd, frozen):
             winograd.forward(x.data, plan.kernels.data, bias?.data, out.data, frozen: frozen, activation: act)
         case let .packed(gemm, kernels):
@@ -165,7 +170,7 @@ public final class FrozenConv2D {
         }
         let path: Plan.Path
         if run.isDepthwise {
-            path = .depthwise
+            path = depthwisePackedWeights(run, kernels.data, bias?.data).map { .depthwisePacked($0) } ?? .depthwise
         } else if let dense = DenseMapConv(run) {
             let key = Pair(geo.height, geo.width)
             let e = expanded[key] ?? dense.expand(kernels.data)
