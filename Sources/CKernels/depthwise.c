@@ -751,16 +751,17 @@ void ns_depthwise_forward_implicit(const ns_depthwise_geometry *g, long first, l
 // MARK: planes side by side (AVX-512)
 
 int ns_depthwise_packed_available(const ns_depthwise_geometry *g) {
-    const long P = g->H * g->W;
-    return ns_depthwise_implicit_available(g) && g->SH == 1 && P >= 1 && L % P == 0 && g->OC * P % L == 0;
+    const long P = g->OH * g->OW;
+    return ns_depthwise_implicit_available(g) && g->H == g->SH * g->OH && g->W == g->SW * g->OW && P >= 1 &&
+           L % P == 0 && g->OC * P % L == 0;
 }
 
 long ns_depthwise_packed_weights(const ns_depthwise_geometry *g) {
-    return (g->OC * g->H * g->W / L) * (g->KH * g->KW + 1) * L;
+    return (g->OC * g->OH * g->OW / L) * (g->KH * g->KW + 1) * L;
 }
 
 void ns_depthwise_pack_weights(const ns_depthwise_geometry *g, const float *w, const float *bias, float *wexp) {
-    const long P = g->H * g->W, per = L / P, groups = g->OC / per, taps = g->KH * g->KW;
+    const long P = g->OH * g->OW, per = L / P, groups = g->OC / per, taps = g->KH * g->KW;
     float *bexp = wexp + groups * taps * L;
     for (long gr = 0; gr < groups; gr++)
         for (long l = 0; l < L; l++) {
@@ -771,87 +772,100 @@ void ns_depthwise_pack_weights(const ns_depthwise_geometry *g, const float *w, c
 }
 
 #if defined(__x86_64__) && defined(__clang__)
-__attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))) void
-ns_depthwise_forward_packed(const ns_depthwise_geometry *g, long batch, long first, long count, const float *in,
-                            const float *wexp, float lo, float hi, float *out) {
-    const long P = g->H * g->W, groups = g->OC * P / L, taps = g->KH * g->KW;
-    const float *bexp = wexp + groups * taps * L;
-    // Every plane lies within one vector, so each tap is a permutation of the vector's lanes:
-    // lane l (pixel l mod P of its channel) takes lane l + the tap's shift in the flat plane,
-    // or zero where the tap falls outside the plane.
+#define PACKED_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+
+/// Where each tap of an output vector reads: lane l (pixel l mod P of plane l / P) takes lane
+/// index[t] of the item's input vectors (one at stride 1; four at stride 2, the same planes at
+/// four times the pixels, indices mod 32 into the first two where `lo` is set and the last two
+/// where `hi` is), or zero where the tap falls outside its plane.
+struct packed_taps {
     __m512i index[NS_IMPLICIT_MAX_TAPS];
-    __mmask16 mask[NS_IMPLICIT_MAX_TAPS];
+    __mmask16 lo[NS_IMPLICIT_MAX_TAPS], hi[NS_IMPLICIT_MAX_TAPS];
+};
+
+PACKED_TARGET static void packed_tap_table(const ns_depthwise_geometry *g, struct packed_taps *t) {
+    const long P = g->OH * g->OW, in_plane = g->H * g->W;
     for (long i = 0; i < g->KH; i++)
         for (long j = 0; j < g->KW; j++) {
-            const long t = i * g->KW + j, dy = i - g->PH, dx = j - g->PW;
+            const long k = i * g->KW + j;
             int lanes[16];
-            unsigned m = 0;
+            unsigned lo = 0, hi = 0;
             for (long l = 0; l < L; l++) {
-                const long y = (l % P) / g->W + dy, x = (l % P) % g->W + dx;
+                const long p = l % P, y = p / g->OW * g->SH + i - g->PH, x = p % g->OW * g->SW + j - g->PW;
+                const long from = l / P * in_plane + y * g->W + x;
                 const int inside = y >= 0 && y < g->H && x >= 0 && x < g->W;
-                m |= (unsigned)inside << l;
-                lanes[l] = inside ? (int)(l + dy * g->W + dx) : 0;
+                lanes[l] = inside ? (int)(from % 32) : 0;
+                lo |= (unsigned)(inside && from < 32) << l;
+                hi |= (unsigned)(inside && from >= 32) << l;
             }
-            index[t] = _mm512_loadu_si512(lanes);
-            mask[t] = (__mmask16)m;
+            t->index[k] = _mm512_loadu_si512(lanes);
+            t->lo[k] = (__mmask16)lo;
+            t->hi[k] = (__mmask16)hi;
         }
+}
+
+/// Tap k of an item whose input vectors are x[0 ..< S * S].
+PACKED_TARGET static inline __attribute__((always_inline)) vf packed_tap(const struct packed_taps *t, long k,
+                                                                        const __m512 *x, const int S) {
+    if (S == 1) return (vf)_mm512_maskz_permutexvar_ps(t->lo[k], t->index[k], x[0]);
+    const __m512 first = _mm512_maskz_permutex2var_ps(t->lo[k], x[0], t->index[k], x[1]);
+    return (vf)_mm512_mask_blend_ps(t->hi[k], first, _mm512_permutex2var_ps(x[2], t->index[k], x[3]));
+}
+
+/// `ns_depthwise_forward_packed` at stride S.
+PACKED_TARGET static inline __attribute__((always_inline)) void
+packed_forward(const ns_depthwise_geometry *g, long batch, long first, long count, const float *in, const float *wexp,
+               float lo, float hi, float *out, const int S) {
+    const long P = g->OH * g->OW, groups = g->OC * P / L, taps = g->KH * g->KW, step = S * S * L;
+    const float *bexp = wexp + groups * taps * L;
+    struct packed_taps t;
+    packed_tap_table(g, &t);
     const vf vlo = (vf){0} + lo, vhi = (vf){0} + hi;
-    // Items group-major (item = group batch + image), so that a group's weights, read once from
-    // memory, serve a run of images; IV items at a time, independent chains of multiply-adds:
-    // IV images of a group with its weights in registers, else IV items each with its own
-    // group's (a batch of one image: IV groups).
+    // Items group-major (item = group batch + image, vector image groups + group), so that a
+    // group's weights, read once from memory, serve a run of images; IV items at a time,
+    // independent chains of multiply-adds: IV images of a group with its weights in registers,
+    // else IV items each with its own group's (a batch of one image: IV groups).
     const long end = first + count;
     long item = first;
     while (item < end) {
         const long gr = item / batch, run_end = (gr + 1) * batch < end ? (gr + 1) * batch : end;
-        if (item + IV <= run_end) {
-            const float *wg = wexp + gr * taps * L;
-            vf acc[IV];
-            __m512 x[IV];
-            for (int u = 0; u < IV; u++) {
-                acc[u] = LOAD(bexp + gr * L);
-                x[u] = _mm512_loadu_ps(in + ((item + u) % batch * groups + gr) * L);
-            }
-            for (long t = 0; t < taps; t++) {
-                const vf wt = LOAD(wg + t * L);
-                for (int u = 0; u < IV; u++) acc[u] += wt * (vf)_mm512_maskz_permutexvar_ps(mask[t], index[t], x[u]);
-            }
-            for (int u = 0; u < IV; u++) {
-                vf r = SELECT(acc[u] < vlo, vlo, acc[u]);  // comparisons keep a NaN a NaN
-                STORE(out + ((item + u) % batch * groups + gr) * L, SELECT(r > vhi, vhi, r));
-            }
-            item += IV;
-        } else if (item + IV <= end) {
-            vf acc[IV];
-            __m512 x[IV];
-            const float *wg[IV];
-            long v[IV];
-            for (int u = 0; u < IV; u++) {
-                const long gu = (item + u) / batch;
-                v[u] = (item + u) % batch * groups + gu;
-                wg[u] = wexp + gu * taps * L;
-                acc[u] = LOAD(bexp + gu * L);
-                x[u] = _mm512_loadu_ps(in + v[u] * L);
-            }
-            for (long t = 0; t < taps; t++)
-                for (int u = 0; u < IV; u++)
-                    acc[u] += LOAD(wg[u] + t * L) * (vf)_mm512_maskz_permutexvar_ps(mask[t], index[t], x[u]);
-            for (int u = 0; u < IV; u++) {
-                vf r = SELECT(acc[u] < vlo, vlo, acc[u]);
-                STORE(out + v[u] * L, SELECT(r > vhi, vhi, r));
-            }
-            item += IV;
-        } else {
-            const long v = item % batch * groups + gr;
-            const float *wg = wexp + gr * taps * L;
-            const __m512 x = _mm512_loadu_ps(in + v * L);
-            vf acc = LOAD(bexp + gr * L);
-            for (long t = 0; t < taps; t++) acc += LOAD(wg + t * L) * (vf)_mm512_maskz_permutexvar_ps(mask[t], index[t], x);
-            vf r = SELECT(acc < vlo, vlo, acc);
-            STORE(out + v * L, SELECT(r > vhi, vhi, r));
-            item++;
+        const int shared = item + IV <= run_end;
+        const long n = shared || item + IV <= end ? IV : 1;
+        vf acc[IV];
+        __m512 x[IV][4];
+        const float *wg[IV];
+        long v[IV];
+        for (long u = 0; u < n; u++) {
+            const long gu = (item + u) / batch;
+            v[u] = (item + u) % batch * groups + gu;
+            wg[u] = wexp + gu * taps * L;
+            acc[u] = LOAD(bexp + gu * L);
+            for (int q = 0; q < S * S; q++) x[u][q] = _mm512_loadu_ps(in + v[u] * step + q * L);
         }
+        if (n == IV && shared)
+            for (long k = 0; k < taps; k++) {
+                const vf wt = LOAD(wg[0] + k * L);
+                for (int u = 0; u < IV; u++) acc[u] += wt * packed_tap(&t, k, x[u], S);
+            }
+        else if (n == IV)
+            for (long k = 0; k < taps; k++)
+                for (int u = 0; u < IV; u++) acc[u] += LOAD(wg[u] + k * L) * packed_tap(&t, k, x[u], S);
+        else
+            for (long k = 0; k < taps; k++) acc[0] += LOAD(wg[0] + k * L) * packed_tap(&t, k, x[0], S);
+        for (long u = 0; u < n; u++) {
+            vf r = SELECT(acc[u] < vlo, vlo, acc[u]);  // comparisons keep a NaN a NaN
+            STORE(out + v[u] * L, SELECT(r > vhi, vhi, r));
+        }
+        item += n;
     }
+}
+
+PACKED_TARGET void ns_depthwise_forward_packed(const ns_depthwise_geometry *g, long batch, long first, long count,
+                                               const float *in, const float *wexp, float lo, float hi, float *out) {
+    if (g->SH == 1)
+        packed_forward(g, batch, first, count, in, wexp, lo, hi, out, 1);
+    else
+        packed_forward(g, batch, first, count, in, wexp, lo, hi, out, 2);
 }
 #else
 void ns_depthwise_forward_packed(const ns_depthwise_geometry *g, long batch, long first, long count, const float *in,

@@ -155,43 +155,47 @@ final class FrozenConv2DTests: XCTestCase {
     /// plane by plane, at stride 2 through the padded plane's phases (odd and even widths and
     /// paddings), or with AVX-512 read in place (a "same" stride-1 plane, 14x14: 13 vectors, the
     /// last cut; an even plane halved at stride 2).
-    /// Small planes packed side by side in vectors (`depthwisePackedForward`: planes of 16, 8, 4,
-    /// 2 or 1 pixels, several channels a vector): the direct sum, and the same bits as the
-    /// training path's channel-blocked kernel (the same sums in the same order). Batches of 1, 3
-    /// and 6 images (runs of a group's images cut short of four, items of several groups
-    /// together), channel counts whose planes fill whole vectors and ones whose do not (which
-    /// take the blocked kernel), a 3x3 kernel cut to the 1x1 map it can reach.
+    /// Small planes packed side by side in vectors (`depthwisePackedForward`: output planes of
+    /// 16, 8, 4, 2 or 1 pixels, several channels a vector, at stride 1 and 2): the direct sum, and
+    /// the same bits as the training path's channel-blocked kernel (the same sums in the same
+    /// order). Batches of 1, 3 and 6 images (runs of a group's images cut short of four, items of
+    /// several groups together), channel counts whose planes fill whole vectors and ones whose do
+    /// not (which take the blocked kernel), a 3x3 kernel cut to the 1x1 map it can reach.
     func testDepthwisePackedPlanesMatchDirectSumAndTrainingPath() {
-        for (h, w) in [(2, 2), (4, 4), (4, 2), (2, 4), (1, 2), (1, 1), (2, 8)] {
+        let shapes = [(2, 2, 1), (4, 4, 1), (4, 2, 1), (2, 4, 1), (1, 2, 1), (1, 1, 1), (2, 8, 1),
+                      (4, 4, 2), (8, 8, 2), (4, 8, 2), (2, 4, 2), (2, 2, 2), (8, 4, 2)]
+        for (h, w, stride) in shapes {
+            let oh = (h - 1) / stride + 1, ow = (w - 1) / stride + 1
             for c in [8, 12, 40, 64] {
                 for n in [1, 3, 6] {
                     let x = Tensor.randn([n, c, h, w], using: &rng), k = Tensor.randn([c, 1, 3, 3], using: &rng)
                     let b = Tensor.randn([c], using: &rng)
-                    var expected = [Float](repeating: 0, count: n * c * h * w)
+                    var expected = [Float](repeating: 0, count: n * c * oh * ow)
                     for img in 0..<n {
                         for ch in 0..<c {
-                            for y in 0..<h {
-                                for xw in 0..<w {
+                            for y in 0..<oh {
+                                for xw in 0..<ow {
                                     var sum = b.data[ch]
                                     for i in 0..<3 {
                                         for j in 0..<3 {
-                                            let iy = y - 1 + i, ix = xw - 1 + j
+                                            let iy = y * stride - 1 + i, ix = xw * stride - 1 + j
                                             guard (0..<h).contains(iy), (0..<w).contains(ix) else { continue }
                                             sum += k.data[ch * 9 + i * 3 + j] * x.data[((img * c + ch) * h + iy) * w + ix]
                                         }
                                     }
-                                    expected[((img * c + ch) * h + y) * w + xw] = min(max(sum, 0), 6)
+                                    expected[((img * c + ch) * oh + y) * ow + xw] = min(max(sum, 0), 6)
                                 }
                             }
                         }
                     }
-                    let frozen = FrozenConv2D(weight: k, bias: b, stride: (1, 1), padding: (1, 1), groups: c, activation: .relu6)
-                    let label = "\(h)x\(w), \(c) channels, batch \(n)"
+                    let frozen = FrozenConv2D(weight: k, bias: b, stride: (stride, stride), padding: (1, 1), groups: c,
+                                              activation: .relu6)
+                    let label = "\(h)x\(w) stride \(stride), \(c) channels, batch \(n)"
                     for run in 1...2 {
                         let got = frozen(x).values
                         assertClose(got, expected, rtol: 1e-5, atol: 1e-5, "\(label), run \(run)")
                         let training = Tape.withoutGradients {
-                            relu6(conv2d(x, weight: k, bias: b, stride: (1, 1), padding: (1, 1), groups: c))
+                            relu6(conv2d(x, weight: k, bias: b, stride: (stride, stride), padding: (1, 1), groups: c))
                         }
                         XCTAssertEqual(got, training.values, "\(label): the training path's bits")
                     }

@@ -1018,8 +1018,9 @@ func depthwiseForward(_ g: Conv2DGeometry, _ x: UnsafePointer<Float>, _ w: Unsaf
 }
 
 /// The weights and bias of a depthwise convolution laid out for `depthwisePackedForward`, or nil
-/// where that kernel does not apply (`ns_depthwise_packed_available`: AVX-512, stride 1, planes
-/// of a size dividing the vector width). For frozen weights: computed once, used every call.
+/// where that kernel does not apply (`ns_depthwise_packed_available`: AVX-512, stride 1 or 2,
+/// output planes of a size dividing the vector width). For frozen weights: computed once, used
+/// every call.
 func depthwisePackedWeights(_ g: Conv2DGeometry, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?) -> Tensor? {
     var geometry = g.depthwise
     return withUnsafePointer(to: &geometry) { geometry in
@@ -1030,14 +1031,15 @@ func depthwisePackedWeights(_ g: Conv2DGeometry, _ w: UnsafePointer<Float>, _ bi
     }
 }
 
-/// A depthwise convolution on small planes (a 4x4 or 2x2 map) as NCHW holds them, several
-/// channels' planes per vector, each tap a permutation of the vector's lanes
-/// (`ns_depthwise_forward_packed`), with weights from `depthwisePackedWeights`: no plane is
-/// transposed into channel-interleaved form and back, as `ns_depthwise_forward_blocked` does.
-/// MobileNetV2's 960-channel 2x2 layers at batch 32 on one thread 0.21 -> 0.04 ms (a C
-/// benchmark, best of 200), its 576- and 384-channel 4x4 ones 1.1-1.4x faster; in the net on two
-/// threads (engine profile) 0.13-0.28 -> 0.035-0.066 ms and 0.10-0.24 -> 0.07-0.14 ms a layer.
-/// The same sums in the same order as the blocked kernel: the same bits.
+/// A depthwise convolution onto small planes (a 4x4 or 2x2 map) as NCHW holds them, several
+/// channels' planes per vector, each tap a permutation of the lanes of their input (one vector,
+/// four at stride 2) (`ns_depthwise_forward_packed`), with weights from
+/// `depthwisePackedWeights`: no plane is transposed into channel-interleaved form and back, as
+/// `ns_depthwise_forward_blocked` does. MobileNetV2's 960-channel 2x2 layers at batch 32 on one
+/// thread 0.21 -> 0.04 ms (a C benchmark, best of 200), its 576- and 384-channel 4x4 ones
+/// 1.1-1.4x faster; in the net on two threads (engine profile) 0.13-0.28 -> 0.035-0.066 ms and
+/// 0.10-0.24 -> 0.07-0.14 ms a layer, the 576-channel stride-2 layer onto 2x2 0.18-0.20 ->
+/// 0.05-0.06 ms. The same sums in the same order as the blocked kernel: the same bits.
 func depthwisePackedForward(_ g: Conv2DGeometry, _ x: UnsafePointer<Float>, _ weights: UnsafePointer<Float>,
                             _ out: UnsafeMutablePointer<Float>, activation: Activation) {
     var geometry = g.depthwise

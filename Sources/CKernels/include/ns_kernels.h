@@ -89,16 +89,17 @@ long ns_depthwise_implicit_scratch(const ns_depthwise_geometry *g);
 void ns_depthwise_forward_implicit(const ns_depthwise_geometry *g, long first, long count, const float *in,
                                    const float *w, const float *bias, float lo, float hi, float *out, float *scratch);
 
-/// A depthwise convolution (OC == IC) at stride 1 on planes of P = H W pixels, P dividing 16 (a
-/// 4x4, 4x2, 2x2, ... map) and the output the input's size, where
-/// `ns_depthwise_packed_available` says so (AVX-512; OC P a multiple of 16): the planes of
+/// A depthwise convolution (OC == IC) whose output planes have P pixels, P dividing 16 (a 4x4,
+/// 4x2, 2x2, ... map), at stride 1 (the output the input's size) or 2 (half an even input),
+/// where `ns_depthwise_packed_available` says so (AVX-512; OC P a multiple of 16): the planes of
 /// 16 / P channels side by side in each vector, as NCHW holds them, so that no plane is
-/// transposed or padded: every tap of a vector is one masked load of it shifted, times a vector
-/// of its channels' weights. Items [first, first + count) of `batch` images' OC P / 16 vectors
-/// each, group-major: item = group * batch + image, vector image * OC P / 16 + group.
-/// `wexp`: `ns_depthwise_packed_weights` floats from `ns_depthwise_pack_weights` (per group of
-/// 16 / P channels, per tap, each channel's weight P times; then the biases alike). The same
-/// sums in the same order as `ns_depthwise_forward_implicit`: bias, then taps in row-major order.
+/// transposed or padded: every tap of a vector is a masked permutation of the lanes of the same
+/// channels' input (one vector, or four at stride 2) times a vector of their weights. Items
+/// [first, first + count) of `batch` images' OC P / 16 output vectors each, group-major: item =
+/// group * batch + image, vector image * OC P / 16 + group. `wexp`:
+/// `ns_depthwise_packed_weights` floats from `ns_depthwise_pack_weights` (per group of 16 / P
+/// channels, per tap, each channel's weight P times; then the biases alike). The same sums in
+/// the same order as `ns_depthwise_forward_implicit`: bias, then taps in row-major order.
 int ns_depthwise_packed_available(const ns_depthwise_geometry *g);
 long ns_depthwise_packed_weights(const ns_depthwise_geometry *g);
 void ns_depthwise_pack_weights(const ns_depthwise_geometry *g, const float *w, const float *bias, float *wexp);
