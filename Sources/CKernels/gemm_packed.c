@@ -233,10 +233,47 @@ static inline __attribute__((always_inline)) void narrow_panels(long NC, long GP
     }
     long at[NP];
     for (long n = 0; n < NC; n++) at[n] = n / P * cstride + n % P;
+    const vf vlo = (vf){0} + lo, vhi = (vf){0} + hi;
     UNROLL for (long g = 0; g < GP; g++) {
+        const long m0 = (p + g) * NP;
+        if (m0 + NP <= M && ldc == P && (P == 1 || (P == 4 && NC % 4 == 0))) {
+            // Whole panels on 1x1 or 2x2 maps, a vector at a time: a 1x1 map's rows of a column
+            // lie side by side as the accumulator holds them; a 2x2 map's image (4 columns) is
+            // its rows' 4 pixels in turn, the accumulators interleaved. The same operations
+            // per element as below.
+            const vf bv = bias ? LOAD(bias + m0) : (vf){0};
+            if (P == 1) {
+                UNROLL for (long n = 0; n < NC; n++) {
+                    vf y = acc[g][n] + bv;
+                    if (addend) y += LOAD(addend + m0 + at[n]);
+                    y = SELECT(y < vlo, vlo, y);
+                    STORE(C + m0 + at[n], SELECT(y > vhi, vhi, y));
+                }
+            } else {
+                const vf b4[4] = {__builtin_shufflevector(bv, bv, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                                  __builtin_shufflevector(bv, bv, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
+                                  __builtin_shufflevector(bv, bv, 8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11),
+                                  __builtin_shufflevector(bv, bv, 12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15,
+                                                          15, 15)};
+                UNROLL for (long i = 0; i < NC / 4; i++) {
+                    const vf ac0 = ZIP_LO(acc[g][4 * i], acc[g][4 * i + 2]), ac1 = ZIP_HI(acc[g][4 * i], acc[g][4 * i + 2]);
+                    const vf bd0 = ZIP_LO(acc[g][4 * i + 1], acc[g][4 * i + 3]);
+                    const vf bd1 = ZIP_HI(acc[g][4 * i + 1], acc[g][4 * i + 3]);
+                    const vf rows4[4] = {ZIP_LO(ac0, bd0), ZIP_HI(ac0, bd0), ZIP_LO(ac1, bd1), ZIP_HI(ac1, bd1)};
+                    const long at0 = m0 * 4 + at[4 * i];
+                    UNROLL for (int k = 0; k < 4; k++) {
+                        vf y = rows4[k] + b4[k];
+                        if (addend) y += LOAD(addend + at0 + k * NP);
+                        y = SELECT(y < vlo, vlo, y);
+                        STORE(C + at0 + k * NP, SELECT(y > vhi, vhi, y));
+                    }
+                }
+            }
+            continue;
+        }
         float t[NP][NP];
         UNROLL for (long n = 0; n < NC; n++) STORE(t[n], acc[g][n]);
-        const long m0 = (p + g) * NP, rows = M - m0 < NP ? M - m0 : NP;
+        const long rows = M - m0 < NP ? M - m0 : NP;
         for (long r = 0; r < rows; r++) {
             const float add = bias ? bias[m0 + r] : 0;
             for (long n = 0; n < NC; n++) {

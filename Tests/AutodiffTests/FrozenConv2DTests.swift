@@ -45,6 +45,10 @@ final class FrozenConv2DTests: XCTestCase {
             ([9, 10, 4, 4], [20, 10, 1, 1], 2, 0, 1),   // a 1x1 stride-2 shortcut onto 2x2: patch matrices side by side
             ([5, 6, 2, 2], [9, 6, 3, 3], 1, 1, 1),      // 3x3 on 2x2 below the dense map's batch: calls of 4 and 1
             ([19, 6, 1, 1], [21, 6, 1, 1], 1, 0, 1),    // 1x1 maps: calls of 16 and 3 images
+            // The same deeper than conv2d's own packed path takes (an independent reference), whole
+            // panels written a vector at a time (1x1 and 2x2 maps) and a last panel cut.
+            ([19, 40, 1, 1], [37, 40, 1, 1], 1, 0, 1),
+            ([7, 40, 2, 2], [37, 40, 1, 1], 1, 0, 1),
         ]
         // The weight-packing GEMM takes the planes of at least 16 pixels of ungrouped convolutions.
         let geometry = { (xs: [Int], ws: [Int], s: Int, p: Int, g: Int) in
