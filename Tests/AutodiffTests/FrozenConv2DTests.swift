@@ -154,11 +154,6 @@ final class FrozenConv2DTests: XCTestCase {
         assertClose(frozen(x, adding: residual).values, summed, rtol: 1e-5, atol: 1e-5, "sgemm path with a residual")
     }
 
-    /// Depthwise convolutions against the convolution summed out by hand (`conv2d` runs the same
-    /// kernels): small planes run channel-blocked (MobileNetV2's 4x4 and 2x2 maps), larger ones
-    /// plane by plane, at stride 2 through the padded plane's phases (odd and even widths and
-    /// paddings), or with AVX-512 read in place (a "same" stride-1 plane, 14x14: 13 vectors, the
-    /// last cut; an even plane halved at stride 2).
     /// Small planes packed side by side in vectors (`depthwisePackedForward`: output planes of
     /// 16, 8, 4, 2 or 1 pixels, several channels a vector, at stride 1 and 2): the direct sum, and
     /// the same bits as the training path's channel-blocked kernel (the same sums in the same
@@ -169,29 +164,11 @@ final class FrozenConv2DTests: XCTestCase {
         let shapes = [(2, 2, 1), (4, 4, 1), (4, 2, 1), (2, 4, 1), (1, 2, 1), (1, 1, 1), (2, 8, 1),
                       (4, 4, 2), (8, 8, 2), (4, 8, 2), (2, 4, 2), (2, 2, 2), (8, 4, 2)]
         for (h, w, stride) in shapes {
-            let oh = (h - 1) / stride + 1, ow = (w - 1) / stride + 1
             for c in [8, 12, 40, 64] {
                 for n in [1, 3, 6] {
                     let x = Tensor.randn([n, c, h, w], using: &rng), k = Tensor.randn([c, 1, 3, 3], using: &rng)
                     let b = Tensor.randn([c], using: &rng)
-                    var expected = [Float](repeating: 0, count: n * c * oh * ow)
-                    for img in 0..<n {
-                        for ch in 0..<c {
-                            for y in 0..<oh {
-                                for xw in 0..<ow {
-                                    var sum = b.data[ch]
-                                    for i in 0..<3 {
-                                        for j in 0..<3 {
-                                            let iy = y * stride - 1 + i, ix = xw * stride - 1 + j
-                                            guard (0..<h).contains(iy), (0..<w).contains(ix) else { continue }
-                                            sum += k.data[ch * 9 + i * 3 + j] * x.data[((img * c + ch) * h + iy) * w + ix]
-                                        }
-                                    }
-                                    expected[((img * c + ch) * oh + y) * ow + xw] = min(max(sum, 0), 6)
-                                }
-                            }
-                        }
-                    }
+                    let expected = depthwiseDirectSums(x, k, b, stride: stride, padding: 1).map { min(max($0, 0), 6) }
                     let frozen = FrozenConv2D(weight: k, bias: b, stride: (stride, stride), padding: (1, 1), groups: c,
                                               activation: .relu6)
                     let label = "\(h)x\(w) stride \(stride), \(c) channels, batch \(n)"
@@ -208,6 +185,38 @@ final class FrozenConv2DTests: XCTestCase {
         }
     }
 
+    /// A depthwise 3x3 convolution summed directly: per output pixel the bias, then the taps that
+    /// fall inside the image in row-major order. x [N, C, H, W], k [C, 1, 3, 3], b [C].
+    private func depthwiseDirectSums(_ x: Tensor, _ k: Tensor, _ b: Tensor, stride: Int, padding: Int) -> [Float] {
+        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let oh = (h + 2 * padding - 3) / stride + 1, ow = (w + 2 * padding - 3) / stride + 1
+        var sums = [Float](repeating: 0, count: n * c * oh * ow)
+        for img in 0..<n {
+            for ch in 0..<c {
+                for y in 0..<oh {
+                    for xw in 0..<ow {
+                        var sum = b.data[ch]
+                        for i in 0..<3 {
+                            for j in 0..<3 {
+                                let iy = y * stride - padding + i, ix = xw * stride - padding + j
+                                guard (0..<h).contains(iy), (0..<w).contains(ix) else { continue }
+                                sum += k.data[ch * 9 + i * 3 + j] * x.data[((img * c + ch) * h + iy) * w + ix]
+                            }
+                        }
+                        sums[((img * c + ch) * oh + y) * ow + xw] = sum
+                    }
+                }
+            }
+        }
+        return sums
+    }
+
+    /// Depthwise convolutions against the convolution summed out by hand (`conv2d` runs the same
+    /// kernels): small planes run channel-blocked (MobileNetV2's 4x4 and 2x2 maps; a frozen one's
+    /// 4x4 planes packed side by side, 53 channels filling whole vectors of them), larger ones
+    /// plane by plane, at stride 2 through the padded plane's phases (odd and even widths and
+    /// paddings), or with AVX-512 read in place (a "same" stride-1 plane, 14x14: 13 vectors, the
+    /// last cut; an even plane halved at stride 2).
     func testDepthwiseMatchesDirectSum() {
         let lanes = Conv2DTuning.depthwiseLanes
         for (size, stride, pad) in [(4, 1, 1), (4, 2, 1), (2, 1, 1), (3, 2, 1), (9, 2, 1), (12, 2, 0), (11, 2, 2), (33, 2, 1), (10, 1, 1),
@@ -216,25 +225,7 @@ final class FrozenConv2DTests: XCTestCase {
             let c = 3 * lanes + 5
             let x = Tensor.randn([2, c, size, size], using: &rng), w = Tensor.randn([c, 1, 3, 3], using: &rng)
             let b = Tensor.randn([c], using: &rng)
-            let out = (size + 2 * pad - 3) / stride + 1
-            var expected = [Float](repeating: 0, count: 2 * c * out * out)
-            for n in 0..<2 {
-                for ch in 0..<c {
-                    for oh in 0..<out {
-                        for ow in 0..<out {
-                            var sum = b.data[ch]
-                            for i in 0..<3 {
-                                for j in 0..<3 {
-                                    let ih = oh * stride - pad + i, iw = ow * stride - pad + j
-                                    guard (0..<size).contains(ih), (0..<size).contains(iw) else { continue }
-                                    sum += w.data[ch * 9 + i * 3 + j] * x.data[((n * c + ch) * size + ih) * size + iw]
-                                }
-                            }
-                            expected[((n * c + ch) * out + oh) * out + ow] = max(sum, 0)
-                        }
-                    }
-                }
-            }
+            let expected = depthwiseDirectSums(x, w, b, stride: stride, padding: pad).map { max($0, 0) }
             let frozen = FrozenConv2D(weight: w, bias: b, stride: (stride, stride), padding: (pad, pad), groups: c, activation: .relu)
             assertClose(frozen(x).values, expected, rtol: 1e-5, atol: 1e-5, "\(size)x\(size) stride \(stride) padding \(pad)")
         }
