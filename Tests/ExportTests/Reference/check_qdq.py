@@ -26,10 +26,12 @@ def run(path, optimized=None):
     return s.run(None, {s.get_inputs()[0].name: x})[0].astype(np.float64)
 
 
-optimized = os.path.join(tempfile.mkdtemp(), "optimized.onnx")
-q, f = run(int8_path, optimized), run(fp32_path)
+# The optimized graph goes to a folder removed on exit (each test run used to leave one behind).
+with tempfile.TemporaryDirectory(prefix="neuralscale-check-qdq-") as d:
+    optimized = os.path.join(d, "optimized.onnx")
+    q, f = run(int8_path, optimized), run(fp32_path)
+    ops = collections.Counter(n.op_type for n in onnx.load(optimized).graph.node)
 cos = 1 - (q * f).sum(1) / (np.linalg.norm(q, axis=1) * np.linalg.norm(f, axis=1) + 1e-30)
-ops = collections.Counter(n.op_type for n in onnx.load(optimized).graph.node)
 print(json.dumps({"checker": checker, "max_cosine_distance": float(cos.max()),
                   "max_relative_diff": float(np.abs(q - f).max() / (np.abs(f).max() + 1e-30)),
                   "top1_agreement": float((q.argmax(1) == f.argmax(1)).mean()), "optimized_ops": dict(ops)}))
