@@ -2,6 +2,7 @@
 #include "simd.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 // A GEMM whose left operand (a frozen convolution's weights) is packed once and reused for every
@@ -425,26 +426,40 @@ FBODY(3, 8)
 FBODY(4, 6)
 
 /// Rows m0 ..< m0 + R of dy against patch rows n0 ..< n0 + NC (R <= 4, NC <= 6), each patch row
-/// read from its source `src[n]` (advancing `adv[n]` floats per vector of pixels) under its
-/// masks: 24 accumulators of 16 lanes, carried in `lanes`.
+/// read from its source `src[n]` (16 floats further per vector of pixels) under its masks: 24
+/// accumulators of 16 lanes, carried in `lanes`. Every row's pointer advances alike, so that the
+/// loop keeps its ten pointers in registers (with a per-row step, they and the steps were
+/// reloaded from the stack on every vector).
 WIDE_TARGET static inline __attribute__((always_inline)) void dw_block(long R, long NC, long m0, long n0, long N,
                                                                        long V, long HW, const float *dy,
-                                                                       const float *const *src, const long *adv,
-                                                                       const __mmask16 *masks, float *lanes) {
+                                                                       const float *const *src, const __mmask16 *masks,
+                                                                       float *lanes) {
     vf acc[4][6];
+    const float *p[6], *d[4];
+    for (long n = 0; n < NC; n++) p[n] = src[n0 + n];
+    for (long r = 0; r < R; r++) d[r] = dy + (m0 + r) * HW;
     for (long r = 0; r < R; r++)
         for (long n = 0; n < NC; n++) acc[r][n] = LOAD(lanes + ((m0 + r) * N + n0 + n) * NR);
-    for (long v = 0; v < V; v++) {
+    const __mmask16 *mk = masks + n0;
+    for (long v = 0; v < V; v++, mk += N) {
         const __mmask16 inside = ns_first_lanes(HW - v * NR);
         vf a[4];
-        for (long r = 0; r < R; r++) a[r] = (vf)_mm512_maskz_loadu_ps(inside, dy + (m0 + r) * HW + v * NR);
+        for (long r = 0; r < R; r++) a[r] = (vf)_mm512_maskz_loadu_ps(inside, d[r] + v * NR);
         for (long n = 0; n < NC; n++) {
-            const vf b = (vf)_mm512_maskz_loadu_ps(masks[v * N + n0 + n], src[n0 + n] + v * adv[n0 + n]);
+            const vf b = (vf)_mm512_maskz_loadu_ps(mk[n], p[n] + v * NR);
             for (long r = 0; r < R; r++) acc[r][n] += a[r] * b;
         }
     }
     for (long r = 0; r < R; r++)
         for (long n = 0; n < NC; n++) STORE(lanes + ((m0 + r) * N + n0 + n) * NR, acc[r][n]);
+}
+
+WIDE_TARGET static void dw_lanes(long M, long N, long HW, const float *const *src, const __mmask16 *masks,
+                                 const float *dy, float *lanes) {
+    const long V = (HW + NR - 1) / NR;
+#define DW_BLOCK(R, NC, m0, n0) dw_block(R, NC, m0, n0, N, V, HW, dy, src, masks, lanes)
+    NS_FOR_EACH_BLOCK(M, N, 6, 4, 3, DW_BLOCK)
+#undef DW_BLOCK
 }
 #endif
 
@@ -468,29 +483,25 @@ void ns_conv_dw_masks(long C, long H, long W, long KH, long KW, long PH, long PW
 #endif
 }
 
-#if defined(__x86_64__) && defined(__clang__)
-WIDE_TARGET static void dw_lanes(long M, long N, long HW, const float *const *src, const long *adv,
-                                 const __mmask16 *masks, const float *dy, float *lanes) {
-    const long V = (HW + NR - 1) / NR;
-#define DW_BLOCK(R, NC, m0, n0) dw_block(R, NC, m0, n0, N, V, HW, dy, src, adv, masks, lanes)
-    NS_FOR_EACH_BLOCK(M, N, 6, 4, 3, DW_BLOCK)
-#undef DW_BLOCK
-}
-#endif
-
 void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH, long PW, int ones,
                       const unsigned short *masks, const float *dy, const float *x, float *lanes) {
 #if defined(__x86_64__) && defined(__clang__)
-    static const float one[NR] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
     struct ns_taps t;
     ns_tap_table(H, W, W, KH, KW, PH, PW, 1, &t);
-    const long HW = H * W, N = C * t.count + (ones ? 1 : 0);
+    const long HW = H * W, N = C * t.count + (ones ? 1 : 0), V = (HW + NR - 1) / NR;
     const float *src[2 * MAX_TAPS + 1];
-    long adv[2 * MAX_TAPS + 1];
     if (N > 2 * MAX_TAPS + 1) return;
-    for (long n = 0; n < C * t.count; n++) src[n] = x + (n / t.count) * HW + t.offset[n % t.count], adv[n] = NR;
-    if (ones) src[N - 1] = one, adv[N - 1] = 0;
-    dw_lanes(M, N, HW, src, adv, masks, dy, lanes);
+    for (long n = 0; n < C * t.count; n++) src[n] = x + (n / t.count) * HW + t.offset[n % t.count];
+    // The row of ones as long as the image's rows, so that it advances as they do.
+    float *one = NULL;
+    if (ones) {
+        one = malloc(sizeof(float) * V * NR);
+        if (!one) abort();
+        for (long i = 0; i < V * NR; i++) one[i] = 1;
+        src[N - 1] = one;
+    }
+    dw_lanes(M, N, HW, src, masks, dy, lanes);
+    free(one);
 #else
     (void)M, (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)ones, (void)masks, (void)dy;
     (void)x, (void)lanes;
