@@ -425,13 +425,16 @@ FBODY(2, 8)
 FBODY(3, 8)
 FBODY(4, 6)
 
-/// Rows m0 ..< m0 + R of dy against patch rows n0 ..< n0 + NC (R <= 4, NC <= 6), each patch row
-/// read from its source `src[n]` (16 floats further per vector of pixels) under its masks: 24
-/// accumulators of 16 lanes, carried in `lanes`. Every row's pointer advances alike, so that the
-/// loop keeps its ten pointers in registers (with a per-row step, they and the steps were
-/// reloaded from the stack on every vector).
-WIDE_TARGET static inline __attribute__((always_inline)) void dw_block(long R, long NC, long m0, long n0, long N,
-                                                                       long V, long HW, const float *dy,
+/// Rows m0 ..< m0 + R of dy (M rows) against patch rows n0 ..< n0 + NC (R <= 4, NC <= 6), each
+/// patch row read from its source `src[n]` (16 floats further per vector of pixels) under its
+/// masks: 24 accumulators of 16 lanes, carried in `lanes`. Every row's pointer advances alike, so
+/// that the loop keeps its ten pointers in registers (with a per-row step, they and the steps were
+/// reloaded from the stack on every vector). The row group's first column block reads its dy
+/// rows from memory, the later ones from the cache; while those run, the next group's rows are
+/// fetched, a line per vector: a batch's dy is far larger than the caches, and the first block
+/// otherwise waited on it.
+WIDE_TARGET static inline __attribute__((always_inline)) void dw_block(long M, long R, long NC, long m0, long n0,
+                                                                       long N, long V, long HW, const float *dy,
                                                                        const float *const *src, const __mmask16 *masks,
                                                                        float *lanes) {
     vf acc[4][6];
@@ -441,7 +444,11 @@ WIDE_TARGET static inline __attribute__((always_inline)) void dw_block(long R, l
     for (long r = 0; r < R; r++)
         for (long n = 0; n < NC; n++) acc[r][n] = LOAD(lanes + ((m0 + r) * N + n0 + n) * NR);
     const __mmask16 *mk = masks + n0;
+    const long pass = n0 / 6, ahead = M - m0 - 4 < 4 ? (M - m0 - 4) * V : 4 * V;  // lines of the next group
+    const float *next = ahead > 0 ? dy + (m0 + 4) * HW : dy;
     for (long v = 0; v < V; v++, mk += N) {
+        const long line = (pass - 1) * V + v;
+        if (pass > 0 && line < ahead) __builtin_prefetch(next + line / V * HW + line % V * NR);
         const __mmask16 inside = ns_first_lanes(HW - v * NR);
         vf a[4];
         for (long r = 0; r < R; r++) a[r] = (vf)_mm512_maskz_loadu_ps(inside, d[r] + v * NR);
@@ -457,7 +464,7 @@ WIDE_TARGET static inline __attribute__((always_inline)) void dw_block(long R, l
 WIDE_TARGET static void dw_lanes(long M, long N, long HW, const float *const *src, const __mmask16 *masks,
                                  const float *dy, float *lanes) {
     const long V = (HW + NR - 1) / NR;
-#define DW_BLOCK(R, NC, m0, n0) dw_block(R, NC, m0, n0, N, V, HW, dy, src, masks, lanes)
+#define DW_BLOCK(R, NC, m0, n0) dw_block(M, R, NC, m0, n0, N, V, HW, dy, src, masks, lanes)
     NS_FOR_EACH_BLOCK(M, N, 6, 4, 3, DW_BLOCK)
 #undef DW_BLOCK
 }
