@@ -165,12 +165,13 @@ final class FrozenConv2DTests: XCTestCase {
                       (4, 4, 2), (8, 8, 2), (4, 8, 2), (2, 4, 2), (2, 2, 2), (8, 4, 2)]
         for (h, w, stride) in shapes {
             for c in [8, 12, 40, 64] {
+                // One frozen convolution for the three batch sizes: their plans share the laid-out weights.
+                let k = Tensor.randn([c, 1, 3, 3], using: &rng), b = Tensor.randn([c], using: &rng)
+                let frozen = FrozenConv2D(weight: k, bias: b, stride: (stride, stride), padding: (1, 1), groups: c,
+                                          activation: .relu6)
                 for n in [1, 3, 6] {
-                    let x = Tensor.randn([n, c, h, w], using: &rng), k = Tensor.randn([c, 1, 3, 3], using: &rng)
-                    let b = Tensor.randn([c], using: &rng)
+                    let x = Tensor.randn([n, c, h, w], using: &rng)
                     let expected = depthwiseDirectSums(x, k, b, stride: stride, padding: 1).map { min(max($0, 0), 6) }
-                    let frozen = FrozenConv2D(weight: k, bias: b, stride: (stride, stride), padding: (1, 1), groups: c,
-                                              activation: .relu6)
                     let label = "\(h)x\(w) stride \(stride), \(c) channels, batch \(n)"
                     for run in 1...2 {
                         let got = frozen(x).values
@@ -182,6 +183,18 @@ final class FrozenConv2DTests: XCTestCase {
                     }
                 }
             }
+        }
+    }
+
+    /// One frozen depthwise convolution on planes of several sizes (an engine run at other input
+    /// sizes): each plane its own laid-out weights, the same bits as a fresh convolution's.
+    func testDepthwisePackedWeightsKeptPerPlane() {
+        let k = Tensor.randn([16, 1, 3, 3], using: &rng), b = Tensor.randn([16], using: &rng)
+        let frozen = FrozenConv2D(weight: k, bias: b, padding: (1, 1), groups: 16, activation: .relu)
+        for size in [2, 4, 2, 1, 4] {
+            let x = Tensor.randn([3, 16, size, size], using: &rng)
+            let fresh = FrozenConv2D(weight: k, bias: b, padding: (1, 1), groups: 16, activation: .relu)
+            XCTAssertEqual(frozen(x).values, fresh(x).values, "\(size)x\(size) after other planes")
         }
     }
 

@@ -83,6 +83,9 @@ public final class FrozenConv2D {
     private var packed: [PackKey: Tensor] = [:]
     /// The kernels expanded over a small map (`DenseMapConv`), by the input's plane.
     private var expanded: [Pair: Tensor] = [:]
+    /// A depthwise convolution's weights laid out for small planes side by side
+    /// (`depthwisePackedWeights`), by the input's plane.
+    private var depthwisePacked: [Pair: Tensor] = [:]
     private struct PackKey: Hashable {
         let window: Pair?
         let narrow: Bool
@@ -170,7 +173,10 @@ public final class FrozenConv2D {
         }
         let path: Plan.Path
         if run.isDepthwise {
-            path = depthwisePackedWeights(run, kernels.data, bias?.data).map { .depthwisePacked($0) } ?? .depthwise
+            let key = Pair(geo.height, geo.width)
+            let laidOut = depthwisePacked[key] ?? depthwisePackedWeights(run, kernels.data, bias?.data)
+            depthwisePacked[key] = laidOut
+            path = laidOut.map { .depthwisePacked($0) } ?? .depthwise
         } else if let dense = DenseMapConv(run) {
             let key = Pair(geo.height, geo.width)
             let e = expanded[key] ?? dense.expand(kernels.data)
