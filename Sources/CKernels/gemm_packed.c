@@ -2,7 +2,6 @@
 #include "simd.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 // A GEMM whose left operand (a frozen convolution's weights) is packed once and reused for every
@@ -425,6 +424,9 @@ FBODY(2, 8)
 FBODY(3, 8)
 FBODY(4, 6)
 
+/// The weight gradient's blocks: 4 rows of dy (NS_FOR_EACH_BLOCK's) by 6 patch rows.
+enum { DW_ROWS = 4, DW_COLUMNS = 6 };
+
 /// Rows m0 ..< m0 + R of dy (M rows) against patch rows n0 ..< n0 + NC (R <= 4, NC <= 6), each
 /// patch row read from its source `src[n]` (16 floats further per vector of pixels) under its
 /// masks: 24 accumulators of 16 lanes, carried in `lanes`. Every row's pointer advances alike, so
@@ -437,15 +439,17 @@ WIDE_TARGET static inline __attribute__((always_inline)) void dw_block(long M, l
                                                                        long N, long V, long HW, const float *dy,
                                                                        const float *const *src, const __mmask16 *masks,
                                                                        float *lanes) {
-    vf acc[4][6];
-    const float *p[6], *d[4];
+    vf acc[DW_ROWS][DW_COLUMNS];
+    const float *p[DW_COLUMNS], *d[DW_ROWS];
     for (long n = 0; n < NC; n++) p[n] = src[n0 + n];
     for (long r = 0; r < R; r++) d[r] = dy + (m0 + r) * HW;
     for (long r = 0; r < R; r++)
         for (long n = 0; n < NC; n++) acc[r][n] = LOAD(lanes + ((m0 + r) * N + n0 + n) * NR);
     const __mmask16 *mk = masks + n0;
-    const long pass = n0 / 6, ahead = M - m0 - 4 < 4 ? (M - m0 - 4) * V : 4 * V;  // lines of the next group
-    const float *next = ahead > 0 ? dy + (m0 + 4) * HW : dy;
+    // This block's column pass over the group, and the lines of the next group's rows.
+    const long pass = n0 / DW_COLUMNS, next_rows = M - m0 - DW_ROWS < DW_ROWS ? M - m0 - DW_ROWS : DW_ROWS;
+    const long ahead = next_rows * V;
+    const float *next = ahead > 0 ? dy + (m0 + DW_ROWS) * HW : dy;
     for (long v = 0; v < V; v++, mk += N) {
         const long line = (pass - 1) * V + v;
         if (pass > 0 && line < ahead) __builtin_prefetch(next + line / V * HW + line % V * NR);
@@ -465,7 +469,7 @@ WIDE_TARGET static void dw_lanes(long M, long N, long HW, const float *const *sr
                                  const float *dy, float *lanes) {
     const long V = (HW + NR - 1) / NR;
 #define DW_BLOCK(R, NC, m0, n0) dw_block(M, R, NC, m0, n0, N, V, HW, dy, src, masks, lanes)
-    NS_FOR_EACH_BLOCK(M, N, 6, 4, 3, DW_BLOCK)
+    NS_FOR_EACH_BLOCK(M, N, DW_COLUMNS, 4, 3, DW_BLOCK)
 #undef DW_BLOCK
 }
 #endif
@@ -490,25 +494,20 @@ void ns_conv_dw_masks(long C, long H, long W, long KH, long KW, long PH, long PW
 #endif
 }
 
-void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH, long PW, int ones,
+/// The row of ones is as long as the image's rows (whole vectors), so that it advances as they do.
+long ns_conv_dw_ones_count(long H, long W) { return (H * W + NR - 1) / NR * NR; }
+
+void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH, long PW, const float *ones,
                       const unsigned short *masks, const float *dy, const float *x, float *lanes) {
 #if defined(__x86_64__) && defined(__clang__)
     struct ns_taps t;
     ns_tap_table(H, W, W, KH, KW, PH, PW, 1, &t);
-    const long HW = H * W, N = C * t.count + (ones ? 1 : 0), V = (HW + NR - 1) / NR;
+    const long HW = H * W, N = C * t.count + (ones ? 1 : 0);
     const float *src[2 * MAX_TAPS + 1];
     if (N > 2 * MAX_TAPS + 1) return;
     for (long n = 0; n < C * t.count; n++) src[n] = x + (n / t.count) * HW + t.offset[n % t.count];
-    // The row of ones as long as the image's rows, so that it advances as they do.
-    float *one = NULL;
-    if (ones) {
-        one = malloc(sizeof(float) * V * NR);
-        if (!one) abort();
-        for (long i = 0; i < V * NR; i++) one[i] = 1;
-        src[N - 1] = one;
-    }
+    if (ones) src[N - 1] = ones;
     dw_lanes(M, N, HW, src, masks, dy, lanes);
-    free(one);
 #else
     (void)M, (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)ones, (void)masks, (void)dy;
     (void)x, (void)lanes;

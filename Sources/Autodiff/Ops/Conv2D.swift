@@ -674,6 +674,8 @@ struct GEMMConv {
                 ns_conv_dw_masks(g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, ones, &m)
                 return m
             }() : nil
+        // Its bias's row of ones, read like the image's rows.
+        let dwOnes = Tensor.filled([dwMasks != nil && ones != 0 ? ns_conv_dw_ones_count(g.height, g.width) : 0], with: 1)
         // The patch matrix, and dOut gathered as [O, cols], only for the paths that use them.
         let usesPatches = (dw != nil && dwMasks == nil) || (dx != nil && flipped == nil)
         let colPer = usesPatches ? g.groups * groupRows * block * plane : 0, tmpPer = usesPatches ? tmpCount : 0
@@ -682,7 +684,7 @@ struct GEMMConv {
         let partial = Tensor(uninitialized: [dw != nil && !shallow ? pieces * wCount : 0])
         let laneSums = Tensor.zeros([shallow ? pieces * lanePer : 0])
         let pcol = col.data, pdtmp = dtmp.data, ppart = partial.data, psums = laneSums.data
-        defer { withExtendedLifetime((col, dtmp, partial, laneSums)) {} }  // the blocks below use them only by pointer
+        defer { withExtendedLifetime((col, dtmp, partial, laneSums, dwOnes)) {} }  // the blocks below use them only by pointer
         var started = [Bool](repeating: false, count: pieces)
         started.withUnsafeMutableBufferPointer { started in
             forEachBlock { k, first, nb in
@@ -703,7 +705,8 @@ struct GEMMConv {
                     if dw != nil, let dwMasks {
                         for i in 0..<nb {
                             ns_conv_dw_lanes(og, g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW,
-                                             ones, dwMasks, dOut + ((first + i) * g.outChannels + grp * og) * plane,
+                                             dwOnes.count > 0 ? dwOnes.data : nil, dwMasks,
+                                             dOut + ((first + i) * g.outChannels + grp * og) * plane,
                                              x + ((first + i) * g.inChannels + grp * g.inPerGroup) * g.inPlane,
                                              psums + k * lanePer + grp * og * groupRows * lanes)
                         }
@@ -1024,7 +1027,7 @@ func depthwiseForward(_ g: Conv2DGeometry, _ x: UnsafePointer<Float>, _ w: Unsaf
 func depthwisePackedWeights(_ g: Conv2DGeometry, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?) -> Tensor? {
     var geometry = g.depthwise
     return withUnsafePointer(to: &geometry) { geometry in
-        guard g.outChannels == g.inChannels, ns_depthwise_packed_available(geometry) != 0 else { return nil }
+        guard ns_depthwise_packed_available(geometry) != 0 else { return nil }
         let packed = Tensor(uninitialized: [ns_depthwise_packed_weights(geometry)])
         ns_depthwise_pack_weights(geometry, w, bias, packed.data)
         return packed
