@@ -11,43 +11,44 @@ import Synchronization
 /// per thread, a quarter of a MobileNetV2 inference; spinning workers pick a job up in well under
 /// one. A worker that sees no job for `spinSeconds` sleeps until the next.
 ///
+/// A job is one word, `claim`: its number, its index count and the next index to hand out. The
+/// calling thread publishes a job with one store; every thread takes indices by compare-and-swap
+/// on that word, so a worker that comes late to a job finished and replaced meanwhile sees
+/// another number and takes nothing. Nothing is allocated or locked per job, and the word the
+/// workers spin on is written once per job and by the claims only, on a cache line of its own:
+/// a region costs a few transfers of that line between the cores (before, the job was an object
+/// of its own published under a mutex beside the spinning workers' word, and every region moved
+/// that line between the cores five or six times).
+///
 /// Which thread runs which index does not matter to the results: every index's work is
 /// independent of the others', as `Parallel` requires of its callers.
 final class WorkerPool: @unchecked Sendable {
-    /// One job: `count` indices handed out in order to whichever thread asks first.
-    private final class Job {
-        /// Cleared once every index has run: a worker that joins late may still hold the job.
-        var body: ((Int) -> Void)?
-        let count: Int
-        let next = Atomic<Int>(0)
-        let remaining: Atomic<Int>
-        init(_ body: @escaping (Int) -> Void, count: Int) {
-            self.body = body
-            self.count = count
-            remaining = Atomic(count)
-        }
-
-        /// Runs indices until none is left.
-        func work() {
-            while true {
-                let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
-                guard i < count else { return }
-                body!(i)
-                remaining.subtract(1, ordering: .releasing)
-            }
-        }
-    }
-
     /// How long an idle worker spins before it sleeps.
     static let spinSeconds = 200e-6
 
-    /// Bumped once per job; workers wait for it to change.
-    private let generation = Atomic<Int>(0)
-    /// Workers asleep (or about to be) on `wake`.
-    private let sleepers = Atomic<Int>(0)
+    // Bits of `claim`: the job's number, its index count, the next index.
+    private static let indexBits = 20, countBits = 20
+    private static let indexMask = (1 << indexBits) - 1, countMask = (1 << countBits) - 1
+    private static let numberShift = indexBits + countBits, numberMask = (1 << (64 - numberShift - 1)) - 1
+    /// The most indices one job has.
+    static let maxCount = indexMask
+
+    // Read by spinning workers: the job word and the job's body, written once per job.
+    private let linePadding0 = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    private let claim = Atomic<Int>(0)
+    /// The address of the running job's body, a `(Int) -> Void` on the publishing thread's stack.
+    private let body = Atomic<Int>(0)
+    private let linePadding1 = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    /// Indices finished, over all jobs: a job is done when it has grown by the job's count.
+    private let finished = Atomic<Int>(0)
+    private let linePadding2 = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    // The publishing thread's own state, and the sleepers'.
     /// Held by the thread that runs a job: one job at a time.
     private let busy = Atomic<Bool>(false)
-    private var current: Job?
+    /// Workers asleep (or about to be) on `wake`.
+    private let sleepers = Atomic<Int>(0)
+    private var number = 0
+    private var finishedTotal = 0
     private var lock = pthread_mutex_t()
     private var wake = pthread_cond_t()
     private(set) var threads = 0
@@ -67,58 +68,87 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
+    /// Takes indices of job `number` from `claim`, starting from the word `word` read last, and
+    /// runs them; returns how many it ran.
+    @inline(__always)
+    private func work(number: Int, from word: Int, _ run: (Int) -> Void) -> Int {
+        var word = word, ran = 0
+        while word >> Self.numberShift == number {
+            let index = word & Self.indexMask
+            guard index < (word >> Self.indexBits) & Self.countMask else { break }
+            let (exchanged, seen) = claim.compareExchange(expected: word, desired: word + 1, ordering: .acquiring)
+            if exchanged {
+                run(index)
+                ran += 1
+                word += 1
+            } else {
+                word = seen
+            }
+        }
+        return ran
+    }
+
     /// Runs `body(i)` for every `i` in `0..<count` on the calling thread and `workers` workers,
     /// and returns when all have returned. Returns false without running anything when another
     /// job is running (a call from inside a job, or from a second thread): the caller then runs
     /// the indices itself.
     func run(_ count: Int, workers: Int, _ body: (Int) -> Void) -> Bool {
+        precondition(count <= Self.maxCount, "WorkerPool: \(count) indices in one job (at most \(Self.maxCount))")
         guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return false }
         defer { busy.store(false, ordering: .releasing) }
         ensureThreads(workers)
-        withoutActuallyEscaping(body) { body in
-            let job = Job(body, count: count)
-            pthread_mutex_lock(&lock)
-            current = job
-            pthread_mutex_unlock(&lock)
-            generation.add(1, ordering: .sequentiallyConsistent)
-            if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
-                pthread_mutex_lock(&lock)
-                pthread_cond_broadcast(&wake)
-                pthread_mutex_unlock(&lock)
+        withoutActuallyEscaping(body) { escapable in
+            var job = escapable
+            withUnsafeMutablePointer(to: &job) { address in
+                number = (number + 1) & Self.numberMask
+                let word = number << Self.numberShift | count << Self.indexBits
+                self.body.store(Int(bitPattern: address), ordering: .relaxed)
+                claim.store(word, ordering: .sequentiallyConsistent)
+                if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+                    pthread_mutex_lock(&lock)
+                    pthread_cond_broadcast(&wake)
+                    pthread_mutex_unlock(&lock)
+                }
+                let ran = work(number: number, from: word, address.pointee)
+                finishedTotal += count
+                if finished.add(ran, ordering: .acquiringAndReleasing).newValue != finishedTotal {
+                    while finished.load(ordering: .acquiring) != finishedTotal { ns_cpu_relax() }
+                }
             }
-            job.work()
-            while job.remaining.load(ordering: .acquiring) > 0 { ns_cpu_relax() }
-            // A worker that joins late finds every index taken and never calls `body`.
-            pthread_mutex_lock(&lock)
-            current = nil
-            job.body = nil
-            pthread_mutex_unlock(&lock)
         }
         return true
     }
 
     private func workerLoop() {
-        var seen = generation.load(ordering: .acquiring)
+        var seen = claim.load(ordering: .acquiring) >> Self.numberShift
         while true {
             // Spin for a while, then sleep, until a job is published.
-            let start = monotonicSeconds()
-            var spins = 0
-            while generation.load(ordering: .acquiring) == seen {
-                ns_cpu_relax()
-                spins += 1
-                if spins & 255 == 0, monotonicSeconds() - start > Self.spinSeconds {
-                    pthread_mutex_lock(&lock)
-                    sleepers.add(1, ordering: .sequentiallyConsistent)
-                    while generation.load(ordering: .sequentiallyConsistent) == seen { pthread_cond_wait(&wake, &lock) }
-                    sleepers.subtract(1, ordering: .sequentiallyConsistent)
-                    pthread_mutex_unlock(&lock)
-                }
+            var word = claim.load(ordering: .acquiring)
+            if word >> Self.numberShift == seen {
+                let start = monotonicSeconds()
+                var spins = 0
+                repeat {
+                    ns_cpu_relax()
+                    spins += 1
+                    if spins & 255 == 0, monotonicSeconds() - start > Self.spinSeconds {
+                        pthread_mutex_lock(&lock)
+                        sleepers.add(1, ordering: .sequentiallyConsistent)
+                        while claim.load(ordering: .sequentiallyConsistent) >> Self.numberShift == seen {
+                            pthread_cond_wait(&wake, &lock)
+                        }
+                        sleepers.subtract(1, ordering: .sequentiallyConsistent)
+                        pthread_mutex_unlock(&lock)
+                    }
+                    word = claim.load(ordering: .acquiring)
+                } while word >> Self.numberShift == seen
             }
-            seen = generation.load(ordering: .acquiring)
-            pthread_mutex_lock(&lock)
-            let job = current
-            pthread_mutex_unlock(&lock)
-            job?.work()
+            seen = word >> Self.numberShift
+            // The body is read only after an index is claimed: until then the job may already be
+            // over and its body gone.
+            let ran = work(number: seen, from: word) { index in
+                UnsafePointer<(Int) -> Void>(bitPattern: body.load(ordering: .relaxed))!.pointee(index)
+            }
+            if ran > 0 { finished.add(ran, ordering: .releasing) }
         }
     }
 }
