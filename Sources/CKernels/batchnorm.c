@@ -259,3 +259,31 @@ void ns_bn_backward_input(long n, long c, long inner, long first, long count, co
         }
     }
 }
+
+NS_CLONES
+void ns_add_normalize(long n, long c, long inner, long first, long count, const float *x, const float *r,
+                      float *sum, const float *mean, const float *scale, const float *offset, float lo, float hi,
+                      float *normalized) {
+    const vf lov = (vf){0} + lo, hiv = (vf){0} + hi;
+    for (long ch = first; ch < first + count; ch++) {
+        const float mu = mean[ch], a = scale[ch], b = offset[ch];
+        for (long img = 0; img < n; img++) {
+            const long o = (img * c + ch) * inner;
+            long i = 0;
+            for (; i + L <= inner; i += L) {
+                const vf s = LOAD(x + o + i) + LOAD(r + o + i);
+                STORE(sum + o + i, s);
+                vf v = (s - mu) * a + b;
+                v = SELECT(v < lov, lov, v);
+                STORE(normalized + o + i, SELECT(v > hiv, hiv, v));
+            }
+            for (; i < inner; i++) {
+                const float s = x[o + i] + r[o + i];
+                sum[o + i] = s;
+                float v = (s - mu) * a + b;
+                v = v < lo ? lo : v;
+                normalized[o + i] = v > hi ? hi : v;
+            }
+        }
+    }
+}

@@ -84,10 +84,12 @@ void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) { pack_p
 
 /// A tile's output, its first `rows` rows: the bias, the addend (`ADDEND(p, v)` loads vector v
 /// at p; rows `ldr` apart), the clamp to [lo, hi] (comparisons keep a NaN a NaN), then
-/// `OUT(p, v, y)` stores vector v at p.
+/// `OUT(p, v, y)` stores vector v at p; with `c2` (not NULL) also the normalized output of the
+/// rows' channels (`nz`'s, from channel `m`), `OUT(c2 + ..., v, z)`: both streamed or neither.
 #define TILE_OUTPUT(MR, V, ldr, ADDEND, OUT)                                                                          \
     {                                                                                                                 \
         const vf vlo = (vf){0} + lo, vhi = (vf){0} + hi;                                                              \
+        const vf vlo2 = (vf){0} + (c2 ? nz->lo : 0), vhi2 = (vf){0} + (c2 ? nz->hi : 0);                              \
         UNROLL for (int r = 0; r < MR; r++) {                                                                         \
             if (r >= rows) break;                                                                                     \
             const float add = bias ? bias[r] : 0;                                                                     \
@@ -97,6 +99,13 @@ void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) { pack_p
                 y = SELECT(y < vlo, vlo, y);                                                                          \
                 y = SELECT(y > vhi, vhi, y);                                                                          \
                 OUT(c + r * ldc + v * NR, v, y);                                                                      \
+                if (c2) {                                                                                             \
+                    const float mu = nz->mean[m + r], sc = nz->scale[m + r], of = nz->offset[m + r];                  \
+                    vf z = (y - mu) * sc + of;                                                                        \
+                    z = SELECT(z < vlo2, vlo2, z);                                                                    \
+                    z = SELECT(z > vhi2, vhi2, z);                                                                    \
+                    OUT(c2 + r * ldc + v * NR, v, z);                                                                 \
+                }                                                                                                     \
             }                                                                                                         \
         }                                                                                                             \
     }
@@ -112,7 +121,8 @@ void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) { pack_p
 #define TILE(MR, V)                                                                                                   \
     static inline __attribute__((always_inline)) void tile_##MR##_##V(                                                \
         long K, const float *restrict ap, const float *restrict b, long ldb, float *restrict c, long ldc, long rows,  \
-        const float *bias, const float *addend, long ldr, float lo, float hi, int stream) {                           \
+        const float *bias, const float *addend, long ldr, float lo, float hi, int stream,                             \
+        const ns_normalized_output *nz, long m, float *restrict c2) {                                                 \
         TILE_PRODUCTS(MR, V, ap + k * MR, 1)                                                                          \
         TILE_OUTPUT(MR, V, ldr, PLAIN_LOAD, PLAIN_OUT)                                                                \
     }
@@ -128,40 +138,51 @@ TILE(4, 1)
 /// last < 16 columns through `scratch` (K * 16 + 2 * MR * 16 floats): B's columns (and R's)
 /// copied zero-padded, the tile computed there and its valid columns copied out.
 #define BODY(NAME, TARGET, MR)                                                                                        \
-    TARGET static void NAME(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,   \
+    TARGET static void NAME(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,    \
                             const float *bias, const float *R, float lo, float hi, long p0, long p1,                  \
-                            float *scratch, int streaming) {                                                          \
+                            float *scratch, int streaming, const ns_normalized_output *nz) {                          \
         /* Streaming stores need 64-byte aligned rows. */                                                             \
-        const int stream = streaming && ((unsigned long)C % 64 == 0) && (ldc % 16 == 0);                              \
+        const int stream = streaming && ((unsigned long)C % 64 == 0) && (ldc % 16 == 0) &&                            \
+                           (!nz || (unsigned long)nz->out % 64 == 0);                                                 \
         long n0 = 0;                                                                                                  \
         for (; n0 + 2 * NR <= N; n0 += 2 * NR)                                                                        \
             for (long p = p0; p < p1; p++) {                                                                          \
                 const long m = p * MR;                                                                                \
                 tile_##MR##_2(K, ap + p * K * MR, B + n0, ldb, C + m * ldc + n0, ldc, M - m, bias ? bias + m : 0,     \
-                              R ? R + m * ldc + n0 : 0, ldc, lo, hi, stream);                                         \
+                              R ? R + m * ldc + n0 : 0, ldc, lo, hi, stream, nz, m, nz ? nz->out + m * ldc + n0 : 0); \
             }                                                                                                         \
         for (; n0 + NR <= N; n0 += NR)                                                                                \
             for (long p = p0; p < p1; p++) {                                                                          \
                 const long m = p * MR;                                                                                \
                 tile_##MR##_1(K, ap + p * K * MR, B + n0, ldb, C + m * ldc + n0, ldc, M - m, bias ? bias + m : 0,     \
-                              R ? R + m * ldc + n0 : 0, ldc, lo, hi, stream);                                         \
+                              R ? R + m * ldc + n0 : 0, ldc, lo, hi, stream, nz, m, nz ? nz->out + m * ldc + n0 : 0); \
             }                                                                                                         \
         if (n0 < N) {                                                                                                 \
             const long w = N - n0;                                                                                    \
             float *b = scratch, *c = scratch + K * NR, *a = c + MR * NR;                                              \
             for (long k = 0; k < K; k++) {                                                                            \
                 memcpy(b + k * NR, B + k * ldb + n0, sizeof(float) * w);                                              \
-                memset(b + k * NR + w, 0, sizeof(float) * (NR - w));                                                 \
+                memset(b + k * NR + w, 0, sizeof(float) * (NR - w));                                                  \
             }                                                                                                         \
             for (long p = p0; p < p1; p++) {                                                                          \
                 const long m = p * MR, rows = M - m < MR ? M - m : MR;                                                \
                 if (R)                                                                                                \
                     for (long r = 0; r < rows; r++) {                                                                 \
                         memcpy(a + r * NR, R + (m + r) * ldc + n0, sizeof(float) * w);                                \
-                        memset(a + r * NR + w, 0, sizeof(float) * (NR - w));                                         \
+                        memset(a + r * NR + w, 0, sizeof(float) * (NR - w));                                          \
                     }                                                                                                 \
-                tile_##MR##_1(K, ap + p * K * MR, b, NR, c, NR, rows, bias ? bias + m : 0, R ? a : 0, NR, lo, hi, 0); \
+                tile_##MR##_1(K, ap + p * K * MR, b, NR, c, NR, rows, bias ? bias + m : 0, R ? a : 0, NR, lo, hi, 0,  \
+                              0, 0, 0);                                                                               \
                 for (long r = 0; r < rows; r++) memcpy(C + (m + r) * ldc + n0, c + r * NR, sizeof(float) * w);        \
+                if (nz)                                                                                               \
+                    for (long r = 0; r < rows; r++) {                                                                 \
+                        const float mu = nz->mean[m + r], sc = nz->scale[m + r], of = nz->offset[m + r];              \
+                        for (long j = 0; j < w; j++) {                                                                \
+                            float z = (c[r * NR + j] - mu) * sc + of;                                                 \
+                            z = z < nz->lo ? nz->lo : z;                                                              \
+                            nz->out[(m + r) * ldc + n0 + j] = z > nz->hi ? nz->hi : z;                                \
+                        }                                                                                             \
+                    }                                                                                                 \
             }                                                                                                         \
         }                                                                                                             \
     }
@@ -176,22 +197,22 @@ long ns_pgemm_scratch_count(long K, long N) { return N % NR ? K * NR + 2 * 12 * 
 
 void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
               const float *bias, const float *addend, float lo, float hi, long p0, long p1, float *scratch,
-              int streaming) {
+              int streaming, const ns_normalized_output *normalized) {
 #if defined(__x86_64__) && defined(__clang__)
     const long mr = panel_rows(M);
     if (mr == 8) {
-        pgemm_wide8(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming);
+        pgemm_wide8(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming, normalized);
     } else if (mr == 12) {
-        pgemm_wide(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming);
+        pgemm_wide(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming, normalized);
     } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        pgemm_narrow(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming);
+        pgemm_narrow(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming, normalized);
     } else {
-        pgemm_default(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming);
+        pgemm_default(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming, normalized);
     }
     // Streaming stores are weakly ordered: done before the caller reports the work finished.
     if (streaming) __builtin_ia32_sfence();
 #else
-    pgemm_default(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming);
+    pgemm_default(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming, normalized);
 #endif
 }
 
@@ -346,7 +367,8 @@ enum { MAX_TAPS = NS_IMPLICIT_MAX_TAPS };
     WIDE_TARGET static inline __attribute__((always_inline)) void itile_##MR##_##V(                                   \
         long C, long ldx, const struct ns_taps *t, const __mmask16 *masks, long ms, const float *restrict ap,         \
         const float *restrict x, float *restrict c, long ldc, long rows, const float *bias, const float *addend,      \
-        float lo, float hi, const __mmask16 *store, int stream) {                                                     \
+        float lo, float hi, const __mmask16 *store, int stream, const ns_normalized_output *nz, long m,               \
+        float *restrict c2) {                                                                                         \
         vf acc[MR][V];                                                                                                \
         UNROLL for (int r = 0; r < MR; r++)                                                                           \
             UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};                                                   \
@@ -372,24 +394,28 @@ ITILE(8, 1)
 #define IBODY(NAME, MR)                                                                                               \
     WIDE_TARGET static void NAME(long M, long C, long OH, long OW, long ldx, const struct ns_taps *t, const float *ap,  \
                                  const float *x, float *out, const float *bias, const float *R, float lo, float hi,   \
-                                 long p0, long p1, int streaming) {                                                   \
+                                 long p0, long p1, int streaming, const ns_normalized_output *nz) {                   \
         const long N = OH * OW, K = C * t->count;                                                                     \
         /* Streaming stores need 64-byte aligned rows. */                                                             \
-        const int stream = streaming && ((unsigned long)out % 64 == 0) && (N % 16 == 0);                             \
+        const int stream = streaming && ((unsigned long)out % 64 == 0) && (N % 16 == 0) &&                            \
+                           (!nz || (unsigned long)nz->out % 64 == 0);                                                 \
         __mmask16 masks[MAX_TAPS][2];                                                                                 \
         for (long q0 = 0; q0 < N; q0 += 2 * NR) {                                                                     \
             ns_tap_masks(q0, OH, OW, t, &masks[0][0], 2);                                                             \
             ns_tap_masks(q0 + NR, OH, OW, t, &masks[0][1], 2);                                                        \
             const long left = N - q0;                                                                                 \
-            const __mmask16 store[2] = {ns_first_lanes(left), ns_first_lanes(left - NR)};                              \
+            const __mmask16 store[2] = {ns_first_lanes(left), ns_first_lanes(left - NR)};                             \
             for (long p = p0; p < p1; p++) {                                                                          \
                 const long m = p * MR;                                                                                \
+                float *c2 = nz ? nz->out + m * N + q0 : 0;                                                            \
                 if (left > NR)                                                                                        \
                     itile_##MR##_2(C, ldx, t, &masks[0][0], 2, ap + p * K * MR, x + q0, out + m * N + q0, N,          \
-                                   M - m, bias ? bias + m : 0, R ? R + m * N + q0 : 0, lo, hi, store, stream);        \
+                                   M - m, bias ? bias + m : 0, R ? R + m * N + q0 : 0, lo, hi, store, stream, nz, m,  \
+                                   c2);                                                                               \
                 else                                                                                                  \
                     itile_##MR##_1(C, ldx, t, &masks[0][0], 2, ap + p * K * MR, x + q0, out + m * N + q0, N,          \
-                                   M - m, bias ? bias + m : 0, R ? R + m * N + q0 : 0, lo, hi, store, stream);        \
+                                   M - m, bias ? bias + m : 0, R ? R + m * N + q0 : 0, lo, hi, store, stream, nz, m,  \
+                                   c2);                                                                               \
             }                                                                                                         \
         }                                                                                                             \
     }
@@ -415,7 +441,8 @@ ITILE(4, 6)
                 ns_tap_masks(q0 + v * NR, OH, OW, t, masks + v, V);                                                   \
                 store[v] = ns_first_lanes(N - q0 - v * NR);                                                           \
             }                                                                                                         \
-            itile_##MR##_##V(C, ldx, t, masks, V, ap, x + q0, out + q0, N, MR, 0, 0, -INFINITY, INFINITY, store, 0);  \
+            itile_##MR##_##V(C, ldx, t, masks, V, ap, x + q0, out + q0, N, MR, 0, 0, -INFINITY, INFINITY, store, 0,   \
+                             0, 0, 0);                                                                                \
         }                                                                                                             \
     }
 
@@ -552,20 +579,20 @@ void ns_pconv_phases(const float *x, long H, long W, long c0, long c1, float *ph
 
 void ns_pconv(long M, long C, long H, long W, long KH, long KW, long PH, long PW, long stride, const float *ap,
               const float *x, float *out, const float *bias, const float *addend, float lo, float hi, long p0, long p1,
-              int streaming) {
+              int streaming, const ns_normalized_output *normalized) {
 #if defined(__x86_64__) && defined(__clang__)
     const long OH = stride == 1 ? H : H / 2, OW = stride == 1 ? W : W / 2;
     struct ns_taps t;
     ns_tap_table(OH, OW, W, KH, KW, PH, PW, stride, &t);
     const long ldx = stride == 1 ? H * W : 4 * OH * OW;
     if (panel_rows(M) == 8)
-        pconv_wide8(M, C, OH, OW, ldx, &t, ap, x, out, bias, addend, lo, hi, p0, p1, streaming);
+        pconv_wide8(M, C, OH, OW, ldx, &t, ap, x, out, bias, addend, lo, hi, p0, p1, streaming, normalized);
     else
-        pconv_wide(M, C, OH, OW, ldx, &t, ap, x, out, bias, addend, lo, hi, p0, p1, streaming);
+        pconv_wide(M, C, OH, OW, ldx, &t, ap, x, out, bias, addend, lo, hi, p0, p1, streaming, normalized);
     if (streaming) __builtin_ia32_sfence();
 #else
     (void)M, (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)stride, (void)ap, (void)x;
-    (void)out, (void)bias, (void)addend, (void)lo, (void)hi, (void)p0, (void)p1, (void)streaming;
+    (void)out, (void)bias, (void)addend, (void)lo, (void)hi, (void)p0, (void)p1, (void)streaming, (void)normalized;
 #endif
 }
 

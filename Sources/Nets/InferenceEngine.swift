@@ -5,7 +5,9 @@ import Foundation
 /// `FrozenConv2D`, whose transformed or packed kernels are computed once; a residual sum that is a
 /// convolution's only reader is added in that convolution's output pass, and a ReLU or ReLU6 that
 /// is a convolution's or a sum's only reader is applied there too (as ONNX Runtime fuses Conv, Add
-/// and Relu), instead of as passes of their own.
+/// and Relu), instead of as passes of their own. A batch norm of a convolution's output (or of the
+/// sum it added), which folding cannot put into a convolution's weights (a pre-activation block's),
+/// is written by that output pass too, as a second output, where the convolution's path can.
 ///
 /// The graph's tensors must not change while the engine is in use: build it from a graph with
 /// batch norms folded (`foldingBatchNorms`), whose conv weights are its own.
@@ -31,6 +33,13 @@ public final class InferenceEngine {
     /// batch 32, each op writing memory no other op has touched for a whole run).
     private let dropAfter: [[Int]]
 
+    /// Per node: for a convolution whose output a pre-activation block's batch norm reads, that
+    /// batch norm's node, and the norm with its activation, computed in the convolution's output
+    /// pass where the convolution's path can (`FrozenConv2D`'s `normalizing`).
+    private let normalizations: [(node: Int, norm: OutputNormalization)?]
+    /// How many batch norms the convolutions before them compute in their output passes.
+    public var outputPassNormalizations: Int { normalizations.lazy.filter { $0 != nil }.count }
+
     /// Ops with less work than this (for the whole batch) run on the calling thread alone: a
     /// parallel region costs a microsecond or more of hand-off, and an op of a few microseconds
     /// gains less than that from a second thread (`NEURALSCALE_SERIAL_WORK` overrides). 128 K
@@ -44,7 +53,10 @@ public final class InferenceEngine {
         return 1 << 17
     }()
 
-    public init(_ graph: InferenceGraph) {
+    /// - Parameter normalizingInOutputPasses: compute a batch norm that reads a convolution's output
+    ///   (a pre-activation block's) in that convolution's output pass where it can (default); false
+    ///   runs it as a pass of its own. The results are the same bits either way.
+    public init(_ graph: InferenceGraph, normalizingInOutputPasses: Bool = true) {
         self.graph = graph
         let count = graph.nodes.count
         var readers = [[Int]](repeating: [], count: count + 1)
@@ -76,6 +88,28 @@ public final class InferenceEngine {
                 if activations[i] != .identity { forwarded[reader] = i + 1 }
             }
         }
+        // A batch norm that reads a convolution's output (the sum a pre-activation block ends
+        // with, read by the next block's batch norm and often its identity shortcut too), which
+        // folding could not put into a convolution's weights: computed in the convolution's
+        // output pass, while the output is in registers or cache.
+        var normalizations = [(node: Int, norm: OutputNormalization)?](repeating: nil, count: count)
+        for (i, node) in graph.nodes.enumerated() where normalizingInOutputPasses && forwarded[i] == nil {
+            guard case .conv = node.op else { continue }
+            // The value the output pass stands for: the convolution's, or that of a sum or an
+            // activation it absorbed.
+            let value = (graph.nodes.indices.last { forwarded[$0] == i + 1 } ?? i) + 1
+            let norms = readers[value].filter { j in
+                if case .batchNorm = graph.nodes[j].op { return forwarded[j] == nil && graph.nodes[j].inputs == [value] }
+                return false
+            }
+            guard value != graph.output, norms.count == 1, let b = norms.first,
+                  case let .batchNorm(p, eps) = graph.nodes[b].op else { continue }
+            func t(_ name: String) -> Tensor { graph.tensors[p + "." + name]! }
+            let norm = OutputNormalization(weight: t("weight"), bias: t("bias"), runningMean: t("running_mean"),
+                                           runningVar: t("running_var"), eps: eps, activation: activations[b])
+            normalizations[i] = (b, norm)
+        }
+        self.normalizations = normalizations
         // Weights that fit in the caches stay there from one run to the next.
         let weightBytes = graph.nodes.reduce(0) { total, node in
             guard case let .conv(w, _, _, _, _) = node.op else { return total }
@@ -125,15 +159,20 @@ public final class InferenceEngine {
         Tape.withoutGradients {
             observe?(0, x)
             var values = [x]
+            // Per batch norm: its output, where the convolution before it wrote it.
+            var normalized = [Tensor?](repeating: nil, count: graph.nodes.count)
             let batch = x.shape[0]
             for i in graph.nodes.indices {
                 let y: Tensor
                 if let v = forwarded[i] {
                     y = values[v]
+                } else if let z = normalized[i] {
+                    y = z
+                    normalized[i] = nil
                 } else if work[i] * batch < Self.serialWork {
-                    y = Parallel.serially { apply(i, values) }
+                    y = Parallel.serially { apply(i, values, normalized: &normalized) }
                 } else {
-                    y = apply(i, values)
+                    y = apply(i, values, normalized: &normalized)
                 }
                 observe?(values.count, y)
                 values.append(y)
@@ -143,9 +182,17 @@ public final class InferenceEngine {
         }
     }
 
-    private func apply(_ i: Int, _ values: [Tensor]) -> Tensor {
+    /// Runs node `i`; a convolution that computes a batch norm of its output leaves it in
+    /// `normalized` at the batch norm's index.
+    private func apply(_ i: Int, _ values: [Tensor], normalized: inout [Tensor?]) -> Tensor {
         let node = graph.nodes[i]
-        if let conv = convs[i] { return conv(values[node.inputs[0]], adding: residuals[i].map { values[$0] }) }
+        if let conv = convs[i] {
+            let x = values[node.inputs[0]], residual = residuals[i].map { values[$0] }
+            guard let (b, norm) = normalizations[i] else { return conv(x, adding: residual) }
+            let (y, z) = conv(x, adding: residual, normalizing: norm)
+            normalized[b] = z
+            return y
+        }
         // A sum or a batch norm (a pre-activation block's, which no convolution absorbs) applies
         // its sole-reader ReLU in the same pass.
         return graph.apply(node, values, activation: activations[i])

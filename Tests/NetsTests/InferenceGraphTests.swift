@@ -99,4 +99,41 @@ final class InferenceGraphTests: XCTestCase {
         defer { Conv2DTuning.portableKernels = false }
         try testEngineMatchesTheFoldedGraph()
     }
+
+    /// A pre-activation block's batch norm (and ReLU) computed in the output pass of the
+    /// convolution before it (`InferenceEngine`'s default) gives the bits of running it as a pass
+    /// of its own, for every value of the graph: on the packed kernels (16 channels; on 33x33 maps
+    /// with a last block of one column) and after Winograd convolutions, at batch 1 and 3.
+    func testBatchNormsInOutputPassesGiveTheSameBits() throws {
+        for (ratio, size) in [(0.25, 32), (0.25, 33), (0.5, 40)] {
+            let d = NetDescription.uniform(.preactResNet18, ratio: ratio, inChannels: 3, imageSize: 32, classes: 5)
+            let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 3)))
+            var rng = RandomGenerator(seed: 4)
+            randomizeNormalization(net, using: &rng)
+            let graph = (size == 32 ? net.inferenceGraph : InferenceGraph(tracing: net, inputSize: size)).foldingBatchNorms()
+            let fused = InferenceEngine(graph), plain = InferenceEngine(graph, normalizingInOutputPasses: false)
+            // The batch norms of the stem's output and of the eight blocks' sums.
+            XCTAssertEqual(fused.outputPassNormalizations, 9, "x\(ratio)")
+            XCTAssertEqual(plain.outputPassNormalizations, 0)
+            for batch in [1, 3] {
+                let x = Tensor.randn([batch, 3, size, size], using: &rng)
+                var expected: [[Float]] = [], got: [[Float]] = []
+                _ = plain.run(x) { _, v in expected.append(v.values) }
+                for _ in 1...2 {
+                    got = []
+                    _ = fused.run(x) { _, v in got.append(v.values) }
+                    XCTAssertEqual(got.count, expected.count)
+                    let differing = zip(expected, got).enumerated().filter { $0.element.0 != $0.element.1 }.map(\.offset)
+                    XCTAssertEqual(differing, [], "x\(ratio) \(size) px batch \(batch): values that differ")
+                }
+            }
+        }
+    }
+
+    /// The same on the paths a machine without AVX-512 takes.
+    func testBatchNormsInOutputPassesOnPortablePaths() throws {
+        Conv2DTuning.portableKernels = true
+        defer { Conv2DTuning.portableKernels = false }
+        try testBatchNormsInOutputPassesGiveTheSameBits()
+    }
 }

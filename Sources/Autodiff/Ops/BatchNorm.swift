@@ -184,3 +184,59 @@ private func batchNormBackward(n: Int, c: Int, inner: Int, training: Bool, activ
                              fresh ? 0 : 1, pdx)
     }
 }
+
+/// A batch norm in eval mode and the activation after it, to be computed from a convolution's
+/// output in the convolution's own output pass (`FrozenConv2D`'s `normalizing`): a pre-activation
+/// block's batch norm and ReLU of the sum the block before it wrote, which cannot be folded into
+/// a convolution's weights. Per channel the mean, scale and offset `batchNorm2d` uses in eval mode
+/// (without a gate), so the same bits.
+public struct OutputNormalization {
+    public let mean: Tensor, scale: Tensor, offset: Tensor
+    public let activation: Activation
+
+    public init(weight: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor, eps: Float, activation: Activation) {
+        let c = runningMean.count
+        precondition([weight.shape, bias.shape, runningVar.shape].allSatisfy { $0 == [c] },
+                     "OutputNormalization: per-channel tensors of \(c) values expected")
+        mean = Tensor(uninitialized: [c])
+        scale = Tensor(uninitialized: [c])
+        offset = Tensor(uninitialized: [c])
+        for ch in 0..<c {
+            let invStd = 1 / (runningVar.data[ch] + eps).squareRoot()
+            mean.data[ch] = runningMean.data[ch]
+            scale.data[ch] = weight.data[ch] * invStd
+            offset.data[ch] = bias.data[ch]
+        }
+        self.activation = activation
+    }
+
+    /// Calls `body` with the kernels' description of this normalization writing into `out`.
+    func writing<R>(into out: Tensor, _ body: (ns_normalized_output) -> R) -> R {
+        let (lo, hi) = activation.bounds
+        return withExtendedLifetime((self, out)) {
+            body(ns_normalized_output(mean: mean.data, scale: scale.data, offset: offset.data, lo: lo, hi: hi, out: out.data))
+        }
+    }
+}
+
+/// `a + b` and `norm` of it, in one pass: the sum a residual block ends with and the next block's
+/// batch norm (and activation) of it.
+func addNormalizing(_ a: Tensor, _ b: Tensor, _ norm: OutputNormalization) -> (sum: Tensor, normalized: Tensor) {
+    validated {
+        try require(a.shape == b.shape, "add", "shapes \(a.shape) and \(b.shape) differ")
+        try require(a.shape.count >= 2 && norm.mean.shape == [a.shape[1]], "batchnorm2d",
+                    "normalization of \(norm.mean.shape) channels for input \(a.shape)")
+    }
+    let n = a.shape[0], c = a.shape[1], inner = a.count / max(n * c, 1)
+    let sum = Tensor(uninitialized: a.shape), normalized = Tensor(uninitialized: a.shape)
+    let (lo, hi) = norm.activation.bounds
+    let (pa, pb, ps, pn) = (a.data, b.data, sum.data, normalized.data)
+    let (mean, scale, offset) = (norm.mean.data, norm.scale.data, norm.offset.data)
+    withExtendedLifetime(norm) {
+        Parallel.forRange(c, grain: max(1, elementwiseGrain / max(n * inner, 1))) { r in
+            ns_add_normalize(n, c, inner, r.lowerBound, r.count, pa, pb, ps, mean, scale, offset, lo, hi, pn)
+        }
+    }
+    Trace.note(.add, Operands(a, b), sum)
+    return (sum, normalized)
+}

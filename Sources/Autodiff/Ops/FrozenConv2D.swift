@@ -112,14 +112,27 @@ public final class FrozenConv2D {
     /// - Parameter residual: [N, O, outH, outW], or nil.
     /// - Returns: [N, O, outH, outW]
     public func callAsFunction(_ x: Tensor, adding residual: Tensor? = nil) -> Tensor {
+        callAsFunction(x, adding: residual, normalizing: nil).output
+    }
+
+    /// The same, and `norm` of the output (the result of `batchNorm2d` on it in eval mode) where
+    /// the path computes it in the same pass: the packed kernels' output tiles while still in
+    /// registers, or the pass that adds the residual after a Winograd convolution. `normalized`
+    /// is nil where the path does not (the caller then runs the batch norm itself).
+    public func callAsFunction(_ x: Tensor, adding residual: Tensor? = nil,
+                               normalizing norm: OutputNormalization?) -> (output: Tensor, normalized: Tensor?) {
         let plan = self.plan(x.shape), geo = plan.geometry
         let out = Tensor(uninitialized: [geo.batch, geo.outChannels, geo.outH, geo.outW])
         if let residual {
             validated { try require(residual.shape == out.shape, "conv2d", "residual \(residual.shape) must be the output's \(out.shape)") }
         }
+        if let norm {
+            validated { try require(norm.mean.shape == [geo.outChannels], "conv2d", "normalization of \(norm.mean.shape) channels for \(geo.outChannels)") }
+        }
         // Where the path does not add a residual, it is added after, so the activation waits for it.
         let addsResidual = plan.path.addsResidual
         let act = residual == nil || addsResidual ? activation : .identity
+        var normalized: Tensor?
         switch plan.path {
         case .depthwise:
             depthwiseForward(plan.run, x.data, plan.kernels.data, bias?.data, out.data, activation: act)
@@ -128,15 +141,30 @@ public final class FrozenConv2D {
         case let .winograd(winograd, frozen):
             winograd.forward(x.data, plan.kernels.data, bias?.data, out.data, frozen: frozen, activation: act)
         case let .packed(gemm, kernels):
-            gemm.forward(x.data, packed: kernels.data, bias?.data, adding: residual?.data, out.data, activation: act)
+            if let norm, gemm.normalizesOutput {
+                let second = Tensor(uninitialized: out.shape)
+                normalized = second
+                norm.writing(into: second) { nz in
+                    gemm.forward(x.data, packed: kernels.data, bias?.data, adding: residual?.data, out.data, activation: act,
+                                 normalized: nz)
+                }
+            } else {
+                gemm.forward(x.data, packed: kernels.data, bias?.data, adding: residual?.data, out.data, activation: act)
+            }
         case let .dense(conv, expanded):
             conv.forward(x.data, expanded: expanded.data, bias?.data, adding: residual?.data, out.data, activation: act)
         case let .gemm(gemm):
             gemm.forward(x.data, plan.kernels.data, bias?.data, out.data, activation: act)
         }
         Trace.note(.conv2d(stride: Pair(stride), padding: Pair(padding), groups: groups), Operands(x, weight, bias), out)
-        if let residual, !addsResidual { return addActivating(out, residual, activation) }
-        return out
+        if let residual, !addsResidual {
+            if let norm, activation == .identity {
+                let (sum, second) = addNormalizing(out, residual, norm)
+                return (sum, second)
+            }
+            return (addActivating(out, residual, activation), nil)
+        }
+        return (out, normalized)
     }
 
     /// The algorithm a call on input `shape` runs: its plan's (made now if no call has made it).

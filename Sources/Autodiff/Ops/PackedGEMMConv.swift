@@ -61,16 +61,22 @@ struct PackedGEMMConv {
         return packed
     }
 
-    /// `out = act(conv(x) + bias (+ addend))`, `addend` shaped as `out`.
+    /// Whether `forward` writes a normalized second output (every path but the narrow kernel's).
+    var normalizesOutput: Bool { !narrow }
+
+    /// `out = act(conv(x) + bias (+ addend))`, `addend` shaped as `out`; with `normalized` (only
+    /// where `normalizesOutput`) also its batch norm of `out`, into `normalized.out` laid out as `out`.
     func forward(_ x: UnsafePointer<Float>, packed: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
-                 adding addend: UnsafePointer<Float>? = nil, _ out: UnsafeMutablePointer<Float>, activation: Activation) {
+                 adding addend: UnsafePointer<Float>? = nil, _ out: UnsafeMutablePointer<Float>, activation: Activation,
+                 normalized: ns_normalized_output? = nil) {
+        precondition(normalized == nil || normalizesOutput, "PackedGEMMConv: the narrow kernel writes no normalized output")
         let (lo, hi) = activation.bounds
         let m = g.outChannels, k = g.colRows, plane = g.outPlane, pointwise = g.isPointwise
         let pieces = Parallel.gemmPieces, panelRows = narrow ? Int(NS_PGEMM_NARROW_ROWS) : ns_pgemm_panel_rows(m)
         let panels = (m + panelRows - 1) / panelRows
         let scratchCount = narrow ? 0 : ns_pgemm_scratch_count(k, plane), colCount = pointwise ? 0 : k * plane
         if implicit {
-            implicitForward(x, packed: packed, bias, adding: addend, out, lo: lo, hi: hi, panels: panels)
+            implicitForward(x, packed: packed, bias, adding: addend, out, lo: lo, hi: hi, panels: panels, normalized: normalized)
             return
         }
         let perImage = min(g.batch, pieces)
@@ -94,8 +100,10 @@ struct PackedGEMMConv {
                         ns_pgemm_narrow(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, addendImage,
                                         lo, hi, first, first + count)
                     } else {
-                        ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, addendImage,
-                                 lo, hi, first, first + count, pscratch.map { $0 + piece * scratchCount }, 0)
+                        withNormalized(normalized, at: img * imageOut) { nz in
+                            ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, addendImage,
+                                     lo, hi, first, first + count, pscratch.map { $0 + piece * scratchCount }, 0, nz)
+                        }
                     }
                 }
             }
@@ -116,8 +124,10 @@ struct PackedGEMMConv {
                 ns_pgemm_narrow(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias,
                                 addend.map { $0 + img * imageOut }, lo, hi, 0, panels)
             } else {
-                ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, addend.map { $0 + img * imageOut },
-                         lo, hi, 0, panels, pscratch.map { $0 + piece * scratchCount }, streaming)
+                withNormalized(normalized, at: img * imageOut) { nz in
+                    ns_pgemm(m, plane, k, packed, b, plane, out + img * imageOut, plane, bias, addend.map { $0 + img * imageOut },
+                             lo, hi, 0, panels, pscratch.map { $0 + piece * scratchCount }, streaming, nz)
+                }
             }
         }
     }
@@ -157,7 +167,7 @@ struct PackedGEMMConv {
     /// by each piece for its own images).
     private func implicitForward(_ x: UnsafePointer<Float>, packed: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                                  adding addend: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>,
-                                 lo: Float, hi: Float, panels: Int) {
+                                 lo: Float, hi: Float, panels: Int, normalized: ns_normalized_output?) {
         let g = self.g, imageIn = g.inChannels * g.inPlane, imageOut = g.outChannels * g.outPlane
         let strided = g.strideH == 2, pieces = Parallel.gemmPieces
         // A 1x1 kernel (padding 0) reads only the even rows' even columns: that phase alone.
@@ -165,9 +175,11 @@ struct PackedGEMMConv {
         let phases = Tensor(uninitialized: [strided ? min(g.batch, pieces) * imageIn : 0]), pphases = phases.data
         defer { withExtendedLifetime(phases) {} }  // the pieces below use it only by pointer
         let conv = { (img: Int, source: UnsafePointer<Float>, first: Int, end: Int, streaming: Int32) in
-            ns_pconv(g.outChannels, g.inChannels, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, g.strideH,
-                     packed, source, out + img * imageOut, bias, addend.map { $0 + img * imageOut }, lo, hi,
-                     first, end, streaming)
+            withNormalized(normalized, at: img * imageOut) { nz in
+                ns_pconv(g.outChannels, g.inChannels, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, g.strideH,
+                         packed, source, out + img * imageOut, bias, addend.map { $0 + img * imageOut }, lo, hi,
+                         first, end, streaming, nz)
+            }
         }
         if g.batch < pieces {
             for img in 0..<g.batch {
@@ -190,4 +202,14 @@ struct PackedGEMMConv {
             conv(img, strided ? UnsafePointer(pphases + piece * imageIn) : image, 0, panels, streaming)
         }
     }
+}
+
+/// Calls `body` with a pointer to `normalized` with its output moved `offset` floats on (an
+/// image's), or with nil.
+@inline(__always)
+private func withNormalized(_ normalized: ns_normalized_output?, at offset: Int,
+                            _ body: (UnsafePointer<ns_normalized_output>?) -> Void) {
+    guard var moved = normalized else { return body(nil) }
+    moved.out += offset
+    withUnsafePointer(to: &moved) { body($0) }
 }

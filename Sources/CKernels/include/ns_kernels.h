@@ -181,6 +181,13 @@ void ns_bn_shifted_sums(long n, long c, long inner, long first, long count, cons
 void ns_bn_forward(long n, long c, long inner, long first, long count, const float *x, const float *mean,
                    const float *scale, const float *offset, float lo, float hi, float *y);
 
+/// sum = x + r, then normalized = clamp((sum - mean[ch]) * scale[ch] + offset[ch], lo, hi) (as
+/// `ns_bn_forward` computes it from the sum): a residual sum and the batch norm that reads it, one
+/// pass over channels [first, first + count) of [n, c, inner] tensors.
+void ns_add_normalize(long n, long c, long inner, long first, long count, const float *x, const float *r,
+                      float *sum, const float *mean, const float *scale, const float *offset, float lo, float hi,
+                      float *normalized);
+
 /// The backward pass's sums: sg[ch] = sum(g), sgx[ch] = sum(g * (x - mean[ch])), with g = dy where
 /// (x - mean) * scale + offset lies strictly inside (lo, hi) when `clamped` (the activation's
 /// linear range, recomputed from x rather than read from the output), else g = dy.
@@ -205,6 +212,17 @@ static inline void ns_cpu_relax(void) {
 #endif
 }
 
+/// A batch norm and clamp of a convolution's output written beside it in the output pass:
+/// out[e] = clamp((y[e] - mean[c]) * scale[c] + offset[c], lo, hi) for every element y[e] of
+/// output channel (row) c after the bias, addend and activation, `out` laid out as the output
+/// (the formula of `ns_bn_forward`, so the same bits). A pre-activation block's batch norm and
+/// ReLU of the sum the block before it wrote.
+typedef struct {
+    const float *mean, *scale, *offset;
+    float lo, hi;
+    float *out;
+} ns_normalized_output;
+
 /// A GEMM with the left operand packed once (a frozen convolution's weights):
 /// C[m][n] = clamp(sum over k in order of A[m][k] * B[k][n] + bias[m] (+ addend[m][n]), lo, hi) (a
 /// NaN stays NaN; `addend` [M x N] with leading dimension ldc, or NULL),
@@ -220,9 +238,10 @@ long ns_pgemm_panel_rows(long M);
 long ns_pgemm_packed_count(long M, long K);
 long ns_pgemm_scratch_count(long K, long N);
 void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap);
+/// `normalized` (may be NULL): its `out` the origin of a second matrix laid out as C.
 void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
               const float *bias, const float *addend, float lo, float hi, long p0, long p1, float *scratch,
-              int streaming);
+              int streaming, const ns_normalized_output *normalized);
 
 /// `ns_pgemm` for a convolution of one image without its patch matrix: the product of `ap` (M x
 /// K, K = C KH KW, packed by `ns_pgemm_pack`) and the image's patch matrix, each row read from
@@ -233,9 +252,10 @@ void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb,
 /// products in the same order as `ns_pgemm` on the patch matrix: the same bits. Only where
 /// `ns_pconv_available` says so (AVX-512, at most 64 taps, such a geometry).
 int ns_pconv_available(long H, long W, long KH, long KW, long PH, long PW, long stride);
+/// `normalized` (may be NULL): its `out` laid out as `out`.
 void ns_pconv(long M, long C, long H, long W, long KH, long KW, long PH, long PW, long stride, const float *ap,
               const float *x, float *out, const float *bias, const float *addend, float lo, float hi, long p0, long p1,
-              int streaming);
+              int streaming, const ns_normalized_output *normalized);
 /// `ns_pconv` at stride 1 for at most NS_PCONV_FEW_ROWS output channels (M), without bias or
 /// activation: out [M, H, W] = ap . patches(x), x [C, H, W], ap [C KH KW][M] (k-major: the M
 /// weights of patch row k at ap[k M], as `ns_pgemm_pack` would pack panels of exactly M rows).
