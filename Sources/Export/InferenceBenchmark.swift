@@ -218,9 +218,14 @@ public enum EngineInference {
             if ms[node.name] == nil { order.append(node.name) }
             ms[node.name, default: 0] += 1e3 * seconds[i] / Double(runs)
             // A convolution with the algorithm the engine runs it with ("Conv (winograd F(4,3))").
-            let op = engine.convolutionAlgorithm(node: i, batch: batch).map { "\(node.op.name) (\($0))" } ?? node.op.name
+            // A batch norm computed by the convolution before it says so ("BatchNormalization (in
+            // layers.1.conv2's output pass)"): its own time is only the hand-over, its work the
+            // convolution's.
+            let inPass = engine.outputPassNormalization(node: i, batch: batch)
+            let op = engine.convolutionAlgorithm(node: i, batch: batch).map { "\(node.op.name) (\($0))" }
+                ?? inPass.map { "\(node.op.name) (in \(graph.nodes[$0].name)'s output pass)" } ?? node.op.name
             if !(ops[node.name] ?? []).contains(op) { ops[node.name, default: []].append(op) }
-            macs[node.name, default: 0] += batch * graph.macs(of: i)
+            macs[node.name, default: 0] += inPass == nil ? batch * graph.macs(of: i) : 0
         }
         return InferenceProfile(model: name, backend: "swift", input_size: size, batch: batch, runs: runs,
                                 wall_ms: 1e3 * wall / Double(runs), layers_ms: ms.values.reduce(0, +),

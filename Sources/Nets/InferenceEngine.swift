@@ -144,6 +144,14 @@ public final class InferenceEngine {
         }
     }
 
+    /// For a batch norm that the convolution before it computes in its output pass at batch
+    /// `batch`, that convolution's node; else nil.
+    public func outputPassNormalization(node i: Int, batch: Int) -> Int? {
+        guard let c = normalizations.firstIndex(where: { $0?.node == i }), let conv = convs[c] else { return nil }
+        let shape = [batch] + graph.shape(of: graph.nodes[c].inputs[0])
+        return conv.normalizesOutput(for: shape, adding: residuals[c] != nil) ? c : nil
+    }
+
     /// The algorithm node `i`'s convolution runs on a batch of `batch` images (nil for other ops).
     public func convolutionAlgorithm(node i: Int, batch: Int) -> Conv2DAlgorithm? {
         guard let conv = convs[i] else { return nil }

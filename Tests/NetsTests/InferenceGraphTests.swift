@@ -116,6 +116,11 @@ final class InferenceGraphTests: XCTestCase {
             XCTAssertEqual(fused.outputPassNormalizations, 9, "x\(ratio)")
             XCTAssertEqual(plain.outputPassNormalizations, 0)
             for batch in [1, 3] {
+                // Which of them the convolutions' paths compute (what `bench infer --profile` says).
+                let computed = graph.nodes.indices.filter { fused.outputPassNormalization(node: $0, batch: batch) != nil }
+                XCTAssertEqual(computed.count, 9, "x\(ratio) \(size) px batch \(batch)")
+                XCTAssertTrue(computed.allSatisfy { if case .batchNorm = graph.nodes[$0].op { return true }; return false })
+                XCTAssertTrue(graph.nodes.indices.allSatisfy { plain.outputPassNormalization(node: $0, batch: batch) == nil })
                 let x = Tensor.randn([batch, 3, size, size], using: &rng)
                 var expected: [[Float]] = [], got: [[Float]] = []
                 _ = plain.run(x) { _, v in expected.append(v.values) }

@@ -167,6 +167,16 @@ public final class FrozenConv2D {
         return (out, normalized)
     }
 
+    /// Whether a call on input `shape` (`adding` a residual or not) computes a normalization of
+    /// its output in its own pass (`callAsFunction(_:adding:normalizing:)`).
+    public func normalizesOutput(for shape: [Int], adding: Bool) -> Bool {
+        switch plan(shape).path {
+        case let .packed(gemm, _): return gemm.normalizesOutput
+        case .winograd: return adding && activation == .identity
+        case .depthwise, .depthwisePacked, .dense, .gemm: return false
+        }
+    }
+
     /// The algorithm a call on input `shape` runs: its plan's (made now if no call has made it).
     public func algorithm(for shape: [Int]) -> Conv2DAlgorithm { plan(shape).path.algorithm }
 
