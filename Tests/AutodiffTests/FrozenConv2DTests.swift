@@ -186,6 +186,38 @@ final class FrozenConv2DTests: XCTestCase {
         }
     }
 
+    /// A normalization of the output (`normalizing:`) is returned exactly where
+    /// `normalizesOutput(for:adding:)` says, and is then the bits of `batchNorm2d` in eval mode on
+    /// the output: packed kernels (implicit and on a 2x2 map's narrow kernel, which does not),
+    /// Winograd, depthwise, each with and without a residual.
+    func testNormalizedOutputWhereSaidAndEqualToBatchNorm() {
+        let cases: [(c: Int, o: Int, size: Int, kernel: Int, groups: Int)] =
+            [(16, 16, 8, 3, 1), (48, 48, 8, 3, 1), (24, 24, 6, 3, 24), (32, 48, 2, 1, 1)]
+        var said = Set<String>()
+        for (c, o, size, kernel, groups) in cases {
+            let w = Tensor.randn([o, c / groups, kernel, kernel], using: &rng), b = Tensor.randn([o], using: &rng)
+            let conv = FrozenConv2D(weight: w, bias: b, padding: (kernel / 2, kernel / 2), groups: groups)
+            let gamma = Tensor.randn([o], using: &rng), beta = Tensor.randn([o], using: &rng)
+            let mean = Tensor.randn([o], using: &rng), variance = Tensor.filled([o], with: 0.7)
+            let norm = OutputNormalization(weight: gamma, bias: beta, runningMean: mean, runningVar: variance, eps: 1e-5,
+                                           activation: .relu)
+            let x = Tensor.randn([2, c, size, size], using: &rng)
+            for residual in [nil, Tensor.randn([2, o, size, size], using: &rng)] {
+                let label = "\(conv.algorithm(for: x.shape)) \(c)->\(o) on \(size)x\(size), residual \(residual != nil)"
+                let (y, z) = conv(x, adding: residual, normalizing: norm)
+                XCTAssertEqual(z != nil, conv.normalizesOutput(for: x.shape, adding: residual != nil), label)
+                XCTAssertEqual(y.values, conv(x, adding: residual).values, label)
+                guard let z else { continue }
+                said.insert(label)
+                let expected = batchNorm2d(y, weight: gamma, bias: beta, runningMean: mean, runningVar: variance,
+                                           training: false, eps: 1e-5, activation: .relu)
+                XCTAssertEqual(z.values, expected.values, label)
+            }
+        }
+        // Packed with and without a residual, Winograd and depthwise with one; not the narrow kernel.
+        XCTAssertEqual(said.count, 4, "\(said.sorted())")
+    }
+
     /// One frozen depthwise convolution on planes of several sizes (an engine run at other input
     /// sizes): each plane its own laid-out weights, the same bits as a fresh convolution's.
     func testDepthwisePackedWeightsKeptPerPlane() {

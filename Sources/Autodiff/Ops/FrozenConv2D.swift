@@ -66,6 +66,15 @@ public final class FrozenConv2D {
                 case .depthwise, .depthwisePacked, .winograd, .gemm: return false
                 }
             }
+
+            /// Whether a call (`adding` a residual or not, with the convolution's `activation`)
+            /// writes a normalization of its output in a pass it makes anyway: the packed kernels'
+            /// output tiles (all but the narrow kernel's), or the pass that adds the residual
+            /// after the paths that do not add it themselves (and apply no activation after it).
+            func normalizesOutput(adding: Bool, activation: Activation) -> Bool {
+                if case let .packed(gemm, _) = self { return gemm.normalizesOutput }
+                return adding && !addsResidual && activation == .identity
+            }
         }
 
         init(geometry: Conv2DGeometry, run: Conv2DGeometry, kernels: Tensor, path: Path) {
@@ -117,8 +126,9 @@ public final class FrozenConv2D {
 
     /// The same, and `norm` of the output (the result of `batchNorm2d` on it in eval mode) where
     /// the path computes it in the same pass: the packed kernels' output tiles while still in
-    /// registers, or the pass that adds the residual after a Winograd convolution. `normalized`
-    /// is nil where the path does not (the caller then runs the batch norm itself).
+    /// registers, or the pass that adds the residual after a path that does not add it itself
+    /// (Winograd, say); `Plan.Path.normalizesOutput` decides. `normalized` is nil where the path
+    /// does not (the caller then runs the batch norm itself).
     public func callAsFunction(_ x: Tensor, adding residual: Tensor? = nil,
                                normalizing norm: OutputNormalization?) -> (output: Tensor, normalized: Tensor?) {
         let plan = self.plan(x.shape), geo = plan.geometry
@@ -132,6 +142,7 @@ public final class FrozenConv2D {
         // Where the path does not add a residual, it is added after, so the activation waits for it.
         let addsResidual = plan.path.addsResidual
         let act = residual == nil || addsResidual ? activation : .identity
+        let normalizes = norm != nil && plan.path.normalizesOutput(adding: residual != nil, activation: activation)
         var normalized: Tensor?
         switch plan.path {
         case .depthwise:
@@ -141,7 +152,7 @@ public final class FrozenConv2D {
         case let .winograd(winograd, frozen):
             winograd.forward(x.data, plan.kernels.data, bias?.data, out.data, frozen: frozen, activation: act)
         case let .packed(gemm, kernels):
-            if let norm, gemm.normalizesOutput {
+            if let norm, normalizes {
                 let second = Tensor(uninitialized: out.shape)
                 normalized = second
                 norm.writing(into: second) { nz in
@@ -158,7 +169,7 @@ public final class FrozenConv2D {
         }
         Trace.note(.conv2d(stride: Pair(stride), padding: Pair(padding), groups: groups), Operands(x, weight, bias), out)
         if let residual, !addsResidual {
-            if let norm, activation == .identity {
+            if let norm, normalizes {
                 let (sum, second) = addNormalizing(out, residual, norm)
                 return (sum, second)
             }
@@ -170,11 +181,7 @@ public final class FrozenConv2D {
     /// Whether a call on input `shape` (`adding` a residual or not) computes a normalization of
     /// its output in its own pass (`callAsFunction(_:adding:normalizing:)`).
     public func normalizesOutput(for shape: [Int], adding: Bool) -> Bool {
-        switch plan(shape).path {
-        case let .packed(gemm, _): return gemm.normalizesOutput
-        case .winograd: return adding && activation == .identity
-        case .depthwise, .depthwisePacked, .dense, .gemm: return false
-        }
+        plan(shape).path.normalizesOutput(adding: adding, activation: activation)
     }
 
     /// The algorithm a call on input `shape` runs: its plan's (made now if no call has made it).
