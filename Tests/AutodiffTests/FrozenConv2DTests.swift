@@ -261,11 +261,12 @@ final class FrozenConv2DTests: XCTestCase {
     /// 4x4 planes packed side by side, 53 channels filling whole vectors of them), larger ones
     /// plane by plane, at stride 2 through the padded plane's phases (odd and even widths and
     /// paddings), or with AVX-512 read in place (a "same" stride-1 plane, 14x14: 13 vectors, the
-    /// last cut; an even plane halved at stride 2).
+    /// last cut; an even plane halved at stride 2; from 8 output columns at 3x3 stride 2 an
+    /// output row's columns a vector, 22 of them in two, the second cut).
     func testDepthwiseMatchesDirectSum() {
         let lanes = Conv2DTuning.depthwiseLanes
         for (size, stride, pad) in [(4, 1, 1), (4, 2, 1), (2, 1, 1), (3, 2, 1), (9, 2, 1), (12, 2, 0), (11, 2, 2), (33, 2, 1), (10, 1, 1),
-                                    (14, 1, 1), (16, 2, 1)] {
+                                    (14, 1, 1), (16, 2, 1), (32, 2, 1), (44, 2, 1)] {
             // Four blocks of channels (the last cut): every thread runs more than one block's images.
             let c = 3 * lanes + 5
             let x = Tensor.randn([2, c, size, size], using: &rng), w = Tensor.randn([c, 1, 3, 3], using: &rng)
@@ -273,6 +274,34 @@ final class FrozenConv2DTests: XCTestCase {
             let expected = depthwiseDirectSums(x, w, b, stride: stride, padding: pad).map { max($0, 0) }
             let frozen = FrozenConv2D(weight: w, bias: b, stride: (stride, stride), padding: (pad, pad), groups: c, activation: .relu)
             assertClose(frozen(x).values, expected, rtol: 1e-5, atol: 1e-5, "\(size)x\(size) stride \(stride) padding \(pad)")
+        }
+    }
+
+    /// A 3x3 stride-2 depthwise layer whose output rows are a vector or more wide splits each
+    /// input row into its taps' columns in registers (`depthwise_stride2_rows`); it gives the bits
+    /// of the path through the padded plane that machines without AVX-512 take: the same sums in
+    /// the same order (8 output columns, half a vector; 16; 22, in two vectors; 31 channels of 2
+    /// images, ReLU6, an infinite and a NaN input; on the training op's path too).
+    func testDepthwiseStrideTwoRowsSameBitsAsPaddedPlanes() {
+        for size in [16, 32, 44] {
+            let c = 31
+            let x = Tensor.randn([2, c, size, size], using: &rng), w = Tensor.randn([c, 1, 3, 3], using: &rng)
+            let b = Tensor.randn([c], using: &rng)
+            x.data[5 * size * size + 2 * size + 7] = .infinity
+            x.data[40 * size * size + size + size - 2] = .nan
+            let frozen = FrozenConv2D(weight: w, bias: b, stride: (2, 2), padding: (1, 1), groups: c, activation: .relu6)
+            let rows = frozen(x).values
+            let trained = Tape.withoutGradients { conv2d(x, weight: w, bias: b, stride: (2, 2), padding: (1, 1), groups: c) }.values
+            Conv2DTuning.portableKernels = true
+            defer { Conv2DTuning.portableKernels = false }
+            let planes = FrozenConv2D(weight: w, bias: b, stride: (2, 2), padding: (1, 1), groups: c, activation: .relu6)(x).values
+            let trainedPlanes = Tape.withoutGradients { conv2d(x, weight: w, bias: b, stride: (2, 2), padding: (1, 1), groups: c) }.values
+            for (name, a, b) in [("frozen", rows, planes), ("conv2d", trained, trainedPlanes)] {
+                let differ = a.indices.filter { a[$0].bitPattern != b[$0].bitPattern }
+                XCTAssertEqual(a.count, b.count)
+                XCTAssert(differ.isEmpty, "\(size)x\(size) \(name): \(differ.count) of \(a.count) values differ, the first at \(differ.first ?? 0)")
+            }
+            XCTAssertEqual(rows.filter(\.isNaN).count, 2, "\(size)x\(size): the two outputs whose windows hold the NaN")
         }
     }
 

@@ -165,8 +165,15 @@ public enum Conv2DTuning {
     /// rather than 8 (engine profile at batch 32, 3-4 alternating rounds): MobileNetV2 x1.0's
     /// first block's 4 MB 1x1 outputs 0.66-0.82 -> 0.51-0.55 ms and 0.36-0.49 -> 0.20-0.24 ms,
     /// the net 12.7-14.1 -> 12.4-13.1 ms; PreAct ResNet-18 x0.25's 2 MB 16-channel layers no
-    /// slower (3.8-7.0 -> 3.9-4.4 ms together, a noisy sitting).
-    nonisolated(unsafe) public static var streamingBytes = 2 << 20
+    /// slower (3.8-7.0 -> 3.9-4.4 ms together, a noisy sitting). Later, with the consumers of
+    /// those outputs faster (a depthwise layer reading its input in place), streaming past the
+    /// cache cost the next layer more than it saved: it then reads the whole output back from
+    /// memory (MobileNetV2 x1.0's stride-2 depthwise layer on a streamed 12 MB input 1.14 ms
+    /// against ONNX Runtime's 0.44). 32 MB rather than 2 (alternating whole-net runs at batch 32,
+    /// 10 pairs each): MobileNetV2 x1.0 median 0.95x (faster in 9 of 10), PreAct ResNet-18 x0.25
+    /// 0.92x (8 of 10); ResNet-50 x1.0, VGG-11 x1.0 and PreAct ResNet-18 x1.0 within noise
+    /// (4 pairs each). Outputs of 32 MB or more outgrow a Zen 4 core complex's L3 anyway.
+    nonisolated(unsafe) public static var streamingBytes = 32 << 20
     /// Frozen convolutions on maps of fewer pixels than their kernel window has taps run as one
     /// GEMM of the batch with expanded kernels (`DenseMapConv`) from this many images on, when
     /// the expanded kernels have at most `denseMapMaxWeights` values. Batch 32, alternating
