@@ -691,10 +691,12 @@ int ns_depthwise_implicit_available(const ns_depthwise_geometry *g) {
 
 /// Output vectors computed together: four independent chains of multiply-adds.
 enum { IV = 4 };
-/// Output widths from which a 3x3 stride-2 layer takes `depthwise_stride2_rows`: even with half
-/// of each vector's lanes idle, an 8-wide output beats the phases (MobileNetV2's 144-channel
-/// 16x16 -> 8x8 layer at batch 32: 0.30-0.33 -> 0.11-0.23 ms on two threads).
-enum { NS_DEPTHWISE_ROWS_MIN_WIDTH = 8 };
+/// Output widths from which a 3x3 layer with padding 1 takes `depthwise3x3_rows`. At stride 2
+/// even 8 columns, half of each vector's lanes idle, beat the phases (MobileNetV2's 144-channel
+/// 16x16 -> 8x8 layer at batch 32: 0.30-0.33 -> 0.11-0.23 ms on two threads); at stride 1 an
+/// 8x8 plane's masked loads, all lanes busy, stay faster (0.023 against 0.025 ms for 192
+/// channels of 4 images on one thread), a 16x16 one's do not (0.059 against 0.033 ms).
+enum { NS_DEPTHWISE_ROWS_MIN_WIDTH_STRIDE1 = 16, NS_DEPTHWISE_ROWS_MIN_WIDTH_STRIDE2 = 8 };
 
 long ns_depthwise_implicit_scratch(const ns_depthwise_geometry *g) {
     const long vectors = (g->OH * g->OW + L - 1) / L, padded = (vectors + IV - 1) / IV * IV;
@@ -703,39 +705,99 @@ long ns_depthwise_implicit_scratch(const ns_depthwise_geometry *g) {
 }
 
 #if defined(__x86_64__) && defined(__clang__)
-/// One input row's columns [2 j - 1, 2 j + 32) as the three taps of a 3x3 stride-2 window read
-/// them for output columns [j, j + 16): column 2 x - 1 (`left`), 2 x (`mid`) and 2 x + 1
-/// (`right`); zeros outside the image (the padding; a row outside it all zeros).
+#define ROWS_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+
+/// What a 3x3 window's three taps in one kernel row read for 16 output columns from j: column
+/// x - 1 (`left`), x (`mid`), x + 1 (`right`) of the input row at stride 1, and 2 x - 1, 2 x,
+/// 2 x + 1 at stride 2; zeros outside the image (the padding; a row outside it all zeros).
 typedef struct { __m512 left, mid, right; } row_taps;
 
-__attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))) static inline row_taps
-split_row(const float *x, long H, long W, long row, long j) {
-    if (row < 0 || row >= H) return (row_taps){_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+static const row_taps no_row = {{0}, {0}, {0}};
+
+/// Stride 1: three masked loads of the input row, one column apart.
+ROWS_TARGET static inline row_taps split_row1(const float *x, long H, long W, long row, long j) {
+    if (row < 0 || row >= H) return no_row;
+    const float *r = x + row * W + j;
+    const long n = W - j;  // columns from j to the row's end
+    const __mmask16 left = ns_first_lanes(n + 1) & (j == 0 ? 0xfffe : 0xffff);
+    return (row_taps){_mm512_maskz_loadu_ps(left, r - 1), _mm512_maskz_loadu_ps(ns_first_lanes(n), r),
+                      _mm512_maskz_loadu_ps(ns_first_lanes(n - 1), r + 1)};
+}
+
+/// Stride 2: the row's columns [2 j, 2 j + 32) in two loads, split into even and odd columns
+/// by permutations, the odd ones moved up a lane for column 2 x - 1.
+ROWS_TARGET static inline row_taps split_row2(const float *x, long H, long W, long row, long j) {
+    if (row < 0 || row >= H) return no_row;
     const float *r = x + row * W + 2 * j;
     const __m512 a = _mm512_maskz_loadu_ps(ns_first_lanes(W - 2 * j), r);
     const __m512 b = _mm512_maskz_loadu_ps(ns_first_lanes(W - 2 * j - 16), r + 16);
     const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     const __m512 mid = _mm512_permutex2var_ps(a, evens, b), right = _mm512_permutex2var_ps(a, odds, b);
-    // Column 2 j - 1 enters at lane 0: the last odd column of the chunk before, or the padding.
+    // Column 2 j - 1 enters at lane 0: the last odd column of the vector before, or the padding.
     const __m512 before = j > 0 ? _mm512_set1_ps(r[-1]) : _mm512_setzero_ps();
     const __m512 left = (__m512)_mm512_alignr_epi32((__m512i)right, (__m512i)before, 15);
     return (row_taps){left, mid, right};
 }
 
-/// Planes [first, first + count) of a 3x3 depthwise convolution with stride 2 and padding 1 on
-/// even H and W, an output row's 16 columns a vector: each input row read once from the plane
-/// and split into the taps' columns in registers, used by the two output rows that read it (as
-/// the last kernel row of one and the first of the next), instead of copying the plane into its
-/// four phases first and reading every tap from them (which took as long as the products:
-/// MobileNetV2's 96-channel 32x32 -> 16x16 layer at batch 32 0.73-0.84 -> 0.27 ms on two
-/// threads, its input in the caches). The same sums in the same order as the phases' path and
-/// `ns_depthwise_forward_planes`: the same bits.
-__attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))) static void
-depthwise_stride2_rows(const ns_depthwise_geometry *g, long first, long count, const float *in, const float *w,
-                       const float *bias, float lo, float hi, float *out) {
-    const long H = g->H, W = g->W, OH = g->OH, OW = g->OW;
+/// One output row's 16 columns from three input rows' taps: the bias, then the nine products in
+/// the kernel's row-major order, clamped to [lo, hi], stored where `store` says.
+ROWS_TARGET static inline __attribute__((always_inline)) void
+window_row(const float *wc, float b0, const row_taps *top, const row_taps *center, const row_taps *bottom, float lo,
+           float hi, float *y, __mmask16 store) {
+    vf acc = (vf){0} + b0;
+    acc += wc[0] * (vf)top->left;
+    acc += wc[1] * (vf)top->mid;
+    acc += wc[2] * (vf)top->right;
+    acc += wc[3] * (vf)center->left;
+    acc += wc[4] * (vf)center->mid;
+    acc += wc[5] * (vf)center->right;
+    acc += wc[6] * (vf)bottom->left;
+    acc += wc[7] * (vf)bottom->mid;
+    acc += wc[8] * (vf)bottom->right;
     const vf vlo = (vf){0} + lo, vhi = (vf){0} + hi;
+    vf v = SELECT(acc < vlo, vlo, acc);  // comparisons keep a NaN a NaN
+    v = SELECT(v > vhi, vhi, v);
+    _mm512_mask_storeu_ps(y, store, (__m512)v);
+}
+
+/// Two output rows at once, the first from input rows' taps a0, a1, a2, the second from b0, b1,
+/// b2, their chains of multiply-adds interleaved (one row's chain alone left the vector unit
+/// idle for the latency of each multiply-add: 16x16 planes at stride 1 0.039 -> 0.033 ms);
+/// each row's sums as `window_row` computes them.
+ROWS_TARGET static inline __attribute__((always_inline)) void
+window_rows2(const float *wc, float b0, const row_taps *a0, const row_taps *a1, const row_taps *a2, const row_taps *b0r,
+             const row_taps *b1, const row_taps *b2, float lo, float hi, float *y, long ldy, __mmask16 store) {
+    vf a = (vf){0} + b0, b = a;
+    a += wc[0] * (vf)a0->left;   b += wc[0] * (vf)b0r->left;
+    a += wc[1] * (vf)a0->mid;    b += wc[1] * (vf)b0r->mid;
+    a += wc[2] * (vf)a0->right;  b += wc[2] * (vf)b0r->right;
+    a += wc[3] * (vf)a1->left;   b += wc[3] * (vf)b1->left;
+    a += wc[4] * (vf)a1->mid;    b += wc[4] * (vf)b1->mid;
+    a += wc[5] * (vf)a1->right;  b += wc[5] * (vf)b1->right;
+    a += wc[6] * (vf)a2->left;   b += wc[6] * (vf)b2->left;
+    a += wc[7] * (vf)a2->mid;    b += wc[7] * (vf)b2->mid;
+    a += wc[8] * (vf)a2->right;  b += wc[8] * (vf)b2->right;
+    const vf vlo = (vf){0} + lo, vhi = (vf){0} + hi;
+    a = SELECT(a < vlo, vlo, a);  // comparisons keep a NaN a NaN
+    a = SELECT(a > vhi, vhi, a);
+    b = SELECT(b < vlo, vlo, b);
+    b = SELECT(b > vhi, vhi, b);
+    _mm512_mask_storeu_ps(y, store, (__m512)a);
+    _mm512_mask_storeu_ps(y + ldy, store, (__m512)b);
+}
+
+/// Planes [first, first + count) of a 3x3 depthwise convolution with padding 1, at stride 1 or
+/// (on even H and W) 2, an output row's 16 columns a vector: each input row read once from the
+/// plane and split into the taps' columns in registers, then used by every output row that
+/// reads it (three at stride 1, two at stride 2), instead of one masked load per tap and output
+/// vector, and at stride 2 instead of copying the plane into its four phases first (which took
+/// as long as the products: MobileNetV2's 96-channel 32x32 -> 16x16 layer at batch 32 0.73-0.84
+/// -> 0.27 ms on two threads, its input in the caches). The same sums in the same order as
+/// `ns_depthwise_forward_planes` and the masked loads: the same bits.
+ROWS_TARGET static void depthwise3x3_rows(const ns_depthwise_geometry *g, long first, long count, const float *in,
+                                          const float *w, const float *bias, float lo, float hi, float *out) {
+    const long H = g->H, W = g->W, OH = g->OH, OW = g->OW;
     for (long q = first; q < first + count; q++) {
         const long c = q % g->OC;
         const float *x = in + q * H * W, *wc = w + c * 9;
@@ -743,23 +805,36 @@ depthwise_stride2_rows(const ns_depthwise_geometry *g, long first, long count, c
         float *y = out + q * OH * OW;
         for (long j = 0; j < OW; j += L) {
             const __mmask16 store = ns_first_lanes(OW - j);
-            row_taps top = split_row(x, H, W, -1, j);
-            for (long oy = 0; oy < OH; oy++) {
-                const row_taps center = split_row(x, H, W, 2 * oy, j), bottom = split_row(x, H, W, 2 * oy + 1, j);
-                vf acc = (vf){0} + b0;
-                acc += wc[0] * (vf)top.left;
-                acc += wc[1] * (vf)top.mid;
-                acc += wc[2] * (vf)top.right;
-                acc += wc[3] * (vf)center.left;
-                acc += wc[4] * (vf)center.mid;
-                acc += wc[5] * (vf)center.right;
-                acc += wc[6] * (vf)bottom.left;
-                acc += wc[7] * (vf)bottom.mid;
-                acc += wc[8] * (vf)bottom.right;
-                vf v = SELECT(acc < vlo, vlo, acc);  // comparisons keep a NaN a NaN
-                v = SELECT(v > vhi, vhi, v);
-                _mm512_mask_storeu_ps(y + oy * OW + j, store, (__m512)v);
-                top = bottom;
+            if (g->SH == 1) {
+                row_taps top = no_row, center = split_row1(x, H, W, 0, j);
+                long oy = 0;
+                for (; oy + 2 <= OH; oy += 2) {
+                    const row_taps bottom = split_row1(x, H, W, oy + 1, j), next = split_row1(x, H, W, oy + 2, j);
+                    window_rows2(wc, b0, &top, &center, &bottom, &center, &bottom, &next, lo, hi, y + oy * OW + j, OW,
+                                 store);
+                    top = bottom;
+                    center = next;
+                }
+                for (; oy < OH; oy++) {
+                    const row_taps bottom = split_row1(x, H, W, oy + 1, j);
+                    window_row(wc, b0, &top, &center, &bottom, lo, hi, y + oy * OW + j, store);
+                    top = center;
+                    center = bottom;
+                }
+            } else {
+                row_taps top = no_row;
+                long oy = 0;
+                for (; oy + 2 <= OH; oy += 2) {
+                    const row_taps r1 = split_row2(x, H, W, 2 * oy, j), r2 = split_row2(x, H, W, 2 * oy + 1, j);
+                    const row_taps r3 = split_row2(x, H, W, 2 * oy + 2, j), r4 = split_row2(x, H, W, 2 * oy + 3, j);
+                    window_rows2(wc, b0, &top, &r1, &r2, &r2, &r3, &r4, lo, hi, y + oy * OW + j, OW, store);
+                    top = r4;
+                }
+                for (; oy < OH; oy++) {
+                    const row_taps center = split_row2(x, H, W, 2 * oy, j), bottom = split_row2(x, H, W, 2 * oy + 1, j);
+                    window_row(wc, b0, &top, &center, &bottom, lo, hi, y + oy * OW + j, store);
+                    top = bottom;
+                }
             }
         }
     }
@@ -769,8 +844,9 @@ __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))) void
 ns_depthwise_forward_implicit(const ns_depthwise_geometry *g, long first, long count, const float *in, const float *w,
                               const float *bias, float lo, float hi, float *out, float *scratch) {
     const long s = g->SH, H = g->H, W = g->W, OH = g->OH, OW = g->OW, N = OH * OW, taps = g->KH * g->KW;
-    if (s == 2 && g->KH == 3 && g->KW == 3 && g->PH == 1 && g->PW == 1 && OW >= NS_DEPTHWISE_ROWS_MIN_WIDTH) {
-        depthwise_stride2_rows(g, first, count, in, w, bias, lo, hi, out);
+    if (g->KH == 3 && g->KW == 3 && g->PH == 1 && g->PW == 1 &&
+        OW >= (s == 1 ? NS_DEPTHWISE_ROWS_MIN_WIDTH_STRIDE1 : NS_DEPTHWISE_ROWS_MIN_WIDTH_STRIDE2)) {
+        depthwise3x3_rows(g, first, count, in, w, bias, lo, hi, out);
         return;
     }
     const long vectors = (N + L - 1) / L, padded = (vectors + IV - 1) / IV * IV;

@@ -277,31 +277,34 @@ final class FrozenConv2DTests: XCTestCase {
         }
     }
 
-    /// A 3x3 stride-2 depthwise layer whose output rows are a vector or more wide splits each
-    /// input row into its taps' columns in registers (`depthwise_stride2_rows`); it gives the bits
-    /// of the path through the padded plane that machines without AVX-512 take: the same sums in
-    /// the same order (8 output columns, half a vector; 16; 22, in two vectors; 31 channels of 2
-    /// images, ReLU6, an infinite and a NaN input; on the training op's path too).
-    func testDepthwiseStrideTwoRowsSameBitsAsPaddedPlanes() {
-        for size in [16, 32, 44] {
+    /// A 3x3 depthwise layer with padding 1 whose output rows are wide enough (`depthwise3x3_rows`:
+    /// 16 columns at stride 1, 8 at stride 2) splits each input row into its taps' columns in
+    /// registers, two output rows at a time; it gives the bits of the path through the padded
+    /// plane that machines without AVX-512 take: the same sums in the same order. Stride 1 at 16
+    /// and 45 columns (three vectors, the last cut; an odd row left over), stride 2 at 8 (half a
+    /// vector), 16 and 23 (two vectors; an odd row left over); 31 channels of 2 images, ReLU6, an
+    /// infinite and a NaN input; on the training op's path too.
+    func testDepthwiseRowsSameBitsAsPaddedPlanes() {
+        for (size, stride) in [(16, 1), (45, 1), (16, 2), (32, 2), (46, 2)] {
             let c = 31
             let x = Tensor.randn([2, c, size, size], using: &rng), w = Tensor.randn([c, 1, 3, 3], using: &rng)
             let b = Tensor.randn([c], using: &rng)
             x.data[5 * size * size + 2 * size + 7] = .infinity
             x.data[40 * size * size + size + size - 2] = .nan
-            let frozen = FrozenConv2D(weight: w, bias: b, stride: (2, 2), padding: (1, 1), groups: c, activation: .relu6)
-            let rows = frozen(x).values
-            let trained = Tape.withoutGradients { conv2d(x, weight: w, bias: b, stride: (2, 2), padding: (1, 1), groups: c) }.values
+            let conv = { FrozenConv2D(weight: w, bias: b, stride: (stride, stride), padding: (1, 1), groups: c, activation: .relu6)(x).values }
+            let train = { Tape.withoutGradients { conv2d(x, weight: w, bias: b, stride: (stride, stride), padding: (1, 1), groups: c) }.values }
+            let rows = conv(), trained = train()
             Conv2DTuning.portableKernels = true
             defer { Conv2DTuning.portableKernels = false }
-            let planes = FrozenConv2D(weight: w, bias: b, stride: (2, 2), padding: (1, 1), groups: c, activation: .relu6)(x).values
-            let trainedPlanes = Tape.withoutGradients { conv2d(x, weight: w, bias: b, stride: (2, 2), padding: (1, 1), groups: c) }.values
-            for (name, a, b) in [("frozen", rows, planes), ("conv2d", trained, trainedPlanes)] {
+            let planes = conv(), trainedPlanes = train()
+            let name = "\(size)x\(size) stride \(stride)"
+            for (path, a, b) in [("frozen", rows, planes), ("conv2d", trained, trainedPlanes)] {
                 let differ = a.indices.filter { a[$0].bitPattern != b[$0].bitPattern }
                 XCTAssertEqual(a.count, b.count)
-                XCTAssert(differ.isEmpty, "\(size)x\(size) \(name): \(differ.count) of \(a.count) values differ, the first at \(differ.first ?? 0)")
+                XCTAssert(differ.isEmpty, "\(name) \(path): \(differ.count) of \(a.count) values differ, the first at \(differ.first ?? 0)")
             }
-            XCTAssertEqual(rows.filter(\.isNaN).count, 2, "\(size)x\(size): the two outputs whose windows hold the NaN")
+            // The NaN's windows: 3x3 outputs at stride 1, 2x1 at stride 2.
+            XCTAssertEqual(rows.filter(\.isNaN).count, stride == 1 ? 9 : 2, "\(name): the outputs whose windows hold the NaN")
         }
     }
 
