@@ -134,9 +134,11 @@ final class WinogradTests: XCTestCase {
         XCTAssertEqual(try algorithm(3, 64, 1), .shallow, "on a 1x1 map only the kernel's centre reads the image: a 1x1 convolution")
     }
 
-    /// The last-level cache comes from sysfs: the highest level's size of one instance, with K/M
-    /// suffixes, instruction caches skipped; nil without a readable directory.
-    func testLastLevelCacheFromSysfs() throws {
+    /// The caches come from sysfs: each level's size of one instance, with K/M suffixes,
+    /// instruction caches skipped; none without a readable directory. Weights kept between runs
+    /// count as cached in the last level where it is a core complex's own (32 MB), in the level
+    /// below it where it is a whole server socket's (260 MB: the 1 MB L2).
+    func testCacheSizesFromSysfs() throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("sysfs-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: root) }
         for (index, level, type, size) in [(0, 1, "Data", "32K"), (1, 1, "Instruction", "32K"), (2, 2, "Unified", "1024K"),
@@ -147,9 +149,16 @@ final class WinogradTests: XCTestCase {
             try "\(type)\n".write(toFile: dir + "/type", atomically: true, encoding: .utf8)
             try "\(size)\n".write(toFile: dir + "/size", atomically: true, encoding: .utf8)
         }
-        XCTAssertEqual(Conv2DTuning.lastLevelCacheBytes(sysfs: root), 32 << 20)
-        try "2M\n".write(toFile: root + "/index3/size", atomically: true, encoding: .utf8)
-        XCTAssertEqual(Conv2DTuning.lastLevelCacheBytes(sysfs: root), 2 << 20)
-        XCTAssertNil(Conv2DTuning.lastLevelCacheBytes(sysfs: root + "/none"))
+        XCTAssertEqual(Conv2DTuning.cacheSizes(sysfs: root), [1: 32 << 10, 2: 1 << 20, 3: 32 << 20])
+        XCTAssertEqual(Conv2DTuning.weightCacheBytes(Conv2DTuning.cacheSizes(sysfs: root)), 32 << 20)
+        try "266240K\n".write(toFile: root + "/index3/size", atomically: true, encoding: .utf8)
+        XCTAssertEqual(Conv2DTuning.cacheSizes(sysfs: root)[3], 260 << 20)
+        XCTAssertEqual(Conv2DTuning.weightCacheBytes(Conv2DTuning.cacheSizes(sysfs: root)), 1 << 20)
+        try "128M\n".write(toFile: root + "/index3/size", atomically: true, encoding: .utf8)
+        XCTAssertEqual(Conv2DTuning.weightCacheBytes(Conv2DTuning.cacheSizes(sysfs: root)), 128 << 20)
+        XCTAssertEqual(Conv2DTuning.cacheSizes(sysfs: root + "/none"), [:])
+        XCTAssertEqual(Conv2DTuning.weightCacheBytes([:]), 32 << 20)
+        XCTAssertEqual(Conv2DTuning.weightCacheBytes([2: 512 << 10]), 512 << 10, "one level alone counts, however large")
+        XCTAssertEqual(Conv2DTuning.weightCacheBytes([3: 256 << 20]), 256 << 20)
     }
 }

@@ -222,19 +222,34 @@ public enum Conv2DTuning {
     nonisolated(unsafe) public static var weightStreamCost = 10
     /// Bytes of weights up to which an inference engine's net keeps them in the caches between
     /// runs (then `weightStreamCost` does not apply to its convolutions): a quarter of the
-    /// last-level cache a core reaches (`lastLevelCacheBytes`), room for Winograd's 4x larger
-    /// transformed kernels; 8 MB where the size is not reported.
-    nonisolated(unsafe) public static var cachedWeightBytes: Int = {
-        guard let llc = lastLevelCacheBytes() else { return 8 << 20 }
-        return llc / 4
-    }()
+    /// cache a core reaches quickly (`weightCacheBytes`), room for Winograd's 4x larger
+    /// transformed kernels: 8 MB on an AMD EPYC VM (32 MB L3 per core complex), 512 KB on an
+    /// Intel Xeon VM (2 MB L2; its 260 MB L3 is the whole socket's). 8 MB where sysfs says nothing.
+    nonisolated(unsafe) public static var cachedWeightBytes: Int = weightCacheBytes(cacheSizes()) / 4
 
-    /// The size of the largest cache of CPU 0 as Linux's sysfs describes it (one instance, what a
-    /// core reaches: 32 MB on this EPYC VM), or nil. Not glibc's `_SC_LEVEL3_CACHE_SIZE`, which on
-    /// AMD CPUs reports the L3 of every core complex of the host together (320 MB here).
-    public static func lastLevelCacheBytes(sysfs: String = "/sys/devices/system/cpu/cpu0/cache") -> Int? {
+    /// The cache that weights kept between runs stay in, from the sizes per level
+    /// (`cacheSizes`): the last level where it is at most 128 MB, as a core complex's own L3 is
+    /// (an AMD EPYC's 32 MB, with V-Cache 96) or a client CPU's; a larger one is a whole server
+    /// socket's, shared over a mesh with cores outside this machine (an Intel Xeon VM reports
+    /// 260 MB) and slow to read from, so the level below it counts. There, taking weights that fit
+    /// in a quarter of that L3 as free made Winograd win where the direct kernels were faster:
+    /// with this rule, alternating whole-net runs at batch 1 on that VM (6 pairs each) took VGG-11
+    /// x0.25 0.73x the time, PreAct ResNet-18 x0.25 0.88x, VGG-11 x1.0 0.76x, PreAct ResNet-18
+    /// x1.0 0.76x, ResNet-50 x0.25 1.02x. 32 MB where sysfs says nothing.
+    public static func weightCacheBytes(_ sizes: [Int: Int]) -> Int {
+        let levels = sizes.keys.sorted(by: >)
+        guard let last = levels.first else { return 32 << 20 }
+        if sizes[last]! <= 128 << 20 || levels.count == 1 { return sizes[last]! }
+        return sizes[levels[1]]!
+    }
+
+    /// The data (or unified) caches of CPU 0 as Linux's sysfs describes them: bytes of one
+    /// instance (what a core reaches) per level; empty without a readable directory. Not glibc's
+    /// `_SC_LEVEL3_CACHE_SIZE`, which on AMD CPUs reports the L3 of every core complex of the
+    /// host together (320 MB on an AMD EPYC VM whose cores each reach 32 MB).
+    public static func cacheSizes(sysfs: String = "/sys/devices/system/cpu/cpu0/cache") -> [Int: Int] {
         let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
-        var best: (level: Int, bytes: Int)?
+        var sizes: [Int: Int] = [:]
         for index in (try? FileManager.default.contentsOfDirectory(atPath: sysfs)) ?? [] where index.hasPrefix("index") {
             func read(_ name: String) -> String? {
                 (try? String(contentsOfFile: "\(sysfs)/\(index)/\(name)", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -242,9 +257,9 @@ public enum Conv2DTuning {
             guard let level = read("level").flatMap({ Int($0) }), let text = read("size"), read("type") != "Instruction" else { continue }
             let scale = text.last.flatMap { units[$0] } ?? 1
             guard let number = Int(scale == 1 ? text : String(text.dropLast())), number > 0 else { continue }
-            if best == nil || level > best!.level { best = (level, number * scale) }
+            sizes[level] = max(sizes[level] ?? 0, number * scale)
         }
-        return best?.bytes
+        return sizes
     }
 
     /// The fewest multiply-accumulates (direct) of a call for which cached weights count as free
