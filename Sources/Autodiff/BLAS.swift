@@ -59,11 +59,17 @@ public enum BLAS {
 
     /// Makes OpenBLAS compute on the calling thread only. The kernels parallelize GEMMs
     /// themselves (see `GEMMConv`); OpenBLAS's idle threads would otherwise spin in
-    /// `sched_yield` between GEMMs and take the cores from the other phases.
+    /// `sched_yield` between GEMMs and take the cores from the other phases. Its pool, started
+    /// when the library loads and spinning for its first 0.1 s or so even with one thread set,
+    /// is ended too: a short process (an inference benchmark's trial, a few ms of runs) ran
+    /// inside that spin, the engine's two threads sharing the cores with it (`perf sched` of a
+    /// slow trial: the pool's thread 83 ms on the CPUs in a 0.35 s process, the main thread
+    /// preempted 105 times against 9 in a fast trial).
     public static func useCallerThreadsOnly() {
         if !callerThreadsOnly {
             _ = kernelSelection
             openblas_set_num_threads(1)
+            neuralscale_openblas_stop_threads()
             callerThreadsOnly = true
         }
     }

@@ -36,4 +36,13 @@ static inline const char *neuralscale_openblas_select_core(void) {
     unsetenv("OPENBLAS_CORETYPE"); /* child processes (Python's own OpenBLAS) choose for themselves */
     return openblas_get_corename();
 }
+/* OpenBLAS's pool of threads, started when the library loads, spins in sched_yield for a while
+   (about 0.1 s) before sleeping, and again after every threaded call. This ends the pool (its
+   threads exit; a later threaded call would start it again). Weak, like the two above: a build
+   without the symbol links, and this then does nothing. Call with no BLAS call running. */
+extern int blas_thread_shutdown_(void) __attribute__((weak));
+
+static inline void neuralscale_openblas_stop_threads(void) {
+    if (blas_thread_shutdown_ != NULL) blas_thread_shutdown_();
+}
 #endif
