@@ -67,16 +67,17 @@ final class DataParallelTests: XCTestCase {
     }
 
     func testTwoAndThreeProcessesTrainAsOne() throws {
-        let one = try CLI.run(train(out: root + "/one"))
+        let one = try CLI.run(train(out: root + "/one", epochs: 2))
         XCTAssertEqual(one.status, 0, one.text)
         for n in [2, 3] {
-            let r = try mpirun(n, train(out: root + "/n\(n)"))
+            let r = try mpirun(n, train(out: root + "/n\(n)", epochs: 2))
             XCTAssertEqual(r.status, 0, r.text)
             XCTAssertTrue(r.errors.contains("data-parallel: \(n) processes"), r.errors)
             // Process 0 alone reports: one line per epoch, not n.
-            XCTAssertEqual(r.text.components(separatedBy: "epoch 1/1").count - 1, 1, r.text)
+            for epoch in ["epoch 1/2", "epoch 2/2"] { XCTAssertEqual(r.text.components(separatedBy: epoch).count - 1, 1, r.text) }
             let (worst, _) = try compare(root + "/one/last.h5", root + "/n\(n)/last.h5")
-            XCTAssertLessThan(worst, 1e-4, "\(n) processes against one: weights differ by \(worst) (relative)")
+            // 12 steps (2 epochs of 6): 3.1e-6 with 2 processes, 3.2e-6 with 3 (the summation order).
+            XCTAssertLessThan(worst, 1e-5, "\(n) processes against one: weights differ by \(worst) (relative)")
             XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/n\(n)/result.json"))
         }
     }
