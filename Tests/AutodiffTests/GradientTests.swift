@@ -223,6 +223,37 @@ final class GradientTests: XCTestCase {
         }
     }
 
+    /// A shallow convolution whose rows are whole vectors (16, 32 pixels) reads the image for its
+    /// weight and bias gradients from a zero-padded copy without masks; the same bits as under
+    /// the masks: 3 channels and 3x3 (a first layer, two vectors a row), 1 channel and 5x5
+    /// (padding 2), no bias (no row of ones), an infinite output gradient.
+    func testShallowWeightGradientFromPaddedCopySameBitsAsMasked() {
+        let cases: [(x: [Int], w: [Int], pad: Int, bias: Bool)] = [
+            ([3, 3, 8, 32], [7, 3, 3, 3], 1, true), ([2, 1, 5, 16], [5, 1, 5, 5], 2, true), ([2, 2, 4, 16], [6, 2, 3, 3], 1, false),
+        ]
+        defer { Conv2DTuning.maskedWeightGradient = false }
+        for c in cases {
+            let x = Tensor.randn(c.x, using: &rng), w = Tensor.randn(c.w, using: &rng)
+            let b = c.bias ? Tensor.randn([c.w[0]], using: &rng) : nil
+            let seed = Tensor.randn([c.x[0], c.w[0], c.x[2], c.x[3]], using: &rng)
+            seed.data[3 * c.x[3] + 5] = .infinity
+            var results: [[[Float]]] = []
+            for masked in [false, true] {
+                Conv2DTuning.maskedWeightGradient = masked
+                for t in [x, w] + (b.map { [$0] } ?? []) { t.requiresGrad = true; t.grad = nil }
+                let y = conv2d(x, weight: w, bias: b, padding: (c.pad, c.pad))
+                y.backward(seed: seed)
+                results.append([w.grad!.values] + (b.map { [$0.grad!.values] } ?? []))
+            }
+            for (k, what) in ["weight gradient", "bias gradient"].prefix(results[0].count).enumerated() {
+                let a = results[0][k], m = results[1][k]
+                let differ = a.indices.filter { a[$0].bitPattern != m[$0].bitPattern }
+                XCTAssert(differ.isEmpty, "\(c.x) * \(c.w) \(what): \(differ.count) of \(a.count) values differ from the masked reads")
+                XCTAssert(a.contains { !$0.isFinite }, "\(c.x) * \(c.w) \(what): the infinite gradient reached it")
+            }
+        }
+    }
+
     func testConv2dDepthwise() {
         let x = Tensor.randn([2, 3, 7, 6], using: &rng), w = Tensor.randn([3, 1, 3, 3], using: &rng)
         let b = Tensor.randn([3], using: &rng)

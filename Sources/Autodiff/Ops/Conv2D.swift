@@ -149,6 +149,13 @@ public enum Conv2DTuning {
         get { ns_portable_kernels() != 0 }
         set { ns_set_portable_kernels(newValue ? 1 : 0) }
     }
+    /// For tests: a shallow convolution's weight gradient reads the image under the taps' masks
+    /// even where its rows are whole vectors, which it otherwise reads from a zero-padded copy
+    /// (the same sums in the same order).
+    public static var maskedWeightGradient: Bool {
+        get { ns_masked_weight_gradient() != 0 }
+        set { ns_set_masked_weight_gradient(newValue ? 1 : 0) }
+    }
     /// Frozen convolutions on planes too small for 16-column tiles (4x4 and smaller) run on the
     /// narrow kernel (`ns_pgemm_narrow`, images side by side up to 16 columns) also for a batch
     /// when their weights are at most this many floats (16 MB). Larger ones go through sgemm with

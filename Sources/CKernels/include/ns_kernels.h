@@ -336,6 +336,10 @@ void ns_set_serial_depth(int depth);
 /// those on any machine. Set before any weights are packed.
 int ns_portable_kernels(void);
 void ns_set_portable_kernels(int on);
+/// For tests: `ns_conv_dw_lanes` reads the image under its masks even where it would read a
+/// zero-padded copy of it.
+int ns_masked_weight_gradient(void);
+void ns_set_masked_weight_gradient(int on);
 
 /// C[m][n] = sum over k of A[m][k] * BT[n][k] for m < M, n < N: dot products along k, four rows
 /// against four columns at a time. For GEMMs with few columns (N up to 8 or so), it reads each row
