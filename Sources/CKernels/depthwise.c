@@ -698,7 +698,14 @@ enum { IV = 4 };
 /// channels of 4 images on one thread), a 16x16 one's do not (0.059 against 0.033 ms).
 enum { NS_DEPTHWISE_ROWS_MIN_WIDTH_STRIDE1 = 16, NS_DEPTHWISE_ROWS_MIN_WIDTH_STRIDE2 = 8 };
 
+/// Whether `ns_depthwise_forward_implicit` takes `depthwise3x3_rows` (which needs no scratch).
+static int takes_rows(const ns_depthwise_geometry *g) {
+    return g->KH == 3 && g->KW == 3 && g->PH == 1 && g->PW == 1 &&
+           g->OW >= (g->SH == 1 ? NS_DEPTHWISE_ROWS_MIN_WIDTH_STRIDE1 : NS_DEPTHWISE_ROWS_MIN_WIDTH_STRIDE2);
+}
+
 long ns_depthwise_implicit_scratch(const ns_depthwise_geometry *g) {
+    if (takes_rows(g)) return 0;
     const long vectors = (g->OH * g->OW + L - 1) / L, padded = (vectors + IV - 1) / IV * IV;
     // The phases of one plane at stride 2, then the masks (16 bits each) per vector and tap.
     return (g->SH == 2 ? g->H * g->W : 0) + (padded * g->KH * g->KW + 1) / 2;
@@ -844,8 +851,7 @@ __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))) void
 ns_depthwise_forward_implicit(const ns_depthwise_geometry *g, long first, long count, const float *in, const float *w,
                               const float *bias, float lo, float hi, float *out, float *scratch) {
     const long s = g->SH, H = g->H, W = g->W, OH = g->OH, OW = g->OW, N = OH * OW, taps = g->KH * g->KW;
-    if (g->KH == 3 && g->KW == 3 && g->PH == 1 && g->PW == 1 &&
-        OW >= (s == 1 ? NS_DEPTHWISE_ROWS_MIN_WIDTH_STRIDE1 : NS_DEPTHWISE_ROWS_MIN_WIDTH_STRIDE2)) {
+    if (takes_rows(g)) {
         depthwise3x3_rows(g, first, count, in, w, bias, lo, hi, out);
         return;
     }

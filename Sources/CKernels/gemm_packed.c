@@ -580,7 +580,6 @@ void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH,
     const long HW = H * W, N = C * t.count + (ones ? 1 : 0);
     const float *src[2 * MAX_TAPS + 1];
     if (N > 2 * MAX_TAPS + 1) return;
-    for (long n = 0; n < C * t.count; n++) src[n] = x + (n / t.count) * HW + t.offset[n % t.count];
     if (ones) src[N - 1] = ones;
     // Rows whole vectors and a small image: a zero-padded copy, read without masks.
     const long Hp = H + 2 * PH, Wp = W + 2 * PW;
@@ -596,6 +595,7 @@ void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH,
         dw_lanes_padded(M, N, HW, W / NR, Wp - W, ones != NULL, src, dy, lanes);
         return;
     }
+    for (long n = 0; n < C * t.count; n++) src[n] = x + (n / t.count) * HW + t.offset[n % t.count];
     dw_lanes(M, N, HW, src, masks, dy, lanes);
 #else
     (void)M, (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)ones, (void)masks, (void)dy;
