@@ -26,15 +26,17 @@ enum { NR = NS_LANES };
 #endif
 
 /// Rows per panel for a product of M rows: with 32 vector registers, 12 (24 accumulators of a
-/// 12 x 32 tile) or 8 (16 accumulators), whichever pads M to fewer rows (8 on a tie: as fast per
-/// row, measured); 4 otherwise. A 16-channel layer on 12-row panels computes 24 rows, a third
-/// of them padding.
+/// 12 x 32 tile), 8 (16 accumulators) or 9 (18), whichever pads M to the fewest rows (on a tie 8,
+/// as fast per row, measured, then 12); 4 otherwise. A 16-channel layer on 12-row panels
+/// computes 24 rows, a third of them padding; the 27 taps' rows of a first layer's input
+/// gradient (`ns_conv_dx_few`) on 8-row panels 32.
 static long panel_rows(long M) {
 #if defined(__x86_64__) && defined(__clang__)
     static int wide = -1;
     if (wide < 0) wide = __builtin_cpu_supports("avx512f");
     if (!wide || ns_portable_kernels()) return 4;
-    return (M + 7) / 8 * 8 <= (M + 11) / 12 * 12 ? 8 : 12;
+    const long on8 = (M + 7) / 8 * 8, on9 = (M + 8) / 9 * 9, on12 = (M + 11) / 12 * 12;
+    return on8 <= on9 && on8 <= on12 ? 8 : on12 <= on9 ? 12 : 9;
 #else
     (void)M;
     return 4;
@@ -89,6 +91,8 @@ void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) { pack_p
 #define TILE_OUTPUT(MR, V, ldr, ADDEND, OUT)                                                                          \
     {                                                                                                                 \
         const vf vlo = (vf){0} + lo, vhi = (vf){0} + hi;                                                              \
+        /* Unclamped (a convolution before its batch norm): the comparisons would keep every value. */                \
+        const int clamps = lo != -INFINITY || hi != INFINITY;                                                         \
         const vf vlo2 = (vf){0} + (c2 ? nz->lo : 0), vhi2 = (vf){0} + (c2 ? nz->hi : 0);                              \
         UNROLL for (int r = 0; r < MR; r++) {                                                                         \
             if (r >= rows) break;                                                                                     \
@@ -96,8 +100,10 @@ void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) { pack_p
             for (int v = 0; v < V; v++) {                                                                             \
                 vf y = acc[r][v] + add;                                                                               \
                 if (addend) y += ADDEND(addend + r * (ldr) + v * NR, v);                                              \
-                y = SELECT(y < vlo, vlo, y);                                                                          \
-                y = SELECT(y > vhi, vhi, y);                                                                          \
+                if (clamps) {                                                                                         \
+                    y = SELECT(y < vlo, vlo, y);                                                                      \
+                    y = SELECT(y > vhi, vhi, y);                                                                      \
+                }                                                                                                     \
                 OUT(c + r * ldc + v * NR, v, y);                                                                      \
                 if (c2) {                                                                                             \
                     const float mu = nz->mean[m + r], sc = nz->scale[m + r], of = nz->offset[m + r];                  \
@@ -129,6 +135,8 @@ void ns_pgemm_pack(long M, long K, const float *A, long lda, float *ap) { pack_p
 
 TILE(12, 2)
 TILE(12, 1)
+TILE(9, 2)
+TILE(9, 1)
 TILE(8, 2)
 TILE(8, 1)
 TILE(4, 2)
@@ -188,6 +196,7 @@ TILE(4, 1)
     }
 
 BODY(pgemm_wide, WIDE_TARGET, 12)
+BODY(pgemm_wide9, WIDE_TARGET, 9)
 BODY(pgemm_wide8, WIDE_TARGET, 8)
 BODY(pgemm_narrow, NARROW_TARGET, 4)
 BODY(pgemm_default, , 4)
@@ -202,6 +211,8 @@ void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb,
     const long mr = panel_rows(M);
     if (mr == 8) {
         pgemm_wide8(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming, normalized);
+    } else if (mr == 9) {
+        pgemm_wide9(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming, normalized);
     } else if (mr == 12) {
         pgemm_wide(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming, normalized);
     } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
@@ -360,15 +371,59 @@ enum { MAX_TAPS = NS_IMPLICIT_MAX_TAPS };
     else                                                                                                              \
         _mm512_mask_storeu_ps(p, store[v], (__m512)(y))
 
+/// Floats of the largest zero-padded image `ns_pconv` and `ns_conv_dw_lanes` copy to read without
+/// masks (on the stack: 64 KB; a first layer's 3 x 34 x 34 is 3468).
+enum { NS_PADDED_MAX = 16384 };
+
+/// x [C, H, W] into padded [C, H + 2 PH, W + 2 PW], zeros around (only there: the copy costs
+/// about a sixth of a first layer's input gradient per image as it is).
+WIDE_TARGET static void pad_image(const float *x, long C, long H, long W, long PH, long PW, float *padded) {
+    const long Hp = H + 2 * PH, Wp = W + 2 * PW;
+    for (long c = 0; c < C; c++) {
+        float *plane = padded + c * Hp * Wp;
+        memset(plane, 0, sizeof(float) * (size_t)(PH * Wp + PW));
+        for (long y = 0; y < H; y++) {
+            const float *src = x + (c * H + y) * W;
+            float *dst = plane + (y + PH) * Wp + PW;
+            long i = 0;
+            for (; i + NR <= W; i += NR) STORE(dst + i, LOAD(src + i));
+            for (; i < W; i++) dst[i] = src[i];
+            // This row's right padding and the next row's left (or the bottom rows).
+            for (i = W; i < W + 2 * PW; i++) dst[i] = 0;
+        }
+        memset(plane + (H + PH) * Wp + PW, 0, sizeof(float) * (size_t)(PH * Wp - PW));
+    }
+}
+
+/// Tap offsets in an image zero-padded to rows of Wp, from a pixel's own position there (its
+/// window's top left corner).
+static inline void padded_offsets(struct ns_taps *t, long KW, long Wp) {
+    for (long k = 0; k < t->count; k++) t->offset[k] = k / KW * Wp + k % KW;
+}
+
+/// Where vector v of the block of output pixels from q0 starts in an image padded to rows of Wp
+/// (a vector's pixels one row's): past the last pixel (N), the block's first, loaded but not stored.
+static inline long padded_start(long q0, long v, long N, long OW, long Wp) {
+    const long q = q0 + v * NR < N ? q0 + v * NR : q0;
+    return q / OW * Wp + q % OW;
+}
+
+/// Vector v of tap k's row of B (its source s): masked at the padding (masks[k ms + v]), or from a
+/// zero-padded copy of the image (the vector's pixels from `vb[v]` on), a plain load: on an Intel
+/// Xeon (Emerald Rapids) a masked load takes a slot of the FMA ports, a ninth of an 8 x 32 tile's
+/// throughput and a fifth of a 4 x 96 one's (measured alone).
+#define MASKED_B(v) ((vf)_mm512_maskz_loadu_ps(masks[k * ms + v], s + v * NR))
+#define PADDED_B(v) LOAD(s + vb[v])
+
 /// One tile of `rows` (<= MR) output channels against V vectors of pixels (the vectors' lanes
-/// cut by `store`): per channel of the source and tap, B's row loaded from the source, vector v
-/// of tap k masked by masks[k ms + v].
-#define ITILE(MR, V)                                                                                                  \
-    WIDE_TARGET static inline __attribute__((always_inline)) void itile_##MR##_##V(                                   \
-        long C, long ldx, const struct ns_taps *t, const __mmask16 *masks, long ms, const float *restrict ap,         \
-        const float *restrict x, float *restrict c, long ldc, long rows, const float *bias, const float *addend,      \
-        float lo, float hi, const __mmask16 *store, int stream, const ns_normalized_output *nz, long m,               \
-        float *restrict c2) {                                                                                         \
+/// cut by `store`): per channel of the source and tap, B's row loaded from the source by
+/// LOAD_B (MASKED_B or PADDED_B).
+#define ITILE_WITH(NAME, MR, V, LOAD_B)                                                                               \
+    WIDE_TARGET static inline __attribute__((always_inline)) void NAME(                                               \
+        long C, long ldx, const struct ns_taps *t, const __mmask16 *masks, long ms, const long *vb,                   \
+        const float *restrict ap, const float *restrict x, float *restrict c, long ldc, long rows, const float *bias,  \
+        const float *addend, float lo, float hi, const __mmask16 *store, int stream, const ns_normalized_output *nz,  \
+        long m, float *restrict c2) {                                                                                 \
         vf acc[MR][V];                                                                                                \
         UNROLL for (int r = 0; r < MR; r++)                                                                           \
             UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};                                                   \
@@ -378,84 +433,79 @@ enum { MAX_TAPS = NS_IMPLICIT_MAX_TAPS };
             for (long k = 0; k < taps; k++, ap += MR) {                                                               \
                 const float *s = xc + t->offset[k];                                                                   \
                 vf bv[V];                                                                                             \
-                UNROLL for (int v = 0; v < V; v++) bv[v] = (vf)_mm512_maskz_loadu_ps(masks[k * ms + v], s + v * NR);  \
+                UNROLL for (int v = 0; v < V; v++) bv[v] = LOAD_B(v);                                                 \
                 TILE_STEP(MR, V, ap, 1)                                                                               \
             }                                                                                                         \
         }                                                                                                             \
         TILE_OUTPUT(MR, V, ldc, MASKED_LOAD, MASKED_OUT)                                                              \
     }
+#define ITILE(MR, V)                                                                                                  \
+    ITILE_WITH(itile_##MR##_##V, MR, V, MASKED_B)                                                                     \
+    ITILE_WITH(itilep_##MR##_##V, MR, V, PADDED_B)
 
 ITILE(12, 2)
 ITILE(12, 1)
+ITILE(9, 2)
+ITILE(9, 1)
 ITILE(8, 2)
 ITILE(8, 1)
 
-/// Panels [p0, p1) against every block of 32 output pixels (16 for a last block of at most 16).
-#define IBODY(NAME, MR)                                                                                               \
-    WIDE_TARGET static void NAME(long M, long C, long OH, long OW, long ldx, const struct ns_taps *t, const float *ap,  \
-                                 const float *x, float *out, const float *bias, const float *R, float lo, float hi,   \
-                                 long p0, long p1, int streaming, const ns_normalized_output *nz) {                   \
+/// Panels [p0, p1) against every block of VB (2 or 3) vectors of output pixels (fewer vectors for
+/// a last, shorter block). With Wp > 0, x is the image zero-padded to rows of Wp (stride 1, OW a
+/// multiple of 16: a vector's pixels are one row's) and t's offsets are in its coordinates.
+#define IBODY(NAME, MR, VB)                                                                                           \
+    WIDE_TARGET static void NAME(long M, long C, long OH, long OW, long ldx, long Wp, const struct ns_taps *t,         \
+                                 const float *ap, const float *x, float *out, const float *bias, const float *R,      \
+                                 float lo, float hi, long p0, long p1, int streaming,                                 \
+                                 const ns_normalized_output *nz) {                                                    \
         const long N = OH * OW, K = C * t->count;                                                                     \
         /* Streaming stores need 64-byte aligned rows. */                                                             \
         const int stream = streaming && ((unsigned long)out % 64 == 0) && (N % 16 == 0) &&                            \
                            (!nz || (unsigned long)nz->out % 64 == 0);                                                 \
-        __mmask16 masks[MAX_TAPS][2];                                                                                 \
-        for (long q0 = 0; q0 < N; q0 += 2 * NR) {                                                                     \
-            ns_tap_masks(q0, OH, OW, t, &masks[0][0], 2);                                                             \
-            ns_tap_masks(q0 + NR, OH, OW, t, &masks[0][1], 2);                                                        \
+        __mmask16 masks[MAX_TAPS][VB], store[VB];                                                                     \
+        long vb[VB];                                                                                                  \
+        for (long q0 = 0; q0 < N; q0 += VB * NR) {                                                                    \
             const long left = N - q0;                                                                                 \
-            const __mmask16 store[2] = {ns_first_lanes(left), ns_first_lanes(left - NR)};                             \
+            for (long v = 0; v < VB; v++) {                                                                           \
+                if (Wp) vb[v] = padded_start(q0, v, N, OW, Wp);                                                       \
+                else ns_tap_masks(q0 + v * NR, OH, OW, t, &masks[0][v], VB);                                          \
+                store[v] = ns_first_lanes(left - v * NR);                                                             \
+            }                                                                                                         \
             for (long p = p0; p < p1; p++) {                                                                          \
-                const long m = p * MR;                                                                                \
-                float *c2 = nz ? nz->out + m * N + q0 : 0;                                                            \
-                if (left > NR)                                                                                        \
-                    itile_##MR##_2(C, ldx, t, &masks[0][0], 2, ap + p * K * MR, x + q0, out + m * N + q0, N,          \
-                                   M - m, bias ? bias + m : 0, R ? R + m * N + q0 : 0, lo, hi, store, stream, nz, m,  \
-                                   c2);                                                                               \
+                const long m = p * MR, vectors = left > (VB - 1) * NR ? VB : left > NR ? 2 : 1;                       \
+                const float *a = ap + p * K * MR, *b = x + (Wp ? 0 : q0);                                             \
+                float *c = out + m * N + q0, *c2 = nz ? nz->out + m * N + q0 : 0;                                     \
+                const float *bi = bias ? bias + m : 0, *r = R ? R + m * N + q0 : 0;                                   \
+                const __mmask16 *mk = &masks[0][0];                                                                   \
+                if (Wp && vectors == VB)                                                                              \
+                    itilep_##MR##_##VB(C, ldx, t, mk, VB, vb, a, b, c, N, M - m, bi, r, lo, hi, store, stream, nz, m, c2); \
+                else if (Wp && vectors == 2)                                                                          \
+                    itilep_##MR##_2(C, ldx, t, mk, VB, vb, a, b, c, N, M - m, bi, r, lo, hi, store, stream, nz, m, c2); \
+                else if (Wp)                                                                                          \
+                    itilep_##MR##_1(C, ldx, t, mk, VB, vb, a, b, c, N, M - m, bi, r, lo, hi, store, stream, nz, m, c2); \
+                else if (vectors == VB)                                                                               \
+                    itile_##MR##_##VB(C, ldx, t, mk, VB, vb, a, b, c, N, M - m, bi, r, lo, hi, store, stream, nz, m, c2); \
+                else if (vectors == 2)                                                                                \
+                    itile_##MR##_2(C, ldx, t, mk, VB, vb, a, b, c, N, M - m, bi, r, lo, hi, store, stream, nz, m, c2); \
                 else                                                                                                  \
-                    itile_##MR##_1(C, ldx, t, &masks[0][0], 2, ap + p * K * MR, x + q0, out + m * N + q0, N,          \
-                                   M - m, bias ? bias + m : 0, R ? R + m * N + q0 : 0, lo, hi, store, stream, nz, m,  \
-                                   c2);                                                                               \
+                    itile_##MR##_1(C, ldx, t, mk, VB, vb, a, b, c, N, M - m, bi, r, lo, hi, store, stream, nz, m, c2); \
             }                                                                                                         \
         }                                                                                                             \
     }
 
-IBODY(pconv_wide, 12)
-IBODY(pconv_wide8, 8)
-
-// Few output channels (at most 4: an input gradient of a first layer, the convolution of its
-// output gradient with the flipped kernels): a panel of exactly M rows against blocks of V
-// vectors of pixels, where 8- or 12-row panels would compute mostly padding.
-ITILE(1, 8)
-ITILE(2, 8)
-ITILE(3, 8)
-ITILE(4, 6)
-
-#define FBODY(MR, V)                                                                                                  \
-    WIDE_TARGET static void pconv_few_##MR(long C, long OH, long OW, long ldx, const struct ns_taps *t,               \
-                                           const float *ap, const float *x, float *out) {                             \
-        const long N = OH * OW;                                                                                       \
-        __mmask16 masks[MAX_TAPS * V], store[V];                                                                      \
-        for (long q0 = 0; q0 < N; q0 += V * NR) {                                                                     \
-            for (long v = 0; v < V; v++) {                                                                            \
-                ns_tap_masks(q0 + v * NR, OH, OW, t, masks + v, V);                                                   \
-                store[v] = ns_first_lanes(N - q0 - v * NR);                                                           \
-            }                                                                                                         \
-            itile_##MR##_##V(C, ldx, t, masks, V, ap, x + q0, out + q0, N, MR, 0, 0, -INFINITY, INFINITY, store, 0,   \
-                             0, 0, 0);                                                                                \
-        }                                                                                                             \
-    }
-
-FBODY(1, 8)
-FBODY(2, 8)
-FBODY(3, 8)
-FBODY(4, 6)
+IBODY(pconv_wide, 12, 2)
+IBODY(pconv_wide9, 9, 2)
+IBODY(pconv_wide8, 8, 2)
 
 /// The weight gradient's blocks: 4 rows of dy (NS_FOR_EACH_BLOCK's) by 6 patch rows.
 enum { DW_ROWS = 4, DW_COLUMNS = 6 };
-/// Floats of the largest padded image `ns_conv_dw_lanes` copies to read without masks (on the
-/// stack: 64 KB; a first layer's 3 x 34 x 34 is 3468).
-enum { NS_DW_PADDED_MAX = 16384 };
+
+/// The dy row a block prefetches while it runs (NULL: none): column pass n0 / DW_COLUMNS = j > 0
+/// of row group m0 fetches row j - 1 of the next group, a line per vector.
+static inline const float *dw_ahead(long M, long m0, long n0, long HW, const float *dy) {
+    const long pass = n0 / DW_COLUMNS, next = m0 + DW_ROWS + pass - 1;
+    return pass > 0 && pass <= DW_ROWS && next < M ? dy + next * HW : 0;
+}
 
 /// Rows m0 ..< m0 + R of dy (M rows) against patch rows n0 ..< n0 + NC (R <= 4, NC <= 6), each
 /// patch row read from its source `src[n]` (16 floats further per vector of pixels) under its
@@ -477,12 +527,9 @@ WIDE_TARGET static inline __attribute__((always_inline)) void dw_block(long M, l
         for (long n = 0; n < NC; n++) acc[r][n] = LOAD(lanes + ((m0 + r) * N + n0 + n) * NR);
     const __mmask16 *mk = masks + n0;
     // This block's column pass over the group, and the lines of the next group's rows.
-    const long pass = n0 / DW_COLUMNS, next_rows = M - m0 - DW_ROWS < DW_ROWS ? M - m0 - DW_ROWS : DW_ROWS;
-    const long ahead = next_rows * V;
-    const float *next = ahead > 0 ? dy + (m0 + DW_ROWS) * HW : dy;
+    const float *ahead = dw_ahead(M, m0, n0, HW, dy);
     for (long v = 0; v < V; v++, mk += N) {
-        const long line = (pass - 1) * V + v;
-        if (pass > 0 && line < ahead) __builtin_prefetch(next + line / V * HW + line % V * NR);
+        if (ahead) __builtin_prefetch(ahead + v * NR);
         const __mmask16 inside = ns_first_lanes(HW - v * NR);
         vf a[4];
         for (long r = 0; r < R; r++) a[r] = (vf)_mm512_maskz_loadu_ps(inside, d[r] + v * NR);
@@ -505,47 +552,45 @@ WIDE_TARGET static void dw_lanes(long M, long N, long HW, const float *const *sr
 
 /// `dw_block` on a zero-padded copy of the image (`dw_lanes_padded`): every patch row a plain
 /// load, no masks (on an Intel Xeon the masks' moves took a fifth of the weight gradient's
-/// time). Each image row is `vpr` whole vectors; after it the patch rows' pointers move on a
-/// padded row, `skip` columns more than a row (the row of ones, the last source when `ones`,
-/// moves on a row).
+/// time). Each of the H image rows is `vpr` whole vectors; the patch rows' sources (the row of
+/// ones too) are laid out in rows of Wp, so that one offset moves them all on a row.
 /// The same products in the same order as `dw_block`: a tap over the padding reads a zero
 /// where the mask read a zero.
 WIDE_TARGET static inline __attribute__((always_inline)) void
-dw_block_padded(long M, long R, long NC, long m0, long n0, long N, long V, long HW, long vpr, long skip, int ones,
-                const float *dy, const float *const *src, float *lanes) {
+dw_block_padded(long M, long R, long NC, long m0, long n0, long N, long H, long vpr, long Wp, const float *dy,
+                const float *const *src, float *lanes) {
+    const long HW = H * vpr * NR;
     vf acc[DW_ROWS][DW_COLUMNS];
     const float *p[DW_COLUMNS], *d[DW_ROWS];
-    long step[DW_COLUMNS];
-    for (long n = 0; n < NC; n++) p[n] = src[n0 + n], step[n] = vpr * NR + (ones && n0 + n == N - 1 ? 0 : skip);
+    for (long n = 0; n < NC; n++) p[n] = src[n0 + n];
     for (long r = 0; r < R; r++) d[r] = dy + (m0 + r) * HW;
     for (long r = 0; r < R; r++)
         for (long n = 0; n < NC; n++) acc[r][n] = LOAD(lanes + ((m0 + r) * N + n0 + n) * NR);
-    const long pass = n0 / DW_COLUMNS, next_rows = M - m0 - DW_ROWS < DW_ROWS ? M - m0 - DW_ROWS : DW_ROWS;
-    const long ahead = next_rows * V;
-    const float *next = ahead > 0 ? dy + (m0 + DW_ROWS) * HW : dy;
-    for (long v = 0; v < V;) {
+    const float *ahead = dw_ahead(M, m0, n0, HW, dy);
+    long v = 0;  // dy's vector
+    for (long off = 0; off < H * Wp; off += Wp)
         for (long u = 0; u < vpr; u++, v++) {
-            const long line = (pass - 1) * V + v;
-            if (pass > 0 && line < ahead) __builtin_prefetch(next + line / V * HW + line % V * NR);
+            if (ahead) __builtin_prefetch(ahead + v * NR);
             vf a[4];
             for (long r = 0; r < R; r++) a[r] = LOAD(d[r] + v * NR);
             for (long n = 0; n < NC; n++) {
-                const vf b = LOAD(p[n] + u * NR);
+                const vf b = LOAD(p[n] + off + u * NR);
                 for (long r = 0; r < R; r++) acc[r][n] += a[r] * b;
             }
         }
-        for (long n = 0; n < NC; n++) p[n] += step[n];  // on to the next row
-    }
     for (long r = 0; r < R; r++)
         for (long n = 0; n < NC; n++) STORE(lanes + ((m0 + r) * N + n0 + n) * NR, acc[r][n]);
 }
 
-WIDE_TARGET static void dw_lanes_padded(long M, long N, long HW, long vpr, long skip, int ones,
-                                        const float *const *src, const float *dy, float *lanes) {
-    const long V = HW / NR;
-#define DW_BLOCK(R, NC, m0, n0) dw_block_padded(M, R, NC, m0, n0, N, V, HW, vpr, skip, ones, dy, src, lanes)
-    NS_FOR_EACH_BLOCK(M, N, DW_COLUMNS, 4, 3, DW_BLOCK)
+/// Rows of two vectors (32 pixels, CIFAR's first layer) with that count known to the loops.
+WIDE_TARGET static void dw_lanes_padded(long M, long N, long H, long vpr, long Wp, const float *const *src,
+                                        const float *dy, float *lanes) {
+#define DW_BLOCK(R, NC, m0, n0) dw_block_padded(M, R, NC, m0, n0, N, H, vpr, Wp, dy, src, lanes)
+#define DW_BLOCK2(R, NC, m0, n0) dw_block_padded(M, R, NC, m0, n0, N, H, 2, Wp, dy, src, lanes)
+    if (vpr == 2) NS_FOR_EACH_BLOCK(M, N, DW_COLUMNS, 4, 3, DW_BLOCK2)
+    else NS_FOR_EACH_BLOCK(M, N, DW_COLUMNS, 4, 3, DW_BLOCK)
 #undef DW_BLOCK
+#undef DW_BLOCK2
 }
 #endif
 
@@ -583,16 +628,19 @@ void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH,
     if (ones) src[N - 1] = ones;
     // Rows whole vectors and a small image: a zero-padded copy, read without masks.
     const long Hp = H + 2 * PH, Wp = W + 2 * PW;
-    if (W % NR == 0 && C * Hp * Wp <= NS_DW_PADDED_MAX && !ns_masked_weight_gradient()) {
-        float padded[NS_DW_PADDED_MAX];
-        memset(padded, 0, sizeof(float) * (size_t)(C * Hp * Wp));
-        for (long c = 0; c < C; c++)
-            for (long y = 0; y < H; y++) memcpy(padded + (c * Hp + y + PH) * Wp + PW, x + (c * H + y) * W, sizeof(float) * (size_t)W);
+    if (W % NR == 0 && C * Hp * Wp + H * Wp <= NS_PADDED_MAX && !ns_masked_image_reads()) {
+        float padded[NS_PADDED_MAX];
+        pad_image(x, C, H, W, PH, PW, padded);
         for (long n = 0; n < C * t.count; n++) {
             const long tap = n % t.count, ky = tap / KW, kx = tap % KW;
             src[n] = padded + (n / t.count) * Hp * Wp + ky * Wp + kx;
         }
-        dw_lanes_padded(M, N, HW, W / NR, Wp - W, ones != NULL, src, dy, lanes);
+        if (ones) {  // in rows of Wp too, after the image
+            float *row = padded + C * Hp * Wp;
+            for (long i = 0; i < H * Wp; i++) row[i] = 1;
+            src[N - 1] = row;
+        }
+        dw_lanes_padded(M, N, H, W / NR, Wp, src, dy, lanes);
         return;
     }
     for (long n = 0; n < C * t.count; n++) src[n] = x + (n / t.count) * HW + t.offset[n % t.count];
@@ -657,11 +705,24 @@ void ns_pconv(long M, long C, long H, long W, long KH, long KW, long PH, long PW
     const long OH = stride == 1 ? H : H / 2, OW = stride == 1 ? W : W / 2;
     struct ns_taps t;
     ns_tap_table(OH, OW, W, KH, KW, PH, PW, stride, &t);
-    const long ldx = stride == 1 ? H * W : 4 * OH * OW;
-    if (panel_rows(M) == 8)
-        pconv_wide8(M, C, OH, OW, ldx, &t, ap, x, out, bias, addend, lo, hi, p0, p1, streaming, normalized);
+    long ldx = stride == 1 ? H * W : 4 * OH * OW, Wp = 0;
+    // Rows whole vectors and a small image: a zero-padded copy, read without masks.
+    float padded[NS_PADDED_MAX];
+    const long Hp = H + 2 * PH;
+    if (stride == 1 && W % NR == 0 && C * Hp * (W + 2 * PW) <= NS_PADDED_MAX && !ns_masked_image_reads()) {
+        Wp = W + 2 * PW;
+        ldx = Hp * Wp;
+        pad_image(x, C, H, W, PH, PW, padded);
+        x = padded;
+        padded_offsets(&t, KW, Wp);
+    }
+    const long mr = panel_rows(M);
+    if (mr == 8)
+        pconv_wide8(M, C, OH, OW, ldx, Wp, &t, ap, x, out, bias, addend, lo, hi, p0, p1, streaming, normalized);
+    else if (mr == 9)
+        pconv_wide9(M, C, OH, OW, ldx, Wp, &t, ap, x, out, bias, addend, lo, hi, p0, p1, streaming, normalized);
     else
-        pconv_wide(M, C, OH, OW, ldx, &t, ap, x, out, bias, addend, lo, hi, p0, p1, streaming, normalized);
+        pconv_wide(M, C, OH, OW, ldx, Wp, &t, ap, x, out, bias, addend, lo, hi, p0, p1, streaming, normalized);
     if (streaming) __builtin_ia32_sfence();
 #else
     (void)M, (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)stride, (void)ap, (void)x;
@@ -669,25 +730,71 @@ void ns_pconv(long M, long C, long H, long W, long KH, long KW, long PH, long PW
 #endif
 }
 
-int ns_pconv_few_available(long M, long H, long W, long KH, long KW, long PH, long PW) {
-    return M >= 1 && M <= NS_PCONV_FEW_ROWS && ns_pconv_available(H, W, KH, KW, PH, PW, 1);
+// MARK: a first layer's input gradient
+
+int ns_conv_dx_few_available(long C, long KH, long KW, long PH, long PW) {
+    return C >= 1 && C <= NS_CONV_DX_FEW_CHANNELS && KH == 2 * PH + 1 && KW == 2 * PW + 1;
 }
 
-void ns_pconv_few(long M, long C, long H, long W, long KH, long KW, long PH, long PW, const float *ap, const float *x,
-                  float *out) {
+long ns_conv_dx_few_scratch_count(long C, long O, long H, long W, long KH, long KW) {
+    return KH * KW * C * H * W + ns_pgemm_scratch_count(O, H * W);
+}
+
 #if defined(__x86_64__) && defined(__clang__)
-    struct ns_taps t;
-    ns_tap_table(H, W, W, KH, KW, PH, PW, 1, &t);
-    switch (M) {
-    case 1: pconv_few_1(C, H, W, H * W, &t, ap, x, out); break;
-    case 2: pconv_few_2(C, H, W, H * W, &t, ap, x, out); break;
-    case 3: pconv_few_3(C, H, W, H * W, &t, ap, x, out); break;
-    case 4: pconv_few_4(C, H, W, H * W, &t, ap, x, out); break;
-    default: break;
-    }
-#else
-    (void)M, (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)ap, (void)x, (void)out;
+/// dx [C, H, W] = the sums over the taps of z's rows shifted by them (`ns_conv_dx_few`), 16
+/// columns at a time, the columns outside the plane masked.
+WIDE_TARGET static void shift_add_wide(long C, long H, long W, long KH, long KW, long PH, long PW, const float *z,
+                                       float *dx) {
+    const long HW = H * W;
+    for (long c = 0; c < C; c++)
+        for (long y = 0; y < H; y++)
+            for (long x0 = 0; x0 < W; x0 += NR) {
+                vf acc = (vf){0};
+                for (long i = 0; i < KH; i++) {
+                    const long ys = y - i + PH;
+                    if (ys < 0 || ys >= H) continue;
+                    for (long j = 0; j < KW; j++) {
+                        const long xs = x0 - j + PW;  // lane l reads column xs + l
+                        const __mmask16 m = ns_first_lanes(W - xs) & ns_first_lanes(W - x0) & ~ns_first_lanes(-xs);
+                        acc += (vf)_mm512_maskz_loadu_ps(m, z + ((i * KW + j) * C + c) * HW + ys * W + xs);
+                    }
+                }
+                _mm512_mask_storeu_ps(dx + (c * H + y) * W + x0, ns_first_lanes(W - x0), (__m512)acc);
+            }
+}
 #endif
+
+/// The same, a pixel at a time.
+static void shift_add(long C, long H, long W, long KH, long KW, long PH, long PW, const float *z, float *dx) {
+    const long HW = H * W;
+    for (long c = 0; c < C; c++)
+        for (long y = 0; y < H; y++)
+            for (long x = 0; x < W; x++) {
+                float acc = 0;
+                for (long i = 0; i < KH; i++) {
+                    const long ys = y - i + PH;
+                    if (ys < 0 || ys >= H) continue;
+                    for (long j = 0; j < KW; j++) {
+                        const long xs = x - j + PW;
+                        acc += xs >= 0 && xs < W ? z[((i * KW + j) * C + c) * HW + ys * W + xs] : 0;
+                    }
+                }
+                dx[(c * H + y) * W + x] = acc;
+            }
+}
+
+void ns_conv_dx_few(long C, long O, long H, long W, long KH, long KW, long PH, long PW, const float *ap,
+                    const float *dy, float *dx, float *scratch) {
+    const long HW = H * W, R = KH * KW * C, mr = panel_rows(R);
+    float *z = scratch;
+    ns_pgemm(R, HW, O, ap, dy, HW, z, HW, NULL, NULL, -INFINITY, INFINITY, 0, (R + mr - 1) / mr, z + R * HW, 0, NULL);
+#if defined(__x86_64__) && defined(__clang__)
+    if (panel_rows(16) != 4) {
+        shift_add_wide(C, H, W, KH, KW, PH, PW, z, dx);
+        return;
+    }
+#endif
+    shift_add(C, H, W, KH, KW, PH, PW, z, dx);
 }
 
 // MARK: rows: a product whose left operand is read in place, row by row

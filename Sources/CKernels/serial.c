@@ -12,8 +12,8 @@ int ns_portable_kernels(void) { return portable; }
 
 void ns_set_portable_kernels(int on) { portable = on; }
 
-static int masked_weight_gradient;
+static int masked_image_reads;
 
-int ns_masked_weight_gradient(void) { return masked_weight_gradient; }
+int ns_masked_image_reads(void) { return masked_image_reads; }
 
-void ns_set_masked_weight_gradient(int on) { masked_weight_gradient = on; }
+void ns_set_masked_image_reads(int on) { masked_image_reads = on; }

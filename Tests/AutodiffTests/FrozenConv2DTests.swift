@@ -20,6 +20,8 @@ final class FrozenConv2DTests: XCTestCase {
             ([1, 7, 9, 9], [13, 7, 3, 3], 1, 1, 1),     // packed weights, one image: 81 columns (a tail of 1), panels split
             ([1, 7, 9, 9], [35, 7, 3, 3], 1, 1, 1),     // the same on 3 panels of 12 (fewer rows than 5 of 8), the last cut
             ([2, 5, 6, 6], [12, 5, 3, 3], 1, 1, 1),     // one panel of 12, 32+4 columns
+            ([2, 5, 6, 6], [27, 5, 3, 3], 1, 1, 1),     // 3 panels of 9 (none padded), 32+4 columns
+            ([1, 3, 8, 16], [18, 3, 3, 3], 1, 1, 1),    // 2 panels of 9, read from a zero-padded copy of the image
             ([2, 40, 4, 4], [26, 40, 1, 1], 1, 0, 1),   // packed weights, in place: 16 columns
             ([1, 3, 7, 9], [11, 3, 5, 5], 1, 2, 1),     // read from the image (no patch matrix), 5x5 taps, 32+31 pixels
             ([1, 6, 10, 8], [20, 6, 3, 3], 2, 1, 1),    // stride 2 from the image's phases, one image (20 pixels)
@@ -305,6 +307,36 @@ final class FrozenConv2DTests: XCTestCase {
             }
             // The NaN's windows: 3x3 outputs at stride 1, 2x1 at stride 2.
             XCTAssertEqual(rows.filter(\.isNaN).count, stride == 1 ? 9 : 2, "\(name): the outputs whose windows hold the NaN")
+        }
+    }
+
+    /// Convolutions that read the image in place read it from a zero-padded copy where its rows
+    /// are whole vectors (16, 32 pixels), without masks: the same bits as under the masks, frozen
+    /// (with a residual and ReLU6) and training, on 8-, 9- and 12-row panels, a 5x5 kernel, an
+    /// infinite and a NaN input.
+    func testPaddedCopySameBitsAsMaskedReads() {
+        let cases: [(x: [Int], w: [Int], pad: Int)] = [
+            ([2, 3, 8, 32], [16, 3, 3, 3], 1), ([1, 3, 5, 16], [27, 3, 3, 3], 1), ([2, 2, 6, 16], [12, 2, 5, 5], 2),
+        ]
+        defer { Conv2DTuning.maskedImageReads = false }
+        for c in cases {
+            let x = Tensor.randn(c.x, using: &rng), w = Tensor.randn(c.w, using: &rng), b = Tensor.randn([c.w[0]], using: &rng)
+            let residual = Tensor.randn([c.x[0], c.w[0], c.x[2], c.x[3]], using: &rng)
+            x.data[c.x[3] + 3] = .infinity
+            x.data[c.x[2] * c.x[3] + 2 * c.x[3] + 5] = .nan  // channel 1, row 2
+            var results: [[[Float]]] = []
+            for masked in [false, true] {
+                Conv2DTuning.maskedImageReads = masked
+                let frozen = FrozenConv2D(weight: w, bias: b, stride: (1, 1), padding: (c.pad, c.pad), activation: .relu6)
+                let trained = Tape.withoutGradients { conv2d(x, weight: w, bias: b, padding: (c.pad, c.pad)) }
+                results.append([frozen(x, adding: residual).values, trained.values])
+            }
+            for (k, path) in ["frozen", "conv2d"].enumerated() {
+                let a = results[0][k], m = results[1][k]
+                let differ = a.indices.filter { a[$0].bitPattern != m[$0].bitPattern }
+                XCTAssert(differ.isEmpty, "\(c.x) * \(c.w) \(path): \(differ.count) of \(a.count) values differ from the masked reads")
+                XCTAssert(a.contains(where: \.isNaN), "\(c.x) * \(c.w) \(path): the NaN reached the output")
+            }
         }
     }
 

@@ -189,8 +189,8 @@ final class GradientTests: XCTestCase {
 
     /// Shallow convolutions (a first layer: products at most `packedMaxDepth` deep) run forward on
     /// the packed tiles, their weight and bias gradients as lane sums along the pixels of several
-    /// images per piece, and a fresh input gradient of at most 4 channels as the convolution of
-    /// the output gradient with the flipped kernels: all against the sgemm path. Planes large
+    /// images per piece, and a fresh input gradient of at most 4 channels as
+    /// every tap's contribution, shifted and summed: all against the sgemm path. Planes large
     /// enough for one image per block (17x16) and smaller ones, several per block, whose pixel
     /// counts leave a tail of lanes (15x13); 1 to 4 input channels (4 in a 1x1 convolution); a 5x5
     /// kernel.
@@ -231,7 +231,7 @@ final class GradientTests: XCTestCase {
         let cases: [(x: [Int], w: [Int], pad: Int, bias: Bool)] = [
             ([3, 3, 8, 32], [7, 3, 3, 3], 1, true), ([2, 1, 5, 16], [5, 1, 5, 5], 2, true), ([2, 2, 4, 16], [6, 2, 3, 3], 1, false),
         ]
-        defer { Conv2DTuning.maskedWeightGradient = false }
+        defer { Conv2DTuning.maskedImageReads = false }
         for c in cases {
             let x = Tensor.randn(c.x, using: &rng), w = Tensor.randn(c.w, using: &rng)
             let b = c.bias ? Tensor.randn([c.w[0]], using: &rng) : nil
@@ -239,7 +239,7 @@ final class GradientTests: XCTestCase {
             seed.data[3 * c.x[3] + 5] = .infinity
             var results: [[[Float]]] = []
             for masked in [false, true] {
-                Conv2DTuning.maskedWeightGradient = masked
+                Conv2DTuning.maskedImageReads = masked
                 for t in [x, w] + (b.map { [$0] } ?? []) { t.requiresGrad = true; t.grad = nil }
                 let y = conv2d(x, weight: w, bias: b, padding: (c.pad, c.pad))
                 y.backward(seed: seed)

@@ -149,12 +149,13 @@ public enum Conv2DTuning {
         get { ns_portable_kernels() != 0 }
         set { ns_set_portable_kernels(newValue ? 1 : 0) }
     }
-    /// For tests: a shallow convolution's weight gradient reads the image under the taps' masks
-    /// even where its rows are whole vectors, which it otherwise reads from a zero-padded copy
-    /// (the same sums in the same order).
-    public static var maskedWeightGradient: Bool {
-        get { ns_masked_weight_gradient() != 0 }
-        set { ns_set_masked_weight_gradient(newValue ? 1 : 0) }
+    /// For tests: the convolutions that read the image in place (a shallow one's forward and
+    /// weight gradient, a frozen one's packed forward) read it under the taps' masks even where its
+    /// rows are whole vectors, which they otherwise read from a zero-padded copy (the same sums in
+    /// the same order).
+    public static var maskedImageReads: Bool {
+        get { ns_masked_image_reads() != 0 }
+        set { ns_set_masked_image_reads(newValue ? 1 : 0) }
     }
     /// Frozen convolutions on planes too small for 16-column tiles (4x4 and smaller) run on the
     /// narrow kernel (`ns_pgemm_narrow`, images side by side up to 16 columns) also for a batch
@@ -293,7 +294,7 @@ public enum Conv2DAlgorithm: Equatable, Sendable, CustomStringConvertible {
     /// A training convolution at most `Conv2DTuning.packedMaxDepth` deep (a first layer): forward
     /// on the packed tiles (with at least an image per piece), the weight gradient as lane sums
     /// along the pixels (both reading the image in place where they can), and a fresh input
-    /// gradient of a few channels as a convolution with the flipped kernels.
+    /// gradient of a few channels as every tap's contribution to every pixel (one GEMM), shifted and summed.
     case shallow
 
     public var description: String {
@@ -682,11 +683,11 @@ struct GEMMConv {
         let shallow = dw != nil && g.colRows <= Conv2DTuning.packedMaxDepth
         if let db, !shallow { addBiasGradient(g, dOut, db) }
         guard dx != nil || dw != nil else { return }
-        // A fresh input gradient of a few channels (a first layer's) as the "same" convolution of
-        // dOut with the flipped kernels, read in place (`ns_pconv_few`): no dCol, no col2im.
-        let flipped = dx != nil && overwritingDx ? flippedKernels(w) : nil
+        // A fresh input gradient of a few channels (a first layer's) as every tap's contribution
+        // (a GEMM on dOut in place), shifted and summed (`ns_conv_dx_few`): no dCol, no col2im.
+        let tapWeights = dx != nil && overwritingDx ? tapKernels(w) : nil
         let dxBeta: Float = overwritingDx && isPointwise && block == 1 ? 0 : 1
-        if let dx, overwritingDx, dxBeta == 1, flipped == nil {
+        if let dx, overwritingDx, dxBeta == 1, tapWeights == nil {
             dx.update(repeating: 0, count: g.batch * g.inChannels * g.inPlane)
         }
         let pieces = Parallel.gemmPieces, lanes = Int(NS_GEMM_LANES)
@@ -706,14 +707,18 @@ struct GEMMConv {
         // Its bias's row of ones, read like the image's rows.
         let dwOnes = Tensor.filled([dwMasks != nil && ones != 0 ? ns_conv_dw_ones_count(g.height, g.width) : 0], with: 1)
         // The patch matrix, and dOut gathered as [O, cols], only for the paths that use them.
-        let usesPatches = (dw != nil && dwMasks == nil) || (dx != nil && flipped == nil)
+        let usesPatches = (dw != nil && dwMasks == nil) || (dx != nil && tapWeights == nil)
         let colPer = usesPatches ? g.groups * groupRows * block * plane : 0, tmpPer = usesPatches ? tmpCount : 0
         let wCount = g.outChannels * rows, lanePer = g.outChannels * groupRows * lanes
         let col = Tensor(uninitialized: [pieces * colPer]), dtmp = Tensor(uninitialized: [pieces * tmpPer])
         let partial = Tensor(uninitialized: [dw != nil && !shallow ? pieces * wCount : 0])
         let laneSums = Tensor.zeros([shallow ? pieces * lanePer : 0])
-        let pcol = col.data, pdtmp = dtmp.data, ppart = partial.data, psums = laneSums.data
-        defer { withExtendedLifetime((col, dtmp, partial, laneSums, dwOnes)) {} }  // the blocks below use them only by pointer
+        // `ns_conv_dx_few`'s taps' contributions, per piece.
+        let fewPer = tapWeights == nil ? 0 : ns_conv_dx_few_scratch_count(g.inChannels, g.outChannels, g.height, g.width,
+                                                                           g.kernelH, g.kernelW)
+        let fewScratch = Tensor(uninitialized: [pieces * fewPer])
+        let pcol = col.data, pdtmp = dtmp.data, ppart = partial.data, psums = laneSums.data, pfew = fewScratch.data
+        defer { withExtendedLifetime((col, dtmp, partial, laneSums, dwOnes, fewScratch)) {} }  // the blocks below use them only by pointer
         var started = [Bool](repeating: false, count: pieces)
         started.withUnsafeMutableBufferPointer { started in
             forEachBlock { k, first, nb in
@@ -754,11 +759,11 @@ struct GEMMConv {
                                       c: ppart + k * wCount + grp * og * rows, ldc: rows)
                         }
                     }
-                    if let dx, let flipped {
+                    if let dx, let tapWeights {
                         for i in 0..<nb {
-                            ns_pconv_few(g.inChannels, g.outChannels, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW,
-                                         flipped.data, dOut + (first + i) * g.outChannels * plane,
-                                         dx + (first + i) * g.inChannels * g.inPlane)
+                            ns_conv_dx_few(g.inChannels, g.outChannels, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW,
+                                           tapWeights.data, dOut + (first + i) * g.outChannels * plane,
+                                           dx + (first + i) * g.inChannels * g.inPlane, pfew + k * fewPer)
                         }
                     } else if let dx {
                         if inPlace {
@@ -795,22 +800,23 @@ struct GEMMConv {
         }
     }
 
-    /// The kernels for `ns_pconv_few`'s input gradient, where it applies (a shallow convolution
-    /// of one group, at most `NS_PCONV_FEW_ROWS` input channels, stride 1, output the input's
-    /// size): for input channel c, output channel o and tap t, `[(o taps + t) C + c] =
-    /// w[o][c][taps - 1 - t]`.
-    private func flippedKernels(_ w: UnsafePointer<Float>) -> Tensor? {
+    /// The weights of `ns_conv_dx_few`'s input gradient, where it applies (a shallow convolution
+    /// of one group, at most `NS_CONV_DX_FEW_CHANNELS` input channels, stride 1, output the
+    /// input's size): row `t C + c`, column o = w[o][c][t] for tap t, packed by `ns_pgemm_pack`.
+    private func tapKernels(_ w: UnsafePointer<Float>) -> Tensor? {
         guard g.groups == 1, g.strideH == 1, g.strideW == 1, g.colRows <= Conv2DTuning.packedMaxDepth,
-              ns_pconv_few_available(g.inChannels, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW) != 0
+              ns_conv_dx_few_available(g.inChannels, g.kernelH, g.kernelW, g.padH, g.padW) != 0
         else { return nil }
-        let taps = g.kernelH * g.kernelW, c = g.inChannels
-        let f = Tensor(uninitialized: [g.outChannels * taps * c])
-        for o in 0..<g.outChannels {
+        let taps = g.kernelH * g.kernelW, c = g.inChannels, o = g.outChannels
+        let a = Tensor(uninitialized: [taps * c * o])
+        for oc in 0..<o {
             for ch in 0..<c {
-                for t in 0..<taps { f.data[(o * taps + t) * c + ch] = w[(o * c + ch) * taps + taps - 1 - t] }
+                for t in 0..<taps { a.data[(t * c + ch) * o + oc] = w[(oc * c + ch) * taps + t] }
             }
         }
-        return f
+        let packed = Tensor(uninitialized: [ns_pgemm_packed_count(taps * c, o)])
+        ns_pgemm_pack(taps * c, o, a.data, o, packed.data)
+        return packed
     }
 
     /// Writes columns of images `images` (relative to `start`) of one group's [colRows, cols]

@@ -256,17 +256,20 @@ int ns_pconv_available(long H, long W, long KH, long KW, long PH, long PW, long 
 void ns_pconv(long M, long C, long H, long W, long KH, long KW, long PH, long PW, long stride, const float *ap,
               const float *x, float *out, const float *bias, const float *addend, float lo, float hi, long p0, long p1,
               int streaming, const ns_normalized_output *normalized);
-/// `ns_pconv` at stride 1 for at most NS_PCONV_FEW_ROWS output channels (M), without bias or
-/// activation: out [M, H, W] = ap . patches(x), x [C, H, W], ap [C KH KW][M] (k-major: the M
-/// weights of patch row k at ap[k M], as `ns_pgemm_pack` would pack panels of exactly M rows).
-/// A panel of exactly M rows against 96 or 128 pixels at a time: the input gradient of a
-/// first layer (3 input channels), the convolution of its output gradient with the flipped
-/// kernels. Each element sums its C KH KW products in order. Only where
-/// `ns_pconv_few_available` says so (AVX-512, such a geometry).
-enum { NS_PCONV_FEW_ROWS = 4 };
-int ns_pconv_few_available(long M, long H, long W, long KH, long KW, long PH, long PW);
-void ns_pconv_few(long M, long C, long H, long W, long KH, long KW, long PH, long PW, const float *ap, const float *x,
-                  float *out);
+/// The input gradient of a "same" stride-1 convolution with few input channels (a first
+/// layer's): dx [C, H, W] from dy [O, H, W] of one image. First z = A . dy by `ns_pgemm` (A [KH KW
+/// C x O], row (t C + c) = the weights w[o][c][t] of tap t, packed by `ns_pgemm_pack`): every
+/// tap's contribution to every pixel, all loads whole rows of dy, none masked; then dx[c][y][x]
+/// = the sum over the taps t = (i, j) in order of z[t C + c][y - i + PH][x - j + PW] where
+/// inside the plane. The masked reads of the direct convolution with the flipped kernels
+/// (masked loads take a slot of the FMA ports on Intel's cores) fall to one per tap and vector
+/// of dx. `scratch`: `ns_conv_dx_few_scratch_count` floats. Where `ns_conv_dx_few_available`
+/// (any machine).
+enum { NS_CONV_DX_FEW_CHANNELS = 4 };
+int ns_conv_dx_few_available(long C, long KH, long KW, long PH, long PW);
+long ns_conv_dx_few_scratch_count(long C, long O, long H, long W, long KH, long KW);
+void ns_conv_dx_few(long C, long O, long H, long W, long KH, long KW, long PH, long PW, const float *ap,
+                    const float *dy, float *dx, float *scratch);
 /// `ns_gemm_nt_lanes` for a shallow convolution's weight gradient without its patch matrix: for
 /// one image, lanes[(m N + n) 16 + l] += the products of dy [M, H W] and the patch rows n of x
 /// [C, H, W] (n = c KH KW + tap, read in place under their masks; with `ones` not NULL, a last
@@ -336,10 +339,10 @@ void ns_set_serial_depth(int depth);
 /// those on any machine. Set before any weights are packed.
 int ns_portable_kernels(void);
 void ns_set_portable_kernels(int on);
-/// For tests: `ns_conv_dw_lanes` reads the image under its masks even where it would read a
-/// zero-padded copy of it.
-int ns_masked_weight_gradient(void);
-void ns_set_masked_weight_gradient(int on);
+/// For tests: `ns_pconv` and `ns_conv_dw_lanes` read the image under their masks even where they
+/// would read a zero-padded copy of it.
+int ns_masked_image_reads(void);
+void ns_set_masked_image_reads(int on);
 
 /// C[m][n] = sum over k of A[m][k] * BT[n][k] for m < M, n < N: dot products along k, four rows
 /// against four columns at a time. For GEMMs with few columns (N up to 8 or so), it reads each row
