@@ -394,8 +394,9 @@ enum { MAX_TAPS = NS_IMPLICIT_MAX_TAPS };
         STORE(p, y)
 
 /// Floats of the largest zero-padded image `ns_pconv` and `ns_conv_dw_lanes` copy to read without
-/// masks (on the stack: 64 KB; a first layer's 3 x 34 x 34 is 3468).
-enum { NS_PADDED_MAX = 16384 };
+/// masks (on the stack: 128 KB, the workers' stacks are 1 MB; a first layer's 3 x 34 x 34 is 3468, 16
+/// channels of 32 x 32 18496).
+enum { NS_PADDED_MAX = 32768 };
 
 /// x [C, H, W] into padded [C, H + 2 PH, W + 2 PW], zeros around (only there: the copy costs
 /// about a sixth of a first layer's input gradient per image as it is).

@@ -317,6 +317,7 @@ final class FrozenConv2DTests: XCTestCase {
     func testPaddedCopySameBitsAsMaskedReads() {
         let cases: [(x: [Int], w: [Int], pad: Int)] = [
             ([2, 3, 8, 32], [16, 3, 3, 3], 1), ([1, 3, 5, 16], [27, 3, 3, 3], 1), ([2, 2, 6, 16], [12, 2, 5, 5], 2),
+            ([1, 16, 32, 32], [16, 16, 3, 3], 1),  // 16 x 34 x 34 floats copied (PreAct ResNet-18 x0.25's first stage)
         ]
         defer { Conv2DTuning.maskedImageReads = false }
         for c in cases {
