@@ -341,10 +341,13 @@ final class FrozenConv2DTests: XCTestCase {
         }
     }
 
-    /// Stride-2 patch rows are copied 16 at a time (a 7x7/2 stem, a 3x3/2 downsampling): checked
-    /// against the convolution summed out by hand, on the training path and the frozen one.
+    /// Stride-2 patch rows are copied 16 at a time (a 7x7/2 stem, a 3x3/2 downsampling), or read
+    /// from the image's phases: checked against the convolution summed out by hand, on the
+    /// training path and the frozen one.
     func testStrideTwoMatchesDirectSum() {
-        for (xs, k, pad) in [([2, 3, 36, 34], 7, 3), ([1, 4, 33, 40], 3, 1)] {
+        // A 7x7/2 stem, an odd plane (im2col), and a batch's 3x3/2 and 1x1/2 layers deeper than
+        // a first layer, whose training forward reads the image's phases (`ns_pconv`).
+        for (xs, k, pad) in [([2, 3, 36, 34], 7, 3), ([1, 4, 33, 40], 3, 1), ([2, 16, 16, 32], 3, 1), ([3, 40, 8, 16], 1, 0)] {
             let x = Tensor.randn(xs, using: &rng), w = Tensor.randn([5, xs[1], k, k], using: &rng)
             let oh = (xs[2] + 2 * pad - k) / 2 + 1, ow = (xs[3] + 2 * pad - k) / 2 + 1
             var expected = [Float](repeating: 0, count: xs[0] * 5 * oh * ow)

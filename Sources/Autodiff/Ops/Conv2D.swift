@@ -421,9 +421,10 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
         depthwiseForward(run, x.data, kernels.data, bias?.data, out.data)
     } else if let winograd = WinogradConv(run) {
         winograd.forward(x.data, kernels.data, bias?.data, out.data)
-    } else if run.colRows <= Conv2DTuning.packedMaxDepth, run.batch >= Parallel.gemmPieces, let gemm = PackedGEMMConv(run) {
+    } else if PackedGEMMConv.takesTrainingForward(run), let gemm = PackedGEMMConv(run) {
         // Few input channels (a first layer): sgemm's blocking is made for deep products, the
-        // packed tiles are not; packing these weights costs nothing.
+        // packed tiles are not; a stride-2 layer: the tiles read the image's phases, no patch
+        // matrix. Packing the weights costs little beside the product.
         let packed = gemm.pack(kernels.data)
         gemm.forward(x.data, packed: packed.data, bias?.data, out.data, activation: .identity)
     } else {
