@@ -473,10 +473,10 @@ ITILE(9, 1)
 ITILE(8, 2)
 ITILE(8, 1)
 
-/// Panels [p0, p1) against every block of VB (2 or 3) vectors of output pixels (fewer vectors for
-/// a last, shorter block). With Wp > 0, x is the image zero-padded to rows of Wp (stride 1, OW a
-/// multiple of 16: a vector's pixels are one row's) and t's offsets are in its coordinates.
-#define IBODY(NAME, MR, VB)                                                                                           \
+/// Panels [p0, p1) against every block of 32 output pixels (16 for a last block of at most 16).
+/// With Wp > 0, x is the image zero-padded to rows of Wp (stride 1, OW a multiple of 16: a
+/// vector's pixels are one row's) and t's offsets are in its coordinates.
+#define IBODY(NAME, MR)                                                                                               \
     WIDE_TARGET static void NAME(long M, long C, long OH, long OW, long ldx, long Wp, const struct ns_taps *t,         \
                                  const float *ap, const float *x, float *out, const float *bias, const float *R,      \
                                  float lo, float hi, long p0, long p1, int streaming,                                 \
@@ -485,40 +485,36 @@ ITILE(8, 1)
         /* Streaming stores need 64-byte aligned rows. */                                                             \
         const int stream = streaming && ((unsigned long)out % 64 == 0) && (N % 16 == 0) &&                            \
                            (!nz || (unsigned long)nz->out % 64 == 0);                                                 \
-        __mmask16 masks[MAX_TAPS][VB], store[VB];                                                                     \
-        long vb[VB];                                                                                                  \
-        for (long q0 = 0; q0 < N; q0 += VB * NR) {                                                                    \
+        __mmask16 masks[MAX_TAPS][2], store[2];                                                                       \
+        long vb[2];                                                                                                   \
+        for (long q0 = 0; q0 < N; q0 += 2 * NR) {                                                                     \
             const long left = N - q0;                                                                                 \
-            for (long v = 0; v < VB; v++) {                                                                           \
+            for (long v = 0; v < 2; v++) {                                                                            \
                 if (Wp) vb[v] = padded_start(q0, v, N, OW, Wp);                                                       \
-                else ns_tap_masks(q0 + v * NR, OH, OW, t, &masks[0][v], VB);                                          \
+                else ns_tap_masks(q0 + v * NR, OH, OW, t, &masks[0][v], 2);                                           \
                 store[v] = ns_first_lanes(left - v * NR);                                                             \
             }                                                                                                         \
             for (long p = p0; p < p1; p++) {                                                                          \
-                const long m = p * MR, vectors = left > (VB - 1) * NR ? VB : left > NR ? 2 : 1;                       \
+                const long m = p * MR;                                                                                \
                 const float *a = ap + p * K * MR, *b = x + (Wp ? 0 : q0);                                             \
                 float *c = out + m * N + q0, *c2 = nz ? nz->out + m * N + q0 : 0;                                     \
                 const float *bi = bias ? bias + m : 0, *r = R ? R + m * N + q0 : 0;                                   \
                 const __mmask16 *mk = &masks[0][0];                                                                   \
-                if (Wp && vectors == VB)                                                                              \
-                    itilep_##MR##_##VB(C, ldx, t, mk, VB, vb, a, b, c, N, M - m, bi, r, lo, hi, store, stream, nz, m, c2); \
-                else if (Wp && vectors == 2)                                                                          \
-                    itilep_##MR##_2(C, ldx, t, mk, VB, vb, a, b, c, N, M - m, bi, r, lo, hi, store, stream, nz, m, c2); \
+                if (Wp && left > NR)                                                                                  \
+                    itilep_##MR##_2(C, ldx, t, mk, 2, vb, a, b, c, N, M - m, bi, r, lo, hi, store, stream, nz, m, c2); \
                 else if (Wp)                                                                                          \
-                    itilep_##MR##_1(C, ldx, t, mk, VB, vb, a, b, c, N, M - m, bi, r, lo, hi, store, stream, nz, m, c2); \
-                else if (vectors == VB)                                                                               \
-                    itile_##MR##_##VB(C, ldx, t, mk, VB, vb, a, b, c, N, M - m, bi, r, lo, hi, store, stream, nz, m, c2); \
-                else if (vectors == 2)                                                                                \
-                    itile_##MR##_2(C, ldx, t, mk, VB, vb, a, b, c, N, M - m, bi, r, lo, hi, store, stream, nz, m, c2); \
+                    itilep_##MR##_1(C, ldx, t, mk, 2, vb, a, b, c, N, M - m, bi, r, lo, hi, store, stream, nz, m, c2); \
+                else if (left > NR)                                                                                   \
+                    itile_##MR##_2(C, ldx, t, mk, 2, vb, a, b, c, N, M - m, bi, r, lo, hi, store, stream, nz, m, c2); \
                 else                                                                                                  \
-                    itile_##MR##_1(C, ldx, t, mk, VB, vb, a, b, c, N, M - m, bi, r, lo, hi, store, stream, nz, m, c2); \
+                    itile_##MR##_1(C, ldx, t, mk, 2, vb, a, b, c, N, M - m, bi, r, lo, hi, store, stream, nz, m, c2); \
             }                                                                                                         \
         }                                                                                                             \
     }
 
-IBODY(pconv_wide, 12, 2)
-IBODY(pconv_wide9, 9, 2)
-IBODY(pconv_wide8, 8, 2)
+IBODY(pconv_wide, 12)
+IBODY(pconv_wide9, 9)
+IBODY(pconv_wide8, 8)
 
 /// The weight gradient's blocks: 4 rows of dy (NS_FOR_EACH_BLOCK's) by 5 patch rows, 20
 /// accumulators. With 6 (24), the padded path's loop over a row of two vectors, unrolled,
@@ -536,7 +532,7 @@ static inline const float *dw_ahead(long M, long m0, long n0, long HW, const flo
 /// Rows m0 ..< m0 + R of dy (M rows) against patch rows n0 ..< n0 + NC (R <= 4, NC <= 5), each
 /// patch row read from its source `src[n]` (16 floats further per vector of pixels) under its
 /// masks: 20 accumulators of 16 lanes, carried in `lanes`. Every row's pointer advances alike, so
-/// that the loop keeps its ten pointers in registers (with a per-row step, they and the steps were
+/// that the loop keeps its nine pointers in registers (with a per-row step, they and the steps were
 /// reloaded from the stack on every vector). The row group's first column block reads its dy
 /// rows from memory, the later ones from the cache; while those run, the next group's rows are
 /// fetched, a line per vector: a batch's dy is far larger than the caches, and the first block
