@@ -282,7 +282,8 @@ public enum Conv2DTuning {
 public enum Conv2DAlgorithm: Equatable, Sendable, CustomStringConvertible {
     /// The direct depthwise kernels (`CKernels`).
     case depthwise
-    /// im2col and GEMM (`GEMMConv`).
+    /// im2col and GEMM (`GEMMConv`); in training, a halving stride-2 convolution's forward runs
+    /// on the packed tiles reading the image's phases (`PackedGEMMConv.takesTrainingForward`).
     case im2col
     /// im2col and a GEMM with the weights packed once (`PackedGEMMConv`): frozen weights only.
     case packedGEMM
