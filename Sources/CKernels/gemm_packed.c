@@ -398,8 +398,7 @@ enum { MAX_TAPS = NS_IMPLICIT_MAX_TAPS };
 /// channels of 32 x 32 18496).
 enum { NS_PADDED_MAX = 32768 };
 
-/// x [C, H, W] into padded [C, H + 2 PH, W + 2 PW], zeros around (only there: the copy costs
-/// about a sixth of a first layer's input gradient per image as it is).
+/// x [C, H, W] into padded [C, H + 2 PH, W + 2 PW], zeros around (only there).
 WIDE_TARGET static void pad_image(const float *x, long C, long H, long W, long PH, long PW, float *padded) {
     const long Hp = H + 2 * PH, Wp = W + 2 * PW;
     for (long c = 0; c < C; c++) {
@@ -529,6 +528,24 @@ static inline const float *dw_ahead(long M, long m0, long n0, long HW, const flo
     return pass > 0 && pass <= DW_ROWS && next < M ? dy + next * HW : 0;
 }
 
+/// A weight-gradient block's start: its patch rows' sources p, its dy rows d (HW apart) and its
+/// accumulators as carried in `lanes`.
+WIDE_TARGET static inline __attribute__((always_inline)) void
+dw_block_start(long R, long NC, long m0, long n0, long N, long HW, const float *dy, const float *const *src,
+               const float *lanes, vf acc[DW_ROWS][DW_COLUMNS], const float *p[DW_COLUMNS], const float *d[DW_ROWS]) {
+    for (long n = 0; n < NC; n++) p[n] = src[n0 + n];
+    for (long r = 0; r < R; r++) d[r] = dy + (m0 + r) * HW;
+    for (long r = 0; r < R; r++)
+        for (long n = 0; n < NC; n++) acc[r][n] = LOAD(lanes + ((m0 + r) * N + n0 + n) * NR);
+}
+
+/// Its end: the accumulators carried back into `lanes`.
+WIDE_TARGET static inline __attribute__((always_inline)) void
+dw_block_end(long R, long NC, long m0, long n0, long N, vf acc[DW_ROWS][DW_COLUMNS], float *lanes) {
+    for (long r = 0; r < R; r++)
+        for (long n = 0; n < NC; n++) STORE(lanes + ((m0 + r) * N + n0 + n) * NR, acc[r][n]);
+}
+
 /// Rows m0 ..< m0 + R of dy (M rows) against patch rows n0 ..< n0 + NC (R <= 4, NC <= 5), each
 /// patch row read from its source `src[n]` (16 floats further per vector of pixels) under its
 /// masks: 20 accumulators of 16 lanes, carried in `lanes`. Every row's pointer advances alike, so
@@ -543,10 +560,7 @@ WIDE_TARGET static inline __attribute__((always_inline)) void dw_block(long M, l
                                                                        float *lanes) {
     vf acc[DW_ROWS][DW_COLUMNS];
     const float *p[DW_COLUMNS], *d[DW_ROWS];
-    for (long n = 0; n < NC; n++) p[n] = src[n0 + n];
-    for (long r = 0; r < R; r++) d[r] = dy + (m0 + r) * HW;
-    for (long r = 0; r < R; r++)
-        for (long n = 0; n < NC; n++) acc[r][n] = LOAD(lanes + ((m0 + r) * N + n0 + n) * NR);
+    dw_block_start(R, NC, m0, n0, N, HW, dy, src, lanes, acc, p, d);
     const __mmask16 *mk = masks + n0;
     // This block's column pass over the group, and the lines of the next group's rows.
     const float *ahead = dw_ahead(M, m0, n0, HW, dy);
@@ -560,8 +574,7 @@ WIDE_TARGET static inline __attribute__((always_inline)) void dw_block(long M, l
             for (long r = 0; r < R; r++) acc[r][n] += a[r] * b;
         }
     }
-    for (long r = 0; r < R; r++)
-        for (long n = 0; n < NC; n++) STORE(lanes + ((m0 + r) * N + n0 + n) * NR, acc[r][n]);
+    dw_block_end(R, NC, m0, n0, N, acc, lanes);
 }
 
 WIDE_TARGET static void dw_lanes(long M, long N, long HW, const float *const *src, const __mmask16 *masks,
@@ -584,10 +597,7 @@ dw_block_padded(long M, long R, long NC, long m0, long n0, long N, long H, long 
     const long HW = H * vpr * NR;
     vf acc[DW_ROWS][DW_COLUMNS];
     const float *p[DW_COLUMNS], *d[DW_ROWS];
-    for (long n = 0; n < NC; n++) p[n] = src[n0 + n];
-    for (long r = 0; r < R; r++) d[r] = dy + (m0 + r) * HW;
-    for (long r = 0; r < R; r++)
-        for (long n = 0; n < NC; n++) acc[r][n] = LOAD(lanes + ((m0 + r) * N + n0 + n) * NR);
+    dw_block_start(R, NC, m0, n0, N, HW, dy, src, lanes, acc, p, d);
     const float *ahead = dw_ahead(M, m0, n0, HW, dy);
     long v = 0;  // dy's vector
     for (long off = 0; off < H * Wp; off += Wp)
@@ -600,8 +610,7 @@ dw_block_padded(long M, long R, long NC, long m0, long n0, long N, long H, long 
                 for (long r = 0; r < R; r++) acc[r][n] += a[r] * b;
             }
         }
-    for (long r = 0; r < R; r++)
-        for (long n = 0; n < NC; n++) STORE(lanes + ((m0 + r) * N + n0 + n) * NR, acc[r][n]);
+    dw_block_end(R, NC, m0, n0, N, acc, lanes);
 }
 
 /// Rows of two vectors (32 pixels, CIFAR's first layer) with that count known to the loops.
@@ -636,8 +645,12 @@ void ns_conv_dw_masks(long C, long H, long W, long KH, long KW, long PH, long PW
 #endif
 }
 
-/// The row of ones is as long as the image's rows (whole vectors), so that it advances as they do.
-long ns_conv_dw_ones_count(long H, long W) { return (H * W + NR - 1) / NR * NR; }
+/// The row of ones is as long as the image's rows in whole vectors (the masked path reads it like
+/// them), and at least H rows of W + 2 PW (the padded path moves it on a padded row).
+long ns_conv_dw_ones_count(long H, long W, long PW) {
+    const long whole = (H * W + NR - 1) / NR * NR, padded = H * (W + 2 * PW);
+    return whole > padded ? whole : padded;
+}
 
 void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH, long PW, const float *ones,
                       const unsigned short *masks, const float *dy, const float *x, float *lanes) {
@@ -650,17 +663,12 @@ void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH,
     if (ones) src[N - 1] = ones;
     // Rows whole vectors and a small image: a zero-padded copy, read without masks.
     const long Hp = H + 2 * PH, Wp = W + 2 * PW;
-    if (W % NR == 0 && C * Hp * Wp + H * Wp <= NS_PADDED_MAX && !ns_masked_image_reads()) {
+    if (W % NR == 0 && C * Hp * Wp <= NS_PADDED_MAX && !ns_masked_image_reads()) {
         float padded[NS_PADDED_MAX];
         pad_image(x, C, H, W, PH, PW, padded);
         for (long n = 0; n < C * t.count; n++) {
             const long tap = n % t.count, ky = tap / KW, kx = tap % KW;
             src[n] = padded + (n / t.count) * Hp * Wp + ky * Wp + kx;
-        }
-        if (ones) {  // in rows of Wp too, after the image
-            float *row = padded + C * Hp * Wp;
-            for (long i = 0; i < H * Wp; i++) row[i] = 1;
-            src[N - 1] = row;
         }
         dw_lanes_padded(M, N, H, W / NR, Wp, src, dy, lanes);
         return;

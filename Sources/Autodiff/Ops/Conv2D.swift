@@ -706,8 +706,8 @@ struct GEMMConv {
                 ns_conv_dw_masks(g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, ones, &m)
                 return m
             }() : nil
-        // Its bias's row of ones, read like the image's rows.
-        let dwOnes = Tensor.filled([dwMasks != nil && ones != 0 ? ns_conv_dw_ones_count(g.height, g.width) : 0], with: 1)
+        // Its bias's row of ones, read like the image's rows (or a zero-padded copy's).
+        let dwOnes = Tensor.filled([dwMasks != nil && ones != 0 ? ns_conv_dw_ones_count(g.height, g.width, g.padW) : 0], with: 1)
         // The patch matrix, and dOut gathered as [O, cols], only for the paths that use them.
         let usesPatches = (dw != nil && dwMasks == nil) || (dx != nil && tapWeights == nil)
         let colPer = usesPatches ? g.groups * groupRows * block * plane : 0, tmpPer = usesPatches ? tmpCount : 0
