@@ -833,6 +833,101 @@ void ns_conv_dx_few(long C, long O, long H, long W, long KH, long KW, long PH, l
     shift_add(C, H, W, KH, KW, PH, PW, z, dx);
 }
 
+// MARK: a halving convolution's input gradient
+
+int ns_conv_dx_s2_available(long H, long W, long KH, long KW, long PH, long PW) {
+    return (KH == 1 || KH == 3) && KW == KH && PH == KH / 2 && PW == KW / 2 && H >= 2 && W >= 2 && H % 2 == 0
+        && W % 2 == 0;
+}
+
+long ns_conv_dx_s2_scratch_count(long C, long O, long H, long W, long K) {
+    const long plane = (H / 2) * (W / 2);
+    return K * K * C * plane + ns_pgemm_scratch_count(O, plane);
+}
+
+/// The row i of z's tap (kh, kw) plane of channel c, or NULL where that tap reads no row of dx's
+/// row y: x's row y = 2 i + kh - P.
+static inline const float *s2_tap_row(const float *z, long K, long C, long c, long OH, long OW, long y, long kh,
+                                      long kw) {
+    const long P = K / 2, t = y + P - kh;
+    if (t < 0 || t % 2 != 0 || t / 2 >= OH) return 0;
+    return z + ((kh * K + kw) * C + c) * OH * OW + (t / 2) * OW;
+}
+
+#if defined(__x86_64__) && defined(__clang__)
+/// dx from z (`ns_conv_dx_s2`), 16 columns of a row at a time: the even columns' sums and the odd
+/// columns' (8 of each, from columns x0 / 2 on of z's rows) interleaved by one permute.
+WIDE_TARGET static void s2_gather_wide(long C, long H, long W, long K, const float *z, float *dx, int accumulate) {
+    const long OH = H / 2, OW = W / 2;
+    const __m512i interleave = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    for (long x0 = 0; x0 < W; x0 += 16) {
+        const long j0 = x0 / 2;
+        const __mmask8 here = (__mmask8)ns_first_lanes(OW - j0), next = (__mmask8)ns_first_lanes(OW - j0 - 1);
+        const __mmask16 store = ns_first_lanes(W - x0);
+        for (long c = 0; c < C; c++)
+            for (long y = 0; y < H; y++) {
+                __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();
+                for (long kh = 0; kh < K; kh++) {
+                    if (K == 1) {
+                        const float *r = s2_tap_row(z, K, C, c, OH, OW, y, kh, 0);
+                        if (r) even = _mm256_add_ps(even, _mm256_maskz_loadu_ps(here, r + j0));
+                        continue;
+                    }
+                    const float *r0 = s2_tap_row(z, K, C, c, OH, OW, y, kh, 0);
+                    if (!r0) continue;
+                    const float *r1 = r0 + C * OH * OW, *r2 = r1 + C * OH * OW;
+                    even = _mm256_add_ps(even, _mm256_maskz_loadu_ps(here, r1 + j0));
+                    odd = _mm256_add_ps(odd, _mm256_maskz_loadu_ps(next, r0 + j0 + 1));
+                    odd = _mm256_add_ps(odd, _mm256_maskz_loadu_ps(here, r2 + j0));
+                }
+                const __m512 v = _mm512_permutex2var_ps(_mm512_castps256_ps512(even), interleave,
+                                                        _mm512_castps256_ps512(odd));
+                float *d = dx + (c * H + y) * W + x0;
+                _mm512_mask_storeu_ps(d, store, accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(store, d), v) : v);
+            }
+    }
+}
+#endif
+
+/// The same, a pixel at a time, the sums in the same order.
+static void s2_gather(long C, long H, long W, long K, const float *z, float *dx, int accumulate) {
+    const long OH = H / 2, OW = W / 2;
+    for (long c = 0; c < C; c++)
+        for (long y = 0; y < H; y++)
+            for (long x = 0; x < W; x++) {
+                float acc = 0;
+                for (long kh = 0; kh < K; kh++) {
+                    const float *r = s2_tap_row(z, K, C, c, OH, OW, y, kh, 0);
+                    if (!r) continue;
+                    if (K == 1) {
+                        acc += x % 2 == 0 ? r[x / 2] : 0;
+                    } else if (x % 2 == 0) {
+                        acc += r[C * OH * OW + x / 2];
+                    } else {
+                        acc += x / 2 + 1 < OW ? r[x / 2 + 1] : 0;
+                        acc += r[2 * C * OH * OW + x / 2];
+                    }
+                }
+                float *d = dx + (c * H + y) * W + x;
+                *d = accumulate ? *d + acc : acc;
+            }
+}
+
+void ns_conv_dx_s2(long C, long O, long H, long W, long K, const float *ap, const float *dy, float *dx, int accumulate,
+                   float *scratch) {
+    const long plane = (H / 2) * (W / 2), R = K * K * C, mr = panel_rows(R);
+    float *z = scratch;
+    ns_pgemm(R, plane, O, ap, dy, plane, z, plane, NULL, NULL, -INFINITY, INFINITY, 0, (R + mr - 1) / mr,
+             z + R * plane, 0, NULL);
+#if defined(__x86_64__) && defined(__clang__)
+    if (panel_rows(16) != 4) {
+        s2_gather_wide(C, H, W, K, z, dx, accumulate);
+        return;
+    }
+#endif
+    s2_gather(C, H, W, K, z, dx, accumulate);
+}
+
 // MARK: rows: a product whose left operand is read in place, row by row
 
 /// One tile of C: MR rows of A (row-major, `lda` apart; each element broadcast) against V vectors

@@ -223,6 +223,79 @@ final class GradientTests: XCTestCase {
         }
     }
 
+    /// A halving convolution's input gradient (`ns_conv_dx_s2`: every tap's contribution gathered
+    /// into the even and odd rows and columns) against the adjoint summed out by hand: 3x3/2 on
+    /// planes of whole vectors (32x32), with a cut vector (36 = 16 + 16 + 4 columns), 8x8 and the
+    /// smallest, 2x2; 1x1/2 (odd rows and columns get nothing); written fresh and added to an
+    /// input gradient another convolution of the same input wrote first; the wide kernel and the
+    /// portable one. Also by central differences on a small even plane.
+    /// (`Conv2DTuning.halvingInputGradientPlane` 0: on every plane, however small.)
+    func testHalvingInputGradientMatchesTheAdjoint() {
+        let cases: [(x: [Int], o: Int, k: Int)] = [
+            ([2, 16, 32, 32], 8, 3), ([1, 3, 36, 36], 5, 3), ([3, 9, 8, 8], 20, 3), ([2, 5, 2, 2], 4, 3),
+            ([2, 7, 10, 34], 6, 1), ([1, 4, 6, 6], 3, 1),
+        ]
+        let saved = Conv2DTuning.halvingInputGradientPlane
+        defer { Conv2DTuning.portableKernels = false; Conv2DTuning.halvingInputGradientPlane = saved }
+        Conv2DTuning.halvingInputGradientPlane = 0  // also the small planes it leaves to col2im
+        for c in cases {
+            let (n, ch, h, wd) = (c.x[0], c.x[1], c.x[2], c.x[3]), pad = c.k / 2, oh = h / 2, ow = wd / 2
+            let x = Tensor.randn(c.x, using: &rng), w = Tensor.randn([c.o, ch, c.k, c.k], using: &rng)
+            let w2 = Tensor.randn([c.o, ch, 1, 1], using: &rng)
+            let seed = Tensor.randn([n, c.o, oh, ow], using: &rng)
+            // dx[n][c][ih][iw] = sum over o and the output pixels (y, x) and taps (i, j) that read it.
+            var expected = [Float](repeating: 0, count: x.count)
+            for b in 0..<n {
+                for o in 0..<c.o {
+                    for y in 0..<oh {
+                        for xo in 0..<ow {
+                            let d = seed.data[((b * c.o + o) * oh + y) * ow + xo]
+                            for cc in 0..<ch {
+                                for i in 0..<c.k {
+                                    for j in 0..<c.k {
+                                        let ih = 2 * y - pad + i, iw = 2 * xo - pad + j
+                                        guard (0..<h).contains(ih), (0..<wd).contains(iw) else { continue }
+                                        expected[((b * ch + cc) * h + ih) * wd + iw] += w.data[((o * ch + cc) * c.k + i) * c.k + j] * d
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // The second convolution (1x1/2 of the same input) with the same upstream gradient.
+            var withShortcut = expected
+            for b in 0..<n {
+                for o in 0..<c.o {
+                    for y in 0..<oh {
+                        for xo in 0..<ow {
+                            let d = seed.data[((b * c.o + o) * oh + y) * ow + xo]
+                            for cc in 0..<ch { withShortcut[((b * ch + cc) * h + 2 * y) * wd + 2 * xo] += w2.data[o * ch + cc] * d }
+                        }
+                    }
+                }
+            }
+            for portable in [false, true] {
+                Conv2DTuning.portableKernels = portable
+                let what = "\(c.x) \(c.k)x\(c.k)/2\(portable ? " portable" : "")"
+                x.requiresGrad = true
+                x.grad = nil
+                conv2d(x, weight: w, stride: (2, 2), padding: (pad, pad)).backward(seed: seed)
+                assertClose(x.grad!.values, expected, rtol: 1e-4, atol: 1e-4, "\(what): input gradient")
+                x.grad = nil
+                let both = add(conv2d(x, weight: w, stride: (2, 2), padding: (pad, pad)), conv2d(x, weight: w2, stride: (2, 2)))
+                both.backward(seed: seed)
+                assertClose(x.grad!.values, withShortcut, rtol: 1e-4, atol: 1e-4, "\(what): added to another's")
+            }
+        }
+        let x = Tensor.randn([2, 3, 6, 4], using: &rng), w = Tensor.randn([4, 3, 3, 3], using: &rng)
+        let w1 = Tensor.randn([5, 3, 1, 1], using: &rng)
+        forEachConvPath { path in
+            checkGradients("conv 3x3 s2 p1 even plane, \(path)", inputs: [x, w]) { conv2d(x, weight: w, stride: (2, 2), padding: (1, 1)) }
+            checkGradients("conv 1x1 s2 even plane, \(path)", inputs: [x, w1]) { conv2d(x, weight: w1, stride: (2, 2)) }
+        }
+    }
+
     /// A shallow convolution whose rows are whole vectors (16, 32 pixels) reads the image for its
     /// weight and bias gradients from a zero-padded copy without masks; the same bits as under
     /// the masks: 3 channels and 3x3 (a first layer, two vectors a row), 1 channel and 5x5

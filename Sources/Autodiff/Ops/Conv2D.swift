@@ -157,6 +157,14 @@ public enum Conv2DTuning {
         get { ns_masked_image_reads() != 0 }
         set { ns_set_masked_image_reads(newValue ? 1 : 0) }
     }
+    /// Halving convolutions (1x1 or 3x3, stride 2) with output planes of at least this many
+    /// pixels compute their input gradient as every tap's contribution (a GEMM on dOut in place)
+    /// gathered into the input's even and odd rows and columns (`ns_conv_dx_s2`), rather than as
+    /// a patch matrix's gradient and col2im. Batch 128, alternating, against col2im: 16x16
+    /// outputs 1.3-2.7x as fast (PreAct ResNet-18 x0.25's 16 -> 32 channels 4.1 -> 1.5 ms,
+    /// ResNet-50's 128 -> 128 59 -> 39 ms), 8x8 1.1-2.1x, but 4x4 0.65-1.0x (its GEMM's 16
+    /// columns an image). `Int.max`: col2im everywhere.
+    nonisolated(unsafe) public static var halvingInputGradientPlane = 64
     /// Frozen convolutions on planes too small for 16-column tiles (4x4 and smaller) run on the
     /// narrow kernel (`ns_pgemm_narrow`, images side by side up to 16 columns) also for a batch
     /// when their weights are at most this many floats (16 MB). Larger ones go through sgemm with
@@ -685,9 +693,11 @@ struct GEMMConv {
         let shallow = dw != nil && g.colRows <= Conv2DTuning.packedMaxDepth
         if let db, !shallow { addBiasGradient(g, dOut, db) }
         guard dx != nil || dw != nil else { return }
-        // A fresh input gradient of a few channels (a first layer's) as every tap's contribution
-        // (a GEMM on dOut in place), shifted and summed (`ns_conv_dx_few`): no dCol, no col2im.
-        let tapWeights = dx != nil && overwritingDx ? tapKernels(w) : nil
+        // A fresh input gradient of a few channels (a first layer's), or any halving convolution's,
+        // as every tap's contribution (a GEMM on dOut in place), shifted and summed
+        // (`ns_conv_dx_few`, `ns_conv_dx_s2`): no dCol, no col2im.
+        let halving = dx != nil && halvesInput
+        let tapWeights = dx != nil && (overwritingDx || halving) ? tapKernels(w) : nil
         let dxBeta: Float = overwritingDx && isPointwise && block == 1 ? 0 : 1
         if let dx, overwritingDx, dxBeta == 1, tapWeights == nil {
             dx.update(repeating: 0, count: g.batch * g.inChannels * g.inPlane)
@@ -716,8 +726,9 @@ struct GEMMConv {
         let partial = Tensor(uninitialized: [dw != nil && !shallow ? pieces * wCount : 0])
         let laneSums = Tensor.zeros([shallow ? pieces * lanePer : 0])
         // `ns_conv_dx_few`'s taps' contributions, per piece.
-        let fewPer = tapWeights == nil ? 0 : ns_conv_dx_few_scratch_count(g.inChannels, g.outChannels, g.height, g.width,
-                                                                           g.kernelH, g.kernelW)
+        let fewPer = tapWeights == nil ? 0
+            : halving ? ns_conv_dx_s2_scratch_count(g.inChannels, g.outChannels, g.height, g.width, g.kernelH)
+            : ns_conv_dx_few_scratch_count(g.inChannels, g.outChannels, g.height, g.width, g.kernelH, g.kernelW)
         let fewScratch = Tensor(uninitialized: [pieces * fewPer])
         let pcol = col.data, pdtmp = dtmp.data, ppart = partial.data, psums = laneSums.data, pfew = fewScratch.data
         defer { withExtendedLifetime((col, dtmp, partial, laneSums, dwOnes, fewScratch)) {} }  // the blocks below use them only by pointer
@@ -761,7 +772,13 @@ struct GEMMConv {
                                       c: ppart + k * wCount + grp * og * rows, ldc: rows)
                         }
                     }
-                    if let dx, let tapWeights {
+                    if let dx, let tapWeights, halving {
+                        for i in 0..<nb {
+                            ns_conv_dx_s2(g.inChannels, g.outChannels, g.height, g.width, g.kernelH, tapWeights.data,
+                                          dOut + (first + i) * g.outChannels * plane,
+                                          dx + (first + i) * g.inChannels * g.inPlane, overwritingDx ? 0 : 1, pfew + k * fewPer)
+                        }
+                    } else if let dx, let tapWeights {
                         for i in 0..<nb {
                             ns_conv_dx_few(g.inChannels, g.outChannels, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW,
                                            tapWeights.data, dOut + (first + i) * g.outChannels * plane,
@@ -802,12 +819,21 @@ struct GEMMConv {
         }
     }
 
+    /// A halving convolution of one group (1x1 or 3x3, stride 2, padding half the kernel, even
+    /// planes) whose input gradient `ns_conv_dx_s2` computes (output planes of at least
+    /// `Conv2DTuning.halvingInputGradientPlane` pixels).
+    private var halvesInput: Bool {
+        g.groups == 1 && g.strideH == 2 && g.strideW == 2 && g.outPlane >= Conv2DTuning.halvingInputGradientPlane
+            && ns_conv_dx_s2_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW) != 0
+    }
+
     /// The weights of `ns_conv_dx_few`'s input gradient, where it applies (a shallow convolution
     /// of one group, at most `NS_CONV_DX_FEW_CHANNELS` input channels, stride 1, output the
-    /// input's size): row `t C + c`, column o = w[o][c][t] for tap t, packed by `ns_pgemm_pack`.
+    /// input's size), or of `ns_conv_dx_s2`'s (`halvesInput`): row `t C + c`, column o =
+    /// w[o][c][t] for tap t, packed by `ns_pgemm_pack`.
     private func tapKernels(_ w: UnsafePointer<Float>) -> Tensor? {
-        guard g.groups == 1, g.strideH == 1, g.strideW == 1, g.colRows <= Conv2DTuning.packedMaxDepth,
-              ns_conv_dx_few_available(g.inChannels, g.kernelH, g.kernelW, g.padH, g.padW) != 0
+        guard halvesInput || (g.groups == 1 && g.strideH == 1 && g.strideW == 1 && g.colRows <= Conv2DTuning.packedMaxDepth
+              && ns_conv_dx_few_available(g.inChannels, g.kernelH, g.kernelW, g.padH, g.padW) != 0)
         else { return nil }
         let taps = g.kernelH * g.kernelW, c = g.inChannels, o = g.outChannels
         let a = Tensor(uninitialized: [taps * c * o])

@@ -270,6 +270,18 @@ int ns_conv_dx_few_available(long C, long KH, long KW, long PH, long PW);
 long ns_conv_dx_few_scratch_count(long C, long O, long H, long W, long KH, long KW);
 void ns_conv_dx_few(long C, long O, long H, long W, long KH, long KW, long PH, long PW, const float *ap,
                     const float *dy, float *dx, float *scratch);
+/// The input gradient of a halving convolution (K x K, K = 1 or 3, padding K / 2, stride 2, H and
+/// W even): dx [C, H, W] from dy [O, H / 2, W / 2] of one image, written (`accumulate` zero) or
+/// added to (dx + the sum, `accumulate` nonzero). First
+/// z = A . dy by `ns_pgemm` (A [K K C x O] as for `ns_conv_dx_few`, packed by `ns_pgemm_pack`),
+/// then dx[c][y][x] = the sum over the taps (kh, kw) in order of z[(kh K + kw) C + c][i][j] where
+/// y = 2 i + kh - K / 2 and x = 2 j + kw - K / 2 (zero where no tap reaches: a 1x1's odd rows and
+/// columns). No patch matrix, no col2im, no zero fill. `scratch`: `ns_conv_dx_s2_scratch_count`
+/// floats. Where `ns_conv_dx_s2_available` (any machine).
+int ns_conv_dx_s2_available(long H, long W, long KH, long KW, long PH, long PW);
+long ns_conv_dx_s2_scratch_count(long C, long O, long H, long W, long K);
+void ns_conv_dx_s2(long C, long O, long H, long W, long K, const float *ap, const float *dy, float *dx, int accumulate,
+                   float *scratch);
 /// `ns_gemm_nt_lanes` for a shallow convolution's weight gradient without its patch matrix: for
 /// one image, lanes[(m N + n) 16 + l] += the products of dy [M, H W] and the patch rows n of x
 /// [C, H, W] (n = c KH KW + tap, read in place under their masks; with `ones` not NULL, a last
