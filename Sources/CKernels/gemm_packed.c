@@ -840,24 +840,29 @@ int ns_conv_dx_s2_available(long H, long W, long KH, long KW, long PH, long PW) 
         && W % 2 == 0;
 }
 
-long ns_conv_dx_s2_scratch_count(long C, long O, long H, long W, long K) {
-    const long plane = (H / 2) * (W / 2);
-    return K * K * C * plane + ns_pgemm_scratch_count(O, plane);
+long ns_conv_dx_s2_scratch_count(long C, long O, long H, long W, long K, long images) {
+    // Enough for any count of images up to `images`: fewer may leave a cut vector of columns.
+    return K * K * C * images * (H / 2) * (W / 2) + ns_pgemm_scratch_count(O, 1);
 }
 
-/// The row i of z's tap (kh, kw) plane of channel c, or NULL where that tap reads no row of dx's
-/// row y: x's row y = 2 i + kh - P.
-static inline const float *s2_tap_row(const float *z, long K, long C, long c, long OH, long OW, long y, long kh,
-                                      long kw) {
+/// The rows of z: tap t and channel c at row t ts + c cs, ldz floats apart.
+typedef struct {
+    const float *z;
+    long ldz, ts, cs;
+} s2_rows;
+
+/// The row i of an image's plane in z's row for tap (kh, kw) and channel c (`z` at the image's
+/// first column), or NULL where that tap reads no row of dx's row y: x's row y = 2 i + kh - P.
+static inline const float *s2_tap_row(s2_rows z, long K, long c, long OH, long OW, long y, long kh, long kw) {
     const long P = K / 2, t = y + P - kh;
     if (t < 0 || t % 2 != 0 || t / 2 >= OH) return 0;
-    return z + ((kh * K + kw) * C + c) * OH * OW + (t / 2) * OW;
+    return z.z + ((kh * K + kw) * z.ts + c * z.cs) * z.ldz + (t / 2) * OW;
 }
 
 #if defined(__x86_64__) && defined(__clang__)
 /// dx from z (`ns_conv_dx_s2`), 16 columns of a row at a time: the even columns' sums and the odd
 /// columns' (8 of each, from columns x0 / 2 on of z's rows) interleaved by one permute.
-WIDE_TARGET static void s2_gather_wide(long C, long H, long W, long K, const float *z, float *dx, int accumulate) {
+WIDE_TARGET static void s2_gather_wide(long C, long H, long W, long K, s2_rows z, float *dx, int accumulate) {
     const long OH = H / 2, OW = W / 2;
     const __m512i interleave = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     for (long x0 = 0; x0 < W; x0 += 16) {
@@ -869,13 +874,13 @@ WIDE_TARGET static void s2_gather_wide(long C, long H, long W, long K, const flo
                 __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();
                 for (long kh = 0; kh < K; kh++) {
                     if (K == 1) {
-                        const float *r = s2_tap_row(z, K, C, c, OH, OW, y, kh, 0);
+                        const float *r = s2_tap_row(z, K, c, OH, OW, y, kh, 0);
                         if (r) even = _mm256_add_ps(even, _mm256_maskz_loadu_ps(here, r + j0));
                         continue;
                     }
-                    const float *r0 = s2_tap_row(z, K, C, c, OH, OW, y, kh, 0);
+                    const float *r0 = s2_tap_row(z, K, c, OH, OW, y, kh, 0);
                     if (!r0) continue;
-                    const float *r1 = r0 + C * OH * OW, *r2 = r1 + C * OH * OW;
+                    const float *r1 = r0 + z.ts * z.ldz, *r2 = r1 + z.ts * z.ldz;
                     even = _mm256_add_ps(even, _mm256_maskz_loadu_ps(here, r1 + j0));
                     odd = _mm256_add_ps(odd, _mm256_maskz_loadu_ps(next, r0 + j0 + 1));
                     odd = _mm256_add_ps(odd, _mm256_maskz_loadu_ps(here, r2 + j0));
@@ -890,22 +895,22 @@ WIDE_TARGET static void s2_gather_wide(long C, long H, long W, long K, const flo
 #endif
 
 /// The same, a pixel at a time, the sums in the same order.
-static void s2_gather(long C, long H, long W, long K, const float *z, float *dx, int accumulate) {
+static void s2_gather(long C, long H, long W, long K, s2_rows z, float *dx, int accumulate) {
     const long OH = H / 2, OW = W / 2;
     for (long c = 0; c < C; c++)
         for (long y = 0; y < H; y++)
             for (long x = 0; x < W; x++) {
                 float acc = 0;
                 for (long kh = 0; kh < K; kh++) {
-                    const float *r = s2_tap_row(z, K, C, c, OH, OW, y, kh, 0);
+                    const float *r = s2_tap_row(z, K, c, OH, OW, y, kh, 0);
                     if (!r) continue;
                     if (K == 1) {
                         acc += x % 2 == 0 ? r[x / 2] : 0;
                     } else if (x % 2 == 0) {
-                        acc += r[C * OH * OW + x / 2];
+                        acc += r[z.ts * z.ldz + x / 2];
                     } else {
                         acc += x / 2 + 1 < OW ? r[x / 2 + 1] : 0;
-                        acc += r[2 * C * OH * OW + x / 2];
+                        acc += r[2 * z.ts * z.ldz + x / 2];
                     }
                 }
                 float *d = dx + (c * H + y) * W + x;
@@ -913,19 +918,28 @@ static void s2_gather(long C, long H, long W, long K, const float *z, float *dx,
             }
 }
 
-void ns_conv_dx_s2(long C, long O, long H, long W, long K, const float *ap, const float *dy, float *dx, int accumulate,
-                   float *scratch) {
-    const long plane = (H / 2) * (W / 2), R = K * K * C, mr = panel_rows(R);
-    float *z = scratch;
-    ns_pgemm(R, plane, O, ap, dy, plane, z, plane, NULL, NULL, -INFINITY, INFINITY, 0, (R + mr - 1) / mr,
-             z + R * plane, 0, NULL);
+void ns_conv_dx_s2_gather(long C, long H, long W, long K, long images, const float *z, long ldz, int channelMajor,
+                          float *dx, int accumulate) {
+    const long plane = (H / 2) * (W / 2);
+    for (long n = 0; n < images; n++) {
+        const s2_rows rows = {z + n * plane, ldz, channelMajor ? 1 : C, channelMajor ? K * K : 1};
+        float *d = dx + n * C * H * W;
 #if defined(__x86_64__) && defined(__clang__)
-    if (panel_rows(16) != 4) {
-        s2_gather_wide(C, H, W, K, z, dx, accumulate);
-        return;
-    }
+        if (panel_rows(16) != 4) {
+            s2_gather_wide(C, H, W, K, rows, d, accumulate);
+            continue;
+        }
 #endif
-    s2_gather(C, H, W, K, z, dx, accumulate);
+        s2_gather(C, H, W, K, rows, d, accumulate);
+    }
+}
+
+void ns_conv_dx_s2(long C, long O, long H, long W, long K, long images, const float *ap, const float *dy, long lddy,
+                   float *dx, int accumulate, float *scratch) {
+    const long cols = images * (H / 2) * (W / 2), R = K * K * C, mr = panel_rows(R);
+    ns_pgemm(R, cols, O, ap, dy, lddy, scratch, cols, NULL, NULL, -INFINITY, INFINITY, 0, (R + mr - 1) / mr,
+             scratch + R * cols, 0, NULL);
+    ns_conv_dx_s2_gather(C, H, W, K, images, scratch, cols, 0, dx, accumulate);
 }
 
 // MARK: rows: a product whose left operand is read in place, row by row

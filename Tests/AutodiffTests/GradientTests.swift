@@ -228,16 +228,15 @@ final class GradientTests: XCTestCase {
     /// planes of whole vectors (32x32), with a cut vector (36 = 16 + 16 + 4 columns), 8x8 and the
     /// smallest, 2x2; 1x1/2 (odd rows and columns get nothing); written fresh and added to an
     /// input gradient another convolution of the same input wrote first; the wide kernel and the
-    /// portable one. Also by central differences on a small even plane.
-    /// (`Conv2DTuning.halvingInputGradientPlane` 0: on every plane, however small.)
+    /// portable one; the contributions by the packed GEMM and by sgemm, the images one at a time
+    /// and side by side. Also by central differences on a small even plane.
     func testHalvingInputGradientMatchesTheAdjoint() {
         let cases: [(x: [Int], o: Int, k: Int)] = [
-            ([2, 16, 32, 32], 8, 3), ([1, 3, 36, 36], 5, 3), ([3, 9, 8, 8], 20, 3), ([2, 5, 2, 2], 4, 3),
-            ([2, 7, 10, 34], 6, 1), ([1, 4, 6, 6], 3, 1),
+            ([2, 16, 32, 32], 8, 3), ([1, 3, 36, 36], 5, 3), ([3, 9, 8, 8], 20, 3), ([5, 5, 2, 2], 4, 3),
+            ([3, 7, 10, 34], 6, 1), ([1, 4, 6, 6], 3, 1),
         ]
-        let saved = Conv2DTuning.halvingInputGradientPlane
-        defer { Conv2DTuning.portableKernels = false; Conv2DTuning.halvingInputGradientPlane = saved }
-        Conv2DTuning.halvingInputGradientPlane = 0  // also the small planes it leaves to col2im
+        let saved = Conv2DTuning.halvingPackedDepth
+        defer { Conv2DTuning.portableKernels = false; Conv2DTuning.halvingPackedDepth = saved }
         for c in cases {
             let (n, ch, h, wd) = (c.x[0], c.x[1], c.x[2], c.x[3]), pad = c.k / 2, oh = h / 2, ow = wd / 2
             let x = Tensor.randn(c.x, using: &rng), w = Tensor.randn([c.o, ch, c.k, c.k], using: &rng)
@@ -275,17 +274,26 @@ final class GradientTests: XCTestCase {
                     }
                 }
             }
+            // Portable or not; the contributions by the packed GEMM or by sgemm; with the weight
+            // gradient (dOut then gathered for its GEMM, the images side by side) or without.
             for portable in [false, true] {
-                Conv2DTuning.portableKernels = portable
-                let what = "\(c.x) \(c.k)x\(c.k)/2\(portable ? " portable" : "")"
-                x.requiresGrad = true
-                x.grad = nil
-                conv2d(x, weight: w, stride: (2, 2), padding: (pad, pad)).backward(seed: seed)
-                assertClose(x.grad!.values, expected, rtol: 1e-4, atol: 1e-4, "\(what): input gradient")
-                x.grad = nil
-                let both = add(conv2d(x, weight: w, stride: (2, 2), padding: (pad, pad)), conv2d(x, weight: w2, stride: (2, 2)))
-                both.backward(seed: seed)
-                assertClose(x.grad!.values, withShortcut, rtol: 1e-4, atol: 1e-4, "\(what): added to another's")
+                for packedDepth in [0, Int.max] {
+                    for weightGradient in [false, true] {
+                        Conv2DTuning.portableKernels = portable
+                        Conv2DTuning.halvingPackedDepth = packedDepth
+                        let what = "\(c.x) \(c.k)x\(c.k)/2\(portable ? " portable" : "")\(packedDepth > 0 ? " packed" : " sgemm")"
+                            + (weightGradient ? " with dW" : "")
+                        for t in [w, w2] { t.requiresGrad = weightGradient; t.grad = nil }
+                        x.requiresGrad = true
+                        x.grad = nil
+                        conv2d(x, weight: w, stride: (2, 2), padding: (pad, pad)).backward(seed: seed)
+                        assertClose(x.grad!.values, expected, rtol: 1e-4, atol: 1e-4, "\(what): input gradient")
+                        x.grad = nil
+                        let both = add(conv2d(x, weight: w, stride: (2, 2), padding: (pad, pad)), conv2d(x, weight: w2, stride: (2, 2)))
+                        both.backward(seed: seed)
+                        assertClose(x.grad!.values, withShortcut, rtol: 1e-4, atol: 1e-4, "\(what): added to another's")
+                    }
+                }
             }
         }
         let x = Tensor.randn([2, 3, 6, 4], using: &rng), w = Tensor.randn([4, 3, 3, 3], using: &rng)

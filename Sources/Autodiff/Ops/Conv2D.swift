@@ -157,14 +157,19 @@ public enum Conv2DTuning {
         get { ns_masked_image_reads() != 0 }
         set { ns_set_masked_image_reads(newValue ? 1 : 0) }
     }
-    /// Halving convolutions (1x1 or 3x3, stride 2) with output planes of at least this many
-    /// pixels compute their input gradient as every tap's contribution (a GEMM on dOut in place)
-    /// gathered into the input's even and odd rows and columns (`ns_conv_dx_s2`), rather than as
-    /// a patch matrix's gradient and col2im. Batch 128, alternating, against col2im: 16x16
-    /// outputs 1.3-2.7x as fast (PreAct ResNet-18 x0.25's 16 -> 32 channels 4.1 -> 1.5 ms,
-    /// ResNet-50's 128 -> 128 59 -> 39 ms), 8x8 1.1-2.1x, but 4x4 0.65-1.0x (its GEMM's 16
-    /// columns an image). `Int.max`: col2im everywhere.
-    nonisolated(unsafe) public static var halvingInputGradientPlane = 64
+    /// Halving convolutions (1x1 or 3x3, stride 2) compute their input gradient as every tap's
+    /// contribution (a GEMM on dOut) gathered into the input's even and odd rows and columns
+    /// (`ns_conv_dx_s2_gather`), rather than as a patch matrix's gradient scattered by col2im.
+    /// Off: col2im everywhere.
+    nonisolated(unsafe) public static var halvingInputGradient = true
+    /// Of those, the ones with at most this many output channels compute the contributions by the
+    /// packed GEMM (`ns_conv_dx_s2`: the weights packed tap by tap, dOut read in place), the others
+    /// by sgemm (Wᵀ . dOut, the patch matrix's gradient). Input gradients at batch 128, 4
+    /// alternating rounds, col2im / packed / sgemm (ms): 16 -> 32 channels on 32x32 4.2 / 1.8 /
+    /// 2.2, 32 -> 64 on 16x16 2.9 / 1.8 / 1.7, 64 -> 128 on 8x8 1.6 / 1.8 / 1.4, 1x1 16 -> 32
+    /// 0.82 / 0.43 / 0.45 and 32 -> 64 0.54 / 0.28 / 0.34, 128 -> 256 on 16x16 23.3 / 19.9 /
+    /// 17.7, 256 -> 512 on 8x8 19.6 / 26.5 / 18.5 (the packed GEMM is made for short products).
+    nonisolated(unsafe) public static var halvingPackedDepth = 64
     /// Frozen convolutions on planes too small for 16-column tiles (4x4 and smaller) run on the
     /// narrow kernel (`ns_pgemm_narrow`, images side by side up to 16 columns) also for a batch
     /// when their weights are at most this many floats (16 MB). Larger ones go through sgemm with
@@ -694,12 +699,14 @@ struct GEMMConv {
         if let db, !shallow { addBiasGradient(g, dOut, db) }
         guard dx != nil || dw != nil else { return }
         // A fresh input gradient of a few channels (a first layer's), or any halving convolution's,
-        // as every tap's contribution (a GEMM on dOut in place), shifted and summed
-        // (`ns_conv_dx_few`, `ns_conv_dx_s2`): no dCol, no col2im.
+        // as every tap's contribution (a GEMM on dOut), shifted and summed (`ns_conv_dx_few`,
+        // `ns_conv_dx_s2`): no col2im. A halving one's contributions by the packed GEMM (few output
+        // channels: a short product) or by sgemm (Wᵀ . dOut, the patch matrix's gradient).
         let halving = dx != nil && halvesInput
-        let tapWeights = dx != nil && (overwritingDx || halving) ? tapKernels(w) : nil
+        let packedHalving = halving && g.outChannels <= Conv2DTuning.halvingPackedDepth
+        let tapWeights = dx != nil && (halving ? packedHalving : overwritingDx) ? tapKernels(w) : nil
         let dxBeta: Float = overwritingDx && isPointwise && block == 1 ? 0 : 1
-        if let dx, overwritingDx, dxBeta == 1, tapWeights == nil {
+        if let dx, overwritingDx, dxBeta == 1, tapWeights == nil, !halving {
             dx.update(repeating: 0, count: g.batch * g.inChannels * g.inPlane)
         }
         let pieces = Parallel.gemmPieces, lanes = Int(NS_GEMM_LANES)
@@ -727,7 +734,8 @@ struct GEMMConv {
         let laneSums = Tensor.zeros([shallow ? pieces * lanePer : 0])
         // `ns_conv_dx_few`'s taps' contributions, per piece.
         let fewPer = tapWeights == nil ? 0
-            : halving ? ns_conv_dx_s2_scratch_count(g.inChannels, g.outChannels, g.height, g.width, g.kernelH)
+            : packedHalving ? ns_conv_dx_s2_scratch_count(g.inChannels, g.outChannels, g.height, g.width, g.kernelH,
+                                                    usesPatches ? block : 1)
             : ns_conv_dx_few_scratch_count(g.inChannels, g.outChannels, g.height, g.width, g.kernelH, g.kernelW)
         let fewScratch = Tensor(uninitialized: [pieces * fewPer])
         let pcol = col.data, pdtmp = dtmp.data, ppart = partial.data, psums = laneSums.data, pfew = fewScratch.data
@@ -772,10 +780,11 @@ struct GEMMConv {
                                       c: ppart + k * wCount + grp * og * rows, ldc: rows)
                         }
                     }
-                    if let dx, let tapWeights, halving {
-                        for i in 0..<nb {
-                            ns_conv_dx_s2(g.inChannels, g.outChannels, g.height, g.width, g.kernelH, tapWeights.data,
-                                          dOut + (first + i) * g.outChannels * plane,
+                    if let dx, let tapWeights, packedHalving {
+                        // All the block's images at once where dOut is [O, cols], else one by one in place.
+                        for i in (ldd == cols ? 0..<1 : 0..<nb) {
+                            ns_conv_dx_s2(g.inChannels, g.outChannels, g.height, g.width, g.kernelH, ldd == cols ? nb : 1,
+                                          tapWeights.data, ldd == cols ? d : dOut + (first + i) * g.outChannels * plane, ldd,
                                           dx + (first + i) * g.inChannels * g.inPlane, overwritingDx ? 0 : 1, pfew + k * fewPer)
                         }
                     } else if let dx, let tapWeights {
@@ -793,7 +802,12 @@ struct GEMMConv {
                             // The patch matrix is spent: its buffer takes dCol.
                             BLAS.gemm(transA: true, transB: false, m: rows, n: cols, k: og,
                                       a: wg, lda: rows, b: dg, ldb: ldd, beta: 0, c: gcol, ldc: cols)
-                            col2im(gcol, group: grp, start: first, images: 0..<nb, cols: cols, into: dx)
+                            if halving {
+                                ns_conv_dx_s2_gather(g.inChannels, g.height, g.width, g.kernelH, nb, gcol, cols, 1,
+                                                     dx + first * g.inChannels * g.inPlane, overwritingDx ? 0 : 1)
+                            } else {
+                                col2im(gcol, group: grp, start: first, images: 0..<nb, cols: cols, into: dx)
+                            }
                         }
                     }
                 }
@@ -820,10 +834,9 @@ struct GEMMConv {
     }
 
     /// A halving convolution of one group (1x1 or 3x3, stride 2, padding half the kernel, even
-    /// planes) whose input gradient `ns_conv_dx_s2` computes (output planes of at least
-    /// `Conv2DTuning.halvingInputGradientPlane` pixels).
+    /// planes) whose input gradient `ns_conv_dx_s2` computes.
     private var halvesInput: Bool {
-        g.groups == 1 && g.strideH == 2 && g.strideW == 2 && g.outPlane >= Conv2DTuning.halvingInputGradientPlane
+        g.groups == 1 && g.strideH == 2 && g.strideW == 2 && Conv2DTuning.halvingInputGradient
             && ns_conv_dx_s2_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW) != 0
     }
 

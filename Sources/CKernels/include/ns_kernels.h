@@ -271,17 +271,24 @@ long ns_conv_dx_few_scratch_count(long C, long O, long H, long W, long KH, long 
 void ns_conv_dx_few(long C, long O, long H, long W, long KH, long KW, long PH, long PW, const float *ap,
                     const float *dy, float *dx, float *scratch);
 /// The input gradient of a halving convolution (K x K, K = 1 or 3, padding K / 2, stride 2, H and
-/// W even): dx [C, H, W] from dy [O, H / 2, W / 2] of one image, written (`accumulate` zero) or
-/// added to (dx + the sum, `accumulate` nonzero). First
-/// z = A . dy by `ns_pgemm` (A [K K C x O] as for `ns_conv_dx_few`, packed by `ns_pgemm_pack`),
-/// then dx[c][y][x] = the sum over the taps (kh, kw) in order of z[(kh K + kw) C + c][i][j] where
+/// W even) for `images` images: dx [images, C, H, W] from dy [O, images H / 2 W / 2] (the images'
+/// planes side by side in rows `lddy` apart; one image's dy in NCHW with lddy its plane), written
+/// (`accumulate` zero) or added to (dx + the sum, `accumulate` nonzero). First z = A . dy by
+/// `ns_pgemm` (A [K K C x O] as for `ns_conv_dx_few`, packed by `ns_pgemm_pack`; several images
+/// side by side read A once, which for deep layers on small planes is most of the traffic), then
+/// dx[c][y][x] = the sum over the taps (kh, kw) in order of z[(kh K + kw) C + c][i][j] where
 /// y = 2 i + kh - K / 2 and x = 2 j + kw - K / 2 (zero where no tap reaches: a 1x1's odd rows and
 /// columns). No patch matrix, no col2im, no zero fill. `scratch`: `ns_conv_dx_s2_scratch_count`
-/// floats. Where `ns_conv_dx_s2_available` (any machine).
+/// floats (for up to that many images). Where `ns_conv_dx_s2_available` (any machine).
 int ns_conv_dx_s2_available(long H, long W, long KH, long KW, long PH, long PW);
-long ns_conv_dx_s2_scratch_count(long C, long O, long H, long W, long K);
-void ns_conv_dx_s2(long C, long O, long H, long W, long K, const float *ap, const float *dy, float *dx, int accumulate,
-                   float *scratch);
+long ns_conv_dx_s2_scratch_count(long C, long O, long H, long W, long K, long images);
+void ns_conv_dx_s2(long C, long O, long H, long W, long K, long images, const float *ap, const float *dy, long lddy,
+                   float *dx, int accumulate, float *scratch);
+/// Its second step alone, from z [K K C x images H / 2 W / 2] (rows ldz apart) computed elsewhere:
+/// rows tap-major as above (`channelMajor` zero) or channel-major (row c K K + tap, the patch
+/// matrix's order, as sgemm writes Wᵀ . dy).
+void ns_conv_dx_s2_gather(long C, long H, long W, long K, long images, const float *z, long ldz, int channelMajor,
+                          float *dx, int accumulate);
 /// `ns_gemm_nt_lanes` for a shallow convolution's weight gradient without its patch matrix: for
 /// one image, lanes[(m N + n) 16 + l] += the products of dy [M, H W] and the patch rows n of x
 /// [C, H, W] (n = c KH KW + tap, read in place under their masks; with `ones` not NULL, a last
