@@ -408,6 +408,44 @@ final class GradientTests: XCTestCase {
         }
     }
 
+    /// In training (one process) batch norm runs its passes a chunk of channels at a time, each
+    /// chunk's sums, statistics and output (backward: gradient sums and input gradient) one right
+    /// after the other: the same bits as each pass over all channels before the next, with a
+    /// chunk of one channel, of a few and of all; output, running statistics, and the gradients
+    /// of the input (fresh and added to), the weights and the gate.
+    func testBatchNormByChunksOfChannelsSameBits() {
+        let saved = BatchNormTuning.fusedBytes
+        defer { BatchNormTuning.fusedBytes = saved }
+        for shape in [[5, 7, 4, 5], [3, 9, 16, 16]] {
+            let c = shape[1], perChannel = shape[0] * shape[2] * shape[3] * 4
+            let x = Tensor.randn(shape, using: &rng), seed = Tensor.randn(shape, using: &rng)
+            let gamma = Tensor.randn([c], using: &rng), beta = Tensor.randn([c], using: &rng)
+            let gate = Tensor(shape: [c], values: (0..<c).map { $0 == 1 ? 0 : 0.5 + Float($0) / 10 })
+            var results: [[[Float]]] = []
+            for bytes in [0, 1, 3 * perChannel, saved] {
+                BatchNormTuning.fusedBytes = bytes
+                let rm = Tensor.zeros([c]), rv = Tensor.filled([c], with: 1)
+                for t in [x, gamma, beta, gate] { t.requiresGrad = true; t.grad = nil }
+                var run: [[Float]] = []
+                for pass in 0..<2 {  // the second adds to the first's gradients
+                    let y = batchNorm2d(x, weight: gamma, bias: beta, runningMean: rm, runningVar: rv, training: true,
+                                        activation: .relu6, gate: gate)
+                    y.backward(seed: seed)
+                    if pass == 0 { run.append(y.values) }
+                }
+                run += [rm.values, rv.values] + [x, gamma, beta, gate].map { $0.grad!.values }
+                results.append(run)
+            }
+            let names = ["output", "running mean", "running variance", "dx", "dgamma", "dbeta", "dgate"]
+            for (k, r) in results.enumerated().dropFirst() {
+                for (i, name) in names.enumerated() {
+                    let differ = r[i].indices.filter { r[i][$0].bitPattern != results[0][i][$0].bitPattern }
+                    XCTAssert(differ.isEmpty, "\(shape) setting \(k): \(name) differs from the unchunked passes in \(differ.count) of \(r[i].count) values")
+                }
+            }
+        }
+    }
+
     func testGatedBatchNormMatchesItsUnfusedOps() {
         // act(gate * bn(x)) in one op: values and gradients against batch norm, channelScale and
         // the activation run as three ops, and (without activation: a zero gate puts every value

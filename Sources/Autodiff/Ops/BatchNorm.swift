@@ -57,32 +57,62 @@ public func batchNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor,
     let px = x.data, grain = max(1, elementwiseGrain / max(n * inner, 1))
     // In a data-parallel run, training statistics are the global batch's (`DataParallel.group`).
     let group = training ? DataParallel.group : nil
-    var count = Double(n * inner)  // values per channel the statistics are over
-    if training {
-        let (sums, batchCount) = batchStatistics(x, n: n, c: c, inner: inner, grain: grain, group: group)
-        count = batchCount
-        for ch in 0..<c {
-            let mu = sums.mean[ch], variance = sums.variance[ch]
-            mean[ch] = Float(mu)
-            invStd[ch] = Float(1 / (variance + Double(eps)).squareRoot())
-            runningMean.data[ch] = (1 - momentum) * runningMean.data[ch] + momentum * mean[ch]
-            runningVar.data[ch] = (1 - momentum) * runningVar.data[ch] + momentum * Float(variance * count / (count - 1))
+    // Values per channel the statistics are over (a data-parallel group's: all processes' values).
+    var count = Double(n * inner)
+    let (lo, hi) = activation.bounds, py = out.data
+    let pgate = gate?.data, pweight = weight.data, pbias = bias.data, prm = runningMean.data, prv = runningVar.data
+    // A channel's statistics from its mean and biased variance (training) or the running ones,
+    // and y = act((x - mean) * scale + offset), scale = gate * gamma / std, offset = gate * beta.
+    func setChannel(_ ch: Int, mean mu: Double, variance: Double) {
+        mean[ch] = Float(mu)
+        invStd[ch] = Float(1 / (variance + Double(eps)).squareRoot())
+        prm[ch] = (1 - momentum) * prm[ch] + momentum * mean[ch]
+        prv[ch] = (1 - momentum) * prv[ch] + momentum * Float(variance * count / (count - 1))
+    }
+    func setCoefficients(_ channels: Range<Int>) {
+        for ch in channels {
+            let g = pgate?[ch] ?? 1
+            scale[ch] = g * pweight[ch] * invStd[ch]
+            offset[ch] = g * pbias[ch]
+        }
+    }
+    if let chunk = fusedChannels(n: n, inner: inner, training: training, group: group) {
+        // One process: each few channels' sums, statistics and output together, their values read
+        // from memory once (the output pass finds them in the core's cache).
+        Parallel.forRange(c, grain: grain) { r in
+            var shift = [Float](repeating: 0, count: c), sums = [Double](repeating: 0, count: 2 * c)
+            for first in stride(from: r.lowerBound, to: r.upperBound, by: chunk) {
+                let channels = first..<min(first + chunk, r.upperBound)
+                for ch in channels { shift[ch] = px[ch * inner] }
+                sums.withUnsafeMutableBufferPointer { b in
+                    shift.withUnsafeBufferPointer { k in
+                        ns_bn_shifted_sums(n, c, inner, first, channels.count, px, k.baseAddress!, b.baseAddress!,
+                                           b.baseAddress! + c)
+                    }
+                }
+                for ch in channels {
+                    let (mu, variance) = shiftedMoments(sum: sums[ch], squares: sums[c + ch], shift: shift[ch], count: count)
+                    setChannel(ch, mean: mu, variance: variance)
+                }
+                setCoefficients(channels)
+                ns_bn_forward(n, c, inner, first, channels.count, px, mean, scale, offset, lo, hi, py)
+            }
         }
     } else {
-        for ch in 0..<c {
-            mean[ch] = runningMean.data[ch]
-            invStd[ch] = 1 / (runningVar.data[ch] + eps).squareRoot()
+        if training {
+            let (moments, batchCount) = batchStatistics(x, n: n, c: c, inner: inner, grain: grain, group: group)
+            count = batchCount
+            for ch in 0..<c { setChannel(ch, mean: moments.mean[ch], variance: moments.variance[ch]) }
+        } else {
+            for ch in 0..<c {
+                mean[ch] = prm[ch]
+                invStd[ch] = 1 / (prv[ch] + eps).squareRoot()
+            }
         }
-    }
-    // y = act((x - mean) * scale + offset), scale = gate * gamma / std, offset = gate * beta.
-    for ch in 0..<c {
-        let g = gate?.data[ch] ?? 1
-        scale[ch] = g * weight.data[ch] * invStd[ch]
-        offset[ch] = g * bias.data[ch]
-    }
-    let (lo, hi) = activation.bounds, py = out.data
-    Parallel.forRange(c, grain: grain) { r in
-        ns_bn_forward(n, c, inner, r.lowerBound, r.count, px, mean, scale, offset, lo, hi, py)
+        setCoefficients(0..<c)
+        Parallel.forRange(c, grain: grain) { r in
+            ns_bn_forward(n, c, inner, r.lowerBound, r.count, px, mean, scale, offset, lo, hi, py)
+        }
     }
 
     let kind = OpKind.batchNorm(eps: eps, momentum: momentum, training: training, activation: activation)
@@ -100,12 +130,37 @@ public func batchNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor,
     return out
 }
 
+/// Channels per chunk when batch norm's passes run chunk by chunk (each chunk's passes one right
+/// after the other, so that the later ones read it from the core's cache): at most
+/// `BatchNormTuning.fusedBytes` of values, at least one channel. Nil where the passes run one
+/// over all channels after the other: a data-parallel group (the statistics are summed over the
+/// processes in between), eval mode, or planes smaller than a vector (the flat kernels).
+private func fusedChannels(n: Int, inner: Int, training: Bool, group: ProcessGroup?) -> Int? {
+    guard training, group == nil, inner >= 16, BatchNormTuning.fusedBytes > 0 else { return nil }  // 16: a vector of the kernels
+    return max(1, BatchNormTuning.fusedBytes / max(1, n * inner * MemoryLayout<Float>.stride))
+}
+
+/// Tuning of batch norm's passes.
+public enum BatchNormTuning {
+    /// Bytes of a chunk of channels whose sums, statistics and output (forward), or gradient sums
+    /// and input gradient (backward), run one right after the other in training; 0: each pass
+    /// over all channels before the next (as a data-parallel run does).
+    nonisolated(unsafe) public static var fusedBytes = 1 << 18
+}
+
+/// The mean and biased variance from sums of values shifted by `shift`.
+@inline(__always)
+private func shiftedMoments(sum: Double, squares: Double, shift: Float, count m: Double) -> (mean: Double, variance: Double) {
+    let mu = sum / m
+    return (mu + Double(shift), max(squares / m - mu * mu, 0))
+}
+
 /// The batch's mean and biased variance per channel, and the number of values per channel they are
 /// over. One process: one pass of sums shifted by the channel's first value. A data-parallel
 /// group: the sums over every process's slice, in two passes (the mean, then the squared
 /// deviations from it), since the processes must shift by the same value.
 private func batchStatistics(_ x: Tensor, n: Int, c: Int, inner: Int, grain: Int, group: ProcessGroup?)
-    -> (sums: (mean: [Double], variance: [Double]), count: Double) {
+    -> (moments: (mean: [Double], variance: [Double]), count: Double) {
     let px = x.data
     var sums = [Double](repeating: 0, count: 2 * c + 1)  // sum, sum of squares, then the count
     func shiftedSums(_ shift: UnsafePointer<Float>?) {
@@ -126,11 +181,7 @@ private func batchStatistics(_ x: Tensor, n: Int, c: Int, inner: Int, grain: Int
     shift.withUnsafeBufferPointer { shiftedSums($0.baseAddress!) }
     let m = sums[2 * c]
     var mean = [Double](repeating: 0, count: c), variance = [Double](repeating: 0, count: c)
-    for ch in 0..<c {
-        let mu = sums[ch] / m
-        mean[ch] = mu + Double(shift[ch])
-        variance[ch] = max(sums[c + ch] / m - mu * mu, 0)
-    }
+    for ch in 0..<c { (mean[ch], variance[ch]) = shiftedMoments(sum: sums[ch], squares: sums[c + ch], shift: shift[ch], count: m) }
     return ((mean, variance), m)
 }
 
@@ -152,37 +203,59 @@ private func batchNormBackward(n: Int, c: Int, inner: Int, training: Bool, activ
     let sums = Tensor(uninitialized: [5, c])
     let sg = sums.data, sgx = sums.data + c, ga = sums.data + 2 * c, gb = sums.data + 3 * c, gc = sums.data + 4 * c
     let px = x.data, pd = dy.data
-    Parallel.forRange(c, grain: grain) { r in
-        ns_bn_backward_sums(n, c, inner, r.lowerBound, r.count, px, pd, mean, scale, offset, clamped, lo, hi, sg, sgx)
-    }
     let dGamma = weight.requiresGrad ? weight.gradBuffer().data : nil
     let dBeta = bias.requiresGrad ? bias.gradBuffer().data : nil
     let dGate = gate.flatMap { $0.requiresGrad ? $0.gradBuffer().data : nil }
-    for ch in 0..<c {
-        let sumGX = sgx[ch] * invStd[ch]  // sum(g * xhat)
-        let s = gate?.data[ch] ?? 1
-        dGate?[ch] += weight.data[ch] * sumGX + bias.data[ch] * sg[ch]
-        dGamma?[ch] += s * sumGX
-        dBeta?[ch] += s * sg[ch]
+    let dx: (grad: Tensor, fresh: Bool)? = x.requiresGrad ? x.gradDestination() : nil
+    let pgate = gate?.data, pweight = weight.data, pbias = bias.data, m = Float(count)
+    // The parameters' gradients from a channel's sums (this process's), then dx's coefficients
+    // from them (a data-parallel group's, summed over the processes in between).
+    func addParameterGradients(_ channels: Range<Int>) {
+        for ch in channels {
+            let sumGX = sgx[ch] * invStd[ch]  // sum(g * xhat)
+            let s = pgate?[ch] ?? 1
+            dGate?[ch] += pweight[ch] * sumGX + pbias[ch] * sg[ch]
+            dGamma?[ch] += s * sumGX
+            dBeta?[ch] += s * sg[ch]
+        }
     }
+    func setCoefficients(_ channels: Range<Int>) {
+        for ch in channels {
+            let istd = invStd[ch], sumGX = sgx[ch] * istd
+            let a = (pgate?[ch] ?? 1) * pweight[ch] * istd
+            let meanG = training ? sg[ch] / m : 0, meanGX = training ? sumGX / m : 0
+            ga[ch] = a
+            gb[ch] = -a * istd * meanGX
+            gc[ch] = -a * meanG
+        }
+    }
+    func gradientSums(_ channels: Range<Int>) {
+        ns_bn_backward_sums(n, c, inner, channels.lowerBound, channels.count, px, pd, mean, scale, offset, clamped, lo, hi,
+                            sg, sgx)
+    }
+    func inputGradient(_ channels: Range<Int>) {
+        guard let dx else { return }
+        ns_bn_backward_input(n, c, inner, channels.lowerBound, channels.count, px, pd, mean, scale, offset, clamped, lo, hi,
+                             ga, gb, gc, dx.fresh ? 0 : 1, dx.grad.data)
+    }
+    if let chunk = fusedChannels(n: n, inner: inner, training: training, group: group) {
+        // One process: each few channels' sums, then their input gradient while they are in cache.
+        Parallel.forRange(c, grain: grain) { r in
+            for first in stride(from: r.lowerBound, to: r.upperBound, by: chunk) {
+                let channels = first..<min(first + chunk, r.upperBound)
+                gradientSums(channels)
+                addParameterGradients(channels)
+                setCoefficients(channels)
+                inputGradient(channels)
+            }
+        }
+        return
+    }
+    Parallel.forRange(c, grain: grain) { r in gradientSums(r) }
+    addParameterGradients(0..<c)
     if let group { group.sum(sg, count: 2 * c) }  // sg and sgx, over the global batch
-    let m = Float(count)
-    for ch in 0..<c {
-        let istd = invStd[ch], sumGX = sgx[ch] * istd
-        let s = gate?.data[ch] ?? 1
-        let a = s * weight.data[ch] * istd
-        let meanG = training ? sg[ch] / m : 0, meanGX = training ? sumGX / m : 0
-        ga[ch] = a
-        gb[ch] = -a * istd * meanGX
-        gc[ch] = -a * meanG
-    }
-    guard x.requiresGrad else { return }
-    let (dx, fresh) = x.gradDestination()
-    let pdx = dx.data
-    Parallel.forRange(c, grain: grain) { r in
-        ns_bn_backward_input(n, c, inner, r.lowerBound, r.count, px, pd, mean, scale, offset, clamped, lo, hi, ga, gb, gc,
-                             fresh ? 0 : 1, pdx)
-    }
+    setCoefficients(0..<c)
+    Parallel.forRange(c, grain: grain) { r in inputGradient(r) }
 }
 
 /// A batch norm in eval mode and the activation after it, to be computed from a convolution's
