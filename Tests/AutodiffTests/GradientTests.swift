@@ -304,6 +304,44 @@ final class GradientTests: XCTestCase {
         }
     }
 
+    /// "Same" stride-1 convolutions of fewer than 32 input channels run forward on the packed tiles
+    /// in training (under Winograd's `auto`), and where Winograd takes their backward, a fresh
+    /// input gradient is the packed forward of dOut with the flipped kernels: all against the
+    /// sgemm path (`winograd` off). 16 channels on 32x32 (Winograd's size: its weight gradient
+    /// beside the packed input gradient), 8 -> 12 on 16x16 (no Winograd), 24 -> 20 on 16x32, a
+    /// 1x1 (left to sgemm); the input used by two convolutions (the second input gradient added to
+    /// the first).
+    func testFewChannelConvolutionsOnPackedTilesMatchTheSgemmPath() {
+        let cases: [(x: [Int], o: Int, k: Int)] = [([3, 16, 32, 32], 16, 3), ([2, 8, 16, 16], 12, 3), ([3, 24, 16, 32], 20, 3),
+                                                   ([2, 16, 16, 16], 24, 1)]
+        let saved = Conv2DTuning.winograd
+        defer { Conv2DTuning.winograd = saved }
+        for c in cases {
+            let x = Tensor.randn(c.x, using: &rng), w = Tensor.randn([c.o, c.x[1], c.k, c.k], using: &rng)
+            let b = Tensor.randn([c.o], using: &rng), w2 = Tensor.randn([c.o, c.x[1], c.k, c.k], using: &rng)
+            let seed = Tensor.randn([c.x[0], c.o, c.x[2], c.x[3]], using: &rng)
+            for twice in [false, true] {
+                var results: [[[Float]]] = []
+                for mode in [Conv2DTuning.Winograd.auto, .off, .tile(4)] {
+                    Conv2DTuning.winograd = mode
+                    for t in [x, w, b, w2] { t.requiresGrad = true; t.grad = nil }
+                    var y = conv2d(x, weight: w, bias: b, padding: (c.k / 2, c.k / 2))
+                    if twice { y = add(y, conv2d(x, weight: w2, padding: (c.k / 2, c.k / 2))) }
+                    y.backward(seed: seed)
+                    results.append([y.values, x.grad!.values, w.grad!.values, b.grad!.values])
+                }
+                // What Winograd computes (the weight gradient of its 3x3 sizes, an input gradient
+                // added to another) against Winograd forced, the rest against sgemm.
+                let winograd = c.k == 3 && c.x[1] >= 16 && c.o >= 16
+                for (k, what) in ["output", "input gradient", "weight gradient", "bias gradient"].enumerated() {
+                    let byWinograd = winograd && (k == 2 || (k == 1 && twice))
+                    assertClose(results[0][k], results[byWinograd ? 2 : 1][k], rtol: 1e-4, atol: 1e-4,
+                                "\(c.x) -> \(c.o) \(c.k)x\(c.k)\(twice ? " used twice" : ""): \(what)")
+                }
+            }
+        }
+    }
+
     /// A shallow convolution whose rows are whole vectors (16, 32 pixels) reads the image for its
     /// weight and bias gradients from a zero-padded copy without masks; the same bits as under
     /// the masks: 3 channels and 3x3 (a first layer, two vectors a row), 1 channel and 5x5

@@ -296,7 +296,8 @@ public enum Conv2DAlgorithm: Equatable, Sendable, CustomStringConvertible {
     /// The direct depthwise kernels (`CKernels`).
     case depthwise
     /// im2col and GEMM (`GEMMConv`); in training, a halving stride-2 convolution's forward runs
-    /// on the packed tiles reading the image's phases (`PackedGEMMConv.takesTrainingForward`).
+    /// on the packed tiles reading the image's phases (`PackedGEMMConv.takesTrainingForward`), and
+    /// its input gradient is gathered from the taps' contributions (`ns_conv_dx_s2_gather`).
     case im2col
     /// im2col and a GEMM with the weights packed once (`PackedGEMMConv`): frozen weights only.
     case packedGEMM
@@ -310,6 +311,11 @@ public enum Conv2DAlgorithm: Equatable, Sendable, CustomStringConvertible {
     /// along the pixels (both reading the image in place where they can), and a fresh input
     /// gradient of a few channels as every tap's contribution to every pixel (one GEMM), shifted and summed.
     case shallow
+    /// A "same" stride-1 training convolution of fewer than 32 input channels
+    /// (`PackedGEMMConv.sameStrideOne`): forward on the packed tiles reading the image, a fresh
+    /// input gradient as the packed forward of the output gradient with the flipped kernels, the
+    /// weight gradient by Winograd where it applies (else im2col and sgemm).
+    case fewChannels
 
     public var description: String {
         switch self {
@@ -318,6 +324,7 @@ public enum Conv2DAlgorithm: Equatable, Sendable, CustomStringConvertible {
         case .packedGEMM: return "packed GEMM"
         case let .winograd(tile): return "winograd F(\(tile),3)"
         case .shallow: return "shallow"
+        case .fewChannels: return "few channels"
         case .denseMap: return "dense map"
         }
     }
@@ -334,6 +341,7 @@ extension Conv2DGeometry {
         let run = KernelWindow(self)?.geometry ?? self
         if run.isDepthwise { return .depthwise }
         if frozenWeights, DenseMapConv.takes(run) { return .denseMap }
+        if !frozenWeights, PackedGEMMConv.sameStrideOne(run), PackedGEMMConv.takesTrainingForward(run) { return .fewChannels }
         if let winograd = WinogradConv(run, frozenWeights: frozenWeights, weightsCached: weightsCached) {
             return .winograd(tile: winograd.tile)
         }
@@ -433,7 +441,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
     let kernels = window?.slice(weight) ?? weight
     if run.isDepthwise {
         depthwiseForward(run, x.data, kernels.data, bias?.data, out.data)
-    } else if let winograd = WinogradConv(run) {
+    } else if let winograd = WinogradConv(run), !PackedGEMMConv.sameStrideOne(run) || !PackedGEMMConv.takesTrainingForward(run) {
         winograd.forward(x.data, kernels.data, bias?.data, out.data)
     } else if PackedGEMMConv.takesTrainingForward(run), let gemm = PackedGEMMConv(run) {
         // Few input channels (a first layer): sgemm's blocking is made for deep products, the
@@ -461,7 +469,14 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
                 depthwiseBackward(run, x.data, kernels.data, d.data, dx, dw)
                 if let db { addBiasGradient(geo, d.data, db) }
             } else if let winograd = WinogradConv(run) {
-                winograd.backward(x.data, kernels.data, d.data, dx, dw, overwritingDx: dxFresh)
+                if let dx, dxFresh, let transposed = PackedGEMMConv.transposedForward(run) {
+                    // Few channels: the input gradient as the packed forward of dOut with the
+                    // flipped kernels, Winograd the weights' alone.
+                    transposed.forward(d.data, packed: transposed.packFlipped(kernels.data).data, nil, dx, activation: .identity)
+                    winograd.backward(x.data, kernels.data, d.data, nil, dw, overwritingDx: false)
+                } else {
+                    winograd.backward(x.data, kernels.data, d.data, dx, dw, overwritingDx: dxFresh)
+                }
                 if let db { addBiasGradient(geo, d.data, db) }
             } else {
                 GEMMConv(run).backward(x.data, kernels.data, d.data, dx, dw, db, overwritingDx: dxFresh)

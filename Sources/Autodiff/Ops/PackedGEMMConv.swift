@@ -41,8 +41,52 @@ struct PackedGEMMConv {
     static func takesTrainingForward(_ g: Conv2DGeometry) -> Bool {
         guard g.batch >= Parallel.gemmPieces, takes(g) else { return false }
         if g.colRows <= Conv2DTuning.packedMaxDepth { return true }
+        if sameStrideOne(g) { return true }
         return g.strideH == 2 && g.strideW == 2 && g.outPlane >= minPlane
             && ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, 2) != 0
+    }
+
+    /// A "same" stride-1 training convolution of fewer than 32 input channels (not a 1x1, which
+    /// sgemm reads in place, nor a shallow one, `Conv2DAlgorithm.shallow`), ahead of Winograd
+    /// (under `auto`): with so few channels Winograd's
+    /// transforms cost as much as its products. Batch 128, forward / backward in ms (best of 4
+    /// alternating rounds), Winograd F(4,3) then this (its input gradient by `transposedForward`,
+    /// its weight gradient still Winograd's): 16 -> 16 on 32x32 3.41 / 5.93 -> 2.32 / 5.03 (PreAct
+    /// ResNet-18 x0.25's first stage), 24 -> 24 on 16x16 1.83 / 3.03 -> 1.26 / 2.60; 8 -> 16 on
+    /// 16x16 (sgemm, too few channels for Winograd) 0.89 / 2.07 -> 0.57 / 2.07.
+    static func sameStrideOne(_ g: Conv2DGeometry) -> Bool {
+        Conv2DTuning.winograd == .auto && g.strideH == 1 && g.strideW == 1 && g.inChannels < 32 && g.outPlane >= minPlane
+            && !g.isPointwise && g.colRows > Conv2DTuning.packedMaxDepth && ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, 1) != 0
+    }
+
+    /// The convolution whose forward is `g`'s input gradient, where `g` is `sameStrideOne` and so
+    /// is that one (dOut as its input, C and O swapped, the kernels flipped: `packFlipped`).
+    static func transposedForward(_ g: Conv2DGeometry) -> PackedGEMMConv? {
+        guard sameStrideOne(g), g.groups == 1, g.padH * 2 + 1 == g.kernelH, g.padW * 2 + 1 == g.kernelW,
+              let t = try? Conv2DGeometry.validate(input: [g.batch, g.outChannels, g.outH, g.outW],
+                                                   weight: [g.inChannels, g.outChannels, g.kernelH, g.kernelW], bias: nil,
+                                                   stride: (1, 1), padding: (g.padH, g.padW), groups: 1),
+              sameStrideOne(t), takesTrainingForward(t)
+        else { return nil }
+        return PackedGEMMConv(t)
+    }
+
+    /// `weight` [C, O, kH, kW] of the convolution `transposedForward` made this one from ([O, C,
+    /// kH, kW], the original's) turned into this one's: w'[c][o][i][j] = w[o][c][kH-1-i][kW-1-j],
+    /// then packed.
+    func packFlipped(_ weight: UnsafePointer<Float>) -> Tensor {
+        let c = g.outChannels, o = g.inChannels, kh = g.kernelH, kw = g.kernelW
+        let flipped = Tensor(uninitialized: [c * o * kh * kw])
+        for oc in 0..<o {
+            for ch in 0..<c {
+                for i in 0..<kh {
+                    for j in 0..<kw {
+                        flipped.data[((ch * o + oc) * kh + i) * kw + j] = weight[((oc * c + ch) * kh + kh - 1 - i) * kw + kw - 1 - j]
+                    }
+                }
+            }
+        }
+        return pack(flipped.data)
     }
 
     /// Whether `g` runs here on the narrow kernel.
