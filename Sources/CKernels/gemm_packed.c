@@ -2,6 +2,7 @@
 #include "simd.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 // A GEMM whose left operand (a frozen convolution's weights) is packed once and reused for every
@@ -658,8 +659,8 @@ void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH,
     struct ns_taps t;
     ns_tap_table(H, W, W, KH, KW, PH, PW, 1, &t);
     const long HW = H * W, N = C * t.count + (ones ? 1 : 0);
-    const float *src[2 * MAX_TAPS + 1];
-    if (N > 2 * MAX_TAPS + 1) return;
+    const float *src[NS_CONV_DW_MAX_ROWS];
+    if (N > NS_CONV_DW_MAX_ROWS) abort();  // the caller checks
     if (ones) src[N - 1] = ones;
     // Rows whole vectors and a small image: a zero-padded copy, read without masks.
     const long Hp = H + 2 * PH, Wp = W + 2 * PW;

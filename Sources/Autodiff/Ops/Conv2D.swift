@@ -157,6 +157,14 @@ public enum Conv2DTuning {
         get { ns_masked_image_reads() != 0 }
         set { ns_set_masked_image_reads(newValue ? 1 : 0) }
     }
+    /// Training convolutions of few channels (`Conv2DAlgorithm.fewChannels`) on output planes of
+    /// at least this many pixels compute their weight gradient as lane sums along the pixels
+    /// (`ns_conv_dw_lanes`, the image read in place) rather than by Winograd; below it with 16-pixel
+    /// rows the lane sums' blocks are too short. Where Winograd does not apply, always. Batch 128,
+    /// backward ms, before / after: 16 -> 16 on 32x32 5.0 / 4.6, 16 -> 24 on 32x32 (with
+    /// Winograd's) 8.6 / 7.0, 24 -> 24 on 32x32 12.6 / 10.1, but 24 -> 24 on 16x16 2.6 / 3.3;
+    /// sgemm's 8 -> 8 on 32x32 3.1 / 2.6 and 12 -> 12 on 16x16 2.3 / 1.5.
+    nonisolated(unsafe) public static var fewChannelsLanesPlane = 1024
     /// Halving convolutions (1x1 or 3x3, stride 2) compute their input gradient as every tap's
     /// contribution (a GEMM on dOut) gathered into the input's even and odd rows and columns
     /// (`ns_conv_dx_s2_gather`), rather than as a patch matrix's gradient scattered by col2im.
@@ -468,18 +476,30 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
                 if dxFresh { dxTensor?.zero() }
                 depthwiseBackward(run, x.data, kernels.data, d.data, dx, dw)
                 if let db { addBiasGradient(geo, d.data, db) }
-            } else if let winograd = WinogradConv(run) {
-                if let dx, dxFresh, let transposed = PackedGEMMConv.transposedForward(run) {
-                    // Few channels: the input gradient as the packed forward of dOut with the
-                    // flipped kernels, Winograd the weights' alone.
-                    transposed.forward(d.data, packed: transposed.packFlipped(kernels.data).data, nil, dx, activation: .identity)
-                    winograd.backward(x.data, kernels.data, d.data, nil, dw, overwritingDx: false)
-                } else {
-                    winograd.backward(x.data, kernels.data, d.data, dx, dw, overwritingDx: dxFresh)
+            } else if let winograd = WinogradConv(run), let transposed = PackedGEMMConv.transposedForward(run) {
+                // Few channels: a fresh input gradient as the packed forward of dOut with the
+                // flipped kernels; on large maps the weights' and bias's as lane sums along the
+                // pixels, else Winograd's.
+                let lanes = run.outPlane >= Conv2DTuning.fewChannelsLanesPlane
+                if let dx {
+                    if dxFresh {
+                        transposed.forward(d.data, packed: transposed.packFlipped(kernels.data).data, nil, dx, activation: .identity)
+                    } else {
+                        winograd.backward(x.data, kernels.data, d.data, dx, lanes ? nil : dw, overwritingDx: false)
+                    }
                 }
+                if lanes {
+                    GEMMConv(run).backward(x.data, kernels.data, d.data, nil, dw, db, lanesWeightGradient: true)
+                } else {
+                    if dx == nil || dxFresh { winograd.backward(x.data, kernels.data, d.data, nil, dw, overwritingDx: false) }
+                    if let db { addBiasGradient(geo, d.data, db) }
+                }
+            } else if let winograd = WinogradConv(run) {
+                winograd.backward(x.data, kernels.data, d.data, dx, dw, overwritingDx: dxFresh)
                 if let db { addBiasGradient(geo, d.data, db) }
             } else {
-                GEMMConv(run).backward(x.data, kernels.data, d.data, dx, dw, db, overwritingDx: dxFresh)
+                GEMMConv(run).backward(x.data, kernels.data, d.data, dx, dw, db, overwritingDx: dxFresh,
+                                       lanesWeightGradient: PackedGEMMConv.sameStrideOne(run))
             }
             if let window, let dw { window.addGradient(dw, into: weight.gradBuffer().data) }
         }
@@ -709,8 +729,11 @@ struct GEMMConv {
     /// bias's sums in the same pass over `dOut`.
     func backward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ dOut: UnsafePointer<Float>,
                   _ dx: UnsafeMutablePointer<Float>?, _ dw: UnsafeMutablePointer<Float>?,
-                  _ db: UnsafeMutablePointer<Float>? = nil, overwritingDx: Bool = false) {
-        let shallow = dw != nil && g.colRows <= Conv2DTuning.packedMaxDepth
+                  _ db: UnsafeMutablePointer<Float>? = nil, overwritingDx: Bool = false, lanesWeightGradient: Bool = false) {
+        // The weight gradient as lane sums (`ns_gemm_nt_lanes`, or `ns_conv_dw_lanes` reading the
+        // image in place): a shallow convolution's, or one of few channels (`lanesWeightGradient`).
+        let shallow = dw != nil && (g.colRows <= Conv2DTuning.packedMaxDepth
+                                    || (lanesWeightGradient && g.colRows < Int(NS_CONV_DW_MAX_ROWS)))
         if let db, !shallow { addBiasGradient(g, dOut, db) }
         guard dx != nil || dw != nil else { return }
         // A fresh input gradient of a few channels (a first layer's), or any halving convolution's,

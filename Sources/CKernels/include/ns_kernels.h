@@ -293,9 +293,12 @@ void ns_conv_dx_s2_gather(long C, long H, long W, long K, long images, const flo
 /// one image, lanes[(m N + n) 16 + l] += the products of dy [M, H W] and the patch rows n of x
 /// [C, H, W] (n = c KH KW + tap, read in place under their masks; with `ones` not NULL, a last
 /// row of ones for the bias's sums, N = C KH KW + 1: `ns_conv_dw_ones_count` ones, read like the
-/// image's rows, or like a zero-padded copy's where the patch rows are read from one). Stride 1, output the input's size, where `ns_pconv_available` says so (C KH KW
-/// at most 128). `masks` (`ns_conv_dw_masks_count` entries, `ones` nonzero when the row of ones
-/// is read) from `ns_conv_dw_masks` and the row of ones, once per geometry.
+/// image's rows, or like a zero-padded copy's where the patch rows are read from one). Stride 1,
+/// output the input's size, where `ns_pconv_available` says so, N at most `NS_CONV_DW_MAX_ROWS`
+/// (31 channels of 3x3 and the row of ones). `masks` (`ns_conv_dw_masks_count` entries, `ones`
+/// nonzero when the row of ones is read) from `ns_conv_dw_masks` and the row of ones, once per
+/// geometry.
+enum { NS_CONV_DW_MAX_ROWS = 32 * 9 + 1 };
 long ns_conv_dw_masks_count(long C, long H, long W, long KH, long KW, int ones);
 void ns_conv_dw_masks(long C, long H, long W, long KH, long KW, long PH, long PW, int ones, unsigned short *masks);
 long ns_conv_dw_ones_count(long H, long W, long PW);
