@@ -320,9 +320,10 @@ public enum Conv2DAlgorithm: Equatable, Sendable, CustomStringConvertible {
     /// gradient of a few channels as every tap's contribution to every pixel (one GEMM), shifted and summed.
     case shallow
     /// A "same" stride-1 training convolution of fewer than 32 input channels
-    /// (`PackedGEMMConv.sameStrideOne`): forward on the packed tiles reading the image, a fresh
-    /// input gradient as the packed forward of the output gradient with the flipped kernels, the
-    /// weight gradient by Winograd where it applies (else im2col and sgemm).
+    /// (`PackedGEMMConv.sameStrideOne`): forward on the packed tiles reading the image; where
+    /// Winograd would apply, a fresh input gradient as the packed forward of the output gradient
+    /// with the flipped kernels, otherwise im2col and sgemm's; the weight gradient as lane sums
+    /// along the pixels (`Conv2DTuning.fewChannelsLanesPlane`), or by Winograd on smaller maps.
     case fewChannels
 
     public var description: String {
