@@ -309,7 +309,7 @@ final class GradientTests: XCTestCase {
     /// input gradient is the packed forward of dOut with the flipped kernels: all against the
     /// sgemm path (`winograd` off); their weight gradients as lane sums on 32x32 maps and where
     /// Winograd does not apply. 16 channels on 32x32 (lane sums beside the packed input gradient),
-    /// 8 -> 12 on 16x16 (no Winograd: lane sums), 24 -> 20 on 16x32 (Winograd's weight gradient), a
+    /// 8 -> 12 on 16x16 (no Winograd: the same two), 24 -> 20 on 16x32 (Winograd's weight gradient), a
     /// 1x1 (left to sgemm); the input used by two convolutions (the second input gradient added to
     /// the first).
     func testFewChannelConvolutionsOnPackedTilesMatchTheSgemmPath() {

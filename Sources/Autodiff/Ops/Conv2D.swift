@@ -320,10 +320,10 @@ public enum Conv2DAlgorithm: Equatable, Sendable, CustomStringConvertible {
     /// gradient of a few channels as every tap's contribution to every pixel (one GEMM), shifted and summed.
     case shallow
     /// A "same" stride-1 training convolution of fewer than 32 input channels
-    /// (`PackedGEMMConv.sameStrideOne`): forward on the packed tiles reading the image; where
-    /// Winograd would apply, a fresh input gradient as the packed forward of the output gradient
-    /// with the flipped kernels, otherwise im2col and sgemm's; the weight gradient as lane sums
-    /// along the pixels (`Conv2DTuning.fewChannelsLanesPlane`), or by Winograd on smaller maps.
+    /// (`PackedGEMMConv.sameStrideOne`): forward on the packed tiles reading the image; a fresh
+    /// input gradient as the packed forward of the output gradient with the flipped kernels
+    /// (where that one has fewer than 32 input channels too); the weight gradient as lane sums
+    /// along the pixels, or by Winograd's on maps below `Conv2DTuning.fewChannelsLanesPlane`.
     case fewChannels
 
     public var description: String {
@@ -498,6 +498,10 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
             } else if let winograd = WinogradConv(run) {
                 winograd.backward(x.data, kernels.data, d.data, dx, dw, overwritingDx: dxFresh)
                 if let db { addBiasGradient(geo, d.data, db) }
+            } else if let dx, dxFresh, let transposed = PackedGEMMConv.transposedForward(run) {
+                // Few channels without Winograd: the same input gradient, the weights' by lane sums.
+                transposed.forward(d.data, packed: transposed.packFlipped(kernels.data).data, nil, dx, activation: .identity)
+                GEMMConv(run).backward(x.data, kernels.data, d.data, nil, dw, db, lanesWeightGradient: true)
             } else {
                 GEMMConv(run).backward(x.data, kernels.data, d.data, dx, dw, db, overwritingDx: dxFresh,
                                        lanesWeightGradient: PackedGEMMConv.sameStrideOne(run))
