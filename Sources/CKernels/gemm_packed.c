@@ -852,12 +852,13 @@ typedef struct {
     long ldz, ts, cs;
 } s2_rows;
 
-/// The row i of an image's plane in z's row for tap (kh, kw) and channel c (`z` at the image's
-/// first column), or NULL where that tap reads no row of dx's row y: x's row y = 2 i + kh - P.
-static inline const float *s2_tap_row(s2_rows z, long K, long c, long OH, long OW, long y, long kh, long kw) {
+/// The row i of an image's plane in z's row for tap (kh, 0) and channel c (`z` at the image's
+/// first column; taps (kh, 1) and (kh, 2) ts rows further each), or NULL where kernel row kh reads
+/// no row of dx's row y: x's row y = 2 i + kh - P.
+static inline const float *s2_tap_row(s2_rows z, long K, long c, long OH, long OW, long y, long kh) {
     const long P = K / 2, t = y + P - kh;
     if (t < 0 || t % 2 != 0 || t / 2 >= OH) return 0;
-    return z.z + ((kh * K + kw) * z.ts + c * z.cs) * z.ldz + (t / 2) * OW;
+    return z.z + (kh * K * z.ts + c * z.cs) * z.ldz + (t / 2) * OW;
 }
 
 #if defined(__x86_64__) && defined(__clang__)
@@ -875,11 +876,11 @@ WIDE_TARGET static void s2_gather_wide(long C, long H, long W, long K, s2_rows z
                 __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();
                 for (long kh = 0; kh < K; kh++) {
                     if (K == 1) {
-                        const float *r = s2_tap_row(z, K, c, OH, OW, y, kh, 0);
+                        const float *r = s2_tap_row(z, K, c, OH, OW, y, kh);
                         if (r) even = _mm256_add_ps(even, _mm256_maskz_loadu_ps(here, r + j0));
                         continue;
                     }
-                    const float *r0 = s2_tap_row(z, K, c, OH, OW, y, kh, 0);
+                    const float *r0 = s2_tap_row(z, K, c, OH, OW, y, kh);
                     if (!r0) continue;
                     const float *r1 = r0 + z.ts * z.ldz, *r2 = r1 + z.ts * z.ldz;
                     even = _mm256_add_ps(even, _mm256_maskz_loadu_ps(here, r1 + j0));
@@ -903,7 +904,7 @@ static void s2_gather(long C, long H, long W, long K, s2_rows z, float *dx, int 
             for (long x = 0; x < W; x++) {
                 float acc = 0;
                 for (long kh = 0; kh < K; kh++) {
-                    const float *r = s2_tap_row(z, K, c, OH, OW, y, kh, 0);
+                    const float *r = s2_tap_row(z, K, c, OH, OW, y, kh);
                     if (!r) continue;
                     if (K == 1) {
                         acc += x % 2 == 0 ? r[x / 2] : 0;

@@ -477,30 +477,27 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
                 if dxFresh { dxTensor?.zero() }
                 depthwiseBackward(run, x.data, kernels.data, d.data, dx, dw)
                 if let db { addBiasGradient(geo, d.data, db) }
-            } else if let winograd = WinogradConv(run), let transposed = PackedGEMMConv.transposedForward(run) {
-                // Few channels: a fresh input gradient as the packed forward of dOut with the
-                // flipped kernels; on large maps the weights' and bias's as lane sums along the
-                // pixels, else Winograd's.
-                let lanes = run.outPlane >= Conv2DTuning.fewChannelsLanesPlane
-                if let dx {
-                    if dxFresh {
-                        transposed.forward(d.data, packed: transposed.packFlipped(kernels.data).data, nil, dx, activation: .identity)
-                    } else {
-                        winograd.backward(x.data, kernels.data, d.data, dx, lanes ? nil : dw, overwritingDx: false)
-                    }
+            } else if let winograd = WinogradConv(run) {
+                // Few channels whose transposed convolution has few too (`Conv2DAlgorithm
+                // .fewChannels`): a fresh input gradient as the packed forward of dOut with the
+                // flipped kernels, and on large maps the weights' and bias's as lane sums along the
+                // pixels. Winograd computes the rest.
+                let transposed = PackedGEMMConv.transposedForward(run)
+                let lanes = transposed != nil && run.outPlane >= Conv2DTuning.fewChannelsLanesPlane
+                let packedDx = dxFresh ? transposed : nil
+                if let dx, let packedDx { packedDx.flippedForward(d.data, kernels: kernels.data, into: dx) }
+                let winogradDx = packedDx == nil ? dx : nil
+                if winogradDx != nil || !lanes {
+                    winograd.backward(x.data, kernels.data, d.data, winogradDx, lanes ? nil : dw, overwritingDx: dxFresh)
                 }
                 if lanes {
                     GEMMConv(run).backward(x.data, kernels.data, d.data, nil, dw, db, lanesWeightGradient: true)
-                } else {
-                    if dx == nil || dxFresh { winograd.backward(x.data, kernels.data, d.data, nil, dw, overwritingDx: false) }
-                    if let db { addBiasGradient(geo, d.data, db) }
+                } else if let db {
+                    addBiasGradient(geo, d.data, db)
                 }
-            } else if let winograd = WinogradConv(run) {
-                winograd.backward(x.data, kernels.data, d.data, dx, dw, overwritingDx: dxFresh)
-                if let db { addBiasGradient(geo, d.data, db) }
             } else if let dx, dxFresh, let transposed = PackedGEMMConv.transposedForward(run) {
                 // Few channels without Winograd: the same input gradient, the weights' by lane sums.
-                transposed.forward(d.data, packed: transposed.packFlipped(kernels.data).data, nil, dx, activation: .identity)
+                transposed.flippedForward(d.data, kernels: kernels.data, into: dx)
                 GEMMConv(run).backward(x.data, kernels.data, d.data, nil, dw, db, lanesWeightGradient: true)
             } else {
                 GEMMConv(run).backward(x.data, kernels.data, d.data, dx, dw, db, overwritingDx: dxFresh,

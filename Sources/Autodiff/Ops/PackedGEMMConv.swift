@@ -46,23 +46,25 @@ struct PackedGEMMConv {
             && ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, 2) != 0
     }
 
-    /// A "same" stride-1 training convolution of fewer than 32 input channels (not a 1x1, which
-    /// sgemm reads in place, nor a shallow one, `Conv2DAlgorithm.shallow`), ahead of Winograd
-    /// (under `auto`): with so few channels Winograd's
-    /// transforms cost as much as its products. Batch 128, forward / backward in ms (best of 4
-    /// alternating rounds), Winograd F(4,3) then this (its input gradient by `transposedForward`,
-    /// its weight gradient still Winograd's): 16 -> 16 on 32x32 3.41 / 5.93 -> 2.32 / 5.03 (PreAct
-    /// ResNet-18 x0.25's first stage), 24 -> 24 on 16x16 1.83 / 3.03 -> 1.26 / 2.60; 8 -> 16 on
-    /// 16x16 (sgemm, too few channels for Winograd) 0.89 / 2.07 -> 0.57 / 2.07.
+    /// A "same" stride-1 training convolution of one group and fewer than 32 input channels (not a
+    /// 1x1, which sgemm reads in place, nor a shallow one, `Conv2DAlgorithm.shallow`), ahead of
+    /// Winograd (under `auto`): with so few channels Winograd's transforms cost as much as its
+    /// products. Batch 128, forward / backward in ms (best of 4 alternating rounds), Winograd F(4,3)
+    /// then this with its input gradient by `transposedForward` and its weight gradient still
+    /// Winograd's: 16 -> 16 on 32x32 3.41 / 5.93 -> 2.32 / 5.03 (PreAct ResNet-18 x0.25's first
+    /// stage), 24 -> 24 on 16x16 1.83 / 3.03 -> 1.26 / 2.60; 8 -> 16 on 16x16 (sgemm, too few
+    /// channels for Winograd) 0.89 / 2.07 -> 0.57 / 2.07. The weight gradients' lane sums came
+    /// after (`Conv2DTuning.fewChannelsLanesPlane`).
     static func sameStrideOne(_ g: Conv2DGeometry) -> Bool {
-        Conv2DTuning.winograd == .auto && g.strideH == 1 && g.strideW == 1 && g.inChannels < 32 && g.outPlane >= minPlane
-            && !g.isPointwise && g.colRows > Conv2DTuning.packedMaxDepth && ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, 1) != 0
+        Conv2DTuning.winograd == .auto && g.groups == 1 && g.strideH == 1 && g.strideW == 1 && g.inChannels < 32
+            && g.outPlane >= minPlane && !g.isPointwise && g.colRows > Conv2DTuning.packedMaxDepth
+            && ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, 1) != 0
     }
 
     /// The convolution whose forward is `g`'s input gradient, where `g` is `sameStrideOne` and so
-    /// is that one (dOut as its input, C and O swapped, the kernels flipped: `packFlipped`).
+    /// is that one (dOut as its input, C and O swapped, the kernels flipped: `flippedForward`).
     static func transposedForward(_ g: Conv2DGeometry) -> PackedGEMMConv? {
-        guard sameStrideOne(g), g.groups == 1, g.padH * 2 + 1 == g.kernelH, g.padW * 2 + 1 == g.kernelW,
+        guard sameStrideOne(g),
               let t = try? Conv2DGeometry.validate(input: [g.batch, g.outChannels, g.outH, g.outW],
                                                    weight: [g.inChannels, g.outChannels, g.kernelH, g.kernelW], bias: nil,
                                                    stride: (1, 1), padding: (g.padH, g.padW), groups: 1),
@@ -71,10 +73,10 @@ struct PackedGEMMConv {
         return PackedGEMMConv(t)
     }
 
-    /// `weight` [C, O, kH, kW] of the convolution `transposedForward` made this one from ([O, C,
-    /// kH, kW], the original's) turned into this one's: w'[c][o][i][j] = w[o][c][kH-1-i][kW-1-j],
-    /// then packed.
-    func packFlipped(_ weight: UnsafePointer<Float>) -> Tensor {
+    /// The forward of the convolution `transposedForward` made this one from, on `dOut`, with that
+    /// one's `weight` [O, C, kH, kW] turned into this one's, w'[c][o][i][j] = w[o][c][kH-1-i][kW-1-j]:
+    /// that convolution's input gradient, written into `dx`.
+    func flippedForward(_ dOut: UnsafePointer<Float>, kernels weight: UnsafePointer<Float>, into dx: UnsafeMutablePointer<Float>) {
         let c = g.outChannels, o = g.inChannels, kh = g.kernelH, kw = g.kernelW
         let flipped = Tensor(uninitialized: [c * o * kh * kw])
         for oc in 0..<o {
@@ -86,7 +88,7 @@ struct PackedGEMMConv {
                 }
             }
         }
-        return pack(flipped.data)
+        forward(dOut, packed: pack(flipped.data).data, nil, dx, activation: .identity)
     }
 
     /// Whether `g` runs here on the narrow kernel.

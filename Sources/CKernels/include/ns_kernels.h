@@ -295,7 +295,7 @@ void ns_conv_dx_s2_gather(long C, long H, long W, long K, long images, const flo
 /// row of ones for the bias's sums, N = C KH KW + 1: `ns_conv_dw_ones_count` ones, read like the
 /// image's rows, or like a zero-padded copy's where the patch rows are read from one). Stride 1,
 /// output the input's size, where `ns_pconv_available` says so, N at most `NS_CONV_DW_MAX_ROWS`
-/// (31 channels of 3x3 and the row of ones). `masks` (`ns_conv_dw_masks_count` entries, `ones`
+/// (32 channels of 3x3 and the row of ones). `masks` (`ns_conv_dw_masks_count` entries, `ones`
 /// nonzero when the row of ones is read) from `ns_conv_dw_masks` and the row of ones, once per
 /// geometry.
 enum { NS_CONV_DW_MAX_ROWS = 32 * 9 + 1 };
