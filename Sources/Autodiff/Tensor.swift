@@ -157,6 +157,23 @@ public final class BufferPool: @unchecked Sendable {
 
     init() { pthread_mutex_init(&lock, nil) }
 
+    /// Buffers of at least this many bytes start on a boundary of it (x86-64's and arm64's
+    /// transparent huge page, 2 MB).
+    public static let hugePageBytes = 2 << 20
+    /// Whether buffers of at least `hugePageBytes` are 2 MB aligned and marked for transparent
+    /// huge pages (`madvise(MADV_HUGEPAGE)`, before their first touch): Linux then backs them
+    /// with 2 MB pages where its THP setting is `madvise` or `always` (Debian's default is
+    /// `madvise`, under which nothing else asks for them). A batch's activations and gradients
+    /// are tens of MB, 4 KB pages many thousand: on an Intel Xeon VM the weight gradient of
+    /// VGG-11's first layer ran at a median 2.3-2.5 ms with them against 2.7-4.3 ms without (30
+    /// passes each), the page walks of a VM being two-level. Whole training steps at batch 128,
+    /// 5 alternating pairs (ABBA), median images/s with / without: VGG-11 x1.0 1.035x and x0.25
+    /// 1.056x, MobileNetV2 x1.0 1.064x (5 of 5 faster), ResNet-50 x1.0 1.027x, PreAct ResNet-18
+    /// x0.25 1.026x; peak resident memory +10-27 MB (of 730-1010). Inference at batch 32 (3
+    /// rounds): ResNet-50 x1.0 and VGG-11 x1.0 5% less latency. Set it before the first
+    /// allocations (buffers already pooled keep their pages).
+    nonisolated(unsafe) public static var hugePages = true
+
     func acquire(_ count: Int) -> UnsafeMutablePointer<Float> {
         pthread_mutex_lock(&lock)
         if let p = freeLists[count]?.popLast() {
@@ -165,8 +182,14 @@ public final class BufferPool: @unchecked Sendable {
         }
         pthread_mutex_unlock(&lock)
         var raw: UnsafeMutableRawPointer?
-        let rc = posix_memalign(&raw, 64, max(count, 1) * MemoryLayout<Float>.stride)
+        let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        let huge = BufferPool.hugePages && bytes >= BufferPool.hugePageBytes
+        let rc = posix_memalign(&raw, huge ? BufferPool.hugePageBytes : 64, bytes)
         precondition(rc == 0 && raw != nil, "BufferPool: cannot allocate \(count) floats")
+        // The buffer's own range only: a huge page backs the 2 MB stretches wholly inside it, and
+        // the memory after it (another allocation's) keeps its pages. A kernel without THP
+        // refuses the advice (EINVAL), which leaves plain pages: nothing to report.
+        if huge { _ = madvise(raw, bytes, MADV_HUGEPAGE) }
         return raw!.bindMemory(to: Float.self, capacity: max(count, 1))
     }
 
