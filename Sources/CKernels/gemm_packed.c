@@ -630,19 +630,21 @@ long ns_conv_dw_masks_count(long C, long H, long W, long KH, long KW, int ones) 
     return (H * W + NR - 1) / NR * (C * KH * KW + (ones ? 1 : 0));
 }
 
-void ns_conv_dw_masks(long C, long H, long W, long KH, long KW, long PH, long PW, int ones, unsigned short *masks) {
+void ns_conv_dw_masks(long C, long H, long W, long KH, long KW, long PH, long PW, long stride, int ones,
+                      unsigned short *masks) {
 #if defined(__x86_64__) && defined(__clang__)
     struct ns_taps t;
-    ns_tap_table(H, W, W, KH, KW, PH, PW, 1, &t);
-    const long HW = H * W, V = (HW + NR - 1) / NR, N = C * t.count + (ones ? 1 : 0);
+    const long OH = H / stride, OW = W / stride;
+    ns_tap_table(OH, OW, W, KH, KW, PH, PW, stride, &t);
+    const long HW = OH * OW, V = (HW + NR - 1) / NR, N = C * t.count + (ones ? 1 : 0);
     for (long v = 0; v < V; v++) {
         __mmask16 m[MAX_TAPS];
-        ns_tap_masks(v * NR, H, W, &t, m, 1);
+        ns_tap_masks(v * NR, OH, OW, &t, m, 1);
         for (long n = 0; n < C * t.count; n++) masks[v * N + n] = m[n % t.count];
         if (ones) masks[v * N + N - 1] = ns_first_lanes(HW - v * NR);
     }
 #else
-    (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)ones, (void)masks;
+    (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)stride, (void)ones, (void)masks;
 #endif
 }
 
@@ -653,13 +655,24 @@ long ns_conv_dw_ones_count(long H, long W, long PW) {
     return whole > padded ? whole : padded;
 }
 
-void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH, long PW, const float *ones,
-                      const unsigned short *masks, const float *dy, const float *x, float *lanes) {
+void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH, long PW, long stride,
+                      const float *ones, const unsigned short *masks, const float *dy, const float *x, float *lanes) {
 #if defined(__x86_64__) && defined(__clang__)
     struct ns_taps t;
+    const float *src[NS_CONV_DW_MAX_ROWS];
+    if (stride == 2) {
+        // x is the image's phases, [C][4][H / 2][W / 2]: every tap reads a phase plane shifted by
+        // at most one row and column, under its masks.
+        const long OH = H / 2, OW = W / 2, N = C * KH * KW + (ones ? 1 : 0);
+        if (N > NS_CONV_DW_MAX_ROWS) abort();  // the caller checks
+        ns_tap_table(OH, OW, W, KH, KW, PH, PW, 2, &t);
+        if (ones) src[N - 1] = ones;
+        for (long n = 0; n < C * t.count; n++) src[n] = x + (n / t.count) * 4 * OH * OW + t.offset[n % t.count];
+        dw_lanes(M, N, OH * OW, src, masks, dy, lanes);
+        return;
+    }
     ns_tap_table(H, W, W, KH, KW, PH, PW, 1, &t);
     const long HW = H * W, N = C * t.count + (ones ? 1 : 0);
-    const float *src[NS_CONV_DW_MAX_ROWS];
     if (N > NS_CONV_DW_MAX_ROWS) abort();  // the caller checks
     if (ones) src[N - 1] = ones;
     // Rows whole vectors and a small image: a zero-padded copy, read without masks.
@@ -677,8 +690,8 @@ void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH,
     for (long n = 0; n < C * t.count; n++) src[n] = x + (n / t.count) * HW + t.offset[n % t.count];
     dw_lanes(M, N, HW, src, masks, dy, lanes);
 #else
-    (void)M, (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)ones, (void)masks, (void)dy;
-    (void)x, (void)lanes;
+    (void)M, (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)stride, (void)ones, (void)masks;
+    (void)dy, (void)x, (void)lanes;
 #endif
 }
 

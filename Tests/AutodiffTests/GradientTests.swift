@@ -304,6 +304,41 @@ final class GradientTests: XCTestCase {
         }
     }
 
+    /// A halving convolution's weight and bias gradients as lane sums on each image's phases
+    /// (`Conv2DTuning.halvingLanes`) against sgemm's on the patch matrix: 3x3/2 on 32x32 (a 16x16
+    /// output, one vector a row), 32 input channels (288 patch rows, the most), a cut vector (36x36:
+    /// rows of 18), a small plane (8x8: a vector four rows), 1x1/2 (the even phase alone); with and
+    /// without a bias and an input gradient.
+    func testHalvingWeightGradientAsLaneSumsMatchesTheSgemmPath() {
+        let cases: [(x: [Int], o: Int, k: Int)] = [([3, 16, 32, 32], 32, 3), ([2, 32, 32, 32], 20, 3), ([2, 5, 36, 36], 7, 3),
+                                                   ([3, 9, 8, 8], 6, 3), ([2, 24, 32, 32], 12, 1)]
+        let saved = Conv2DTuning.halvingLanes
+        defer { Conv2DTuning.halvingLanes = saved }
+        for c in cases {
+            let pad = c.k / 2
+            let x = Tensor.randn(c.x, using: &rng), w = Tensor.randn([c.o, c.x[1], c.k, c.k], using: &rng)
+            let b = Tensor.randn([c.o], using: &rng)
+            let seed = Tensor.randn([c.x[0], c.o, c.x[2] / 2, c.x[3] / 2], using: &rng)
+            for (withBias, inputGradient) in [(true, true), (false, false), (true, false)] {
+                var results: [[[Float]]] = []
+                for lanes in [Conv2DTuning.HalvingLanes.always, .off] {
+                    Conv2DTuning.halvingLanes = lanes
+                    x.requiresGrad = inputGradient
+                    w.requiresGrad = true
+                    b.requiresGrad = withBias
+                    x.grad = nil; w.grad = nil; b.grad = nil
+                    conv2d(x, weight: w, bias: withBias ? b : nil, stride: (2, 2), padding: (pad, pad)).backward(seed: seed)
+                    results.append([w.grad!.values, b.grad?.values ?? [], x.grad?.values ?? []])
+                }
+                let what = "\(c.x) -> \(c.o) \(c.k)x\(c.k)/2\(withBias ? " with bias" : "")\(inputGradient ? " and dX" : "")"
+                for (k, name) in ["weight gradient", "bias gradient", "input gradient"].enumerated() {
+                    XCTAssertEqual(results[0][k].count, results[1][k].count, "\(what): \(name)")
+                    assertClose(results[0][k], results[1][k], rtol: 1e-5, atol: 1e-4, "\(what): \(name)")
+                }
+            }
+        }
+    }
+
     /// "Same" stride-1 convolutions of fewer than 32 input channels run forward on the packed tiles
     /// in training (under Winograd's `auto`), and where Winograd takes their backward, a fresh
     /// input gradient is the packed forward of dOut with the flipped kernels: all against the

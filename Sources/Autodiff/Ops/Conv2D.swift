@@ -170,6 +170,14 @@ public enum Conv2DTuning {
     /// (`ns_conv_dx_s2_gather`), rather than as a patch matrix's gradient scattered by col2im.
     /// Off: col2im everywhere.
     nonisolated(unsafe) public static var halvingInputGradient = true
+    /// Where halving convolutions of one group (3x3/2 or 1x1/2, even planes, fewer than
+    /// `NS_CONV_DW_MAX_ROWS` patch rows; AVX-512, which has the masked loads) compute their weight
+    /// gradient as lane sums along the pixels, each image's phases read in place
+    /// (`ns_conv_dw_lanes`), rather than by sgemm on the patch matrix and a copy of dOut:
+    /// `.auto` where that pays (`GEMMConv.halvingLanesPay`), `.always` wherever it applies (for
+    /// tests), `.off` nowhere.
+    public enum HalvingLanes: Sendable { case auto, always, off }
+    nonisolated(unsafe) public static var halvingLanes = HalvingLanes.auto
     /// Of those, the ones with at most this many output channels compute the contributions by the
     /// packed GEMM (`ns_conv_dx_s2`: the weights packed tap by tap, dOut read in place), the others
     /// by sgemm (Wᵀ . dOut, the patch matrix's gradient). Input gradients at batch 128, 4
@@ -735,7 +743,7 @@ struct GEMMConv {
         // The weight gradient as lane sums (`ns_gemm_nt_lanes`, or `ns_conv_dw_lanes` reading the
         // image in place): a shallow convolution's, or one of few channels (`lanesWeightGradient`).
         let shallow = dw != nil && (g.colRows <= Conv2DTuning.packedMaxDepth
-                                    || (lanesWeightGradient && g.colRows < Int(NS_CONV_DW_MAX_ROWS)))
+                                    || ((lanesWeightGradient || halvingLanes) && g.colRows < Int(NS_CONV_DW_MAX_ROWS)))
         if let db, !shallow { addBiasGradient(g, dOut, db) }
         guard dx != nil || dw != nil else { return }
         // A fresh input gradient of a few channels (a first layer's), or any halving convolution's,
@@ -755,16 +763,21 @@ struct GEMMConv {
         let groupRows = shallow && db != nil ? rows + 1 : rows
         let ones: Int32 = groupRows > rows ? 1 : 0
         // A shallow "same" stride-1 convolution's weight gradient reads the patch rows from the
-        // image in place (`ns_conv_dw_lanes`), where the masked loads exist: no im2col.
-        let dwMasks: [UInt16]? = shallow && g.strideH == 1 && g.strideW == 1
-            && ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, 1) != 0
+        // image in place (`ns_conv_dw_lanes`), where the masked loads exist: no im2col; a halving
+        // one's from the image's phases (one group).
+        let dwStride = g.strideH == 1 && g.strideW == 1 ? 1 : halvingLanes ? 2 : 0
+        let dwMasks: [UInt16]? = shallow && dwStride > 0
+            && ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, dwStride) != 0
             ? {
-                var m = [UInt16](repeating: 0, count: ns_conv_dw_masks_count(g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW, ones))
-                ns_conv_dw_masks(g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, ones, &m)
+                var m = [UInt16](repeating: 0, count: ns_conv_dw_masks_count(g.inPerGroup, g.outH, g.outW, g.kernelH, g.kernelW, ones))
+                ns_conv_dw_masks(g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, dwStride, ones, &m)
                 return m
             }() : nil
-        // Its bias's row of ones, read like the image's rows (or a zero-padded copy's).
-        let dwOnes = Tensor.filled([dwMasks != nil && ones != 0 ? ns_conv_dw_ones_count(g.height, g.width, g.padW) : 0], with: 1)
+        // Its bias's row of ones, read like the output's rows (or a zero-padded copy's).
+        let dwOnes = Tensor.filled([dwMasks != nil && ones != 0 ? ns_conv_dw_ones_count(g.outH, g.outW, g.padW) : 0], with: 1)
+        // A halving one's phases of an image, per piece.
+        let phasePer = dwMasks != nil && dwStride == 2 ? g.inChannels * g.inPlane : 0
+        let phases = Tensor(uninitialized: [pieces * phasePer])
         // The patch matrix, and dOut gathered as [O, cols], only for the paths that use them.
         let usesPatches = (dw != nil && dwMasks == nil) || (dx != nil && tapWeights == nil)
         let colPer = usesPatches ? g.groups * groupRows * block * plane : 0, tmpPer = usesPatches ? tmpCount : 0
@@ -779,7 +792,8 @@ struct GEMMConv {
             : ns_conv_dx_few_scratch_count(g.inChannels, g.outChannels, g.height, g.width, g.kernelH, g.kernelW)
         let fewScratch = Tensor(uninitialized: [pieces * fewPer])
         let pcol = col.data, pdtmp = dtmp.data, ppart = partial.data, psums = laneSums.data, pfew = fewScratch.data
-        defer { withExtendedLifetime((col, dtmp, partial, laneSums, dwOnes, fewScratch)) {} }  // the blocks below use them only by pointer
+        let pphases = phases.data
+        defer { withExtendedLifetime((col, dtmp, partial, laneSums, dwOnes, fewScratch, phases)) {} }  // the blocks below use them only by pointer
         var started = [Bool](repeating: false, count: pieces)
         started.withUnsafeMutableBufferPointer { started in
             forEachBlock { k, first, nb in
@@ -799,10 +813,15 @@ struct GEMMConv {
                     let gcol = kcol + grp * groupRows * cols
                     if dw != nil, let dwMasks {
                         for i in 0..<nb {
+                            var image = x + ((first + i) * g.inChannels + grp * g.inPerGroup) * g.inPlane
+                            if phasePer > 0 {
+                                let split = g.kernelH == 1 && g.kernelW == 1 ? ns_pconv_even_phase : ns_pconv_phases
+                                split(image, g.height, g.width, 0, g.inChannels, pphases + k * phasePer)
+                                image = UnsafePointer(pphases + k * phasePer)
+                            }
                             ns_conv_dw_lanes(og, g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW,
-                                             dwOnes.count > 0 ? dwOnes.data : nil, dwMasks,
-                                             dOut + ((first + i) * g.outChannels + grp * og) * plane,
-                                             x + ((first + i) * g.inChannels + grp * g.inPerGroup) * g.inPlane,
+                                             dwStride, dwOnes.count > 0 ? dwOnes.data : nil, dwMasks,
+                                             dOut + ((first + i) * g.outChannels + grp * og) * plane, image,
                                              psums + k * lanePer + grp * og * groupRows * lanes)
                         }
                     } else if dw != nil {
@@ -871,6 +890,29 @@ struct GEMMConv {
                 }
             }
         }
+    }
+
+    /// A halving convolution whose weight gradient is lane sums on its input's phases
+    /// (`Conv2DTuning.halvingLanes`); the caller's `NS_CONV_DW_MAX_ROWS` check applies.
+    private var halvingLanes: Bool {
+        guard g.groups == 1, g.strideH == 2, g.strideW == 2, Conv2DTuning.halvingLanes != .off,
+              ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, 2) != 0
+        else { return false }
+        return Conv2DTuning.halvingLanes == .always || Self.halvingLanesPay(rows: g.colRows, outChannels: g.outChannels, plane: g.outPlane)
+    }
+
+    /// Whether lane sums beat sgemm for a halving convolution's weight gradient: sgemm's product
+    /// is short in rows (output channels) and columns (patch rows), the lane sums' blocks short on
+    /// small planes. Batch 128, weight gradient ms, sgemm / lane sums (best of 9 alternating
+    /// rounds, Intel Xeon VM): 3x3/2 on 32x32 inputs, 16 -> 32 3.1-3.2 / 2.1, 8 -> 16 0.86 / 0.62,
+    /// 24 -> 48 5.1 / 4.6, 32 -> 64 8.0 / 8.0; on 16x16, 16 -> 32 0.90 / 0.73, 24 -> 48 1.5 / 1.6,
+    /// 32 -> 64 2.2 / 2.8; on 8x8, 16 -> 32 0.28 / 0.57. 1x1/2 (sgemm's side: the lane sums on
+    /// the patch matrix, these being shallow) on 32x32, 16 -> 32 0.9-1.4 / 0.40-0.49, 64 -> 128
+    /// 6.0 / 4.0, 96 -> 192 10.8 / 9.4, 256 -> 512 44 / 61; on 16x16, 32 -> 64 0.65 / 0.41,
+    /// 48 -> 96 1.03 / 0.83, 64 -> 128 1.54 / 1.42, 128 -> 256 4.2 / 6.5; on 8x8, 64 -> 128 0.30
+    /// / 0.97.
+    static func halvingLanesPay(rows: Int, outChannels: Int, plane: Int) -> Bool {
+        (plane >= 64 && rows <= 144 && outChannels <= 128) || (plane >= 256 && rows <= 216)
     }
 
     /// A halving convolution of one group (1x1 or 3x3, stride 2, padding half the kernel, even

@@ -290,20 +290,23 @@ void ns_conv_dx_s2(long C, long O, long H, long W, long K, long images, const fl
 void ns_conv_dx_s2_gather(long C, long H, long W, long K, long images, const float *z, long ldz, int channelMajor,
                           float *dx, int accumulate);
 /// `ns_gemm_nt_lanes` for a shallow convolution's weight gradient without its patch matrix: for
-/// one image, lanes[(m N + n) 16 + l] += the products of dy [M, H W] and the patch rows n of x
+/// one image, lanes[(m N + n) 16 + l] += the products of dy [M, OH OW] and the patch rows n of x
 /// [C, H, W] (n = c KH KW + tap, read in place under their masks; with `ones` not NULL, a last
 /// row of ones for the bias's sums, N = C KH KW + 1: `ns_conv_dw_ones_count` ones, read like the
-/// image's rows, or like a zero-padded copy's where the patch rows are read from one). Stride 1,
-/// output the input's size, where `ns_pconv_available` says so, N at most `NS_CONV_DW_MAX_ROWS`
-/// (32 channels of 3x3 and the row of ones). `masks` (`ns_conv_dw_masks_count` entries, `ones`
-/// nonzero when the row of ones is read) from `ns_conv_dw_masks` and the row of ones, once per
-/// geometry.
+/// image's rows, or like a zero-padded copy's where the patch rows are read from one). Stride 1
+/// (output the input's size) or 2 (output H / 2 x W / 2, x then the image's phases from
+/// `ns_pconv_phases`, or for a 1x1 kernel `ns_pconv_even_phase`), where `ns_pconv_available` says
+/// so, N at most `NS_CONV_DW_MAX_ROWS` (32 channels of 3x3 and the row of ones). `masks`
+/// (`ns_conv_dw_masks_count` entries for the output's OH x OW, `ones` nonzero when the row of
+/// ones is read) from `ns_conv_dw_masks` with the same stride, and the row of ones (counted for
+/// the output's size), once per geometry.
 enum { NS_CONV_DW_MAX_ROWS = 32 * 9 + 1 };
 long ns_conv_dw_masks_count(long C, long H, long W, long KH, long KW, int ones);
-void ns_conv_dw_masks(long C, long H, long W, long KH, long KW, long PH, long PW, int ones, unsigned short *masks);
+void ns_conv_dw_masks(long C, long H, long W, long KH, long KW, long PH, long PW, long stride, int ones,
+                      unsigned short *masks);
 long ns_conv_dw_ones_count(long H, long W, long PW);
-void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH, long PW, const float *ones,
-                      const unsigned short *masks, const float *dy, const float *x, float *lanes);
+void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH, long PW, long stride,
+                      const float *ones, const unsigned short *masks, const float *dy, const float *x, float *lanes);
 /// Channels [c0, c1) of x [C, H, W] (H, W even) split into the four phases of each plane:
 /// phases[c][2 a + b][y][x] = x[c][2 y + a][2 x + b].
 void ns_pconv_phases(const float *x, long H, long W, long c0, long c1, float *phases);
