@@ -17,6 +17,21 @@ public final class Tensor {
     public var requiresGrad: Bool
     /// The accumulated gradient, same shape as the tensor. `nil` until backward reaches it.
     public var grad: Tensor?
+    /// Held by every gradient that shares one storage with others (`shareGrad`): while another
+    /// holds it too, the gradient is read as it is and copied before anything adds into it; once
+    /// the others are released (an op output's gradient is, after its rule has run), it is the
+    /// storage's only user again and is added into in place.
+    private var shareToken: ShareToken?
+
+    /// Whether this gradient's storage is still shared with another gradient (see `shareToken`).
+    var sharesStorage: Bool {
+        guard shareToken != nil else { return false }
+        if isKnownUniquelyReferenced(&shareToken) {
+            shareToken = nil
+            return false
+        }
+        return true
+    }
 
     /// Raw element pointer, for kernels. Valid while the tensor is alive.
     @inline(__always) public var data: UnsafeMutablePointer<Float> { storage.pointer }
@@ -79,6 +94,7 @@ public final class Tensor {
 
     /// The gradient buffer, created (zero-filled) on first use. Backward rules add into it.
     public func gradBuffer() -> Tensor {
+        unshareGrad()
         if let g = grad { return g }
         let g = Tensor.zeros(shape)
         grad = g
@@ -90,6 +106,7 @@ public final class Tensor {
     /// it first and adding would cost two more passes over memory); else the existing one, which
     /// the rule adds into.
     public func gradDestination() -> (grad: Tensor, fresh: Bool) {
+        unshareGrad()
         if let g = grad { return (g, false) }
         let g = Tensor(uninitialized: shape)
         grad = g
@@ -104,8 +121,50 @@ public final class Tensor {
     func adoptGrad(_ d: Tensor) -> Bool {
         guard grad == nil else { return false }
         precondition(d.count == count, "adoptGrad: \(d.shape) does not match \(shape)")
-        grad = Tensor(shape: shape, storage: d.storage, requiresGrad: false)
+        let g = Tensor(shape: shape, storage: d.storage, requiresGrad: false)
+        g.shareToken = d.shareToken  // a gradient passed on (`add`'s, `reshape`'s) may be shared
+        grad = g
         return true
+    }
+
+    /// For a backward rule that writes `addend + its values` in one pass: a new gradient left
+    /// uninitialized and no addend when there is no gradient yet; a new one and the shared
+    /// gradient as the addend when the gradient is shared (`shareGrad`: rather than a copy
+    /// first); else the existing gradient, its own addend.
+    public func gradDestinationAdding() -> (grad: Tensor, addend: Tensor?) {
+        if let g = grad, !g.sharesStorage { return (g, g) }
+        let shared = grad
+        let g = Tensor(uninitialized: shape)
+        grad = g
+        return (g, shared)
+    }
+
+    /// Takes `d`, which `other` has just taken as its gradient (`adoptGrad`), as this tensor's
+    /// gradient too when there is none yet, without a copy: the two share its storage, and while
+    /// both hold it each is copied before anything adds into it (`gradBuffer`, `gradDestination`)
+    /// or replaced by a new one (`gradDestinationAdding`). A residual sum's gradient goes to both
+    /// summands this way: the branch's is only read (by its last op's backward, after which it
+    /// is released), and the shortcut's, added to by the first op of the block that reads the
+    /// same input, then has the storage to itself. Returns false, taking nothing, when a gradient
+    /// already exists.
+    func shareGrad(_ d: Tensor, with other: Tensor) -> Bool {
+        guard grad == nil, other !== self, other.grad?.storage === d.storage else { return false }
+        precondition(d.count == count, "shareGrad: \(d.shape) does not match \(shape)")
+        let g = Tensor(shape: shape, storage: d.storage, requiresGrad: false)
+        // One token for all the gradients on one storage (`other`'s may share it already).
+        let token = other.grad!.shareToken ?? ShareToken()
+        other.grad!.shareToken = token
+        g.shareToken = token
+        grad = g
+        return true
+    }
+
+    /// A shared gradient (`shareGrad`) replaced by a copy of its own.
+    private func unshareGrad() {
+        guard let g = grad, g.sharesStorage else { return }
+        let copy = Tensor(uninitialized: shape)
+        copy.copy(from: g)
+        grad = copy
     }
 
     /// Adds `d` (as many elements) into this tensor's gradient: takes `d` itself when there is no
@@ -126,6 +185,9 @@ extension Tensor: CustomStringConvertible {
         return "Tensor(\(shape): [\(shown)\(count > 8 ? ", ..." : "")])"
     }
 }
+
+/// The mark of gradients sharing one storage (`Tensor.shareGrad`), counted by its references.
+final class ShareToken {}
 
 /// A 64-byte aligned Float buffer that returns itself to the `BufferPool` when released.
 final class Storage {

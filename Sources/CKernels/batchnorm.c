@@ -207,19 +207,19 @@ void ns_bn_backward_sums(long n, long c, long inner, long first, long count, con
 
 FLAT backward_input_flat(long n, long c, long inner, long first, long count, const float *x, const float *dy,
                          const float *mean, const float *scale, const float *offset, int clamped, float lo, float hi,
-                         const float *ga, const float *gb, const float *gc, int accumulate, float *dx) {
+                         const float *ga, const float *gb, const float *gc, const float *addend, float *dx) {
     const long len = count * inner, j0 = first * inner;
     float *mu = repeated(mean, first, count, inner), *a = repeated(scale, first, count, inner);
     float *b = repeated(offset, first, count, inner), *A = repeated(ga, first, count, inner);
     float *B = repeated(gb, first, count, inner), *C = repeated(gc, first, count, inner);
     for (long img = 0; img < n; img++) {
         const long o = img * c * inner + j0;
-        const float *p = x + o, *d = dy + o;
+        const float *p = x + o, *d = dy + o, *e = addend ? addend + o : 0;
         float *q = dx + o;
         for (long j = 0; j < len; j++) {
             const float z = (p[j] - mu[j]) * a[j] + b[j], g = !clamped || (z > lo && z < hi) ? d[j] : 0;
             const float v = A[j] * g + B[j] * (p[j] - mu[j]) + C[j];
-            q[j] = accumulate ? q[j] + v : v;
+            q[j] = e ? e[j] + v : v;
         }
     }
     free(mu);
@@ -233,28 +233,28 @@ FLAT backward_input_flat(long n, long c, long inner, long first, long count, con
 NS_CLONES
 void ns_bn_backward_input(long n, long c, long inner, long first, long count, const float *x, const float *dy,
                           const float *mean, const float *scale, const float *offset, int clamped, float lo, float hi,
-                          const float *ga, const float *gb, const float *gc, int accumulate, float *dx) {
+                          const float *ga, const float *gb, const float *gc, const float *addend, float *dx) {
     if (inner < L)
         return backward_input_flat(n, c, inner, first, count, x, dy, mean, scale, offset, clamped, lo, hi, ga, gb, gc,
-                                   accumulate, dx);
+                                   addend, dx);
     const vf lov = (vf){0} + lo, hiv = (vf){0} + hi, zero = {0};
     for (long ch = first; ch < first + count; ch++) {
         const float a = scale[ch], b = offset[ch], mu = mean[ch], A = ga[ch], B = gb[ch], C = gc[ch];
         for (long img = 0; img < n; img++) {
             const long o = (img * c + ch) * inner;
-            const float *p = x + o, *d = dy + o;
+            const float *p = x + o, *d = dy + o, *e = addend ? addend + o : 0;
             float *q = dx + o;
             long i = 0;
             for (; i + L <= inner; i += L) {
                 const vf xv = LOAD(p + i), z = (xv - mu) * a + b;
                 const vf g = clamped ? SELECT((z > lov) & (z < hiv), LOAD(d + i), zero) : LOAD(d + i);
                 const vf v = A * g + B * (xv - mu) + C;
-                STORE(q + i, accumulate ? LOAD(q + i) + v : v);
+                STORE(q + i, e ? LOAD(e + i) + v : v);
             }
             for (; i < inner; i++) {
                 const float z = (p[i] - mu) * a + b, g = !clamped || (z > lo && z < hi) ? d[i] : 0;
                 const float v = A * g + B * (p[i] - mu) + C;
-                q[i] = accumulate ? q[i] + v : v;
+                q[i] = e ? e[i] + v : v;
             }
         }
     }

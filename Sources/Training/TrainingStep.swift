@@ -184,7 +184,7 @@ public final class TrainingStep {
     private func unpack(_ tensors: [Tensor], from buffer: UnsafeMutablePointer<Float>) {
         var offset = 0
         for t in tensors {
-            t.grad!.data.update(from: buffer + offset, count: t.count)
+            t.gradBuffer().data.update(from: buffer + offset, count: t.count)  // its own storage (`gradBuffer`)
             offset += t.count
         }
     }

@@ -304,6 +304,73 @@ final class GradientTests: XCTestCase {
         }
     }
 
+    /// A residual sum's gradient goes to both summands without a copy (`shareGrad`), and each
+    /// copy of it is made before anything adds into it: two leaves summed share their gradient
+    /// until one is written; the shortcut's gradient added to by a rule recorded after the
+    /// branch's last op (so run before that op reads its gradient), with the sum itself shared on
+    /// by another sum (`add` and `residualSum`); a shared gradient passed on by a sum with a
+    /// constant (no longer shared with its partner's, still with another's); batch norm adding
+    /// its input gradient in place once the branch's gradient is released (a pre-activation
+    /// block), or into a new buffer with the shared one as its addend while the branch's is still
+    /// to be read; planes of whole vectors and of fewer pixels than a vector; all by central
+    /// differences.
+    func testSharedResidualGradientsStayApart() {
+        let p = Tensor.randn([2, 3], using: &rng), q = Tensor.randn([2, 3], using: &rng)
+        p.requiresGrad = true
+        q.requiresGrad = true
+        let seed = Tensor.randn([2, 3], using: &rng)
+        add(p, q).backward(seed: seed)
+        XCTAssertEqual(p.grad?.values, seed.values)
+        XCTAssertEqual(q.grad?.values, seed.values)
+        XCTAssertEqual(p.grad?.data, q.grad?.data, "a sum's two gradients share one buffer")
+        q.gradBuffer().data[0] += 100
+        XCTAssertNotEqual(p.grad?.data, q.grad?.data, "written, a gradient has a buffer of its own")
+        XCTAssertEqual(p.grad?.values, seed.values, "adding into one summand's gradient changed the other's")
+        XCTAssertEqual(q.grad?.data[0], seed.data[0] + 100)
+
+        let x = Tensor.randn([2, 3, 4, 4], using: &rng), y = Tensor.randn([2, 3, 4, 4], using: &rng)
+        let w = Tensor.randn([3, 3, 3, 3], std: 0.3, using: &rng)
+        checkGradients("shortcut added to before the branch is read", inputs: [x, y, w]) {
+            let b = relu(x)
+            let a = conv2d(y, weight: w, padding: (1, 1))
+            let c = mul(b, b)
+            return add(add(a, b), c)
+        }
+        checkGradients("residual sum with an activation, shared on", inputs: [x, y, w]) {
+            let b = relu(x)
+            let a = conv2d(y, weight: w, padding: (1, 1))
+            let c = mul(b, b)
+            return add(residualSum(a, b, activation: .identity), c)
+        }
+        // A shared gradient passed on whole (to a summand whose partner takes none) stays shared.
+        let k = Tensor.randn([2, 3, 4, 4], using: &rng)
+        checkGradients("shared gradient passed on", inputs: [x, y]) {
+            let a = mul(y, y)
+            let c = mul(x, x)
+            let e = mul(a, a)
+            return add(add(add(a, k), c), e)
+        }
+        for shape in [[4, 3, 4, 4], [5, 3, 2, 2]] {
+            let input = Tensor.randn(shape, using: &rng)
+            let gamma = Tensor.uniform([3], low: 0.5, high: 1.5, using: &rng), beta = Tensor.randn([3], using: &rng)
+            let rm = Tensor.zeros([3]), rv = Tensor.filled([3], with: 1)
+            checkGradients("pre-activation block \(shape)", inputs: [input, w, gamma, beta]) {
+                // No activation: central differences across ReLU's kink would not hold.
+                let h = batchNorm2d(input, weight: gamma, bias: beta, runningMean: rm, runningVar: rv, training: true)
+                let block = add(conv2d(h, weight: w, padding: (1, 1)), input)
+                return batchNorm2d(block, weight: gamma, bias: beta, runningMean: rm, runningVar: rv, training: true)
+            }
+            // Batch norm of the shortcut recorded after the branch: its input gradient is written
+            // while the branch's (the same storage) is still to be read, so into a new buffer.
+            let z = Tensor.randn(shape, using: &rng)
+            checkGradients("batch norm beside a shared gradient \(shape)", inputs: [input, z, gamma, beta]) {
+                let a = mul(z, z)
+                let h = batchNorm2d(input, weight: gamma, bias: beta, runningMean: rm, runningVar: rv, training: true)
+                return add(add(a, input), h)
+            }
+        }
+    }
+
     /// A halving convolution's weight and bias gradients as lane sums on each image's phases
     /// (`Conv2DTuning.halvingLanes`) against sgemm's on the patch matrix: 3x3/2 on 32x32 (a 16x16
     /// output, one vector a row), 32 input channels (288 patch rows, the most), a cut vector (36x36:

@@ -206,7 +206,8 @@ private func batchNormBackward(n: Int, c: Int, inner: Int, training: Bool, activ
     let dGamma = weight.requiresGrad ? weight.gradBuffer().data : nil
     let dBeta = bias.requiresGrad ? bias.gradBuffer().data : nil
     let dGate = gate.flatMap { $0.requiresGrad ? $0.gradBuffer().data : nil }
-    let dx: (grad: Tensor, fresh: Bool)? = x.requiresGrad ? x.gradDestination() : nil
+    // A gradient another rule shares (a residual sum's) is the addend of a new one, not copied first.
+    let dx: (grad: Tensor, addend: Tensor?)? = x.requiresGrad ? x.gradDestinationAdding() : nil
     let pgate = gate?.data, pweight = weight.data, pbias = bias.data, m = Float(count)
     // The parameters' gradients from a channel's sums (this process's), then dx's coefficients
     // from them (a data-parallel group's, summed over the processes in between).
@@ -236,7 +237,7 @@ private func batchNormBackward(n: Int, c: Int, inner: Int, training: Bool, activ
     func inputGradient(_ channels: Range<Int>) {
         guard let dx else { return }
         ns_bn_backward_input(n, c, inner, channels.lowerBound, channels.count, px, pd, mean, scale, offset, clamped, lo, hi,
-                             ga, gb, gc, dx.fresh ? 0 : 1, dx.grad.data)
+                             ga, gb, gc, dx.addend.map { UnsafePointer($0.data) }, dx.grad.data)
     }
     if let chunk = fusedChannels(n: n, inner: inner, training: training, group: group) {
         // One process: each few channels' sums, then their input gradient while they are in cache.

@@ -45,13 +45,14 @@ public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
     Trace.note(.add, Operands(a, b), out)
     if Tape.needsRecord(a, b) {
         Tape.record(.add, Operands(a, b), out) { d in
-            // The upstream gradient passes to a unchanged: a takes it without a copy when it can.
+            // The upstream gradient passes to a unchanged: a takes it without a copy when it can,
+            // and b shares it (`shareGrad`), copied only if something adds into it.
             let taken = a.requiresGrad && a.receiveGrad(d)
             guard b.requiresGrad else { return }
             let pd = d.data
             switch bc {
             case .none:
-                b.receiveGrad(d, mayTake: !taken)
+                if !(taken && b.shareGrad(d, with: a)) { b.receiveGrad(d, mayTake: !taken) }
             case let .perChannel(n, c, inner):
                 let db = b.gradBuffer().data
                 Parallel.forEach(c) { ch in
@@ -290,7 +291,7 @@ public func residualSum(_ a: Tensor, _ b: Tensor, activation act: Activation, sc
             }
         }
         let taken = a.requiresGrad && a.receiveGrad(dz)
-        if b.requiresGrad { b.receiveGrad(dz, mayTake: !taken) }
+        if b.requiresGrad, !(taken && b.shareGrad(dz, with: a)) { b.receiveGrad(dz, mayTake: !taken) }
     }
     return out
 }

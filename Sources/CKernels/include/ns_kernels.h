@@ -196,10 +196,10 @@ void ns_bn_backward_sums(long n, long c, long inner, long first, long count, con
                          float *sg, float *sgx);
 
 /// dx = ga[ch] * g + gb[ch] * (x - mean[ch]) + gc[ch] with g as in ns_bn_backward_sums, written,
-/// or added when `accumulate` is nonzero.
+/// or added to `addend` (laid out as dx; dx itself to add into it, NULL for none).
 void ns_bn_backward_input(long n, long c, long inner, long first, long count, const float *x, const float *dy,
                           const float *mean, const float *scale, const float *offset, int clamped, float lo, float hi,
-                          const float *ga, const float *gb, const float *gc, int accumulate, float *dx);
+                          const float *ga, const float *gb, const float *gc, const float *addend, float *dx);
 
 /// A hint to the core that the caller is spinning on a shared variable (x86's `pause`): the
 /// waiting loop yields the core's resources to its sibling and leaves it faster when the value
