@@ -523,7 +523,14 @@ IBODY(pconv_wide8, 8)
 enum { DW_ROWS = 4, DW_COLUMNS = 5 };
 
 /// The dy row a block prefetches while it runs (NULL: none): column pass n0 / DW_COLUMNS = j > 0
-/// of row group m0 fetches row j - 1 of the next group, a line per vector.
+/// of row group m0 fetches row j - 1 of the next group, a line per vector, into L2 (prefetcht1):
+/// fetched into L1 the next group's four rows, 4 KB apart like the current group's, took the
+/// sets those and the image's rows use (with a 32x32 plane 8 dy lines and about 4 image lines to
+/// each of 12 ways) and the first pass of a group stalled on its first dy load anyway (perf
+/// annotate: that load and the branch after it 17% of the kernel's samples with prefetcht0, 8%
+/// with prefetcht1). VGG-11's first layer's weight gradient at batch 128 on an Intel Xeon VM,
+/// 6 alternating runs of 60 passes: best 2.05-2.14 -> 1.97-2.05 ms, medians 2.26-2.81 ->
+/// 2.12-2.75 ms; `bench conv --layers 1`, 3 calm pairs: 237-244 -> 247-251 GFLOP/s.
 static inline const float *dw_ahead(long M, long m0, long n0, long HW, const float *dy) {
     const long pass = n0 / DW_COLUMNS, next = m0 + DW_ROWS + pass - 1;
     return pass > 0 && pass <= DW_ROWS && next < M ? dy + next * HW : 0;
@@ -566,7 +573,7 @@ WIDE_TARGET static inline __attribute__((always_inline)) void dw_block(long M, l
     // This block's column pass over the group, and the lines of the next group's rows.
     const float *ahead = dw_ahead(M, m0, n0, HW, dy);
     for (long v = 0; v < V; v++, mk += N) {
-        if (ahead) __builtin_prefetch(ahead + v * NR);
+        if (ahead) __builtin_prefetch(ahead + v * NR, 0, 2);
         const __mmask16 inside = ns_first_lanes(HW - v * NR);
         vf a[4];
         for (long r = 0; r < R; r++) a[r] = (vf)_mm512_maskz_loadu_ps(inside, d[r] + v * NR);
@@ -603,7 +610,7 @@ dw_block_padded(long M, long R, long NC, long m0, long n0, long N, long H, long 
     long v = 0;  // dy's vector
     for (long off = 0; off < H * Wp; off += Wp)
         for (long u = 0; u < vpr; u++, v++) {
-            if (ahead) __builtin_prefetch(ahead + v * NR);
+            if (ahead) __builtin_prefetch(ahead + v * NR, 0, 2);
             vf a[4];
             for (long r = 0; r < R; r++) a[r] = LOAD(d[r] + v * NR);
             for (long n = 0; n < NC; n++) {
