@@ -219,9 +219,17 @@ public final class BufferPool: @unchecked Sendable {
 
     init() { pthread_mutex_init(&lock, nil) }
 
-    /// Buffers of at least this many bytes start on a boundary of it (x86-64's and arm64's
-    /// transparent huge page, 2 MB).
-    public static let hugePageBytes = 2 << 20
+    /// Buffers of at least this many bytes start on a boundary of it: the size of a transparent
+    /// huge page as the kernel reports it (`hpage_pmd_size`), 2 MB on x86-64 and on arm64 with
+    /// 4 KB pages (a Raspberry Pi's, a Jetson's), 512 MB on arm64 with 64 KB pages; 2 MB where
+    /// the file is missing.
+    public static let hugePageBytes: Int = {
+        let path = "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+              let bytes = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)), bytes > 0
+        else { return 2 << 20 }
+        return bytes
+    }()
     /// Whether buffers of at least `hugePageBytes` are 2 MB aligned and marked for transparent
     /// huge pages (`madvise(MADV_HUGEPAGE)`, before their first touch): Linux then backs them
     /// with 2 MB pages where its THP setting is `madvise` or `always` (Debian's default is
@@ -232,9 +240,10 @@ public final class BufferPool: @unchecked Sendable {
     /// 5 alternating pairs (ABBA), median images/s with / without: VGG-11 x1.0 1.035x and x0.25
     /// 1.056x, MobileNetV2 x1.0 1.064x (5 of 5 faster), ResNet-50 x1.0 1.027x, PreAct ResNet-18
     /// x0.25 1.026x; peak resident memory +10-27 MB (of 730-1010). Inference at batch 32 (3
-    /// rounds): ResNet-50 x1.0 and VGG-11 x1.0 5% less latency. Set it before the first
-    /// allocations (buffers already pooled keep their pages).
-    nonisolated(unsafe) public static var hugePages = true
+    /// rounds): ResNet-50 x1.0 and VGG-11 x1.0 5% less latency. Off by default where huge pages
+    /// are larger than 32 MB (64 KB base pages): few buffers would fill one. Set it before the
+    /// first allocations (buffers already pooled keep their pages).
+    nonisolated(unsafe) public static var hugePages = hugePageBytes <= 32 << 20
 
     func acquire(_ count: Int) -> UnsafeMutablePointer<Float> {
         pthread_mutex_lock(&lock)
