@@ -607,10 +607,17 @@ dw_block_padded(long M, long R, long NC, long m0, long n0, long N, long H, long 
     const float *p[DW_COLUMNS], *d[DW_ROWS];
     dw_block_start(R, NC, m0, n0, N, HW, dy, src, lanes, acc, p, d);
     const float *ahead = dw_ahead(M, m0, n0, HW, dy);
+    // The group's first pass reads its dy rows from L2 (`dw_ahead` put them there): fetched into
+    // L1 eight vectors ahead, four rows at once, which the hardware's streams did not keep up
+    // with (perf annotate: no load stands out after; best of 60 passes 1.96-2.03 -> 1.94-1.99
+    // ms, 6 alternating runs, within noise in `bench conv`).
+    const int first = n0 == 0;
     long v = 0;  // dy's vector
     for (long off = 0; off < H * Wp; off += Wp)
         for (long u = 0; u < vpr; u++, v++) {
             if (ahead) __builtin_prefetch(ahead + v * NR, 0, 2);
+            else if (first)
+                for (long r = 0; r < R; r++) __builtin_prefetch(d[r] + (v + 8) * NR);
             vf a[4];
             for (long r = 0; r < R; r++) a[r] = LOAD(d[r] + v * NR);
             for (long n = 0; n < NC; n++) {
