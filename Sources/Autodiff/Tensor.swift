@@ -257,10 +257,12 @@ public final class BufferPool: @unchecked Sendable {
         let huge = BufferPool.hugePages && bytes >= BufferPool.hugePageBytes
         let rc = posix_memalign(&raw, huge ? BufferPool.hugePageBytes : 64, bytes)
         precondition(rc == 0 && raw != nil, "BufferPool: cannot allocate \(count) floats")
-        // The buffer's own range only: a huge page backs the 2 MB stretches wholly inside it, and
-        // the memory after it (another allocation's) keeps its pages. A kernel without THP
-        // refuses the advice (EINVAL), which leaves plain pages: nothing to report.
+        // The buffer's own range (to its last 4 KB page): a huge page backs only the aligned
+        // stretches wholly inside it, so the memory after it keeps its pages. A kernel without
+        // THP refuses the advice (EINVAL), which leaves plain pages: nothing to report.
+        #if os(Linux)
         if huge { _ = madvise(raw, bytes, MADV_HUGEPAGE) }
+        #endif
         return raw!.bindMemory(to: Float.self, capacity: max(count, 1))
     }
 

@@ -765,7 +765,7 @@ struct GEMMConv {
         // A shallow "same" stride-1 convolution's weight gradient reads the patch rows from the
         // image in place (`ns_conv_dw_lanes`), where the masked loads exist: no im2col; a halving
         // one's from the image's phases (one group).
-        let dwStride = g.strideH == 1 && g.strideW == 1 ? 1 : halvingLanes ? 2 : 0
+        let dwStride = g.strideH == 1 && g.strideW == 1 ? 1 : halvingLanes && g.colRows < Int(NS_CONV_DW_MAX_ROWS) ? 2 : 0
         let dwMasks: [UInt16]? = shallow && dwStride > 0
             && ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, dwStride) != 0
             ? {
