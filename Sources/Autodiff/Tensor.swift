@@ -230,9 +230,9 @@ public final class BufferPool: @unchecked Sendable {
         else { return 2 << 20 }
         return bytes
     }()
-    /// Whether buffers of at least `hugePageBytes` are 2 MB aligned and marked for transparent
+    /// Whether buffers of at least `hugePageBytes` are aligned to it and marked for transparent
     /// huge pages (`madvise(MADV_HUGEPAGE)`, before their first touch): Linux then backs them
-    /// with 2 MB pages where its THP setting is `madvise` or `always` (Debian's default is
+    /// with huge pages where its THP setting is `madvise` or `always` (Debian's default is
     /// `madvise`, under which nothing else asks for them). A batch's activations and gradients
     /// are tens of MB, 4 KB pages many thousand: on an Intel Xeon VM the weight gradient of
     /// VGG-11's first layer ran at a median 2.3-2.5 ms with them against 2.7-4.3 ms without (30

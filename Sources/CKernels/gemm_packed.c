@@ -673,25 +673,14 @@ void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH,
                       const float *ones, const unsigned short *masks, const float *dy, const float *x, float *lanes) {
 #if defined(__x86_64__) && defined(__clang__)
     struct ns_taps t;
+    const long OH = H / stride, OW = W / stride, N = C * KH * KW + (ones ? 1 : 0);
     const float *src[NS_CONV_DW_MAX_ROWS];
-    if (stride == 2) {
-        // x is the image's phases, [C][4][H / 2][W / 2]: every tap reads a phase plane shifted by
-        // at most one row and column, under its masks.
-        const long OH = H / 2, OW = W / 2, N = C * KH * KW + (ones ? 1 : 0);
-        if (N > NS_CONV_DW_MAX_ROWS) abort();  // the caller checks
-        ns_tap_table(OH, OW, W, KH, KW, PH, PW, 2, &t);
-        if (ones) src[N - 1] = ones;
-        for (long n = 0; n < C * t.count; n++) src[n] = x + (n / t.count) * 4 * OH * OW + t.offset[n % t.count];
-        dw_lanes(M, N, OH * OW, src, masks, dy, lanes);
-        return;
-    }
-    ns_tap_table(H, W, W, KH, KW, PH, PW, 1, &t);
-    const long HW = H * W, N = C * t.count + (ones ? 1 : 0);
     if (N > NS_CONV_DW_MAX_ROWS) abort();  // the caller checks
+    ns_tap_table(OH, OW, W, KH, KW, PH, PW, stride, &t);
     if (ones) src[N - 1] = ones;
-    // Rows whole vectors and a small image: a zero-padded copy, read without masks.
+    // Stride 1, rows whole vectors and a small image: a zero-padded copy, read without masks.
     const long Hp = H + 2 * PH, Wp = W + 2 * PW;
-    if (W % NR == 0 && C * Hp * Wp <= NS_PADDED_MAX && !ns_masked_image_reads()) {
+    if (stride == 1 && W % NR == 0 && C * Hp * Wp <= NS_PADDED_MAX && !ns_masked_image_reads()) {
         float padded[NS_PADDED_MAX];
         pad_image(x, C, H, W, PH, PW, padded);
         for (long n = 0; n < C * t.count; n++) {
@@ -701,8 +690,11 @@ void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH,
         dw_lanes_padded(M, N, H, W / NR, Wp, src, dy, lanes);
         return;
     }
-    for (long n = 0; n < C * t.count; n++) src[n] = x + (n / t.count) * HW + t.offset[n % t.count];
-    dw_lanes(M, N, HW, src, masks, dy, lanes);
+    // Else under the taps' masks, reading the image's planes (stride 1) or its phases (stride 2,
+    // [C][4][OH][OW]: every tap reads a phase plane shifted by at most one row and column).
+    const long plane = stride == 1 ? H * W : 4 * OH * OW;
+    for (long n = 0; n < C * t.count; n++) src[n] = x + (n / t.count) * plane + t.offset[n % t.count];
+    dw_lanes(M, N, OH * OW, src, masks, dy, lanes);
 #else
     (void)M, (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)stride, (void)ones, (void)masks;
     (void)dy, (void)x, (void)lanes;

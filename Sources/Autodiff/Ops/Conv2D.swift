@@ -742,8 +742,9 @@ struct GEMMConv {
                   _ db: UnsafeMutablePointer<Float>? = nil, overwritingDx: Bool = false, lanesWeightGradient: Bool = false) {
         // The weight gradient as lane sums (`ns_gemm_nt_lanes`, or `ns_conv_dw_lanes` reading the
         // image in place): a shallow convolution's, or one of few channels (`lanesWeightGradient`).
-        let shallow = dw != nil && (g.colRows <= Conv2DTuning.packedMaxDepth
-                                    || ((lanesWeightGradient || halvingLanes) && g.colRows < Int(NS_CONV_DW_MAX_ROWS)))
+        let halvingLaneSums = dw != nil && halvingLanes
+        let shallow = dw != nil && (g.colRows <= Conv2DTuning.packedMaxDepth || halvingLaneSums
+                                    || (lanesWeightGradient && g.colRows < Int(NS_CONV_DW_MAX_ROWS)))
         if let db, !shallow { addBiasGradient(g, dOut, db) }
         guard dx != nil || dw != nil else { return }
         // A fresh input gradient of a few channels (a first layer's), or any halving convolution's,
@@ -765,7 +766,7 @@ struct GEMMConv {
         // A shallow "same" stride-1 convolution's weight gradient reads the patch rows from the
         // image in place (`ns_conv_dw_lanes`), where the masked loads exist: no im2col; a halving
         // one's from the image's phases (one group).
-        let dwStride = g.strideH == 1 && g.strideW == 1 ? 1 : halvingLanes && g.colRows < Int(NS_CONV_DW_MAX_ROWS) ? 2 : 0
+        let dwStride = g.strideH == 1 && g.strideW == 1 ? 1 : halvingLaneSums ? 2 : 0
         let dwMasks: [UInt16]? = shallow && dwStride > 0
             && ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, dwStride) != 0
             ? {
@@ -893,9 +894,10 @@ struct GEMMConv {
     }
 
     /// A halving convolution whose weight gradient is lane sums on its input's phases
-    /// (`Conv2DTuning.halvingLanes`); the caller's `NS_CONV_DW_MAX_ROWS` check applies.
+    /// (`Conv2DTuning.halvingLanes`; at most `NS_CONV_DW_MAX_ROWS` rows, the kernel's).
     private var halvingLanes: Bool {
         guard g.groups == 1, g.strideH == 2, g.strideW == 2, Conv2DTuning.halvingLanes != .off,
+              g.colRows < Int(NS_CONV_DW_MAX_ROWS),
               ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, 2) != 0
         else { return false }
         return Conv2DTuning.halvingLanes == .always || Self.halvingLanesPay(rows: g.colRows, outChannels: g.outChannels, plane: g.outPlane)
