@@ -9,8 +9,9 @@ struct BenchConv: ParsableCommand {
         commandName: "conv",
         abstract: "Time VGG-11's eight 3x3 convolutions (CIFAR shapes, 3x32x32 input): forward, weight and input gradients.",
         discussion: """
-        Prints per layer the algorithm used (im2col and GEMM, or Winograd's F(m,3)) and GFLOP/s, \
-        the FLOP-weighted total, and in the same run the GFLOP/s of a plain cblas_sgemm \
+        Prints per layer the algorithm used (im2col and GEMM, or Winograd's F(m,3)), its GFLOP/s \
+        (forward and backward together, and each apart) and their percentage of the sgemm \
+        yardstick's, the FLOP-weighted total, and in the same run the GFLOP/s of a plain cblas_sgemm \
         (M=N=K=--gemm-size) as the yardstick. FLOPs are the direct convolution's, a multiply-add \
         counting 2, whatever the algorithm: Winograd's layers do fewer, so their rate can exceed \
         sgemm's. The backward pass counts twice the forward (weight and input gradients); its time is \
@@ -67,6 +68,11 @@ struct BenchConv: ParsableCommand {
         let weightGradientMs: Double
         let gflop: Double
         let gflops: Double
+        /// The forward alone, and the backward (both gradients, twice the forward's FLOPs).
+        let forwardGFLOPs: Double
+        let backwardGFLOPs: Double
+        /// `gflops` over the sgemm yardstick's GFLOP/s.
+        var sgemmRatio = 0.0
     }
 
     struct Report: Encodable {
@@ -122,9 +128,11 @@ struct BenchConv: ParsableCommand {
             results.append(LayerResult(layer: "conv\(i + 1) \(l.cin)->\(l.cout) @\(l.size)x\(l.size)",
                                        algorithm: geometry.algorithm.description, forwardMs: bestF * 1e3, backwardMs: bestB * 1e3,
                                        weightGradientMs: bestW * 1e3,
-                                       gflop: flop / 1e9, gflops: flop / (bestF + bestB) / 1e9))
+                                       gflop: flop / 1e9, gflops: flop / (bestF + bestB) / 1e9,
+                                       forwardGFLOPs: flop / 3 / bestF / 1e9, backwardGFLOPs: flop * 2 / 3 / bestB / 1e9))
         }
         let sgemm = sgemmGFLOPs(size: gemmSize, iterations: iterations)
+        for i in results.indices { results[i].sgemmRatio = results[i].gflops / sgemm }
         let total = totalFlop / totalSeconds / 1e9
         let report = Report(batchSize: batchSize, threads: Parallel.workers, layers: results,
                             totalGFLOPs: total, sgemmGFLOPs: sgemm, ratio: total / sgemm)
@@ -136,10 +144,11 @@ struct BenchConv: ParsableCommand {
         }
         print("VGG-11 convolutions, batch \(batchSize), \(Parallel.workers) threads, best of \(iterations)")
         print(pad("layer", 26) + pad("algorithm", 17) + pad("fwd ms", 10) + pad("bwd ms", 10) + pad("(dW ms)", 10)
-              + pad("GFLOP", 9) + "GFLOP/s")
+              + pad("GFLOP", 9) + pad("GFLOP/s", 10) + pad("(fwd", 8) + pad("bwd)", 8) + "% sgemm")
         for r in results {
             print(pad(r.layer, 26) + pad(r.algorithm, 17) + pad(fmt(r.forwardMs), 10) + pad(fmt(r.backwardMs), 10)
-                  + pad(fmt(r.weightGradientMs), 10) + pad(fmt(r.gflop), 9) + fmt(r.gflops))
+                  + pad(fmt(r.weightGradientMs), 10) + pad(fmt(r.gflop), 9) + pad(fmt(r.gflops), 10)
+                  + pad(fmt(r.forwardGFLOPs), 8) + pad(fmt(r.backwardGFLOPs), 8) + fmt(100 * r.sgemmRatio))
         }
         print("total (FLOP-weighted): \(fmt(total)) GFLOP/s")
         print("plain sgemm \(gemmSize)^3: \(fmt(sgemm)) GFLOP/s (OpenBLAS \(BLAS.core) kernels)")
