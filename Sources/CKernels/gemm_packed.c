@@ -523,17 +523,24 @@ IBODY(pconv_wide8, 8)
 enum { DW_ROWS = 4, DW_COLUMNS = 5 };
 
 /// The dy row a block prefetches while it runs (NULL: none): column pass n0 / DW_COLUMNS = j > 0
-/// of row group m0 fetches row j - 1 of the next group, a line per vector, into L2 (prefetcht1):
-/// fetched into L1 the next group's four rows, 4 KB apart like the current group's, took the
+/// of row group m0 fetches row j - 1 of the next group, a line per vector, into L2 (prefetcht1);
+/// the last group fetches the next image's first rows (`next`, when the caller goes on to one).
+/// Fetched into L1, the next group's four rows, 4 KB apart like the current group's, took the
 /// sets those and the image's rows use (with a 32x32 plane 8 dy lines and about 4 image lines to
 /// each of 12 ways) and the first pass of a group stalled on its first dy load anyway (perf
 /// annotate: that load and the branch after it 17% of the kernel's samples with prefetcht0, 8%
 /// with prefetcht1). VGG-11's first layer's weight gradient at batch 128 on an Intel Xeon VM,
 /// 6 alternating runs of 60 passes: best 2.05-2.14 -> 1.97-2.05 ms, medians 2.26-2.81 ->
-/// 2.12-2.75 ms; `bench conv --layers 1`, 3 calm pairs: 237-244 -> 247-251 GFLOP/s.
-static inline const float *dw_ahead(long M, long m0, long n0, long HW, const float *dy) {
-    const long pass = n0 / DW_COLUMNS, next = m0 + DW_ROWS + pass - 1;
-    return pass > 0 && pass <= DW_ROWS && next < M ? dy + next * HW : 0;
+/// 2.12-2.75 ms; `bench conv --layers 1`, 3 calm pairs: 237-244 -> 247-251 GFLOP/s. The next
+/// image's first rows too (each image's first group waited on them): one thread, 4 alternating
+/// runs of `bench conv --layers 1`, best of 20, 3.90-3.97 -> 3.78-3.96 ms (two threads within
+/// noise). What is left is the dy stream itself: a batch's 32 MB read once from memory, at
+/// 8-10 GB/s a core where one core streams 13-15 GB/s with nothing else to do; the same passes
+/// over a dy already in the L3 take 3.3 ms.
+static inline const float *dw_ahead(long M, long m0, long n0, long HW, const float *dy, const float *next) {
+    const long pass = n0 / DW_COLUMNS, row = m0 + DW_ROWS + pass - 1;
+    if (pass == 0 || pass > DW_ROWS) return 0;
+    return row < M ? dy + row * HW : next && row - M < M ? next + (row - M) * HW : 0;
 }
 
 /// A weight-gradient block's start: its patch rows' sources p, its dy rows d (HW apart) and its
@@ -564,14 +571,14 @@ dw_block_end(long R, long NC, long m0, long n0, long N, vf acc[DW_ROWS][DW_COLUM
 /// otherwise waited on it.
 WIDE_TARGET static inline __attribute__((always_inline)) void dw_block(long M, long R, long NC, long m0, long n0,
                                                                        long N, long V, long HW, const float *dy,
-                                                                       const float *const *src, const __mmask16 *masks,
-                                                                       float *lanes) {
+                                                                       const float *next, const float *const *src,
+                                                                       const __mmask16 *masks, float *lanes) {
     vf acc[DW_ROWS][DW_COLUMNS];
     const float *p[DW_COLUMNS], *d[DW_ROWS];
     dw_block_start(R, NC, m0, n0, N, HW, dy, src, lanes, acc, p, d);
     const __mmask16 *mk = masks + n0;
     // This block's column pass over the group, and the lines of the next group's rows.
-    const float *ahead = dw_ahead(M, m0, n0, HW, dy);
+    const float *ahead = dw_ahead(M, m0, n0, HW, dy, next);
     for (long v = 0; v < V; v++, mk += N) {
         if (ahead) __builtin_prefetch(ahead + v * NR, 0, 2);
         const __mmask16 inside = ns_first_lanes(HW - v * NR);
@@ -586,9 +593,9 @@ WIDE_TARGET static inline __attribute__((always_inline)) void dw_block(long M, l
 }
 
 WIDE_TARGET static void dw_lanes(long M, long N, long HW, const float *const *src, const __mmask16 *masks,
-                                 const float *dy, float *lanes) {
+                                 const float *dy, const float *next, float *lanes) {
     const long V = (HW + NR - 1) / NR;
-#define DW_BLOCK(R, NC, m0, n0) dw_block(M, R, NC, m0, n0, N, V, HW, dy, src, masks, lanes)
+#define DW_BLOCK(R, NC, m0, n0) dw_block(M, R, NC, m0, n0, N, V, HW, dy, next, src, masks, lanes)
     NS_FOR_EACH_BLOCK(M, N, DW_COLUMNS, 4, 3, DW_BLOCK)
 #undef DW_BLOCK
 }
@@ -601,12 +608,12 @@ WIDE_TARGET static void dw_lanes(long M, long N, long HW, const float *const *sr
 /// where the mask read a zero.
 WIDE_TARGET static inline __attribute__((always_inline)) void
 dw_block_padded(long M, long R, long NC, long m0, long n0, long N, long H, long vpr, long Wp, const float *dy,
-                const float *const *src, float *lanes) {
+                const float *next, const float *const *src, float *lanes) {
     const long HW = H * vpr * NR;
     vf acc[DW_ROWS][DW_COLUMNS];
     const float *p[DW_COLUMNS], *d[DW_ROWS];
     dw_block_start(R, NC, m0, n0, N, HW, dy, src, lanes, acc, p, d);
-    const float *ahead = dw_ahead(M, m0, n0, HW, dy);
+    const float *ahead = dw_ahead(M, m0, n0, HW, dy, next);
     // The group's first pass reads its dy rows from L2 (`dw_ahead` put them there): fetched into
     // L1 eight vectors ahead, four rows at once, which the hardware's streams did not keep up
     // with (perf annotate: no load stands out after; best of 60 passes 1.96-2.03 -> 1.94-1.99
@@ -630,9 +637,9 @@ dw_block_padded(long M, long R, long NC, long m0, long n0, long N, long H, long 
 
 /// Rows of two vectors (32 pixels, CIFAR's first layer) with that count known to the loops.
 WIDE_TARGET static void dw_lanes_padded(long M, long N, long H, long vpr, long Wp, const float *const *src,
-                                        const float *dy, float *lanes) {
-#define DW_BLOCK(R, NC, m0, n0) dw_block_padded(M, R, NC, m0, n0, N, H, vpr, Wp, dy, src, lanes)
-#define DW_BLOCK2(R, NC, m0, n0) dw_block_padded(M, R, NC, m0, n0, N, H, 2, Wp, dy, src, lanes)
+                                        const float *dy, const float *next, float *lanes) {
+#define DW_BLOCK(R, NC, m0, n0) dw_block_padded(M, R, NC, m0, n0, N, H, vpr, Wp, dy, next, src, lanes)
+#define DW_BLOCK2(R, NC, m0, n0) dw_block_padded(M, R, NC, m0, n0, N, H, 2, Wp, dy, next, src, lanes)
     if (vpr == 2) NS_FOR_EACH_BLOCK(M, N, DW_COLUMNS, 4, 3, DW_BLOCK2)
     else NS_FOR_EACH_BLOCK(M, N, DW_COLUMNS, 4, 3, DW_BLOCK)
 #undef DW_BLOCK
@@ -670,7 +677,8 @@ long ns_conv_dw_ones_count(long H, long W, long PW) {
 }
 
 void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH, long PW, long stride,
-                      const float *ones, const unsigned short *masks, const float *dy, const float *x, float *lanes) {
+                      const float *ones, const unsigned short *masks, const float *dy, const float *next_dy,
+                      const float *x, float *lanes) {
 #if defined(__x86_64__) && defined(__clang__)
     struct ns_taps t;
     const long OH = H / stride, OW = W / stride, N = C * KH * KW + (ones ? 1 : 0);
@@ -687,17 +695,17 @@ void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH,
             const long tap = n % t.count, ky = tap / KW, kx = tap % KW;
             src[n] = padded + (n / t.count) * Hp * Wp + ky * Wp + kx;
         }
-        dw_lanes_padded(M, N, H, W / NR, Wp, src, dy, lanes);
+        dw_lanes_padded(M, N, H, W / NR, Wp, src, dy, next_dy, lanes);
         return;
     }
     // Else under the taps' masks, reading the image's planes (stride 1) or its phases (stride 2,
     // [C][4][OH][OW]: every tap reads a phase plane shifted by at most one row and column).
     const long plane = stride == 1 ? H * W : 4 * OH * OW;
     for (long n = 0; n < C * t.count; n++) src[n] = x + (n / t.count) * plane + t.offset[n % t.count];
-    dw_lanes(M, N, OH * OW, src, masks, dy, lanes);
+    dw_lanes(M, N, OH * OW, src, masks, dy, next_dy, lanes);
 #else
     (void)M, (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)stride, (void)ones, (void)masks;
-    (void)dy, (void)x, (void)lanes;
+    (void)dy, (void)next_dy, (void)x, (void)lanes;
 #endif
 }
 

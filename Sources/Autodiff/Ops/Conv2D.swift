@@ -820,9 +820,12 @@ struct GEMMConv {
                                 split(image, g.height, g.width, 0, g.inChannels, pphases + k * phasePer)
                                 image = UnsafePointer(pphases + k * phasePer)
                             }
+                            // The next image's rows are fetched ahead: a batch's dOut is far larger
+                            // than the caches, and each image's first row group otherwise waited on it.
+                            let dyImage = dOut + ((first + i) * g.outChannels + grp * og) * plane
                             ns_conv_dw_lanes(og, g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW,
-                                             dwStride, dwOnes.count > 0 ? dwOnes.data : nil, dwMasks,
-                                             dOut + ((first + i) * g.outChannels + grp * og) * plane, image,
+                                             dwStride, dwOnes.count > 0 ? dwOnes.data : nil, dwMasks, dyImage,
+                                             first + i + 1 < g.batch ? dyImage + g.outChannels * plane : nil, image,
                                              psums + k * lanePer + grp * og * groupRows * lanes)
                         }
                     } else if dw != nil {

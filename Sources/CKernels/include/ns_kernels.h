@@ -299,14 +299,16 @@ void ns_conv_dx_s2_gather(long C, long H, long W, long K, long images, const flo
 /// so, N at most `NS_CONV_DW_MAX_ROWS` (32 channels of 3x3 and the row of ones). `masks`
 /// (`ns_conv_dw_masks_count` entries for the output's OH x OW, `ones` nonzero when the row of
 /// ones is read) from `ns_conv_dw_masks` with the same stride, and the row of ones (counted for
-/// the output's size), once per geometry.
+/// the output's size), once per geometry. `next_dy`: the next image's dy where the caller goes
+/// on to it (NULL for none), whose first rows the last row group fetches ahead.
 enum { NS_CONV_DW_MAX_ROWS = 32 * 9 + 1 };
 long ns_conv_dw_masks_count(long C, long H, long W, long KH, long KW, int ones);
 void ns_conv_dw_masks(long C, long H, long W, long KH, long KW, long PH, long PW, long stride, int ones,
                       unsigned short *masks);
 long ns_conv_dw_ones_count(long H, long W, long PW);
 void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH, long PW, long stride,
-                      const float *ones, const unsigned short *masks, const float *dy, const float *x, float *lanes);
+                      const float *ones, const unsigned short *masks, const float *dy, const float *next_dy,
+                      const float *x, float *lanes);
 /// Channels [c0, c1) of x [C, H, W] (H, W even) split into the four phases of each plane:
 /// phases[c][2 a + b][y][x] = x[c][2 y + a][2 x + b].
 void ns_pconv_phases(const float *x, long H, long W, long c0, long c1, float *phases);
