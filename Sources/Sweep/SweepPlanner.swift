@@ -55,9 +55,11 @@ public enum SweepPlanner {
         var descents = spec.descents
         for model in spec.models where spec.scalings.contains("neuralscale") && descents[model] == nil {
             let folder = path("search-\(model)")
+            // "paper": descend's own defaults, the papers' settings (it has no preset of that name).
+            let preset = spec.searchPreset == "paper" ? [] : ["--preset", spec.searchPreset]
             entries.append(SweepEntry(id: "search-\(model)", folder: folder, steps: [
-                SweepStep(name: "descend", arguments: ["descend", "--model", model, "--dataset", spec.dataset, "--preset", spec.searchPreset,
-                                                       "--out", folder] + data,
+                SweepStep(name: "descend", arguments: ["descend", "--model", model, "--dataset", spec.dataset] + preset
+                                                      + ["--out", folder] + data,
                           output: folder + "/descent.json", resumeArguments: ["--resume"], resumeFrom: folder + "/state.h5"),
             ]))
             descents[model] = folder + "/descent.json"

@@ -4,9 +4,14 @@ import Foundation
 
 /// The values of a comma-separated flag, each parsed by `parse` (nil: not a valid value).
 /// - Throws: `ValidationError` "`flag` must be comma-separated `what`, got '`text`'".
-func commaSeparated<T>(_ text: String, flag: String, _ what: String, _ parse: (String) -> T?) throws -> [T] {
+func commaSeparated<T: Hashable>(_ text: String, flag: String, _ what: String, _ parse: (String) -> T?) throws -> [T] {
     let values = text.split(separator: ",").map { parse($0.trimmingCharacters(in: .whitespaces)) }
     guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else { throw ValidationError("\(flag) must be comma-separated \(what), got '\(text)'") }
+    // A value twice would plan (or time) the same thing twice, into the same files.
+    var seen = Set<T>()
+    for v in values.map({ $0! }) where !seen.insert(v).inserted {
+        throw ValidationError("\(flag) lists \(v) twice, got '\(text)'")
+    }
     return values.map { $0! }
 }
 
@@ -38,3 +43,17 @@ let winogradHelp = ArgumentHelp("""
     planes of 2x2 and more), 'off' (im2col and GEMM everywhere), or '2' / '4' to force output \
     tiles of that size wherever it applies.
     """)
+
+/// Throws when the file `output` would be written over is `input` itself (the same path after
+/// resolving links, or the same file by device and inode): an export written over its own
+/// checkpoint would replace it.
+func refuseWritingOverInput(output: String, flag: String, input: String, inputFlag: String) throws {
+    let a = URL(fileURLWithPath: output).resolvingSymlinksInPath().path
+    let b = URL(fileURLWithPath: input).resolvingSymlinksInPath().path
+    var same = a == b
+    if !same, let x = try? FileManager.default.attributesOfItem(atPath: a), let y = try? FileManager.default.attributesOfItem(atPath: b) {
+        same = (x[.systemNumber] as? NSNumber) == (y[.systemNumber] as? NSNumber)
+            && (x[.systemFileNumber] as? NSNumber) == (y[.systemFileNumber] as? NSNumber)
+    }
+    if same { throw ValidationError("\(flag) \(output) is the \(inputFlag) file itself; write the model elsewhere") }
+}

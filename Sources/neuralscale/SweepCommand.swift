@@ -1,3 +1,4 @@
+import ArchDescent
 import ArgumentParser
 import Checkpoint
 import Datasets
@@ -19,7 +20,7 @@ struct SweepCommand: ParsableCommand {
         same command resumes the sweep and finishes every entry exactly once. A failed entry is \
         reported with its log and the others go on (exit status 1 at the end). NeuralScale entries \
         need a search per model: given with --descent M=FILE, or run first by the sweep \
-        (descend --preset --search-preset into <out>/search-<model>). --jobs N runs N entries at \
+        (descend with the --search-preset settings, into <out>/search-<model>). --jobs N runs N entries at \
         once with the cores divided among them (NEURALSCALE_THREADS; results do not depend on \
         it). Ends with `report` over every train result (<out>/report); <out>/sweep-status.json \
         says what became of each entry. --dry-run writes and prints the plan only.
@@ -102,8 +103,8 @@ struct SweepCommand: ParsableCommand {
     @Option(name: .long, help: "Train on a seeded subset of N training images (quick sweeps).")
     var subset: Int?
 
-    @Option(name: .long, help: "The `descend --preset` of the searches the sweep runs.")
-    var searchPreset = "paper"
+    @Option(name: .long, help: "The searches' settings: 'paper' (descend's defaults, the papers' 15 iterations) or 'quick' (`descend --preset quick`).")
+    var searchPreset = SearchPreset.paper
 
     @Option(name: .long, help: "Trials of each entry's `bench infer` (batch 1).")
     var benchTrials = 5
@@ -142,6 +143,8 @@ struct SweepCommand: ParsableCommand {
                 throw ValidationError("--descent must be MODEL=FILE with MODEL one of --models, got '\(d)'")
             }
             guard FileManager.default.fileExists(atPath: parts[1]) else { throw ValidationError("--descent \(d): \(parts[1]): no such file") }
+            // Read as train will read it, so that a file of another kind fails here, not in every entry.
+            do { _ = try DescentResult.load(parts[1]) } catch { throw ValidationError("--descent \(d): \(error)") }
             descents[parts[0]] = URL(fileURLWithPath: parts[1]).path
         }
         let steps = try commaSeparated(self.steps, flag: "--steps", "steps of train, export, quantize, bench") { SweepPlanner.stepOrder.contains($0) ? $0 : nil }
@@ -156,11 +159,12 @@ struct SweepCommand: ParsableCommand {
         }
         guard benchTrials >= 1 else { throw ValidationError("--bench-trials must be >= 1") }
         if let subset, subset < 2 { throw ValidationError("--subset must be >= 2, got \(subset)") }
-        if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be >= 1, got \(batchSize)") }
+        // train's bounds (batch norm needs two images a batch), so that no entry fails on them later.
+        if let batchSize, !(2...65_536).contains(batchSize) { throw ValidationError("--batch-size must be in 2...65536, got \(batchSize)") }
         if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be > 0, got \(lr)") }
         var spec = SweepSpec(models: models, dataset: dataset.rawValue, ratios: ratios, scalings: scalings, seeds: seeds, descents: descents,
                          epochs: epochs, steps: SweepPlanner.stepOrder.filter(steps.contains), out: URL(fileURLWithPath: out).path,
-                         dataDir: dataDir.map { URL(fileURLWithPath: $0).path }, subset: subset, searchPreset: searchPreset,
+                         dataDir: dataDir.map { URL(fileURLWithPath: $0).path }, subset: subset, searchPreset: searchPreset.rawValue,
                          benchTrials: benchTrials)
         guard calibration >= 1 else { throw ValidationError("--calibration must be >= 1, got \(calibration)") }
         spec.calibration = calibration
@@ -196,9 +200,13 @@ struct SweepCommand: ParsableCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         // The same command resumes: a different plan in the folder is another sweep.
-        if let old = FileManager.default.contents(atPath: planPath), let previous = try? JSONDecoder().decode(SweepPlan.self, from: old),
-           previous != plan {
-            throw ValidationError("\(planPath) holds another plan (other flags?); use another --out, or remove it to start over")
+        if let old = FileManager.default.contents(atPath: planPath) {
+            guard let previous = try? JSONDecoder().decode(SweepPlan.self, from: old) else {
+                throw ValidationError("\(planPath) is not a sweep plan (corrupt, or of another version); use another --out, or remove it to start over")
+            }
+            if previous != plan {
+                throw ValidationError("\(planPath) holds another plan (other flags?); use another --out, or remove it to start over")
+            }
         }
         try AtomicFile.write(try encoder.encode(plan), to: planPath)
         let left = plan.entries.filter { !$0.isDone }
@@ -234,16 +242,17 @@ struct SweepCommand: ParsableCommand {
             while true { sleep(1) }
         }
         let reportLog = URL(fileURLWithPath: out).appendingPathComponent("logs/report.log").path
+        var reportFailed = false
         switch SweepRunner.runReport(plan, executable: executable, log: reportLog) {
         case true?: print("report: \(plan.report!.output.replacingOccurrences(of: "report.json", with: "report.md"))")
-        case false?: print("report failed: see \(reportLog)")
+        case false?: print("report failed: see \(reportLog)"); reportFailed = true
         case nil: break
         }
         print("sweep: \(status.done) of \(status.entries.count) entries done, \(status.failed) failed")
         for e in status.entries where e.state == "failed" || e.state == "blocked" {
             print("  \(e.id): \(e.state)\(e.failedStep.map { " at \($0)" } ?? "")\(e.log.map { ", log \($0)" } ?? "")")
         }
-        if status.failed > 0 { throw ExitCode(1) }
+        if status.failed > 0 || reportFailed { throw ExitCode(1) }
     }
 
     /// --executor slurm: the entries not done as job arrays, and the report job.
@@ -313,4 +322,11 @@ struct SweepCommand: ParsableCommand {
         for e in status.entries { counts[e.state, default: 0] += 1 }
         print("\(plan.entries.count) entries: " + counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
     }
+}
+
+/// `sweep --search-preset`: the papers' settings (descend without `--preset`) or one of
+/// descend's presets.
+enum SearchPreset: String, CaseIterable, ExpressibleByArgument {
+    case paper
+    case quick
 }

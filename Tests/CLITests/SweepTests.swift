@@ -111,6 +111,14 @@ final class SweepTests: XCTestCase {
         let descent = try XCTUnwrap(report.firstIndex(of: "--descent"), "\(report)")
         XCTAssertEqual(report[descent + 1], out + "/search-vgg11/descent.json")
         XCTAssertFalse(report.contains("--quantize"), "no bench step: \(report)")
+        // The default search is descend's own defaults (it has no preset named "paper"); quick adds its preset.
+        let search = try XCTUnwrap((plan["entries"] as? [[String: Any]])?.first { ($0["id"] as? String) == "search-vgg11" }, "\(plan)")
+        let descend = try XCTUnwrap((search["steps"] as? [[String: Any]])?.first?["arguments"] as? [String], "\(search)")
+        XCTAssertEqual(Array(descend.prefix(5)), ["descend", "--model", "vgg11", "--dataset", "fashion-mnist"])
+        XCTAssertFalse(descend.contains("--preset"), "\(descend)")
+        let quick = try CLI.run(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--scalings", "neuralscale", "--search-preset", "quick",
+                                 "--out", root + "/quick", "--dry-run"])
+        XCTAssertTrue(quick.text.contains("descend --model vgg11 --dataset fashion-mnist --preset quick --out"), quick.text)
     }
 
     func testBadFlags() throws {
@@ -123,5 +131,23 @@ final class SweepTests: XCTestCase {
         try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--descent", "vgg11=\(root!)/none.json", "--out", out], status: 64,
                       mentions: ["none.json", "no such file"])
         try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--jobs", "0", "--out", out], status: 64, mentions: ["--jobs"])
+        try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--search-preset", "paper2", "--out", out], status: 64,
+                      mentions: ["--search-preset", "paper2"])
+        // A value twice would plan two entries into one folder.
+        try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--seeds", "1,1", "--out", out], status: 64, mentions: ["--seeds", "twice"])
+        try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--ratios", "0.25,0.250", "--out", out], status: 64,
+                      mentions: ["--ratios", "twice"])
+        try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--batch-size", "1", "--out", out], status: 64, mentions: ["--batch-size"])
+        // A file that is not a descent.json, refused when the sweep is planned.
+        try Data("{}".utf8).write(to: URL(fileURLWithPath: root + "/not-descent.json"))
+        try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--descent", "vgg11=\(root!)/not-descent.json", "--out", out],
+                      status: 64, mentions: ["--descent", "not-descent.json"])
+        // A damaged plan is named, not replaced.
+        let damaged = root + "/damaged"
+        try FileManager.default.createDirectory(atPath: damaged, withIntermediateDirectories: true)
+        try Data("{\"entries\":[".utf8).write(to: URL(fileURLWithPath: damaged + "/sweep.json"))
+        try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--out", damaged, "--dry-run"], status: 64,
+                      mentions: ["sweep.json", "not a sweep plan"])
+        XCTAssertEqual(try String(contentsOfFile: damaged + "/sweep.json", encoding: .utf8), "{\"entries\":[")
     }
 }
