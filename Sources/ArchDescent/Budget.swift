@@ -156,6 +156,13 @@ public enum BudgetSolver {
         func cost(_ w: [Int]) throws -> Double { d.widths = w; return try budget.cost(d) }
         func distance(_ c: Double) -> Double { abs(c - budget.target) }
         var lo = knobRange.lowerBound, hi = knobRange.upperBound
+        // Past the largest net the scaling builds (4x the original widths, or as many parameters),
+        // the nudges alone would grow single groups toward the widest layer allowed.
+        let largest = try cost(widths(hi))
+        if largest < budget.target && distance(largest) > tolerance * budget.target {
+            throw BudgetError(String(format: "no %@ net reaches %.6g %@: the largest (up to 4x the original widths) needs %.6g", scaling,
+                                     budget.target, budget.measure.unit, largest))
+        }
         var best: Double
         if budget.fromBelow {
             let smallest = try cost(widths(lo))

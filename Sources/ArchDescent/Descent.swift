@@ -284,6 +284,11 @@ public final class Descent {
         var t = template
         t.widths = template.architecture.uniformWidths(ratio: config.baseRatio)
         do { try t.validate() } catch { throw TrainingError.invalidConfig("\(error) (is --base-ratio too small?)") }
+        // A step must leave channels to prune at the next: else the run ends at once with no trajectory.
+        let channels = t.widths.reduce(0, +)
+        guard config.pruning.count < channels else {
+            throw TrainingError.invalidConfig("--prune-count \(config.pruning.count) is not below the \(channels) channels of \(t.architecture.rawValue) at --base-ratio \(config.baseRatio)")
+        }
         try RunFolder.checkResume(outputDirectory, file: "state.h5", resume: resume, what: "search", state: DescentState.self) { saved, state in
             guard saved.config.couplesResiduals == config.couplesResiduals else {
                 let with = { (on: Bool) in on ? "with --couple-residuals" : "without --couple-residuals" }
@@ -292,7 +297,9 @@ public final class Descent {
             var given = config
             given.coupleResiduals = saved.config.coupleResiduals  // nil and false alike
             guard saved.config == given else {
-                throw TrainingError.resume("\(state) was made with other settings: \(saved.config), given \(config)")
+                let differing = settingDifferences(given, stored: saved.config)
+                throw TrainingError.resume("\(state) was made with other settings: "
+                                           + (differing.isEmpty ? "\(saved.config), given \(config)" : differing.joined(separator: "; ")))
             }
         }
     }
@@ -300,6 +307,10 @@ public final class Descent {
     static func storedState(_ path: String) throws -> DescentState {
         guard let state = try Checkpoint.load(path).training(as: DescentState.self) else {
             throw TrainingError.resume("\(path) holds no descent state")
+        }
+        // The iterations' wall times go into timing.json and the progress's ETA.
+        if let bad = state.seconds.first(where: { !($0.isFinite && (0...1e12).contains($0)) }) {
+            throw TrainingError.resume("\(path): its search state's seconds hold \(bad), expected 0...1e12 seconds each")
         }
         return state
     }

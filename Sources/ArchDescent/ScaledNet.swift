@@ -36,14 +36,20 @@ public struct ScaledNet {
             throw TrainingError.invalidConfig("--ratio \(ratio): \(error) (is --ratio too small?)")
         }
         guard let descent else { return ScaledNet(description: description) }
+        let result = try searched(descent, for: arch, kind)
+        let scaled = try result.scaled(ratio: ratio, iteration: iteration, file: descent)
+        description.widths = scaled.neuralscaleWidths
+        return ScaledNet(description: description, scaled: scaled, descent: descent)
+    }
+
+    /// `descent` (a descent.json) read and checked to be a search of `arch` on `kind`'s images.
+    public static func searched(_ descent: String, for arch: Architecture, _ kind: DatasetKind) throws -> DescentResult {
         let result = try DescentResult.load(descent)
         guard result.template.architecture == arch, result.template.inChannels == kind.channels,
               result.template.imageSize == kind.imageSize, result.template.classes == kind.classes else {
             throw TrainingError.invalidConfig("\(descent) was searched for \(result.template.architecture.rawValue) on \(result.config.dataset), not \(arch.rawValue) on \(kind.rawValue)")
         }
-        let scaled = try result.scaled(ratio: ratio, iteration: iteration, file: descent)
-        description.widths = scaled.neuralscaleWidths
-        return ScaledNet(description: description, scaled: scaled, descent: descent)
+        return result
     }
 
     /// The warning when the fit gives some groups less than half a channel (nil when none).

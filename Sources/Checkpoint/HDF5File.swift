@@ -2,11 +2,17 @@ import CHDF5
 import CHDF5Macros
 import Foundation
 
-/// A failure reading or writing a checkpoint, naming the file.
+/// A failure reading or writing a checkpoint (or another file written atomically: `AtomicFile`),
+/// naming the file.
 public struct CheckpointError: Error, CustomStringConvertible, Equatable {
     public let path: String
     public let message: String
-    public var description: String { "checkpoint \(path): \(message)" }
+    public init(path: String, message: String) {
+        self.path = path
+        self.message = message
+    }
+    /// "checkpoint" only for HDF5 files: an ONNX model or a JSON file written atomically is not one.
+    public var description: String { path.hasSuffix(".h5") ? "checkpoint \(path): \(message)" : "\(path): \(message)" }
 }
 
 /// The few HDF5 operations checkpoints need: float and byte datasets under a name (dots allowed in

@@ -196,12 +196,20 @@ public struct LatencyTable: Codable, Equatable, Sendable {
             let ascending = { (a: [Int]) in zip(a, a.dropFirst()).allSatisfy { $0 < $1 } }
             guard !e.inChannels.isEmpty, !e.outChannels.isEmpty, ascending(e.inChannels), ascending(e.outChannels),
                   e.ms.count == e.inChannels.count, e.ms.allSatisfy({ $0.count == e.outChannels.count }),
-                  e.ms.joined().allSatisfy({ $0.isFinite && $0 >= 0 }) else {
-                throw LatencyTableError("\(path): the \(e.kernel)x\(e.kernel) stride-\(e.stride) entry on \(e.inputSize)x\(e.inputSize) inputs is malformed (grids must ascend, times be finite and >= 0, one per grid point)")
+                  e.inChannels[0] >= 1, e.outChannels[0] >= 0,
+                  e.ms.joined().allSatisfy({ $0.isFinite && $0 >= 0 && $0 <= 1e6 }) else {
+                throw LatencyTableError("\(path): the \(e.kernel)x\(e.kernel) stride-\(e.stride) entry on \(e.inputSize)x\(e.inputSize) inputs is malformed (grids must ascend from at least 1 input channel, times be in 0...1e6 ms, one per grid point)")
             }
         }
-        guard table.constantMs.isFinite, table.perMParamMs.isFinite else {
-            throw LatencyTableError("\(path): constantMs and perMParamMs must be finite")
+        guard table.constantMs.isFinite, abs(table.constantMs) <= 1e6 else {
+            throw LatencyTableError("\(path): constantMs is \(table.constantMs), expected a finite number of ms within 1e6")
+        }
+        guard table.perMParamMs.isFinite, (0...1e6).contains(table.perMParamMs) else {
+            throw LatencyTableError("\(path): perMParamMs is \(table.perMParamMs), expected 0...1e6 ms per million parameters")
+        }
+        guard table.kneeParams >= 0 else { throw LatencyTableError("\(path): kneeParams is \(table.kneeParams), expected >= 0") }
+        guard (1...512).contains(table.multiple) else {
+            throw LatencyTableError("\(path): multiple is \(table.multiple), expected a channel step in 1...512")
         }
         return table
     }

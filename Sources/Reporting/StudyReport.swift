@@ -65,10 +65,14 @@ public struct StudyReport: Codable, Sendable {
         do { timing = try JSONDecoder().decode(SearchTiming.self, from: data) } catch {
             throw ReportError(path: timingPath, message: "not the timing.json of `neuralscale descend`: \(describeDecodingError(error))")
         }
-        guard timing.model.rawValue == model, timing.dataset == dataset, timing.secondsPerIteration.count == result.iterations.count,
-              timing.secondsPerIteration.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
+        guard timing.model.rawValue == model, timing.dataset == dataset, timing.secondsPerIteration.count == result.iterations.count else {
             throw ReportError(path: timingPath, message: "is \(timing.model.rawValue) on \(timing.dataset) with \(timing.secondsPerIteration.count) iterations, "
                               + "but \(path) is \(model) on \(dataset) with \(result.iterations.count); it belongs to another search")
+        }
+        let plausible = { (s: Double) in s.isFinite && (0...1e12).contains(s) }
+        guard timing.secondsPerIteration.allSatisfy(plausible), plausible(timing.totalSeconds) else {
+            throw ReportError(path: timingPath, message: "holds seconds outside 0...1e12 (secondsPerIteration \(timing.secondsPerIteration), "
+                              + "totalSeconds \(timing.totalSeconds))")
         }
         search.secondsPerIteration = timing.secondsPerIteration
         search.totalSeconds = timing.totalSeconds

@@ -141,6 +141,8 @@ public final class ConsoleReporter: TrainingReporter {
 /// `1h02m`, `3m05s`, `12s`.
 public func formatDuration(_ seconds: Double) -> String {
     guard seconds.isFinite, seconds >= 0 else { return "?" }
+    // Past Int's range (a corrupt or hand-edited record) the hours alone, not a trap.
+    guard seconds < 1e15 else { return String(format: "%.3gh", seconds / 3600) }
     let s = Int(seconds.rounded())
     if s >= 3600 { return String(format: "%dh%02dm", s / 3600, s % 3600 / 60) }
     if s >= 60 { return String(format: "%dm%02ds", s / 60, s % 60) }

@@ -80,17 +80,21 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     }
 
     /// The fields where `other` differs, for resume errors.
-    func differences(from other: TrainConfig) -> [String] {
-        let a = Mirror(reflecting: self).children, b = Mirror(reflecting: other).children
-        // An optional setting reads as its value, or "none".
-        func text(_ value: Any) -> String {
-            let m = Mirror(reflecting: value)
-            guard m.displayStyle == .optional else { return "\(value)" }
-            return m.children.first.map { "\($0.value)" } ?? "none"
-        }
-        return zip(a, b).compactMap { x, y in
-            text(x.value) == text(y.value) ? nil : "\(x.label ?? "?"): stored \(text(y.value)), given \(text(x.value))"
-        }
+    func differences(from other: TrainConfig) -> [String] { settingDifferences(self, stored: other) }
+}
+
+/// The stored properties where `given` and `stored` (one settings type) differ, as "name: stored
+/// X, given Y", for resume errors that say which setting to change back.
+public func settingDifferences<T>(_ given: T, stored: T) -> [String] {
+    let a = Mirror(reflecting: given).children, b = Mirror(reflecting: stored).children
+    // An optional setting reads as its value, or "none".
+    func text(_ value: Any) -> String {
+        let m = Mirror(reflecting: value)
+        guard m.displayStyle == .optional else { return "\(value)" }
+        return m.children.first.map { "\($0.value)" } ?? "none"
+    }
+    return zip(a, b).compactMap { x, y in
+        text(x.value) == text(y.value) ? nil : "\(x.label ?? "?"): stored \(text(y.value)), given \(text(x.value))"
     }
 }
 

@@ -124,6 +124,10 @@ public final class Trainer {
         guard let state = try loaded.training(as: TrainingState.self) else {
             throw TrainingError.resume("\(path) holds no training state")
         }
+        // The run's own records: the wall time goes into every later ETA and result.
+        guard state.elapsedSeconds.isFinite, (0...1e12).contains(state.elapsedSeconds) else {
+            throw TrainingError.resume("\(path): its training state's elapsedSeconds is \(state.elapsedSeconds), expected 0...1e12 seconds")
+        }
         return state
     }
 

@@ -106,6 +106,8 @@ struct Advise: ParsableCommand {
             }
             return
         }
+        // A search of another net or dataset is refused by name before anything is solved.
+        if let descent, let model { _ = try ScaledNet.searched(descent, for: model, dataset) }
         if budget.given { return try runBudget() }
         let device: DeviceProfile
         if fit.isEmpty {
@@ -156,7 +158,7 @@ struct Advise: ParsableCommand {
         let model = model!
         let template = NetDescription.uniform(model, ratio: 1, inChannels: dataset.channels, imageSize: dataset.imageSize,
                                               classes: dataset.classes)
-        let fit = try descent.map { try DescentResult.load($0).fit() }
+        let fit = try descent.map { try ScaledNet.searched($0, for: model, dataset).fit() }
         let (b, uniform, neuralscale) = try budget.solve(ratio: 1, template: template, fit: fit)
         let solved = [uniform] + (neuralscale.map { [$0] } ?? [])
         if json {

@@ -233,6 +233,12 @@ struct BenchInfer: ParsableCommand {
         Conv2DTuning.winograd = winograd
         if worker { return try runWorker() }
         if let latencyTable { return try runLatencyTable(latencyTable) }
+        // The folder before the measurements, so that a bad --out does not cost them.
+        if let out {
+            do { try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true) } catch {
+                throw ValidationError("--out \(out): cannot make a folder there (\(error.localizedDescription))")
+            }
+        }
         TemporaryFiles.installSignalCleanup()
         TemporaryFiles.removeStale()
         let batches = try parsedBatchSizes(), sizes = try parsedInputSizes(), all = try sources()

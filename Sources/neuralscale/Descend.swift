@@ -163,8 +163,9 @@ struct Widths: ParsableCommand {
 
     @Option(name: .long, help: "A descent.json written by `neuralscale descend`.")
     var descent: String
-    @Option(name: .long, help: "Width ratio (the NeuralScale net gets the uniform net's P at this ratio).")
-    var ratio = 1.0
+    @Option(name: .long, help: "Width ratio (the NeuralScale net gets the uniform net's P at this ratio). (default: 1)")
+    var ratio: Double?
+    private var widthRatio: Double { ratio ?? 1 }
     @Option(name: .long, help: "Use this iteration's fit (default: the last).")
     var iteration: Int?
     @Flag(name: .long, help: "Print one JSON object.")
@@ -173,7 +174,8 @@ struct Widths: ParsableCommand {
     var budget: BudgetFlags
 
     func validate() throws {
-        guard ratio > 0, ratio <= 4 else { throw ValidationError("--ratio must be in (0, 4], got \(ratio)") }
+        if let ratio, !(ratio > 0 && ratio <= 4) { throw ValidationError("--ratio must be in (0, 4], got \(ratio)") }
+        if budget.given, ratio != nil { throw ValidationError("give --ratio or a --target-..., not both") }
     }
 
     func run() throws {
@@ -183,12 +185,12 @@ struct Widths: ParsableCommand {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             struct Report: Encodable { let groups: [String]; let scaled: ScaledConfig; let iteration: Int }
-            let report = Report(groups: result.groupNames, scaled: try result.scaled(ratio: ratio, iteration: iteration, file: descent),
+            let report = Report(groups: result.groupNames, scaled: try result.scaled(ratio: widthRatio, iteration: iteration, file: descent),
                                 iteration: iteration ?? result.iterations.last?.index ?? 0)
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
-            let scaled = try result.scaled(ratio: ratio, iteration: iteration, file: descent)  // surfaces a bad --iteration
-            print(WidthsTable.render(result, ratio: ratio, iteration: iteration))
+            let scaled = try result.scaled(ratio: widthRatio, iteration: iteration, file: descent)  // surfaces a bad --iteration
+            print(WidthsTable.render(result, ratio: widthRatio, iteration: iteration))
             if let clamped = scaled.clampedGroups {
                 print("warning: the fit gives less than half a channel to \(clamped.joined(separator: ", ")); they get width 1")
             }
@@ -198,7 +200,7 @@ struct Widths: ParsableCommand {
     /// Both scalings solved to a resource budget (or --ratio's P with a channel multiple).
     func runBudget(_ result: DescentResult) throws {
         let fit = try result.fit(iteration: iteration)
-        let (b, uniform, neuralscale) = try budget.solve(ratio: ratio, template: result.template, fit: fit)
+        let (b, uniform, neuralscale) = try budget.solve(ratio: widthRatio, template: result.template, fit: fit)
         let solved = [uniform] + (neuralscale.map { [$0] } ?? [])
         if json {
             let encoder = JSONEncoder()

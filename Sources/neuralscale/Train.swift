@@ -240,6 +240,11 @@ struct Eval: ParsableCommand {
     func run() throws {
         let result = try CheckpointEvaluation.run(checkpoint: checkpoint, dataset: dataset, directory: dataDir, batchSize: batchSize,
                                                   reporter: ConsoleReporter())
+        // Finite weights can still overflow on the way (a huge weight, times a batch norm's scale):
+        // no accuracy of such a net means anything.
+        guard result.testLoss.isFinite else {
+            throw CheckpointError(path: checkpoint, message: "its net's test loss is \(result.testLoss) (its weights overflow float32 on the way), so no accuracy is reported")
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]

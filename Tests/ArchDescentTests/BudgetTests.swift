@@ -93,6 +93,15 @@ final class BudgetTests: XCTestCase {
         XCTAssertThrowsError(try BudgetSolver.neuralscale(fit(.resnet50, &rng), template: t, budget: .mflops(0.001)))
         XCTAssertThrowsError(try BudgetSolver.uniform(template: t, budget: .mflops(-1)))
         XCTAssertThrowsError(try BudgetSolver.uniform(template: t, budget: .mflops(.nan)))
+        // Past the largest net (4x the widths): refused, not single groups grown toward the widest layer.
+        for huge in [1e12, 1e6] {
+            XCTAssertThrowsError(try BudgetSolver.uniform(template: t, budget: .mflops(huge))) { error in
+                XCTAssertTrue("\(error)".contains("largest"), "\(error)")
+            }
+            XCTAssertThrowsError(try BudgetSolver.neuralscale(fit(.resnet50, &rng), template: t, budget: .mflops(huge))) { error in
+                XCTAssertTrue("\(error)".contains("largest"), "\(error)")
+            }
+        }
     }
 
     /// A table whose times are bilinear in the channels predicts them exactly (between grid points
@@ -153,8 +162,21 @@ final class BudgetTests: XCTestCase {
         var table = LatencyTable(model: .vgg11, inChannels: 3, imageSize: 32, classes: 10, device: "test", multiple: 8, entries: e)
         try JSONEncoder().encode(table).write(to: URL(fileURLWithPath: path))
         XCTAssertEqual(try LatencyTable.load(path), table)
+        let good = table
         table.entries[1].ms[0][0] = -1
         try JSONEncoder().encode(table).write(to: URL(fileURLWithPath: path))
         XCTAssertThrowsError(try LatencyTable.load(path)) { XCTAssertTrue("\($0)".contains(path) && "\($0)".contains("malformed"), "\($0)") }
+        // Every number of the file is checked, named with the file.
+        let damaged: [(String, (inout LatencyTable) -> Void)] = [
+            ("perMParamMs", { $0.perMParamMs = -5 }), ("constantMs", { $0.constantMs = 1e300 }), ("kneeParams", { $0.kneeParams = -5 }),
+            ("multiple", { $0.multiple = 0 }), ("multiple", { $0.multiple = 100_000 }), ("malformed", { $0.entries[0].ms[0][0] = 1e300 }),
+            ("malformed", { $0.entries[1].inChannels[0] = 0 }),
+        ]
+        for (field, damage) in damaged {
+            var t = good
+            damage(&t)
+            try JSONEncoder().encode(t).write(to: URL(fileURLWithPath: path))
+            XCTAssertThrowsError(try LatencyTable.load(path)) { XCTAssertTrue("\($0)".contains(path) && "\($0)".contains(field), "\($0)") }
+        }
     }
 }

@@ -14,6 +14,18 @@ import XCTest
 final class CommandLogicTests: XCTestCase {
     // MARK: presets
 
+    /// Durations as the progress lines print them, including ones no run takes (a damaged record's):
+    /// never a trap converting to Int.
+    func testDurationsFormatWithoutTrapping() {
+        XCTAssertEqual(formatDuration(42), "42s")
+        XCTAssertEqual(formatDuration(125), "2m05s")
+        XCTAssertEqual(formatDuration(7260), "2h01m")
+        XCTAssertEqual(formatDuration(-1), "?")
+        XCTAssertEqual(formatDuration(.nan), "?")
+        XCTAssertEqual(formatDuration(1e20), "2.78e+16h")
+        XCTAssertEqual(formatDuration(1e300), "2.78e+296h")
+    }
+
     func testPapersSettingsAndTinyImageNetsPruningInterval() {
         let cifar = DescentConfig.preset(nil, model: .vgg11, dataset: .cifar10, seed: 3)
         XCTAssertEqual(cifar, DescentConfig(model: .vgg11, dataset: "cifar10", iterations: 15, warmupEpochs: 10, learningRate: 0.1,

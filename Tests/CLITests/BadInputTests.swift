@@ -125,6 +125,22 @@ final class BadInputTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: path("report-two/widths-vgg11-cifar10.svg")))
     }
 
+    /// Flags that cannot go together with a search's file, refused before any work.
+    func testSearchFlagsThatCannotWork() throws {
+        let vgg = try descentFile((0..<8).map { _ in (0.5, 0.5) }, name: "vgg.json")
+        // A search of another net: named as such, not blamed on the target.
+        try CLI.fails(["advise", "--model", "mobilenetv2", "--latency-ms", "25", "--descent", vgg], status: 64, mentions: [vgg, "vgg11", "mobilenetv2"])
+        try CLI.fails(["widths", "--descent", vgg, "--target-mflops", "1", "--ratio", "0.5"], status: 64, mentions: ["--ratio"])
+        // More channels a step than the net has: the search would end at once with no trajectory.
+        try CLI.fails(["descend", "--model", "vgg11", "--dataset", "fashion-mnist", "--preset", "quick", "--prune-count", "100000",
+                       "--out", path("d"), "--data-dir", path("no-data")], status: 64, mentions: ["--prune-count", "688"])
+        // bench infer's --out is checked before the measurements.
+        let blocker = path("blocker")
+        try Data("x".utf8).write(to: URL(fileURLWithPath: blocker))
+        try CLI.fails(["bench", "infer", "--model", "vgg11", "--ratios", "0.0625", "--warmup", "1", "--runs", "1", "--trials", "1", "--out", blocker],
+                      status: 64, mentions: ["--out", blocker])
+    }
+
     func testUnwritableOutputIsFoundBeforeAnyWork() throws {
         // A file where the folder should be: no permission trick, so it holds for root too.
         let blocker = path("blocker")

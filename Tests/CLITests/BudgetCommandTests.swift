@@ -107,6 +107,10 @@ final class BudgetCommandTests: XCTestCase {
         try CLI.fails(["stats", "--model", "vgg11", "--dataset", "cifar10", "--target-mflops", "10", "--ratio", "0.5"], status: 64,
                       mentions: ["--ratio"])
         try CLI.fails(["stats", "--model", "vgg11", "--dataset", "cifar10", "--target-mflops", "0.00001"], status: 64, mentions: ["smallest"])
+        // Past the largest net: refused by every command that solves a budget (advise's parameter count overflowed).
+        try CLI.fails(["stats", "--model", "vgg11", "--dataset", "cifar10", "--target-mflops", "1e12"], status: 64, mentions: ["largest"])
+        try CLI.fails(["advise", "--model", "vgg11", "--dataset", "cifar10", "--target-latency-ms", "1e6", "--latency-table", file], status: 64,
+                      mentions: ["largest"])
         try CLI.fails(["stats", "--model", "vgg11", "--dataset", "cifar10", "--channel-multiple", "0"], status: 64, mentions: ["--channel-multiple"])
         try CLI.fails(["stats", "--model", "vgg11", "--dataset", "cifar10", "--target-memory-mb", "30", "--memory-profile", "nope"], status: 64,
                       mentions: ["--memory-profile nope", "cortex-a72-fp32"])

@@ -56,6 +56,37 @@ final class CheckpointInputTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/x.onnx"))
     }
 
+    /// A wall time no run has (a damaged or hand-edited state) is refused by name on resume: it went
+    /// into the ETA's formatting, where it trapped.
+    func testAnAbsurdElapsedTimeIsRefusedOnResume() throws {
+        let file = try edited("elapsed", { $0.elapsedSeconds = 1e300 })
+        let resumed = CLI.quickTrain(data: data, out: URL(fileURLWithPath: file).deletingLastPathComponent().path, epochs: 1,
+                                     extra: ["--resume"])
+        try CLI.fails(resumed, mentions: [file, "elapsedSeconds"])
+    }
+
+    /// `export` and `quantize` refuse to write the model over their own checkpoint.
+    func testAModelIsNotWrittenOverItsCheckpoint() throws {
+        let best = run + "/best.h5", before = try Data(contentsOf: URL(fileURLWithPath: best))
+        try CLI.fails(["export", "--checkpoint", best, "--onnx", best, "--no-verify"], status: 64, mentions: ["--onnx", best, "--checkpoint"])
+        try CLI.fails(["quantize", "--checkpoint", best, "--onnx", run + "/../run/best.h5", "--no-verify"], status: 64,
+                      mentions: ["--onnx", "--checkpoint"])
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: best)), before)
+    }
+
+    /// Finite weights whose products overflow (a weight of 3e38): eval names the file instead of
+    /// printing a NaN loss and a chance accuracy, or an encoder's error with --json.
+    func testWeightsThatOverflowAreReportedNotEvaluated() throws {
+        let loaded = try Checkpoint.load(run + "/best.h5")
+        let w = try XCTUnwrap(loaded.network.parameters.first)
+        w.data[0] = 3e38
+        let file = root + "/overflow.h5"
+        try Checkpoint.save(loaded.network, optimizer: nil, training: try XCTUnwrap(loaded.training), to: file)
+        for extra in [[], ["--json"]] {
+            try CLI.fails(["eval", "--checkpoint", file, "--data-dir", data] + extra, mentions: [file, "overflow"])
+        }
+    }
+
     func testAHugeWidthInTheNetAttributeIsRefused() throws {
         // 1e30 does not decode as an integer at all: the `net` attribute is named instead.
         for (name, value, word) in [("wide", "1000000000", "width"), ("zero", "0", "width"), ("negative", "-5", "width"),
