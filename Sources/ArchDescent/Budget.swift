@@ -156,6 +156,7 @@ public enum BudgetSolver {
         func cost(_ w: [Int]) throws -> Double { d.widths = w; return try budget.cost(d) }
         func distance(_ c: Double) -> Double { abs(c - budget.target) }
         var lo = knobRange.lowerBound, hi = knobRange.upperBound
+        let smallestWidths = multiple > 1 ? "every width \(multiple), the channel multiple" : "widths of about one channel"
         // Past the largest net the scaling builds (4x the original widths, or as many parameters),
         // the nudges alone would grow single groups toward the widest layer allowed.
         let largest = try cost(widths(hi))
@@ -167,7 +168,8 @@ public enum BudgetSolver {
         if budget.fromBelow {
             let smallest = try cost(widths(lo))
             guard budget.meets(smallest) else {
-                throw BudgetError(String(format: "no %@ net meets %.6g %@: the smallest (widths of about one channel) needs %.6g", scaling, budget.target, budget.measure.unit, smallest))
+                throw BudgetError(String(format: "no %@ net meets %.6g %@: the smallest (%@) needs %.6g", scaling, budget.target, budget.measure.unit,
+                                         smallestWidths, smallest))
             }
             if try budget.meets(cost(widths(hi))) { lo = hi }
             for _ in 0..<200 where hi - lo > 1e-12 {
@@ -176,7 +178,14 @@ public enum BudgetSolver {
             }
             best = lo
         } else {
-            // Closest: the two sides of the crossing.
+            // Closest, unless even the smallest net is more than twice the target (a --ratio far
+            // below what --channel-multiple allows): that nearest net is no answer to it.
+            let smallest = try cost(widths(lo))
+            if smallest > 2 * budget.target {
+                throw BudgetError(String(format: "no %@ net comes near %.6g %@: the smallest (%@) needs %.6g", scaling, budget.target,
+                                         budget.measure.unit, smallestWidths, smallest))
+            }
+            // The two sides of the crossing.
             for _ in 0..<200 where hi - lo > 1e-12 {
                 let mid = (lo + hi) / 2
                 if try cost(widths(mid)) < budget.target { lo = mid } else { hi = mid }

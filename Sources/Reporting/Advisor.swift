@@ -49,9 +49,15 @@ public struct DeviceProfile: Codable, Sendable {
         do {
             let p = try JSONDecoder().decode(DeviceProfile.self, from: Data(contentsOf: URL(fileURLWithPath: nameOrPath)))
             for (what, line) in [("latency", p.latency), ("memory", p.memory)] {
-                if let line, !(line.m.isFinite && line.b.isFinite) {
+                guard let line else { continue }
+                if !(line.m.isFinite && line.b.isFinite) {
                     throw AdviceError("\(nameOrPath): the \(what) line is not finite (m \(line.m), b \(line.b))")
                 }
+                // A line that does not grow with parameters cannot size a net.
+                guard line.m > 0 else { throw AdviceError("\(nameOrPath): the \(what) line's slope m is \(line.m), expected > 0 (it must grow with parameters)") }
+                if let r = line.r, !(r.isFinite && abs(r) <= 1) { throw AdviceError("\(nameOrPath): the \(what) line's Pearson r is \(r), expected -1...1") }
+                if let pv = line.p, !(pv.isFinite && (0...1).contains(pv)) { throw AdviceError("\(nameOrPath): the \(what) line's p-value is \(pv), expected 0...1") }
+                if let n = line.n, n < 2 { throw AdviceError("\(nameOrPath): the \(what) line's point count is \(n), expected >= 2") }
             }
             return p
         } catch let error as AdviceError {

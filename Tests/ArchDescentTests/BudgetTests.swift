@@ -81,6 +81,14 @@ final class BudgetTests: XCTestCase {
                 XCTAssertTrue(params.widths.allSatisfy { $0 % k == 0 }, "\(arch) K=\(k)")
                 XCTAssertLessThanOrEqual(abs(params.relativeError), 0.05, "\(arch) K=\(k): \(params.relativeError)")
             }
+            // A parameter count far below the smallest net of a large multiple (every width 512):
+            // refused, not answered with a net hundreds of times larger.
+            var tiny = t
+            tiny.widths = arch.uniformWidths(ratio: 0.0625)
+            for solve in [{ try BudgetSolver.uniform(template: t, budget: .params(tiny.parameterCount), multiple: 512) },
+                          { try BudgetSolver.neuralscale(f, template: t, budget: .params(tiny.parameterCount), multiple: 512) }] {
+                XCTAssertThrowsError(try solve()) { XCTAssertTrue("\($0)".contains("every width 512"), "\(arch): \($0)") }
+            }
         }
     }
 

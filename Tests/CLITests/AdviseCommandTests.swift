@@ -37,6 +37,13 @@ final class AdviseCommandTests: XCTestCase {
         try CLI.fails(["advise", "--model", "vgg11", "--latency-ms", "5", "--memory-mb", "5"], status: 64, mentions: ["one target"])
         try CLI.fails(["advise", "--model", "vgg11", "--latency-ms", "-1"], status: 64, mentions: ["--latency-ms"])
         try CLI.fails(["advise", "--model", "vgg11", "--latency-ms", "5", "--profile", "pi5"], mentions: ["pi5", "cortex-a72-fp32"])
+        // A profile file's numbers are checked, the file named.
+        for (line, word) in [("\"m\": 0, \"b\": 1", "slope"), ("\"m\": -1e-6, \"b\": 1", "slope"), ("\"m\": 1e-6, \"b\": 1, \"r\": 5", "Pearson r"),
+                             ("\"m\": 1e-6, \"b\": 1, \"p\": 2", "p-value")] {
+            let bad = root + "/bad-profile.json"
+            try Data("{\"name\": \"x\", \"description\": \"x\", \"latency\": {\(line)}}".utf8).write(to: URL(fileURLWithPath: bad))
+            try CLI.fails(["advise", "--model", "vgg11", "--latency-ms", "5", "--profile", bad], mentions: [bad, word])
+        }
         try CLI.fails(["advise", "--model", "vgg11", "--latency-ms", "5", "--fit", root + "/none.json"], mentions: [root + "/none.json"])
         try CLI.fails(["advise", "--model", "vgg11", "--latency-ms", "5", "--save-profile", saved], status: 64, mentions: ["--fit"])
     }
