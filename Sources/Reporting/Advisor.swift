@@ -43,9 +43,11 @@ public struct DeviceProfile: Codable, Sendable {
     /// - Throws: `AdviceError` naming the file or listing the built-in names.
     public static func named(_ nameOrPath: String) throws -> DeviceProfile {
         if let p = builtIn.first(where: { $0.name == nameOrPath }) { return p }
-        guard FileManager.default.fileExists(atPath: nameOrPath) else {
+        var folder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: nameOrPath, isDirectory: &folder) else {
             throw AdviceError("--profile \(nameOrPath): neither a built-in profile (\(builtIn.map(\.name).joined(separator: ", "))) nor a file")
         }
+        guard !folder.boolValue else { throw AdviceError("--profile \(nameOrPath): a folder, not a profile file") }
         do {
             let p = try JSONDecoder().decode(DeviceProfile.self, from: Data(contentsOf: URL(fileURLWithPath: nameOrPath)))
             for (what, line) in [("latency", p.latency), ("memory", p.memory)] {
@@ -63,7 +65,7 @@ public struct DeviceProfile: Codable, Sendable {
         } catch let error as AdviceError {
             throw error
         } catch {
-            throw AdviceError("\(nameOrPath): not a device profile (\(error))")
+            throw AdviceError("\(nameOrPath): not a device profile (\(describeDecodingError(error)))")
         }
     }
 
@@ -76,7 +78,7 @@ public struct DeviceProfile: Codable, Sendable {
         for file in files {
             guard let data = FileManager.default.contents(atPath: file) else { throw AdviceError("--fit \(file): no such file") }
             do { points += try JSONDecoder().decode(Bench.self, from: data).timings } catch {
-                throw AdviceError("--fit \(file): not the JSON of `bench infer` (\(error))")
+                throw AdviceError("--fit \(file): not the JSON of `bench infer` (\(describeDecodingError(error)))")
             }
         }
         points = points.filter { $0.batch == batch && (backend == nil || $0.backend == backend) && (precision == nil || $0.precision == precision) }
