@@ -194,8 +194,7 @@ public struct DescentResult: Codable, Equatable, Sendable {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            let reason = FileManager.default.fileExists(atPath: path) ? "cannot read it (\(fileErrorReason(error)))" : "no such file"
-            throw FitError("\(path): \(reason) (run `neuralscale descend` first; it writes descent.json)")
+            throw FitError("\(path): \(unreadableReason(path, error)) (run `neuralscale descend` first; it writes descent.json)")
         }
         let result: DescentResult
         do {

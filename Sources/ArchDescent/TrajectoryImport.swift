@@ -15,7 +15,7 @@ public enum TrajectoryImport {
     public static func read(_ path: String, template: NetDescription) throws -> [TrajectoryRow] {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw FitError(FileManager.default.fileExists(atPath: path) ? "\(path): cannot read it as text" : "\(path): no such file")
+            throw FitError("\(path): \(unreadableReason(path, error))")
         }
         let groups = template.architecture.originalWidths.count, names = template.architecture.groupNames
         var rows: [TrajectoryRow] = []

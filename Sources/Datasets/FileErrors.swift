@@ -45,3 +45,12 @@ private let cocoaReasons: [Int: String] = [
     CocoaError.fileWriteUnknown.rawValue: "unknown write error",
     CocoaError.fileLocking.rawValue: "cannot lock the file",
 ]
+
+/// Why `path` could not be read, for an error that names it: missing, a folder where a file was
+/// expected, or the system's reason for `error`.
+public func unreadableReason(_ path: String, _ error: Error? = nil) -> String {
+    var folder: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &folder) else { return "no such file" }
+    if folder.boolValue { return "a folder, not a file" }
+    return error.map { "cannot read it (\(fileErrorReason($0)))" } ?? "cannot read it"
+}

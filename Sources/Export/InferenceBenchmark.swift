@@ -1,5 +1,6 @@
 import Autodiff
 import Checkpoint
+import Datasets
 import Foundation
 import Nets
 import ONNX
@@ -319,7 +320,7 @@ public struct ONNXModelInfo {
 
     /// - Throws: `ExportError` naming the file when it is missing or not an ONNX model.
     public init(_ path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else { throw ExportError("\(path): no such file") }
+        guard let data = FileManager.default.contents(atPath: path) else { throw ExportError("\(path): \(unreadableReason(path))") }
         let model: Onnx_ModelProto
         do { model = try Onnx_ModelProto(serializedBytes: data) } catch { throw ExportError("\(path): not an ONNX model (\(error))") }
         guard model.hasGraph, let input = model.graph.input.first else { throw ExportError("\(path): not an ONNX model (no graph input)") }

@@ -76,7 +76,7 @@ public struct DeviceProfile: Codable, Sendable {
         struct Bench: Decodable { let timings: [InferenceTiming] }
         var points: [InferenceTiming] = []
         for file in files {
-            guard let data = FileManager.default.contents(atPath: file) else { throw AdviceError("--fit \(file): no such file") }
+            guard let data = FileManager.default.contents(atPath: file) else { throw AdviceError("--fit \(file): \(unreadableReason(file))") }
             do { points += try JSONDecoder().decode(Bench.self, from: data).timings } catch {
                 throw AdviceError("--fit \(file): not the JSON of `bench infer` (\(describeDecodingError(error)))")
             }

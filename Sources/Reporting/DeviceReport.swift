@@ -1,4 +1,5 @@
 import Checkpoint
+import Datasets
 import Export
 import Foundation
 import Nets
@@ -56,7 +57,7 @@ public struct DeviceReport: Codable, Sendable {
             let onnx: String, checkpoint: String?, verification: Verification?
         }
         for file in quantize {
-            guard let data = FileManager.default.contents(atPath: file) else { throw ReportError(path: file, message: "no such file") }
+            guard let data = FileManager.default.contents(atPath: file) else { throw ReportError(path: file, message: unreadableReason(file)) }
             guard let q = try? JSONDecoder().decode(Quantized.self, from: data) else {
                 throw ReportError(path: file, message: "not the JSON of `quantize --json`")
             }
@@ -68,7 +69,7 @@ public struct DeviceReport: Codable, Sendable {
         struct Bench: Decodable { let timings: [InferenceTiming] }
         var runs: [Run] = [], notes: [String] = []
         for file in bench {
-            guard let data = FileManager.default.contents(atPath: file) else { throw ReportError(path: file, message: "no such file") }
+            guard let data = FileManager.default.contents(atPath: file) else { throw ReportError(path: file, message: unreadableReason(file)) }
             guard let b = try? JSONDecoder().decode(Bench.self, from: data) else {
                 throw ReportError(path: file, message: "not the JSON of `bench infer` (bench-infer.json)")
             }

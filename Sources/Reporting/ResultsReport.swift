@@ -60,7 +60,7 @@ public struct ResultsReport: Codable, Equatable, Sendable {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw ReportError(path: path, message: FileManager.default.fileExists(atPath: path) ? "cannot read it: \(fileErrorReason(error))" : "no such file")
+            throw ReportError(path: path, message: unreadableReason(path, error))
         }
         let result: TrainResult
         do {

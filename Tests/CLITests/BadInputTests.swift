@@ -73,7 +73,20 @@ final class BadInputTests: XCTestCase {
         try "{\"config\": 3".write(toFile: path("broken.json"), atomically: false, encoding: .utf8)
         try CLI.fails(["widths", "--descent", path("broken.json")], mentions: [path("broken.json"), "not a descent.json"])
         try CLI.fails(["widths", "--descent", path("missing.json")], mentions: [path("missing.json"), "no such file"])
-        try CLI.fails(["widths", "--descent", root], mentions: [root])
+        try CLI.fails(["widths", "--descent", root], mentions: [root, "a folder, not a file"])
+    }
+
+    /// A folder where a file is expected is called one (it read as "unknown read error" or "no
+    /// such file").
+    func testFoldersWhereFilesAreExpected() throws {
+        let folder = path("folder")
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        for command in [["report", folder, "--out", path("r")],
+                        ["fit", "--model", "vgg11", "--dataset", "fashion-mnist", "--trajectory", folder, "--out", path("fit.json")],
+                        ["bench", "infer", "--onnx", folder, "--warmup", "1", "--runs", "1", "--trials", "1"],
+                        ["advise", "--model", "vgg11", "--latency-ms", "25", "--profile", folder]] {
+            try CLI.fails(command, mentions: [folder, "a folder"])
+        }
     }
 
     func testFitClampedToWidthOneIsReported() throws {
