@@ -68,10 +68,12 @@ public struct TrainResult: Codable, Equatable, Sendable {
         }
         if let testLoss, !(testLoss.isFinite && testLoss >= 0) { throw fail("testLoss is \(testLoss); it must be finite and >= 0") }
         guard ratio > 0, ratio <= 4 else { throw fail("ratio is \(ratio); it must be in (0, 4]") }
-        guard params > 0, params <= NetDescription.maxParameters else { throw fail("params is \(params)") }
+        guard params > 0, params <= NetDescription.maxParameters else {
+            throw fail("params is \(params); it must be in 1...\(NetDescription.maxParameters)")
+        }
         guard epochs >= 1, epochs <= 100_000 else { throw fail("epochs is \(epochs); it must be in 1...100000") }
         if let bestEpoch, !(1...epochs).contains(bestEpoch) { throw fail("bestEpoch is \(bestEpoch); it must be in 1...\(epochs)") }
-        guard wallSeconds.isFinite, wallSeconds >= 0 else { throw fail("wallSeconds is \(wallSeconds)") }
+        guard wallSeconds.isFinite, (0...1e12).contains(wallSeconds) else { throw fail("wallSeconds is \(wallSeconds); it must be in 0...1e12") }
         if let subset, subset < 2 { throw fail("subset is \(subset); it must be >= 2") }
         guard widths.count == model.originalWidths.count,
               widths.allSatisfy({ (1...NetDescription.maxWidth).contains($0) }) else {
