@@ -54,6 +54,8 @@ let package = Package(
         // Inner loops compiled for AVX-512, AVX2 and baseline x86-64, picked at load time
         // (Swift itself is compiled for the baseline): the depthwise convolution's.
         .target(name: "CKernels"),
+        // prctl(PR_SET_PDEATHSIG): a sweep's steps end with the sweep (prctl is variadic).
+        .target(name: "CProcess"),
         // JPEG and PNG decoding with libjpeg-turbo and libpng, whose error handling needs setjmp.
         .target(name: "CImageCodecs", dependencies: ["CJPEG", "CPNG"]),
 
@@ -83,7 +85,7 @@ let package = Package(
         // CIFAR, tinyImageNet, Fashion-MNIST and augmentation.
         .target(name: "Datasets", dependencies: ["Autodiff", "CZlib", "CImageCodecs"], swiftSettings: strictImports),
         // Self-describing HDF5 checkpoints, atomic writes, temporary files cleaned up on signals.
-        .target(name: "Checkpoint", dependencies: ["Autodiff", "Nets", "CHDF5", "CHDF5Macros"], swiftSettings: strictImports),
+        .target(name: "Checkpoint", dependencies: ["Autodiff", "Nets", "CHDF5", "CHDF5Macros", "CProcess"], swiftSettings: strictImports),
         // The training loop: epochs, evaluation, metrics, checkpoints, exact resumption.
         .target(name: "Training", dependencies: ["Autodiff", "Nets", "Datasets", "Checkpoint"], swiftSettings: strictImports),
         // ONNX's protobuf messages (onnx.proto from the onnx wheel), generated once by

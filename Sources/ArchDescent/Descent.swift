@@ -339,6 +339,9 @@ public final class Descent {
             if writes { try writeTiming(state) }
             reporter?.iterationFinished(it, of: config.iterations)
         }
+        // Again from the state: a kill after the state's save and before the timing's lost the
+        // last iteration's time, and a resumed finished search runs no iteration to rewrite it.
+        if writes { try writeTiming(state) }
         let result = try makeResult(state)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -220,7 +220,10 @@ public enum TargetPruning {
                 guard step(batch.images, labels: batch.labels, afterBackward: { taylor ? pruner.accumulate() : pruner.discardGradients() }) != nil else {
                     throw TrainingError.nonFiniteLoss(epoch: epoch + 1, step: b + 1, lastGood: nil)
                 }
-                if let stopped = stopRequested, stopped() { throw TrainingError.interrupted(epoch: epoch + 1, step: b + 1) }
+                if let stopped = stopRequested, stopped() {
+                    throw TrainingError.interruptedBeforeCheckpoint(epoch: epoch + 1, step: b + 1,
+                                                                    rerun: "prune writes its outputs only at the end and starts over when run again")
+                }
                 if taylor {
                     guard !pruner.step(optimizer: optimizer).isEmpty else {
                         if let stop = pruner.stop {

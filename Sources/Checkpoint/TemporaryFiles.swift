@@ -1,3 +1,4 @@
+import CProcess
 import Foundation
 
 /// The temporary files and folders this process has open, removed on every way out: by their
@@ -37,6 +38,26 @@ public enum TemporaryFiles {
         lock.lock()
         children.remove(pid)
         lock.unlock()
+    }
+
+    /// The variable a parent sets to its PID for the children it starts (`childEnvironment`).
+    public static let parentVariable = "NEURALSCALE_PARENT_PID"
+
+    /// `environment` with this process named as the parent: a child started with it ends (as on
+    /// SIGTERM, its checkpoints kept) when this process dies, even by SIGKILL, which no handler
+    /// here can pass on; it then no longer holds its run folder when the parent is re-run.
+    public static func childEnvironment(_ environment: [String: String]) -> [String: String] {
+        var env = environment
+        env[parentVariable] = String(getpid())
+        return env
+    }
+
+    /// In a child started with `childEnvironment`: SIGTERM when that parent dies (Linux).
+    public static func terminateWithParent() {
+        guard let text = ProcessInfo.processInfo.environment[parentVariable] else { return }
+        // Not passed on: this process's own children (bench infer's workers, say) have it as parent.
+        unsetenv(parentVariable)
+        if let parent = Int32(text) { _ = ns_terminate_with_parent(parent) }
     }
 
     /// Whether a signal asked this process to stop (`installSignalCleanup`): what starts child

@@ -234,7 +234,7 @@ public enum SweepRunner {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: executable)
             p.arguments = arguments
-            var env = ProcessInfo.processInfo.environment
+            var env = TemporaryFiles.childEnvironment(ProcessInfo.processInfo.environment)
             env["NEURALSCALE_THREADS"] = String(threads)
             p.environment = env
             p.standardOutput = stdout

@@ -103,6 +103,8 @@ public enum TrainingError: Error, CustomStringConvertible {
     /// `tensor`: the parameter or buffer that became non-finite although the loss stayed finite.
     case nonFiniteLoss(epoch: Int, step: Int, lastGood: String?, tensor: String? = nil)
     case interrupted(epoch: Int, step: Int)
+    /// Stopped before anything resumable was written (a run's first epoch): it starts over.
+    case interruptedBeforeCheckpoint(epoch: Int, step: Int, rerun: String)
     case resume(String)
     case output(String)
 
@@ -115,6 +117,8 @@ public enum TrainingError: Error, CustomStringConvertible {
                 + (lastGood.map { "The last good checkpoint is \($0)." } ?? "There is no good checkpoint to go back to (no epoch had finished with finite weights).")
                 + " Try a lower --lr."
         case let .interrupted(epoch, step): return "interrupted at epoch \(epoch), step \(step); continue with --resume"
+        case let .interruptedBeforeCheckpoint(epoch, step, rerun):
+            return "interrupted at epoch \(epoch), step \(step), before anything resumable was written; \(rerun)"
         case let .resume(m): return "cannot resume: \(m)"
         case let .output(m): return m
         }

@@ -182,7 +182,13 @@ public final class Trainer {
         let steps = train.batchCount
         let previousPerEpoch = state.history.isEmpty ? nil : state.elapsedSeconds / Double(state.history.count)
         for batch in train.batches(epoch: epoch) {
-            if stopRequested(epoch + 1, step) { throw TrainingError.interrupted(epoch: epoch + 1, step: step) }
+            if stopRequested(epoch + 1, step) {
+                // last.h5 is written at the end of an epoch: before the first, there is nothing to resume.
+                if epoch == 0 {
+                    throw TrainingError.interruptedBeforeCheckpoint(epoch: 1, step: step, rerun: "run the same command again, without --resume")
+                }
+                throw TrainingError.interrupted(epoch: epoch + 1, step: step)
+            }
             // Batch norm needs two images per channel; a final batch of one (e.g. 33 images in
             // batches of 32) is skipped, the same way in every epoch and every run; so is one with
             // fewer images than processes, which would leave a process none.

@@ -41,7 +41,7 @@ struct DataParallelRun {
             return result
         } catch let error as TrainingError {
             switch error {
-            case .interrupted, .nonFiniteLoss:
+            case .interrupted, .interruptedBeforeCheckpoint, .nonFiniteLoss:
                 group.finish()
                 if leads { throw error }
                 exit(1)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoint
 import Datasets
 import Foundation
 import Nets
@@ -28,6 +29,8 @@ public struct NeuralScale: ParsableCommand {
     public init() {}
 
     public static func main() {
+        // A sweep's step ends with its sweep (NEURALSCALE_PARENT_PID, set by the sweep).
+        TemporaryFiles.terminateWithParent()
         var command: ParsableCommand
         do {
             command = try parseAsRoot(nil)

@@ -116,6 +116,8 @@ struct Prune: ParsableCommand {
         guard !trained.isGated else { throw CheckpointUseError("\(checkpoint) holds a gated net; prune takes a trained net") }
         let output = out ?? URL(fileURLWithPath: checkpoint).deletingLastPathComponent().appendingPathComponent("pruned").path
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        // Temporary files of prunes killed while writing (their PIDs gone).
+        RunFolder.removeStaleTemporaries(in: output, exclusive: false)
         let config = state.config
         let data = try DatasetSources.load(kind, directory: dataDir, validationSplit: config.validationSplit, seed: config.seed,
                                            subset: subset ?? config.subset, batchSize: batchSize, reporter: nil,
@@ -144,12 +146,16 @@ struct Prune: ParsableCommand {
         pruned.bestValidationAccuracy = nil
         pruned.bestEpoch = nil
         pruned.completedEpochs = state.completedEpochs + fineTuneEpochs
+        // pruned.h5 last, each atomically: its presence means the run finished and prune.json
+        // beside it is this run's (a kill between the two left a checkpoint without its report).
+        let checkpointPath = output + "/pruned.h5"
+        if FileManager.default.fileExists(atPath: checkpointPath) { try FileManager.default.removeItem(atPath: checkpointPath) }
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        try Checkpoint.save(net, training: String(decoding: try encoder.encode(pruned), as: UTF8.self), to: output + "/pruned.h5")
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
         let data2 = try encoder.encode(report)
         try AtomicFile.write(data2, to: output + "/prune.json")
+        encoder.outputFormatting = [.sortedKeys]
+        try Checkpoint.save(net, training: String(decoding: try encoder.encode(pruned), as: UTF8.self), to: checkpointPath)
         if json {
             print(String(decoding: data2, as: UTF8.self))
             return

@@ -83,6 +83,17 @@ final class DescentTests: XCTestCase {
         let a = try Data(contentsOf: URL(fileURLWithPath: straight.resultPath))
         let b = try Data(contentsOf: URL(fileURLWithPath: killed.resultPath))
         XCTAssertEqual(a, b, "descent.json after a kill and --resume differs from the uninterrupted run")
+        // A kill after the last iteration's state was saved and before its timing was: a resume
+        // of the finished search (it runs no iteration) rewrites timing.json from the state.
+        let timingPath = straight.path(SearchTiming.fileName)
+        let whole = try Data(contentsOf: URL(fileURLWithPath: timingPath))
+        var short = try JSONDecoder().decode(SearchTiming.self, from: whole)
+        short = SearchTiming(model: short.model, dataset: short.dataset, secondsPerIteration: Array(short.secondsPerIteration.prefix(1)),
+                             epochsPerIteration: Array(short.epochsPerIteration.prefix(1)))
+        try JSONEncoder().encode(short).write(to: URL(fileURLWithPath: timingPath))
+        _ = try descent("straight").run(resume: true)
+        XCTAssertEqual(try JSONDecoder().decode(SearchTiming.self, from: Data(contentsOf: URL(fileURLWithPath: timingPath))),
+                       try JSONDecoder().decode(SearchTiming.self, from: whole))
         // The wall time of both iterations, the interrupted one counted across the kill.
         for run in [straight, killed] {
             let timing = try JSONDecoder().decode(SearchTiming.self, from: Data(contentsOf: URL(fileURLWithPath: run.path(SearchTiming.fileName))))

@@ -36,7 +36,12 @@ final class PruneCommandTests: XCTestCase {
         XCTAssertTrue(widths.allSatisfy { $0 % 4 == 0 || $0 < 4 }, "\(widths)")
         XCTAssertLessThanOrEqual(try XCTUnwrap((k4["after"] as? [String: Any])?["mflops"] as? Double), mflops / 2)
         XCTAssertNil(k4["testAccuracyFineTuned"] as? Double)
-        // L1-magnitude importance reaches the target too.
+        // L1-magnitude importance reaches the target too. Into a folder a killed prune left a
+        // temporary file and an old pruned.h5 in: the temporary file goes, the checkpoint is new.
+        try FileManager.default.createDirectory(atPath: root + "/l1", withIntermediateDirectories: true)
+        let stale = root + "/l1/.pruned.h5.tmp-999999999"
+        try Data("x".utf8).write(to: URL(fileURLWithPath: stale))
+        try Data("old".utf8).write(to: URL(fileURLWithPath: root + "/l1/pruned.h5"))
         let l1 = try json(CLI.run(["prune", "--checkpoint", root + "/run/best.h5", "--keep", "0.6", "--importance", "magnitude",
                                    "--prune-every", "2", "--step-count", "3", "--batch-size", "8", "--data-dir", data,
                                    "--fine-tune-epochs", "0", "--no-latency", "--out", root + "/l1", "--json"], timeout: 600))
@@ -44,6 +49,8 @@ final class PruneCommandTests: XCTestCase {
         let kept = try XCTUnwrap((l1["after"] as? [String: Any])?["widths"] as? [Int]).reduce(0, +)
         let all = try XCTUnwrap((l1["before"] as? [String: Any])?["widths"] as? [Int]).reduce(0, +)
         XCTAssertLessThanOrEqual(Double(kept), 0.6 * Double(all))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stale), "a killed prune's temporary file is removed")
+        XCTAssertNotEqual(try Data(contentsOf: URL(fileURLWithPath: root + "/l1/pruned.h5")), Data("old".utf8))
         try CLI.fails(["prune", "--checkpoint", root + "/run/best.h5", "--keep", "0.5", "--importance", "random"], status: 64,
                       mentions: ["--importance"])
         // Every command reads the pruned checkpoint as a trained net.

@@ -121,6 +121,19 @@ final class SweepTests: XCTestCase {
         XCTAssertTrue(quick.text.contains("descend --model vgg11 --dataset fashion-mnist --preset quick --out"), quick.text)
     }
 
+    /// A sweep's steps end with it, even when it is SIGKILLed: each is started with the sweep's
+    /// PID (NEURALSCALE_PARENT_PID) and asks to be sent SIGTERM when its parent dies; one whose
+    /// named parent is not its parent (already gone) ends at once, and with its own parent named
+    /// it runs as ever (the sweeps above run every step that way).
+    func testAStepEndsWithItsSweep() throws {
+        let orphan = try CLI.run(["stats", "--model", "vgg11", "--dataset", "cifar10", "--ratio", "0.5"],
+                                 environment: ["NEURALSCALE_PARENT_PID": "1"])
+        XCTAssertTrue(orphan.signaled && orphan.status == SIGTERM, "status \(orphan.status), signaled \(orphan.signaled)")
+        let child = try CLI.run(["stats", "--model", "vgg11", "--dataset", "cifar10", "--ratio", "0.5"],
+                                environment: ["NEURALSCALE_PARENT_PID": String(getpid())])
+        XCTAssertEqual(child.status, 0, child.text)
+    }
+
     func testBadFlags() throws {
         let out = root + "/bad"
         try CLI.fails(["sweep", "--models", "vgg12", "--dataset", "fashion-mnist", "--out", out], status: 64, mentions: ["--models", "vgg12"])

@@ -93,6 +93,14 @@ final class TrainerTests: XCTestCase {
             guard case TrainingError.interrupted(2, 2) = error else { return XCTFail("\(error)") }
         }
         XCTAssertEqual(try Checkpoint.load(first.lastPath).optimizer?.epoch, 0, "last.h5 is the end of epoch 1")
+        // Stopped in the first epoch there is no last.h5: the message says to run again, not to resume.
+        let early = trainer(folder.appendingPathComponent("early").path)
+        early.shouldStop = { epoch, step in epoch == 1 && step == 1 }
+        XCTAssertThrowsError(try early.run(resume: false)) { error in
+            guard case TrainingError.interruptedBeforeCheckpoint(1, 1, _) = error else { return XCTFail("\(error)") }
+            XCTAssertTrue("\(error)".contains("without --resume"), "\(error)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: early.lastPath))
         let resumedResult = try trainer(killed).run(resume: true)
 
         XCTAssertEqual(try weights(first.lastPath), try weights(trainer(straight).lastPath))
