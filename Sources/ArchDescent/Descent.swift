@@ -415,7 +415,7 @@ public final class Descent {
                     progress.batch = b + 1
                     progress.epoch = epoch
                     progress.pruner = pruner.state
-                    progress.seconds = Date().timeIntervalSince1970 - started
+                    progress.seconds = max(0, Date().timeIntervalSince1970 - started)
                     state.current = progress
                     try saveState(state, net: net, optimizer: opt)
                     reporter?.pruned(iteration: index, epoch: epoch + 1, channels: pruner.totalChannels - pruner.prunedChannels,
@@ -427,7 +427,7 @@ public final class Descent {
             progress.epoch = epoch + 1
             progress.batch = 0
             progress.pruner = pruner.state
-            progress.seconds = Date().timeIntervalSince1970 - started
+            progress.seconds = max(0, Date().timeIntervalSince1970 - started)
             state.current = progress
             try saveState(state, net: net, optimizer: opt)
             reporter?.epochFinished(iteration: index, epoch: epoch + 1, warmup: !pruning,
@@ -439,7 +439,7 @@ public final class Descent {
         if let reason = fit.fallbackReason { reporter?.message("iteration \(index): \(reason)") }
         return (DescentIteration(index: index, startWidths: progress.startWidths, startParams: d.parameterCount,
                                  trajectory: pruner.trajectory, fit: fit, stop: pruner.stop, epochs: progress.epoch + 1),
-                Date().timeIntervalSince1970 - started)
+                max(0, Date().timeIntervalSince1970 - started))
     }
 
     /// `shouldStop`, on every process at once: true when it is true on any.

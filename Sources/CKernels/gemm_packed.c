@@ -540,7 +540,9 @@ enum { DW_ROWS = 4, DW_COLUMNS = 5 };
 static inline const float *dw_ahead(long M, long m0, long n0, long HW, const float *dy, const float *next) {
     const long pass = n0 / DW_COLUMNS, row = m0 + DW_ROWS + pass - 1;
     if (pass == 0 || pass > DW_ROWS) return 0;
-    return row < M ? dy + row * HW : next && row - M < M ? next + (row - M) * HW : 0;
+    // The last group (any M) fetches the next image's rows 0, 1, ... in its passes 1, 2, ...
+    if (m0 + DW_ROWS >= M) return next && pass - 1 < M ? next + (pass - 1) * HW : 0;
+    return row < M ? dy + row * HW : 0;
 }
 
 /// A weight-gradient block's start: its patch rows' sources p, its dy rows d (HW apart) and its

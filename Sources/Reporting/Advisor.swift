@@ -41,7 +41,9 @@ public struct DeviceProfile: Codable, Sendable {
 
     /// A built-in profile by name, or a profile JSON file (as `advise --save-profile` writes).
     /// - Throws: `AdviceError` naming the file or listing the built-in names.
-    public static func named(_ nameOrPath: String) throws -> DeviceProfile {
+    /// - Parameter using: "latency" or "memory": that line's slope must be > 0 (the other line may
+    ///   be a fit of noisy readings that does not grow, which the caller does not use).
+    public static func named(_ nameOrPath: String, using: String? = nil) throws -> DeviceProfile {
         if let p = builtIn.first(where: { $0.name == nameOrPath }) { return p }
         var folder: ObjCBool = false
         guard FileManager.default.fileExists(atPath: nameOrPath, isDirectory: &folder) else {
@@ -56,8 +58,8 @@ public struct DeviceProfile: Codable, Sendable {
                     throw AdviceError("\(nameOrPath): the \(what) line is not finite (m \(line.m), b \(line.b))")
                 }
                 // A line that does not grow with parameters cannot size a net.
-                guard line.m > 0 else { throw AdviceError("\(nameOrPath): the \(what) line's slope m is \(line.m), expected > 0 (it must grow with parameters)") }
-                if let r = line.r, !(r.isFinite && abs(r) <= 1) { throw AdviceError("\(nameOrPath): the \(what) line's Pearson r is \(r), expected -1...1") }
+                guard line.m > 0 || what != using else { throw AdviceError("\(nameOrPath): the \(what) line's slope m is \(line.m), expected > 0 (it must grow with parameters)") }
+                if let r = line.r, !(r.isFinite && abs(r) <= 1 + 1e-9) { throw AdviceError("\(nameOrPath): the \(what) line's Pearson r is \(r), expected -1...1") }
                 if let pv = line.p, !(pv.isFinite && (0...1).contains(pv)) { throw AdviceError("\(nameOrPath): the \(what) line's p-value is \(pv), expected 0...1") }
                 if let n = line.n, n < 2 { throw AdviceError("\(nameOrPath): the \(what) line's point count is \(n), expected >= 2") }
             }

@@ -22,7 +22,8 @@ public struct LeastSquares: Codable, Sendable {
         intercept = b
         r2 = syy > 0 ? 1 - residual / syy : 1
         n = x.count
-        let rr = syy > 0 ? sxy / (sxx * syy).squareRoot() : 1
+        // Rounding can carry |r| past 1 (two points: about one fit in seven).
+        let rr = syy > 0 ? min(1, max(-1, sxy / (sxx * syy).squareRoot())) : 1
         r = rr
         if x.count > 2 {
             let df = count - 2

@@ -63,7 +63,12 @@ public final class Trainer {
         var s = state
         reporter?.runStarted(config: config, params: net.parameterCount, resumedAt: s.completedEpochs)
         while s.completedEpochs < config.epochs {
-            if stopRequested(s.completedEpochs + 1, 0) { throw TrainingError.interrupted(epoch: s.completedEpochs + 1, step: 0) }
+            if stopRequested(s.completedEpochs + 1, 0) {
+                guard s.completedEpochs > 0 else {
+                    throw TrainingError.interruptedBeforeCheckpoint(epoch: 1, step: 0, rerun: "run the same command again, without --resume")
+                }
+                throw TrainingError.interrupted(epoch: s.completedEpochs + 1, step: 0)
+            }
             let metrics = try trainEpoch(net, opt, epoch: s.completedEpochs, state: s)
             // A finite loss before the last update does not make the updated weights (or the BN
             // running statistics) finite: a checkpoint is only written when every tensor is.
@@ -216,7 +221,7 @@ public final class Trainer {
                             trainAccuracy: Double(correct) / Double(max(seen, 1)),
                             validationLoss: val?.loss, validationAccuracy: val?.accuracy,
                             learningRate: opt.learningRate, imagesPerSecond: Double(seen) / max(trainSeconds, 1e-9),
-                            seconds: Date().timeIntervalSince(started))
+                            seconds: max(0, Date().timeIntervalSince(started)))
     }
 
     /// Evaluates `best.h5` on the test set and writes `result.json`, with the best epoch and

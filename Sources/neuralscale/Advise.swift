@@ -111,7 +111,7 @@ struct Advise: ParsableCommand {
         if budget.given { return try runBudget() }
         let device: DeviceProfile
         if fit.isEmpty {
-            device = try DeviceProfile.named(profile)
+            device = try DeviceProfile.named(profile, using: latencyMs != nil ? "latency" : "memory")
         } else {
             device = try DeviceProfile.fit(fit, batch: batch, backend: backend, precision: precision)
             if let saveProfile {

@@ -48,7 +48,7 @@ struct BudgetFlags: ParsableArguments {
         if let x = targetMflops { return .mflops(x) }
         if let x = targetMemoryMb {
             let profile: DeviceProfile
-            do { profile = try DeviceProfile.named(memoryProfile) } catch {
+            do { profile = try DeviceProfile.named(memoryProfile, using: "memory") } catch {
                 // The lookup's message names advise's flag, --profile.
                 throw ValidationError("--memory-profile " + "\(error)".replacingOccurrences(of: "--profile ", with: ""))
             }

@@ -115,6 +115,8 @@ struct Prune: ParsableCommand {
         let trained = source.network
         guard !trained.isGated else { throw CheckpointUseError("\(checkpoint) holds a gated net; prune takes a trained net") }
         let output = out ?? URL(fileURLWithPath: checkpoint).deletingLastPathComponent().appendingPathComponent("pruned").path
+        // pruned.h5 is removed before the new one is written: never the checkpoint being pruned.
+        try refuseWritingOverInput(output: output + "/pruned.h5", flag: "--out", input: checkpoint, inputFlag: "--checkpoint")
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         // Temporary files of prunes killed while writing (their PIDs gone).
         RunFolder.removeStaleTemporaries(in: output, exclusive: false)

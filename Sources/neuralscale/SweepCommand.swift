@@ -144,7 +144,9 @@ struct SweepCommand: ParsableCommand {
             }
             guard FileManager.default.fileExists(atPath: parts[1]) else { throw ValidationError("--descent \(d): \(parts[1]): no such file") }
             // Read as train will read it, so that a file of another kind fails here, not in every entry.
-            do { _ = try DescentResult.load(parts[1]) } catch { throw ValidationError("--descent \(d): \(error)") }
+            do { _ = try ScaledNet.searched(parts[1], for: Architecture(rawValue: parts[0])!, dataset) } catch {
+                throw ValidationError("--descent \(d): \(error)")
+            }
             descents[parts[0]] = URL(fileURLWithPath: parts[1]).path
         }
         let steps = try commaSeparated(self.steps, flag: "--steps", "steps of train, export, quantize, bench") { SweepPlanner.stepOrder.contains($0) ? $0 : nil }

@@ -81,6 +81,11 @@ final class BudgetTests: XCTestCase {
                 XCTAssertTrue(params.widths.allSatisfy { $0 % k == 0 }, "\(arch) K=\(k)")
                 XCTAssertLessThanOrEqual(abs(params.relativeError), 0.05, "\(arch) K=\(k): \(params.relativeError)")
             }
+            // Ratio 4 with a multiple that 4x the widths are not multiples of: a few percent under
+            // its own count, still the closest net (not refused as beyond the largest).
+            var four = t
+            four.widths = arch.uniformWidths(ratio: 4)
+            XCTAssertNoThrow(try BudgetSolver.uniform(template: t, budget: .params(four.parameterCount), multiple: 3), "\(arch)")
             // A parameter count far below the smallest net of a large multiple (every width 512):
             // refused, not answered with a net hundreds of times larger.
             var tiny = t

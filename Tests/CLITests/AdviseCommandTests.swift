@@ -44,6 +44,13 @@ final class AdviseCommandTests: XCTestCase {
             try Data("{\"name\": \"x\", \"description\": \"x\", \"latency\": {\(line)}}".utf8).write(to: URL(fileURLWithPath: bad))
             try CLI.fails(["advise", "--model", "vgg11", "--latency-ms", "5", "--profile", bad], mentions: [bad, word])
         }
+        // The slope is checked on the line used: a memory line of noisy readings that does not grow
+        // does not stop latency advice.
+        let mixed = root + "/mixed-profile.json"
+        try Data("{\"name\": \"x\", \"description\": \"x\", \"latency\": {\"m\": 5.7e-6, \"b\": 17.9}, \"memory\": {\"m\": -1.2e-5, \"b\": 9}}".utf8)
+            .write(to: URL(fileURLWithPath: mixed))
+        XCTAssertEqual(try CLI.run(["advise", "--model", "vgg11", "--latency-ms", "25", "--profile", mixed]).status, 0)
+        try CLI.fails(["advise", "--model", "vgg11", "--memory-mb", "50", "--profile", mixed], mentions: [mixed, "slope"])
         try CLI.fails(["advise", "--model", "vgg11", "--latency-ms", "5", "--fit", root + "/none.json"], mentions: [root + "/none.json"])
         try CLI.fails(["advise", "--model", "vgg11", "--latency-ms", "5", "--save-profile", saved], status: 64, mentions: ["--fit"])
     }

@@ -53,6 +53,10 @@ final class PruneCommandTests: XCTestCase {
         XCTAssertNotEqual(try Data(contentsOf: URL(fileURLWithPath: root + "/l1/pruned.h5")), Data("old".utf8))
         try CLI.fails(["prune", "--checkpoint", root + "/run/best.h5", "--keep", "0.5", "--importance", "random"], status: 64,
                       mentions: ["--importance"])
+        // Pruning a pruned.h5 again into its own folder would remove it before the new one is written.
+        try CLI.fails(["prune", "--checkpoint", root + "/l1/pruned.h5", "--keep", "0.9", "--data-dir", data, "--out", root + "/l1"], status: 64,
+                      mentions: ["--out", "--checkpoint"])
+        XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/l1/pruned.h5"))
         // Every command reads the pruned checkpoint as a trained net.
         let eval = try CLI.run(["eval", "--checkpoint", root + "/run/pruned/pruned.h5", "--data-dir", data])
         XCTAssertEqual(eval.status, 0, eval.text)

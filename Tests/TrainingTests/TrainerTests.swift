@@ -101,6 +101,11 @@ final class TrainerTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("without --resume"), "\(error)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: early.lastPath))
+        let before = trainer(folder.appendingPathComponent("before").path)
+        before.shouldStop = { _, _ in true }  // before the first step
+        XCTAssertThrowsError(try before.run(resume: false)) { error in
+            guard case TrainingError.interruptedBeforeCheckpoint(1, 0, _) = error else { return XCTFail("\(error)") }
+        }
         let resumedResult = try trainer(killed).run(resume: true)
 
         XCTAssertEqual(try weights(first.lastPath), try weights(trainer(straight).lastPath))

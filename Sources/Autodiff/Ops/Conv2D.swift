@@ -825,7 +825,7 @@ struct GEMMConv {
                             let dyImage = dOut + ((first + i) * g.outChannels + grp * og) * plane
                             ns_conv_dw_lanes(og, g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW,
                                              dwStride, dwOnes.count > 0 ? dwOnes.data : nil, dwMasks, dyImage,
-                                             first + i + 1 < g.batch ? dyImage + g.outChannels * plane : nil, image,
+                                             i + 1 < nb ? dyImage + g.outChannels * plane : nil, image,
                                              psums + k * lanePer + grp * og * groupRows * lanes)
                         }
                     } else if dw != nil {
