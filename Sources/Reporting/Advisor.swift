@@ -45,13 +45,14 @@ public struct DeviceProfile: Codable, Sendable {
     ///   be a fit of noisy readings that does not grow, which the caller does not use).
     public static func named(_ nameOrPath: String, using: String? = nil) throws -> DeviceProfile {
         if let p = builtIn.first(where: { $0.name == nameOrPath }) { return p }
-        var folder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: nameOrPath, isDirectory: &folder) else {
+        guard FileManager.default.fileExists(atPath: nameOrPath) else {
             throw AdviceError("--profile \(nameOrPath): neither a built-in profile (\(builtIn.map(\.name).joined(separator: ", "))) nor a file")
         }
-        guard !folder.boolValue else { throw AdviceError("--profile \(nameOrPath): a folder, not a profile file") }
+        guard let data = FileManager.default.contents(atPath: nameOrPath) else {
+            throw AdviceError("--profile \(nameOrPath): \(unreadableReason(nameOrPath))")
+        }
         do {
-            let p = try JSONDecoder().decode(DeviceProfile.self, from: Data(contentsOf: URL(fileURLWithPath: nameOrPath)))
+            let p = try JSONDecoder().decode(DeviceProfile.self, from: data)
             for (what, line) in [("latency", p.latency), ("memory", p.memory)] {
                 guard let line else { continue }
                 if !(line.m.isFinite && line.b.isFinite) {

@@ -63,12 +63,7 @@ public final class Trainer {
         var s = state
         reporter?.runStarted(config: config, params: net.parameterCount, resumedAt: s.completedEpochs)
         while s.completedEpochs < config.epochs {
-            if stopRequested(s.completedEpochs + 1, 0) {
-                guard s.completedEpochs > 0 else {
-                    throw TrainingError.interruptedBeforeCheckpoint(epoch: 1, step: 0, rerun: "run the same command again, without --resume")
-                }
-                throw TrainingError.interrupted(epoch: s.completedEpochs + 1, step: 0)
-            }
+            if stopRequested(s.completedEpochs + 1, 0) { throw Trainer.interruption(epoch: s.completedEpochs + 1, step: 0) }
             let metrics = try trainEpoch(net, opt, epoch: s.completedEpochs, state: s)
             // A finite loss before the last update does not make the updated weights (or the BN
             // running statistics) finite: a checkpoint is only written when every tensor is.
@@ -123,6 +118,13 @@ public final class Trainer {
                 throw TrainingError.resume("\(last) holds widths \(state.widths), this run \(netDescription.widths)")
             }
         }
+    }
+
+    /// A stop at `step` of 1-based `epoch`: last.h5 is written at the end of an epoch, so in the
+    /// first there is nothing to resume.
+    static func interruption(epoch: Int, step: Int) -> TrainingError {
+        epoch == 1 ? .interruptedBeforeCheckpoint(epoch: 1, step: step, rerun: "run the same command again, without --resume")
+            : .interrupted(epoch: epoch, step: step)
     }
 
     static func storedState(_ loaded: LoadedCheckpoint, path: String) throws -> TrainingState {
@@ -187,13 +189,7 @@ public final class Trainer {
         let steps = train.batchCount
         let previousPerEpoch = state.history.isEmpty ? nil : state.elapsedSeconds / Double(state.history.count)
         for batch in train.batches(epoch: epoch) {
-            if stopRequested(epoch + 1, step) {
-                // last.h5 is written at the end of an epoch: before the first, there is nothing to resume.
-                if epoch == 0 {
-                    throw TrainingError.interruptedBeforeCheckpoint(epoch: 1, step: step, rerun: "run the same command again, without --resume")
-                }
-                throw TrainingError.interrupted(epoch: epoch + 1, step: step)
-            }
+            if stopRequested(epoch + 1, step) { throw Trainer.interruption(epoch: epoch + 1, step: step) }
             // Batch norm needs two images per channel; a final batch of one (e.g. 33 images in
             // batches of 32) is skipped, the same way in every epoch and every run; so is one with
             // fewer images than processes, which would leave a process none.

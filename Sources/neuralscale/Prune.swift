@@ -116,7 +116,8 @@ struct Prune: ParsableCommand {
         guard !trained.isGated else { throw CheckpointUseError("\(checkpoint) holds a gated net; prune takes a trained net") }
         let output = out ?? URL(fileURLWithPath: checkpoint).deletingLastPathComponent().appendingPathComponent("pruned").path
         // pruned.h5 is removed before the new one is written: never the checkpoint being pruned.
-        try refuseWritingOverInput(output: output + "/pruned.h5", flag: "--out", input: checkpoint, inputFlag: "--checkpoint")
+        let checkpointPath = output + "/pruned.h5"
+        try refuseWritingOverInput(output: checkpointPath, flag: "--out", input: checkpoint, inputFlag: "--checkpoint")
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         // Temporary files of prunes killed while writing (their PIDs gone).
         RunFolder.removeStaleTemporaries(in: output, exclusive: false)
@@ -150,7 +151,6 @@ struct Prune: ParsableCommand {
         pruned.completedEpochs = state.completedEpochs + fineTuneEpochs
         // pruned.h5 last, each atomically: its presence means the run finished and prune.json
         // beside it is this run's (a kill between the two left a checkpoint without its report).
-        let checkpointPath = output + "/pruned.h5"
         if FileManager.default.fileExists(atPath: checkpointPath) { try FileManager.default.removeItem(atPath: checkpointPath) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]

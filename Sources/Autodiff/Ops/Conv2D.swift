@@ -824,11 +824,11 @@ struct GEMMConv {
                             // than the caches, and each image's first row group otherwise waited on it.
                             // With one group the next call is the next image (the next block's first,
                             // but at the piece's end); with several, the next group of this image.
-                            func nextImage(_ i: Int) -> Bool { i + 1 < nb || (g.groups == 1 && first + i + 1 < g.batch) }
+                            let nextFollows = i + 1 < nb || (g.groups == 1 && first + i + 1 < g.batch)
                             let dyImage = dOut + ((first + i) * g.outChannels + grp * og) * plane
                             ns_conv_dw_lanes(og, g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW,
                                              dwStride, dwOnes.count > 0 ? dwOnes.data : nil, dwMasks, dyImage,
-                                             nextImage(i) ? dyImage + g.outChannels * plane : nil, image,
+                                             nextFollows ? dyImage + g.outChannels * plane : nil, image,
                                              psums + k * lanePer + grp * og * groupRows * lanes)
                         }
                     } else if dw != nil {
