@@ -110,7 +110,7 @@ public struct NetCheckpoint {
     }
 
     static func noNormalization(_ path: String) -> TrainingError {
-        .invalidConfig("\(path) holds no input normalization (not written by `neuralscale train`?)")
+        .invalidInput("\(path) holds no input normalization (not written by `neuralscale train`?)")
     }
 
     /// The net as it runs: a gated net (a search state) after surgery, else the net itself.

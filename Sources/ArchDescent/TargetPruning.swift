@@ -112,7 +112,7 @@ public enum TargetPruning {
                 for i in 0..<entry.tensor.count { entry.tensor.data[i] = 1 }
             } else {
                 guard let t = source[entry.name], t.count == entry.tensor.count else {
-                    throw TrainingError.invalidConfig("the trained net has no \(entry.name) of \(entry.tensor.count) values")
+                    throw TrainingError.invalidInput("the trained net has no \(entry.name) of \(entry.tensor.count) values")
                 }
                 entry.tensor.data.update(from: t.data, count: t.count)
             }

@@ -92,7 +92,8 @@ public struct DatasetSources {
     /// - Throws: `DatasetError` for missing or corrupt files and empty files or folders;
     ///   `TrainingError.invalidConfig`, naming the dataset folder and files, when the split
     ///   leaves no validation image or fewer than 2 training images (batch norm needs 2), or
-    ///   when `subset` is larger than the training part.
+    ///   when `subset` is larger than the training part; `TrainingError.invalidInput` when the
+    ///   files hold fewer than 2 training images.
     /// - Parameter normalization: the inputs' normalization; nil fits it on the training part
     ///   (a trained net's own, when it is trained further, as `prune` does).
     public static func load(_ kind: DatasetKind, directory: String?, validationSplit: Double, seed: UInt64,
@@ -148,7 +149,7 @@ public struct DatasetSources {
             }
         }
         guard trainIdx.count >= 2 else {
-            throw TrainingError.invalidConfig(
+            throw TrainingError.invalidInput(
                 "\(files) holds \(total) training image\(total == 1 ? "" : "s"); at least 2 are needed (batch norm needs 2 images)")
         }
         if let subset {
@@ -213,7 +214,7 @@ extension DatasetSources {
         let source = LoaderSource(set: data.test, indices: Array(0..<n), batchSize: n, augmentation: nil,
                                   normalization: norm, shuffle: false, seed: 0)
         guard n > 0, let batch = source.batches(epoch: 0).next() else {
-            throw TrainingError.invalidConfig("the \(kind.rawValue) test set has no images")
+            throw TrainingError.invalidInput("the \(kind.rawValue) test set has no images")
         }
         return batch.images
     }
@@ -230,7 +231,7 @@ extension DatasetSources {
         guard count >= 1, count <= data.train.count else {
             throw TrainingError.invalidConfig("--calibration \(count): \(kind.rawValue) has \(data.train.count) training images; give 1...\(data.train.count)")
         }
-        guard data.test.count > 0 else { throw TrainingError.invalidConfig("the \(kind.rawValue) test set has no images") }
+        guard data.test.count > 0 else { throw TrainingError.invalidInput("the \(kind.rawValue) test set has no images") }
         var rng = RandomGenerator(seed: seed)
         let picked = Array(fisherYatesShuffled(Array(0..<data.train.count), using: &rng).prefix(count))
         let norm = Normalization(mean: normalization.mean, std: normalization.std)

@@ -62,7 +62,7 @@ public struct TrainResult: Codable, Equatable, Sendable {
     /// Checks the figures of a `result.json` read back (it may have been edited or damaged):
     /// accuracies in 0...1, a ratio in (0, 4], a valid net, positive counts.
     public func validate() throws {
-        func fail(_ m: String) -> TrainingError { .invalidConfig(m) }
+        func fail(_ m: String) -> TrainingError { .invalidInput(m) }
         for (name, value) in [("testAccuracy", testAccuracy), ("validationAccuracy", validationAccuracy)] {
             if let value, !(0...1).contains(value) { throw fail("\(name) is \(value); accuracies are fractions in 0...1") }
         }

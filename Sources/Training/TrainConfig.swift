@@ -99,7 +99,12 @@ public func settingDifferences<T>(_ given: T, stored: T) -> [String] {
 }
 
 public enum TrainingError: Error, CustomStringConvertible {
+    /// A command line that cannot run (a flag's value, flags that do not fit together or do not
+    /// fit their files): reported with the usage, exit status 64.
     case invalidConfig(String)
+    /// An input file (or dataset) whose contents cannot be used, whatever the flags: reported
+    /// naming the file, exit status 1.
+    case invalidInput(String)
     /// `tensor`: the parameter or buffer that became non-finite although the loss stayed finite.
     case nonFiniteLoss(epoch: Int, step: Int, lastGood: String?, tensor: String? = nil)
     case interrupted(epoch: Int, step: Int)
@@ -111,6 +116,7 @@ public enum TrainingError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .invalidConfig(m): return m
+        case let .invalidInput(m): return m
         case let .nonFiniteLoss(epoch, step, lastGood, tensor):
             return (tensor.map { "\($0) became NaN or infinite in epoch \(epoch); training stopped. " }
                     ?? "the loss became NaN or infinite at epoch \(epoch), step \(step); training stopped. ")

@@ -7,13 +7,13 @@ import Pruning
 import Training
 
 /// `neuralscale bench train`: images/s of full SGD training steps on random CIFAR-shaped data,
-/// the counterpart of `shared/reference/torch_train_bench.py`.
+/// the counterpart of `../shared/reference/torch_train_bench.py`.
 struct BenchTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Time full training steps (forward, backward, SGD update) of a net on random CIFAR-shaped data.",
         discussion: """
-        Matches shared/reference/torch_train_bench.py: 3x32x32 inputs, 10 classes, SGD with \
+        Matches ../shared/reference/torch_train_bench.py: 3x32x32 inputs, 10 classes, SGD with \
         momentum 0.9, weight decay 5e-4, lr 0.05; two warm-up steps, then --steps timed steps. \
         Run both one right after the other on the same machine and compare the images/s.
         """

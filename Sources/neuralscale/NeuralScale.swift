@@ -95,7 +95,7 @@ func oneLine(_ error: Error) -> String {
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure the speed of the CPU kernels in a release build.",
+        abstract: "Measure speed in a release build: the CPU kernels, training steps, and inference of whole nets on ONNX Runtime and this engine.",
         subcommands: [BenchConv.self, BenchOps.self, BenchTrain.self, BenchInfer.self]
     )
 }

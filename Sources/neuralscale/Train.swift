@@ -38,8 +38,9 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a scaled net from scratch with SGD, keeping resumable checkpoints.",
         discussion: """
-        Writes to --out (default checkpoints/<model>-<dataset>-uniform-r<R>-s<seed>/): last.h5 and \
-        best.h5 (best validation accuracy) after every epoch, metrics.jsonl (one JSON line per \
+        Writes to --out (default checkpoints/<model>-<dataset>-<scaling>-r<R>-s<seed>/, with a \
+        budget's and --channel-multiple's tags before -s): last.h5 after every epoch, best.h5 \
+        whenever validation accuracy improves, metrics.jsonl (one JSON line per \
         epoch), and result.json with the test accuracy of best.h5 at the end. Checkpoints are \
         written atomically; Ctrl-C stops after the current step and --resume continues exactly \
         (bit-identical to an uninterrupted run). A NaN or infinite loss stops the run and keeps \

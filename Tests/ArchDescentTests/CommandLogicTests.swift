@@ -177,10 +177,15 @@ final class CommandLogicTests: XCTestCase {
         func evaluation(_ path: String, dataset: String? = nil) throws -> CheckpointEvaluation {
             try CheckpointEvaluation.run(checkpoint: path, dataset: dataset, directory: data, batchSize: 5, reporter: nil)
         }
-        func refusal(_ path: String, dataset: String? = nil, _ expected: String) {
+        // A flag that does not fit the file is a usage error (invalidConfig); a file that cannot be
+        // used whatever the flags, an input error (invalidInput).
+        func refusal(_ path: String, dataset: String? = nil, _ expected: String, ofFile: Bool = false) {
             XCTAssertThrowsError(try evaluation(path, dataset: dataset)) { error in
-                guard case let TrainingError.invalidConfig(message)? = error as? TrainingError else { return XCTFail("\(error)") }
-                XCTAssertTrue(message.contains(expected), message)
+                switch error as? TrainingError {
+                case let .invalidConfig(message)? where !ofFile: XCTAssertTrue(message.contains(expected), message)
+                case let .invalidInput(message)? where ofFile: XCTAssertTrue(message.contains(expected), message)
+                default: XCTFail("\(error)")
+                }
             }
         }
         let trained = try save(folder, "trained.h5", training: try json(trainingState(normalization: InputNormalization(mean: [0.3], std: [0.2]))))
@@ -193,7 +198,8 @@ final class CommandLogicTests: XCTestCase {
 
         refusal(trained, dataset: "cifar10", "takes 1x32x32 images and 10 classes; cifar10 does not fit")
         refusal(try save(folder, "bare.h5", training: nil), "does not say which dataset it was trained on; pass --dataset")
-        refusal(try save(folder, "nonorm.h5", training: try json(trainingState(normalization: nil))), "holds no input normalization")
+        refusal(try save(folder, "nonorm.h5", training: try json(trainingState(normalization: nil))), "holds no input normalization",
+                ofFile: true)
         refusal(try save(folder, "search.h5", gated: true, training: try json(searchState(current: true))), "is the state of a search")
         let bad = try save(folder, "bad.h5", training: try json(trainingState(normalization: InputNormalization(mean: [0.3, 0.3, 0.3], std: [1, 1, 1]))))
         XCTAssertThrowsError(try evaluation(bad)) { error in

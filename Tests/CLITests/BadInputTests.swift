@@ -163,4 +163,22 @@ final class BadInputTests: XCTestCase {
         try CLI.fails(["descend", "--model", "vgg11", "--dataset", "fashion-mnist", "--out", blocker + "/run",
                        "--data-dir", path("no-data")], mentions: [blocker])
     }
+
+    /// A dataset whose files cannot be trained on is an error of those files, not of the command
+    /// line: exit status 1, the folder named, no usage text (flag errors get the usage and 64).
+    func testUnusableDataIsAFileErrorNotAUsageError() throws {
+        let data = path("fashion-one")
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        func header(_ words: [UInt32]) -> [UInt8] { words.flatMap { w in (0..<4).map { UInt8(w >> (24 - 8 * $0) & 0xFF) } } }
+        func images(_ n: Int) -> Data { Data(header([0x803, UInt32(n), 28, 28]) + (0..<n * 784).map { UInt8($0 % 251) }) }
+        func labels(_ n: Int) -> Data { Data(header([0x801, UInt32(n)]) + (0..<n).map { UInt8($0 % 10) }) }
+        for (name, contents) in [("train-images-idx3-ubyte.gz", images(1)), ("train-labels-idx1-ubyte.gz", labels(1)),
+                                 ("t10k-images-idx3-ubyte.gz", images(2)), ("t10k-labels-idx1-ubyte.gz", labels(2))] {
+            try contents.write(to: URL(fileURLWithPath: "\(data)/\(name)"))
+        }
+        let r = try CLI.fails(["train", "--model", "vgg11", "--dataset", "fashion-mnist", "--ratio", "0.25", "--epochs", "1",
+                               "--val-split", "0", "--data-dir", data, "--out", path("run")],
+                              status: 1, mentions: [data, "holds 1 training image"])
+        XCTAssertFalse(r.errors.contains("Usage:"), "a data error printed the usage: \(r.errors)")
+    }
 }
