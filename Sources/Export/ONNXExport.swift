@@ -120,7 +120,11 @@ public enum ONNXExport {
         m.opsetImport = [op]
         m.producerName = "neuralscale"
         m.graph = graph
-        let entries = ["neuralscale.net": String(decoding: try JSONEncoder().encode(d), as: UTF8.self)].merging(metadata) { a, _ in a }
+        // Keys sorted here and in the net's JSON: the same net gives the same bytes in every run
+        // (a JSONEncoder's default key order changes from one process to the next).
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let entries = ["neuralscale.net": String(decoding: try encoder.encode(d), as: UTF8.self)].merging(metadata) { a, _ in a }
         m.metadataProps = entries.keys.sorted().map { key in
             var e = Onnx_StringStringEntryProto()
             e.key = key

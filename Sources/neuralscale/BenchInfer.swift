@@ -372,7 +372,9 @@ struct BenchInfer: ParsableCommand {
         let source = try sources()[0], batch = try parsedBatchSizes()[0], size = try parsedInputSizes()?.first
         let t = try EngineInference.measure(source.name, build: { try network(source) }, inputSize: size, batch: batch, warmup: warmup,
                                             runs: runs, trials: trials, budget: budgetMs, inChild: true)
-        print(String(decoding: try JSONEncoder().encode(t), as: UTF8.self))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        print(String(decoding: try encoder.encode(t), as: UTF8.self))
     }
 
     /// `trials` trials of the engine on `source`: in a child process (`executable`), or here when

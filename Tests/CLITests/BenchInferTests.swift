@@ -145,6 +145,11 @@ final class BenchInferTests: XCTestCase {
         // An ONNX model with a fixed input size is timed at that size only.
         let model = root + "/vgg.onnx"
         XCTAssertEqual(try CLI.run(["export", "--checkpoint", best, "--onnx", model, "--no-verify"]).status, 0)
+        // Exported again, by another process (another hash seed): the same bytes.
+        let again = root + "/vgg-again.onnx"
+        XCTAssertEqual(try CLI.run(["export", "--checkpoint", best, "--onnx", again, "--no-verify"]).status, 0)
+        XCTAssertEqual(FileManager.default.contents(atPath: model), FileManager.default.contents(atPath: again),
+                       "two exports of one checkpoint differ")
         let fixed = try report(try CLI.run(["bench", "infer", "--onnx", model, "--input-sizes", "32,64", "--batch-sizes", "1", "--warmup", "0",
                                             "--runs", "1", "--trials", "1", "--json"]))
         XCTAssertEqual((fixed["timings"] as? [[String: Any]])?.map { $0["input_size"] as? Int }, [32])
