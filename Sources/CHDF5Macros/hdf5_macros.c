@@ -12,6 +12,7 @@ hid_t ns_h5s_all(void) { return H5S_ALL; }
 hid_t ns_h5p_file_access(void) { return H5P_FILE_ACCESS; }
 hid_t ns_h5p_file_create(void) { return H5P_FILE_CREATE; }
 hid_t ns_h5p_dataset_create(void) { return H5P_DATASET_CREATE; }
+hid_t ns_h5p_group_create(void) { return H5P_GROUP_CREATE; }
 size_t ns_h5t_variable(void) { return H5T_VARIABLE; }
 unsigned ns_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }
 unsigned ns_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }

@@ -41,6 +41,19 @@ final class CheckpointTests: XCTestCase {
         }
     }
 
+    /// The same contents saved in different seconds are the same bytes: HDF5 keeps no creation
+    /// times in the object headers (it does by default), so a checkpoint's md5 names its contents.
+    func testSameContentsGiveTheSameBytesWhenever() throws {
+        let (net, opt) = try trainedNet(.vgg11)
+        let first = folder.appendingPathComponent("first.h5").path, second = folder.appendingPathComponent("second.h5").path
+        try Checkpoint.save(net, optimizer: opt, training: #"{"epoch":1}"#, to: first)
+        Thread.sleep(forTimeInterval: 1.1)
+        try Checkpoint.save(net, optimizer: opt, training: #"{"epoch":1}"#, to: second)
+        let a = try XCTUnwrap(FileManager.default.contents(atPath: first)), b = try XCTUnwrap(FileManager.default.contents(atPath: second))
+        XCTAssertEqual(a.count, b.count)
+        XCTAssertTrue(a == b, "\(zip(a, b).filter { $0 != $1 }.count) bytes differ")
+    }
+
     func testWithoutOptimizerOrTrainingState() throws {
         let (net, _) = try trainedNet(.vgg11)
         let path = folder.appendingPathComponent("weights.h5").path

@@ -15,6 +15,7 @@ hid_t ns_h5s_all(void);
 hid_t ns_h5p_file_access(void);
 hid_t ns_h5p_file_create(void);
 hid_t ns_h5p_dataset_create(void);
+hid_t ns_h5p_group_create(void);
 size_t ns_h5t_variable(void);
 unsigned ns_h5f_acc_trunc(void);
 unsigned ns_h5f_acc_rdonly(void);
