@@ -399,11 +399,12 @@ struct BenchInfer: ParsableCommand {
         return a
     }
 
-    /// This tool's executable, to run the engine's measurements in child processes; nil when this
-    /// process is not it (the in-process command tests), and no built one is beside it.
+    /// This tool's executable, to run the engine's measurements (and a sweep's steps) in child
+    /// processes, under whatever name it was installed; when this process is not it (the
+    /// in-process command tests), a built `neuralscale` up to three folders above; else nil.
     static func executableForChildren() -> String? {
         let me = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
-        if me.lastPathComponent == "neuralscale" { return me.path }
+        if NeuralScale.isProcessEntry || me.lastPathComponent == "neuralscale" { return me.path }
         var dir = me.deletingLastPathComponent()
         for _ in 0..<3 {
             let candidate = dir.appendingPathComponent("neuralscale").path

@@ -28,7 +28,12 @@ public struct NeuralScale: ParsableCommand {
     /// errors as "path: reason") and exits 1.
     public init() {}
 
+    /// Whether this process is the tool itself (`main` ran), not a test runner calling commands:
+    /// then its own executable runs the child processes, whatever its file is called.
+    nonisolated(unsafe) static var isProcessEntry = false
+
     public static func main() {
+        isProcessEntry = true
         // A sweep's step ends with its sweep (NEURALSCALE_PARENT_PID, set by the sweep).
         TemporaryFiles.terminateWithParent()
         var command: ParsableCommand

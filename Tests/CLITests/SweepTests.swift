@@ -17,6 +17,20 @@ final class SweepTests: XCTestCase {
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: root) }
 
+    /// Installed under another name (a copy in another folder), the tool still runs its child
+    /// processes with itself: a sweep's steps here (the engine's measurements of `bench infer`
+    /// likewise). It used to look for a file named `neuralscale` and refuse to start.
+    func testRenamedExecutableRunsItsChildren() throws {
+        let renamed = root + "/bin/ns"
+        try FileManager.default.createDirectory(atPath: root + "/bin", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: CLI.executable, toPath: renamed)
+        let r = try CLI.runTool(renamed, ["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--ratios", "0.125",
+                                          "--scalings", "uniform", "--epochs", "1", "--steps", "train", "--data-dir", data,
+                                          "--out", root + "/sweep"])
+        XCTAssertEqual(r.status, 0, r.text)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/sweep/vgg11-uniform-r0.125-s0/train/best.h5"), r.text)
+    }
+
     func sweep(_ out: String, _ extra: [String] = []) -> [String] {
         ["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--ratios", "0.0625,0.125", "--scalings", "uniform", "--seeds", "0-1",
          "--epochs", "2", "--batch-size", "8", "--data-dir", data, "--calibration", "10", "--bench-trials", "1", "--out", out] + extra
