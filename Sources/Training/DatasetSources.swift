@@ -214,7 +214,7 @@ extension DatasetSources {
         let source = LoaderSource(set: data.test, indices: Array(0..<n), batchSize: n, augmentation: nil,
                                   normalization: norm, shuffle: false, seed: 0)
         guard n > 0, let batch = source.batches(epoch: 0).next() else {
-            throw TrainingError.invalidInput("the \(kind.rawValue) test set has no images")
+            throw TrainingError.invalidInput("the \(kind.rawValue) test set in \(directory ?? kind.defaultDirectory) has no images")
         }
         return batch.images
     }
@@ -231,7 +231,9 @@ extension DatasetSources {
         guard count >= 1, count <= data.train.count else {
             throw TrainingError.invalidConfig("--calibration \(count): \(kind.rawValue) has \(data.train.count) training images; give 1...\(data.train.count)")
         }
-        guard data.test.count > 0 else { throw TrainingError.invalidInput("the \(kind.rawValue) test set has no images") }
+        guard data.test.count > 0 else {
+            throw TrainingError.invalidInput("the \(kind.rawValue) test set in \(directory ?? kind.defaultDirectory) has no images")
+        }
         var rng = RandomGenerator(seed: seed)
         let picked = Array(fisherYatesShuffled(Array(0..<data.train.count), using: &rng).prefix(count))
         let norm = Normalization(mean: normalization.mean, std: normalization.std)
