@@ -198,8 +198,10 @@ public struct Advice: Encodable {
         out += String(format: "target: %.4g %@\n", target, unit)
         out += message + "\n"
         func row(_ name: String, _ n: Net) -> String {
-            String(format: "  %-12@ params %9d  predicted %8.4g %@  widths %@\n", name, n.params, n.predicted, unit,
-                   n.widths.map(String.init).joined(separator: ","))
+            // Padded in Swift: Foundation's %-12@ ignores the width on Linux.
+            "  " + name.padding(toLength: max(12, name.count), withPad: " ", startingAt: 0)
+                + String(format: " params %9d  predicted %8.4g %@  widths %@\n", n.params, n.predicted, unit,
+                         n.widths.map(String.init).joined(separator: ","))
         }
         if let uniform { out += row("uniform", uniform) }
         if let neuralscale { out += row("NeuralScale", neuralscale) }

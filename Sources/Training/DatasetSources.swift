@@ -136,6 +136,11 @@ public struct DatasetSources {
         let files = filesDescription(directory, kind.trainingFiles)
         var (trainIdx, valIdx) = trainValidationSplit(count: total, validationFraction: validationSplit, seed: seed)
         let percent = String(format: "%g%%", validationSplit * 100)
+        // Too few images whatever the split: the files' fault, not a flag's.
+        guard total >= 2 else {
+            throw TrainingError.invalidInput(
+                "\(files) holds \(total) training image\(total == 1 ? "" : "s"); at least 2 are needed (batch norm needs 2 images)")
+        }
         if validationSplit > 0 {
             guard !valIdx.isEmpty else {
                 throw TrainingError.invalidConfig(
@@ -147,10 +152,6 @@ public struct DatasetSources {
                     "--val-split \(validationSplit) of the \(total) training images in \(files) leaves \(trainIdx.count) "
                     + "for training; at least 2 are needed (batch norm needs 2 images), so pass a smaller --val-split")
             }
-        }
-        guard trainIdx.count >= 2 else {
-            throw TrainingError.invalidInput(
-                "\(files) holds \(total) training image\(total == 1 ? "" : "s"); at least 2 are needed (batch norm needs 2 images)")
         }
         if let subset {
             guard subset <= trainIdx.count else {
@@ -223,7 +224,7 @@ extension DatasetSources {
     /// from the training set, and the whole test set with its labels, all normalized with the
     /// checkpoint's `normalization`.
     /// - Throws: `TrainingError.invalidConfig` for a count outside 1...the training set's size;
-    ///   `DatasetError` naming the files.
+    ///   `TrainingError.invalidInput` for an empty test set; `DatasetError` naming the files.
     public static func calibrationAndTest(_ kind: DatasetKind, directory: String?, normalization: InputNormalization,
                                           calibration count: Int, seed: UInt64) throws -> (calibration: Tensor, test: Tensor, labels: [Int32]) {
         try normalization.validate(channels: kind.channels)

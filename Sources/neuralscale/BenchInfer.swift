@@ -403,7 +403,11 @@ struct BenchInfer: ParsableCommand {
     /// processes, under whatever name it was installed; when this process is not it (the
     /// in-process command tests), a built `neuralscale` up to three folders above; else nil.
     static func executableForChildren() -> String? {
-        let me = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        var path = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        // Replaced on disk while running (a rebuild): the link reads "<path> (deleted)", and the
+        // file now at <path> is the new build.
+        if path.hasSuffix(" (deleted)") { path.removeLast(" (deleted)".count) }
+        let me = URL(fileURLWithPath: path)
         if NeuralScale.isProcessEntry || me.lastPathComponent == "neuralscale" { return me.path }
         var dir = me.deletingLastPathComponent()
         for _ in 0..<3 {

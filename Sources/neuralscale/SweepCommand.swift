@@ -187,7 +187,7 @@ struct SweepCommand: ParsableCommand {
             throw ValidationError("\(planPath) does not exist: run the sweep (with --models and --dataset) into --out first")
         }
         do { return try JSONDecoder().decode(SweepPlan.self, from: data) } catch {
-            throw ValidationError("\(planPath) is not a sweep plan: \(error)")
+            throw TrainingError.invalidInput("\(planPath) is not a sweep plan: \(describeDecodingError(error))")
         }
     }
 
@@ -204,7 +204,7 @@ struct SweepCommand: ParsableCommand {
         // The same command resumes: a different plan in the folder is another sweep.
         if let old = FileManager.default.contents(atPath: planPath) {
             guard let previous = try? JSONDecoder().decode(SweepPlan.self, from: old) else {
-                throw ValidationError("\(planPath) is not a sweep plan (corrupt, or of another version); use another --out, or remove it to start over")
+                throw TrainingError.invalidInput("\(planPath) is not a sweep plan (corrupt, or of another version); use another --out, or remove it to start over")
             }
             if previous != plan {
                 throw ValidationError("\(planPath) holds another plan (other flags?); use another --out, or remove it to start over")

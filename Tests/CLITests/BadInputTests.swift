@@ -176,8 +176,9 @@ final class BadInputTests: XCTestCase {
                                  ("t10k-images-idx3-ubyte.gz", images(2)), ("t10k-labels-idx1-ubyte.gz", labels(2))] {
             try contents.write(to: URL(fileURLWithPath: "\(data)/\(name)"))
         }
+        // With the default validation split too (its checks come after this one).
         let r = try CLI.fails(["train", "--model", "vgg11", "--dataset", "fashion-mnist", "--ratio", "0.25", "--epochs", "1",
-                               "--val-split", "0", "--data-dir", data, "--out", path("run")],
+                               "--data-dir", data, "--out", path("run")],
                               status: 1, mentions: [data, "holds 1 training image"])
         XCTAssertFalse(r.errors.contains("Usage:"), "a data error printed the usage: \(r.errors)")
     }

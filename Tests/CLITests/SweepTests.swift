@@ -21,8 +21,10 @@ final class SweepTests: XCTestCase {
     /// processes with itself: a sweep's steps here (the engine's measurements of `bench infer`
     /// likewise). It used to look for a file named `neuralscale` and refuse to start.
     func testRenamedExecutableRunsItsChildren() throws {
-        let renamed = root + "/bin/ns"
-        try FileManager.default.createDirectory(atPath: root + "/bin", withIntermediateDirectories: true)
+        // Three folders deep in the test's own folder: the old search for a `neuralscale` up to
+        // three folders above it finds none there.
+        let renamed = root + "/a/b/bin/ns"
+        try FileManager.default.createDirectory(atPath: root + "/a/b/bin", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: CLI.executable, toPath: renamed)
         let r = try CLI.runTool(renamed, ["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--ratios", "0.125",
                                           "--scalings", "uniform", "--epochs", "1", "--steps", "train", "--data-dir", data,
@@ -169,11 +171,11 @@ final class SweepTests: XCTestCase {
         try Data("{}".utf8).write(to: URL(fileURLWithPath: root + "/not-descent.json"))
         try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--descent", "vgg11=\(root!)/not-descent.json", "--out", out],
                       status: 64, mentions: ["--descent", "not-descent.json"])
-        // A damaged plan is named, not replaced.
+        // A damaged plan is named, not replaced: a file's error (1, no usage), not a flag's.
         let damaged = root + "/damaged"
         try FileManager.default.createDirectory(atPath: damaged, withIntermediateDirectories: true)
         try Data("{\"entries\":[".utf8).write(to: URL(fileURLWithPath: damaged + "/sweep.json"))
-        try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--out", damaged, "--dry-run"], status: 64,
+        try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--out", damaged, "--dry-run"], status: 1,
                       mentions: ["sweep.json", "not a sweep plan"])
         XCTAssertEqual(try String(contentsOfFile: damaged + "/sweep.json", encoding: .utf8), "{\"entries\":[")
     }
