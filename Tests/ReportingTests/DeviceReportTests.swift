@@ -12,12 +12,15 @@ final class DeviceReportTests: XCTestCase {
     /// Runs with a bench file of the checkpoint (ORT fp32, latency = slope * P + 0.2 with slope
     /// 1e-6 for uniform and half of it for NeuralScale; also a batch-8 row) and of its int8 model
     /// (half the latency), and a quantize.json naming the checkpoint.
-    func makeRuns(_ folder: URL, _ list: [(String, Double)], model: Architecture = .vgg11) throws -> (results: [(path: String, result: TrainResult)], bench: [String], quantize: [String]) {
+    /// With `oddNeuralScale`, the NeuralScale nets' widths are off multiples of 8 and their latency
+    /// twice the uniform slope's (as ONNX Runtime's slower paths make them).
+    func makeRuns(_ folder: URL, _ list: [(String, Double)], model: Architecture = .vgg11,
+                  oddNeuralScale: Bool = false) throws -> (results: [(path: String, result: TrainResult)], bench: [String], quantize: [String]) {
         var results: [(path: String, result: TrainResult)] = [], benches: [String] = [], quantized: [String] = []
         for (scaling, ratio) in list {
             let dir = folder.appendingPathComponent("\(model.rawValue)-\(scaling)-\(ratio)/train")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            let widths = model.uniformWidths(ratio: ratio)
+            let widths = model.uniformWidths(ratio: ratio).map { oddNeuralScale && scaling == "neuralscale" ? $0 + 3 : $0 }
             let params = try ResultsReport.measure(model, .fashionMNIST, widths: widths).params
             let object: [String: Any] = ["model": model.rawValue, "dataset": "fashion-mnist", "scaling": scaling, "ratio": ratio, "widths": widths,
                                          "params": params, "epochs": 1, "seed": 0, "wallSeconds": 1.0, "testAccuracy": 0.8]
@@ -25,7 +28,7 @@ final class DeviceReportTests: XCTestCase {
             try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path))
             results.append((path, try ResultsReport.readResult(path)))
             let checkpoint = dir.appendingPathComponent("best.h5").path, int8 = dir.deletingLastPathComponent().appendingPathComponent("int8.onnx").path
-            let slope = scaling == "uniform" ? 1e-6 : 0.5e-6
+            let slope = scaling == "uniform" ? 1e-6 : oddNeuralScale ? 2e-6 : 0.5e-6
             func timing(_ model: String, _ precision: String, _ latency: Double, batch: Int = 1) -> [String: Any] {
                 ["model": model, "backend": "ort", "precision": precision, "input_size": 32, "batch": batch, "threads": 2, "params": params,
                  "memory_mb": 2e-6 * Double(params) + 5, "memory_in_child": true, "warmup": 1, "runs": 1,
@@ -74,6 +77,20 @@ final class DeviceReportTests: XCTestCase {
         let bad = folder.appendingPathComponent("bad.json").path
         try Data("[]".utf8).write(to: URL(fileURLWithPath: bad))
         XCTAssertThrowsError(try DeviceReport.make(results: results, bench: [bad], quantize: [], budget: 10)) { XCTAssertTrue("\($0)".contains(bad)) }
+    }
+
+    /// NeuralScale slower on ONNX Runtime with widths off its channel blocks: a note says why and
+    /// what to train instead (once per net and ratio); none when the widths are multiples of 8.
+    func testSlowerNeuralScaleWithOddWidthsIsExplained() throws {
+        let folder = try temporaryFolder("device-odd")
+        let (results, benches, quantized) = try makeRuns(folder, [("uniform", 0.25), ("neuralscale", 0.25)], oddNeuralScale: true)
+        let report = try DeviceReport.make(results: results, bench: benches, quantize: quantized, budget: 10)
+        XCTAssertLessThan(try XCTUnwrap(report.speeds.first { $0.precision == "fp32" }).relative_speed, 1)
+        XCTAssertEqual(report.notes.count, 1, "\(report.notes)")
+        let note = try XCTUnwrap(report.notes.first)
+        XCTAssertTrue(note.contains("NeuralScale x0.25") && note.contains("[19, 35, 67, 67, 131, 131, 131, 131]")
+                      && note.contains("--channel-multiple"), note)
+        XCTAssertTrue(report.markdown().contains(note))
     }
 
     /// Two models: relative speed and the comparison per model, one line per backend over all
