@@ -61,12 +61,9 @@ final class HDF5File {
         // No creation times in the object headers (HDF5 records them by default): the same
         // contents give the same bytes whenever they are written. The root group's setting is
         // the file creation list's; groups and datasets get theirs as they are made.
-        let fcpl = H5Pcreate(ns_h5p_file_create())
+        let fcpl = untimedCreationList(ns_h5p_file_create())
         guard fcpl >= 0 else { throw CheckpointError(path: reportAs, message: "cannot set up HDF5 file creation") }
         defer { H5Pclose(fcpl) }
-        guard H5Pset_obj_track_times(fcpl, false) >= 0 else {
-            throw CheckpointError(path: reportAs, message: "cannot set up HDF5 file creation")
-        }
         let id = H5Fcreate(name, ns_h5f_acc_trunc(), fcpl, fapl)
         guard id >= 0 else {
             throw CheckpointError(path: reportAs, message: "cannot create the file in memory: \(reason() ?? "no reason given")")
@@ -159,11 +156,22 @@ final class HDF5File {
         guard H5Fflush(id, H5F_SCOPE_GLOBAL) >= 0 else { throw failed("cannot write the file out") }
     }
 
+    /// A creation property list of `propertyClass` (file, group or dataset) that records no
+    /// creation times, or -1 (nothing left open).
+    static func untimedCreationList(_ propertyClass: hid_t) -> hid_t {
+        let list = H5Pcreate(propertyClass)
+        guard list >= 0 else { return -1 }
+        guard H5Pset_obj_track_times(list, false) >= 0 else {
+            H5Pclose(list)
+            return -1
+        }
+        return list
+    }
+
     func createGroup(_ name: String) throws {
-        let gcpl = H5Pcreate(ns_h5p_group_create())
+        let gcpl = HDF5File.untimedCreationList(ns_h5p_group_create())
         guard gcpl >= 0 else { throw fail("cannot set up group \(name)") }
         defer { H5Pclose(gcpl) }
-        guard H5Pset_obj_track_times(gcpl, false) >= 0 else { throw fail("cannot set up group \(name)") }
         errno = 0
         let g = H5Gcreate2(id, name, ns_h5p_default(), gcpl, ns_h5p_default())
         guard g >= 0 else { throw failed("cannot create group \(name)") }
@@ -194,10 +202,9 @@ final class HDF5File {
         let space = shape.isEmpty ? H5Screate(H5S_SCALAR) : H5Screate_simple(Int32(shape.count), &dims, nil)
         guard space >= 0 else { throw fail("cannot describe dataset \(name) of shape \(shape)") }
         defer { H5Sclose(space) }
-        let dcpl = H5Pcreate(ns_h5p_dataset_create())
+        let dcpl = HDF5File.untimedCreationList(ns_h5p_dataset_create())
         guard dcpl >= 0 else { throw fail("cannot set up dataset \(name)") }
         defer { H5Pclose(dcpl) }
-        guard H5Pset_obj_track_times(dcpl, false) >= 0 else { throw fail("cannot set up dataset \(name)") }
         if !shape.isEmpty, !shape.contains(0) {
             var chunk = HDF5File.chunk(shape, elementSize: elementSize).map { hsize_t($0) }
             guard H5Pset_chunk(dcpl, Int32(chunk.count), &chunk) >= 0, H5Pset_fletcher32(dcpl) >= 0 else {

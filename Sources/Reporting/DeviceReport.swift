@@ -110,9 +110,9 @@ public struct DeviceReport: Codable, Sendable {
                         // ONNX Runtime's blocked (NCHWc) kernels take channels in 8s or 16s; a
                         // NeuralScale net's widths are rarely such multiples, and its slower paths
                         // then dominate the comparison.
-                        let odd = Set(own.filter { $0.ratio == ratio && $0.scaling == "neuralscale" }
-                            .compactMap { byPath[standard($0.result)]?.result.widths }.filter { $0.contains { $0 % 8 != 0 } }.map { "\($0)" })
-                        if backend == "ort", u < n, let widths = odd.sorted().first {
+                        if backend == "ort", u < n,
+                           let widths = own.lazy.filter({ $0.ratio == ratio && $0.scaling == "neuralscale" })
+                               .compactMap({ byPath[standard($0.result)]?.result.widths }).first(where: { $0.contains { $0 % 8 != 0 } }) {
                             let note = "\(net.model) \(net.dataset) NeuralScale x\(ratio) has widths that are not multiples of 8 (\(widths)): "
                                 + "ONNX Runtime runs such layers on slower paths, so its relative speed there says more about the widths "
                                 + "than the scaling; train with --channel-multiple 8 (16 on AVX-512) to compare at block-friendly widths"

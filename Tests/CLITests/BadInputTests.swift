@@ -169,13 +169,7 @@ final class BadInputTests: XCTestCase {
     func testUnusableDataIsAFileErrorNotAUsageError() throws {
         let data = path("fashion-one")
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-        func header(_ words: [UInt32]) -> [UInt8] { words.flatMap { w in (0..<4).map { UInt8(w >> (24 - 8 * $0) & 0xFF) } } }
-        func images(_ n: Int) -> Data { Data(header([0x803, UInt32(n), 28, 28]) + (0..<n * 784).map { UInt8($0 % 251) }) }
-        func labels(_ n: Int) -> Data { Data(header([0x801, UInt32(n)]) + (0..<n).map { UInt8($0 % 10) }) }
-        for (name, contents) in [("train-images-idx3-ubyte.gz", images(1)), ("train-labels-idx1-ubyte.gz", labels(1)),
-                                 ("t10k-images-idx3-ubyte.gz", images(2)), ("t10k-labels-idx1-ubyte.gz", labels(2))] {
-            try contents.write(to: URL(fileURLWithPath: "\(data)/\(name)"))
-        }
+        try CLI.writeFashionMNIST(in: data, train: 1, test: 2)
         // With the default validation split too (its checks come after this one).
         let r = try CLI.fails(["train", "--model", "vgg11", "--dataset", "fashion-mnist", "--ratio", "0.25", "--epochs", "1",
                                "--data-dir", data, "--out", path("run")],
