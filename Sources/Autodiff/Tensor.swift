@@ -253,10 +253,13 @@ public final class BufferPool: @unchecked Sendable {
         }
         pthread_mutex_unlock(&lock)
         var raw: UnsafeMutableRawPointer?
-        let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        let (bytes, overflow) = max(count, 1).multipliedReportingOverflow(by: MemoryLayout<Float>.stride)
+        if overflow { BufferPool.outOfMemory(.max) }
         let huge = BufferPool.hugePages && bytes >= BufferPool.hugePageBytes
         let rc = posix_memalign(&raw, huge ? BufferPool.hugePageBytes : 64, bytes)
-        precondition(rc == 0 && raw != nil, "BufferPool: cannot allocate \(count) floats")
+        // Out of memory is the input's size, not a bug: one line and a failed exit, no trap's
+        // backtrace (checkpoints already written stay as they were).
+        if rc != 0 || raw == nil { BufferPool.outOfMemory(bytes) }
         // The buffer's own range (to its last 4 KB page): a huge page backs only the aligned
         // stretches wholly inside it, so the memory after it keeps its pages. A kernel without
         // THP refuses the advice (EINVAL), which leaves plain pages: nothing to report.
@@ -264,6 +267,13 @@ public final class BufferPool: @unchecked Sendable {
         if huge { _ = madvise(raw, bytes, MADV_HUGEPAGE) }
         #endif
         return raw!.bindMemory(to: Float.self, capacity: max(count, 1))
+    }
+
+    static func outOfMemory(_ bytes: Int) -> Never {
+        let gib = Double(bytes) / Double(1 << 30)
+        FileHandle.standardError.write(Data(("Error: out of memory: a tensor of \(String(format: "%.2f", gib)) GiB could not be "
+                                            + "allocated (a smaller --batch-size or net?)\n").utf8))
+        exit(1)
     }
 
     func release(_ pointer: UnsafeMutablePointer<Float>, count: Int) {

@@ -24,7 +24,7 @@ private enum Layout {
 }
 
 /// Loads tinyImageNet, decoding every image once, in parallel, into bytes. `ImageSet.classes`
-/// is the number of wnids listed (200 in the real set).
+/// is the number of wnids listed (200 in the real set, and at most that).
 func loadTinyImageNet(directory: String, progress: ((Int, Int) -> Void)?) throws -> Dataset {
     let classListPath = joinPath(directory, Layout.classList)
     if !FileManager.default.fileExists(atPath: classListPath) {
@@ -103,6 +103,12 @@ private func readClassList(_ path: String) throws -> [String] {
         }
         seen[wnid] = number + 1
         wnids.append(wnid)
+        // A label past the nets' outputs would stop training in the loss, far from this file.
+        let classes = DatasetKind.tinyimagenet.classes
+        if wnids.count > classes {
+            throw DatasetError.malformedLine(path: path, line: number + 1,
+                                             problem: "more than \(classes) wnids (tinyImageNet's classes, the nets' outputs)")
+        }
     }
     if wnids.isEmpty { throw DatasetError.malformedLine(path: path, line: 1, problem: "no wnids listed") }
     return wnids

@@ -135,6 +135,18 @@ public final class Trainer {
         guard state.elapsedSeconds.isFinite, (0...1e12).contains(state.elapsedSeconds) else {
             throw TrainingError.resume("\(path): its training state's elapsedSeconds is \(state.elapsedSeconds), expected 0...1e12 seconds")
         }
+        // Where to go on from: past the run's epochs it would train nothing, before 0 again.
+        guard (0...state.config.epochs).contains(state.completedEpochs) else {
+            throw TrainingError.resume("\(path): its training state's completedEpochs is \(state.completedEpochs), "
+                                       + "expected 0...\(state.config.epochs) (the run's epochs)")
+        }
+        guard state.history.count == state.completedEpochs else {
+            throw TrainingError.resume("\(path): its training state records \(state.history.count) epochs' metrics "
+                                       + "but completedEpochs \(state.completedEpochs)")
+        }
+        if let best = state.bestEpoch, !(1...max(state.completedEpochs, 1)).contains(best) {
+            throw TrainingError.resume("\(path): its training state's bestEpoch is \(best), expected 1...\(state.completedEpochs)")
+        }
         return state
     }
 

@@ -44,10 +44,10 @@ struct BenchConv: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be >= 1, got \(batchSize)") }
-        guard iterations >= 1 else { throw ValidationError("--iterations must be >= 1, got \(iterations)") }
-        if let columnBudget, columnBudget < 1 { throw ValidationError("--column-budget must be >= 1, got \(columnBudget)") }
-        guard gemmSize >= 64 else { throw ValidationError("--gemm-size must be >= 64, got \(gemmSize)") }
+        guard (1...65_536).contains(batchSize) else { throw ValidationError("--batch-size must be in 1...65536, got \(batchSize)") }
+        guard (1...1_000_000).contains(iterations) else { throw ValidationError("--iterations must be in 1...1000000, got \(iterations)") }
+        if let columnBudget, !(1...(1 << 30)).contains(columnBudget) { throw ValidationError("--column-budget must be in 1...\(1 << 30), got \(columnBudget)") }
+        guard (64...16_384).contains(gemmSize) else { throw ValidationError("--gemm-size must be in 64...16384, got \(gemmSize)") }
         for l in layers where !(1...Self.layers.count).contains(l) {
             throw ValidationError("--layers takes layer numbers 1-\(Self.layers.count), got \(l)")
         }

@@ -30,6 +30,9 @@ struct BenchOps: ParsableCommand {
         guard batchSize >= 1, channels >= 1, size >= 2, iterations >= 1 else {
             throw ValidationError("--batch-size, --channels, --iterations must be >= 1 and --size >= 2")
         }
+        guard batchSize <= 65_536, channels <= 65_536, size <= 4096, iterations <= 1_000_000 else {
+            throw ValidationError("--batch-size and --channels must be at most 65536, --size at most 4096 and --iterations at most 1000000")
+        }
     }
 
     func run() throws {

@@ -51,7 +51,9 @@ struct BenchTrain: ParsableCommand {
 
     func validate() throws {
         guard ratio > 0, ratio <= 4 else { throw ValidationError("--ratio must be in (0, 4], got \(ratio)") }
-        guard batchSize >= 2, steps >= 1 else { throw ValidationError("--batch-size must be >= 2 and --steps >= 1") }
+        guard (2...65_536).contains(batchSize), (1...1_000_000).contains(steps) else {
+            throw ValidationError("--batch-size must be in 2...65536 and --steps in 1...1000000")
+        }
     }
 
     func run() throws {

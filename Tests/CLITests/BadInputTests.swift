@@ -29,6 +29,12 @@ final class BadInputTests: XCTestCase {
             try CLI.fails(["descend", "--model", "vgg11", "--dataset", "fashion-mnist", flag, value, "--out", path("d")],
                           status: 64, mentions: [flag])
         }
+        // Sizes past any machine's memory: refused, not a failed allocation's trap.
+        try CLI.fails(["bench", "ops", "--batch-size", "1000000000000", "--iterations", "1"], status: 64, mentions: ["--batch-size"])
+        try CLI.fails(["bench", "ops", "--size", "100000000000", "--iterations", "1"], status: 64, mentions: ["--size"])
+        try CLI.fails(["bench", "conv", "--batch-size", "1000000000000", "--layers", "1"], status: 64, mentions: ["--batch-size"])
+        try CLI.fails(["bench", "conv", "--gemm-size", "100000000"], status: 64, mentions: ["--gemm-size"])
+        try CLI.fails(["bench", "train", "--model", "vgg11", "--batch-size", "1000000000000"], status: 64, mentions: ["--batch-size"])
         try CLI.fails(["stats", "--model", "resnet50", "--dataset", "cifar10", "--ratio", "nan"], status: 64, mentions: ["--ratio"])
         try CLI.fails(["stats", "--model", "vgg11", "--dataset", "cifar10", "--ratio", "0.0001"], status: 64, mentions: ["--ratio"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("x")), "a refused run creates no folder")

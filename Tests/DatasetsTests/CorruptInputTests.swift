@@ -50,6 +50,18 @@ final class CorruptInputTests: XCTestCase {
                            contains: ["train.bin", "did you mean --data-dir \(parent)/cifar-100-binary"])
     }
 
+    /// A wnids.txt of more classes than the nets have outputs is refused at its line (its labels
+    /// past 199 stopped training inside the loss).
+    func testTinyImageNetWithMoreThan200WnidsIsRefused() throws {
+        let directory = try tinyDirectory()
+        let path = joinPath(directory, "wnids.txt")
+        let listed = try String(contentsOfFile: path, encoding: .utf8)
+        let extra = (0..<198).map { String(format: "n9%07d", $0) }.joined(separator: "\n")
+        try (listed + extra + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        assertDatasetError(try loadDataset(.tinyimagenet, directory: directory),
+                           contains: [path + ":201", "more than 200 wnids"])
+    }
+
     func testMissingDirectory() throws {
         let directory = try makeTemporaryDirectory(self) + "/nowhere"
         assertDatasetError(try loadDataset(.cifar100, directory: directory),

@@ -168,6 +168,34 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(try XCTUnwrap(saved.training).contains("\"completedEpochs\":1"))
     }
 
+    /// A last.h5 whose training state cannot be where the run goes on from (edited or damaged):
+    /// refused naming the file and the field, not a silent restart from trained weights nor a
+    /// run that trains nothing and writes a result.
+    func testResumeRefusesAnImpossibleTrainingState() throws {
+        let t = trainer(folder.path)
+        _ = try t.run(resume: false)
+        let loaded = try Checkpoint.load(t.lastPath)
+        let opt = SGD(parameters: loaded.network.parameters, schedule: config.schedule, momentum: config.momentum,
+                      weightDecay: config.weightDecay)
+        try opt.load(try XCTUnwrap(loaded.optimizer))
+        let state = try JSONDecoder().decode(TrainingState.self, from: Data(try XCTUnwrap(loaded.training).utf8))
+        let cases: [(String, (inout TrainingState) -> Void)] = [
+            ("completedEpochs", { $0.completedEpochs = 1000 }),
+            ("completedEpochs", { $0.completedEpochs = -3 }),
+            ("completedEpochs", { $0.completedEpochs = 0 }),
+            ("bestEpoch", { $0.bestEpoch = 5 }),
+        ]
+        for (field, change) in cases {
+            var edited = state
+            change(&edited)
+            try Checkpoint.save(loaded.network, optimizer: opt, training: String(decoding: try JSONEncoder().encode(edited), as: UTF8.self),
+                                to: t.lastPath)
+            XCTAssertThrowsError(try trainer(folder.path).run(resume: true), field) { error in
+                XCTAssertTrue("\(error)".contains(t.lastPath) && "\(error)".contains(field), "\(error)")
+            }
+        }
+    }
+
     func testRefusesToOverwriteOrToResumeSomethingElse() throws {
         let t = trainer(folder.path)
         _ = try t.run(resume: false)
