@@ -28,6 +28,9 @@ public struct Budget: Sendable {
     /// The channel multiple the cost model is made for, the default of a solve (a latency
     /// table's step: ONNX Runtime runs other channel counts on slower paths); 1: any width.
     public var defaultMultiple = 1
+    /// What bounds the cost from below where the model alone would not (said when no net meets
+    /// the target).
+    public var limit: String?
 
     /// Resource budgets are met from below; a parameter count as closely as the integers allow.
     public var fromBelow: Bool { measure != .params }
@@ -47,8 +50,12 @@ public struct Budget: Sendable {
     }
 
     public static func latency(_ target: Double, table: LatencyTable, file: String) -> Budget {
-        Budget(measure: .latency, target: target, cost: { try table.predictMs($0) },
-               model: "latency table \(file) (\(table.device))", defaultMultiple: table.multiple)
+        var budget = Budget(measure: .latency, target: target, cost: { try table.predictMs($0) },
+                            model: "latency table \(file) (\(table.device))", defaultMultiple: table.multiple)
+        if table.floorMs > 0 {
+            budget.limit = String(format: "the table predicts no less than %.6g ms, the fastest net it measured end to end", table.floorMs)
+        }
+        return budget
     }
 
     /// Whether `value` meets the budget (from below), with a relative slack of 1e-12.
@@ -171,7 +178,7 @@ public enum BudgetSolver {
             let smallest = try cost(widths(lo))
             guard budget.meets(smallest) else {
                 throw BudgetError(String(format: "no %@ net meets %.6g %@: the smallest (%@) needs %.6g", scaling, budget.target, budget.measure.unit,
-                                         smallestWidths, smallest))
+                                         smallestWidths, smallest) + (budget.limit.map { " (\($0))" } ?? ""))
             }
             if try budget.meets(cost(widths(hi))) { lo = hi }
             for _ in 0..<200 where hi - lo > 1e-12 {

@@ -160,12 +160,19 @@ public struct LatencyTable: Codable, Equatable, Sendable {
     }
 
     /// The predicted latency of `d`'s net: its layers' times plus `constantMs` plus
-    /// `perMParamMs` per million parameters beyond `kneeParams`.
+    /// `perMParamMs` per million parameters beyond `kneeParams`, and never below `floorMs`: the
+    /// fitted constant may be negative (the layers timed alone add up to more than a whole net
+    /// takes), which for nets smaller than any measured end to end extrapolated to times near
+    /// zero or below it, budgets no net can meet reported as met.
     /// - Throws: when the net is not the table's (another model or input) or has a layer of a
     ///   kind the table did not measure.
     public func predictMs(_ d: NetDescription) throws -> Double {
-        try layersMs(d) + constantMs + perMParamMs * Double(max(0, d.parameterCount - kneeParams)) / 1e6
+        max(floorMs, try layersMs(d) + constantMs + perMParamMs * Double(max(0, d.parameterCount - kneeParams)) / 1e6)
     }
+
+    /// The least a prediction says: the fastest net this table measured end to end (its
+    /// calibration nets and checks), or 0 for a table without any.
+    public var floorMs: Double { max(0, (calibration + checks).map(\.measuredMs).min() ?? 0) }
 
     /// The sum of `d`'s layers' times alone.
     public func layersMs(_ d: NetDescription) throws -> Double {

@@ -162,6 +162,33 @@ final class BudgetTests: XCTestCase {
         XCTAssertLessThanOrEqual(-solved.relativeError, 0.01)
     }
 
+    /// A fitted constant below zero (the layers timed alone add up to more than a whole net
+    /// takes) does not carry predictions under the fastest net the table measured end to end:
+    /// a target below it is refused, saying so, not met by a net predicted at ~0 ms or less.
+    func testLatencyPredictionsStopAtTheFastestMeasuredNet() throws {
+        let t = template(.vgg11)
+        var entries = LatencyTable.grid(for: t, maxRatio: 1, multiple: 8, points: 3)
+        for i in entries.indices {
+            entries[i].ms = entries[i].inChannels.map { cin in entries[i].outChannels.map { cout in 1e-5 * Double(cin * cout) } }
+        }
+        var table = LatencyTable(model: .vgg11, inChannels: 3, imageSize: 32, classes: 10, device: "test", multiple: 8,
+                                 entries: entries, constantMs: -0.5)
+        var tiny = t
+        tiny.widths = tiny.widths.map { _ in 8 }
+        XCTAssertLessThan(try table.layersMs(tiny) + table.constantMs, 0, "the raw fit goes below zero here")
+        XCTAssertEqual(try table.predictMs(tiny), 0, "never below zero, without nets measured end to end")
+        table.calibration = [LatencyTable.Check(name: "x0.25", widths: t.widths, params: 1, layersMs: 0, predictedMs: 0.3, measuredMs: 0.3),
+                             LatencyTable.Check(name: "x0.125", widths: t.widths, params: 1, layersMs: 0, predictedMs: 0.2, measuredMs: 0.2)]
+        XCTAssertEqual(table.floorMs, 0.2)
+        XCTAssertEqual(try table.predictMs(tiny), 0.2)
+        XCTAssertThrowsError(try BudgetSolver.uniform(template: t, budget: Budget.latency(0.001, table: table, file: "t.json"), multiple: 8)) {
+            XCTAssertTrue("\($0)".contains("no uniform net meets 0.001 ms") && "\($0)".contains("fastest net it measured end to end"), "\($0)")
+        }
+        let solved = try BudgetSolver.uniform(template: t, budget: Budget.latency(2 * (try table.predictMs(t)), table: table, file: "t.json"),
+                                              multiple: 8)
+        XCTAssertGreaterThanOrEqual(solved.achieved, 0.2)
+    }
+
     func testLatencyTableFilesAreChecked() throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("ns-latency-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
