@@ -64,7 +64,12 @@ public struct DeviceReport: Codable, Sendable {
             // The checkpoint it names; a sweep's layout (<entry>/quantize.json, <entry>/train/best.h5) otherwise.
             let checkpoint = q.checkpoint ?? URL(fileURLWithPath: file).deletingLastPathComponent().appendingPathComponent("train/best.h5").path
             checkpointOf[standard(q.onnx)] = standard(checkpoint)
-            if let t = q.verification?.int8_top1 { int8Top1[standard(q.onnx)] = t }
+            if let t = q.verification?.int8_top1 {
+                guard (0...1).contains(t) else {
+                    throw ReportError(path: file, message: "verification.int8_top1 is \(t); an accuracy is a fraction in 0...1")
+                }
+                int8Top1[standard(q.onnx)] = t
+            }
         }
         struct Bench: Decodable { let timings: [InferenceTiming] }
         var runs: [Run] = [], notes: [String] = []
@@ -76,6 +81,11 @@ public struct DeviceReport: Codable, Sendable {
             // Batch 1 where measured (the studies' setting), else the smallest batch.
             let smallest = b.timings.map(\.batch).min() ?? 1
             for t in b.timings where t.batch == smallest {
+                // Figures a measurement cannot give (an edited or damaged file) would pass into
+                // the fits, shares and charts.
+                for (field, value) in [("median_ms", t.median_ms), ("memory_mb", t.memory_mb)] where !(value.isFinite && value > 0 && value < 1e9) {
+                    throw ReportError(path: file, message: "\(t.model): \(field) is \(value); a measured time or size is > 0")
+                }
                 let model = standard(t.model), checkpoint = checkpointOf[model] ?? model
                 let result = URL(fileURLWithPath: checkpoint).deletingLastPathComponent().appendingPathComponent("result.json").path
                 guard let run = byPath[result] else {

@@ -77,6 +77,25 @@ final class DeviceReportTests: XCTestCase {
         let bad = folder.appendingPathComponent("bad.json").path
         try Data("[]".utf8).write(to: URL(fileURLWithPath: bad))
         XCTAssertThrowsError(try DeviceReport.make(results: results, bench: [bad], quantize: [], budget: 10)) { XCTAssertTrue("\($0)".contains(bad)) }
+        // Figures no measurement gives (an edited file): named with the file and field, not
+        // charted as a -1 ms latency or a 200% accuracy.
+        func edited(_ file: String, _ from: String, _ to: String) throws -> String {
+            let copy = folder.appendingPathComponent("edited-\(from.filter(\.isLetter))-\(URL(fileURLWithPath: file).lastPathComponent)").path
+            let text = try String(contentsOfFile: file, encoding: .utf8)
+            XCTAssertTrue(text.contains(from), text)
+            try text.replacingOccurrences(of: from, with: to).write(toFile: copy, atomically: true, encoding: .utf8)
+            return copy
+        }
+        for (from, to, field) in [("\"median_ms\":", "\"median_ms\":-1,\"x\":", "median_ms"), ("\"memory_mb\":", "\"memory_mb\":-5,\"x\":", "memory_mb")] {
+            let file = try edited(benches[0], from, to)
+            XCTAssertThrowsError(try DeviceReport.make(results: results, bench: [file], quantize: quantized, budget: 10)) {
+                XCTAssertTrue("\($0)".contains(file) && "\($0)".contains(field), "\($0)")
+            }
+        }
+        let q = try edited(quantized[0], "0.79", "2.0")
+        XCTAssertThrowsError(try DeviceReport.make(results: results, bench: benches, quantize: [q], budget: 10)) {
+            XCTAssertTrue("\($0)".contains(q) && "\($0)".contains("int8_top1"), "\($0)")
+        }
     }
 
     /// NeuralScale slower on ONNX Runtime with widths off its channel blocks: a note says why and
