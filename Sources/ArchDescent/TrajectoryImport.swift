@@ -19,7 +19,9 @@ public enum TrajectoryImport {
         }
         let groups = template.architecture.originalWidths.count, names = template.architecture.groupNames
         var rows: [TrajectoryRow] = []
-        for (k, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // Any line ending: Swift reads "\r\n" as one Character, which a split at "\n" never meets
+        // (a Windows file was one line).
+        for (k, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = raw.trimmingCharacters(in: .whitespacesAndNewlines)
             if line.isEmpty || line.hasPrefix("#") { continue }
             let fields = line.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" }).map(String.init)

@@ -34,7 +34,10 @@ final class TrajectoryImportTests: XCTestCase {
         let bare = try write("records.txt", rows.map { $0.widths.map(String.init).joined(separator: ",") }.joined(separator: "\n"))
         let withP = try write("records-p.txt", rows.map { ($0.widths + [$0.params]).map(String.init).joined(separator: " ") }.joined(separator: "\n"))
         let floats = try write("records-f.txt", "# numpy.savetxt\n" + rows.map { $0.widths.map { "\($0).0" }.joined(separator: ",") }.joined(separator: "\n"))
-        for file in [ours, bare, withP, floats] {
+        let windows = try write("records-crlf.txt", rows.map { $0.widths.map(String.init).joined(separator: ",") }.joined(separator: "\r\n") + "\r\n")
+        let oursWindows = try write("trajectory-crlf.csv", names.joined(separator: ",") + ",params\r\n"
+                                    + rows.map { $0.widths.map(String.init).joined(separator: ",") + ",\($0.params)" }.joined(separator: "\r\n"))
+        for file in [ours, bare, withP, floats, windows, oursWindows] {
             let result = try TrajectoryImport.descent(.vgg11, .cifar10, files: [file])
             XCTAssertEqual(result.iterations.count, 1)
             XCTAssertEqual(result.iterations[0].trajectory, rows, file)
