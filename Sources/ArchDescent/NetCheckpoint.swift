@@ -104,7 +104,9 @@ public struct NetCheckpoint {
             throw TrainingError.invalidConfig("\(path) does not say which dataset it was trained on; pass --dataset")
         }
         guard kind.channels == d.inChannels, kind.imageSize == d.imageSize, kind.classes == d.classes else {
-            throw TrainingError.invalidConfig("\(path) takes \(d.inChannels)x\(d.imageSize)x\(d.imageSize) images and \(d.classes) classes; \(kind.rawValue) does not fit")
+            // --dataset's choice is the command line's; the checkpoint's own, its contents.
+            let message = "\(path) takes \(d.inChannels)x\(d.imageSize)x\(d.imageSize) images and \(d.classes) classes; \(kind.rawValue) does not fit"
+            throw requested != nil ? TrainingError.invalidConfig(message) : TrainingError.invalidInput(message + " (the dataset it records)")
         }
         return kind
     }
@@ -146,13 +148,13 @@ public struct CheckpointEvaluation: Codable, Equatable, Sendable {
         case .none: state = nil
         case let .unreadable(error): throw error
         case .search:
-            throw TrainingError.invalidConfig(
+            throw TrainingError.invalidInput(
                 "\(path) is the state of a search (`neuralscale descend`), not a trained net: "
                 + "train the net the search found with `neuralscale train --scaling neuralscale --descent <folder>/descent.json --ratio R` and evaluate that run's best.h5")
         }
         let d = loaded.network.netDescription
-        let kind = try NetCheckpoint.dataset((dataset ?? state?.config.dataset).flatMap { DatasetKind(rawValue: $0) },
-                                             trainedOn: nil, fitting: d, path: path)
+        let kind = try NetCheckpoint.dataset(dataset.flatMap { DatasetKind(rawValue: $0) },
+                                             trainedOn: state.flatMap { DatasetKind(rawValue: $0.config.dataset) }, fitting: d, path: path)
         guard let normalization = state?.inputNormalization else { throw NetCheckpoint.noNormalization(path) }
         do { try normalization.validate(channels: d.inChannels) } catch { throw CheckpointUseError("\(path): \(error)") }
         let test = try DatasetSources.testSource(kind, directory: directory, normalization: normalization, batchSize: batchSize,

@@ -223,7 +223,7 @@ struct Eval: ParsableCommand {
     var checkpoint: String
 
     @Option(name: .long, help: "Evaluate on this dataset's test set instead of the one the net was trained on.")
-    var dataset: String?
+    var dataset: DatasetKind?
 
     @Option(name: .long, help: "Dataset root folder (default: the dataset's usual place).")
     var dataDir: String?
@@ -239,7 +239,7 @@ struct Eval: ParsableCommand {
     }
 
     func run() throws {
-        let result = try CheckpointEvaluation.run(checkpoint: checkpoint, dataset: dataset, directory: dataDir, batchSize: batchSize,
+        let result = try CheckpointEvaluation.run(checkpoint: checkpoint, dataset: dataset?.rawValue, directory: dataDir, batchSize: batchSize,
                                                   reporter: ConsoleReporter())
         // Finite weights can still overflow on the way (a huge weight, times a batch norm's scale):
         // no accuracy of such a net means anything.

@@ -200,7 +200,12 @@ final class CommandLogicTests: XCTestCase {
         refusal(try save(folder, "bare.h5", training: nil), "does not say which dataset it was trained on; pass --dataset")
         refusal(try save(folder, "nonorm.h5", training: try json(trainingState(normalization: nil))), "holds no input normalization",
                 ofFile: true)
-        refusal(try save(folder, "search.h5", gated: true, training: try json(searchState(current: true))), "is the state of a search")
+        refusal(try save(folder, "search.h5", gated: true, training: try json(searchState(current: true))), "is the state of a search",
+                ofFile: true)
+        // The dataset the file records, not one given, that does not fit its net: the file's fault.
+        var recorded = trainingState(normalization: InputNormalization(mean: [0.3], std: [0.2]))
+        recorded.config.dataset = "cifar10"
+        refusal(try save(folder, "recorded.h5", training: try json(recorded)), "cifar10 does not fit (the dataset it records)", ofFile: true)
         let bad = try save(folder, "bad.h5", training: try json(trainingState(normalization: InputNormalization(mean: [0.3, 0.3, 0.3], std: [1, 1, 1]))))
         XCTAssertThrowsError(try evaluation(bad)) { error in
             XCTAssertTrue(error is CheckpointUseError && "\(error)".hasPrefix("\(bad): "), "\(error)")

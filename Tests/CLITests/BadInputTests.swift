@@ -29,6 +29,8 @@ final class BadInputTests: XCTestCase {
             try CLI.fails(["descend", "--model", "vgg11", "--dataset", "fashion-mnist", flag, value, "--out", path("d")],
                           status: 64, mentions: [flag])
         }
+        // An unknown dataset is the flag's error, not the checkpoint's.
+        try CLI.fails(["eval", "--checkpoint", path("none.h5"), "--dataset", "bogus"], status: 64, mentions: ["--dataset", "fashion-mnist"])
         // Sizes past any machine's memory: refused, not a failed allocation's trap.
         try CLI.fails(["bench", "ops", "--batch-size", "1000000000000", "--iterations", "1"], status: 64, mentions: ["--batch-size"])
         try CLI.fails(["bench", "ops", "--size", "100000000000", "--iterations", "1"], status: 64, mentions: ["--size"])
