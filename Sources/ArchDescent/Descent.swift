@@ -200,7 +200,7 @@ public struct DescentResult: Codable, Equatable, Sendable {
         do {
             result = try JSONDecoder().decode(DescentResult.self, from: data)
         } catch {
-            throw FitError("\(path) is not a descent.json: \(describeDecodingError(error))")
+            throw FitError("\(path) is not a descent.json: \(describeDecodingError(error, data: data))")
         }
         do {
             try result.template.validate()

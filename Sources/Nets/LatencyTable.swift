@@ -197,7 +197,7 @@ public struct LatencyTable: Codable, Equatable, Sendable {
         }
         let table: LatencyTable
         do { table = try JSONDecoder().decode(LatencyTable.self, from: data) } catch {
-            throw LatencyTableError("\(path): not a latency table (\(describeDecodingError(error)))")
+            throw LatencyTableError("\(path): not a latency table (\(describeDecodingError(error, data: data)))")
         }
         for e in table.entries {
             let ascending = { (a: [Int]) in zip(a, a.dropFirst()).allSatisfy { $0 < $1 } }

@@ -81,7 +81,7 @@ public struct DeviceProfile: Codable, Sendable {
         for file in files {
             guard let data = FileManager.default.contents(atPath: file) else { throw AdviceError("--fit \(file): \(unreadableReason(file))") }
             do { points += try JSONDecoder().decode(Bench.self, from: data).timings } catch {
-                throw AdviceError("--fit \(file): not the JSON of `bench infer` (\(describeDecodingError(error)))")
+                throw AdviceError("--fit \(file): not the JSON of `bench infer` (\(describeDecodingError(error, data: data)))")
             }
         }
         points = points.filter { $0.batch == batch && (backend == nil || $0.backend == backend) && (precision == nil || $0.precision == precision) }

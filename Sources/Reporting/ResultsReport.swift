@@ -66,7 +66,7 @@ public struct ResultsReport: Codable, Equatable, Sendable {
         do {
             result = try JSONDecoder().decode(TrainResult.self, from: data)
         } catch {
-            throw ReportError(path: path, message: "not a result.json of `neuralscale train`: \(describeDecodingError(error))")
+            throw ReportError(path: path, message: "not a result.json of `neuralscale train`: \(describeDecodingError(error, data: data))")
         }
         do { try result.validate() } catch { throw ReportError(path: path, message: "\(error)") }
         return result

@@ -63,7 +63,7 @@ public struct StudyReport: Codable, Sendable {
         guard let data = FileManager.default.contents(atPath: timingPath) else { return search }
         let timing: SearchTiming
         do { timing = try JSONDecoder().decode(SearchTiming.self, from: data) } catch {
-            throw ReportError(path: timingPath, message: "not the timing.json of `neuralscale descend`: \(describeDecodingError(error))")
+            throw ReportError(path: timingPath, message: "not the timing.json of `neuralscale descend`: \(describeDecodingError(error, data: data))")
         }
         guard timing.model.rawValue == model, timing.dataset == dataset, timing.secondsPerIteration.count == result.iterations.count else {
             throw ReportError(path: timingPath, message: "is \(timing.model.rawValue) on \(timing.dataset) with \(timing.secondsPerIteration.count) iterations, "

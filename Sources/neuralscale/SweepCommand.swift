@@ -187,7 +187,7 @@ struct SweepCommand: ParsableCommand {
             throw ValidationError("\(planPath) does not exist: run the sweep (with --models and --dataset) into --out first")
         }
         do { return try JSONDecoder().decode(SweepPlan.self, from: data) } catch {
-            throw TrainingError.invalidInput("\(planPath) is not a sweep plan: \(describeDecodingError(error))")
+            throw TrainingError.invalidInput("\(planPath) is not a sweep plan: \(describeDecodingError(error, data: data))")
         }
     }
 

@@ -157,11 +157,15 @@ final class ReportTests: XCTestCase {
         let cifar = try file("cifar.json", try resultJSON(seed: 2, dataset: "cifar10"))
         let corrupt = try file("corrupt.json", Data(#"{"model": "vgg11", "#.utf8))
         let noWidths = try file("no-widths.json", Data(#"{"model": "vgg11", "dataset": "fashion-mnist"}"#.utf8))
+        let negativeSeed = try file("negative-seed.json", try resultJSON(seed: -1))  // seeds are unsigned
+        let array = try file("array.json", Data("[1, 2]".utf8))
         let missing = folder.appendingPathComponent("missing.json").path
 
         XCTAssertEqual(try ResultsReport.load([a, b]).rows.first?.runs, 2)
         for (paths, culprit, words) in [([a, b, other], other, "mobilenetv2 on fashion-mnist"), ([a, cifar], cifar, "vgg11 on cifar10"),
                                         ([a, corrupt], corrupt, "not valid JSON"), ([a, noWidths], noWidths, "missing"),
+                                        ([a, negativeSeed], negativeSeed, "a number does not fit its field"),
+                                        ([a, array], array, "top level has the wrong type"),
                                         ([a, missing], missing, "no such file"), ([a, a], a, "twice")] {
             XCTAssertThrowsError(try ResultsReport.load(paths), "\(culprit)") { error in
                 XCTAssertEqual((error as? ReportError)?.path, culprit, "\(error)")
