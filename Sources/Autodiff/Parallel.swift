@@ -9,8 +9,12 @@ public enum Parallel {
     /// Worker count: the active cores, or `NEURALSCALE_THREADS` when set (a sweep running
     /// several runs at once divides the cores among them). Results do not depend on it.
     nonisolated(unsafe) public static var workers: Int = {
-        if let text = ProcessInfo.processInfo.environment["NEURALSCALE_THREADS"], let n = Int(text), (1...1024).contains(n) { return n }
-        return max(1, ProcessInfo.processInfo.activeProcessorCount)
+        let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        guard let text = ProcessInfo.processInfo.environment["NEURALSCALE_THREADS"] else { return cores }
+        if let n = Int(text.trimmingCharacters(in: .whitespaces)), (1...1024).contains(n) { return n }
+        // Set but unusable (0, -1, "abc", 1.5): said, not silently replaced.
+        FileHandle.standardError.write(Data("warning: NEURALSCALE_THREADS='\(text)' is not a thread count in 1...1024; using the \(cores) cores\n".utf8))
+        return cores
     }()
 
     /// Calls `body` on disjoint sub-ranges covering `0..<count`, concurrently.

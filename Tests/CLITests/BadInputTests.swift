@@ -29,6 +29,12 @@ final class BadInputTests: XCTestCase {
             try CLI.fails(["descend", "--model", "vgg11", "--dataset", "fashion-mnist", flag, value, "--out", path("d")],
                           status: 64, mentions: [flag])
         }
+        // A thread count that cannot be used is said, once.
+        for value in ["0", "-1", "abc", "1.5"] {
+            let r = try CLI.run(["stats", "--model", "vgg11", "--dataset", "cifar10", "--ratio", "0.25"], environment: ["NEURALSCALE_THREADS": value])
+            XCTAssertEqual(r.status, 0, r.text)
+            XCTAssertEqual(r.errors.components(separatedBy: "NEURALSCALE_THREADS='\(value)' is not a thread count").count, 2, r.errors)
+        }
         // An unknown dataset is the flag's error, not the checkpoint's.
         try CLI.fails(["eval", "--checkpoint", path("none.h5"), "--dataset", "bogus"], status: 64, mentions: ["--dataset", "fashion-mnist"])
         // Sizes past any machine's memory: refused, not a failed allocation's trap.
