@@ -145,7 +145,12 @@ public struct Advice: Encodable {
         let original = NetDescription.uniform(model, ratio: 1, inChannels: dataset.channels, imageSize: 32, classes: dataset.classes)
         let po = original.parameterCount
         let weak = (line.r.map { abs($0) < 0.7 }) ?? false
-        let fitNote = line.r.map { String(format: "r = %.3f%@", $0, weak ? ": a weak fit, so a rough prediction" : "") } ?? "r unknown"
+        var fitNote = line.r.map { String(format: "r = %.3f%@", $0, weak ? ": a weak fit, so a rough prediction" : "") } ?? "r unknown"
+        // A line below zero for small nets (a fit of large ones) says nothing true about them.
+        if line.b < 0 {
+            fitNote += String(format: "; the intercept b = %.4g %@ is negative, so nets under %.0f parameters are predicted below zero: "
+                              + "the line holds only near the nets it was fitted on", line.b, unit, -line.b / line.m)
+        }
         func predicted(_ params: Int) -> Double { line.m * Double(params) + line.b }
         func nets(ratio: Double) throws -> (Net, Net?) {
             let scaled = try ScaledNet.make(model, dataset, ratio: ratio, descent: descent, iteration: nil)
@@ -178,7 +183,7 @@ public struct Advice: Encodable {
         }
         if ratio >= 1 {
             let full = try nets(ratio: 1)
-            return advice(budget, ratio, "fits", full, String(format: "the unscaled net (%d params, predicted %.4g %@) already meets %.4g %@ (S = %.3f > 1; %@).",
+            return advice(budget, ratio, "fits", full, String(format: "the unscaled net (%d params, predicted %.4g %@) already meets %.4g %@ (S = %.4g > 1; %@).",
                                                               po, full.0.predicted, unit, target, unit, ratio, fitNote))
         }
         let scaled: (Net, Net?)

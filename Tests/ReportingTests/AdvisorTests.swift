@@ -50,6 +50,18 @@ final class AdvisorTests: XCTestCase {
         XCTAssertThrowsError(try DeviceProfile.named("raspberry-pi-5")) { XCTAssertTrue("\($0)".contains("cortex-a72-fp32")) }
     }
 
+    /// A line with a negative intercept (fitted on large nets) predicts small nets below zero:
+    /// the advice says so; a target far past the unscaled net prints S readably.
+    func testNegativeInterceptIsExplainedAndHugeRatiosPrintShort() throws {
+        let profile = try JSONDecoder().decode(DeviceProfile.self, from: Data(
+            #"{"name": "fitted", "description": "a fit", "latency": {"m": 5.7e-6, "b": -5, "r": 0.9}}"#.utf8))
+        let a = try Advice.make(.vgg11, .cifar10, profile: profile, latency: 1, memory: nil, descent: nil)
+        XCTAssertTrue(a.message.contains("intercept b = -5 ms is negative") && a.message.contains("877193 parameters"), a.message)
+        let easy = try Advice.make(.vgg11, .cifar10, profile: try DeviceProfile.named("cortex-a72-fp32"), latency: 1e300, memory: nil, descent: nil)
+        XCTAssertEqual(easy.verdict, "fits")
+        XCTAssertLessThan(easy.message.count, 300, easy.message)
+    }
+
     /// A synthetic bench file on exact lines: the fit recovers m and b, with r = 1.
     func testFitRecoversASyntheticProfile() throws {
         let folder = try temporaryFolder("advise")
