@@ -1,3 +1,4 @@
+import CZlib
 import Foundation
 
 /// Images and labels held in memory as bytes, as read from disk: one byte per pixel and channel.
@@ -163,5 +164,16 @@ final class ProgressCounter: @unchecked Sendable {
         let before = done
         done += items
         if done == total || done / step != before / step { report(done, total) }
+    }
+}
+
+extension ImageSet {
+    /// zlib's CRC-32 of the pixels, then the labels: what tells the data a run started on from
+    /// other data given to its resumption (another --data-dir, relabeled files).
+    public var checksum: UInt32 {
+        var crc = crc32_z(0, nil, 0)
+        pixels.withUnsafeBufferPointer { crc = crc32_z(crc, $0.baseAddress, $0.count) }
+        labels.withUnsafeBytes { crc = crc32_z(crc, $0.bindMemory(to: UInt8.self).baseAddress, $0.count) }
+        return UInt32(truncatingIfNeeded: crc)
     }
 }

@@ -70,13 +70,16 @@ public struct DatasetSources {
     /// The same sources serving part `index` of `count` of every batch (a data-parallel run).
     public func part(_ index: Int, of count: Int) -> DatasetSources {
         DatasetSources(train: train.part(index, of: count), validation: validation?.part(index, of: count),
-                       test: test.part(index, of: count), normalization: normalization)
+                       test: test.part(index, of: count), normalization: normalization, checksum: checksum)
     }
 
     public let train: LoaderSource
     public let validation: LoaderSource?
     public let test: LoaderSource
     public let normalization: InputNormalization
+    /// The CRC-32s of the dataset's training and test sets as loaded (before any split or
+    /// subset), "train-test" in hex: a resumed run checks that it goes on with the same data.
+    public let checksum: String
 
     /// Loads `kind`, splits its training set, fits the normalization on the training part and
     /// checks that every part can be used.
@@ -125,7 +128,8 @@ public struct DatasetSources {
                                normalization: norm, shuffle: false, seed: seed),
             test: LoaderSource(set: data.test, indices: Array(0..<data.test.count), batchSize: batchSize, augmentation: nil,
                                normalization: norm, shuffle: false, seed: seed),
-            normalization: InputNormalization(mean: norm.mean, std: norm.std))
+            normalization: InputNormalization(mean: norm.mean, std: norm.std),
+            checksum: String(format: "%08x-%08x", data.train.checksum, data.test.checksum))
     }
 
     /// The training and validation indices of `data.train`: the seeded split, then the seeded

@@ -27,6 +27,9 @@ public struct TrainingState: Codable, Equatable, Sendable {
     /// Per-channel mean and std the inputs were normalized with (fitted on the training split),
     /// needed to evaluate or export the net later.
     public var inputNormalization: InputNormalization?
+    /// `DatasetSources.checksum` of the data the run started on (nil in checkpoints written
+    /// before it was recorded, and for sources that are not a dataset's).
+    public var dataChecksum: String?
 }
 
 /// Per-channel input normalization, `(x / 255 - mean[c]) / std[c]`.

@@ -24,6 +24,8 @@ public final class Trainer {
     let train: BatchSource, validation: BatchSource?, test: BatchSource?
     let reporter: TrainingReporter?
     let inputNormalization: InputNormalization?
+    /// `DatasetSources.checksum` of the data given: recorded by a new run, compared on resume.
+    public var dataChecksum: String?
     let group: ProcessGroup?
     /// Whether this process writes the run's files: the only one, or rank 0.
     var writes: Bool { (group?.rank ?? 0) == 0 }
@@ -169,11 +171,18 @@ public final class Trainer {
                           weightDecay: config.weightDecay)
             let state = TrainingState(config: config, widths: netDescription.widths, completedEpochs: 0, history: [],
                                       bestValidationAccuracy: nil, bestEpoch: nil, elapsedSeconds: 0,
-                                      inputNormalization: inputNormalization)
+                                      inputNormalization: inputNormalization, dataChecksum: dataChecksum)
             return (net, opt, state)
         }
         let loaded = try Checkpoint.load(lastPath)
-        let state = try Trainer.storedState(loaded, path: lastPath)
+        var state = try Trainer.storedState(loaded, path: lastPath)
+        // The same data: another --data-dir (or files changed since) would train the rest of the
+        // run, and evaluate it, on something else, with nothing in the results to say so.
+        if let stored = state.dataChecksum, let given = dataChecksum, stored != given {
+            throw TrainingError.resume("\(lastPath) was trained on other data: its training and test sets' CRC-32s are \(stored), "
+                                       + "the data given now \(given); resume with the --data-dir (and files) it started with")
+        }
+        if state.dataChecksum == nil { state.dataChecksum = dataChecksum }
         if let normalization = state.inputNormalization {
             do { try normalization.validate(channels: netDescription.inChannels) } catch {
                 throw TrainingError.resume("\(lastPath): \(error)")

@@ -208,6 +208,7 @@ struct Train: ParsableCommand {
                                   validation: data.validation, test: data.test, outputDirectory: output,
                                   inputNormalization: data.normalization, reporter: reporter, group: parallel.group)
             trainer.shouldStop = { epoch, step in stopRequested(at: [epoch, step]) }
+            trainer.dataChecksum = data.checksum
             _ = try trainer.run(resume: resume)
         }
     }

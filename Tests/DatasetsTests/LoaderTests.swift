@@ -93,6 +93,22 @@ final class LoaderTests: XCTestCase {
         XCTAssertEqual(first.test.pixels, second.test.pixels)
     }
 
+    /// The checksum a resumed run compares: the same files give the same one; one label or one
+    /// pixel changed, another.
+    func testChecksumFollowsPixelsAndLabels() throws {
+        let directory = try makeTemporaryDirectory(self)
+        try Fixtures.writeTinyImageNet(in: directory)
+        let set = try loadDataset(.tinyimagenet, directory: directory).train
+        XCTAssertEqual(set.checksum, try loadDataset(.tinyimagenet, directory: directory).train.checksum)
+        var labels = set.labels, pixels = set.pixels
+        labels[1] = (labels[1] + 1) % Int32(set.classes)
+        pixels[5] &+= 1
+        let relabeled = ImageSet(pixels: set.pixels, labels: labels, channels: set.channels, height: set.height, width: set.width, classes: set.classes)
+        let repainted = ImageSet(pixels: pixels, labels: set.labels, channels: set.channels, height: set.height, width: set.width, classes: set.classes)
+        XCTAssertNotEqual(relabeled.checksum, set.checksum)
+        XCTAssertNotEqual(repainted.checksum, set.checksum)
+    }
+
     func testProgressIsThinnedButReachesTheTotal() {
         // 1001 items report every 5th (1001 / 200) and always the last one.
         var reports: [Int] = []

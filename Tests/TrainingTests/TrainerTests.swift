@@ -168,6 +168,23 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(try XCTUnwrap(saved.training).contains("\"completedEpochs\":1"))
     }
 
+    /// A run resumed on other data (another --data-dir, relabeled files) is refused: the run
+    /// records the data's checksum and the resumption compares it; the same data resumes.
+    func testResumeOnOtherDataIsRefused() throws {
+        let first = trainer(folder.path)
+        first.dataChecksum = "00000001-00000002"
+        first.shouldStop = { epoch, step in epoch == 2 && step == 1 }
+        XCTAssertThrowsError(try first.run(resume: false))
+        let other = trainer(folder.path)
+        other.dataChecksum = "00000001-00000003"
+        XCTAssertThrowsError(try other.run(resume: true)) { error in
+            XCTAssertTrue("\(error)".contains(other.lastPath) && "\(error)".contains("trained on other data"), "\(error)")
+        }
+        let same = trainer(folder.path)
+        same.dataChecksum = "00000001-00000002"
+        XCTAssertNoThrow(try same.run(resume: true))
+    }
+
     /// A last.h5 whose training state cannot be where the run goes on from (edited or damaged):
     /// refused naming the file and the field, not a silent restart from trained weights nor a
     /// run that trains nothing and writes a result.
