@@ -103,6 +103,9 @@ public struct DescentState: Codable, Equatable, Sendable {
     /// on timing so that a resumed search reproduces it exactly).
     public var seconds: [Double]
     public var current: DescentProgress?
+    /// `DatasetSources.checksum` of the data the search started on (nil in states written
+    /// before it was recorded).
+    public var dataChecksum: String?
 }
 
 /// The search's wall time, `timing.json` beside `descent.json` (rewritten after every
@@ -250,6 +253,11 @@ public final class Descent {
     var writes: Bool { (group?.rank ?? 0) == 0 }
     /// Checked before every minibatch; true stops the run (the CLI's Ctrl-C, tests' kills).
     public var shouldStop: (_ iteration: Int, _ epoch: Int, _ batch: Int) -> Bool = { _, _, _ in false }
+    /// `DatasetSources.checksum` of the data given: recorded by a new search, compared on resume.
+    public var dataChecksum: String?
+    /// Called with the result just before `descent.json` is written (the CLI's charts), so that
+    /// the file, which marks the search done (a sweep skips its step on it), comes last.
+    public var beforeResult: ((DescentResult) throws -> Void)?
 
     public var statePath: String { path("state.h5") }
     public var resultPath: String { path("descent.json") }
@@ -321,11 +329,17 @@ public final class Descent {
         let folder = writes ? try RunFolder.acquire(outputDirectory) : nil
         defer { folder?.release() }
         try Descent.preflight(config: config, template: template, outputDirectory: outputDirectory, resume: resume)
-        var state = DescentState(config: config, template: template, completed: [], seconds: [], current: nil)
+        var state = DescentState(config: config, template: template, completed: [], seconds: [], current: nil, dataChecksum: dataChecksum)
         var resumed: LoadedCheckpoint?
         if resume {
             let loaded = try Checkpoint.load(statePath)
             state = try Descent.storedState(statePath)
+            // The same data: another --data-dir would prune the rest of the search on something else.
+            if let stored = state.dataChecksum, let given = dataChecksum, stored != given {
+                throw TrainingError.resume("\(statePath) was searched on other data: its training and test sets' CRC-32s are \(stored), "
+                                           + "the data given now \(given); resume with the --data-dir (and files) it started with")
+            }
+            if state.dataChecksum == nil { state.dataChecksum = dataChecksum }
             if state.current != nil { resumed = loaded }
         }
         while state.completed.count < config.iterations {
@@ -345,7 +359,10 @@ public final class Descent {
         let result = try makeResult(state)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        if writes { try AtomicFile.write(try encoder.encode(result), to: resultPath) }
+        if writes {
+            try beforeResult?(result)
+            try AtomicFile.write(try encoder.encode(result), to: resultPath)
+        }
         reporter?.message("search done in \(formatDuration(state.seconds.reduce(0, +))); results in \(resultPath)")
         return result
     }

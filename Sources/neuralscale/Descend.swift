@@ -146,9 +146,10 @@ struct Descend: ParsableCommand {
             let descent = Descent(config: config, template: template, train: data.train, outputDirectory: output,
                                   reporter: parallel.leads ? ConsoleDescentReporter() : nil, group: parallel.group)
             descent.shouldStop = { iteration, epoch, batch in stopRequested(at: [iteration, epoch, batch]) }
+            descent.dataChecksum = data.checksum
+            descent.beforeResult = { _ = try $0.writeCharts(in: output) }
             let result = try descent.run(resume: resume)
             guard parallel.leads else { return }
-            try result.writeCharts(in: output)
             print(WidthsTable.render(result, ratio: 1.0))
             print("\nwritten: \(descent.resultPath), widths-r1.0.svg, iteration-<i>-trajectory.csv/.svg, iteration-<i>-fit.json, timing.json in \(output)")
         }

@@ -43,7 +43,15 @@ final class DescentTests: XCTestCase {
     /// descent.json, byte for byte, as an uninterrupted one; the outputs are all there.
     func testResumedSearchEqualsStraightSearch() throws {
         let straight = descent("straight")
+        // The charts' hook runs before descent.json, the file that marks the search done.
+        var hooked = false
+        straight.beforeResult = { _ in
+            hooked = true
+            XCTAssertFalse(FileManager.default.fileExists(atPath: straight.resultPath), "descent.json before the charts")
+        }
         let result = try straight.run(resume: false)
+        XCTAssertTrue(hooked)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: straight.resultPath))
         XCTAssertEqual(result.iterations.count, 2)
         for it in result.iterations {
             XCTAssertGreaterThanOrEqual(it.trajectory.count, PowerLawFit.minimumRows, "enough rows to fit")
@@ -69,6 +77,7 @@ final class DescentTests: XCTestCase {
         }
 
         let killed = descent("killed")
+        killed.dataChecksum = "0000000a-0000000b"
         var calls = 0
         killed.shouldStop = { iteration, epoch, batch in
             if iteration == 1 && epoch == 3 && batch == 3 { calls += 1; return true }
@@ -78,6 +87,13 @@ final class DescentTests: XCTestCase {
             guard case TrainingError.interrupted = error else { return XCTFail("\(error)") }
         }
         XCTAssertEqual(calls, 1)
+        // Resumed on other data: refused, naming the state and both checksums.
+        let elsewhere = descent("killed")
+        elsewhere.dataChecksum = "0000000a-0000000c"
+        XCTAssertThrowsError(try elsewhere.run(resume: true)) { error in
+            XCTAssertTrue("\(error)".contains(elsewhere.statePath) && "\(error)".contains("0000000a-0000000b")
+                          && "\(error)".contains("0000000a-0000000c"), "\(error)")
+        }
         killed.shouldStop = { _, _, _ in false }
         _ = try killed.run(resume: true)
         let a = try Data(contentsOf: URL(fileURLWithPath: straight.resultPath))
