@@ -428,20 +428,25 @@ struct BenchInfer: ParsableCommand {
         let skipped: [String]
     }
 
+    /// bench-infer.json last: it marks the step done (a sweep skips its bench step on it), so a
+    /// kill before it leaves the step to run again rather than done without its charts. What
+    /// killed runs left in the folder goes first.
     func write(_ report: Report, to folder: String) throws {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        RunFolder.removeStaleTemporaries(in: folder, exclusive: false)
         func path(_ name: String) -> String { URL(fileURLWithPath: folder).appendingPathComponent(name).path }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        try AtomicFile.write(try encoder.encode(report), to: path("bench-infer.json"))
         try AtomicFile.write(Data(InferenceReport.csv(report.timings).utf8), to: path("bench-infer.csv"))
         try AtomicFile.write(Data(InferenceReport.latencyChart(report.timings, budget: budgetMs).utf8), to: path("latency-vs-batch.svg"))
         try AtomicFile.write(Data(InferenceReport.memoryChart(report.timings).utf8), to: path("memory-vs-batch.svg"))
-        guard !report.profiles.isEmpty else { return }
-        try AtomicFile.write(Data(InferenceReport.profileCSV(report.profiles).utf8), to: path("profile.csv"))
-        for (k, p) in report.profiles.enumerated() {
-            try AtomicFile.write(Data(InferenceReport.profileChart(p).utf8), to: path("profile-\(k + 1)-\(p.backend).svg"))
+        if !report.profiles.isEmpty {
+            try AtomicFile.write(Data(InferenceReport.profileCSV(report.profiles).utf8), to: path("profile.csv"))
+            for (k, p) in report.profiles.enumerated() {
+                try AtomicFile.write(Data(InferenceReport.profileChart(p).utf8), to: path("profile-\(k + 1)-\(p.backend).svg"))
+            }
         }
+        try AtomicFile.write(try encoder.encode(report), to: path("bench-infer.json"))
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Reporting
+import Training
 
 struct Report: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -59,6 +60,8 @@ struct Report: ParsableCommand {
 
     func run() throws {
         let study = try StudyReport.load(results: results, descents: descent, bench: bench, quantize: quantize, budget: budgetMs)
+        // What a killed report left (its files' temporaries) goes; the files are rewritten whole.
+        RunFolder.removeStaleTemporaries(in: out, exclusive: false)
         let written = try study.write(to: out)
         if json {
             print(String(decoding: try study.json(), as: UTF8.self))

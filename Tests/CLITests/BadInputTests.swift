@@ -125,8 +125,13 @@ final class BadInputTests: XCTestCase {
 
     func testReportRefusesImpossibleResults() throws {
         let good = try resultFile("good.json") { _ in }
+        // A killed report's temporary (its process gone) is removed by the next one.
+        try FileManager.default.createDirectory(atPath: path("report-ok"), withIntermediateDirectories: true)
+        let stale = path("report-ok/.report.md.tmp-999999999")
+        try Data("half".utf8).write(to: URL(fileURLWithPath: stale))
         let r = try CLI.run(["report", good, "--out", path("report-ok")])
         XCTAssertEqual(r.status, 0, r.text)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stale))
         let cases: [(String, (inout [String: Any]) -> Void, String)] = [
             ("accuracy.json", { $0["testAccuracy"] = 7.5 }, "testAccuracy"),
             ("negative-accuracy.json", { $0["validationAccuracy"] = -0.1 }, "validationAccuracy"),

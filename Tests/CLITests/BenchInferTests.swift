@@ -21,9 +21,14 @@ final class BenchInferTests: XCTestCase {
     func testBothBackendsProfilesAndFiles() throws {
         let best = root + "/run/best.h5", int8 = root + "/int8.onnx", out = root + "/bench"
         XCTAssertEqual(try CLI.run(["quantize", "--checkpoint", best, "--onnx", int8, "--data-dir", data, "--calibration", "10", "--no-verify"]).status, 0)
+        // A killed bench's temporary (its process gone) is removed by the next one into the folder.
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let stale = out + "/.latency-vs-batch.svg.tmp-999999999"
+        try Data("half".utf8).write(to: URL(fileURLWithPath: stale))
         let r = try report(try CLI.run(["bench", "infer", "--checkpoint", best, "--onnx", int8, "--batch-sizes", "1,4", "--warmup", "1",
                                         "--runs", "3", "--trials", "2", "--budget-ms", "10", "--profile", "--out", out, "--json"]))
         let timings = try XCTUnwrap(r["timings"] as? [[String: Any]])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stale))
         // The checkpoint's trials in pairs (engine, ONNX Runtime), batch by batch; the int8 model on ONNX Runtime alone.
         XCTAssertEqual(timings.map { $0["backend"] as? String }, ["swift", "ort", "swift", "ort", "ort", "ort"])
         XCTAssertEqual(timings.map { $0["model"] as? String }, [best, best, best, best, int8, int8])
