@@ -186,7 +186,15 @@ public enum SweepProgress {
                 done.state = "done"
                 return done
             }
-            if let record = EntryRecord.read(entry), record.state != "done" { return record }
+            if var record = EntryRecord.read(entry), record.state != "done" {
+                // "running" with its process gone from this host (a kill) stays that way in the
+                // file; say what it is.
+                if record.state == "running", record.host == ProcessInfo.processInfo.hostName, let pid = record.pid,
+                   !TemporaryFiles.isRunning(pid) {
+                    record.state = "interrupted"
+                }
+                return record
+            }
             guard let job = task[entry.id] else { return SweepStatus.Entry(id: entry.id, state: "pending") }
             var e = SweepStatus.Entry(id: entry.id, state: "queued")
             e.job = job

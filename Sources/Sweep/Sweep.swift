@@ -63,7 +63,8 @@ public struct SweepStatus: Codable, Sendable {
     public struct Entry: Codable, Sendable {
         public var id: String
         /// "done", "skipped" (done by an earlier run), "failed", "blocked" (its search failed),
-        /// "pending", or in an entry's own record "running" or "stopped".
+        /// "pending", or in an entry's own record "running" or "stopped"; `--status` says
+        /// "interrupted" for a record "running" whose process on this host is gone (a kill).
         public var state: String
         public var failedStep: String?
         public var log: String?
@@ -71,6 +72,8 @@ public struct SweepStatus: Codable, Sendable {
         /// Where it ran: the host, and the Slurm job (`<array job>_<task>`) when under Slurm.
         public var host: String?
         public var job: String?
+        /// The process that wrote the record (the sweep, or a Slurm task's `sweep --entry`).
+        public var pid: Int32?
 
         public init(id: String, state: String, failedStep: String? = nil, log: String? = nil, seconds: Double? = nil) {
             self.id = id
@@ -93,6 +96,7 @@ public enum EntryRecord {
     static func write(_ entry: SweepStatus.Entry, for plan: SweepEntry) {
         var record = entry
         record.host = ProcessInfo.processInfo.hostName
+        record.pid = ProcessInfo.processInfo.processIdentifier
         let env = ProcessInfo.processInfo.environment
         record.job = env["SLURM_ARRAY_JOB_ID"].map { "\($0)_\(env["SLURM_ARRAY_TASK_ID"] ?? "?")" } ?? env["SLURM_JOB_ID"]
         let encoder = JSONEncoder()

@@ -113,6 +113,19 @@ final class SweepTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/vgg11-uniform-r0.0625-s0/train/result.json"))
         let log = try String(contentsOfFile: out + "/vgg11-uniform-r0.001-s0/logs/train.log", encoding: .utf8)
         XCTAssertTrue(log.contains("--ratio 0.001"), log)
+        // A record left "running" by a killed sweep: --status says interrupted when its process
+        // is gone from this host, running while it lives.
+        let recordPath = out + "/vgg11-uniform-r0.001-s0/sweep-entry.json"
+        var record = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: recordPath))) as? [String: Any])
+        XCTAssertNotNil(record["pid"], "\(record)")
+        for (pid, state) in [(Int32(999_999_999), "interrupted"), (ProcessInfo.processInfo.processIdentifier, "running")] {
+            record["state"] = "running"
+            record["pid"] = pid
+            try JSONSerialization.data(withJSONObject: record).write(to: URL(fileURLWithPath: recordPath))
+            let status = try CLI.run(["sweep", "--out", out, "--status"])
+            let line = status.output.split(separator: "\n").first { $0.contains("vgg11-uniform-r0.001-s0") }.map(String.init) ?? ""
+            XCTAssertTrue(line.contains(state), status.text)
+        }
     }
 
     /// A sweep that runs its own search hands the search's descent.json to report (for the
