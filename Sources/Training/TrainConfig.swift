@@ -121,7 +121,7 @@ public enum TrainingError: Error, CustomStringConvertible {
             return (tensor.map { "\($0) became NaN or infinite in epoch \(epoch); training stopped. " }
                     ?? "the loss became NaN or infinite at epoch \(epoch), step \(step); training stopped. ")
                 + (lastGood.map { "The last good checkpoint is \($0)." } ?? "There is no good checkpoint to go back to (no epoch had finished with finite weights).")
-                + " Try a lower --lr."
+                + " Try a lower --lr in a new run (another --out): --resume keeps the run's own settings, so it would stop the same way."
         case let .interrupted(epoch, step): return "interrupted at epoch \(epoch), step \(step); continue with --resume"
         case let .interruptedBeforeCheckpoint(epoch, step, rerun):
             return "interrupted at epoch \(epoch), step \(step), before anything resumable was written; \(rerun)"

@@ -145,6 +145,8 @@ final class TrainerTests: XCTestCase {
             guard case TrainingError.nonFiniteLoss(2, 1, let lastGood, _) = error else { return XCTFail("\(error)") }
             XCTAssertEqual(lastGood, t.lastPath)
             XCTAssertTrue("\(error)".contains("NaN"), "\(error)")
+            // Not advice --resume refuses (it keeps the run's learning rate).
+            XCTAssertTrue("\(error)".contains("lower --lr in a new run"), "\(error)")
         }
         let state = try XCTUnwrap(try Checkpoint.load(t.lastPath).training)
         XCTAssertTrue(state.contains("\"completedEpochs\":1"), state)
