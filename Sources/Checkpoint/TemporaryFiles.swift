@@ -9,6 +9,8 @@ import Foundation
 nonisolated(unsafe) private var pendingSignal: sig_atomic_t = 0
 
 public enum TemporaryFiles {
+    /// The lock file a run folder is held by (`RunFolder`), `flock`ed by the run in it.
+    public static let runFolderLock = ".neuralscale.lock"
     nonisolated(unsafe) private static var paths: Set<String> = []
     private static let lock = NSLock()
 

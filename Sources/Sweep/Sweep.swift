@@ -220,6 +220,32 @@ public enum SweepRunner {
         return runStep(step, executable: executable, threads: ProcessInfo.processInfo.activeProcessorCount, log: log)
     }
 
+    /// Seconds a step waits for its folder to be let go by the run holding it.
+    nonisolated(unsafe) public static var folderWait: Double = 600
+
+    /// Waits while another process holds `folder` as its run folder (its `flock`), up to
+    /// `folderWait`: a sweep killed and run again at once found its step's folder still held by
+    /// the step the kill left behind, which stops at its next check (after a validation pass
+    /// and a checkpoint, seconds to a minute) and failed the entry. Said in the step's log.
+    static func waitForFolder(_ folder: String, log: FileHandle) {
+        let lockPath = URL(fileURLWithPath: folder).appendingPathComponent(TemporaryFiles.runFolderLock).path
+        let fd = open(lockPath, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        let deadline = Date().addingTimeInterval(folderWait)
+        var said = false
+        while flock(fd, LOCK_SH | LOCK_NB) != 0 {
+            guard errno == EWOULDBLOCK, Date() < deadline, !TemporaryFiles.stopRequested else { return }
+            if !said {
+                let holder = (try? String(contentsOfFile: lockPath, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+                log.write(Data("waiting for the run in \(folder) (PID \(holder)) to end\n".utf8))
+                said = true
+            }
+            usleep(200_000)
+        }
+        flock(fd, LOCK_UN)
+    }
+
     /// Runs one step; its standard error (and output, unless the step's output is its stdout)
     /// goes to `log`.
     public static func runStep(_ step: SweepStep, executable: String, threads: Int, log: String) -> Bool {
@@ -232,6 +258,7 @@ public enum SweepRunner {
         let fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return false }
         let logFile = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        waitForFolder(URL(fileURLWithPath: step.output).deletingLastPathComponent().path, log: logFile)
         logFile.write(Data("$ neuralscale \(arguments.joined(separator: " "))\n".utf8))
         func launch(stdout: FileHandle) -> Bool {
             if TemporaryFiles.stopRequested { return false }

@@ -18,7 +18,7 @@ public final class RunFolder {
     nonisolated(unsafe) private static var held: [String: RunFolder] = [:]
     private static let lock = NSLock()
 
-    public static let lockName = ".neuralscale.lock"
+    public static let lockName = TemporaryFiles.runFolderLock
 
     private init(path: String, fd: Int32) {
         self.path = path

@@ -128,6 +128,25 @@ final class SweepTests: XCTestCase {
         }
     }
 
+    /// A step's folder still held by another process (the step a killed sweep left behind,
+    /// finishing its epoch): the sweep run again waits for it instead of failing the entry.
+    func testAStepWaitsForItsFolderToBeLetGo() throws {
+        let out = root + "/held", folder = out + "/vgg11-uniform-r0.0625-s0/train"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let fd = open(folder + "/.neuralscale.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        XCTAssertEqual(flock(fd, LOCK_EX | LOCK_NB), 0)
+        let holder = "\(getpid())\n"
+        _ = holder.withCString { write(fd, $0, strlen($0)) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 3) { flock(fd, LOCK_UN); close(fd) }
+        let r = try CLI.run(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--ratios", "0.0625", "--scalings", "uniform",
+                             "--epochs", "1", "--batch-size", "8", "--steps", "train", "--data-dir", data, "--out", out], timeout: 300)
+        XCTAssertEqual(r.status, 0, r.text)
+        let log = try String(contentsOfFile: out + "/vgg11-uniform-r0.0625-s0/logs/train.log", encoding: .utf8)
+        XCTAssertTrue(log.contains("waiting for the run in \(folder) (PID \(getpid()))"), log)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/result.json"))
+    }
+
     /// A sweep that runs its own search hands the search's descent.json to report (for the
     /// time per iteration); int8 accuracy goes to report only with bench files to go with it.
     func testPlanPassesSearchesAndQuantizeToReport() throws {
