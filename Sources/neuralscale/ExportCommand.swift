@@ -60,6 +60,7 @@ struct ExportONNX: ParsableCommand {
             throw ValidationError("--opset must be in \(ONNXExport.opsets.lowerBound)...\(ONNXExport.opsets.upperBound), got \(opset)")
         }
         guard (1...10_000).contains(images) else { throw ValidationError("--images must be in 1...10000, got \(images)") }
+        try checkOutputFile(output, flag: "--onnx", createsFolder: false)
         try refuseWritingOverInput(output: output, flag: "--onnx", input: checkpoint, inputFlag: "--checkpoint")
     }
 

@@ -41,6 +41,7 @@ struct Fit: ParsableCommand {
 
     func validate() throws {
         guard !trajectory.isEmpty else { throw ValidationError("give --trajectory files") }
+        try checkOutputFile(out, flag: "--out", createsFolder: true)
     }
 
     func run() throws {

@@ -44,6 +44,25 @@ let winogradHelp = ArgumentHelp("""
     tiles of that size wherever it applies.
     """)
 
+/// Throws when `output` cannot be the file a command writes: empty or a folder's name, an
+/// existing folder, under a file (`best.h5/x.onnx`), or (without `createsFolder`) in a folder
+/// that does not exist. Checked before any work: these failed after it, naming a temporary file
+/// or saying "unknown write error".
+func checkOutputFile(_ output: String, flag: String, createsFolder: Bool) throws {
+    guard !output.isEmpty, !output.hasSuffix("/") else { throw ValidationError("\(flag) needs a file name, got '\(output)'") }
+    let fm = FileManager.default
+    var isFolder: ObjCBool = false
+    if fm.fileExists(atPath: output, isDirectory: &isFolder), isFolder.boolValue {
+        throw ValidationError("\(flag) \(output) is a folder; give a file name in it")
+    }
+    var parent = URL(fileURLWithPath: output).deletingLastPathComponent()
+    while !fm.fileExists(atPath: parent.path, isDirectory: &isFolder) {
+        guard createsFolder else { throw ValidationError("\(flag) \(output): the folder \(parent.path) does not exist") }
+        parent = parent.deletingLastPathComponent()
+    }
+    if !isFolder.boolValue { throw ValidationError("\(flag) \(output): \(parent.path) is a file, not a folder") }
+}
+
 /// Throws when the file `output` would be written over is `input` itself (the same path after
 /// resolving links, or the same file by device and inode): an export written over its own
 /// checkpoint would replace it.

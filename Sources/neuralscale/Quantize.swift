@@ -83,6 +83,7 @@ struct Quantize: ParsableCommand {
         guard calibration >= 1, calibration <= 100_000 else { throw ValidationError("--calibration must be in 1...100000, got \(calibration)") }
         guard percentile > 50, percentile <= 100 else { throw ValidationError("--percentile must be in (50, 100], got \(percentile)") }
         guard maxDrop.isFinite, maxDrop >= 0 else { throw ValidationError("--max-drop must be >= 0, got \(maxDrop)") }
+        try checkOutputFile(output, flag: "--onnx", createsFolder: false)
         try refuseWritingOverInput(output: output, flag: "--onnx", input: checkpoint, inputFlag: "--checkpoint")
     }
 

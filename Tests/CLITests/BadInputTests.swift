@@ -101,6 +101,20 @@ final class BadInputTests: XCTestCase {
                         ["advise", "--model", "vgg11", "--latency-ms", "25", "--profile", folder]] {
             try CLI.fails(command, mentions: [folder, "a folder"])
         }
+        // Output files that cannot be: refused before any work, naming the flag and the path.
+        let file = path("plain.txt")
+        try Data("x".utf8).write(to: URL(fileURLWithPath: file))
+        let exportLike = ["--checkpoint", path("none.h5"), "--onnx"]
+        for (output, words) in [("", ["--onnx needs a file name"]), (folder, ["is a folder"]), (file + "/x.onnx", [file, "is a file, not a folder"]),
+                                (path("nowhere/x.onnx"), [path("nowhere"), "does not exist"])] {
+            for command in ["export", "quantize"] {
+                try CLI.fails([command] + exportLike + [output], status: 64, mentions: words)
+            }
+        }
+        try CLI.fails(["fit", "--model", "vgg11", "--dataset", "fashion-mnist", "--trajectory", file, "--out", file + "/x.json"],
+                      status: 64, mentions: ["--out", "is a file, not a folder"])
+        try CLI.fails(["fit", "--model", "vgg11", "--dataset", "fashion-mnist", "--trajectory", file, "--out", ""], status: 64,
+                      mentions: ["--out needs a file name"])
     }
 
     func testFitClampedToWidthOneIsReported() throws {
