@@ -36,6 +36,11 @@ public enum Python {
     /// Runs the interpreter with `arguments`; returns its exit status, stdout and stderr.
     public static func run(_ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
         let exe = interpreter
+        // A NEURALSCALE_PYTHON that cannot be run is named (Foundation's error said only that
+        // "the file doesn't exist").
+        if let given = ProcessInfo.processInfo.environment["NEURALSCALE_PYTHON"], !FileManager.default.isExecutableFile(atPath: given) {
+            throw PythonError("NEURALSCALE_PYTHON=\(given) is not an executable file; point it at a Python 3 with onnx and onnxruntime, or unset it")
+        }
         return try ChildProcess.run(exe, (exe == "/usr/bin/env" ? ["python3"] : []) + arguments)
     }
 }

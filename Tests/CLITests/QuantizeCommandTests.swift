@@ -33,6 +33,16 @@ final class QuantizeCommandTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: root).filter { $0.contains("tmp-") }, [])
     }
 
+    /// A NEURALSCALE_PYTHON that is not there is named by its variable, not by Foundation's
+    /// "the file doesn't exist".
+    func testAMissingPythonIsNamed() throws {
+        let r = try CLI.run(["export", "--checkpoint", root + "/run/best.h5", "--onnx", root + "/x.onnx", "--data-dir", data],
+                            environment: ["NEURALSCALE_PYTHON": "/nonexistent/python"])
+        XCTAssertEqual(r.status, 1, r.text)
+        XCTAssertTrue(r.errors.contains("NEURALSCALE_PYTHON=/nonexistent/python is not an executable file"), r.text)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/x.onnx"))
+    }
+
     func testKeepFP32AutoReportsItsSearch() throws {
         let r = try CLI.run(["quantize", "--checkpoint", root + "/run/best.h5", "--onnx", root + "/auto.onnx", "--data-dir", data,
                              "--calibration", "20", "--keep-fp32", "auto", "--max-drop", "0", "--json"])
