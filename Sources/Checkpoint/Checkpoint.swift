@@ -205,7 +205,11 @@ extension LoadedCheckpoint {
         do {
             return try JSONDecoder().decode(T.self, from: Data(training.utf8))
         } catch {
-            throw CheckpointError(path: path, message: "its training state is unreadable: \(error)")
+            // Which run's state was expected: a train checkpoint given for a search's state.h5
+            // (or the reverse) is the usual cause.
+            let expected = ["TrainingState": "a training run's (`neuralscale train`)", "DescentState": "a search's (`neuralscale descend`)"]
+            let kind = expected[String(describing: T.self)].map { "; expected \($0)" } ?? ""
+            throw CheckpointError(path: path, message: "its training state is unreadable (\(describeDecodingError(error, data: Data(training.utf8))))\(kind)")
         }
     }
 }

@@ -151,6 +151,12 @@ final class CommandLogicTests: XCTestCase {
         let bare = try save(folder, "bare.h5", training: nil)
         guard case .none = CheckpointContents(try Checkpoint.load(bare)) else { return XCTFail("a state where there is none") }
         XCTAssertNil(try NetCheckpoint.load(bare).dataset)
+        // A train checkpoint read as a search's state (a --resume into the wrong folder): which
+        // state was expected, and the field, not Swift's DecodingError dump.
+        XCTAssertThrowsError(try Checkpoint.load(trained).training(as: DescentState.self)) { error in
+            XCTAssertTrue("\(error)".contains("expected a search's (`neuralscale descend`)") && "\(error)".contains("is missing")
+                          && !"\(error)".contains("DecodingError"), "\(error)")
+        }
         let other = try save(folder, "other.h5", training: "{\"something\": 1}")
         guard case .unreadable = CheckpointContents(try Checkpoint.load(other)) else { return XCTFail("an unknown state read") }
         XCTAssertNil(try NetCheckpoint.load(other).normalization)
