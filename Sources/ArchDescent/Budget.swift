@@ -50,7 +50,10 @@ public struct Budget: Sendable {
     }
 
     public static func latency(_ target: Double, table: LatencyTable, file: String) -> Budget {
-        var budget = Budget(measure: .latency, target: target, cost: { try table.predictMs($0) },
+        // The table's errors (a kind of layer it did not measure) name its file.
+        var budget = Budget(measure: .latency, target: target, cost: {
+                                do { return try table.predictMs($0) } catch { throw LatencyTableError("\(file): \(error)") }
+                            },
                             model: "latency table \(file) (\(table.device))", defaultMultiple: table.multiple)
         if table.floorMs > 0 {
             budget.limit = String(format: "the table predicts no less than %.6g ms, the fastest net it measured end to end", table.floorMs)

@@ -80,9 +80,18 @@ public struct DeviceProfile: Codable, Sendable {
         var points: [InferenceTiming] = []
         for file in files {
             guard let data = FileManager.default.contents(atPath: file) else { throw AdviceError("--fit \(file): \(unreadableReason(file))") }
-            do { points += try JSONDecoder().decode(Bench.self, from: data).timings } catch {
+            let timings: [InferenceTiming]
+            do { timings = try JSONDecoder().decode(Bench.self, from: data).timings } catch {
                 throw AdviceError("--fit \(file): not the JSON of `bench infer` (\(describeDecodingError(error, data: data)))")
             }
+            // Figures no measurement gives would make the line (a NaN slope from 1e308 ms).
+            for t in timings {
+                for (field, value) in [("median_ms", t.median_ms), ("memory_mb", t.memory_mb)] where !(value.isFinite && value > 0 && value < 1e9) {
+                    throw AdviceError("--fit \(file): \(t.model): \(field) is \(value); a measured time or size is > 0 and below 1e9")
+                }
+                if let p = t.params, p < 1 { throw AdviceError("--fit \(file): \(t.model): params is \(p); expected >= 1") }
+            }
+            points += timings
         }
         points = points.filter { $0.batch == batch && (backend == nil || $0.backend == backend) && (precision == nil || $0.precision == precision) }
         let kinds = Set(points.map { "\($0.backend)/\($0.precision)" })

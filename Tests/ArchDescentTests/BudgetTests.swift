@@ -187,6 +187,10 @@ final class BudgetTests: XCTestCase {
         let solved = try BudgetSolver.uniform(template: t, budget: Budget.latency(2 * (try table.predictMs(t)), table: table, file: "t.json"),
                                               multiple: 8)
         XCTAssertGreaterThanOrEqual(solved.achieved, 0.2)
+        // The table's own errors (a net it was not measured for) name its file.
+        var other = t
+        other.imageSize = 64
+        XCTAssertThrowsError(try Budget.latency(1, table: table, file: "t.json").cost(other)) { XCTAssertTrue("\($0)".hasPrefix("t.json: "), "\($0)") }
     }
 
     func testLatencyTableFilesAreChecked() throws {

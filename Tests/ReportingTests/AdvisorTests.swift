@@ -93,6 +93,16 @@ final class AdvisorTests: XCTestCase {
         let bad = folder.appendingPathComponent("bad.json").path
         try Data("{}".utf8).write(to: URL(fileURLWithPath: bad))
         XCTAssertThrowsError(try DeviceProfile.fit([bad], batch: 1, backend: nil, precision: nil)) { XCTAssertTrue("\($0)".contains(bad)) }
+        // Times no measurement gives (a NaN slope from 1e308 ms): named with the file and field.
+        for (field, value) in [("median_ms", 1e308), ("memory_mb", -5.0)] {
+            let huge = folder.appendingPathComponent("huge-\(field).json").path
+            var edited = timings
+            edited[1][field] = value
+            try JSONSerialization.data(withJSONObject: ["timings": edited]).write(to: URL(fileURLWithPath: huge))
+            XCTAssertThrowsError(try DeviceProfile.fit([huge], batch: 1, backend: nil, precision: nil)) {
+                XCTAssertTrue("\($0)".contains(huge) && "\($0)".contains(field), "\($0)")
+            }
+        }
     }
 
     /// Pearson's r, its p-value (checked against a numerical integral of Student's t density:
