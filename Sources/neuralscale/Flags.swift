@@ -5,7 +5,8 @@ import Foundation
 /// The values of a comma-separated flag, each parsed by `parse` (nil: not a valid value).
 /// - Throws: `ValidationError` "`flag` must be comma-separated `what`, got '`text`'".
 func commaSeparated<T: Hashable>(_ text: String, flag: String, _ what: String, _ parse: (String) -> T?) throws -> [T] {
-    let values = text.split(separator: ",").map { parse($0.trimmingCharacters(in: .whitespaces)) }
+    // Empty items ("0.25,,0.5", a trailing comma) are refused, as --milestones refuses them.
+    let values = text.split(separator: ",", omittingEmptySubsequences: false).map { parse($0.trimmingCharacters(in: .whitespaces)) }
     guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else { throw ValidationError("\(flag) must be comma-separated \(what), got '\(text)'") }
     // A value twice would plan (or time) the same thing twice, into the same files.
     var seen = Set<T>()

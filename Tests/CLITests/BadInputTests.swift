@@ -35,6 +35,9 @@ final class BadInputTests: XCTestCase {
             XCTAssertEqual(r.status, 0, r.text)
             XCTAssertEqual(r.errors.components(separatedBy: "NEURALSCALE_THREADS='\(value)' is not a thread count").count, 2, r.errors)
         }
+        // An empty item in a list is refused, not skipped.
+        try CLI.fails(["stats", "--model", "vgg11", "--dataset", "cifar10", "--ratios", "0.25,,0.5"], status: 64, mentions: ["--ratios"])
+        try CLI.fails(["bench", "infer", "--model", "vgg11", "--batch-sizes", "1,,2"], status: 64, mentions: ["--batch-sizes"])
         // An unknown dataset is the flag's error, not the checkpoint's.
         try CLI.fails(["eval", "--checkpoint", path("none.h5"), "--dataset", "bogus"], status: 64, mentions: ["--dataset", "fashion-mnist"])
         // Sizes past any machine's memory: refused, not a failed allocation's trap.
