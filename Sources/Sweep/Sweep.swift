@@ -47,7 +47,9 @@ public struct SweepEntry: Codable, Equatable, Sendable {
 
 /// The plan of a sweep (`sweep.json`): every entry with its command lines and folders.
 public struct SweepPlan: Codable, Equatable, Sendable {
-    public var version = 1
+    /// The plan format this build writes and reads.
+    public static let currentVersion = 1
+    public var version = SweepPlan.currentVersion
     public var entries: [SweepEntry]
     /// The last step: `report` over every entry's results.
     public var report: SweepStep?

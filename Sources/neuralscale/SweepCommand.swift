@@ -183,12 +183,26 @@ struct SweepCommand: ParsableCommand {
 
     /// The plan an earlier `sweep` wrote in --out.
     func writtenPlan() throws -> SweepPlan {
-        guard let data = FileManager.default.contents(atPath: planPath) else {
+        guard let plan = try existingPlan() else {
             throw ValidationError("\(planPath) does not exist: run the sweep (with --models and --dataset) into --out first")
         }
-        do { return try JSONDecoder().decode(SweepPlan.self, from: data) } catch {
-            throw TrainingError.invalidInput("\(planPath) is not a sweep plan: \(describeDecodingError(error, data: data))")
+        return plan
+    }
+
+    /// The plan in --out, nil when there is none; one of another format, or damaged, is refused
+    /// (by --status and --entry as by a run).
+    func existingPlan() throws -> SweepPlan? {
+        guard let data = FileManager.default.contents(atPath: planPath) else { return nil }
+        let plan: SweepPlan
+        do { plan = try JSONDecoder().decode(SweepPlan.self, from: data) } catch {
+            throw TrainingError.invalidInput("\(planPath) is not a sweep plan (\(describeDecodingError(error, data: data))); "
+                                             + "use another --out, or remove it to start over")
         }
+        guard plan.version == SweepPlan.currentVersion else {
+            throw TrainingError.invalidInput("\(planPath) is a plan of version \(plan.version); this neuralscale reads version "
+                                             + "\(SweepPlan.currentVersion): use another --out, or remove it to start over")
+        }
+        return plan
     }
 
     func run() throws {
@@ -202,13 +216,8 @@ struct SweepCommand: ParsableCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         // The same command resumes: a different plan in the folder is another sweep.
-        if let old = FileManager.default.contents(atPath: planPath) {
-            guard let previous = try? JSONDecoder().decode(SweepPlan.self, from: old) else {
-                throw TrainingError.invalidInput("\(planPath) is not a sweep plan (corrupt, or of another version); use another --out, or remove it to start over")
-            }
-            if previous != plan {
-                throw ValidationError("\(planPath) holds another plan (other flags?); use another --out, or remove it to start over")
-            }
+        if let previous = try existingPlan(), previous != plan {
+            throw ValidationError("\(planPath) holds another plan (other flags?); use another --out, or remove it to start over")
         }
         try AtomicFile.write(try encoder.encode(plan), to: planPath)
         let left = plan.entries.filter { !$0.isDone }

@@ -210,5 +210,13 @@ final class SweepTests: XCTestCase {
         try CLI.fails(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--out", damaged, "--dry-run"], status: 1,
                       mentions: ["sweep.json", "not a sweep plan"])
         XCTAssertEqual(try String(contentsOfFile: damaged + "/sweep.json", encoding: .utf8), "{\"entries\":[")
+        try CLI.fails(["sweep", "--out", damaged, "--status"], status: 1, mentions: ["sweep.json", "not a sweep plan"])
+        // A plan of another format version: refused by --status as by a run.
+        let future = root + "/future"
+        try FileManager.default.createDirectory(atPath: future, withIntermediateDirectories: true)
+        try Data("{\"version\": 2, \"entries\": []}".utf8).write(to: URL(fileURLWithPath: future + "/sweep.json"))
+        for arguments in [["--status"], ["--models", "vgg11", "--dataset", "fashion-mnist", "--dry-run"]] {
+            try CLI.fails(["sweep", "--out", future] + arguments, status: 1, mentions: ["sweep.json", "version 2"])
+        }
     }
 }
