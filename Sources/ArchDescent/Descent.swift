@@ -140,6 +140,16 @@ public struct ScaledConfig: Codable, Equatable, Sendable {
     public var neuralscaleParams: Int
     /// Groups the fit gives less than half a channel at this P, raised to width 1 (nil: none).
     public var clampedGroups: [String]?
+
+    /// The warning when the NeuralScale net misses the uniform net's P by more than 1% (the
+    /// solver meets it within 0.5% for a sound fit; a fit that gives most groups one channel and
+    /// one group thousands cannot be sized to it), nil otherwise.
+    public var paramsWarning: String? {
+        let miss = Double(neuralscaleParams - uniformParams) / Double(max(uniformParams, 1))
+        guard abs(miss) > 0.01 else { return nil }
+        return String(format: "warning: at ratio %g the NeuralScale net has P %d, %+.1f%% from the uniform net's %d: the fit cannot "
+                      + "size it to that target (check the search)", ratio, neuralscaleParams, 100 * miss, uniformParams)
+    }
 }
 
 /// The search's result file, `descent.json`: what `train --scaling neuralscale` reads.

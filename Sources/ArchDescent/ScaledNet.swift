@@ -53,10 +53,15 @@ public struct ScaledNet {
     }
 
     /// The warning when the fit gives some groups less than half a channel (nil when none).
+    /// Also when the net misses the target P (`ScaledConfig.paramsWarning`).
     public var clampWarning: String? {
-        guard let scaled, let clamped = scaled.clampedGroups, let descent else { return nil }
-        return "warning: at ratio \(scaled.ratio) the fit of \(descent) gives less than half a channel to "
-            + "\(clamped.joined(separator: ", ")); they get width 1. Check the search, or use a larger --ratio"
+        guard let scaled, let descent else { return nil }
+        let clamped = scaled.clampedGroups.map {
+            "warning: at ratio \(scaled.ratio) the fit of \(descent) gives less than half a channel to "
+                + "\($0.joined(separator: ", ")); they get width 1. Check the search, or use a larger --ratio"
+        }
+        let lines = [clamped, scaled.paramsWarning].compactMap { $0 }
+        return lines.isEmpty ? nil : lines.joined(separator: "\n")
     }
 
     /// One line with the NeuralScale widths and both P (nil for a uniform net).

@@ -195,6 +195,7 @@ struct Widths: ParsableCommand {
             if let clamped = scaled.clampedGroups {
                 print("warning: the fit gives less than half a channel to \(clamped.joined(separator: ", ")); they get width 1")
             }
+            if let warning = scaled.paramsWarning { print(warning) }
         }
     }
 

@@ -127,6 +127,15 @@ final class BadInputTests: XCTestCase {
         let r = try CLI.run(["widths", "--descent", file, "--ratio", "1"])
         XCTAssertEqual(r.status, 0, r.text)
         XCTAssertTrue(r.text.contains("warning") && r.text.contains(Architecture.vgg11.groupNames[7]), r.text)
+        XCTAssertFalse(r.text.contains("from the uniform net's"), "P is met: \(r.text)")
+        // A fit that gives every group almost nothing: the net far from the target P is said.
+        let starved = try descentFile([0.20, 0.44, 0.53, 0.61, 0.69, 0.58, 0.61, 0.44].map { (1e-30, $0) }, name: "starved.json")
+        for command in [["widths", "--descent", starved, "--ratio", "0.25"],
+                        ["stats", "--model", "vgg11", "--dataset", "fashion-mnist", "--ratio", "0.25", "--scaling", "neuralscale", "--descent", starved]] {
+            let s = try CLI.run(command)
+            XCTAssertEqual(s.status, 0, s.text)
+            XCTAssertTrue(s.text.contains("from the uniform net's") && s.text.contains("check the search"), s.text)
+        }
     }
 
     /// A result.json of a uniform VGG-11 on Fashion-MNIST with `change` applied to its JSON.
