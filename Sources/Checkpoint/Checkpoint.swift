@@ -149,7 +149,9 @@ public enum Checkpoint {
         if try file.exists("momentum") {
             let position: OptimizerPosition = try decode(try file.readString(attribute: "optimizer"), "optimizer", path)
             guard position.epoch >= 0, position.stepCount >= 0, position.learningRate.isFinite, position.learningRate >= 0 else {
-                throw CheckpointError(path: path, message: "attribute optimizer is not valid: \(position)")
+                throw CheckpointError(path: path, message: "attribute optimizer is not valid (epoch \(position.epoch), stepCount "
+                                      + "\(position.stepCount), learningRate \(position.learningRate)): expected counts >= 0 and a "
+                                      + "finite learning rate >= 0")
             }
             var buffers: [[Float]?] = []
             for entry in state where entry.kind == .parameter {

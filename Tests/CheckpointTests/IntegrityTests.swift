@@ -139,7 +139,7 @@ final class IntegrityTests: XCTestCase {
             ("two-nets", "f.attrs['net'] = np.array([b'a', b'b'])", ["attribute net holds 2 strings"]),
             ("net-not-json", "f.attrs['net'] = 'no json'", ["attribute net is not valid"]),
             ("no-format", "del f.attrs['format']", ["missing attribute format"]),
-            ("lr-nan", "f.attrs['optimizer'] = '{\"epoch\":0,\"stepCount\":1,\"learningRate\":-1}'", ["attribute optimizer is not valid"]),
+            ("lr-nan", "f.attrs['optimizer'] = '{\"epoch\":0,\"stepCount\":1,\"learningRate\":-1}'", ["attribute optimizer is not valid", "learningRate -1.0", "finite learning rate >= 0"]),
             ("flat", "a = f['\(weight)'][()]; del f['\(weight)']; f['\(weight)'] = a.ravel()", ["dataset \(weight) has shape"]),
             ("huge", "del f['\(weight)']; f.create_dataset('\(weight)', shape=(2**40, 2**20), dtype='f4', chunks=(1, 1024))",
              ["dataset \(weight) has an impossible shape"]),
