@@ -229,15 +229,17 @@ public enum SweepRunner {
     /// `folderWait`: a sweep killed and run again at once found its step's folder still held by
     /// the step the kill left behind, which stops at its next check (after a validation pass
     /// and a checkpoint, seconds to a minute) and failed the entry. Said in the step's log.
-    static func waitForFolder(_ folder: String, log: FileHandle) {
+    /// True when it waited.
+    @discardableResult
+    static func waitForFolder(_ folder: String, log: FileHandle) -> Bool {
         let lockPath = URL(fileURLWithPath: folder).appendingPathComponent(TemporaryFiles.runFolderLock).path
         let fd = open(lockPath, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return }
+        guard fd >= 0 else { return false }
         defer { close(fd) }
         let deadline = Date().addingTimeInterval(folderWait)
         var said = false
         while flock(fd, LOCK_SH | LOCK_NB) != 0 {
-            guard errno == EWOULDBLOCK, Date() < deadline, !TemporaryFiles.stopRequested else { return }
+            guard errno == EWOULDBLOCK, Date() < deadline, !TemporaryFiles.stopRequested else { return said }
             if !said {
                 let holder = (try? String(contentsOfFile: lockPath, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
                 log.write(Data("waiting for the run in \(folder) (PID \(holder)) to end\n".utf8))
@@ -246,6 +248,7 @@ public enum SweepRunner {
             usleep(200_000)
         }
         flock(fd, LOCK_UN)
+        return said
     }
 
     /// Runs one step; its standard error (and output, unless the step's output is its stdout)
@@ -255,12 +258,17 @@ public enum SweepRunner {
                                                  withIntermediateDirectories: true)
         try? FileManager.default.createDirectory(atPath: URL(fileURLWithPath: step.output).deletingLastPathComponent().path,
                                                  withIntermediateDirectories: true)
-        var arguments = step.arguments
-        if let from = step.resumeFrom, FileManager.default.fileExists(atPath: from) { arguments += step.resumeArguments }
         let fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return false }
         let logFile = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
-        waitForFolder(URL(fileURLWithPath: step.output).deletingLastPathComponent().path, log: logFile)
+        // The wait first: the run waited for may write the checkpoint that makes this step a
+        // --resume, or finish the step.
+        if waitForFolder(URL(fileURLWithPath: step.output).deletingLastPathComponent().path, log: logFile), step.isDone {
+            logFile.write(Data("done by the run waited for\n".utf8))
+            return true
+        }
+        var arguments = step.arguments
+        if let from = step.resumeFrom, FileManager.default.fileExists(atPath: from) { arguments += step.resumeArguments }
         logFile.write(Data("$ neuralscale \(arguments.joined(separator: " "))\n".utf8))
         func launch(stdout: FileHandle) -> Bool {
             if TemporaryFiles.stopRequested { return false }

@@ -130,21 +130,36 @@ final class SweepTests: XCTestCase {
 
     /// A step's folder still held by another process (the step a killed sweep left behind,
     /// finishing its epoch): the sweep run again waits for it instead of failing the entry.
+    /// The run waited for may write the checkpoint that makes the step a --resume (a step killed
+    /// in its first epoch's validation pass): the step's command is decided after the wait.
     func testAStepWaitsForItsFolderToBeLetGo() throws {
-        let out = root + "/held", folder = out + "/vgg11-uniform-r0.0625-s0/train"
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let out = root + "/held", folder = out + "/vgg11-uniform-r0.0625-s0/train", aside = root + "/aside"
+        let sweep = ["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--ratios", "0.0625", "--scalings", "uniform",
+                     "--epochs", "1", "--batch-size", "8", "--steps", "train", "--data-dir", data!, "--out", out]
+        XCTAssertEqual(try CLI.run(sweep, timeout: 300).status, 0)
+        // The folder as the leftover run found it, before its checkpoint.
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: aside, withIntermediateDirectories: true)
+        for name in ["last.h5", "best.h5"] { try fm.moveItem(atPath: folder + "/" + name, toPath: aside + "/" + name) }
+        try fm.removeItem(atPath: folder + "/result.json")
         let fd = open(folder + "/.neuralscale.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         XCTAssertGreaterThanOrEqual(fd, 0)
         XCTAssertEqual(flock(fd, LOCK_EX | LOCK_NB), 0)
         let holder = "\(getpid())\n"
-        _ = holder.withCString { write(fd, $0, strlen($0)) }
-        DispatchQueue.global().asyncAfter(deadline: .now() + 3) { flock(fd, LOCK_UN); close(fd) }
-        let r = try CLI.run(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--ratios", "0.0625", "--scalings", "uniform",
-                             "--epochs", "1", "--batch-size", "8", "--steps", "train", "--data-dir", data, "--out", out], timeout: 300)
+        _ = ftruncate(fd, 0)
+        _ = holder.withCString { pwrite(fd, $0, strlen($0), 0) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 3) {
+            for name in ["best.h5", "last.h5"] { try? fm.copyItem(atPath: aside + "/" + name, toPath: folder + "/" + name) }
+            flock(fd, LOCK_UN)
+            close(fd)
+        }
+        let r = try CLI.run(sweep, timeout: 300)
         XCTAssertEqual(r.status, 0, r.text)
         let log = try String(contentsOfFile: out + "/vgg11-uniform-r0.0625-s0/logs/train.log", encoding: .utf8)
         XCTAssertTrue(log.contains("waiting for the run in \(folder) (PID \(getpid()))"), log)
-        XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/result.json"))
+        let after = log.components(separatedBy: "waiting for the run in").last ?? ""
+        XCTAssertTrue(after.contains("--resume"), "the step resumes what the run waited for left: \(log)")
+        XCTAssertTrue(fm.fileExists(atPath: folder + "/result.json"))
     }
 
     /// A sweep that runs its own search hands the search's descent.json to report (for the
