@@ -162,17 +162,17 @@ public struct LatencyTable: Codable, Equatable, Sendable {
     /// The predicted latency of `d`'s net: its layers' times plus `constantMs` plus
     /// `perMParamMs` per million parameters beyond `kneeParams`, and never below `floorMs`: the
     /// fitted constant may be negative (the layers timed alone add up to more than a whole net
-    /// takes), which for nets smaller than any measured end to end extrapolated to times near
-    /// zero or below it, budgets no net can meet reported as met.
+    /// takes), which for nets smaller than any it was fitted to extrapolated to times near zero
+    /// or below it, budgets no net can meet reported as met.
     /// - Throws: when the net is not the table's (another model or input) or has a layer of a
     ///   kind the table did not measure.
     public func predictMs(_ d: NetDescription) throws -> Double {
         max(floorMs, try layersMs(d) + constantMs + perMParamMs * Double(max(0, d.parameterCount - kneeParams)) / 1e6)
     }
 
-    /// The least a prediction says: the fastest net this table measured end to end (its
-    /// calibration nets and checks), or 0 for a table without any.
-    public var floorMs: Double { max(0, (calibration + checks).map(\.measuredMs).min() ?? 0) }
+    /// The least a prediction says: the fastest of the nets the table was fitted to (its
+    /// calibration nets; the checks stay held out), or 0 for a table without any.
+    public var floorMs: Double { max(0, calibration.map(\.measuredMs).min() ?? 0) }
 
     /// The sum of `d`'s layers' times alone.
     public func layersMs(_ d: NetDescription) throws -> Double {
@@ -206,6 +206,12 @@ public struct LatencyTable: Codable, Equatable, Sendable {
                   e.inChannels[0] >= 1, e.outChannels[0] >= 0,
                   e.ms.joined().allSatisfy({ $0.isFinite && $0 >= 0 && $0 <= 1e6 }) else {
                 throw LatencyTableError("\(path): the \(e.kernel)x\(e.kernel) stride-\(e.stride) entry on \(e.inputSize)x\(e.inputSize) inputs is malformed (grids must ascend from at least 1 input channel, times be in 0...1e6 ms, one per grid point)")
+            }
+        }
+        // The calibration nets' times bound every prediction from below (`floorMs`).
+        for (what, rows) in [("calibration", table.calibration), ("checks", table.checks)] {
+            if let bad = rows.first(where: { !($0.measuredMs.isFinite && (0...1e6).contains($0.measuredMs)) }) {
+                throw LatencyTableError("\(path): \(what) net \(bad.name)'s measuredMs is \(bad.measuredMs), expected 0...1e6 ms")
             }
         }
         guard table.constantMs.isFinite, abs(table.constantMs) <= 1e6 else {

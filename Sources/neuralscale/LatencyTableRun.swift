@@ -81,10 +81,13 @@ extension BenchInfer {
         let calibration = try calibrationNets.enumerated().map { k, net in (net.0, net.1, measured[k], try table.layersMs(net.1)) }
         (table.constantMs, table.perMParamMs, table.kneeParams) = LatencyTableMeasurement.calibrate(
             params: calibration.map { $0.1.parameterCount }, layersMs: calibration.map(\.3), measuredMs: calibration.map(\.2))
+        // The measured times first: they set the floor every prediction of the saved table has
+        // (`LatencyTable.floorMs`), so the predictions stored are the ones it will make.
         table.calibration = try calibration.map { name, d, measured, _ in
             LatencyTable.Check(name: name, widths: d.widths, params: d.parameterCount, layersMs: try table.layersMs(d),
-                               predictedMs: try table.predictMs(d), measuredMs: measured)
+                               predictedMs: .nan, measuredMs: measured)
         }
+        for (k, net) in calibration.enumerated() { table.calibration[k].predictedMs = try table.predictMs(net.1) }
         say(String(format: "calibrated on %d nets: constant %.3f ms, %.4f ms per million parameters beyond %d", calibration.count,
                    table.constantMs, table.perMParamMs, table.kneeParams))
         for (k, (name, d)) in checkNets.enumerated() {

@@ -180,6 +180,9 @@ final class BudgetTests: XCTestCase {
         table.calibration = [LatencyTable.Check(name: "x0.25", widths: t.widths, params: 1, layersMs: 0, predictedMs: 0.3, measuredMs: 0.3),
                              LatencyTable.Check(name: "x0.125", widths: t.widths, params: 1, layersMs: 0, predictedMs: 0.2, measuredMs: 0.2)]
         XCTAssertEqual(table.floorMs, 0.2)
+        // Held-out checks do not move it.
+        table.checks = [LatencyTable.Check(name: "r0", widths: t.widths, params: 1, layersMs: 0, predictedMs: 0.05, measuredMs: 0.05)]
+        XCTAssertEqual(table.floorMs, 0.2)
         XCTAssertEqual(try table.predictMs(tiny), 0.2)
         XCTAssertThrowsError(try BudgetSolver.uniform(template: t, budget: Budget.latency(0.001, table: table, file: "t.json"), multiple: 8)) {
             XCTAssertTrue("\($0)".contains("no uniform net meets 0.001 ms") && "\($0)".contains("fastest net it measured end to end"), "\($0)")
@@ -215,6 +218,9 @@ final class BudgetTests: XCTestCase {
             ("perMParamMs", { $0.perMParamMs = -5 }), ("constantMs", { $0.constantMs = 1e300 }), ("kneeParams", { $0.kneeParams = -5 }),
             ("multiple", { $0.multiple = 0 }), ("multiple", { $0.multiple = 100_000 }), ("malformed", { $0.entries[0].ms[0][0] = 1e300 }),
             ("malformed", { $0.entries[1].inChannels[0] = 0 }),
+            // The calibration's times bound every prediction from below.
+            ("measuredMs", { $0.calibration = [LatencyTable.Check(name: "x1", widths: [], params: 1, layersMs: 0, predictedMs: 1, measuredMs: 1e300)] }),
+            ("measuredMs", { $0.checks = [LatencyTable.Check(name: "r0", widths: [], params: 1, layersMs: 0, predictedMs: 1, measuredMs: -1)] }),
         ]
         for (field, damage) in damaged {
             var t = good

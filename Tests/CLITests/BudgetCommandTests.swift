@@ -131,6 +131,12 @@ final class BudgetCommandTests: XCTestCase {
         XCTAssertEqual(table.checks.count, 2)
         XCTAssertTrue(table.entries.allSatisfy { e in e.ms.joined().allSatisfy { $0 >= 0 } })
         for c in table.checks { XCTAssertGreaterThan(c.measuredMs, 0) }
+        // The predictions stored are the ones the saved table makes (its floor included).
+        var net = NetDescription.uniform(.vgg11, ratio: 1, inChannels: 1, imageSize: 32, classes: 10)
+        for c in table.calibration + table.checks {
+            net.widths = c.widths
+            XCTAssertEqual(try table.predictMs(net), c.predictedMs, accuracy: 1e-12, c.name)
+        }
         let stats = try json(CLI.run(["stats", "--model", "vgg11", "--dataset", "fashion-mnist", "--target-latency-ms",
                                       String(table.calibration[2].predictedMs), "--latency-table", file, "--json"]))
         XCTAssertNotNil(stats["budget"])
