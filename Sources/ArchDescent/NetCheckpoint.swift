@@ -90,8 +90,8 @@ public struct NetCheckpoint {
     /// The dataset to run the net on (`requested`, else the one it was trained on) and the
     /// normalization of its inputs, both checked against the net.
     /// - Throws: `TrainingError.invalidConfig` (a flag error) naming the file when no dataset is
-    ///   known or the dataset's images or classes do not fit the net; `TrainingError.invalidInput`
-    ///   when the checkpoint holds no normalization.
+    ///   known or `requested` does not fit the net; `TrainingError.invalidInput` when the dataset
+    ///   the checkpoint records does not fit its own net, or it holds no normalization.
     public func inputs(_ requested: DatasetKind?) throws -> (kind: DatasetKind, normalization: InputNormalization) {
         let kind = try NetCheckpoint.dataset(requested, trainedOn: dataset, fitting: network.netDescription, path: path)
         guard let normalization else { throw NetCheckpoint.noNormalization(path) }
@@ -134,10 +134,11 @@ public struct CheckpointEvaluation: Codable, Equatable, Sendable {
 
     /// Evaluates the checkpoint `path` of `neuralscale train` on the test set of `dataset` (default:
     /// the one it was trained on), with the input normalization stored in it.
-    /// - Throws: `TrainingError.invalidConfig` (a flag error) for a search's state, a checkpoint
-    ///   that names no dataset when `dataset` is nil, or a dataset whose images or classes do not
-    ///   fit the net; `TrainingError.invalidInput` for a checkpoint without normalization (or an
-    ///   empty test set); `CheckpointUseError` for a stored
+    /// - Throws: `TrainingError.invalidConfig` (a flag error) for a checkpoint that names no
+    ///   dataset when `dataset` is nil, or a given `dataset` whose images or classes do not fit
+    ///   the net; `TrainingError.invalidInput` for a search's state, a recorded dataset that does
+    ///   not fit the net, a checkpoint without normalization (or an empty test set);
+    ///   `CheckpointUseError` for a stored
     ///   normalization that does not fit the net; `CheckpointError`, `DatasetError`.
     public static func run(checkpoint path: String, dataset: String?, directory: String?, batchSize: Int,
                            reporter: TrainingReporter?) throws -> CheckpointEvaluation {

@@ -146,7 +146,7 @@ public final class Trainer {
             throw TrainingError.resume("\(path): its training state records \(state.history.count) epochs' metrics "
                                        + "but completedEpochs \(state.completedEpochs)")
         }
-        if let best = state.bestEpoch, !(1...max(state.completedEpochs, 1)).contains(best) {
+        if let best = state.bestEpoch, !(best >= 1 && best <= state.completedEpochs) {
             throw TrainingError.resume("\(path): its training state's bestEpoch is \(best), expected 1...\(state.completedEpochs)")
         }
         return state

@@ -20,6 +20,16 @@ final class CheckpointInputTests: XCTestCase {
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: root) }
 
+    /// `train --resume` with another --data-dir (other files) is refused naming last.h5; with
+    /// the data it started on it goes on.
+    func testResumeWithOtherDataIsRefused() throws {
+        let other = root + "/other-fashion"
+        try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
+        try CLI.writeFashionMNIST(in: other, train: 40, test: 13)
+        try CLI.fails(CLI.quickTrain(data: other, out: run, extra: ["--resume"]), mentions: [run + "/last.h5", "trained on other data"])
+        XCTAssertEqual(try CLI.run(CLI.quickTrain(data: data, out: run, extra: ["--resume"])).status, 0)
+    }
+
     /// A copy of the run's `last.h5` whose training state is changed by `change`.
     private func edited(_ name: String, _ change: (inout TrainingState) -> Void) throws -> String {
         let loaded = try Checkpoint.load(run + "/last.h5")

@@ -185,6 +185,15 @@ final class TrainerTests: XCTestCase {
         let same = trainer(folder.path)
         same.dataChecksum = "00000001-00000002"
         XCTAssertNoThrow(try same.run(resume: true))
+        // A run from before checksums were recorded resumes with any data, and records it.
+        let old = folder.appendingPathComponent("old").path
+        let before = trainer(old)
+        before.shouldStop = { epoch, step in epoch == 2 && step == 1 }
+        XCTAssertThrowsError(try before.run(resume: false))
+        let resumed = trainer(old)
+        resumed.dataChecksum = "00000003-00000004"
+        XCTAssertNoThrow(try resumed.run(resume: true))
+        XCTAssertTrue(try XCTUnwrap(try Checkpoint.load(resumed.lastPath).training).contains("00000003-00000004"))
     }
 
     /// A last.h5 whose training state cannot be where the run goes on from (edited or damaged):
@@ -203,6 +212,7 @@ final class TrainerTests: XCTestCase {
             ("completedEpochs", { $0.completedEpochs = -3 }),
             ("completedEpochs", { $0.completedEpochs = 0 }),
             ("bestEpoch", { $0.bestEpoch = 5 }),
+            ("bestEpoch", { $0.completedEpochs = 0; $0.history = []; $0.bestEpoch = 1 }),
         ]
         for (field, change) in cases {
             var edited = state
