@@ -339,6 +339,9 @@ public final class Descent {
         let folder = writes ? try RunFolder.acquire(outputDirectory) : nil
         defer { folder?.release() }
         try Descent.preflight(config: config, template: template, outputDirectory: outputDirectory, resume: resume)
+        // Every process past its checks before process 0 writes state.h5: a late one found the
+        // file process 0 had just written and stopped the job as "already exists".
+        group?.barrier()
         var state = DescentState(config: config, template: template, completed: [], seconds: [], current: nil, dataChecksum: dataChecksum)
         var resumed: LoadedCheckpoint?
         if resume {
@@ -422,12 +425,14 @@ public final class Descent {
             let epoch = progress.epoch
             opt.beginEpoch(epoch)
             let pruning = epoch >= config.warmupEpochs
-            var b = 0
+            var b = 0, usable = 0
+            let minimum = max(2, group?.size ?? 1)
             for batch in train.batches(epoch: epoch) {
                 defer { b += 1 }
+                if batch.globalCount >= minimum { usable += 1 }
                 if b < progress.batch { continue }  // trained before the resume point
                 if stopRequested(index, epoch, b) { throw TrainingError.interrupted(epoch: epoch + 1, step: b) }
-                guard batch.globalCount >= max(2, group?.size ?? 1) else { continue }
+                guard batch.globalCount >= minimum else { continue }
                 // Taylor-FO scores come from the gate gradients of this step's backward pass.
                 let scored = step(batch.images, labels: batch.labels, globalCount: batch.globalCount) {
                     if pruning { pruner.accumulate() } else { pruner.discardGradients() }
@@ -451,6 +456,9 @@ public final class Descent {
                 if pruner.stop != nil { break }
             }
             if pruner.stop != nil { break }
+            // Epochs without a batch to train on would go on without end (the stop rules count
+            // pruned channels).
+            if usable == 0 { throw TrainingError.noUsableBatch(minimum, processes: group?.size ?? 1) }
             progress.epoch = epoch + 1
             progress.batch = 0
             progress.pruner = pruner.state

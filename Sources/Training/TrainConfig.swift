@@ -98,6 +98,16 @@ public func settingDifferences<T>(_ given: T, stored: T) -> [String] {
     }
 }
 
+extension TrainingError {
+    /// An epoch without one batch of `minimum` images (batch norm needs 2, and each of a
+    /// data-parallel run's processes one): it would train nothing, every epoch, without end.
+    public static func noUsableBatch(_ minimum: Int, processes: Int) -> TrainingError {
+        .invalidConfig("no batch of the training set has \(minimum) images (batch norm needs 2"
+                       + (processes > 1 ? ", and each of the \(processes) processes one" : "")
+                       + "): use a larger --batch-size, or more training images (--subset)")
+    }
+}
+
 public enum TrainingError: Error, CustomStringConvertible {
     /// A command line that cannot run (a flag's value, flags that do not fit together or do not
     /// fit their files): reported with the usage, exit status 64.

@@ -61,6 +61,8 @@ public final class Trainer {
         let folder = writes ? try RunFolder.acquire(outputDirectory) : nil
         defer { folder?.release() }
         try Trainer.preflight(config: config, netDescription: netDescription, outputDirectory: outputDirectory, resume: resume)
+        // Every process past its checks before process 0 writes anything (as in `Descent.run`).
+        group?.barrier()
         let (net, opt, state) = try start(resume: resume)
         var s = state
         reporter?.runStarted(config: config, params: net.parameterCount, resumedAt: s.completedEpochs)
@@ -232,6 +234,7 @@ public final class Trainer {
             reporter?.stepFinished(epoch: epoch + 1, step: step, steps: steps, loss: lossSum / Double(seen),
                                    accuracy: Double(correct) / Double(seen), etaSeconds: eta)
         }
+        if step == 0 { throw TrainingError.noUsableBatch(max(2, group?.size ?? 1), processes: group?.size ?? 1) }
         let trainSeconds = Date().timeIntervalSince(started)
         let val = try validation.map { try evaluate(net, on: $0, group: group) }
         return EpochMetrics(epoch: epoch + 1, trainLoss: lossSum / Double(max(seen, 1)),

@@ -60,7 +60,10 @@ struct BenchTrain: ParsableCommand {
         Conv2DTuning.winograd = winograd
         // Under `mpirun`: the data-parallel step, each process on its slice of the batch.
         let parallel = try DataParallelRun.launch()
-        try parallel.run { try measure(parallel) }
+        try parallel.run {
+            try parallel.requireBatch(batchSize)
+            try measure(parallel)
+        }
     }
 
     private func measure(_ parallel: DataParallelRun) throws {

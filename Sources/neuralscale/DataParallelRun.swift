@@ -23,6 +23,16 @@ struct DataParallelRun {
         return DataParallelRun(group: group)
     }
 
+    /// Refuses a global batch smaller than the process count: each process takes a part of
+    /// every batch, and with fewer images than processes every batch was skipped (a search ran
+    /// empty epochs without end; a training trained nothing and reported it; a benchmark
+    /// trapped in batch norm on an empty part).
+    func requireBatch(_ batchSize: Int) throws {
+        guard let group, batchSize < group.size else { return }
+        throw TrainingError.invalidConfig("--batch-size \(batchSize) is smaller than the \(group.size) processes: each takes a part "
+                                          + "of every batch; use a batch of at least \(group.size)")
+    }
+
     /// Whether this process reports and writes: the only one, or rank 0.
     var leads: Bool { (group?.rank ?? 0) == 0 }
 

@@ -127,6 +127,7 @@ struct Descend: ParsableCommand {
         // Under `mpirun`: one search run by every process, each on its part of every batch.
         let parallel = try DataParallelRun.launch()
         try parallel.run {
+            try parallel.requireBatch(config.batchSize)
             // Held from before the data is loaded to the end: a second search into --out stops at once.
             let folder = parallel.leads ? try RunFolder.acquire(output) : nil
             defer { folder?.release() }

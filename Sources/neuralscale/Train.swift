@@ -188,6 +188,7 @@ struct Train: ParsableCommand {
         // Under `mpirun`: one net trained by every process, each on its part of every batch.
         let parallel = try DataParallelRun.launch()
         try parallel.run {
+            try parallel.requireBatch(batchSize)
             if parallel.leads {
                 for line in [scaled.clampWarning, scaled.summary, solved.map { "budget: " + $0.summary }].compactMap({ $0 }) {
                     FileHandle.standardError.write(Data((line + "\n").utf8))

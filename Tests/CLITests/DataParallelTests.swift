@@ -174,6 +174,27 @@ final class DataParallelTests: XCTestCase {
         XCTAssertLessThan(try compare(root + "/one/state.h5", root + "/two/state.h5").weights, 1e-4)
     }
 
+    /// Batches smaller than the process count are refused up front (a search ran empty epochs
+    /// without end, a training trained nothing and reported success, a benchmark trapped), and a
+    /// training set too small to give every process an image stops the run instead of looping.
+    func testBatchesSmallerThanTheProcessesAreRefused() throws {
+        try requireMPI()
+        let search = ["descend", "--model", "vgg11", "--dataset", "fashion-mnist", "--preset", "quick", "--base-ratio", "0.125",
+                      "--iterations", "1", "--data-dir", data]
+        for (arguments, out) in [(train(out: root + "/b2", extra: ["--batch-size", "2"]), root + "/b2"),
+                                 (search + ["--batch-size", "2", "--out", root + "/d2"], root + "/d2"),
+                                 (["bench", "train", "--model", "vgg11", "--ratio", "0.125", "--batch-size", "2", "--steps", "1"], "")] {
+            let r = try mpirun(3, arguments, timeout: 120)
+            XCTAssertNotEqual(r.status, 0, r.text)
+            XCTAssertTrue(r.text.contains("--batch-size 2 is smaller than the 3 processes"), r.text)
+            if !out.isEmpty { XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/result.json")) }
+        }
+        let r = try mpirun(3, train(out: root + "/s2", extra: ["--subset", "2"]), timeout: 120)
+        XCTAssertNotEqual(r.status, 0, r.text)
+        XCTAssertTrue(r.text.contains("no batch of the training set has 3 images"), r.text)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/s2/result.json"))
+    }
+
     /// A process killed mid-run ends the job with an error, no hang, and the last checkpoint
     /// stays valid (and resumes).
     func testKilledProcessEndsTheJob() throws {
