@@ -118,9 +118,14 @@ struct Prune: ParsableCommand {
         // pruned.h5 is removed before the new one is written: never the checkpoint being pruned.
         let checkpointPath = output + "/pruned.h5"
         try refuseWritingOverInput(output: checkpointPath, flag: "--out", input: checkpoint, inputFlag: "--checkpoint")
-        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
-        // Temporary files of prunes killed while writing (their PIDs gone).
-        RunFolder.removeStaleTemporaries(in: output, exclusive: false)
+        // One prune per folder: two into one --out (or one per process under mpirun, which prune
+        // is not made for) could leave one's pruned.h5 beside the other's prune.json. The lock
+        // also removes what killed prunes left there.
+        if let size = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"].flatMap(Int.init), size > 1 {
+            throw TrainingError.invalidConfig("prune runs in one process, not under mpirun (\(size) processes would each prune into \(output))")
+        }
+        let folder = try RunFolder.acquire(output)
+        defer { folder.release() }
         let config = state.config
         let data = try DatasetSources.load(kind, directory: dataDir, validationSplit: config.validationSplit, seed: config.seed,
                                            subset: subset ?? config.subset, batchSize: batchSize, reporter: nil,

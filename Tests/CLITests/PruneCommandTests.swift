@@ -69,6 +69,18 @@ final class PruneCommandTests: XCTestCase {
         try CLI.fails(["prune", "--checkpoint", root + "/run/best.h5"], status: 64, mentions: ["one target"])
         try CLI.fails(["prune", "--checkpoint", root + "/run/best.h5", "--keep", "1.5"], status: 64, mentions: ["--keep"])
         try CLI.fails(["prune", "--checkpoint", root + "/none.h5", "--keep", "0.5"], mentions: ["none.h5"])
+        // One prune per folder: another holding it is named; under mpirun it is refused (each
+        // process would prune into the same folder).
+        let held = root + "/held"
+        try FileManager.default.createDirectory(atPath: held, withIntermediateDirectories: true)
+        let fd = open(held + "/.neuralscale.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        XCTAssertEqual(flock(fd, LOCK_EX | LOCK_NB), 0)
+        defer { close(fd) }
+        let keep = ["prune", "--checkpoint", root + "/run/best.h5", "--keep", "0.9", "--data-dir", data, "--no-latency"]
+        try CLI.fails(keep + ["--out", held], mentions: [held, "in use by another run"])
+        let mpi = try CLI.run(keep + ["--out", root + "/mpi"], environment: ["OMPI_COMM_WORLD_SIZE": "2"])
+        XCTAssertEqual(mpi.status, 64, mpi.text)
+        XCTAssertTrue(mpi.text.contains("prune runs in one process, not under mpirun"), mpi.text)
     }
 
     /// A residual net pruned as it comes turns identity shortcuts whose ends lost different
