@@ -11,11 +11,17 @@ public enum Parallel {
     nonisolated(unsafe) public static var workers: Int = {
         let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
         guard let text = ProcessInfo.processInfo.environment["NEURALSCALE_THREADS"] else { return cores }
-        if let n = Int(text.trimmingCharacters(in: .whitespaces)), (1...1024).contains(n) { return n }
+        if let n = requestedWorkers { return n }
         // Set but unusable (0, -1, "abc", 1.5): said, not silently replaced.
-        FileHandle.standardError.write(Data("warning: NEURALSCALE_THREADS='\(text)' is not a thread count in 1...1024; using the \(cores) cores\n".utf8))
+        FileHandle.standardError.write(Data("warning: NEURALSCALE_THREADS='\(text)' is not a thread count in 1...1024; ignored (the default: the cores, shared among a data-parallel run's processes)\n".utf8))
         return cores
     }()
+
+    /// `NEURALSCALE_THREADS` when it is a thread count in 1...1024, else nil.
+    public static var requestedWorkers: Int? {
+        ProcessInfo.processInfo.environment["NEURALSCALE_THREADS"].flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            .flatMap { (1...1024).contains($0) ? $0 : nil }
+    }
 
     /// Calls `body` on disjoint sub-ranges covering `0..<count`, concurrently.
     /// `grain` is the smallest range worth a thread of its own.

@@ -13,7 +13,9 @@ struct DataParallelRun {
     /// host its share of the cores, unless NEURALSCALE_THREADS says otherwise.
     static func launch() throws -> DataParallelRun {
         guard let group = try MPIGroup.launch() else { return DataParallelRun(group: nil) }
-        if ProcessInfo.processInfo.environment["NEURALSCALE_THREADS"] == nil {
+        // The host's cores shared among its processes, unless a usable NEURALSCALE_THREADS says
+        // otherwise (one that is not a count fell back to all the cores in every process).
+        if Parallel.requestedWorkers == nil {
             Parallel.workers = max(1, ProcessInfo.processInfo.activeProcessorCount / group.localSize)
         }
         if group.rank == 0 {

@@ -195,6 +195,17 @@ final class DataParallelTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/s2/result.json"))
     }
 
+    /// A NEURALSCALE_THREADS that is not a thread count leaves each process its share of the
+    /// cores (it gave every process all of them).
+    func testAnUnusableThreadCountKeepsTheShare() throws {
+        try requireMPI()
+        let r = try mpirun(2, ["bench", "train", "--model", "vgg11", "--ratio", "0.0625", "--batch-size", "4", "--steps", "1"],
+                           environment: ["NEURALSCALE_THREADS": "abc"], timeout: 120)
+        XCTAssertEqual(r.status, 0, r.text)
+        let share = max(1, ProcessInfo.processInfo.activeProcessorCount / 2)
+        XCTAssertTrue(r.text.contains("2 processes, \(share) threads each"), r.text)
+    }
+
     /// A process killed mid-run ends the job with an error, no hang, and the last checkpoint
     /// stays valid (and resumes).
     func testKilledProcessEndsTheJob() throws {
