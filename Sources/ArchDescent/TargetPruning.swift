@@ -227,7 +227,7 @@ public enum TargetPruning {
                 if taylor {
                     guard !pruner.step(optimizer: optimizer).isEmpty else {
                         if let stop = pruner.stop {
-                            throw TrainingError.invalidConfig("the target \(s.target.text) cannot be reached: pruning stopped (\(stop.rawValue)) at \(pruner.widths)")
+                            throw TrainingError.invalidConfig("the target \(s.target.text) cannot be reached: pruning stopped (\(stop.explanation)) at \(pruner.widths)")
                         }
                         continue
                     }

@@ -23,6 +23,14 @@ public enum PruningStop: String, Codable, Equatable, Sendable {
     case reachedMaxFraction
     /// The next step would have removed the last channel of a group.
     case wouldEmptyGroup
+
+    /// In words, for messages.
+    public var explanation: String {
+        switch self {
+        case .reachedMaxFraction: return "the most channels a run may prune are pruned"
+        case .wouldEmptyGroup: return "the next step would have emptied a group"
+        }
+    }
 }
 
 /// Taylor-FO gate pruning over a gated net (Molchanov et al. 2019, as NeuralScale uses it).
