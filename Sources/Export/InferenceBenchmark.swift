@@ -72,6 +72,15 @@ public struct InferenceTiming: Codable, Sendable {
         budget_share = overall.mean_ms / budget
     }
 
+    /// What no measurement gives, read back from an edited or damaged file ("median_ms is -1.0;
+    /// ..."), or nil: the figures the device report and `advise --fit` build lines and charts on.
+    public var implausibleFigure: String? {
+        for (field, value) in [("median_ms", median_ms), ("memory_mb", memory_mb)] where !(value.isFinite && value > 0 && value < 1e9) {
+            return "\(field) is \(value); a measured time or size is > 0 and below 1e9"
+        }
+        return nil
+    }
+
     /// Sets what the net says about itself (params, MACs, MB per million parameters).
     mutating func describe(params: Int?, macs: Int?) {
         self.params = params

@@ -86,9 +86,7 @@ public struct DeviceProfile: Codable, Sendable {
             }
             // Figures no measurement gives would make the line (a NaN slope from 1e308 ms).
             for t in timings {
-                for (field, value) in [("median_ms", t.median_ms), ("memory_mb", t.memory_mb)] where !(value.isFinite && value > 0 && value < 1e9) {
-                    throw AdviceError("--fit \(file): \(t.model): \(field) is \(value); a measured time or size is > 0 and below 1e9")
-                }
+                if let bad = t.implausibleFigure { throw AdviceError("--fit \(file): \(t.model): \(bad)") }
                 if let p = t.params, p < 1 { throw AdviceError("--fit \(file): \(t.model): params is \(p); expected >= 1") }
             }
             points += timings

@@ -83,9 +83,7 @@ public struct DeviceReport: Codable, Sendable {
             for t in b.timings where t.batch == smallest {
                 // Figures a measurement cannot give (an edited or damaged file) would pass into
                 // the fits, shares and charts.
-                for (field, value) in [("median_ms", t.median_ms), ("memory_mb", t.memory_mb)] where !(value.isFinite && value > 0 && value < 1e9) {
-                    throw ReportError(path: file, message: "\(t.model): \(field) is \(value); a measured time or size is > 0")
-                }
+                if let bad = t.implausibleFigure { throw ReportError(path: file, message: "\(t.model): \(bad)") }
                 let model = standard(t.model), checkpoint = checkpointOf[model] ?? model
                 let result = URL(fileURLWithPath: checkpoint).deletingLastPathComponent().appendingPathComponent("result.json").path
                 guard let run = byPath[result] else {
