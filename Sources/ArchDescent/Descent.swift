@@ -347,12 +347,7 @@ public final class Descent {
         if resume {
             let loaded = try Checkpoint.load(statePath)
             state = try Descent.storedState(statePath)
-            // The same data: another --data-dir would prune the rest of the search on something else.
-            if let stored = state.dataChecksum, let given = dataChecksum, stored != given {
-                throw TrainingError.resume("\(statePath) was searched on other data: its training and test sets' CRC-32s are \(stored), "
-                                           + "the data given now \(given); resume with the --data-dir (and files) it started with")
-            }
-            if state.dataChecksum == nil { state.dataChecksum = dataChecksum }
+            state.dataChecksum = try DatasetSources.sameData(stored: state.dataChecksum, given: dataChecksum, path: statePath, made: "searched")
             if state.current != nil { resumed = loaded }
         }
         while state.completed.count < config.iterations {

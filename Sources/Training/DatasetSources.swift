@@ -81,6 +81,20 @@ public struct DatasetSources {
     /// subset), "train-test" in hex: a resumed run checks that it goes on with the same data.
     public let checksum: String
 
+    /// The checksum a resumed run records: the one it started with (`stored`), which `given`
+    /// (this run's data) must equal, or `given` for a run recorded before checksums were.
+    /// - Throws: `TrainingError.resume` naming `path` (the run's checkpoint or state, `made`:
+    ///   "trained" or "searched") and both checksums.
+    public static func sameData(stored: String?, given: String?, path: String, made: String) throws -> String? {
+        // Another --data-dir (or files changed since) would go on with something else, with
+        // nothing in the results to say so.
+        if let stored, let given, stored != given {
+            throw TrainingError.resume("\(path) was \(made) on other data: its training and test sets' CRC-32s are \(stored), "
+                                       + "the data given now \(given); resume with the --data-dir (and files) it started with")
+        }
+        return stored ?? given
+    }
+
     /// Loads `kind`, splits its training set, fits the normalization on the training part and
     /// checks that every part can be used.
     ///

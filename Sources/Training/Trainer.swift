@@ -178,13 +178,7 @@ public final class Trainer {
         }
         let loaded = try Checkpoint.load(lastPath)
         var state = try Trainer.storedState(loaded, path: lastPath)
-        // The same data: another --data-dir (or files changed since) would train the rest of the
-        // run, and evaluate it, on something else, with nothing in the results to say so.
-        if let stored = state.dataChecksum, let given = dataChecksum, stored != given {
-            throw TrainingError.resume("\(lastPath) was trained on other data: its training and test sets' CRC-32s are \(stored), "
-                                       + "the data given now \(given); resume with the --data-dir (and files) it started with")
-        }
-        if state.dataChecksum == nil { state.dataChecksum = dataChecksum }
+        state.dataChecksum = try DatasetSources.sameData(stored: state.dataChecksum, given: dataChecksum, path: lastPath, made: "trained")
         if let normalization = state.inputNormalization {
             do { try normalization.validate(channels: netDescription.inChannels) } catch {
                 throw TrainingError.resume("\(lastPath): \(error)")
