@@ -27,9 +27,10 @@ $bin stats --model vgg11 --dataset fashion-mnist --ratio 0.25 --scaling neuralsc
 $bin export --checkpoint "$out/neuralscale/best.h5" --onnx "$out/neuralscale/vgg11.onnx"
 # int8: calibrated on 1000 training images, verified on the whole test set (JSON kept for the report).
 $bin quantize --checkpoint "$out/neuralscale/best.h5" --onnx "$out/neuralscale/vgg11-int8.onnx" --json > "$out/neuralscale/quantize.json"
-# Latency and memory of both nets (ONNX Runtime and this tool's engine) and of the int8 model.
+# Latency and memory of both nets (ONNX Runtime and this tool's engine, whose outputs are checked
+# against ONNX Runtime's first) and of the int8 model.
 $bin bench infer --checkpoint "$out/uniform/best.h5" "$out/neuralscale/best.h5" --onnx "$out/neuralscale/vgg11-int8.onnx" \
-    --batch-sizes 1,32 --trials 3 --out "$out/bench"
+    --batch-sizes 1,32 --trials 3 --verify --out "$out/bench"
 $bin report "$out/uniform/result.json" "$out/neuralscale/result.json" --bench "$out/bench/bench-infer.json" \
     --quantize "$out/neuralscale/quantize.json" --out "$out/report"
 echo

@@ -108,6 +108,9 @@ struct BenchInfer: ParsableCommand {
     @Flag(name: .long, help: "Also time every layer (ONNX Runtime's profiler; the engine's per-op timing).")
     var profile = false
 
+    @Flag(name: .long, help: ArgumentHelp("Also check the engine's outputs against ONNX Runtime's on the net's exported model, at each --batch-sizes value (at most \(EngineVerification.maxBatch)) on seeded random images: onnx's checker, then per image a cosine distance below 1e-4 and the same top-1 class. A net that fails is reported and the command exits with status 1 after writing its results."))
+    var verify = false
+
     @Option(name: .long, help: "With --profile: the batch size of the profile.")
     var profileBatch = 1
 
@@ -192,6 +195,10 @@ struct BenchInfer: ParsableCommand {
         if backend == .swift, checkpoint.isEmpty, model == nil {
             throw ValidationError("--backend swift needs --checkpoint or --model (the engine cannot run an ONNX file)")
         }
+        if verify, checkpoint.isEmpty, model == nil {
+            throw ValidationError("--verify checks the engine on --checkpoint or --model nets (an ONNX file runs on ONNX Runtime alone)")
+        }
+        if verify, worker { throw ValidationError("--verify is the parent's check, not a --worker's") }
         if let k = channelMultiple {
             guard model != nil else { throw ValidationError("--channel-multiple rounds the widths of --model's nets") }
             guard (1...512).contains(k) else { throw ValidationError("--channel-multiple must be in 1...512, got \(k)") }
@@ -243,7 +250,7 @@ struct BenchInfer: ParsableCommand {
         TemporaryFiles.removeStale()
         let batches = try parsedBatchSizes(), sizes = try parsedInputSizes(), all = try sources()
         var timings: [InferenceTiming] = [], profiles: [InferenceProfile] = [], skipped: [String] = [], ortVersion: String?
-        var paired: [PairedRatio] = []
+        var paired: [PairedRatio] = [], verifications: [EngineVerification] = []
         let executable = Self.executableForChildren()
         let backends = all.map { s -> [String] in
             if case .onnx = s { return ["ort"] }
@@ -294,10 +301,17 @@ struct BenchInfer: ParsableCommand {
                     skip("\(source.name): \(error)", configurations: batches.count * sourceBackends.count)
                     continue
                 }
-                // The net exported once for ONNX Runtime, for its timings and its profile.
-                let model = sourceBackends.contains("ort") ? TemporaryFiles.makePath("bench", suffix: ".onnx") : nil
-                defer { if let model { TemporaryFiles.remove(model) } }
-                if let model { try ONNXExport.write(net, to: model, opset: 13, inputSize: inputSize) }
+                // The net exported once for ONNX Runtime, for its timings, its profile and the
+                // check of the engine's outputs.
+                let exported = sourceBackends.contains("ort") || verify ? TemporaryFiles.makePath("bench", suffix: ".onnx") : nil
+                defer { if let exported { TemporaryFiles.remove(exported) } }
+                if let exported { try ONNXExport.write(net, to: exported, opset: 13, inputSize: inputSize) }
+                let model = sourceBackends.contains("ort") ? exported : nil
+                if verify, let exported {
+                    let v = try EngineVerification.run(source.name, net: net, onnx: exported, inputSize: inputSize, batchSizes: batches)
+                    verifications.append(v)
+                    if !json { FileHandle.standardError.write(Data("\(v.summary)\n".utf8)) }
+                }
                 func ortTiming(_ model: String, batch: Int, trials: Int) throws -> InferenceTiming {
                     let (t, version) = try ORTInference.measure(model, name: source.name, batch: batch, warmup: warmup, runs: runs,
                                                                 trials: trials, threads: threads, budget: budgetMs)
@@ -352,19 +366,34 @@ struct BenchInfer: ParsableCommand {
         }
         guard !timings.isEmpty else { throw ValidationError("nothing could be measured: \(skipped.joined(separator: "; "))") }
         let report = Report(machine: .current(onnxruntime: ortVersion), budget_ms: budgetMs, timings: timings, paired: paired,
-                            profiles: profiles, skipped: skipped)
+                            profiles: profiles, skipped: skipped, verifications: verify ? verifications : nil)
         if let out { try write(report, to: out) }
+        // After the results are written and printed: a net whose engine outputs disagree with
+        // ONNX Runtime's fails the command.
+        let failed = verifications.filter { !$0.passed }
+        defer {
+            if !failed.isEmpty {
+                FileHandle.standardError.write(Data(("error: the engine's outputs differ from ONNX Runtime's on "
+                    + failed.map { "\($0.model) at \($0.input_size)px" }.joined(separator: ", ") + "\n").utf8))
+            }
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            if !failed.isEmpty { throw ExitCode(1) }
             return
         }
         print(InferenceReport.table(timings), terminator: "")
         let ratios = InferenceReport.ratioTable(timings, paired: paired)
         if !ratios.isEmpty { print("\n" + ratios, terminator: "") }
         for p in profiles { print("\n" + InferenceReport.profileTable(p), terminator: "") }
+        if verify {
+            print("")
+            for v in verifications { print(v.summary) }
+        }
         if let out { print("\nwrote \(out)/bench-infer.json, bench-infer.csv, latency-vs-batch.svg, memory-vs-batch.svg" + (profiles.isEmpty ? "" : ", profile.csv, profile-*.svg")) }
+        if !failed.isEmpty { throw ExitCode(1) }
     }
 
     /// One engine measurement in this process, printed as JSON (the parent's child process).
@@ -426,6 +455,8 @@ struct BenchInfer: ParsableCommand {
         let paired: [PairedRatio]
         let profiles: [InferenceProfile]
         let skipped: [String]
+        /// With --verify: the engine's outputs against ONNX Runtime's, per net and input size.
+        let verifications: [EngineVerification]?
     }
 
     /// bench-infer.json last: it marks the step done (a sweep skips its bench step on it), so a

@@ -161,6 +161,35 @@ final class BenchInferTests: XCTestCase {
         XCTAssertEqual((fixed["skipped"] as? [String])?.first?.contains("fixed 32x32 input"), true, "\(fixed)")
     }
 
+    /// --verify: the engine's outputs of the timed net checked against ONNX Runtime's, reported
+    /// in the JSON (and the saved file) and in the table's text.
+    func testVerifyChecksTheEngineAgainstONNXRuntime() throws {
+        let best = root + "/run/best.h5", out = root + "/verified"
+        let r = try report(try CLI.run(["bench", "infer", "--checkpoint", best, "--backend", "swift", "--batch-sizes", "4,1", "--warmup", "0",
+                                        "--runs", "1", "--trials", "1", "--verify", "--out", out, "--json"]))
+        let checks = try XCTUnwrap(r["verifications"] as? [[String: Any]])
+        XCTAssertEqual(checks.count, 1)
+        XCTAssertEqual(checks[0]["model"] as? String, best)
+        XCTAssertEqual(checks[0]["batches"] as? [Int], [1, 4])
+        XCTAssertEqual(checks[0]["input_size"] as? Int, 32)
+        let result = try XCTUnwrap(checks[0]["result"] as? [String: Any])
+        XCTAssertEqual(result["passed"] as? Bool, true, "\(result)")
+        XCTAssertEqual(result["n"] as? Int, 5)
+        XCTAssertLessThan(result["max_cosine_distance"] as? Double ?? 1, 1e-6)
+        let saved = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/bench-infer.json"))) as? [String: Any])
+        XCTAssertEqual((saved["verifications"] as? [Any])?.count, 1)
+        // Without --verify the key is absent: nothing was checked.
+        let unchecked = try report(try CLI.run(["bench", "infer", "--checkpoint", best, "--backend", "swift", "--batch-sizes", "1", "--warmup", "0",
+                                                "--runs", "1", "--trials", "1", "--json"]))
+        XCTAssertNil(unchecked["verifications"])
+        let table = try CLI.run(["bench", "infer", "--model", "mobilenetv2", "--ratios", "0.125", "--backend", "swift", "--batch-sizes", "2",
+                                 "--warmup", "0", "--runs", "1", "--trials", "1", "--verify"])
+        XCTAssertEqual(table.status, 0, table.text)
+        XCTAssertTrue(table.output.contains("engine vs ONNX Runtime, mobilenetv2 x0.125 at 32px, batches 2: verification passed"), table.output)
+        try CLI.fails(["bench", "infer", "--onnx", root + "/x.onnx", "--verify"], status: 64, mentions: ["--verify", "--checkpoint or --model"])
+        try CLI.fails(["bench", "infer", "--model", "vgg11", "--latency-table", root + "/t.json", "--verify"], status: 64, mentions: ["--verify"])
+    }
+
     func testBadInputsAreRefused() throws {
         let best = root + "/run/best.h5"
         try CLI.fails(["bench", "infer", "--checkpoint", best, "--batch-sizes", "0"], status: 64, mentions: ["--batch-sizes"])
@@ -182,7 +211,8 @@ final class BenchInferTests: XCTestCase {
         let r = try CLI.run(["bench", "infer", "--help"])
         XCTAssertEqual(r.status, 0, r.text)
         for flag in ["--checkpoint", "--onnx", "--model", "--ratios", "--backend", "--batch-sizes", "--input-sizes", "--threads", "--warmup",
-                     "--runs", "--trials", "--budget-ms", "--profile", "--profile-batch", "--json", "--out", "--alternate", "--no-alternate"] {
+                     "--runs", "--trials", "--budget-ms", "--profile", "--profile-batch", "--json", "--out", "--alternate", "--no-alternate",
+                     "--verify"] {
             XCTAssertTrue(r.output.contains(flag), "--help does not mention \(flag)")
         }
         XCTAssertFalse(r.output.contains("--worker"))

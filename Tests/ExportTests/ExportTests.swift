@@ -85,6 +85,38 @@ final class ExportTests: XCTestCase {
         XCTAssertThrowsError(try ONNXExport.model(net, opset: 9), "opsets before 11 are refused")
     }
 
+    /// `bench infer --verify`: the engine's outputs (the folded graph on its own ops, at batch
+    /// sizes that take its different paths) agree with ONNX Runtime's for every net with trained-
+    /// looking batch norms, at its own input size and, for a net pooling globally, a larger one;
+    /// and the same check fails on another net's model.
+    func testEngineOutputsMatchONNXRuntime() throws {
+        let folder = try temporaryFolder("engine-verify")
+        for arch in Architecture.allCases {
+            let d = NetDescription.uniform(arch, ratio: 0.125, inChannels: 3, imageSize: 32, classes: 10)
+            let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 3)))
+            var rng = RandomGenerator(seed: 4)
+            randomizeNormalization(net, using: &rng)
+            for size in arch == .vgg11 ? [32] : [32, 40] {
+                let path = folder.appendingPathComponent("\(arch.rawValue)-\(size).onnx").path
+                try ONNXExport.write(net, to: path, opset: 13, inputSize: size)
+                let v = try EngineVerification.run("\(arch)", net: net, onnx: path, inputSize: size, batchSizes: [3, 1, 200, 3])
+                XCTAssertTrue(v.passed, v.summary)
+                XCTAssertEqual(v.batches, [1, 3, EngineVerification.maxBatch], "sorted, once each, capped")
+                XCTAssertEqual(v.result.n, 1 + 3 + EngineVerification.maxBatch)
+                XCTAssertEqual(v.input_size, size)
+                XCTAssertLessThan(v.result.maxCosineDistance ?? 1, 1e-6, v.summary)
+            }
+        }
+        let d = NetDescription.uniform(.resnet50, ratio: 0.125, inChannels: 3, imageSize: 32, classes: 10)
+        let net = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 3)))
+        let other = try makeNetwork(d, initialization: .random(RandomGenerator(seed: 5)))
+        let path = folder.appendingPathComponent("other.onnx").path
+        try ONNXExport.write(other, to: path, opset: 13)
+        let v = try EngineVerification.run("resnet50", net: net, onnx: path, inputSize: nil, batchSizes: [2])
+        XCTAssertFalse(v.passed, v.summary)
+        XCTAssertGreaterThan(v.result.maxCosineDistance ?? 0, 1e-4)
+    }
+
     /// Nodes and initializers: BNs after convs folded, Flatten + Gemm at the end, initializers
     /// under dotted names, ReLU6 as Clip.
     private func checkStructure(_ m: Onnx_ModelProto, net: Network, arch: Architecture, _ what: String) throws {
