@@ -23,17 +23,18 @@ public struct ScaledNet {
     ///   - descent: a `descent.json`, checked to be a search of the same net and input; nil for
     ///     uniform scaling.
     ///   - iteration: the search iteration whose fit gives the widths (nil: the last).
+    ///   - flag: the flag `ratio` came from, for the error (`--ratios` for a list).
     /// - Throws: `TrainingError.invalidConfig` (a flag error) when the uniform net at `ratio` is
     ///   not a valid net or the search was of another net or input; `FitError` naming the file
     ///   when it cannot be read or its fit gives no valid net at `ratio`.
     public static func make(_ arch: Architecture, _ kind: DatasetKind, ratio: Double, descent: String?,
-                            iteration: Int?) throws -> ScaledNet {
+                            iteration: Int?, flag: String = "--ratio") throws -> ScaledNet {
         var description = NetDescription.uniform(arch, ratio: ratio, inChannels: kind.channels, imageSize: kind.imageSize,
                                                  classes: kind.classes)
         do {
             try description.validate()
         } catch {
-            throw TrainingError.invalidConfig("--ratio \(ratio): \(error) (is --ratio too small?)")
+            throw TrainingError.invalidConfig("\(flag) \(ratio): \(error) (is \(flag == "--ratio" ? "--ratio" : "that ratio") too small?)")
         }
         guard let descent else { return ScaledNet(description: description) }
         let result = try searched(descent, for: arch, kind)

@@ -32,7 +32,7 @@ public struct SizeTable: Encodable {
         for scaling in scalings {
             for ratio in ratios {
                 let scaled = try ScaledNet.make(model, dataset, ratio: ratio, descent: scaling == .neuralscale ? descent : nil,
-                                                iteration: iteration)
+                                                iteration: iteration, flag: "--ratios")
                 let net = try makeNetwork(scaled.description, initialization: .none)
                 let graph = net.inferenceGraph
                 rows.append(Row(scaling: scaling.rawValue, ratio: ratio, params: net.parameterCount, mflops: 2 * Double(graph.macs) / 1e6,

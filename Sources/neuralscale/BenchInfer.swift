@@ -224,7 +224,7 @@ struct BenchInfer: ParsableCommand {
         switch source {
         case let .checkpoint(path): return try NetCheckpoint.load(path).prunedNetwork()
         case let .fresh(m, ratio, multiple):
-            var d = try ScaledNet.make(m, dataset, ratio: ratio, descent: nil, iteration: nil).description
+            var d = try ScaledNet.make(m, dataset, ratio: ratio, descent: nil, iteration: nil, flag: "--ratios").description
             if let k = multiple {
                 var template = d
                 template.widths = m.originalWidths
