@@ -273,13 +273,18 @@ public enum ORTInference {
         let onnxruntime_version: String, threads: Int, input_shape: [Int], memory_mb: Double, results: [Result]
     }
 
+    /// ONNX Runtime's intra-op threads for a `--threads` value: 0 means the engine's workers (the
+    /// cores, or `NEURALSCALE_THREADS`, or a sweep job's share), so that both backends, and a
+    /// latency measured for a prune or a table, run on the threads every command is given.
+    public static func intraOpThreads(_ requested: Int) -> Int { requested > 0 ? requested : Parallel.workers }
+
     /// Times the ONNX model at `path` at batch `batch`; `name` is the model named in the figures.
     /// - Returns: the timing and ONNX Runtime's version.
     public static func measure(_ path: String, name: String, batch: Int, warmup: Int, runs: Int, trials: Int, threads: Int,
                                budget: Double) throws -> (timing: InferenceTiming, version: String) {
         let script = try Python.script("bench_ort.py")
         let (status, out, err) = try Python.run([script, path, "--batch-sizes", String(batch), "--warmup", String(warmup),
-                                                 "--runs", String(runs), "--trials", String(trials), "--threads", String(threads),
+                                                 "--runs", String(runs), "--trials", String(trials), "--threads", String(intraOpThreads(threads)),
                                                  "--json"])
         guard status == 0, let r = try? JSONDecoder().decode(Report.self, from: Data(out.utf8)), let result = r.results.first else {
             throw ExportError("ONNX Runtime's benchmark (\(script)) exited with status \(status): \(err.isEmpty ? out : err)")
@@ -302,7 +307,7 @@ public enum ORTInference {
         }
         let script = try Python.script("bench_ort.py")
         let (status, out, err) = try Python.run([script, path, "--profile", "--batch-sizes", String(batch), "--warmup", String(warmup),
-                                                 "--runs", String(runs), "--threads", String(threads), "--json"])
+                                                 "--runs", String(runs), "--threads", String(intraOpThreads(threads)), "--json"])
         guard status == 0, let p = try? JSONDecoder().decode(Profile.self, from: Data(out.utf8)) else {
             throw ExportError("ONNX Runtime's profile (\(script)) exited with status \(status): \(err.isEmpty ? out : err)")
         }

@@ -68,7 +68,7 @@ public enum LatencyTableMeasurement {
             let path = TemporaryFiles.makePath("layers", suffix: ".json")
             defer { TemporaryFiles.remove(path) }
             try JSONSerialization.data(withJSONObject: layers).write(to: URL(fileURLWithPath: path))
-            let (status, out, err) = try Python.run([script, path, "--threads", String(s.threads), "--warmup", String(s.warmup),
+            let (status, out, err) = try Python.run([script, path, "--threads", String(ORTInference.intraOpThreads(s.threads)), "--warmup", String(s.warmup),
                                                      "--runs", String(s.runs), "--trials", String(s.trials)])
             struct Report: Decodable { let onnxruntime_version: String; let overhead_ms: Double; let ms: [Double] }
             guard status == 0, let r = try? JSONDecoder().decode(Report.self, from: Data(out.utf8)), r.ms.count == layers.count else {
@@ -104,7 +104,7 @@ public enum LatencyTableMeasurement {
         let layers = TemporaryFiles.makePath("no-layers", suffix: ".json")
         defer { TemporaryFiles.remove(layers) }
         try Data("[]".utf8).write(to: URL(fileURLWithPath: layers))
-        let (status, out, err) = try Python.run([script, layers, "--threads", String(s.threads), "--trials", "1", "--runs", "1",
+        let (status, out, err) = try Python.run([script, layers, "--threads", String(ORTInference.intraOpThreads(s.threads)), "--trials", "1", "--runs", "1",
                                                  "--model-warmup", String(max(s.warmup, 10)), "--model-runs", String(max(s.runs, 40)),
                                                  "--model-trials", "1", "--models"] + paths)
         struct Report: Decodable { let model_ms: [[Double]] }

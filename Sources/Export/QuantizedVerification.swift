@@ -64,7 +64,8 @@ public struct QuantizedVerification: Codable, Sendable {
     /// Runs the verifier on the two models with the test set in `inputs`.
     public static func run(fp32: String, int8: String, inputs: Inputs, latencyRuns: Int = 50) throws -> QuantizedVerification {
         let script = try Python.script("verify_quantized.py")
-        let (status, out, err) = try Python.run([script, fp32, int8, inputs.images, inputs.labels, "--json", "--latency-runs", String(latencyRuns)])
+        let (status, out, err) = try Python.run([script, fp32, int8, inputs.images, inputs.labels, "--json", "--latency-runs", String(latencyRuns),
+                                                 "--threads", String(ORTInference.intraOpThreads(0))])
         guard status == 0, let report = try? JSONDecoder().decode(QuantizedVerification.self, from: Data(out.utf8)) else {
             throw ExportError("the int8 verifier (\(script)) exited with status \(status): \(err.isEmpty ? out : err)")
         }

@@ -196,9 +196,9 @@ public enum SweepRunner {
         return result
     }
 
-    /// Runs the plan's report over the train results that exist (nil: none does); true when it
-    /// succeeded. It runs every time: the results may have changed since the last report.
-    public static func runReport(_ plan: SweepPlan, executable: String, log: String) -> Bool? {
+    /// Runs the plan's report over the train results that exist (nil: none does), on `threads`
+    /// threads; true when it succeeded. It runs every time: the results may have changed since the last report.
+    public static func runReport(_ plan: SweepPlan, executable: String, threads: Int, log: String) -> Bool? {
         guard var step = plan.report else { return nil }
         let fm = FileManager.default
         let results = step.arguments.filter { $0.hasSuffix("result.json") && fm.fileExists(atPath: $0) }
@@ -219,7 +219,7 @@ public enum SweepRunner {
         }
         step.arguments = arguments
         try? FileManager.default.removeItem(atPath: step.output)
-        return runStep(step, executable: executable, threads: ProcessInfo.processInfo.activeProcessorCount, log: log)
+        return runStep(step, executable: executable, threads: threads, log: log)
     }
 
     /// Seconds a step waits for its folder to be let go by the run holding it.

@@ -86,7 +86,7 @@ struct BenchInfer: ParsableCommand {
     @Option(name: .long, help: "Comma-separated input sizes in 32...1024 (default: each model's own).")
     var inputSizes: String?
 
-    @Option(name: .long, help: "Threads of both backends: ONNX Runtime's intra-op threads and the engine's workers (0: every core).")
+    @Option(name: .long, help: "Threads of both backends: ONNX Runtime's intra-op threads and the engine's workers (0: every core, or NEURALSCALE_THREADS when set, for both).")
     var threads = 0
 
     @Option(name: .long, help: "Untimed runs before each trial.")

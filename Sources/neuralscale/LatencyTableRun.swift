@@ -74,7 +74,8 @@ extension BenchInfer {
         }
         while (rounds.first?.count ?? trials) < trials { try round() }
         let measured = rounds.map { $0.min() ?? .nan }
-        let device = "onnxruntime \(version), \(threads == 0 ? "every core" : "\(threads) thread\(threads == 1 ? "" : "s")"), batch 1, "
+        let t = ORTInference.intraOpThreads(threads)
+        let device = "onnxruntime \(version), \(t) thread\(t == 1 ? "" : "s"), batch 1, "
             + "\(ProcessInfo.processInfo.hostName) (\(ProcessInfo.processInfo.activeProcessorCount) cores)"
         var table = LatencyTable(model: arch, inChannels: template.inChannels, imageSize: template.imageSize, classes: template.classes,
                                  device: device, multiple: step, entries: entries)

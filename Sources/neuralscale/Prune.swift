@@ -21,7 +21,7 @@ struct Prune: ParsableCommand {
         accuracy lost and scores the next step, until the net that surgery makes meets the \
         target. The channels per step are the channels the target is estimated to remove, over \
         --step-count steps. Then surgery to a physically smaller net (identity shortcuts whose \
-        ends lost different channels become channel selections, gathers in the exported graph; \
+        ends lost different channels become channel selections, 0/1 1x1 convs in the exported graph; \
         with --couple-residuals the groups joined by identity shortcuts are pruned together and \
         the shortcuts stay identities), --fine-tune-epochs epochs of \
         SGD at --lr, and a normal checkpoint that eval, export, quantize, stats and bench infer \
@@ -175,7 +175,8 @@ struct Prune: ParsableCommand {
             print("  shortcuts \(trained.netDescription.shortcutCounts) -> \(net.netDescription.shortcutCounts)")
         }
         if let a = report.latencyMsBefore, let b = report.latencyMsAfter {
-            print(String(format: "  latency (ONNX Runtime, batch 1, every core) %.3f -> %.3f ms", a, b))
+            let t = ORTInference.intraOpThreads(0)
+            print(String(format: "  latency (ONNX Runtime, batch 1, %d thread%@) %.3f -> %.3f ms", t, t == 1 ? "" : "s", a, b))
         }
         print(String(format: "  test accuracy %.2f%% before, %.2f%% pruned%@", 100 * report.testAccuracyBefore, 100 * report.testAccuracyPruned,
                      report.testAccuracyFineTuned.map { String(format: ", %.2f%% after %d fine-tune epochs", 100 * $0, fineTuneEpochs) } ?? ""))

@@ -19,7 +19,7 @@ struct Stats: ParsableCommand {
         critical datapath length (CDL) is the number of nodes on the longest path from input to \
         output of the exported ONNX graph (BatchNorms after convs folded, as `export` writes it). \
         Residual nets also show their shortcuts: identity, projection (a 1x1 conv, where a block's \
-        stride or widths change) or selection (a channel gather, in nets made by pruning surgery).
+        stride or widths change) or selection (a channel selection, exported as a 0/1 1x1 conv, in nets made by pruning surgery).
 
         The net is the uniform one at --ratio, the NeuralScale one of a search (--scaling \
         neuralscale --descent FILE), or the one in --checkpoint.

@@ -1,5 +1,6 @@
 import ArchDescent
 import ArgumentParser
+import Autodiff
 import Checkpoint
 import Datasets
 import Foundation
@@ -33,9 +34,10 @@ struct SweepCommand: ParsableCommand {
         <out>/slurm; --out and this executable must be on a file system every node sees. \
         Submitting the same command again submits only what is not done. `sweep --out OUT \
         --status` prints every entry's state from the files the runs wrote: done, running, failed \
-        (with its log), stopped (by a signal; submitting again resumes it), queued (its task is \
-        in Slurm's queue), not run (its job left the queue without starting it: submit again), \
-        pending; with the Slurm job and host; --json for one object.
+        (with its log), stopped (by a signal; submitting again resumes it), interrupted (left \
+        running by a process on this host that is gone, a killed sweep: running it again resumes \
+        it), queued (its task is in Slurm's queue), not run (its job left the queue without \
+        starting it: submit again), pending; with the Slurm job and host; --json for one object.
         """
     )
 
@@ -63,7 +65,7 @@ struct SweepCommand: ParsableCommand {
     @Option(name: .long, help: "Comma-separated steps, of train, export, quantize, bench (in that order).")
     var steps = "train,export,quantize,bench"
 
-    @Option(name: .long, help: "Entries run at once: locally the cores are divided among them (default 1); under Slurm the array's task limit (default: none).")
+    @Option(name: .long, help: "Entries run at once: locally the cores (or NEURALSCALE_THREADS when set) are divided among them (default 1); under Slurm the array's task limit (default: none).")
     var jobs: Int?
 
     @Option(name: .long, help: "Where the entries run: 'local' (child processes of this command) or 'slurm' (job arrays submitted with sbatch).")
@@ -78,7 +80,7 @@ struct SweepCommand: ParsableCommand {
     @Option(name: .long, help: "With --executor slurm: cores per task; the entry's steps use them all.")
     var cpusPerTask = 1
 
-    @Flag(name: .long, help: "Print every entry's state (done, running, failed, stopped, queued, not run, pending) from the sweep's files, and nothing else; needs only --out.")
+    @Flag(name: .long, help: "Print every entry's state (done, running, failed, stopped, interrupted, queued, not run, pending) from the sweep's files, and nothing else; needs only --out.")
     var status = false
 
     @Flag(name: .long, help: "With --status: one JSON object.")
@@ -233,7 +235,7 @@ struct SweepCommand: ParsableCommand {
         if executor == .slurm { return try submit(plan, executable: executable) }
         TemporaryFiles.installSignalCleanup()
         let jobs = self.jobs ?? 1
-        let threads = max(1, ProcessInfo.processInfo.activeProcessorCount / jobs)
+        let threads = max(1, Self.threads / jobs)
         let started = Date()
         var finished = 0
         let status = SweepRunner.run(plan, executable: executable, jobs: jobs, threads: threads,
@@ -254,7 +256,7 @@ struct SweepCommand: ParsableCommand {
         }
         let reportLog = URL(fileURLWithPath: out).appendingPathComponent("logs/report.log").path
         var reportFailed = false
-        switch SweepRunner.runReport(plan, executable: executable, log: reportLog) {
+        switch SweepRunner.runReport(plan, executable: executable, threads: Self.threads, log: reportLog) {
         case true?: print("report: \(plan.report!.output.replacingOccurrences(of: "report.json", with: "report.md"))")
         case false?: print("report failed: see \(reportLog)"); reportFailed = true
         case nil: break
@@ -279,6 +281,10 @@ struct SweepCommand: ParsableCommand {
     }
 
     /// --entry: one entry's steps, as a Slurm task runs them.
+    /// The threads the sweep's steps share: `NEURALSCALE_THREADS` when the sweep was given a
+    /// usable one (a Slurm task's `--cpus-per-task`), else the cores; `--jobs` divides them.
+    static var threads: Int { Parallel.requestedWorkers ?? ProcessInfo.processInfo.activeProcessorCount }
+
     private func runEntry(_ id: String) throws {
         let plan = try writtenPlan()
         guard let entry = plan.entries.first(where: { $0.id == id }) else {
@@ -286,8 +292,7 @@ struct SweepCommand: ParsableCommand {
         }
         guard let executable = BenchInfer.executableForChildren() else { throw ValidationError("cannot find the neuralscale executable to run the steps") }
         TemporaryFiles.installSignalCleanup()
-        let threads = ProcessInfo.processInfo.environment["NEURALSCALE_THREADS"].flatMap(Int.init)
-            ?? ProcessInfo.processInfo.activeProcessorCount
+        let threads = Self.threads
         guard let result = SweepRunner.runEntry(entry, executable: executable, threads: threads) else {
             FileHandle.standardError.write(Data("sweep: entry \(id) stopped by a signal; submitting again resumes it\n".utf8))
             throw ExitCode(1)
@@ -301,7 +306,7 @@ struct SweepCommand: ParsableCommand {
         let plan = try writtenPlan()
         guard let executable = BenchInfer.executableForChildren() else { throw ValidationError("cannot find the neuralscale executable to run the steps") }
         let log = URL(fileURLWithPath: out).appendingPathComponent("logs/report.log").path
-        switch SweepRunner.runReport(plan, executable: executable, log: log) {
+        switch SweepRunner.runReport(plan, executable: executable, threads: Self.threads, log: log) {
         case true?: print("report: \(plan.report!.output.replacingOccurrences(of: "report.json", with: "report.md"))")
         case false?: print("report failed: see \(log)"); throw ExitCode(1)
         case nil: print("report: no entry has a result yet")

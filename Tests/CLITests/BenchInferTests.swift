@@ -178,10 +178,14 @@ final class BenchInferTests: XCTestCase {
         XCTAssertLessThan(result["max_cosine_distance"] as? Double ?? 1, 1e-6)
         let saved = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/bench-infer.json"))) as? [String: Any])
         XCTAssertEqual((saved["verifications"] as? [Any])?.count, 1)
-        // Without --verify the key is absent: nothing was checked.
-        let unchecked = try report(try CLI.run(["bench", "infer", "--checkpoint", best, "--backend", "swift", "--batch-sizes", "1", "--warmup", "0",
-                                                "--runs", "1", "--trials", "1", "--json"]))
+        // Without --verify the key is absent: nothing was checked. With NEURALSCALE_THREADS and
+        // --threads 0 both backends run on those threads (ONNX Runtime once took every core).
+        let unchecked = try report(try CLI.run(["bench", "infer", "--checkpoint", best, "--batch-sizes", "1", "--warmup", "0",
+                                                "--runs", "1", "--trials", "1", "--json"], environment: ["NEURALSCALE_THREADS": "1"]))
         XCTAssertNil(unchecked["verifications"])
+        let timings = try XCTUnwrap(unchecked["timings"] as? [[String: Any]])
+        XCTAssertEqual(timings.map { $0["backend"] as? String }, ["swift", "ort"])
+        XCTAssertEqual(timings.map { $0["threads"] as? Int }, [1, 1], "\(timings)")
         let table = try CLI.run(["bench", "infer", "--model", "mobilenetv2", "--ratios", "0.125", "--backend", "swift", "--batch-sizes", "2",
                                  "--warmup", "0", "--runs", "1", "--trials", "1", "--verify"])
         XCTAssertEqual(table.status, 0, table.text)

@@ -33,6 +33,23 @@ final class SweepTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/sweep/vgg11-uniform-r0.125-s0/train/best.h5"), r.text)
     }
 
+    /// A sweep given `NEURALSCALE_THREADS` divides those threads among its jobs, not the cores, and
+    /// its bench step runs both backends on them (the steps once had the cores over --jobs, and
+    /// ONNX Runtime every core).
+    func testStepsShareTheThreadsTheSweepWasGiven() throws {
+        let out = root + "/threads"
+        let r = try CLI.run(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--ratios", "0.0625", "--scalings", "uniform",
+                             "--epochs", "1", "--batch-size", "8", "--steps", "train,bench", "--data-dir", data, "--bench-trials", "1",
+                             "--out", out], timeout: 300, environment: ["NEURALSCALE_THREADS": "1"])
+        XCTAssertEqual(r.status, 0, r.text)
+        let bench = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath:
+            out + "/vgg11-uniform-r0.0625-s0/bench/bench-infer.json"))) as? [String: Any])
+        XCTAssertEqual((bench["machine"] as? [String: Any])?["threads"] as? Int, 1, "\(bench)")
+        let timings = try XCTUnwrap(bench["timings"] as? [[String: Any]])
+        XCTAssertEqual(Set(timings.compactMap { $0["backend"] as? String }), ["swift", "ort"])
+        XCTAssertEqual(timings.map { $0["threads"] as? Int }, timings.map { _ in 1 }, "\(timings)")
+    }
+
     func sweep(_ out: String, _ extra: [String] = []) -> [String] {
         ["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--ratios", "0.0625,0.125", "--scalings", "uniform", "--seeds", "0-1",
          "--epochs", "2", "--batch-size", "8", "--data-dir", data, "--calibration", "10", "--bench-trials", "1", "--out", out] + extra
