@@ -55,6 +55,7 @@ public enum DatasetError: Error, CustomStringConvertible, Equatable {
                 ? "No \(kind.displayName) files in '\(directory)'. Expected: \(missing.joined(separator: ", ")). "
                 : "\(kind.displayName) files missing in '\(directory)': \(missing.joined(separator: ", ")). "
                     + "Expected: \(kind.expectedFiles.joined(separator: ", ")). "
+            if kind == .fashionMNIST { text += "(Each may also be un-gzipped, named without .gz.) " }
             if let nested = nested {
                 text += "The directory contains '\(nested)'; did you mean --data-dir \(directory)/\(nested)? "
             }

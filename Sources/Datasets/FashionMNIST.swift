@@ -28,14 +28,29 @@ private let paddedSide = 32
 /// count is a corrupt header, refused before anything is read or allocated for it.
 let maxIDXCount = 1 << 24
 
-/// Loads Fashion-MNIST, un-gzipping the IDX files, and zero-pads each 28x28 image to 32x32
-/// (2 pixels on every side), the size the CIFAR nets take.
+extension FashionMNISTFile {
+    /// The name without ".gz": the file un-gzipped, as many copies of the dataset hold it.
+    var uncompressedName: String { String(fileName.dropLast(3)) }
+
+    /// Its path in `directory`: the gzipped file as published, or where only that is absent the
+    /// un-gzipped one (zlib's gz* reads both).
+    func path(in directory: String) -> String {
+        let gz = joinPath(directory, fileName), plain = joinPath(directory, uncompressedName)
+        return !FileManager.default.fileExists(atPath: gz) && FileManager.default.fileExists(atPath: plain) ? plain : gz
+    }
+}
+
+/// Loads Fashion-MNIST, un-gzipping the IDX files (or reading them as they are, un-gzipped
+/// without ".gz"), and zero-pads each 28x28 image to 32x32 (2 pixels on every side), the size
+/// the CIFAR nets take.
 func loadFashionMNIST(directory: String, progress: ((Int, Int) -> Void)?) throws -> Dataset {
-    try requireFiles(FashionMNISTFile.allCases.map(\.fileName), in: directory, kind: .fashionMNIST)
+    let paths = FashionMNISTFile.allCases.map { $0.path(in: directory) }
+    try requireFiles(paths.map { ($0 as NSString).lastPathComponent }, in: directory, kind: .fashionMNIST,
+                     named: FashionMNISTFile.allCases.map(\.fileName))
     let counter = ProgressCounter(total: 4, report: progress)
     func load(_ images: FashionMNISTFile, _ labels: FashionMNISTFile) throws -> ImageSet {
-        let imagesPath = joinPath(directory, images.fileName)
-        let labelsPath = joinPath(directory, labels.fileName)
+        let imagesPath = images.path(in: directory)
+        let labelsPath = labels.path(in: directory)
         let pixels = try readIDXImages(imagesPath)
         counter.advance()
         let labelValues = try readIDXLabels(labelsPath, classes: DatasetKind.fashionMNIST.classes)

@@ -92,13 +92,14 @@ func joinPath(_ directory: String, _ name: String) -> String {
 
 /// Throws `missingFiles` unless every one of `names` exists in `directory`. A name ending in
 /// "/" must be a directory.
-func requireFiles(_ names: [String], in directory: String, kind: DatasetKind) throws {
+/// `named`: how the missing files are named in the error (default `names`).
+func requireFiles(_ names: [String], in directory: String, kind: DatasetKind, named: [String]? = nil) throws {
     let manager = FileManager.default
-    let missing = names.filter { name in
+    let missing = zip(names, named ?? names).filter { name, _ in
         var isDirectory: ObjCBool = false
         let exists = manager.fileExists(atPath: joinPath(directory, name), isDirectory: &isDirectory)
         return !exists || isDirectory.boolValue != name.hasSuffix("/")
-    }
+    }.map(\.1)
     guard !missing.isEmpty else { return }
     // Pointing at the folder that holds the unpacked archive is the usual mistake.
     let ownName = (kind.defaultDirectory as NSString).lastPathComponent

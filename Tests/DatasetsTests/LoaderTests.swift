@@ -37,6 +37,33 @@ final class LoaderTests: XCTestCase {
         for k in 0..<dataset.test.count { XCTAssertEqual(Array(dataset.test.image(k)), Fixtures.cifarPixels(200 + k)) }
     }
 
+    /// The four files un-gzipped (named without ".gz", as many copies hold them), or some of
+    /// them, load as the published ones do; a file missing in both forms is named as published,
+    /// and the message says the other form is read too.
+    func testFashionMNISTReadsUngzippedFiles() throws {
+        let gzipped = try makeTemporaryDirectory(self)
+        try Fixtures.writeFashionMNIST(in: gzipped)
+        let reference = try loadDataset(.fashionMNIST, directory: gzipped)
+        let plain = try makeTemporaryDirectory(self)
+        // The training files un-gzipped, the test files as published: both forms in one folder.
+        try Data(Fixtures.idxImages(count: Fixtures.fashionTrainLabels.count, first: 0))
+            .write(to: URL(fileURLWithPath: joinPath(plain, "train-images-idx3-ubyte")))
+        try Data(Fixtures.idxLabels(Fixtures.fashionTrainLabels)).write(to: URL(fileURLWithPath: joinPath(plain, "train-labels-idx1-ubyte")))
+        for name in ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+            try FileManager.default.copyItem(atPath: joinPath(gzipped, name), toPath: joinPath(plain, name))
+        }
+        let loaded = try loadDataset(.fashionMNIST, directory: plain)
+        XCTAssertEqual(loaded.train.labels, reference.train.labels)
+        XCTAssertEqual(loaded.test.labels, reference.test.labels)
+        XCTAssertEqual(Array(loaded.train.image(1)), Array(reference.train.image(1)))
+        try FileManager.default.removeItem(atPath: joinPath(plain, "train-labels-idx1-ubyte"))
+        XCTAssertThrowsError(try loadDataset(.fashionMNIST, directory: plain)) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("missing") && text.contains("train-labels-idx1-ubyte.gz") && text.contains("without .gz"), text)
+            XCTAssertTrue(text.contains("': train-labels-idx1-ubyte.gz. Expected"), "the labels alone are missing: \(text)")
+        }
+    }
+
     func testFashionMNISTIsPaddedTo32() throws {
         let directory = try makeTemporaryDirectory(self)
         try Fixtures.writeFashionMNIST(in: directory)
