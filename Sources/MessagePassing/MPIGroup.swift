@@ -42,6 +42,16 @@ public final class MPIGroup: ProcessGroup {
         return env["OMPI_COMM_WORLD_SIZE"] != nil || env["PMIX_RANK"] != nil
     }
 
+    /// How many processes the launcher started, from its environment, without initializing MPI:
+    /// Open MPI's `mpirun` (`OMPI_COMM_WORLD_SIZE`), Slurm's `srun` with PMIx or PMI-2
+    /// (`SLURM_STEP_NUM_TASKS` beside `PMIX_RANK` or `PMI_RANK`), or a PMI-1 launcher (`PMI_SIZE`); nil when none says.
+    public static var launchedProcesses: Int? {
+        let env = ProcessInfo.processInfo.environment
+        for key in ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"] { if let n = env[key].flatMap(Int.init) { return n } }
+        if env["PMIX_RANK"] != nil || env["PMI_RANK"] != nil, let n = env["SLURM_STEP_NUM_TASKS"].flatMap(Int.init) { return n }
+        return nil
+    }
+
     /// Whether this build can run over MPI (Open MPI's headers and library were there when it
     /// was built: `libopenmpi-dev`).
     public static var available: Bool {

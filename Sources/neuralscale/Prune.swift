@@ -3,6 +3,7 @@ import ArgumentParser
 import Checkpoint
 import Datasets
 import Export
+import MessagePassing
 import Foundation
 import Nets
 import Pruning
@@ -121,8 +122,8 @@ struct Prune: ParsableCommand {
         // One prune per folder: two into one --out (or one per process under mpirun, which prune
         // is not made for) could leave one's pruned.h5 beside the other's prune.json. The lock
         // also removes what killed prunes left there.
-        if let size = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"].flatMap(Int.init), size > 1 {
-            throw TrainingError.invalidConfig("prune runs in one process, not under mpirun (\(size) processes would each prune into \(output))")
+        if let size = MPIGroup.launchedProcesses, size > 1 {
+            throw TrainingError.invalidConfig("prune runs in one process, not under mpirun or srun (\(size) processes would each prune into \(output))")
         }
         let folder = try RunFolder.acquire(output)
         defer { folder.release() }

@@ -81,6 +81,11 @@ final class PruneCommandTests: XCTestCase {
         let mpi = try CLI.run(keep + ["--out", root + "/mpi"], environment: ["OMPI_COMM_WORLD_SIZE": "2"])
         XCTAssertEqual(mpi.status, 64, mpi.text)
         XCTAssertTrue(mpi.text.contains("prune runs in one process, not under mpirun"), mpi.text)
+        // Slurm's srun with PMIx sets no Open MPI variable: its task count says it.
+        let srun = try CLI.run(keep + ["--out", root + "/srun"], environment: ["PMIX_RANK": "0", "SLURM_STEP_NUM_TASKS": "3"])
+        XCTAssertEqual(srun.status, 64, srun.text)
+        XCTAssertTrue(srun.text.contains("not under mpirun or srun (3 processes"), srun.text)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/srun/prune.json"))
     }
 
     /// A residual net pruned as it comes turns identity shortcuts whose ends lost different
