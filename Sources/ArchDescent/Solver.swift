@@ -30,7 +30,8 @@ public enum WidthSolver {
     ///
     /// P(widths(tau)) grows with tau when the betas are positive, so a bisection on ln tau between
     /// a bracket that straddles the target finds the crossing; rounding makes P a step function,
-    /// so the closest step on either side is kept. If that is still off by more than
+    /// so the closest step on either side is kept, and every configuration near that tau is tried
+    /// too (P can drop as tau grows: see below). If that is still off by more than
     /// `tolerance` (tiny nets, where one channel is a large step), single groups (the groups of a
     /// coupled set together: `PowerLawFit.units`) are nudged by one channel while that brings P
     /// closer.
@@ -60,6 +61,13 @@ public enum WidthSolver {
             if p(mid) < target { lo = mid } else { hi = mid }
             if hi - lo < 1e-12 { break }
         }
+        // P is not monotone in tau everywhere: where the two ends of a residual block round to the
+        // same width, its 1x1 projection becomes an identity and P drops (ResNet-50 without
+        // coupling), so the bisection may end at a crossing whose steps are farther from the
+        // target than another crossing's nearby. Every width configuration within
+        // `searchWindow` of the bisection's ln tau is visited (one tau between each two
+        // consecutive points where a group's rounded width changes) and the closest kept.
+        for t in Self.configurations(of: fit, around: best) { consider(t) }
         var widths = fit.widths(scale: exp(best))
         var achieved = params(widths)
         // Nudge single groups by one channel while that brings P closer (small nets).
@@ -86,5 +94,33 @@ public enum WidthSolver {
         }
         return SolvedWidths(widths: widths, params: achieved, target: target,
                             relativeError: Double(achieved - target) / Double(target), scale: exp(best))
+    }
+
+    /// The half-width, in ln tau, of the neighbourhood `solve` searches after its bisection: tau
+    /// within +-10%, widths within about 5% (betas near 0.5), P within about 10%.
+    static let searchWindow = 0.1
+
+    /// One ln tau inside each interval of `center +- searchWindow` where every group's rounded
+    /// width (`alpha * tau^beta`, `alpha * tau` for a fallback) is constant: the midpoints between
+    /// consecutive points where `alpha * tau^beta` crosses `k + 0.5`. At most `limit` of them
+    /// (a wider net is sampled evenly instead).
+    static func configurations(of fit: PowerLawFit, around center: Double, limit: Int = 20_000) -> [Double] {
+        let lo = center - searchWindow, hi = center + searchWindow
+        var points = [lo, hi]
+        for g in fit.groups {
+            let beta = fit.isFallback ? 1 : g.beta
+            guard beta > 0, g.alpha > 0 else { continue }
+            // alpha * tau^beta = k + 0.5  <=>  ln tau = (ln(k + 0.5) - ln alpha) / beta.
+            let r0 = g.alpha * exp(beta * lo), r1 = g.alpha * exp(beta * hi)
+            guard r0.isFinite, r1.isFinite, r1 - r0 < Double(limit) else { return stride(from: lo, through: hi, by: (hi - lo) / Double(limit)).map { $0 } }
+            var k = max(0, (r0 - 0.5).rounded(.down))
+            while k + 0.5 < r1 {
+                if k + 0.5 > r0 { points.append((log(k + 0.5) - log(g.alpha)) / beta) }
+                k += 1
+            }
+            if points.count > limit { return stride(from: lo, through: hi, by: (hi - lo) / Double(limit)).map { $0 } }
+        }
+        points.sort()
+        return zip(points, points.dropFirst()).compactMap { a, b in b > a ? (a + b) / 2 : nil }
     }
 }

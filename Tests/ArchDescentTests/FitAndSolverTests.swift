@@ -92,6 +92,74 @@ final class FitAndSolverTests: XCTestCase {
         for (a, b) in zip(solved.widths, Architecture.vgg11.uniformWidths(ratio: 0.5)) { XCTAssertEqual(Double(a), Double(b), accuracy: 2) }
     }
 
+    /// ResNet-50's P is not monotone in the fit's scale: where a bottleneck's output rounds to
+    /// its input's width, the 1x1 projection becomes an identity and P drops by 163 K. This fit
+    /// (a made-up 12-row trajectory on Fashion-MNIST's shape, from an audit) has such a drop
+    /// near ratio 0.75's target, and the bisection alone ended on its far side at +0.39%; the
+    /// configurations around it include one at -0.005% (checked by an independent solver).
+    func testSolverFindsTheClosestConfigurationWherePDrops() throws {
+        let template = NetDescription.uniform(.resnet50, ratio: 1, inChannels: 1, imageSize: 32, classes: 10)
+        let groups: [(Double, Double)] = [
+            (0.0002452963630885481, 0.7168117603005031),
+            (0.00011357232868541939, 0.7633698155626713),
+            (9.156087939055302e-05, 0.7720667596753964),
+            (0.18026831768877272, 0.4163994980823117),
+            (0.0004439449343949865, 0.6844198213349582),
+            (7.0344519836817e-05, 0.7890575266875833),
+            (9.474424982788033e-05, 0.8515964886372558),
+            (1.784621760615739e-05, 0.8685119015520057),
+            (1.8006657765597757e-05, 0.867666272644097),
+            (1.331937384634031, 0.30279572886904726),
+            (0.021811821645945337, 0.4990720005775258),
+            (0.008197296087739621, 0.5552679587107295),
+            (0.00016253448418638138, 0.8609372808797201),
+            (0.013896840452446116, 0.5247661245341375),
+            (0.09290965977207044, 0.4157625266446364),
+            (6.14188524105214, 0.2551298339420115),
+            (0.061092180157608866, 0.4402256454218343),
+            (0.0001519751379765441, 0.7850707591389955),
+            (6.237664185778744, 0.25422634651821757),
+            (0.282808230566792, 0.35279406340954594),
+            (0.05299286043888787, 0.4482806848789522),
+            (0.013240980836155328, 0.6076377478657541),
+            (0.04619787828684746, 0.49678538583396403),
+            (9.976975137379771e-05, 0.849104508091909),
+            (1.3773388994276088, 0.3808246563605844),
+            (0.0049726335391216524, 0.6240674274695454),
+            (0.00031348968360850956, 0.7833191802432753),
+            (0.00021956059697268257, 0.8831027307470116),
+            (9.608943938691179e-05, 0.8512452777384312),
+            (0.852403996516314, 0.32859524812700036),
+            (0.0011287938581291727, 0.7891935278048093),
+            (0.0012994727087709183, 0.7003480533328292),
+            (0.027528975056896176, 0.5254160741202084),
+            (13.326064527783405, 0.24997313512939076),
+            (0.5301035107279909, 0.3555768550174303),
+            (0.0004909039455771187, 0.7575132164218156),
+            (5.549876046362256, 0.30124621272496344),
+            (0.10449206071010715, 0.4489037994782366),
+            (0.22084297415861942, 0.4052644444935223),
+            (0.0019415124485925787, 0.7576282078202395),
+            (0.11182421438862818, 0.48447218385498697),
+            (3.365470653932448, 0.28841780659341154),
+            (0.4273249314699165, 0.4868294041056935),
+            (0.18828975930417943, 0.45463342108096794),
+            (0.0015458099101911353, 0.7304040840193934),
+            (0.7750437994371963, 0.45308805247895445),
+            (0.0015734807064318817, 0.7313536280695654),
+            (0.01216450201512662, 0.6128294379866358),
+            (0.0006976607986484835, 0.8567713222709893)]
+        let fit = PowerLawFit(groups: groups.map { GroupFit(alpha: $0.0, beta: $0.1, rSquared: 1) }, rows: 12, fallbackReason: nil)
+        let target = WidthSolver.target(ratio: 0.75, for: template)
+        XCTAssertEqual(target, 13_245_658)
+        let solved = try WidthSolver.solve(fit, target: target, template: template)
+        XCTAssertEqual(solved.params, 13_244_989, "P \(solved.params) (\(100 * solved.relativeError)%)")
+        var d = template
+        d.widths = solved.widths
+        XCTAssertEqual(d.parameterCount, solved.params)
+        XCTAssertEqual(solved.widths, fit.widths(scale: solved.scale), "the widths of one scale, no nudge needed")
+    }
+
     func testTinyTargetsGetTheClosestAchievable() throws {
         let template = NetDescription.uniform(.vgg11, ratio: 1, inChannels: 1, imageSize: 32, classes: 10)
         let fit = PowerLawFit(groups: Architecture.vgg11.originalWidths.map { GroupFit(alpha: Double($0) / 3000, beta: 0.5, rSquared: 1) },
