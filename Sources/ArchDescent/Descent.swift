@@ -464,8 +464,14 @@ public final class Descent {
                                     channels: pruner.totalChannels - pruner.prunedChannels, of: pruner.totalChannels,
                                     params: pruner.params, seconds: progress.seconds)
         }
-        let fit = try PowerLawFit.fit(pruner.trajectory.isEmpty ? [TrajectoryRow(widths: progress.startWidths, params: d.parameterCount)] : pruner.trajectory,
+        var fit = try PowerLawFit.fit(pruner.trajectory.isEmpty ? [TrajectoryRow(widths: progress.startWidths, params: d.parameterCount)] : pruner.trajectory,
                                       coupling: coupling.isEmpty ? nil : coupling)
+        if pruner.trajectory.isEmpty {
+            // No row to fit: the start widths scaled uniformly, said as such (not "1 row").
+            fit.rows = 0
+            fit.fallbackReason = "no trajectory rows (pruning stopped before its first step: \(pruner.stop?.explanation ?? "no step was taken")): "
+                + "uniform scaling of the iteration's start widths"
+        }
         if let reason = fit.fallbackReason { reporter?.message("iteration \(index): \(reason)") }
         return (DescentIteration(index: index, startWidths: progress.startWidths, startParams: d.parameterCount,
                                  trajectory: pruner.trajectory, fit: fit, stop: pruner.stop, epochs: progress.epoch + 1),

@@ -39,6 +39,25 @@ final class DescentTests: XCTestCase {
                 reporter: nil)
     }
 
+    /// A pruning run that stops before its first step (its cap allows fewer channels than a step) records no
+    /// trajectory row, and its fallback fit says so: 0 rows, the start widths scaled uniformly
+    /// (it once said "only 1 trajectory rows ... the first row's widths", a row that was not there).
+    func testEmptyTrajectoryFallsBackSayingSo() throws {
+        let greedy = DescentConfig(model: .vgg11, dataset: "memory", iterations: 1, warmupEpochs: 1, learningRate: 0.05,
+                                   batchSize: 8, pruning: PruningSettings(frequency: 2, count: 4, maxFraction: 0.005),
+                                   baseRatio: 0.125, seed: 7)
+        let search = Descent(config: greedy, template: template, train: source(), outputDirectory: folder.appendingPathComponent("empty").path,
+                             reporter: nil)
+        let result = try search.run(resume: false)
+        let it = try XCTUnwrap(result.iterations.first)
+        XCTAssertEqual(it.trajectory.count, 0)
+        XCTAssertEqual(it.stop, .reachedMaxFraction)
+        XCTAssertEqual(it.fit.rows, 0)
+        let reason = try XCTUnwrap(it.fit.fallbackReason)
+        XCTAssertTrue(reason.hasPrefix("no trajectory rows (pruning stopped before its first step: the most channels a run may prune are pruned)"), reason)
+        XCTAssertEqual(it.fit.groups.map(\.alpha), it.startWidths.map(Double.init))
+    }
+
     /// A search killed in the middle of its second iteration and resumed writes the same
     /// descent.json, byte for byte, as an uninterrupted one; the outputs are all there.
     func testResumedSearchEqualsStraightSearch() throws {
