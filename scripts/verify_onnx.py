@@ -3,7 +3,7 @@
 
 Usage:
     python3 scripts/verify_onnx.py MODEL.onnx INPUTS.npy LOGITS.npy [--json]
-        [--max-cosine-distance 1e-4] [--min-top1-agreement 1.0]
+        [--max-cosine-distance 1e-4] [--min-top1-agreement 1.0] [--threads N]
     python3 scripts/verify_onnx.py --self-test
 
 Checks, all of which must pass:
@@ -103,7 +103,7 @@ def cosine_distances(np, a, b):
     return d
 
 
-def verify(model_path, inputs_path, logits_path, max_cos=1e-4, min_top1=1.0):
+def verify(model_path, inputs_path, logits_path, max_cos=1e-4, min_top1=1.0, threads=0):
     """Runs every check; returns the report dict (report["passed"] says the outcome).
     Raises UsageError for missing or malformed files."""
     np, onnx, ort = import_deps()
@@ -148,7 +148,10 @@ def verify(model_path, inputs_path, logits_path, max_cos=1e-4, min_top1=1.0):
         errors.append(f"input {inp.name!r} has a fixed batch dimension ({r['batch_dim']}), not a symbolic one")
 
     try:
-        session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
         got = session.run(None, {inp.name: x})[0]
         one = session.run(None, {inp.name: x[:1]})[0] if x.shape[0] > 1 else None
     except Exception as e:
@@ -303,6 +306,7 @@ def main(argv):
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--max-cosine-distance", type=float, default=1e-4)
     p.add_argument("--min-top1-agreement", type=float, default=1.0)
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime's intra-op threads (0: its default, every core)")
     p.add_argument("--self-test", action="store_true", help="check this script on a tiny model")
     try:
         args = p.parse_args(argv)
@@ -315,7 +319,9 @@ def main(argv):
             p.print_usage(sys.stderr)
             print("error: MODEL.onnx INPUTS.npy LOGITS.npy are required", file=sys.stderr)
             return USAGE_ERROR
-        r = verify(args.model, args.inputs, args.logits, args.max_cosine_distance, args.min_top1_agreement)
+        if args.threads < 0:
+            raise UsageError(f"--threads must be >= 0, got {args.threads}")
+        r = verify(args.model, args.inputs, args.logits, args.max_cosine_distance, args.min_top1_agreement, args.threads)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return USAGE_ERROR

@@ -34,10 +34,14 @@ public enum WidthSolver {
     /// too (P can drop as tau grows: see below). If that is still off by more than
     /// `tolerance` (tiny nets, where one channel is a large step), single groups (the groups of a
     /// coupled set together: `PowerLawFit.units`) are nudged by one channel while that brings P
-    /// closer.
-    /// - Parameter template: architecture, input channels, image size and classes; its widths are
-    ///   ignored.
-    public static func solve(_ fit: PowerLawFit, target: Int, template: NetDescription) throws -> SolvedWidths {
+    /// closer (`nudged`).
+    /// - Parameters:
+    ///   - template: architecture, input channels, image size and classes; its widths are
+    ///     ignored.
+    ///   - window: the half-width, in ln tau, of the neighbourhood searched after the bisection
+    ///     (0: the bisection and its nudges alone, as before the search; for comparisons).
+    public static func solve(_ fit: PowerLawFit, target: Int, template: NetDescription,
+                             window: Double = searchWindow) throws -> SolvedWidths {
         guard fit.groups.count == template.architecture.originalWidths.count else {
             throw FitError("the fit has \(fit.groups.count) groups, \(template.architecture.rawValue) has \(template.architecture.originalWidths.count)")
         }
@@ -64,13 +68,27 @@ public enum WidthSolver {
         // P is not monotone in tau everywhere: where the two ends of a residual block round to the
         // same width, its 1x1 projection becomes an identity and P drops (ResNet-50 without
         // coupling), so the bisection may end at a crossing whose steps are farther from the
-        // target than another crossing's nearby. Every width configuration within
-        // `searchWindow` of the bisection's ln tau is visited (one tau between each two
-        // consecutive points where a group's rounded width changes) and the closest kept.
-        for t in Self.configurations(of: fit, around: best) { consider(t) }
-        var widths = fit.widths(scale: exp(best))
+        // target than another crossing's nearby. Every width configuration within `window` of
+        // the bisection's ln tau is visited (one tau between each two consecutive points where a
+        // group's rounded width changes) and the closest kept. Both it and the bisection's are
+        // nudged (below), and the closer result wins (the bisection's on a tie), so the search
+        // never ends farther from the target than the bisection and its nudges alone.
+        let bisected = best
+        for t in Self.configurations(of: fit, around: bisected, window: window) { consider(t) }
+        var result = nudged(fit.widths(scale: exp(bisected)), scale: exp(bisected), fit: fit, target: target, params: params)
+        if best != bisected {
+            let searched = nudged(fit.widths(scale: exp(best)), scale: exp(best), fit: fit, target: target, params: params)
+            if abs(searched.params - target) < abs(result.params - target) { result = searched }
+        }
+        return result
+    }
+
+    /// `widths` nudged by one channel of a single group (a coupled set's groups together:
+    /// `PowerLawFit.units`) at a time while that brings P closer, as long as P is more than
+    /// `tolerance` off the target (small nets, where one channel is a large step).
+    private static func nudged(_ start: [Int], scale: Double, fit: PowerLawFit, target: Int, params: ([Int]) -> Int) -> SolvedWidths {
+        var widths = start
         var achieved = params(widths)
-        // Nudge single groups by one channel while that brings P closer (small nets).
         var improved = Double(abs(achieved - target)) > tolerance * Double(target)
         var passes = 0
         let units = fit.units
@@ -93,19 +111,20 @@ public enum WidthSolver {
             }
         }
         return SolvedWidths(widths: widths, params: achieved, target: target,
-                            relativeError: Double(achieved - target) / Double(target), scale: exp(best))
+                            relativeError: Double(achieved - target) / Double(target), scale: scale)
     }
 
     /// The half-width, in ln tau, of the neighbourhood `solve` searches after its bisection: tau
     /// within +-10%, widths within about 5% (betas near 0.5), P within about 10%.
-    static let searchWindow = 0.1
+    public static let searchWindow = 0.1
 
-    /// One ln tau inside each interval of `center +- searchWindow` where every group's rounded
+    /// One ln tau inside each interval of `center +- window` where every group's rounded
     /// width (`alpha * tau^beta`, `alpha * tau` for a fallback) is constant: the midpoints between
     /// consecutive points where `alpha * tau^beta` crosses `k + 0.5`. At most `limit` of them
-    /// (a wider net is sampled evenly instead).
-    static func configurations(of fit: PowerLawFit, around center: Double, limit: Int = 20_000) -> [Double] {
-        let lo = center - searchWindow, hi = center + searchWindow
+    /// (a wider net is sampled evenly instead, `limit + 1` points).
+    static func configurations(of fit: PowerLawFit, around center: Double, window: Double, limit: Int = 20_000) -> [Double] {
+        guard window > 0 else { return [] }
+        let lo = center - window, hi = center + window
         var points = [lo, hi]
         for g in fit.groups {
             let beta = fit.isFallback ? 1 : g.beta

@@ -7,7 +7,8 @@ import Nets
 ///
 /// The engine chooses its algorithms by batch size (convolutions split by channels below the
 /// GEMM's piece count, Winograd or im2col by shape and batch), so the net runs at each of the
-/// batch sizes given (at most `maxBatch` images each: larger batches take the same paths), on
+/// batch sizes given (at most `maxBatch` images each, fewer for large images: larger batches
+/// take the same paths), on
 /// seeded random images, and the logits of all of them are compared with ONNX Runtime's on the
 /// same images by `scripts/verify_onnx.py` (onnx's checker, then per image a cosine distance
 /// below 1e-4 and the same top-1 class).
@@ -20,8 +21,19 @@ public struct EngineVerification: Codable, Sendable {
 
     /// The largest batch verified; a larger one is verified at this size.
     public static let maxBatch = 128
+    /// The most floats of images one verified batch holds (32 MB): larger images verify at
+    /// smaller batches (224x224: at most 55 images; 1024x1024: 2), so that the check does not
+    /// need more memory than the timings.
+    public static let maxBatchFloats = 1 << 23
 
     public var passed: Bool { result.passed }
+
+    /// The batch sizes verified for `batchSizes` of images of `imageFloats` floats: each capped
+    /// at `maxBatch` and at `maxBatchFloats` of images (at least 1), once each, ascending.
+    public static func verifiedBatches(_ batchSizes: [Int], imageFloats: Int) -> [Int] {
+        let cap = max(1, min(maxBatch, maxBatchFloats / max(1, imageFloats)))
+        return Array(Set(batchSizes.map { min(max($0, 1), cap) })).sorted()
+    }
 
     /// One line: the net, its input size and batches, and the verifier's figures.
     public var summary: String {
@@ -29,13 +41,16 @@ public struct EngineVerification: Codable, Sendable {
     }
 
     /// Runs `net`'s folded eval graph (at `inputSize`, nil: the net's own) with the engine at
-    /// each of `batchSizes` (capped at `maxBatch`) and checks the logits with ONNX Runtime on
-    /// `onnx`, the net exported at that input size.
+    /// each of `batchSizes` (capped at `maxBatch` and `maxBatchFloats`) and checks the logits
+    /// with ONNX Runtime on `onnx`, the net exported at that input size. A verifier that cannot
+    /// run (a missing script, a crash) gives a failed verification with its error, so that a
+    /// benchmark keeps the other nets' results.
     public static func run(_ name: String, net: Network, onnx: String, inputSize: Int?, batchSizes: [Int]) throws -> EngineVerification {
         let d = net.netDescription, size = inputSize ?? d.imageSize
         let engine = InferenceEngine(try EngineInference.tracedGraph(net, size: size).foldingBatchNorms())
-        let batches = Array(Set(batchSizes.map { min(max($0, 1), maxBatch) })).sorted()
-        let imageCount = d.inChannels * size * size, total = batches.reduce(0, +)
+        let imageCount = d.inChannels * size * size
+        let batches = verifiedBatches(batchSizes, imageFloats: imageCount)
+        let total = batches.reduce(0, +)
         var rng = RandomGenerator(seed: 1)
         let inputs = Tensor.randn([total, d.inChannels, size, size], using: &rng)
         var logits: Tensor?
@@ -53,7 +68,14 @@ public struct EngineVerification: Codable, Sendable {
             row += b
         }
         guard let logits else { throw ExportError("\(name): no batch size to verify") }
-        let result = try ONNXVerification.run(model: onnx, inputs: inputs, logits: logits)
+        let result: ONNXVerification
+        do {
+            result = try ONNXVerification.run(model: onnx, inputs: inputs, logits: logits, skipping: nil)
+        } catch {
+            result = ONNXVerification(passed: false, checkerOK: false, dynamicBatch: false, maxCosineDistance: nil, top1Agreement: nil,
+                                      maxAbsDiff: nil, n: nil, onnxruntimeVersion: nil, onnxVersion: nil,
+                                      errors: ["the verifier did not run: \(error)"])
+        }
         return EngineVerification(model: name, input_size: size, batches: batches, result: result)
     }
 }

@@ -35,8 +35,11 @@ public struct ONNXVerification: Codable, Sendable {
         return s
     }
 
-    /// Runs the verifier on `model` with `inputs` [N, C, H, W] and the net's own eval `logits`.
-    public static func run(model: String, inputs: Tensor, logits: Tensor) throws -> ONNXVerification {
+    /// Runs the verifier on `model` with `inputs` [N, C, H, W] and the net's own eval `logits`,
+    /// ONNX Runtime on the threads every command is given (`ORTInference.intraOpThreads`).
+    /// - Parameter skipping: how the caller's user skips the check, named in the error when the
+    ///   verifier cannot run (nil: it cannot be skipped).
+    public static func run(model: String, inputs: Tensor, logits: Tensor, skipping: String? = "--no-verify") throws -> ONNXVerification {
         let dir = try TemporaryFiles.makeFolder("verify")
         defer { TemporaryFiles.remove(dir.path) }
         let inputPath = dir.appendingPathComponent("inputs.npy").path
@@ -45,9 +48,12 @@ public struct ONNXVerification: Codable, Sendable {
         try NPY.write(logits, to: logitsPath)
 
         let script: String
-        do { script = try Python.script("verify_onnx.py") } catch { throw ExportError("\(error), or pass --no-verify") }
+        do { script = try Python.script("verify_onnx.py") } catch { throw ExportError("\(error)" + (skipping.map { ", or pass \($0)" } ?? "")) }
         let status: Int32, out: String, err: String
-        do { (status, out, err) = try Python.run([script, model, inputPath, logitsPath, "--json"]) } catch { throw ExportError("\(error)") }
+        do {
+            (status, out, err) = try Python.run([script, model, inputPath, logitsPath, "--json",
+                                                 "--threads", String(ORTInference.intraOpThreads(0))])
+        } catch { throw ExportError("\(error)") }
         guard status == 0 || status == 1, let data = out.data(using: .utf8),
               let report = try? JSONDecoder().decode(ONNXVerification.self, from: data) else {
             throw ExportError("the ONNX verifier (\(script)) exited with status \(status): \(err.isEmpty ? out : err)")

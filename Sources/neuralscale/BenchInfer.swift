@@ -108,7 +108,7 @@ struct BenchInfer: ParsableCommand {
     @Flag(name: .long, help: "Also time every layer (ONNX Runtime's profiler; the engine's per-op timing).")
     var profile = false
 
-    @Flag(name: .long, help: ArgumentHelp("Also check the engine's outputs against ONNX Runtime's on the net's exported model, at each --batch-sizes value (at most \(EngineVerification.maxBatch)) on seeded random images: onnx's checker, then per image a cosine distance below 1e-4 and the same top-1 class. A net that fails is reported and the command exits with status 1 after writing its results."))
+    @Flag(name: .long, help: ArgumentHelp("Also check the engine's outputs against ONNX Runtime's on the net's exported model, at each --batch-sizes value (at most \(EngineVerification.maxBatch), fewer for large images) on seeded random images: onnx's checker, then per image a cosine distance below 1e-4 and the same top-1 class. A net that fails is reported and the command exits with status 1 after writing its results."))
     var verify = false
 
     @Option(name: .long, help: "With --profile: the batch size of the profile.")

@@ -16,7 +16,7 @@ extension BenchInfer {
             throw ValidationError("--latency-table needs --model with one net (\(Architecture.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         guard backend != .swift else { throw ValidationError("--latency-table measures ONNX Runtime; leave out --backend swift") }
-        guard !verify else { throw ValidationError("--verify checks the engine on the nets timed; --latency-table times layers on ONNX Runtime alone") }
+        guard !verify else { throw ValidationError("--verify checks the engine on --checkpoint and --model nets; --latency-table times layers on ONNX Runtime alone") }
         guard (1...512).contains(step) else { throw ValidationError("--channel-multiple must be in 1...512, got \(step)") }
         guard (2...64).contains(tablePoints) else { throw ValidationError("--table-points must be in 2...64, got \(tablePoints)") }
         guard tableMaxRatio.isFinite, tableMaxRatio > 0, tableMaxRatio <= 4 else {

@@ -22,8 +22,8 @@ struct SweepCommand: ParsableCommand {
         reported with its log and the others go on (exit status 1 at the end). NeuralScale entries \
         need a search per model: given with --descent M=FILE, or run first by the sweep \
         (descend with the --search-preset settings, into <out>/search-<model>). --jobs N runs N entries at \
-        once with the cores divided among them (NEURALSCALE_THREADS; results do not depend on \
-        it). Ends with `report` over every train result (<out>/report); <out>/sweep-status.json \
+        once with the cores (or the sweep's own NEURALSCALE_THREADS) divided among them (through \
+        the steps' NEURALSCALE_THREADS; results do not depend on it). Ends with `report` over every train result (<out>/report); <out>/sweep-status.json \
         says what became of each entry. --dry-run writes and prints the plan only.
 
         --executor slurm submits the entries not done yet to a Slurm cluster instead: one job \
@@ -235,7 +235,9 @@ struct SweepCommand: ParsableCommand {
         if executor == .slurm { return try submit(plan, executable: executable) }
         TemporaryFiles.installSignalCleanup()
         let jobs = self.jobs ?? 1
-        let threads = max(1, Self.threads / jobs)
+        // The threads the steps share: the cores, or NEURALSCALE_THREADS when the sweep was
+        // given it (a Slurm task's --cpus-per-task), divided among the jobs.
+        let threads = max(1, Parallel.workers / jobs)
         let started = Date()
         var finished = 0
         let status = SweepRunner.run(plan, executable: executable, jobs: jobs, threads: threads,
@@ -256,7 +258,7 @@ struct SweepCommand: ParsableCommand {
         }
         let reportLog = URL(fileURLWithPath: out).appendingPathComponent("logs/report.log").path
         var reportFailed = false
-        switch SweepRunner.runReport(plan, executable: executable, threads: Self.threads, log: reportLog) {
+        switch SweepRunner.runReport(plan, executable: executable, threads: Parallel.workers, log: reportLog) {
         case true?: print("report: \(plan.report!.output.replacingOccurrences(of: "report.json", with: "report.md"))")
         case false?: print("report failed: see \(reportLog)"); reportFailed = true
         case nil: break
@@ -281,10 +283,6 @@ struct SweepCommand: ParsableCommand {
     }
 
     /// --entry: one entry's steps, as a Slurm task runs them.
-    /// The threads the sweep's steps share: `NEURALSCALE_THREADS` when the sweep was given a
-    /// usable one (a Slurm task's `--cpus-per-task`), else the cores; `--jobs` divides them.
-    static var threads: Int { Parallel.requestedWorkers ?? ProcessInfo.processInfo.activeProcessorCount }
-
     private func runEntry(_ id: String) throws {
         let plan = try writtenPlan()
         guard let entry = plan.entries.first(where: { $0.id == id }) else {
@@ -292,7 +290,7 @@ struct SweepCommand: ParsableCommand {
         }
         guard let executable = BenchInfer.executableForChildren() else { throw ValidationError("cannot find the neuralscale executable to run the steps") }
         TemporaryFiles.installSignalCleanup()
-        let threads = Self.threads
+        let threads = Parallel.workers
         guard let result = SweepRunner.runEntry(entry, executable: executable, threads: threads) else {
             FileHandle.standardError.write(Data("sweep: entry \(id) stopped by a signal; submitting again resumes it\n".utf8))
             throw ExitCode(1)
@@ -306,7 +304,7 @@ struct SweepCommand: ParsableCommand {
         let plan = try writtenPlan()
         guard let executable = BenchInfer.executableForChildren() else { throw ValidationError("cannot find the neuralscale executable to run the steps") }
         let log = URL(fileURLWithPath: out).appendingPathComponent("logs/report.log").path
-        switch SweepRunner.runReport(plan, executable: executable, threads: Self.threads, log: log) {
+        switch SweepRunner.runReport(plan, executable: executable, threads: Parallel.workers, log: log) {
         case true?: print("report: \(plan.report!.output.replacingOccurrences(of: "report.json", with: "report.md"))")
         case false?: print("report failed: see \(log)"); throw ExitCode(1)
         case nil: print("report: no entry has a result yet")

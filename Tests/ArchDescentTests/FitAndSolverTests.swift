@@ -160,6 +160,34 @@ final class FitAndSolverTests: XCTestCase {
         XCTAssertEqual(solved.widths, fit.widths(scale: solved.scale), "the widths of one scale, no nudge needed")
     }
 
+    /// The neighbourhood search never ends farther from the target than the bisection and its
+    /// nudges alone (`window: 0`): on 600 random ResNet-50 fits at ratios 0.01-0.21, where P's
+    /// drops and the nudges (which start only past `tolerance`) meet, it is as close or closer
+    /// every time. (Its first version nudged only its own configuration: a review's port found
+    /// targets where that ended at +0.48% against the bisection's nudged +0.005%, and this test
+    /// fails on that version, at ratio 0.097.)
+    func testNeighbourhoodSearchIsNeverWorse() throws {
+        var rng = RandomGenerator(seed: 11)
+        let template = NetDescription.uniform(.resnet50, ratio: 1, inChannels: 3, imageSize: 32, classes: 10)
+        let p0 = Double(template.parameterCount)
+        var closer = 0
+        for _ in 0..<600 {
+            let groups = Architecture.resnet50.originalWidths.map { w -> GroupFit in
+                let beta = 0.2 + 0.6 * Double(rng.uniform())
+                return GroupFit(alpha: Double(w) / pow(p0, beta), beta: beta, rSquared: 1)
+            }
+            let fit = PowerLawFit(groups: groups, rows: 10, fallbackReason: nil)
+            let ratio = 0.01 + 0.2 * Double(rng.uniform())
+            let target = WidthSolver.target(ratio: ratio, for: template)
+            let searched = try WidthSolver.solve(fit, target: target, template: template)
+            let bisected = try WidthSolver.solve(fit, target: target, template: template, window: 0)
+            XCTAssertLessThanOrEqual(abs(searched.params - target), abs(bisected.params - target),
+                                     "ratio \(ratio): searched \(searched.relativeError), bisection alone \(bisected.relativeError)")
+            if abs(searched.params - target) < abs(bisected.params - target) { closer += 1 }
+        }
+        XCTAssertGreaterThan(closer, 0, "the search finds a closer configuration somewhere (12 of the 600 here)")
+    }
+
     func testTinyTargetsGetTheClosestAchievable() throws {
         let template = NetDescription.uniform(.vgg11, ratio: 1, inChannels: 1, imageSize: 32, classes: 10)
         let fit = PowerLawFit(groups: Architecture.vgg11.originalWidths.map { GroupFit(alpha: Double($0) / 3000, beta: 0.5, rSquared: 1) },

@@ -86,6 +86,9 @@ final class PruneCommandTests: XCTestCase {
         XCTAssertEqual(srun.status, 64, srun.text)
         XCTAssertTrue(srun.text.contains("not under mpirun or srun (3 processes"), srun.text)
         XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/srun/prune.json"))
+        let pmi = try CLI.run(keep + ["--out", root + "/pmi"], environment: ["PMI_SIZE": "2"])
+        XCTAssertEqual(pmi.status, 64, pmi.text)
+        XCTAssertTrue(pmi.text.contains("(2 processes"), pmi.text)
     }
 
     /// A residual net pruned as it comes turns identity shortcuts whose ends lost different

@@ -40,14 +40,15 @@ final class SweepTests: XCTestCase {
         let out = root + "/threads"
         let r = try CLI.run(["sweep", "--models", "vgg11", "--dataset", "fashion-mnist", "--ratios", "0.0625", "--scalings", "uniform",
                              "--epochs", "1", "--batch-size", "8", "--steps", "train,bench", "--data-dir", data, "--bench-trials", "1",
-                             "--out", out], timeout: 300, environment: ["NEURALSCALE_THREADS": "1"])
+                             "--jobs", "2", "--out", out], timeout: 300, environment: ["NEURALSCALE_THREADS": "4"])
         XCTAssertEqual(r.status, 0, r.text)
         let bench = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath:
             out + "/vgg11-uniform-r0.0625-s0/bench/bench-infer.json"))) as? [String: Any])
-        XCTAssertEqual((bench["machine"] as? [String: Any])?["threads"] as? Int, 1, "\(bench)")
+        // 4 threads over 2 jobs: 2 a step, whatever this machine's cores.
+        XCTAssertEqual((bench["machine"] as? [String: Any])?["threads"] as? Int, 2, "\(bench)")
         let timings = try XCTUnwrap(bench["timings"] as? [[String: Any]])
         XCTAssertEqual(Set(timings.compactMap { $0["backend"] as? String }), ["swift", "ort"])
-        XCTAssertEqual(timings.map { $0["threads"] as? Int }, timings.map { _ in 1 }, "\(timings)")
+        XCTAssertEqual(timings.map { $0["threads"] as? Int }, timings.map { _ in 2 }, "\(timings)")
     }
 
     func sweep(_ out: String, _ extra: [String] = []) -> [String] {

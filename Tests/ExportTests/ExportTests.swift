@@ -115,6 +115,18 @@ final class ExportTests: XCTestCase {
         let v = try EngineVerification.run("resnet50", net: net, onnx: path, inputSize: nil, batchSizes: [2])
         XCTAssertFalse(v.passed, v.summary)
         XCTAssertGreaterThan(v.result.maxCosineDistance ?? 0, 1e-4)
+        // A verifier that cannot run (here: no model in the file) is a failed check with its
+        // error, not an error that would end a benchmark and lose the other nets' timings.
+        let junk = folder.appendingPathComponent("junk.onnx").path
+        try Data("not a model".utf8).write(to: URL(fileURLWithPath: junk))
+        let broken = try EngineVerification.run("resnet50", net: net, onnx: junk, inputSize: nil, batchSizes: [1])
+        XCTAssertFalse(broken.passed)
+        XCTAssertTrue(broken.result.errors.contains { $0.contains("junk.onnx") }, broken.summary)
+        // Large images verify at smaller batches: at most 128 images and 32 MB of them.
+        XCTAssertEqual(EngineVerification.verifiedBatches([300, 1, 8, 128, 8], imageFloats: 3 * 32 * 32), [1, 8, 128])
+        XCTAssertEqual(EngineVerification.verifiedBatches([1, 8, 64, 128], imageFloats: 3 * 224 * 224), [1, 8, 55])
+        XCTAssertEqual(EngineVerification.verifiedBatches([1, 8, 32], imageFloats: 3 * 1024 * 1024), [1, 2])
+        XCTAssertEqual(EngineVerification.verifiedBatches([4], imageFloats: 3 * 4096 * 4096), [1])
     }
 
     /// Nodes and initializers: BNs after convs folded, Flatten + Gemm at the end, initializers
