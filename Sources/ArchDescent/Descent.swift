@@ -469,8 +469,11 @@ public final class Descent {
         if pruner.trajectory.isEmpty {
             // No row to fit: the start widths scaled uniformly, said as such (not "1 row").
             fit.rows = 0
-            fit.fallbackReason = "no trajectory rows (pruning stopped before its first step: \(pruner.stop?.explanation ?? "no step was taken")): "
-                + "uniform scaling of the iteration's start widths"
+            let why = pruner.steps == 0
+                ? "pruning stopped before its first step: \(pruner.stop?.explanation ?? "no step was taken")"
+                : "a row is recorded once every group has lost a channel, and after \(pruner.steps) pruning step\(pruner.steps == 1 ? "" : "s") some had not"
+                    + (pruner.stop.map { " when \($0.explanation)" } ?? "")
+            fit.fallbackReason = "no trajectory rows (\(why)): uniform scaling of the iteration's start widths"
         }
         if let reason = fit.fallbackReason { reporter?.message("iteration \(index): \(reason)") }
         return (DescentIteration(index: index, startWidths: progress.startWidths, startParams: d.parameterCount,

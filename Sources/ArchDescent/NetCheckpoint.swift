@@ -54,8 +54,11 @@ public struct NetCheckpoint {
     public let loaded: LoadedCheckpoint
     /// The dataset the net was trained on, when the checkpoint says.
     public let dataset: DatasetKind?
-    /// The input normalization of training (a search state has none).
+    /// The input normalization of training (a search state has none: `inputs(_:directory:)`
+    /// recomputes it).
     public let normalization: InputNormalization?
+    /// A search state's settings (nil for a `train` checkpoint).
+    public var searchConfig: DescentConfig?
 
     public var network: Network { loaded.network }
 
@@ -81,7 +84,7 @@ public struct NetCheckpoint {
                 throw CheckpointUseError("\(path) is a search's state between iterations (or after the last): it holds no trained net. Use a checkpoint of `neuralscale train`, or a state.h5 saved during an iteration")
             }
             return NetCheckpoint(path: path, loaded: loaded, dataset: DatasetKind(rawValue: search.config.dataset),
-                                 normalization: nil)
+                                 normalization: nil, searchConfig: search.config)
         case .none, .unreadable:
             return NetCheckpoint(path: path, loaded: loaded, dataset: nil, normalization: nil)
         }
@@ -96,6 +99,18 @@ public struct NetCheckpoint {
         let kind = try NetCheckpoint.dataset(requested, trainedOn: dataset, fitting: network.netDescription, path: path)
         guard let normalization else { throw NetCheckpoint.noNormalization(path) }
         return (kind, normalization)
+    }
+
+    /// `inputs(_:)`, but for a search state, which records no normalization, the one its search
+    /// trained with: fitted as `descend` fits it, on the search's seeded subset of the training
+    /// set (or the whole set) of the dataset in `directory`.
+    public func inputs(_ requested: DatasetKind?, directory: String?) throws -> (kind: DatasetKind, normalization: InputNormalization) {
+        guard normalization == nil, let search = searchConfig else { return try inputs(requested) }
+        let kind = try NetCheckpoint.dataset(requested, trainedOn: dataset, fitting: network.netDescription, path: path)
+        let data = try DatasetSources.load(kind, directory: directory, validationSplit: 0, seed: search.seed,
+                                           subset: kind.rawValue == search.dataset ? search.subset : nil,
+                                           batchSize: search.batchSize, reporter: nil)
+        return (kind, data.normalization)
     }
 
     /// `requested`, else `trainedOn`, checked to fit the net `d`.

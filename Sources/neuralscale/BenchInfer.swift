@@ -210,7 +210,7 @@ struct BenchInfer: ParsableCommand {
             throw ValidationError("--runs and --trials must be >= 1 and --warmup >= 0, got \(runs), \(trials) and \(warmup)")
         }
         guard threads >= 0, threads <= 1024 else { throw ValidationError("--threads must be in 0...1024, got \(threads)") }
-        guard budgetMs.isFinite, budgetMs > 0 else { throw ValidationError("--budget-ms must be > 0, got \(budgetMs)") }
+        guard budgetRange.contains(budgetMs) else { throw ValidationError("--budget-ms must be in 0.001...1e7 (1 us to about 3 hours), got \(budgetMs)") }
         guard (1...4096).contains(profileBatch) else { throw ValidationError("--profile-batch must be in 1...4096, got \(profileBatch)") }
         if worker {
             guard try sources().count == 1, try parsedBatchSizes().count == 1, try parsedInputSizes()?.count ?? 1 == 1 else {

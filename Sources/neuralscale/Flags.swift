@@ -77,3 +77,8 @@ func refuseWritingOverInput(output: String, flag: String, input: String, inputFl
     }
     if same { throw ValidationError("\(flag) \(output) is the \(inputFlag) file itself; write the model elsewhere") }
 }
+
+/// The real-time budgets `--budget-ms` takes: 1 us to about 3 hours. Shares of a budget near 0
+/// overflow to infinity (which JSON cannot hold), and a huge one stretches the charts' log axes
+/// over hundreds of decades.
+let budgetRange: ClosedRange<Double> = 0.001...1e7

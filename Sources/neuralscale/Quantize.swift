@@ -93,7 +93,7 @@ struct Quantize: ParsableCommand {
         RunFolder.removeStaleTemporaries(in: URL(fileURLWithPath: output).deletingLastPathComponent().path, exclusive: false)
         let loaded = try NetCheckpoint.load(checkpoint)
         let net = try loaded.prunedNetwork()
-        let (kind, normalization) = try loaded.inputs(dataset)
+        let (kind, normalization) = try loaded.inputs(dataset, directory: dataDir)
         let graph = net.inferenceGraph.foldingBatchNorms()
         let auto = keepFP32 == "auto"
         var keep = auto ? [] : Set((keepFP32 ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })

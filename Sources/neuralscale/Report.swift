@@ -54,7 +54,7 @@ struct Report: ParsableCommand {
 
     func validate() throws {
         guard !results.isEmpty else { throw ValidationError("give at least one result.json") }
-        guard budgetMs.isFinite, budgetMs > 0 else { throw ValidationError("--budget-ms must be > 0, got \(budgetMs)") }
+        guard budgetRange.contains(budgetMs) else { throw ValidationError("--budget-ms must be in 0.001...1e7 (1 us to about 3 hours), got \(budgetMs)") }
         if !quantize.isEmpty, bench.isEmpty { throw ValidationError("--quantize needs --bench: int8 accuracy goes into the device section") }
     }
 

@@ -39,9 +39,10 @@ final class DescentTests: XCTestCase {
                 reporter: nil)
     }
 
-    /// A pruning run that stops before its first step (its cap allows fewer channels than a step) records no
-    /// trajectory row, and its fallback fit says so: 0 rows, the start widths scaled uniformly
-    /// (it once said "only 1 trajectory rows ... the first row's widths", a row that was not there).
+    /// A pruning run that stops before every group has lost a channel (its cap reached after one
+    /// step) records no trajectory row, and its fallback fit says so and why: 0 rows, the start
+    /// widths scaled uniformly (it once said "only 1 trajectory rows ... the first row's widths",
+    /// a row that was not there, and then "stopped before its first step", which it had not).
     func testEmptyTrajectoryFallsBackSayingSo() throws {
         let greedy = DescentConfig(model: .vgg11, dataset: "memory", iterations: 1, warmupEpochs: 1, learningRate: 0.05,
                                    batchSize: 8, pruning: PruningSettings(frequency: 2, count: 4, maxFraction: 0.005),
@@ -54,7 +55,7 @@ final class DescentTests: XCTestCase {
         XCTAssertEqual(it.stop, .reachedMaxFraction)
         XCTAssertEqual(it.fit.rows, 0)
         let reason = try XCTUnwrap(it.fit.fallbackReason)
-        XCTAssertTrue(reason.hasPrefix("no trajectory rows (pruning stopped before its first step: the most channels a run may prune are pruned)"), reason)
+        XCTAssertTrue(reason.hasPrefix("no trajectory rows (a row is recorded once every group has lost a channel, and after 1 pruning step some had not when the most channels a run may prune are pruned)"), reason)
         XCTAssertEqual(it.fit.groups.map(\.alpha), it.startWidths.map(Double.init))
     }
 

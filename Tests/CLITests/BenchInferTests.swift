@@ -200,6 +200,13 @@ final class BenchInferTests: XCTestCase {
         try CLI.fails(["bench", "infer", "--checkpoint", best, "--batch-sizes", "1,x"], status: 64, mentions: ["--batch-sizes", "1,x"])
         try CLI.fails(["bench", "infer", "--checkpoint", best, "--input-sizes", "16"], status: 64, mentions: ["--input-sizes", "32...1024"])
         try CLI.fails(["bench", "infer", "--checkpoint", best, "--budget-ms", "0"], status: 64, mentions: ["--budget-ms"])
+        // A budget so small its shares overflow (JSON cannot hold them), or so large the charts'
+        // log axes span hundreds of decades, is refused up front, not after the measurements.
+        for budget in ["1e-310", "1e300"] {
+            try CLI.fails(["bench", "infer", "--checkpoint", best, "--budget-ms", budget], status: 64, mentions: ["--budget-ms", "0.001...1e7"])
+            try CLI.fails(["report", root + "/run/result.json", "--out", root + "/rep", "--budget-ms", budget], status: 64,
+                          mentions: ["--budget-ms", "0.001...1e7"])
+        }
         try CLI.fails(["bench", "infer", "--model", "vgg12"], status: 64, mentions: ["--model", "vgg12"])
         try CLI.fails(["bench", "infer", "--model", "vgg11", "--ratios", "0"], status: 64, mentions: ["--ratios"])
         // A ratio too small for a net is named with the flag it came from.

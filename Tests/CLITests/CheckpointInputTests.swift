@@ -132,6 +132,19 @@ final class CheckpointInputTests: XCTestCase {
         let refused = try CLI.fails(["eval", "--checkpoint", search + "/state.h5", "--data-dir", data],
                                     status: 1, mentions: ["state of a search", "neuralscale train --scaling neuralscale"])
         XCTAssertFalse(refused.errors.contains("Usage:"), refused.errors)
+
+        // A state saved during an iteration (stopped as by a Ctrl-C) quantizes as its help says:
+        // the normalization its search trained with is fitted again as descend fitted it (the
+        // state records none, and quantize once refused every state for that).
+        let stopped = root + "/stopped"
+        let s = try CLI.run(["descend", "--model", "vgg11", "--dataset", "fashion-mnist", "--data-dir", data, "--out", stopped,
+                             "--iterations", "1", "--warmup", "0", "--prune-every", "2", "--prune-count", "4", "--batch-size", "8",
+                             "--base-ratio", "0.0625"], timeout: 300, environment: ["NEURALSCALE_STOP_AT": "0:1:1"])
+        XCTAssertTrue(s.status == 1 && s.errors.contains("interrupted at epoch 2, step 1"), s.text)
+        let q = try CLI.run(["quantize", "--checkpoint", stopped + "/state.h5", "--onnx", root + "/state-int8.onnx", "--data-dir", data,
+                             "--calibration", "8", "--no-verify"])
+        XCTAssertEqual(q.status, 0, q.text)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/state-int8.onnx"), q.text)
     }
 
     func testSubsetLargerThanTheDataAndEmptyDataAreRefused() throws {
