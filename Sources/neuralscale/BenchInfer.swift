@@ -205,7 +205,11 @@ struct BenchInfer: ParsableCommand {
         }
         _ = try parsedBatchSizes()
         _ = try parsedInputSizes()
-        _ = try sources()
+        // Every fresh net's widths before anything is timed (a ratio too small for a net, or a
+        // multiple no uniform net comes near, once stopped the run after the nets before it).
+        for case let .fresh(m, ratio, multiple) in try sources() {
+            do { _ = try freshDescription(m, ratio: ratio, multiple: multiple) } catch { throw ValidationError("\(error)") }
+        }
         guard runs >= 1, runs <= 100_000, trials >= 1, trials <= 1000, warmup >= 0, warmup <= 100_000 else {
             throw ValidationError("--runs and --trials must be >= 1 and --warmup >= 0, got \(runs), \(trials) and \(warmup)")
         }
@@ -219,18 +223,23 @@ struct BenchInfer: ParsableCommand {
         }
     }
 
+    /// A fresh net's description: uniform widths at `ratio`, rounded to multiples of `multiple`.
+    func freshDescription(_ m: Architecture, ratio: Double, multiple: Int?) throws -> NetDescription {
+        var d = try ScaledNet.make(m, dataset, ratio: ratio, descent: nil, iteration: nil, flag: "--ratios").description
+        if let k = multiple {
+            var template = d
+            template.widths = m.originalWidths
+            d.widths = try BudgetSolver.uniform(template: template, budget: .params(d.parameterCount), multiple: k).widths
+        }
+        return d
+    }
+
     /// The net of `source`.
     func network(_ source: Source) throws -> Network {
         switch source {
         case let .checkpoint(path): return try NetCheckpoint.load(path).prunedNetwork()
         case let .fresh(m, ratio, multiple):
-            var d = try ScaledNet.make(m, dataset, ratio: ratio, descent: nil, iteration: nil, flag: "--ratios").description
-            if let k = multiple {
-                var template = d
-                template.widths = m.originalWidths
-                d.widths = try BudgetSolver.uniform(template: template, budget: .params(d.parameterCount), multiple: k).widths
-            }
-            return try makeNetwork(d, initialization: .random(RandomGenerator(seed: 0)))
+            return try makeNetwork(freshDescription(m, ratio: ratio, multiple: multiple), initialization: .random(RandomGenerator(seed: 0)))
         case let .onnx(path): throw ValidationError("\(path): the engine cannot run an ONNX file")
         }
     }
