@@ -192,7 +192,8 @@ struct Quantize: ParsableCommand {
         }
         if overBudget {
             FileHandle.standardError.write(Data(("warning: int8 top-1 is \(String(format: "%.2f", verification!.top1_drop_pp)) points below fp32, "
-                + "more than --max-drop \(maxDrop); try --method percentile or --keep-fp32 the first conv\n").utf8))
+                + "more than --max-drop \(maxDrop); try \(method == .percentile ? "another --percentile, --method minmax" : "--method percentile") "
+                + "or --keep-fp32 the first conv (or auto)\n").utf8))
             if strict { throw ExitCode(1) }
         }
     }
