@@ -557,3 +557,15 @@ public final class Descent {
         return result
     }
 }
+
+extension DescentConfig {
+    /// The data a search trains on: `kind` in `directory` without a validation split, on the
+    /// search's seeded subset (`subsetting`: false, the whole training set), the normalization
+    /// fitted on it. `descend` trains on it, and a search state's users (which the state does
+    /// not record the normalization for) fit it again from it.
+    public func trainingData(_ kind: DatasetKind, directory: String?, subsetting: Bool = true,
+                             reporter: TrainingReporter?) throws -> DatasetSources {
+        try DatasetSources.load(kind, directory: directory, validationSplit: 0, seed: seed, subset: subsetting ? subset : nil,
+                                batchSize: batchSize, reporter: reporter)
+    }
+}

@@ -107,9 +107,7 @@ public struct NetCheckpoint {
     public func inputs(_ requested: DatasetKind?, directory: String?) throws -> (kind: DatasetKind, normalization: InputNormalization) {
         guard normalization == nil, let search = searchConfig else { return try inputs(requested) }
         let kind = try NetCheckpoint.dataset(requested, trainedOn: dataset, fitting: network.netDescription, path: path)
-        let data = try DatasetSources.load(kind, directory: directory, validationSplit: 0, seed: search.seed,
-                                           subset: kind.rawValue == search.dataset ? search.subset : nil,
-                                           batchSize: search.batchSize, reporter: nil)
+        let data = try search.trainingData(kind, directory: directory, subsetting: kind.rawValue == search.dataset, reporter: nil)
         return (kind, data.normalization)
     }
 

@@ -125,19 +125,20 @@ public enum WidthSolver {
     static func configurations(of fit: PowerLawFit, around center: Double, window: Double, limit: Int = 20_000) -> [Double] {
         guard window > 0 else { return [] }
         let lo = center - window, hi = center + window
+        func sampled() -> [Double] { stride(from: lo, through: hi, by: (hi - lo) / Double(limit)).map { $0 } }
         var points = [lo, hi]
         for g in fit.groups {
             let beta = fit.isFallback ? 1 : g.beta
             guard beta > 0, g.alpha > 0 else { continue }
             // alpha * tau^beta = k + 0.5  <=>  ln tau = (ln(k + 0.5) - ln alpha) / beta.
             let r0 = g.alpha * exp(beta * lo), r1 = g.alpha * exp(beta * hi)
-            guard r0.isFinite, r1.isFinite, r1 - r0 < Double(limit) else { return stride(from: lo, through: hi, by: (hi - lo) / Double(limit)).map { $0 } }
+            guard r0.isFinite, r1.isFinite, r1 - r0 < Double(limit) else { return sampled() }
             var k = max(0, (r0 - 0.5).rounded(.down))
             while k + 0.5 < r1 {
                 if k + 0.5 > r0 { points.append((log(k + 0.5) - log(g.alpha)) / beta) }
                 k += 1
             }
-            if points.count > limit { return stride(from: lo, through: hi, by: (hi - lo) / Double(limit)).map { $0 } }
+            if points.count > limit { return sampled() }
         }
         points.sort()
         return zip(points, points.dropFirst()).compactMap { a, b in b > a ? (a + b) / 2 : nil }

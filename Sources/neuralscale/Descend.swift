@@ -141,8 +141,7 @@ struct Descend: ParsableCommand {
                     : "residual streams pruned as one: " + model.describe(coupling: streams) + "\n").utf8))
             }
             installInterruptHandler()
-            var data = try DatasetSources.load(kind, directory: dataDir, validationSplit: 0, seed: seed, subset: config.subset,
-                                               batchSize: config.batchSize, reporter: parallel.leads ? ConsoleReporter() : nil)
+            var data = try config.trainingData(kind, directory: dataDir, reporter: parallel.leads ? ConsoleReporter() : nil)
             if let group = parallel.group { data = data.part(group.rank, of: group.size) }
             let descent = Descent(config: config, template: template, train: data.train, outputDirectory: output,
                                   reporter: parallel.leads ? ConsoleDescentReporter() : nil, group: parallel.group)
