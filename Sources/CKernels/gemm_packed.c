@@ -26,22 +26,21 @@ enum { NR = NS_LANES };
 #define NARROW_TARGET
 #endif
 
-/// Rows per panel for a product of M rows: with 32 vector registers, 12 (24 accumulators of a
-/// 12 x 32 tile), 8 (16 accumulators) or 9 (18), whichever pads M to the fewest rows (on a tie 8,
-/// as fast per row, measured, then 12); 4 otherwise. A 16-channel layer on 12-row panels
-/// computes 24 rows, a third of them padding; the 27 taps' rows of a first layer's input
-/// gradient (`ns_conv_dx_few`) on 8-row panels 32.
+/// Rows per panel for a product of M rows: with AVX-512's 32 vector registers, 12 (24
+/// accumulators of a 12 x 32 tile), 8 (16 accumulators) or 9 (18), whichever pads M to the
+/// fewest rows (on a tie 8, as fast per row, measured, then 12); with AVX2's 16, 6 (12
+/// accumulators of a 6 x 16 tile, two registers of B and a broadcast); 4 otherwise. A 16-channel
+/// layer on 12-row panels computes 24 rows, a third of them padding; the 27 taps' rows of a first
+/// layer's input gradient (`ns_conv_dx_few`) on 8-row panels 32.
 static long panel_rows(long M) {
-#if defined(__x86_64__) && defined(__clang__)
-    static int wide = -1;
-    if (wide < 0) wide = __builtin_cpu_supports("avx512f");
-    if (!wide || ns_portable_kernels()) return 4;
-    const long on8 = (M + 7) / 8 * 8, on9 = (M + 8) / 9 * 9, on12 = (M + 11) / 12 * 12;
-    return on8 <= on9 && on8 <= on12 ? 8 : on12 <= on9 ? 12 : 9;
-#else
-    (void)M;
-    return 4;
-#endif
+    switch (ns_kernel_set()) {
+    case NS_KERNELS_AVX512: {
+        const long on8 = (M + 7) / 8 * 8, on9 = (M + 8) / 9 * 9, on12 = (M + 11) / 12 * 12;
+        return on8 <= on9 && on8 <= on12 ? 8 : on12 <= on9 ? 12 : 9;
+    }
+    case NS_KERNELS_AVX2: return 6;
+    default: return 4;
+    }
 }
 
 long ns_pgemm_panel_rows(long M) { return panel_rows(M); }
@@ -160,32 +159,42 @@ TILE(9, 2)
 TILE(9, 1)
 TILE(8, 2)
 TILE(8, 1)
+TILE(6, 2)
+TILE(6, 1)
 TILE(4, 2)
 TILE(4, 1)
 
 /// Panels [p0, p1) of C against all N columns: blocks of 32 columns, then one of 16, then the
 /// last < 16 columns through `scratch` (K * 16 + 2 * MR * 16 floats): B's columns (and R's)
 /// copied zero-padded, the tile computed there and its valid columns copied out.
-#define BODY(NAME, TARGET, MR)                                                                                        \
+#define BODY(NAME, TARGET, MR, PAIRS, PACKB)                                                                          \
     TARGET static void NAME(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,    \
                             const float *bias, const float *R, float lo, float hi, long p0, long p1,                  \
                             float *scratch, int streaming, const ns_normalized_output *nz) {                          \
-        /* Streaming stores need 64-byte aligned rows. */                                                             \
-        const int stream = streaming && ((unsigned long)C % 64 == 0) && (ldc % 16 == 0) &&                            \
+        /* Streaming stores need 64-byte aligned rows (AVX2's: none, as `pconv_avx2`). */                            \
+        const int stream = !PACKB && streaming && ((unsigned long)C % 64 == 0) && (ldc % 16 == 0) &&                  \
                            (!nz || (unsigned long)nz->out % 64 == 0);                                                 \
         long n0 = 0;                                                                                                  \
-        for (; n0 + 2 * NR <= N; n0 += 2 * NR)                                                                        \
+        for (; PAIRS && n0 + 2 * NR <= N; n0 += 2 * NR)                                                               \
             for (long p = p0; p < p1; p++) {                                                                          \
                 const long m = p * MR;                                                                                \
                 tile_##MR##_2(K, ap + p * K * MR, B + n0, ldb, C + m * ldc + n0, ldc, M - m, bias ? bias + m : 0,     \
                               R ? R + m * ldc + n0 : 0, ldc, lo, hi, stream, nz, m, nz ? nz->out + m * ldc + n0 : 0); \
             }                                                                                                         \
-        for (; n0 + NR <= N; n0 += NR)                                                                                \
+        for (; n0 + NR <= N; n0 += NR) {                                                                              \
+            /* With PACKB, the block's columns of B copied into `scratch` for the panels to share. */                 \
+            const float *bb = B + n0;                                                                                 \
+            long lb = ldb;                                                                                            \
+            if (PACKB && scratch && p1 - p0 > 1) {                                                                    \
+                for (long k = 0; k < K; k++) STORE(scratch + k * NR, LOAD(B + k * ldb + n0));                         \
+                bb = scratch, lb = NR;                                                                                \
+            }                                                                                                         \
             for (long p = p0; p < p1; p++) {                                                                          \
                 const long m = p * MR;                                                                                \
-                tile_##MR##_1(K, ap + p * K * MR, B + n0, ldb, C + m * ldc + n0, ldc, M - m, bias ? bias + m : 0,     \
+                tile_##MR##_1(K, ap + p * K * MR, bb, lb, C + m * ldc + n0, ldc, M - m, bias ? bias + m : 0,          \
                               R ? R + m * ldc + n0 : 0, ldc, lo, hi, stream, nz, m, nz ? nz->out + m * ldc + n0 : 0); \
             }                                                                                                         \
+        }                                                                                                             \
         if (n0 < N) {                                                                                                 \
             const long w = N - n0;                                                                                    \
             float *b = scratch, *c = scratch + K * NR, *a = c + MR * NR;                                              \
@@ -216,14 +225,19 @@ TILE(4, 1)
         }                                                                                                             \
     }
 
-BODY(pgemm_wide, WIDE_TARGET, 12)
-BODY(pgemm_wide9, WIDE_TARGET, 9)
-BODY(pgemm_wide8, WIDE_TARGET, 8)
-BODY(pgemm_narrow, NARROW_TARGET, 4)
-BODY(pgemm_default, , 4)
+BODY(pgemm_wide, WIDE_TARGET, 12, 1, 0)
+BODY(pgemm_wide9, WIDE_TARGET, 9, 1, 0)
+BODY(pgemm_wide8, WIDE_TARGET, 8, 1, 0)
+// 16 columns a tile: a 6 x 32 one's 24 accumulators would not fit AVX2's 16 registers. B's
+// columns copied for the panels: its rows in place are often 4 KB apart (an image's 32x32
+// plane), all in one set of a 32 KB L1, so each panel read them from L2 again.
+BODY(pgemm_avx2, NARROW_TARGET, 6, 0, 1)
+BODY(pgemm_default, , 4, 1, 0)
 
-/// Enough for the tallest panel (12 rows).
-long ns_pgemm_scratch_count(long K, long N) { return N % NR ? K * NR + 2 * 12 * NR : 0; }
+/// Enough for the tallest panel (12 rows); on AVX2 always (`pgemm_avx2` copies B's columns there).
+long ns_pgemm_scratch_count(long K, long N) {
+    return N % NR || ns_kernel_set() == NS_KERNELS_AVX2 ? K * NR + 2 * 12 * NR : 0;
+}
 
 void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,
               const float *bias, const float *addend, float lo, float hi, long p0, long p1, float *scratch,
@@ -236,8 +250,8 @@ void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb,
         pgemm_wide9(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming, normalized);
     } else if (mr == 12) {
         pgemm_wide(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming, normalized);
-    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        pgemm_narrow(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming, normalized);
+    } else if (mr == 6) {
+        pgemm_avx2(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming, normalized);
     } else {
         pgemm_default(M, N, K, ap, B, ldb, C, ldc, bias, addend, lo, hi, p0, p1, scratch, streaming, normalized);
     }
@@ -400,7 +414,7 @@ enum { MAX_TAPS = NS_IMPLICIT_MAX_TAPS };
 enum { NS_PADDED_MAX = 32768 };
 
 /// x [C, H, W] into padded [C, H + 2 PH, W + 2 PW], zeros around (only there).
-WIDE_TARGET static void pad_image(const float *x, long C, long H, long W, long PH, long PW, float *padded) {
+NS_CLONES static void pad_image(const float *x, long C, long H, long W, long PH, long PW, float *padded) {
     const long Hp = H + 2 * PH, Wp = W + 2 * PW;
     for (long c = 0; c < C; c++) {
         float *plane = padded + c * Hp * Wp;
@@ -515,6 +529,50 @@ ITILE(8, 1)
 IBODY(pconv_wide, 12)
 IBODY(pconv_wide9, 9)
 IBODY(pconv_wide8, 8)
+
+/// AVX2's implicit tile: `rows` (<= MR) output channels against 16 pixels of a zero-padded image
+/// (`vb`: where the pixels start in it), its padded path alone (rows of whole vectors: no cut
+/// vector, no masks). A 6 x 16 tile, the packed GEMM's on AVX2; B's rows are the image's, which
+/// stays in L1 (a first layer's 3 x 34 x 34 is 14 KB), where an im2col copy's rows, 4 KB apart on
+/// a 32x32 map, all fell in one set of L1 and came from L2 on every tile.
+NARROW_TARGET static inline __attribute__((always_inline)) void
+atile_6(long C, long ldx, const struct ns_taps *t, long vb, const float *restrict ap, const float *restrict x,
+        float *restrict c, long ldc, long rows, const float *bias, const float *addend, float lo, float hi, int stream,
+        const ns_normalized_output *nz, long m, float *restrict c2) {
+    vf acc[6][1];
+    UNROLL for (int r = 0; r < 6; r++) acc[r][0] = (vf){0};
+    const long taps = t->count;
+    for (long ch = 0; ch < C; ch++) {
+        const float *xc = x + ch * ldx + vb;
+        for (long k = 0; k < taps; k++, ap += 6) {
+            vf bv[1];
+            bv[0] = LOAD(xc + t->offset[k]);
+            TILE_STEP(6, 1, ap, 1)
+        }
+    }
+    TILE_OUTPUT(6, 1, ldc, PLAIN_LOAD, PLAIN_OUT)
+}
+
+/// `IBODY` for AVX2: panels [p0, p1) of 6 rows against every block of 16 output pixels, x zero-
+/// padded to rows of Wp (stride 1, OW a multiple of 16).
+NARROW_TARGET static void pconv_avx2(long M, long C, long OH, long OW, long ldx, long Wp, const struct ns_taps *t,
+                                     const float *ap, const float *x, float *out, const float *bias, const float *R,
+                                     float lo, float hi, long p0, long p1, int streaming,
+                                     const ns_normalized_output *nz) {
+    const long N = OH * OW, K = C * t->count;
+    // Plain stores: streaming ones made a first layer's forward 3.0 -> 3.8-4.1 ms (batch 128, AMD
+    // EPYC VM, Zen 3), where on an Intel Xeon they saved time.
+    (void)streaming;
+    const int stream = 0;
+    for (long q0 = 0; q0 < N; q0 += NR) {
+        const long vb = padded_start(q0, 0, N, OW, Wp);
+        for (long p = p0; p < p1; p++) {
+            const long m = p * 6;
+            atile_6(C, ldx, t, vb, ap + p * K * 6, x, out + m * N + q0, N, M - m, bias ? bias + m : 0,
+                    R ? R + m * N + q0 : 0, lo, hi, stream, nz, m, nz ? nz->out + m * N + q0 : 0);
+        }
+    }
+}
 
 /// The weight gradient's blocks: 4 rows of dy (NS_FOR_EACH_BLOCK's) by 5 patch rows, 20
 /// accumulators. With 6 (24), the padded path's loop over a row of two vectors, unrolled,
@@ -647,7 +705,53 @@ WIDE_TARGET static void dw_lanes_padded(long M, long N, long H, long vpr, long W
 #undef DW_BLOCK
 #undef DW_BLOCK2
 }
+/// `dw_block_padded` for AVX2, one half of the 16 lanes (`h`: lanes 8 h ..< 8 h + 8) over the
+/// whole plane: 3 rows of dy by 3 patch rows, 9 accumulators, 3 registers of dy and 3 of the
+/// image in AVX2's 16 (`nt_lanes_avx2`'s blocks). Each lane sums the same products in the same
+/// order as there and as `dw_block_padded`: the same bits. The group's dy rows are read twice
+/// per column block, then from L1 with the zero-padded image (a first layer's 14 KB).
+enum { DWH_ROWS = 3, DWH_COLUMNS = 4 };
+NARROW_TARGET static inline __attribute__((always_inline)) void
+dw_half_padded(long R, long NC, long m0, long n0, long N, long H, long vpr, long Wp, const float *dy,
+               const float *const *src, float *lanes, long h) {
+    const long HW = H * vpr * NR;
+    vh acc[DWH_ROWS][DWH_COLUMNS];
+    const float *p[DWH_COLUMNS], *d[DWH_ROWS];
+    for (long n = 0; n < NC; n++) p[n] = src[n0 + n] + h * NS_HALF;
+    for (long r = 0; r < R; r++) d[r] = dy + (m0 + r) * HW + h * NS_HALF;
+    for (long r = 0; r < R; r++)
+        for (long n = 0; n < NC; n++) acc[r][n] = LOADH(lanes + ((m0 + r) * N + n0 + n) * NR + h * NS_HALF);
+    long v = 0;  // dy's vector
+    for (long off = 0; off < H * Wp; off += Wp)
+        for (long u = 0; u < vpr; u++, v++) {
+            vh a[DWH_ROWS];
+            for (long r = 0; r < R; r++) a[r] = LOADH(d[r] + v * NR);
+            for (long n = 0; n < NC; n++) {
+                const vh b = LOADH(p[n] + off + u * NR);
+                for (long r = 0; r < R; r++) acc[r][n] += a[r] * b;
+            }
+        }
+    for (long r = 0; r < R; r++)
+        for (long n = 0; n < NC; n++) STOREH(lanes + ((m0 + r) * N + n0 + n) * NR + h * NS_HALF, acc[r][n]);
+}
+
+NARROW_TARGET static void dw_lanes_padded_avx2(long M, long N, long H, long vpr, long Wp, const float *const *src,
+                                               const float *dy, float *lanes) {
+    for (long m0 = 0; m0 < M; m0 += DWH_ROWS) {
+        const long R = M - m0 < DWH_ROWS ? M - m0 : DWH_ROWS;
+        for (long n0 = 0; n0 < N; n0 += DWH_COLUMNS) {
+            const long NC = N - n0 < DWH_COLUMNS ? N - n0 : DWH_COLUMNS;
+            for (long h = 0; h < 2; h++) {
+                if (R == DWH_ROWS && NC == DWH_COLUMNS && vpr == 2)
+                    dw_half_padded(DWH_ROWS, DWH_COLUMNS, m0, n0, N, H, 2, Wp, dy, src, lanes, h);
+                else
+                    dw_half_padded(R, NC, m0, n0, N, H, vpr, Wp, dy, src, lanes, h);
+            }
+        }
+    }
+}
 #endif
+
 
 long ns_conv_dw_masks_count(long C, long H, long W, long KH, long KW, int ones) {
     return (H * W + NR - 1) / NR * (C * KH * KW + (ones ? 1 : 0));
@@ -690,16 +794,20 @@ void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH,
     if (ones) src[N - 1] = ones;
     // Stride 1, rows whole vectors and a small image: a zero-padded copy, read without masks.
     const long Hp = H + 2 * PH, Wp = W + 2 * PW;
-    if (stride == 1 && W % NR == 0 && C * Hp * Wp <= NS_PADDED_MAX && !ns_masked_image_reads()) {
+    // (AVX2 has this path alone: `ns_masked_image_reads` is for the choice AVX-512 has.)
+    const int avx2 = ns_kernel_set() == NS_KERNELS_AVX2;
+    if (stride == 1 && W % NR == 0 && C * Hp * Wp <= NS_PADDED_MAX && (avx2 || !ns_masked_image_reads())) {
         float padded[NS_PADDED_MAX];
         pad_image(x, C, H, W, PH, PW, padded);
         for (long n = 0; n < C * t.count; n++) {
             const long tap = n % t.count, ky = tap / KW, kx = tap % KW;
             src[n] = padded + (n / t.count) * Hp * Wp + ky * Wp + kx;
         }
-        dw_lanes_padded(M, N, H, W / NR, Wp, src, dy, next_dy, lanes);
+        if (avx2) dw_lanes_padded_avx2(M, N, H, W / NR, Wp, src, dy, lanes);
+        else dw_lanes_padded(M, N, H, W / NR, Wp, src, dy, next_dy, lanes);
         return;
     }
+    if (avx2) abort();  // the caller checks (`ns_pconv_padded_available`)
     // Else under the taps' masks, reading the image's planes (stride 1) or its phases (stride 2,
     // [C][4][OH][OW]: every tap reads a phase plane shifted by at most one row and column).
     const long plane = stride == 1 ? H * W : 4 * OH * OW;
@@ -711,9 +819,20 @@ void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH,
 #endif
 }
 
+int ns_pconv_padded_available(long C, long H, long W, long KH, long KW, long PH, long PW, long stride) {
+#if defined(__x86_64__) && defined(__clang__)
+    if (ns_kernel_set() == NS_KERNELS_AVX512) return ns_pconv_available(H, W, KH, KW, PH, PW, stride);
+    return ns_kernel_set() == NS_KERNELS_AVX2 && stride == 1 && KH == 2 * PH + 1 && KW == 2 * PW + 1
+        && KH * KW <= MAX_TAPS && W % NR == 0 && C * (H + 2 * PH) * (W + 2 * PW) <= NS_PADDED_MAX;
+#else
+    (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)stride;
+    return 0;
+#endif
+}
+
 int ns_pconv_available(long H, long W, long KH, long KW, long PH, long PW, long stride) {
 #if defined(__x86_64__) && defined(__clang__)
-    if (panel_rows(16) == 4 || KH * KW > MAX_TAPS) return 0;
+    if (ns_kernel_set() != NS_KERNELS_AVX512 || KH * KW > MAX_TAPS) return 0;
     if (stride == 1) return KH == 2 * PH + 1 && KW == 2 * PW + 1;
     // Every phase the output's size.
     return stride == 2 && H % 2 == 0 && W % 2 == 0 && (KH == 2 * PH + 1 || KH == 2 * PH + 2) &&
@@ -769,15 +888,19 @@ void ns_pconv(long M, long C, long H, long W, long KH, long KW, long PH, long PW
     // Rows whole vectors and a small image: a zero-padded copy, read without masks.
     float padded[NS_PADDED_MAX];
     const long Hp = H + 2 * PH;
-    if (stride == 1 && W % NR == 0 && C * Hp * (W + 2 * PW) <= NS_PADDED_MAX && !ns_masked_image_reads()) {
+    // (AVX2 has the padded path alone: `ns_masked_image_reads` is for the choice AVX-512 has.)
+    const long mr = panel_rows(M);
+    if (stride == 1 && W % NR == 0 && C * Hp * (W + 2 * PW) <= NS_PADDED_MAX && (mr == 6 || !ns_masked_image_reads())) {
         Wp = W + 2 * PW;
         ldx = Hp * Wp;
         pad_image(x, C, H, W, PH, PW, padded);
         x = padded;
         padded_offsets(&t, KW, Wp);
     }
-    const long mr = panel_rows(M);
-    if (mr == 8)
+    if (mr == 6) {
+        if (!Wp) abort();  // the caller checks (`ns_pconv_padded_available`)
+        pconv_avx2(M, C, OH, OW, ldx, Wp, &t, ap, x, out, bias, addend, lo, hi, p0, p1, streaming, normalized);
+    } else if (mr == 8)
         pconv_wide8(M, C, OH, OW, ldx, Wp, &t, ap, x, out, bias, addend, lo, hi, p0, p1, streaming, normalized);
     else if (mr == 9)
         pconv_wide9(M, C, OH, OW, ldx, Wp, &t, ap, x, out, bias, addend, lo, hi, p0, p1, streaming, normalized);
@@ -830,23 +953,28 @@ WIDE_TARGET static void shift_add_wide(long C, long H, long W, long KH, long KW,
 }
 #endif
 
-/// The same, a pixel at a time.
+/// The same, a row at a time: each tap's contribution added over the columns it reaches, in
+/// the taps' order (a column it misses would add a zero, which changes no sum that starts at +0),
+/// so the same sums as `shift_add_wide`'s; the loop over a row's columns is the compiler's to
+/// vectorize.
+NS_CLONES
 static void shift_add(long C, long H, long W, long KH, long KW, long PH, long PW, const float *z, float *dx) {
     const long HW = H * W;
     for (long c = 0; c < C; c++)
-        for (long y = 0; y < H; y++)
-            for (long x = 0; x < W; x++) {
-                float acc = 0;
-                for (long i = 0; i < KH; i++) {
-                    const long ys = y - i + PH;
-                    if (ys < 0 || ys >= H) continue;
-                    for (long j = 0; j < KW; j++) {
-                        const long xs = x - j + PW;
-                        acc += xs >= 0 && xs < W ? z[((i * KW + j) * C + c) * HW + ys * W + xs] : 0;
-                    }
+        for (long y = 0; y < H; y++) {
+            float *restrict d = dx + (c * H + y) * W;
+            for (long x = 0; x < W; x++) d[x] = 0;
+            for (long i = 0; i < KH; i++) {
+                const long ys = y - i + PH;
+                if (ys < 0 || ys >= H) continue;
+                for (long j = 0; j < KW; j++) {
+                    // Column x reads column x - j + PW of the tap's row.
+                    const long shift = PW - j, lo = shift < 0 ? -shift : 0, hi = shift > 0 ? W - shift : W;
+                    const float *restrict row = z + ((i * KW + j) * C + c) * HW + ys * W + shift;
+                    for (long x = lo; x < hi; x++) d[x] += row[x];
                 }
-                dx[(c * H + y) * W + x] = acc;
             }
+        }
 }
 
 void ns_conv_dx_few(long C, long O, long H, long W, long KH, long KW, long PH, long PW, const float *ap,
@@ -855,7 +983,7 @@ void ns_conv_dx_few(long C, long O, long H, long W, long KH, long KW, long PH, l
     float *z = scratch;
     ns_pgemm(R, HW, O, ap, dy, HW, z, HW, NULL, NULL, -INFINITY, INFINITY, 0, (R + mr - 1) / mr, z + R * HW, 0, NULL);
 #if defined(__x86_64__) && defined(__clang__)
-    if (panel_rows(16) != 4) {
+    if (ns_kernel_set() == NS_KERNELS_AVX512) {
         shift_add_wide(C, H, W, KH, KW, PH, PW, z, dx);
         return;
     }
@@ -956,7 +1084,7 @@ void ns_conv_dx_s2_gather(long C, long H, long W, long K, long images, const flo
         const s2_rows rows = {z + n * plane, ldz, channelMajor ? 1 : C, channelMajor ? K * K : 1};
         float *d = dx + n * C * H * W;
 #if defined(__x86_64__) && defined(__clang__)
-        if (panel_rows(16) != 4) {
+        if (ns_kernel_set() == NS_KERNELS_AVX512) {
             s2_gather_wide(C, H, W, K, rows, d, accumulate);
             continue;
         }

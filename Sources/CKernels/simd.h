@@ -11,6 +11,35 @@
 #endif
 
 enum { NS_LANES = 16 };
+
+/// Which hand-tuned kernels run: AVX-512's (32 vector registers) where the CPU has them and
+/// `ns_portable_kernels` is off, else AVX2's with FMA (16 registers of 8 lanes: blocks sized for
+/// them), else the baseline's. Tests set `ns_portable_kernels` to cover the AVX2 paths on an
+/// AVX-512 machine.
+enum ns_kernel_set { NS_KERNELS_BASELINE, NS_KERNELS_AVX2, NS_KERNELS_AVX512 };
+int ns_portable_kernels(void);
+static inline enum ns_kernel_set ns_kernel_set(void) {
+#if defined(__x86_64__) && defined(__clang__)
+    static int avx512 = -1, avx2 = -1;
+    if (avx512 < 0) {
+        avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+                 && __builtin_cpu_supports("avx512dq");
+        avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    if (avx512 && !ns_portable_kernels()) return NS_KERNELS_AVX512;
+    return avx2 ? NS_KERNELS_AVX2 : NS_KERNELS_BASELINE;
+#else
+    return NS_KERNELS_BASELINE;
+#endif
+}
+
+/// Half a 16-lane vector: one AVX2 register (the AVX2 kernels keep the 16-lane layouts and
+/// sum orders of the others, a half at a time, so that they compute the same bits).
+enum { NS_HALF = 8 };
+typedef float vh __attribute__((vector_size(4 * NS_HALF)));
+typedef float vh_unaligned __attribute__((vector_size(4 * NS_HALF), aligned(4)));
+#define LOADH(p) (*(const vh_unaligned *)(p))
+#define STOREH(p, v) (*(vh_unaligned *)(p) = (v))
 typedef float vf __attribute__((vector_size(4 * NS_LANES)));
 typedef float vf_unaligned __attribute__((vector_size(4 * NS_LANES), aligned(4)));
 typedef int vi __attribute__((vector_size(4 * NS_LANES)));

@@ -94,7 +94,9 @@ final class WinogradTests: XCTestCase {
         XCTAssertEqual(try algorithm(512, 512, 1), .im2col)
         XCTAssertEqual(try algorithm(3, 64, 32), .shallow, "too few input channels")
         XCTAssertEqual(try algorithm(32, 32, 32), .winograd(tile: 4))
-        XCTAssertEqual(try algorithm(minimum, minimum, 32), .fewChannels, "fewer than 32 input channels: the packed tiles")
+        // The packed tiles read the image under masks, which AVX2 lacks: Winograd there.
+        XCTAssertEqual(try algorithm(minimum, minimum, 32), Conv2DTuning.maskedImageKernels ? .fewChannels : .winograd(tile: 4),
+                       "fewer than 32 input channels: the packed tiles")
         XCTAssertEqual(try algorithm(minimum, minimum, 32, batch: 1), .winograd(tile: 4), "fewer images than pieces")
         XCTAssertEqual(try algorithm(minimum, 64, 32, kernel: 1, padding: 0), .shallow, "a 1x1 of 16 channels")
         XCTAssertEqual(try algorithm(48, 64, 32, kernel: 1, padding: 0), .im2col, "a 1x1: sgemm in place")

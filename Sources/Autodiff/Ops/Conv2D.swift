@@ -149,6 +149,11 @@ public enum Conv2DTuning {
         get { ns_portable_kernels() != 0 }
         set { ns_set_portable_kernels(newValue ? 1 : 0) }
     }
+    /// Whether this machine runs the kernels that read a convolution's patch rows from the image
+    /// under the taps' masks (AVX-512, `portableKernels` off), which `Conv2DAlgorithm.fewChannels`
+    /// and the halving convolutions' in-place paths need. Without them (AVX2) only a zero-padded
+    /// small image is read in place: a first layer's forward and weight gradient.
+    public static var maskedImageKernels: Bool { ns_pconv_available(32, 32, 3, 3, 1, 1, 1) != 0 }
     /// For tests: the convolutions that read the image in place (a shallow one's forward and
     /// weight gradient, a frozen one's packed forward) read it under the taps' masks even where its
     /// rows are whole vectors, which they otherwise read from a zero-padded copy (the same sums in
@@ -767,13 +772,16 @@ struct GEMMConv {
         // image in place (`ns_conv_dw_lanes`), where the masked loads exist: no im2col; a halving
         // one's from the image's phases (one group).
         let dwStride = g.strideH == 1 && g.strideW == 1 ? 1 : halvingLaneSums ? 2 : 0
-        let dwMasks: [UInt16]? = shallow && dwStride > 0
-            && ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, dwStride) != 0
-            ? {
+        // On AVX2 only a stride-1 one whose zero-padded image is small, which needs no masks.
+        let masked = ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, dwStride) != 0
+        let dwMasks: [UInt16]? = !shallow || dwStride == 0 ? nil
+            : masked ? {
                 var m = [UInt16](repeating: 0, count: ns_conv_dw_masks_count(g.inPerGroup, g.outH, g.outW, g.kernelH, g.kernelW, ones))
                 ns_conv_dw_masks(g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, dwStride, ones, &m)
                 return m
-            }() : nil
+            }()
+            : dwStride == 1 && ns_pconv_padded_available(g.inPerGroup, g.height, g.width, g.kernelH, g.kernelW,
+                                                          g.padH, g.padW, 1) != 0 ? [] : nil
         // Its bias's row of ones, read like the output's rows (or a zero-padded copy's).
         let dwOnes = Tensor.filled([dwMasks != nil && ones != 0 ? ns_conv_dw_ones_count(g.outH, g.outW, g.padW) : 0], with: 1)
         // A halving one's phases of an image, per piece.

@@ -99,7 +99,8 @@ struct PackedGEMMConv {
         self.g = g
         narrow = g.outPlane < Self.minPlane
         implicit = !narrow && !g.isPointwise && g.strideH == g.strideW
-            && ns_pconv_available(g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW, g.strideH) != 0
+            && ns_pconv_padded_available(g.inChannels, g.height, g.width, g.kernelH, g.kernelW, g.padH, g.padW,
+                                         g.strideH) != 0
         im2col = implicit || g.isPointwise ? nil : GEMMConv(g)
     }
 

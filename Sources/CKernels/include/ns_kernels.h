@@ -250,8 +250,11 @@ void ns_pgemm(long M, long N, long K, const float *ap, const float *B, long ldb,
 /// [C, H, W]; at stride 2 (H and W even, kernel 2 P + 1 or 2 P + 2) the output is H/2 x W/2 and x
 /// the image's phases written by `ns_pconv_phases`. out and addend [M, OH, OW]. The same
 /// products in the same order as `ns_pgemm` on the patch matrix: the same bits. Only where
-/// `ns_pconv_available` says so (AVX-512, at most 64 taps, such a geometry).
+/// `ns_pconv_available` says so (AVX-512, at most 64 taps, such a geometry), or, for an image of
+/// C channels, `ns_pconv_padded_available`: that, or on AVX2 a stride-1 one whose rows are whole
+/// vectors and whose zero-padded copy is small (the padded path alone, without masks).
 int ns_pconv_available(long H, long W, long KH, long KW, long PH, long PW, long stride);
+int ns_pconv_padded_available(long C, long H, long W, long KH, long KW, long PH, long PW, long stride);
 /// `normalized` (may be NULL): its `out` laid out as `out`.
 void ns_pconv(long M, long C, long H, long W, long KH, long KW, long PH, long PW, long stride, const float *ap,
               const float *x, float *out, const float *bias, const float *addend, float lo, float hi, long p0, long p1,
