@@ -207,6 +207,8 @@ public struct QuantizationSummary: Codable, Sendable {
     public var quantizedLayers: [String]
     /// Convs and linear layers left in float (asked for with `keepFloat`).
     public var floatLayers: [String]
+    /// The weights' bits: 7 (values in -63...63, `QDQExport.defaultWeightBits`) or 8 (-127...127).
+    public var weightBits: Int
 }
 
 /// The net's eval graph (BN folded) as an int8 QDQ ONNX model, in the pattern ONNX Runtime fuses
@@ -217,22 +219,41 @@ public struct QuantizationSummary: Codable, Sendable {
 /// between the conv and its `QuantizeLinear`, where ONNX Runtime absorbs it. Every conv
 /// attribute is written explicitly. The model's output, the logits, stays float.
 public enum QDQExport {
+    /// The weights' bits unless asked otherwise: 7, ONNX Runtime's "reduce range". On x86 CPUs
+    /// without VNNI (AVX2, or AVX-512 without it) its U8S8 integer kernels multiply with
+    /// VPMADDUBSW, whose 16-bit sums of two products saturate past 32767: with 8-bit weights
+    /// (2 x 255 x 127 = 64770) a conv reading a signed activation (a uint8 zero point well above
+    /// 0) loses whole quantization steps. A random MobileNetV2's logits, cosine distance from
+    /// float's 0.29 with 8-bit weights on an AMD EPYC Zen 3 (the same model without the fused
+    /// kernels: 0.005), 0.004 with 7 bits (2 x 255 x 63 = 32130 fits). VNNI and ARM add into 32
+    /// bits: 8 bits there (`weightBits: 8`, `quantize --weight-bits 8`) keep a bit more precision.
+    public static let defaultWeightBits = 7
+
+    /// The weight bits `QDQExport.model` takes.
+    public static let weightBitChoices = 7...8
+
     /// - Parameters:
     ///   - ranges: from `ActivationRanges.calibrate` on `net.inferenceGraph.foldingBatchNorms()`
     ///     (a gated net: of its surgery net).
     ///   - keepFloat: module names of convs and linear layers to leave in float.
+    ///   - weightBits: 7 or 8 (`defaultWeightBits`).
     public static func model(_ net: Network, ranges: ActivationRanges, activations: ActivationType = .uint8,
-                             keepFloat: Set<String> = []) throws -> (model: Onnx_ModelProto, summary: QuantizationSummary) {
+                             keepFloat: Set<String> = [], weightBits: Int = defaultWeightBits) throws
+        -> (model: Onnx_ModelProto, summary: QuantizationSummary) {
         let plain = net.isGated ? try Surgery.prune(net) : net
         return try model(plain.inferenceGraph.foldingBatchNorms(), net: plain.netDescription, ranges: ranges,
-                         activations: activations, keepFloat: keepFloat)
+                         activations: activations, keepFloat: keepFloat, weightBits: weightBits)
     }
 
     /// The same from a net's folded inference graph (`graph`) and description (`d`), for a
     /// caller that already traced it (calibration, or `--keep-fp32 auto`'s many exports).
     public static func model(_ graph: InferenceGraph, net d: NetDescription, ranges: ActivationRanges,
                              activations: ActivationType = .uint8,
-                             keepFloat: Set<String> = []) throws -> (model: Onnx_ModelProto, summary: QuantizationSummary) {
+                             keepFloat: Set<String> = [], weightBits: Int = defaultWeightBits) throws
+        -> (model: Onnx_ModelProto, summary: QuantizationSummary) {
+        guard weightBitChoices.contains(weightBits) else {
+            throw ExportError("weights of \(weightBits) bits: 7 or 8 only")
+        }
         guard ranges.lower.count == graph.nodes.count + 1 else {
             throw ExportError("the activation ranges are of another graph (\(ranges.lower.count) values, the graph has \(graph.nodes.count + 1))")
         }
@@ -257,7 +278,7 @@ public enum QDQExport {
         g.output = [valueInfo("logits", ["batch", d.classes])]
         var initializers: [Onnx_TensorProto] = []
         var floats: [String: Tensor] = [:]
-        var summary = QuantizationSummary(quantizedLayers: [], floatLayers: [])
+        var summary = QuantizationSummary(quantizedLayers: [], floatLayers: [], weightBits: weightBits)
         // Nodes are named `<layer>/<op>` (made unique), as in the fp32 export, so that ONNX
         // Runtime's profile and optimized graph name the layer each kernel belongs to.
         var layer = "input", nodeNames: [String: Int] = [:]
@@ -302,17 +323,18 @@ public enum QDQExport {
             node("DequantizeLinear", [floatName(v) + "_q", p.scale, p.zeroPoint], out)
             return out
         }
-        /// Symmetric per-output-channel int8 weights (and an int32 bias at `s_x * s_w`),
-        /// dequantized for one node; returns the float names.
+        /// Symmetric per-output-channel int8 weights of `weightBits` bits (and an int32 bias at
+        /// `s_x * s_w`), dequantized for one node; returns the float names.
+        let qmax = Float((1 << (weightBits - 1)) - 1)
         func quantizedWeights(_ w: String, _ weight: Tensor, bias: (String, Tensor)?, inputScale: Float) -> (String, String?) {
             let out = weight.shape[0], row = weight.count / out
             var scales = [Float](repeating: 0, count: out), q = [Int8](repeating: 0, count: weight.count)
             for o in 0..<out {
                 var m: Float = 0
                 for i in 0..<row { m = max(m, abs(weight.data[o * row + i])) }
-                let s = m > 0 ? m / 127 : 1
+                let s = m > 0 ? m / qmax : 1
                 scales[o] = s
-                for i in 0..<row { q[o * row + i] = Int8(max(-127, min(127, (weight.data[o * row + i] / s).rounded()))) }
+                for i in 0..<row { q[o * row + i] = Int8(max(-qmax, min(qmax, (weight.data[o * row + i] / s).rounded()))) }
             }
             initializers.append(intTensor(w + "_quantized", weight.shape, q))
             initializers.append(floatTensor(w + "_scale", [out], scales))
@@ -422,7 +444,7 @@ public enum QDQExport {
         g.initializer = initializers + floats.keys.sorted().map { tensorProto($0, floats[$0]!) }
 
         let m = try ONNXExport.wrap(g, net: d, opset: 13, metadata: [
-            "neuralscale.quantization": "int8 weights per output channel, \(activations.rawValue) activations per tensor"])
+            "neuralscale.quantization": "int8 weights (\(weightBits) bits) per output channel, \(activations.rawValue) activations per tensor"])
         return (m, summary)
     }
 }

@@ -52,6 +52,11 @@ struct Quantize: ParsableCommand {
     @Option(name: .long, help: "Activation type: 'uint8' (asymmetric; ONNX Runtime's fast path) or 'int8' (symmetric).")
     var activations: ActivationType = .uint8
 
+    @Option(name: .customLong("weight-bits"), help: ArgumentHelp(
+        "Bits of the weights: 7 (default; values -63...63) or 8 (-127...127).",
+        discussion: "ONNX Runtime's integer convolutions on x86 CPUs without VNNI (AVX2, or AVX-512 without VNNI) add pairs of products in 16 bits, which saturate with 8-bit weights wherever an activation is signed (ONNX Runtime's documented 'reduce range' case): a MobileNetV2 lost its logits' direction there. 7 bits cannot saturate and cost little; 8 bits suit VNNI x86 and ARM targets."))
+    var weightBits = QDQExport.defaultWeightBits
+
     @Option(name: .customLong("keep-fp32"), help: "Comma-separated convs or linear layers to leave in float, by module name (e.g. features.0), or 'auto': measure each layer's sensitivity and keep the most sensitive in float until the top-1 drop is within --max-drop.")
     var keepFP32: String?
 
@@ -83,6 +88,7 @@ struct Quantize: ParsableCommand {
         guard calibration >= 1, calibration <= 100_000 else { throw ValidationError("--calibration must be in 1...100000, got \(calibration)") }
         guard percentile > 50, percentile <= 100 else { throw ValidationError("--percentile must be in (50, 100], got \(percentile)") }
         guard maxDrop.isFinite, maxDrop >= 0 else { throw ValidationError("--max-drop must be >= 0, got \(maxDrop)") }
+        guard QDQExport.weightBitChoices.contains(weightBits) else { throw ValidationError("--weight-bits must be 7 or 8, got \(weightBits)") }
         try checkOutputFile(output, flag: "--onnx", createsFolder: false)
         try refuseWritingOverInput(output: output, flag: "--onnx", input: checkpoint, inputFlag: "--checkpoint")
     }
@@ -123,7 +129,8 @@ struct Quantize: ParsableCommand {
             defer { TemporaryFiles.remove(int8) }
             var fp32Top1: Double?
             func evaluate(_ kept: Set<String>) throws -> Double {
-                let (m, _) = try QDQExport.model(graph, net: net.netDescription, ranges: ranges, activations: activations, keepFloat: kept)
+                let (m, _) = try QDQExport.model(graph, net: net.netDescription, ranges: ranges, activations: activations, keepFloat: kept,
+                                                 weightBits: weightBits)
                 try m.serializedData().write(to: URL(fileURLWithPath: int8))
                 let v = try QuantizedVerification.run(fp32: fp32, int8: int8, inputs: inputs, latencyRuns: 0)
                 fp32Top1 = v.fp32_top1
@@ -138,7 +145,8 @@ struct Quantize: ParsableCommand {
             }
             keep = Set(search!.keep)
         }
-        let (model, summary) = try QDQExport.model(graph, net: net.netDescription, ranges: ranges, activations: activations, keepFloat: keep)
+        let (model, summary) = try QDQExport.model(graph, net: net.netDescription, ranges: ranges, activations: activations, keepFloat: keep,
+                                                   weightBits: weightBits)
         let bytes = try model.serializedData()
         var verification: QuantizedVerification?
         try AtomicFile.replace(output) { temporary in
@@ -157,20 +165,20 @@ struct Quantize: ParsableCommand {
         let overBudget = verification.map { $0.top1_drop_pp > maxDrop } ?? false
         if json {
             struct Report: Encodable {
-                let onnx: String, checkpoint: String, bytes: Int, calibration: Int, method: String, activations: String
+                let onnx: String, checkpoint: String, bytes: Int, calibration: Int, method: String, activations: String, weightBits: Int
                 let quantizedLayers: [String], floatLayers: [String], verification: QuantizedVerification?, withinMaxDrop: Bool?
                 let keepFP32Search: FloatLayerSearch.Result?
             }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try encoder.encode(Report(
-                onnx: output, checkpoint: checkpoint, bytes: bytes.count, calibration: calibration, method: method.rawValue, activations: activations.rawValue,
+                onnx: output, checkpoint: checkpoint, bytes: bytes.count, calibration: calibration, method: method.rawValue, activations: activations.rawValue, weightBits: weightBits,
                 quantizedLayers: summary.quantizedLayers, floatLayers: summary.floatLayers, verification: verification,
                 withinMaxDrop: verification.map { _ in !overBudget }, keepFP32Search: search)), as: UTF8.self))
         } else {
             print("wrote \(output) (\(String(format: "%.2f", Double(bytes.count) / 1e6)) MB): \(summary.quantizedLayers.count) layers int8"
                   + (summary.floatLayers.isEmpty ? "" : ", in float: \(summary.floatLayers.joined(separator: ", "))")
-                  + "; \(calibration) calibration images (\(method.rawValue)), \(activations.rawValue) activations")
+                  + "; \(calibration) calibration images (\(method.rawValue)), \(activations.rawValue) activations, \(weightBits)-bit weights")
             if let v = verification {
                 func pct(_ x: Double?) -> String { x.map { String(format: "%.2f%%", 100 * $0) } ?? "-" }
                 print("test set (\(v.n) images): top-1 fp32 \(pct(v.fp32_top1)), int8 \(pct(v.int8_top1)) "
