@@ -161,13 +161,23 @@ TILE(8, 2)
 TILE(8, 1)
 TILE(6, 2)
 TILE(6, 1)
+/// A 6-row panel's first 3 rows alone: the last panel of a product whose rows leave at most 3
+/// there (a first layer's 27 taps' rows: 3 of the 30 computed were padding).
+static inline __attribute__((always_inline)) void tile_6_first3(long K, const float *restrict ap, const float *restrict b,
+                                                                long ldb, float *restrict c, long ldc, long rows,
+                                                                const float *bias, const float *addend, long ldr, float lo,
+                                                                float hi, int stream, const ns_normalized_output *nz,
+                                                                long m, float *restrict c2) {
+    TILE_PRODUCTS(3, 1, ap + k * 6, 1)
+    TILE_OUTPUT(3, 1, ldr, PLAIN_LOAD, PLAIN_OUT)
+}
 TILE(4, 2)
 TILE(4, 1)
 
 /// Panels [p0, p1) of C against all N columns: blocks of 32 columns, then one of 16, then the
 /// last < 16 columns through `scratch` (K * 16 + 2 * MR * 16 floats): B's columns (and R's)
 /// copied zero-padded, the tile computed there and its valid columns copied out.
-#define BODY(NAME, TARGET, MR, PAIRS, PACKB)                                                                          \
+#define BODY(NAME, TARGET, MR, PAIRS, PACKB, SHORT)                                                                   \
     TARGET static void NAME(long M, long N, long K, const float *ap, const float *B, long ldb, float *C, long ldc,    \
                             const float *bias, const float *R, float lo, float hi, long p0, long p1,                  \
                             float *scratch, int streaming, const ns_normalized_output *nz) {                          \
@@ -191,8 +201,14 @@ TILE(4, 1)
             }                                                                                                         \
             for (long p = p0; p < p1; p++) {                                                                          \
                 const long m = p * MR;                                                                                \
-                tile_##MR##_1(K, ap + p * K * MR, bb, lb, C + m * ldc + n0, ldc, M - m, bias ? bias + m : 0,          \
-                              R ? R + m * ldc + n0 : 0, ldc, lo, hi, stream, nz, m, nz ? nz->out + m * ldc + n0 : 0); \
+                /* SHORT: the tile of a panel's first half, where the rest is padding. */                              \
+                if (M - m <= MR / 2)                                                                                  \
+                    SHORT(K, ap + p * K * MR, bb, lb, C + m * ldc + n0, ldc, M - m, bias ? bias + m : 0,              \
+                          R ? R + m * ldc + n0 : 0, ldc, lo, hi, stream, nz, m, nz ? nz->out + m * ldc + n0 : 0);     \
+                else                                                                                                  \
+                    tile_##MR##_1(K, ap + p * K * MR, bb, lb, C + m * ldc + n0, ldc, M - m, bias ? bias + m : 0,      \
+                                  R ? R + m * ldc + n0 : 0, ldc, lo, hi, stream, nz, m,                               \
+                                  nz ? nz->out + m * ldc + n0 : 0);                                                   \
             }                                                                                                         \
         }                                                                                                             \
         if (n0 < N) {                                                                                                 \
@@ -225,14 +241,14 @@ TILE(4, 1)
         }                                                                                                             \
     }
 
-BODY(pgemm_wide, WIDE_TARGET, 12, 1, 0)
-BODY(pgemm_wide9, WIDE_TARGET, 9, 1, 0)
-BODY(pgemm_wide8, WIDE_TARGET, 8, 1, 0)
+BODY(pgemm_wide, WIDE_TARGET, 12, 1, 0, tile_12_1)
+BODY(pgemm_wide9, WIDE_TARGET, 9, 1, 0, tile_9_1)
+BODY(pgemm_wide8, WIDE_TARGET, 8, 1, 0, tile_8_1)
 // 16 columns a tile: a 6 x 32 one's 24 accumulators would not fit AVX2's 16 registers. B's
 // columns copied for the panels: its rows in place are often 4 KB apart (an image's 32x32
 // plane), all in one set of a 32 KB L1, so each panel read them from L2 again.
-BODY(pgemm_avx2, NARROW_TARGET, 6, 0, 1)
-BODY(pgemm_default, , 4, 1, 0)
+BODY(pgemm_avx2, NARROW_TARGET, 6, 0, 1, tile_6_first3)
+BODY(pgemm_default, , 4, 1, 0, tile_4_1)
 
 /// Enough for the tallest panel (12 rows); on AVX2 always (`pgemm_avx2` copies B's columns there).
 long ns_pgemm_scratch_count(long K, long N) {

@@ -78,10 +78,22 @@ final class FrozenConv2DTests: XCTestCase {
         for ((xs, ws, stride, padding, groups), streaming) in cases.map({ ($0, false) }) + cases.map({ ($0, true) }) {
             Conv2DTuning.streamingBytes = streaming ? 0 : savedStreaming
             let x = Tensor.randn(xs, using: &rng), w = Tensor.randn(ws, using: &rng), b = Tensor.randn([ws[0]], using: &rng)
+            let g = try! geometry(xs, ws, stride, padding, groups)
             for choice in [Conv2DTuning.Winograd.off, .tile(2), .tile(4)] {
                 Conv2DTuning.winograd = choice
                 let plain = Tape.withoutGradients {
                     conv2d(x, weight: w, bias: b, stride: (stride, stride), padding: (padding, padding), groups: groups)
+                }
+                // Winograd's products round differently from one GEMM to another (OpenBLAS's kernels
+                // on some CPUs sum a block's even and odd k apart), and its output transform
+                // amplifies that: each path is checked against the exact convolution within F(m,3)'s
+                // error bound instead of against the other.
+                let trained = g.algorithm(frozenWeights: false), kept = g.algorithm(frozenWeights: true)
+                let byWinograd = [trained, kept].contains { if case .winograd = $0 { true } else { false } }
+                let reference = byWinograd ? ConvolutionErrorBound(x, w, b) : nil
+                let keptBound = reference?.bounds(kept) ?? []
+                if let reference {
+                    reference.check(plain.values, within: reference.bounds(trained), "\(xs) * \(ws), \(choice): conv2d by \(trained)")
                 }
                 for activation in Activation.allCases {
                     let expected: Tensor = Tape.withoutGradients {
@@ -93,12 +105,21 @@ final class FrozenConv2DTests: XCTestCase {
                     }
                     let frozen = FrozenConv2D(weight: w, bias: b, stride: (stride, stride), padding: (padding, padding),
                                               groups: groups, activation: activation)
+                    let what = "\(xs) * \(ws) s\(stride) p\(padding) g\(groups), \(choice), \(activation)"
                     for run in 1...2 {
-                        assertClose(frozen(x), expected, rtol: 1e-5, atol: 1e-5,
-                                    "\(xs) * \(ws) s\(stride) p\(padding) g\(groups), \(choice), \(activation), run \(run)")
+                        if let reference {
+                            reference.check(frozen(x).values, within: keptBound, activation: activation, "\(what), run \(run) by \(kept)")
+                        } else {
+                            assertClose(frozen(x), expected, rtol: 1e-5, atol: 1e-5, "\(what), run \(run)")
+                        }
                     }
                     // A residual sum before the activation: in the output pass or after it.
                     let residual = Tensor.randn(plain.shape, using: &rng)
+                    if let reference {
+                        reference.check(frozen(x, adding: residual).values, within: keptBound, activation: activation, adding: residual.values,
+                                        "\(what), with a residual, by \(kept)")
+                        continue
+                    }
                     let summed = (0..<plain.count).map { i -> Float in
                         let v = plain.data[i] + residual.data[i]
                         switch activation {
@@ -107,8 +128,7 @@ final class FrozenConv2DTests: XCTestCase {
                         case .relu6: return min(max(v, 0), 6)
                         }
                     }
-                    assertClose(frozen(x, adding: residual).values, summed, rtol: 1e-5, atol: 1e-5,
-                                "\(xs) * \(ws) s\(stride) p\(padding) g\(groups), \(choice), \(activation), with a residual")
+                    assertClose(frozen(x, adding: residual).values, summed, rtol: 1e-5, atol: 1e-5, "\(what), with a residual")
                 }
             }
         }
@@ -374,6 +394,192 @@ final class FrozenConv2DTests: XCTestCase {
             assertClose(plain.values, expected, rtol: 1e-4, atol: 1e-4, "\(xs) \(k)x\(k)/2 conv2d")
             let frozen = FrozenConv2D(weight: w, bias: nil, stride: (2, 2), padding: (pad, pad))
             assertClose(frozen(x).values, expected, rtol: 1e-4, atol: 1e-4, "\(xs) \(k)x\(k)/2 frozen")
+        }
+    }
+}
+
+/// A 3x3 "same" convolution of one group computed exactly (in double), and per output a bound on
+/// a float algorithm's rounding error, first order (Higham's gamma_n = n u / (1 - n u), u = 2^-24):
+/// - direct (a dot product of K = 9 C terms, then the bias): gamma_(K+1) (|b| + sum |w| |x|);
+/// - Winograd's F(m, 3), m 2 or 4 (Lavin & Gray's matrices, as `winograd.c` writes them out):
+///   gamma_(C+24) S, n counting the roundings of the input transform (8), the kernel's (6), the
+///   product's C terms, the output transform (8) and the bias; S = |b| plus, over the channels, the
+///   3x3 taps and the tile's (m+2)^2 input patch, |w| |x| weighted by P_i[a][p] P_j[b][q], where
+///   P_i[a][p] = sum over the frequencies of |A^T| |G| |B^T| (what one input value times one tap can
+///   reach output i of its tile through, in magnitude).
+/// A wrong coefficient or a missing term is an error of the outputs' own size, far above it.
+struct ConvolutionErrorBound {
+    let exact: [Double]
+    let n: Int, c: Int, o: Int, h: Int, w: Int
+    let xs: [Float], ws: [Float], bs: [Float]
+
+    init(_ x: Tensor, _ weight: Tensor, _ bias: Tensor) {
+        precondition(weight.shape[2] == 3 && weight.shape[3] == 3 && weight.shape[1] == x.shape[1])
+        (n, c, h, w, o) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0])
+        (xs, ws, bs) = (x.values, weight.values, bias.values)
+        var exact = [Double](repeating: 0, count: n * o * h * w)
+        for img in 0..<n {
+            for k in 0..<o {
+                for y in 0..<h {
+                    for xo in 0..<w {
+                        var sum = Double(bs[k])
+                        for ch in 0..<c {
+                            for a in 0..<3 {
+                                for bb in 0..<3 {
+                                    let iy = y + a - 1, ix = xo + bb - 1
+                                    guard (0..<h).contains(iy), (0..<w).contains(ix) else { continue }
+                                    sum += Double(ws[((k * c + ch) * 3 + a) * 3 + bb]) * Double(xs[((img * c + ch) * h + iy) * w + ix])
+                                }
+                            }
+                        }
+                        exact[((img * o + k) * h + y) * w + xo] = sum
+                    }
+                }
+            }
+        }
+        self.exact = exact
+    }
+
+    private func x(_ img: Int, _ ch: Int, _ iy: Int, _ ix: Int) -> Double {
+        (0..<h).contains(iy) && (0..<w).contains(ix) ? Double(abs(xs[((img * c + ch) * h + iy) * w + ix])) : 0
+    }
+
+    private static func gamma(_ count: Int) -> Double {
+        let u = pow(2.0, -24.0)
+        return Double(count) * u / (1 - Double(count) * u)
+    }
+
+    /// |A^T| |G| |B^T| per output i of a tile, tap a and patch element p.
+    private static func amplification(_ m: Int) -> [[[Double]]] {
+        let at: [[Double]], g: [[Double]], bt: [[Double]]
+        if m == 2 {
+            at = [[1, 1, 1, 0], [0, 1, -1, -1]]
+            g = [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]
+            bt = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+        } else {
+            at = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+            g = [[0.25, 0, 0], [-1.0 / 6, -1.0 / 6, -1.0 / 6], [-1.0 / 6, 1.0 / 6, -1.0 / 6], [1.0 / 24, 1.0 / 12, 1.0 / 6],
+                 [1.0 / 24, -1.0 / 12, 1.0 / 6], [0, 0, 1]]
+            bt = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0],
+                  [0, 4, 0, -5, 0, 1]]
+        }
+        let alpha = m + 2
+        var out = [[[Double]]](repeating: [[Double]](repeating: [Double](repeating: 0, count: alpha), count: 3), count: m)
+        for i in 0..<m {
+            for a in 0..<3 {
+                for p in 0..<alpha {
+                    var sum = 0.0
+                    for f in 0..<alpha {
+                        let reach: Double = abs(at[i][f]) * abs(g[f][a])
+                        sum += reach * abs(bt[f][p])
+                    }
+                    out[i][a][p] = sum
+                }
+            }
+        }
+        return out
+    }
+
+    /// The bound on each output of `algorithm`'s float result.
+    func bounds(_ algorithm: Conv2DAlgorithm) -> [Double] {
+        var out = [Double](repeating: 0, count: exact.count)
+        if case let .winograd(m) = algorithm {
+            let p = Self.amplification(m), gamma = Self.gamma(c + 24)
+            // t[i][j][a][b]: what tap (a, b) of one channel reaches output (i, j) of a tile
+            // through, summed over the patch: the same for every output channel.
+            var t = [Double](repeating: 0, count: m * m * 9)
+            for img in 0..<n {
+                for ch in 0..<c {
+                    for ty in stride(from: 0, to: h, by: m) {
+                        for tx in stride(from: 0, to: w, by: m) {
+                            for q in 0..<t.count { t[q] = 0 }
+                            for py in 0..<(m + 2) {
+                                for qx in 0..<(m + 2) {
+                                    let v = x(img, ch, ty - 1 + py, tx - 1 + qx)
+                                    if v == 0 { continue }
+                                    for i in 0..<m {
+                                        for a in 0..<3 {
+                                            let rows = p[i][a][py] * v
+                                            if rows == 0 { continue }
+                                            for j in 0..<m {
+                                                for bb in 0..<3 { t[((i * m + j) * 3 + a) * 3 + bb] += rows * p[j][bb][qx] }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            for k in 0..<o {
+                                let wk = ((k * c + ch) * 9)
+                                for i in 0..<m where ty + i < h {
+                                    for j in 0..<m where tx + j < w {
+                                        var s = 0.0
+                                        let base: Int = (i * m + j) * 9
+                                        for tap in 0..<9 {
+                                            let weight = Double(abs(ws[wk + tap]))
+                                            s += weight * t[base + tap]
+                                        }
+                                        let index: Int = ((img * o + k) * h + ty + i) * w + tx + j
+                                        out[index] += s
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for img in 0..<n {
+                for k in 0..<o {
+                    for q in 0..<(h * w) {
+                        let i = (img * o + k) * h * w + q
+                        out[i] = gamma * (out[i] + Double(abs(bs[k])))
+                    }
+                }
+            }
+            return out
+        }
+        let gamma = Self.gamma(9 * c + 1)
+        for img in 0..<n {
+            for k in 0..<o {
+                for y in 0..<h {
+                    for xo in 0..<w {
+                        var s = Double(abs(bs[k]))
+                        for ch in 0..<c {
+                            for a in 0..<3 {
+                                for bb in 0..<3 { s += Double(abs(ws[((k * c + ch) * 3 + a) * 3 + bb])) * x(img, ch, y + a - 1, xo + bb - 1) }
+                            }
+                        }
+                        out[((img * o + k) * h + y) * w + xo] = gamma * s
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// `values` (with `addend` summed before `activation`) within `bound` (`bounds`) of the
+    /// exact result (one more rounding for the sum; the activations move no value farther).
+    func check(_ values: [Float], within bound: [Double], activation: Activation = .identity, adding addend: [Float]? = nil,
+               _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+        let u = pow(2.0, -24.0)
+        XCTAssertEqual(values.count, exact.count, what, file: file, line: line)
+        var worst = (excess: 0.0, index: -1)
+        for i in 0..<min(values.count, exact.count) {
+            var e = exact[i], allowed = bound[i]
+            if let addend {
+                e += Double(addend[i])
+                allowed += u * (abs(exact[i]) + abs(Double(addend[i])) + bound[i])
+            }
+            switch activation {
+            case .identity: break
+            case .relu: e = max(e, 0)
+            case .relu6: e = min(max(e, 0), 6)
+            }
+            let excess = abs(Double(values[i]) - e) - allowed
+            if excess > worst.excess || (excess.isNaN && !worst.excess.isNaN) { worst = (excess, i) }
+        }
+        if worst.index >= 0 {
+            let i = worst.index
+            XCTFail("\(what): element \(i) is \(values[i]), exact \(exact[i]) (bound \(bound[i]))", file: file, line: line)
         }
     }
 }
