@@ -769,7 +769,8 @@ struct GEMMConv {
         let groupRows = shallow && db != nil ? rows + 1 : rows
         let ones: Int32 = groupRows > rows ? 1 : 0
         // A shallow "same" stride-1 convolution's weight gradient reads the patch rows from the
-        // image in place (`ns_conv_dw_lanes`), where the masked loads exist: no im2col; a halving
+        // image in place (`ns_conv_dw_lanes`), where the masked loads exist (on AVX2 from a
+        // zero-padded copy where it is small and its rows whole vectors): no im2col; a halving
         // one's from the image's phases (one group).
         let dwStride = g.strideH == 1 && g.strideW == 1 ? 1 : halvingLaneSums ? 2 : 0
         // On AVX2 only a stride-1 one whose zero-padded image is small, which needs no masks.

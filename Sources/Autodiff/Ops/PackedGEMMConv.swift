@@ -3,7 +3,8 @@ import CKernels
 /// The im2col convolution of a `FrozenConv2D` whose weights are packed once (`ns_pgemm_pack`):
 /// per image, the patch matrix (none for a 1x1 stride-1 convolution: the image is its own; none
 /// either where `ns_pconv` reads its rows from the image, a "same" stride-1 or a halving stride-2
-/// convolution on AVX-512) times the packed weights, written straight into the NCHW output with
+/// convolution on AVX-512, a "same" stride-1 one of a small image with rows of whole vectors on
+/// AVX2, `ns_pconv_padded_available`) times the packed weights, written straight into the NCHW output with
 /// the bias and the activation applied in the same pass. One image at a time (an inference of
 /// one image) splits the weights' panels over the GEMM pieces; a batch splits its images.
 ///
