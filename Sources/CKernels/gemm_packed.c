@@ -580,14 +580,16 @@ NARROW_TARGET static void pconv_avx2(long M, long C, long OH, long OW, long ldx,
     // EPYC VM, Zen 3), where on an Intel Xeon they saved time.
     (void)streaming;
     const int stream = 0;
-    for (long q0 = 0; q0 < N; q0 += NR) {
-        const long vb = padded_start(q0, 0, N, OW, Wp);
-        for (long p = p0; p < p1; p++) {
+    // A panel over all the pixels, then the next: each output row a stream, where a block of
+    // pixels over all the panels wrote 64 rows 4 KB apart (a 32x32 plane), one L1 set's worth.
+    // The image and the panels' weights stay in L1 either way.
+    for (long p = p0; p < p1; p++)
+        for (long q0 = 0; q0 < N; q0 += NR) {
+            const long vb = padded_start(q0, 0, N, OW, Wp);
             const long m = p * 6;
             atile_6(C, ldx, t, vb, ap + p * K * 6, x, out + m * N + q0, N, M - m, bias ? bias + m : 0,
                     R ? R + m * N + q0 : 0, lo, hi, stream, nz, m, nz ? nz->out + m * N + q0 : 0);
         }
-    }
 }
 
 /// The weight gradient's blocks: 4 rows of dy (NS_FOR_EACH_BLOCK's) by 5 patch rows, 20
