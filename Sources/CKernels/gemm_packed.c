@@ -448,6 +448,14 @@ NS_CLONES static void pad_image(const float *x, long C, long H, long W, long PH,
     }
 }
 
+/// Whether a convolution reads a zero-padded copy of its image, without masks: stride 1, rows of
+/// whole vectors, the copy at most NS_PADDED_MAX floats. On AVX2 the only way it reads the image
+/// in place, so `ns_masked_image_reads` (for tests) picks the masks on AVX-512 alone.
+static inline int reads_padded(long C, long H, long W, long PH, long PW, long stride) {
+    return stride == 1 && W % NR == 0 && C * (H + 2 * PH) * (W + 2 * PW) <= NS_PADDED_MAX
+        && (ns_kernel_set() == NS_KERNELS_AVX2 || !ns_masked_image_reads());
+}
+
 /// Tap offsets in an image zero-padded to rows of Wp, from a pixel's own position there (its
 /// window's top left corner).
 static inline void padded_offsets(struct ns_taps *t, long KW, long Wp) {
@@ -598,9 +606,10 @@ NARROW_TARGET static void pconv_avx2(long M, long C, long OH, long OW, long ldx,
 /// every vector: 4 x 5 ran 134 -> 139 GFLOP/s on an Intel Xeon (one thread, 128 images).
 enum { DW_ROWS = 4, DW_COLUMNS = 5 };
 
-/// The dy row a block prefetches while it runs (NULL: none): column pass n0 / DW_COLUMNS = j > 0
-/// of row group m0 fetches row j - 1 of the next group, a line per vector, into L2 (prefetcht1);
-/// the last group fetches the next image's first rows (`next`, when the caller goes on to one).
+/// The dy row a block prefetches while it runs (NULL: none): column pass j > 0 of the row group
+/// of `group` rows from m0 fetches row j - 1 of the next group, a line per vector, into L2
+/// (prefetcht1); the last group fetches the next image's first rows (`next`, when the caller goes
+/// on to one).
 /// Fetched into L1, the next group's four rows, 4 KB apart like the current group's, took the
 /// sets those and the image's rows use (with a 32x32 plane 8 dy lines and about 4 image lines to
 /// each of 12 ways) and the first pass of a group stalled on its first dy load anyway (perf
@@ -613,12 +622,18 @@ enum { DW_ROWS = 4, DW_COLUMNS = 5 };
 /// noise). What is left is the dy stream itself: a batch's 32 MB read once from memory, at
 /// 8-10 GB/s a core where one core streams 13-15 GB/s with nothing else to do; the same passes
 /// over a dy already in the L3 take 3.3 ms.
-static inline const float *dw_ahead(long M, long m0, long n0, long HW, const float *dy, const float *next) {
-    const long pass = n0 / DW_COLUMNS, row = m0 + DW_ROWS + pass - 1;
-    if (pass == 0 || pass > DW_ROWS) return 0;
+static inline const float *dw_ahead_pass(long M, long m0, long group, long pass, long HW, const float *dy,
+                                         const float *next) {
+    const long row = m0 + group + pass - 1;
+    if (pass == 0 || pass > group) return 0;
     // The last group (any M) fetches the next image's rows 0, 1, ... in its passes 1, 2, ...
-    if (m0 + DW_ROWS >= M) return next && pass - 1 < M ? next + (pass - 1) * HW : 0;
+    if (m0 + group >= M) return next && pass - 1 < M ? next + (pass - 1) * HW : 0;
     return row < M ? dy + row * HW : 0;
+}
+
+/// `dw_ahead_pass` for the AVX-512 blocks: DW_ROWS rows a group, the pass of column block n0.
+static inline const float *dw_ahead(long M, long m0, long n0, long HW, const float *dy, const float *next) {
+    return dw_ahead_pass(M, m0, DW_ROWS, n0 / DW_COLUMNS, HW, dy, next);
 }
 
 /// A weight-gradient block's start: its patch rows' sources p, its dy rows d (HW apart) and its
@@ -754,8 +769,8 @@ dw_half_padded(long R, long NC, long m0, long n0, long N, long H, long vpr, long
         for (long n = 0; n < NC; n++) STOREH(lanes + ((m0 + r) * N + n0 + n) * NR + h * NS_HALF, acc[r][n]);
 }
 
-/// While a row group's passes run, its first passes fetch the next group's dy rows into L2, a
-/// line per vector (the last group the next image's first rows, `next`), as `dw_ahead` does.
+/// While a row group's passes run (a column block's half each), its first passes fetch the next
+/// group's dy rows into L2 (`dw_ahead_pass`), as the AVX-512 blocks do.
 NARROW_TARGET static void dw_lanes_padded_avx2(long M, long N, long H, long vpr, long Wp, const float *const *src,
                                                const float *dy, const float *next, float *lanes) {
     const long HW = H * vpr * NR;
@@ -765,13 +780,7 @@ NARROW_TARGET static void dw_lanes_padded_avx2(long M, long N, long H, long vpr,
         for (long n0 = 0; n0 < N; n0 += DWH_COLUMNS) {
             const long NC = N - n0 < DWH_COLUMNS ? N - n0 : DWH_COLUMNS;
             for (long h = 0; h < 2; h++, pass++) {
-                // Pass 1 + r fetches row r of the next group.
-                const float *ahead = 0;
-                if (pass >= 1 && pass <= DWH_ROWS) {
-                    const long row = m0 + DWH_ROWS + pass - 1;
-                    if (m0 + DWH_ROWS < M) ahead = row < M ? dy + row * HW : 0;
-                    else if (next && pass - 1 < M) ahead = next + (pass - 1) * HW;
-                }
+                const float *ahead = dw_ahead_pass(M, m0, DWH_ROWS, pass, HW, dy, next);
                 if (R == DWH_ROWS && NC == DWH_COLUMNS && vpr == 2)
                     dw_half_padded(DWH_ROWS, DWH_COLUMNS, m0, n0, N, H, 2, Wp, dy, src, lanes, h, ahead);
                 else
@@ -822,11 +831,9 @@ void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH,
     if (N > NS_CONV_DW_MAX_ROWS) abort();  // the caller checks
     ns_tap_table(OH, OW, W, KH, KW, PH, PW, stride, &t);
     if (ones) src[N - 1] = ones;
-    // Stride 1, rows whole vectors and a small image: a zero-padded copy, read without masks.
     const long Hp = H + 2 * PH, Wp = W + 2 * PW;
-    // (AVX2 has this path alone: `ns_masked_image_reads` is for the choice AVX-512 has.)
     const int avx2 = ns_kernel_set() == NS_KERNELS_AVX2;
-    if (stride == 1 && W % NR == 0 && C * Hp * Wp <= NS_PADDED_MAX && (avx2 || !ns_masked_image_reads())) {
+    if (reads_padded(C, H, W, PH, PW, stride)) {
         float padded[NS_PADDED_MAX];
         pad_image(x, C, H, W, PH, PW, padded);
         for (long n = 0; n < C * t.count; n++) {
@@ -852,8 +859,8 @@ void ns_conv_dw_lanes(long M, long C, long H, long W, long KH, long KW, long PH,
 int ns_pconv_padded_available(long C, long H, long W, long KH, long KW, long PH, long PW, long stride) {
 #if defined(__x86_64__) && defined(__clang__)
     if (ns_kernel_set() == NS_KERNELS_AVX512) return ns_pconv_available(H, W, KH, KW, PH, PW, stride);
-    return ns_kernel_set() == NS_KERNELS_AVX2 && stride == 1 && KH == 2 * PH + 1 && KW == 2 * PW + 1
-        && KH * KW <= MAX_TAPS && W % NR == 0 && C * (H + 2 * PH) * (W + 2 * PW) <= NS_PADDED_MAX;
+    return ns_kernel_set() == NS_KERNELS_AVX2 && KH == 2 * PH + 1 && KW == 2 * PW + 1 && KH * KW <= MAX_TAPS
+        && reads_padded(C, H, W, PH, PW, stride);
 #else
     (void)C, (void)H, (void)W, (void)KH, (void)KW, (void)PH, (void)PW, (void)stride;
     return 0;
@@ -915,12 +922,9 @@ void ns_pconv(long M, long C, long H, long W, long KH, long KW, long PH, long PW
     struct ns_taps t;
     ns_tap_table(OH, OW, W, KH, KW, PH, PW, stride, &t);
     long ldx = stride == 1 ? H * W : 4 * OH * OW, Wp = 0;
-    // Rows whole vectors and a small image: a zero-padded copy, read without masks.
     float padded[NS_PADDED_MAX];
-    const long Hp = H + 2 * PH;
-    // (AVX2 has the padded path alone: `ns_masked_image_reads` is for the choice AVX-512 has.)
-    const long mr = panel_rows(M);
-    if (stride == 1 && W % NR == 0 && C * Hp * (W + 2 * PW) <= NS_PADDED_MAX && (mr == 6 || !ns_masked_image_reads())) {
+    const long Hp = H + 2 * PH, mr = panel_rows(M);
+    if (reads_padded(C, H, W, PH, PW, stride)) {
         Wp = W + 2 * PW;
         ldx = Hp * Wp;
         pad_image(x, C, H, W, PH, PW, padded);

@@ -410,6 +410,8 @@ final class FrozenConv2DTests: XCTestCase {
 /// A wrong coefficient or a missing term is an error of the outputs' own size, far above it.
 struct ConvolutionErrorBound {
     let exact: [Double]
+    /// Per output |b| + the sum of |w| |x| over its products: a direct convolution's error scale.
+    let magnitudes: [Double]
     let n: Int, c: Int, o: Int, h: Int, w: Int
     let xs: [Float], ws: [Float], bs: [Float]
 
@@ -417,27 +419,31 @@ struct ConvolutionErrorBound {
         precondition(weight.shape[2] == 3 && weight.shape[3] == 3 && weight.shape[1] == x.shape[1])
         (n, c, h, w, o) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0])
         (xs, ws, bs) = (x.values, weight.values, bias.values)
-        var exact = [Double](repeating: 0, count: n * o * h * w)
+        var exact = [Double](repeating: 0, count: n * o * h * w), magnitudes = exact
         for img in 0..<n {
             for k in 0..<o {
                 for y in 0..<h {
                     for xo in 0..<w {
-                        var sum = Double(bs[k])
+                        var sum = Double(bs[k]), magnitude = Double(abs(bs[k]))
                         for ch in 0..<c {
                             for a in 0..<3 {
                                 for bb in 0..<3 {
                                     let iy = y + a - 1, ix = xo + bb - 1
                                     guard (0..<h).contains(iy), (0..<w).contains(ix) else { continue }
-                                    sum += Double(ws[((k * c + ch) * 3 + a) * 3 + bb]) * Double(xs[((img * c + ch) * h + iy) * w + ix])
+                                    let product = Double(ws[((k * c + ch) * 3 + a) * 3 + bb]) * Double(xs[((img * c + ch) * h + iy) * w + ix])
+                                    sum += product
+                                    magnitude += abs(product)
                                 }
                             }
                         }
                         exact[((img * o + k) * h + y) * w + xo] = sum
+                        magnitudes[((img * o + k) * h + y) * w + xo] = magnitude
                     }
                 }
             }
         }
         self.exact = exact
+        self.magnitudes = magnitudes
     }
 
     private func x(_ img: Int, _ ch: Int, _ iy: Int, _ ix: Int) -> Double {
@@ -482,8 +488,8 @@ struct ConvolutionErrorBound {
 
     /// The bound on each output of `algorithm`'s float result.
     func bounds(_ algorithm: Conv2DAlgorithm) -> [Double] {
-        var out = [Double](repeating: 0, count: exact.count)
         if case let .winograd(m) = algorithm {
+            var out = [Double](repeating: 0, count: exact.count)
             let p = Self.amplification(m), gamma = Self.gamma(c + 24)
             // t[i][j][a][b]: what tap (a, b) of one channel reaches output (i, j) of a tile
             // through, summed over the patch: the same for every output channel.
@@ -538,22 +544,7 @@ struct ConvolutionErrorBound {
             return out
         }
         let gamma = Self.gamma(9 * c + 1)
-        for img in 0..<n {
-            for k in 0..<o {
-                for y in 0..<h {
-                    for xo in 0..<w {
-                        var s = Double(abs(bs[k]))
-                        for ch in 0..<c {
-                            for a in 0..<3 {
-                                for bb in 0..<3 { s += Double(abs(ws[((k * c + ch) * 3 + a) * 3 + bb])) * x(img, ch, y + a - 1, xo + bb - 1) }
-                            }
-                        }
-                        out[((img * o + k) * h + y) * w + xo] = gamma * s
-                    }
-                }
-            }
-        }
-        return out
+        return magnitudes.map { gamma * $0 }
     }
 
     /// `values` (with `addend` summed before `activation`) within `bound` (`bounds`) of the
